@@ -1,0 +1,383 @@
+//! Blobs: immutable bytes named by their SHA-256.
+//!
+//! A blob is written to `tmp/` while it is hashed, fsynced, then hard-linked
+//! into `objects/` (a link never replaces an existing object, so a
+//! concurrent writer of the same blob cannot disturb a reader or a hard link
+//! taken elsewhere) and the temp name removed. A blob whose bytes do not
+//! match the expected digest never appears in `objects/`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Result, StoreError};
+use crate::store::Store;
+
+/// Size of the buffer used to copy streams into the store.
+pub const COPY_BUF: usize = 1 << 20;
+
+/// Start background writeback after this many unsynced bytes, so the final
+/// fsync of a large blob does not wait for all of it at once.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+/// What a finished put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// True when the store already held it (only its mtime was refreshed).
+    pub existed: bool,
+}
+
+/// A blob being written. Feed it bytes with [`Write`], then [`commit`].
+/// Dropping it without committing removes the temp file.
+///
+/// [`commit`]: BlobWriter::commit
+pub struct BlobWriter {
+    store: Store,
+    file: Option<File>,
+    tmp: PathBuf,
+    hasher: Hasher,
+    len: u64,
+    unflushed: u64,
+    flusher: Option<Flusher>,
+}
+
+struct Flusher {
+    tx: mpsc::SyncSender<()>,
+    handle: JoinHandle<io::Result<()>>,
+}
+
+impl Flusher {
+    fn start(file: &File) -> io::Result<Flusher> {
+        let f = file.try_clone()?;
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let handle = std::thread::Builder::new().name("cairn-flush".into()).spawn(move || {
+            for () in rx {
+                f.sync_data()?;
+            }
+            Ok(())
+        })?;
+        Ok(Flusher { tx, handle })
+    }
+}
+
+impl Store {
+    /// Starts writing a new blob.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        self.check_writable()?;
+        let dir = self.layout().tmp_dir();
+        let name = format!("{:016x}.part", rand::random::<u64>());
+        let tmp = dir.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(StoreError::io("create temp file", &tmp))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file: Some(file),
+            tmp,
+            hasher: Hasher::new(),
+            len: 0,
+            unflushed: 0,
+            flusher: None,
+        })
+    }
+
+    /// Stores everything `r` yields. With `expected`, a mismatch stores nothing.
+    pub fn put_reader(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<PutOutcome> {
+        let mut w = self.writer()?;
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Io { op: "read input", path: "<stream>".into(), source: e }),
+            };
+            w.write_all(&buf[..n]).map_err(StoreError::io("write", &w.tmp))?;
+        }
+        w.commit(expected)
+    }
+
+    /// Stores the file at `path`.
+    pub fn put_file(&self, path: impl AsRef<std::path::Path>) -> Result<PutOutcome> {
+        let path = path.as_ref();
+        let f = File::open(path).map_err(StoreError::io("open", path))?;
+        self.put_reader(f, None).map_err(|e| match e {
+            StoreError::Io { op: "read input", source, .. } => StoreError::Io { op: "read", path: path.into(), source },
+            e => e,
+        })
+    }
+
+    /// True when the blob is present.
+    pub fn exists(&self, d: &Digest) -> bool {
+        self.layout().object(d).is_file()
+    }
+
+    /// The blob's size, or `BlobNotFound`.
+    pub fn size(&self, d: &Digest) -> Result<u64> {
+        let p = self.layout().object(d);
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() => Ok(m.len()),
+            Ok(_) => Err(StoreError::BlobNotFound(*d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*d)),
+            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
+        }
+    }
+
+    /// Opens the whole blob for streaming.
+    pub fn get(&self, d: &Digest) -> Result<BlobReader> {
+        self.get_range(d, 0, None)
+    }
+
+    /// Opens `len` bytes (or the rest) of the blob from `offset`.
+    pub fn get_range(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<BlobReader> {
+        let p = self.layout().object(d);
+        let mut f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobNotFound(*d)),
+            Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
+        };
+        let size = f.metadata().map_err(StoreError::io("stat", &p))?.len();
+        let end = match len {
+            Some(l) => offset.checked_add(l),
+            None => Some(size),
+        };
+        match end {
+            Some(end) if offset <= size && end <= size => {}
+            _ => return Err(StoreError::Range { digest: *d, offset, len, size }),
+        }
+        let remaining = end.unwrap_or(size) - offset;
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset)).map_err(StoreError::io("seek", &p))?;
+        }
+        Ok(BlobReader { file: f, size, offset, remaining })
+    }
+
+    /// Every blob digest in `objects/`, lazily; files with other names are skipped.
+    pub fn list(&self) -> Result<BlobIter> {
+        let dir = self.layout().objects_dir();
+        let rd = fs::read_dir(&dir).map_err(StoreError::io("read directory", &dir))?;
+        Ok(BlobIter { rd, dir })
+    }
+
+    /// Removes a blob (GC, registry delete). Absent blobs are not an error.
+    pub fn remove_blob(&self, d: &Digest) -> Result<bool> {
+        self.check_writable()?;
+        let p = self.layout().object(d);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::Io { op: "remove", path: p, source: e }),
+        }
+    }
+
+    /// Moves a blob out of `objects/` into `quarantine/`, so it is no longer served.
+    pub fn quarantine(&self, d: &Digest) -> Result<PathBuf> {
+        self.check_writable()?;
+        let from = self.layout().object(d);
+        let to = self.layout().quarantined(d);
+        fs::rename(&from, &to).map_err(StoreError::io("quarantine", &from))?;
+        Ok(to)
+    }
+
+    /// Hashes the stored bytes of `d` and reports whether they match its name.
+    pub fn verify_blob(&self, d: &Digest) -> Result<bool> {
+        let mut r = self.get(d)?;
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = r.read(&mut buf).map_err(StoreError::io("read", self.layout().object(d)))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finish() == *d)
+    }
+
+    /// Marks a blob as recently used (GC grace).
+    pub(crate) fn touch(&self, d: &Digest) -> Result<()> {
+        let p = self.layout().object(d);
+        let f = File::open(&p).map_err(StoreError::io("open", &p))?;
+        f.set_modified(SystemTime::now()).map_err(StoreError::io("set mtime", &p))
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Finishes the blob: checks the digest, syncs, and makes it visible.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<PutOutcome> {
+        let digest = std::mem::take(&mut self.hasher).finish();
+        let size = self.len;
+        if let Some(e) = expected
+            && *e != digest
+        {
+            return Err(StoreError::DigestMismatch { expected: *e, actual: digest });
+        }
+        let file = self.file.take().ok_or_else(|| StoreError::Io {
+            op: "commit",
+            path: self.tmp.clone(),
+            source: io::Error::other("blob writer already finished"),
+        })?;
+        let store = self.store.clone();
+        let dest = store.layout().object(&digest);
+        let _gc = store.gc_shared()?;
+        if dest.is_file() {
+            drop(file);
+            self.stop_flusher()?;
+            store.touch(&digest)?;
+            return Ok(PutOutcome { digest, size, existed: true });
+        }
+        self.stop_flusher()?;
+        if store.inner.opts.fsync {
+            file.sync_all().map_err(StoreError::io("fsync", &self.tmp))?;
+        }
+        let mut perms = file.metadata().map_err(StoreError::io("stat", &self.tmp))?.permissions();
+        perms.set_readonly(true);
+        file.set_permissions(perms).map_err(StoreError::io("chmod", &self.tmp))?;
+        drop(file);
+        let existed = match fs::hard_link(&self.tmp, &dest) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                store.touch(&digest)?;
+                true
+            }
+            Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
+        };
+        if !existed {
+            store.sync_dir(&store.layout().objects_dir())?;
+        }
+        Ok(PutOutcome { digest, size, existed })
+    }
+
+    fn stop_flusher(&mut self) -> Result<()> {
+        if let Some(f) = self.flusher.take() {
+            drop(f.tx);
+            match f.handle.join() {
+                Ok(r) => r.map_err(StoreError::io("fsync", &self.tmp))?,
+                Err(_) => {
+                    return Err(StoreError::Io {
+                        op: "fsync",
+                        path: self.tmp.clone(),
+                        source: io::Error::other("flush thread panicked"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let n = f.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        self.unflushed += n as u64;
+        if self.unflushed >= FLUSH_EVERY && self.store.inner.opts.fsync {
+            self.unflushed = 0;
+            if self.flusher.is_none() {
+                self.flusher = Some(Flusher::start(f)?);
+            }
+            if let Some(fl) = &self.flusher {
+                // A flush already queued covers these bytes too.
+                let _ = fl.tx.try_send(());
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        let _ = self.stop_flusher();
+        self.file.take();
+        // The temp name is removed whether or not the blob was committed.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// A streaming reader over (part of) a stored blob.
+#[derive(Debug)]
+pub struct BlobReader {
+    file: File,
+    size: u64,
+    offset: u64,
+    remaining: u64,
+}
+
+impl BlobReader {
+    /// The whole blob's size.
+    pub fn blob_size(&self) -> u64 {
+        self.size
+    }
+    /// Where this reader started.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Bytes left to read.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+    /// The open file, positioned at the current offset, and the bytes left
+    /// (for callers that stream it themselves, e.g. an async server).
+    pub fn into_parts(self) -> (File, u64) {
+        (self.file, self.remaining)
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..max])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Iterator over the digests in `objects/`.
+pub struct BlobIter {
+    rd: fs::ReadDir,
+    dir: PathBuf,
+}
+
+impl Iterator for BlobIter {
+    type Item = Result<Digest>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let e = match self.rd.next()? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(StoreError::Io { op: "read directory", path: self.dir.clone(), source: e })),
+            };
+            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::parse(n).ok()) {
+                return Some(Ok(d));
+            }
+        }
+    }
+}

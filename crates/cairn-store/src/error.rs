@@ -1,0 +1,144 @@
+//! The store's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::{Digest, DigestError};
+use crate::name::{NameError, RefFile};
+
+/// Everything that can go wrong in the store. Each variant names its input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O error on a path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("open", "write", ...).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A blob is not in the store.
+    #[error("blob {0} not found in the store")]
+    BlobNotFound(Digest),
+    /// Written bytes hash to another digest than the one expected.
+    #[error("digest mismatch: expected {expected}, got {actual}; nothing was stored")]
+    DigestMismatch {
+        /// The digest the caller asked for.
+        expected: Digest,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
+    /// Fewer bytes than expected arrived.
+    #[error("truncated blob {digest}: expected {expected} bytes, got {actual}; nothing was stored")]
+    Truncated {
+        /// The blob's digest.
+        digest: Digest,
+        /// Expected size.
+        expected: u64,
+        /// Received size.
+        actual: u64,
+    },
+    /// A read range outside the blob.
+    #[error("range {offset}+{len:?} is outside blob {digest} of {size} bytes")]
+    Range {
+        /// The blob.
+        digest: Digest,
+        /// Requested start.
+        offset: u64,
+        /// Requested length.
+        len: Option<u64>,
+        /// The blob's size.
+        size: u64,
+    },
+    /// A malformed digest.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// An unsafe or malformed manifest name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// No manifest by this name or ref file.
+    #[error("manifest {0:?} not found (see `cairn manifests`)")]
+    ManifestNotFound(String),
+    /// A manifest that does not parse or fails validation.
+    #[error("invalid manifest {what}: {reason}")]
+    InvalidManifest {
+        /// Which manifest (ref file, peer, or path).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A manifest lists objects the store does not hold.
+    #[error("manifest {name:?} lists {} missing blob(s): {}", missing.len(), list_digests(missing))]
+    MissingBlobs {
+        /// The manifest name.
+        name: String,
+        /// The absent digests.
+        missing: Vec<Digest>,
+    },
+    /// Another process holds the data dir in a conflicting way.
+    #[error("data dir {0} is locked by another cairn process; stop it or use another --data-dir")]
+    Locked(PathBuf),
+    /// The store was opened read-only.
+    #[error("store at {0} is open read-only")]
+    ReadOnly(PathBuf),
+    /// A checkout path that would escape the target directory.
+    #[error("unsafe path {path:?} in manifest {name:?}: {reason}; nothing was written for it")]
+    UnsafePath {
+        /// The manifest.
+        name: String,
+        /// The object path as listed.
+        path: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A checkout target that already exists and is not empty.
+    #[error("checkout target {0} exists and is not empty; choose a new directory")]
+    TargetNotEmpty(PathBuf),
+}
+
+fn list_digests(d: &[Digest]) -> String {
+    let mut s: Vec<String> = d.iter().take(10).map(|d| d.to_string()).collect();
+    if d.len() > 10 {
+        s.push(format!("... and {} more", d.len() - 10));
+    }
+    s.join(", ")
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+
+    /// Builds the error for a manifest that could not be found.
+    pub fn manifest_not_found(r: &RefFile) -> Self {
+        StoreError::ManifestNotFound(r.to_string())
+    }
+
+    /// True for "not found" errors (blob or manifest).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::BlobNotFound(_) | StoreError::ManifestNotFound(_))
+            || matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// True for errors caused by bad input rather than the machine.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Digest(_)
+                | StoreError::Name(_)
+                | StoreError::DigestMismatch { .. }
+                | StoreError::Truncated { .. }
+                | StoreError::Range { .. }
+                | StoreError::InvalidManifest { .. }
+                | StoreError::UnsafePath { .. }
+                | StoreError::TargetNotEmpty(_)
+        )
+    }
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

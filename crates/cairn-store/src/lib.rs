@@ -1,0 +1,28 @@
+//! Cairn's local content-addressed store.
+//!
+//! - [`digest`]: the SHA-256 [`Digest`] type and incremental [`Hasher`].
+//! - [`layout`]: the data directory, drawn once; the only path builder.
+//! - [`store`]: opening a data dir ([`Store`]), locking, crash clean-up.
+//! - [`blob`]: put (hash while writing, fsync, link into place), get with
+//!   ranges, list, remove, quarantine.
+//! - [`name`]: checked manifest names and ref file names.
+//! - [`refs`]: blob manifests in the original store's format.
+//!
+//! The store knows nothing of HTTP or peers; everything here is blocking
+//! I/O, meant for `spawn_blocking` in async callers.
+
+pub mod blob;
+pub mod digest;
+pub mod error;
+pub mod layout;
+pub mod name;
+pub mod refs;
+pub mod store;
+
+pub use blob::{BlobReader, BlobWriter, PutOutcome};
+pub use digest::{Digest, DigestError, Hasher};
+pub use error::{Result, StoreError};
+pub use layout::Layout;
+pub use name::{NameError, RefFile, RefName};
+pub use refs::{Manifest, ManifestSummary};
+pub use store::{Access, Store, StoreOptions};

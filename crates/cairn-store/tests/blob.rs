@@ -1,0 +1,97 @@
+//! Public-API tests of blob put/get.
+
+use std::io::{Read, Write};
+
+use cairn_store::{Digest, Store, StoreError};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("data")).unwrap();
+    (dir, s)
+}
+
+#[test]
+fn put_then_get_returns_same_bytes_under_sha256_name() {
+    let (_d, s) = store();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = s.put_reader(&data[..], None).unwrap();
+    assert_eq!(out.digest, Digest::of(&data));
+    assert!(!out.existed);
+    assert!(s.layout().objects_dir().join(out.digest.to_string()).is_file());
+    let mut back = Vec::new();
+    s.get(&out.digest).unwrap().read_to_end(&mut back).unwrap();
+    assert_eq!(back, data);
+    let mut part = Vec::new();
+    s.get_range(&out.digest, 10, Some(5)).unwrap().read_to_end(&mut part).unwrap();
+    assert_eq!(part, &data[10..15]);
+    assert!(matches!(s.get_range(&out.digest, 0, Some(data.len() as u64 + 1)), Err(StoreError::Range { .. })));
+    assert_eq!(s.size(&out.digest).unwrap(), data.len() as u64);
+    assert_eq!(s.list().unwrap().map(Result::unwrap).collect::<Vec<_>>(), vec![out.digest]);
+}
+
+#[test]
+fn put_with_wrong_expected_digest_stores_nothing() {
+    let (_d, s) = store();
+    let wrong = Digest::of(b"other");
+    let e = s.put_reader(&b"hello"[..], Some(&wrong)).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(&wrong.to_string()) && msg.contains(&Digest::of(b"hello").to_string()), "{msg}");
+    assert_eq!(s.list().unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+}
+
+#[test]
+fn putting_an_existing_blob_reports_it_and_keeps_the_object() {
+    let (_d, s) = store();
+    let a = s.put_reader(&b"same"[..], None).unwrap();
+    let p = s.layout().object(&a.digest);
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap());
+    let b = s.put_reader(&b"same"[..], None).unwrap();
+    assert!(b.existed);
+    assert_eq!(ino, std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).unwrap()));
+}
+
+#[test]
+fn dropped_writer_leaves_no_temp_file_and_no_object() {
+    let (_d, s) = store();
+    let mut w = s.writer().unwrap();
+    w.write_all(b"partial").unwrap();
+    drop(w);
+    assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+    assert_eq!(s.list().unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_puts_of_one_blob_all_succeed_with_one_intact_copy() {
+    let (_d, s) = store();
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let outs: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| s.put_reader(&data[..], None))).collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    assert!(outs.iter().all(|o| o.digest == Digest::of(&data)));
+    assert!(s.verify_blob(&outs[0].digest).unwrap());
+    assert_eq!(s.list().unwrap().count(), 1);
+}
+
+#[test]
+fn reopening_sweeps_temp_files_left_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    drop(Store::open(&root).unwrap());
+    std::fs::write(root.join("tmp/deadbeef.part"), b"half").unwrap();
+    let s = Store::open(&root).unwrap();
+    assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+}
+
+#[test]
+fn open_does_not_sweep_while_another_handle_is_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let first = Store::open(&root).unwrap();
+    let mut w = first.writer().unwrap();
+    w.write_all(b"in flight").unwrap();
+    let _second = Store::open(&root).unwrap();
+    let out = w.commit(None).unwrap();
+    assert!(first.exists(&out.digest));
+}
