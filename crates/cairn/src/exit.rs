@@ -1,0 +1,41 @@
+//! Exit codes: 0 ok, 1 not found (or another failure), 2 bad input,
+//! 3 corruption found.
+
+use std::process::ExitCode;
+
+use cairn_store::StoreError;
+
+/// Not found, or a failure with no more specific code.
+pub const NOT_FOUND: u8 = 1;
+/// Bad input: malformed digest, unsafe name, wrong digest, bad config.
+pub const BAD_INPUT: u8 = 2;
+/// Corruption found (verify).
+pub const CORRUPT: u8 = 3;
+
+/// An error that carries its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct Exit {
+    /// The code.
+    pub code: u8,
+    /// What to print.
+    pub msg: String,
+}
+
+/// Picks the exit code for an error by looking through its chain.
+pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<Exit>() {
+            return ExitCode::from(e.code);
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            if e.is_bad_input() {
+                return ExitCode::from(BAD_INPUT);
+            }
+            if e.is_not_found() {
+                return ExitCode::from(NOT_FOUND);
+            }
+        }
+    }
+    ExitCode::from(NOT_FOUND)
+}
