@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust: installs what
+# the tests need (idempotently, from Debian and PyPI packages), then runs
+# every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg_bin in skopeo:skopeo docker-registry:docker-registry nginx:nginx wrk:wrk apache2-utils:ab iproute2:ip openssl:openssl; do
+    pkg=${pkg_bin%%:*} bin=${pkg_bin##*:}
+    command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian starts nginx on install; the tests start their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+
+py=python3
+if ! $py -c 'import oras, moto' >/dev/null 2>&1; then
+    $py -m pip install -q --disable-pip-version-check oras 'moto[server]' 2>/dev/null \
+        || $py -m pip install -q --disable-pip-version-check --break-system-packages oras 'moto[server]'
+fi
+
+# Tests that need an external tool fail instead of skipping when it is absent.
+export CAIRN_REQUIRE_TOOLS=1
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    cargo test --workspace --no-fail-fast "$@"
+fi
