@@ -4,8 +4,8 @@
 //! tries sources in the order [`Sources`] gives (the only place that
 //! decides it), writes the bytes to a temp blob while they stream, and
 //! forwards them to every caller that joined before the first byte. The
-//! last chunk is held back until the store has verified the digest, so a
-//! caller never receives a complete-looking wrong body. Callers that join
+//! last [`HOLD_BACK`] bytes are held until the store has verified the
+//! digest, so a caller never receives a complete-looking wrong body. Callers that join
 //! later wait for the transfer and then read the committed blob.
 
 use std::collections::HashMap;
@@ -25,6 +25,11 @@ use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 
 /// Chunk size used to stream local blobs.
 pub const READ_CHUNK: usize = 512 << 10;
+
+/// Bytes of a remote body held back until the digest is verified: a blob
+/// this small is never released unverified (its callers see a clean error
+/// or the next source), and no blob's end is released unverified.
+pub const HOLD_BACK: u64 = 1 << 20;
 
 /// Chunks buffered per live caller before the transfer waits for it.
 const CALLER_QUEUE: usize = 16;
@@ -555,7 +560,8 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
     let store = inner.store.clone();
     let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
     let idle = inner.cfg.peer_timeout;
-    let mut held: Option<Bytes> = None;
+    let mut held: std::collections::VecDeque<Bytes> = Default::default();
+    let mut held_bytes = 0u64;
     let mut received = 0u64;
     loop {
         let next = match tokio::time::timeout(idle, remote.body.next()).await {
@@ -588,8 +594,15 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
         if tx.send(WriteMsg::Chunk(chunk.clone())).await.is_err() {
             break;
         }
-        if let Some(prev) = held.replace(chunk) {
-            release.send(t, Msg::Chunk(prev), remote.size, &name).await;
+        held_bytes += chunk.len() as u64;
+        held.push_back(chunk);
+        while let Some(front) = held.front()
+            && held_bytes - front.len() as u64 >= HOLD_BACK
+        {
+            held_bytes -= front.len() as u64;
+            if let Some(c) = held.pop_front() {
+                release.send(t, Msg::Chunk(c), remote.size, &name).await;
+            }
         }
     }
     if let Some(s) = remote.size.filter(|s| *s != received) {
@@ -610,8 +623,8 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
         }
         Err(e) => return Err(e.into()),
     }
-    if let Some(last) = held {
-        release.send(t, Msg::Chunk(last), Some(received), &name).await;
+    for c in held {
+        release.send(t, Msg::Chunk(c), Some(received), &name).await;
     }
     release.send(t, Msg::End, Some(received), &name).await;
     Ok(())
