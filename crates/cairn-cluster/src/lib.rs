@@ -23,3 +23,7 @@ pub use listing::ClusterStats;
 pub use origin::Origin;
 pub use peer::{ByteStream, ManifestEntry, PeerApi, PeerHealth, PeerSet, PeerStatus, RemoteBlob};
 pub use sync::{SyncEvent, SyncReport};
+pub mod advertise;
+pub mod discovery;
+pub mod ratelimit;
+pub mod rendezvous;
