@@ -467,3 +467,4 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
 
 use futures_util::StreamExt as _;
 pub mod netns;
+pub mod paced;
