@@ -592,7 +592,13 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
             });
         }
         if tx.send(WriteMsg::Chunk(chunk.clone())).await.is_err() {
-            break;
+            // The writer stopped: a local failure, not the source's fault.
+            drop(tx);
+            let err = match writer.await.map_err(|e| ClusterError::Task(e.to_string()))? {
+                Err(e) => e.into(),
+                Ok(_) => ClusterError::Task("temp blob writer stopped early".into()),
+            };
+            return Err(err);
         }
         held_bytes += chunk.len() as u64;
         held.push_back(chunk);

@@ -471,3 +471,35 @@ async fn health_loop_marks_a_dead_peer_down_and_heals_it_after_one_good_probe() 
     assert!(wait_until(Duration::from_secs(6), healthy).await, "peer healthy again");
     assert!(start.elapsed() < Duration::from_secs(6));
 }
+
+#[tokio::test]
+async fn seed_format_manifest_from_a_peer_is_read_and_saved_verbatim_by_sync() {
+    let data = b"seed object".to_vec();
+    let d = Digest::of(&data);
+    let json = format!(
+        "{{\"Name\":\"legacy\",\"CreatedAt\":\"2023-03-04T05:06:07Z\",\"Objects\":{{\"etc/os-release\":\"{d}\"}}}}"
+    );
+    let rf = "legacy-abcdef012345.json";
+    let seed = HostilePeer::start(Hostility::Honest, std::slice::from_ref(&data), &[(rf, json.clone().into_bytes())]);
+    let c = TestNode::start(NodeSpec::default());
+    let rep = c.state.cluster.sync(&seed.addr(), &RefFile::parse(rf).unwrap(), Arc::new(|_| {})).await.unwrap();
+    assert_eq!((rep.name.as_str(), rep.fetched), ("legacy", 1));
+    assert_eq!(std::fs::read_to_string(c.dir().join("refs").join(rf)).unwrap(), json);
+    assert!(c.store.verify_blob(&d).unwrap());
+    let list: serde_json::Value =
+        reqwest::get(format!("{}/v1/manifests", c.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["name"], "legacy");
+    assert_eq!(list[0]["blob_count"], 1);
+}
+
+#[tokio::test]
+async fn client_reads_a_seed_shaped_node_list_and_health() {
+    let seed = HostilePeer::start(Hostility::Honest, &[], &[("m-000000000001.json", b"{}".to_vec())]);
+    let client = Client::new(Duration::from_secs(2));
+    let h = client.health(&seed.addr()).await.unwrap();
+    assert_eq!((h.status.as_str(), h.node_id.as_str()), ("ok", "hostile"));
+    let list = client.manifests(&seed.addr()).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].ref_file.as_str(), "m-000000000001.json");
+    assert_eq!(list[0].node_id, "hostile");
+}

@@ -174,3 +174,49 @@ fn cluster_commands_against_no_node_fail_naming_the_address() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
 }
+
+#[test]
+fn sigterm_stops_accepting_but_finishes_an_in_flight_download() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = serve(dir.path(), &node_config(dir.path(), port, &[]));
+    let data = cairn_testkit::blob(8, 16 << 20);
+    let d = Digest::of(&data);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(cairn_http::Client::new(Duration::from_secs(30)).put_blob(&node.addr, &d, data.clone())).unwrap();
+
+    // Start a download and read only its first bytes: the rest is in flight.
+    let mut s = std::net::TcpStream::connect(&node.addr).unwrap();
+    std::io::Write::write_all(&mut s, format!("GET /v1/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut first = vec![0u8; 4096];
+    s.read_exact(&mut first).unwrap();
+
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // New connections are refused once shutdown has begun.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&node.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The download in flight still completes, byte for byte.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    let text_end = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(first[text_end..] == data[..], "download cut by shutdown");
+    let status = sigterm_wait(&mut node);
+    assert!(status.success());
+}
+
+fn sigterm_wait(node: &mut Node) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = node.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "node did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -11,7 +11,12 @@ use crate::config::NodeConfig;
 
 pub fn run(cfg: NodeConfig) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(serve(cfg))?;
+    let grace = cfg.shutdown_grace;
+    let res = rt.block_on(serve(cfg));
+    // Blocking store work still running (a temp blob being written) gets
+    // the same deadline; an unfinished temp file is never made visible.
+    rt.shutdown_timeout(grace);
+    res?;
     Ok(ExitCode::SUCCESS)
 }
 
