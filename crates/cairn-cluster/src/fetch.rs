@@ -31,6 +31,9 @@ pub const READ_CHUNK: usize = 512 << 10;
 /// or the next source), and no blob's end is released unverified.
 pub const HOLD_BACK: u64 = 1 << 20;
 
+/// A live caller that accepts no chunk for this long is dropped.
+const CALLER_STALL: Duration = Duration::from_secs(30);
+
 /// Chunks buffered per live caller before the transfer waits for it.
 const CALLER_QUEUE: usize = 16;
 
@@ -281,7 +284,9 @@ enum Joined {
 impl Transfer {
     fn join(&self) -> Joined {
         let mut s = lock(&self.shared);
-        if s.started {
+        // A finished transfer takes no new live callers: nothing would
+        // ever send to them.
+        if s.started || self.done.borrow().is_some() {
             return Joined::Wait(self.done.subscribe());
         }
         let (tx, rx) = mpsc::channel(CALLER_QUEUE);
@@ -332,9 +337,12 @@ impl Release {
         if let Release::Live(subs) = self {
             let mut keep = Vec::with_capacity(subs.len());
             for s in subs.drain(..) {
-                // A caller that went away does not stop the transfer.
-                if s.send(msg.clone()).await.is_ok() {
-                    keep.push(s);
+                // A caller that went away, or stopped reading, does not
+                // stop the transfer for the others.
+                match tokio::time::timeout(CALLER_STALL, s.send(msg.clone())).await {
+                    Ok(Ok(())) => keep.push(s),
+                    Ok(Err(_)) => {}
+                    Err(_) => tracing::warn!("dropping a caller that stopped reading"),
                 }
             }
             *subs = keep;

@@ -375,6 +375,22 @@ mod tests {
         assert_eq!(c.listen_addr, ":8000");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_errors_without_panicking(s in "\\PC{0,200}") {
+            if let Ok(f) = parse(&s) {
+                let _ = NodeConfig::merge(f, &Overrides::default(), Some("/tmp/x".into()));
+            }
+        }
+
+        #[test]
+        fn any_humantime_duration_round_trips(ms in 1u64..10_000_000) {
+            let text = humantime::format_duration(Duration::from_millis(ms)).to_string();
+            let c = merged(&format!("peer_timeout: \"{text}\"\n")).unwrap();
+            proptest::prop_assert_eq!(c.peer_timeout, Duration::from_millis(ms));
+        }
+    }
+
     #[test]
     fn client_address_of_a_wildcard_listen_is_loopback() {
         assert_eq!(client_addr(":7420"), "127.0.0.1:7420");
