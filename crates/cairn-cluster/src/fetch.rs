@@ -545,7 +545,7 @@ async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
     }
 }
 
-enum WriteMsg {
+pub(crate) enum WriteMsg {
     Chunk(Bytes),
     Commit,
 }
@@ -645,7 +645,7 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
 }
 
 /// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`.
-fn write_blob(
+pub(crate) fn write_blob(
     store: Store,
     d: Digest,
     mut rx: mpsc::Receiver<WriteMsg>,
@@ -662,80 +662,4 @@ fn write_blob(
     }
     // The source failed: dropping the writer removes the temp file.
     Err(StoreError::BlobNotFound(d))
-}
-
-impl Cluster {
-    /// Stores an uploaded blob from a byte stream, verified against `d`;
-    /// a mismatch or a cut stream stores nothing.
-    pub async fn put_blob(
-        &self,
-        d: Digest,
-        mut body: impl futures_util::Stream<Item = std::result::Result<Bytes, String>> + Unpin,
-    ) -> Result<cairn_store::PutOutcome> {
-        let (tx, rx) = mpsc::channel::<WriteMsg>(8);
-        let store = self.inner.store.clone();
-        let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
-        let mut received = 0u64;
-        let mut cut = None;
-        while let Some(c) = body.next().await {
-            match c {
-                Ok(c) => {
-                    received += c.len() as u64;
-                    if tx.send(WriteMsg::Chunk(c)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    cut = Some(e);
-                    break;
-                }
-            }
-        }
-        if cut.is_none() {
-            // The writer's own errors are reported by its join below.
-            let _ = tx.send(WriteMsg::Commit).await;
-        }
-        drop(tx);
-        let res = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
-        if let Some(reason) = cut {
-            return Err(ClusterError::Truncated {
-                source_name: "upload".into(),
-                digest: d,
-                reason: format!("body cut after {received} bytes: {reason}"),
-            });
-        }
-        Ok(res?)
-    }
-
-    /// Saves a manifest pushed by a client under `ref_file`, after
-    /// validating it. Missing blobs are fetched through the pipeline; those
-    /// no source has make it fail with `MissingBlobs` (nothing is saved).
-    pub async fn push_manifest(&self, ref_file: &cairn_store::RefFile, bytes: Vec<u8>) -> Result<crate::ManifestEntry> {
-        let m = cairn_store::Manifest::from_json(&bytes, &format!("manifest {ref_file}"))?;
-        let name = m.ref_name()?;
-        let store = self.inner.store.clone();
-        let ds = m.digests();
-        let missing = blocking(move || store.missing(&ds)).await?;
-        let bound = self.inner.cfg.max_concurrent_fetches.max(1);
-        let still: Vec<Digest> = futures_util::stream::iter(missing)
-            .map(|d| async move { self.ensure_local(d, None).await.err().map(|_| d) })
-            .buffer_unordered(bound)
-            .filter_map(|x| async move { x })
-            .collect()
-            .await;
-        if !still.is_empty() {
-            let mut missing = still;
-            missing.sort_unstable();
-            return Err(StoreError::MissingBlobs { name: m.name, missing }.into());
-        }
-        let store = self.inner.store.clone();
-        let rf = ref_file.clone();
-        let saved = blocking(move || store.save_manifest_bytes(&rf, &bytes)).await??;
-        Ok(crate::ManifestEntry {
-            name,
-            ref_file: ref_file.clone(),
-            blob_count: saved.objects.len(),
-            node_id: self.inner.cfg.node_id.clone(),
-        })
-    }
 }
