@@ -17,14 +17,13 @@ use bytes::Bytes;
 use cairn_store::{Digest, Store, StoreError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_util::io::ReaderStream;
 
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 
-/// Chunk size used to stream local blobs.
-pub const READ_CHUNK: usize = 512 << 10;
+/// Chunk size used to stream local blobs: large reads, few hand-offs.
+pub const READ_CHUNK: usize = 1 << 20;
 
 /// Bytes of a remote body held back until the digest is verified: a blob
 /// this small is never released unverified (its callers see a clean error
@@ -149,12 +148,8 @@ impl Cluster {
         let r = blocking(move || store.get_range(&d, offset, len)).await??;
         let size = r.blob_size();
         let (file, remaining) = r.into_parts();
-        let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), remaining);
         let path = self.inner.store.layout().object(&d);
-        let stream = ReaderStream::with_capacity(file, READ_CHUNK).map(move |r| {
-            r.map_err(|source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source }))
-        });
-        Ok((size, remaining, Box::pin(stream)))
+        Ok((size, remaining, file_stream(file, remaining, path)))
     }
 
     /// The size of a local blob, `None` when absent.
@@ -232,6 +227,34 @@ impl Cluster {
         tokio::spawn(async move { drive(inner, t2, prefer).await });
         t
     }
+}
+
+/// Streams `remaining` bytes of `file` in [`READ_CHUNK`] reads, each read
+/// straight into the buffer that is sent (no copy) on the blocking pool. No
+/// thread is held between chunks, so a slow client costs no thread.
+fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) -> ByteStream {
+    let s = futures_util::stream::try_unfold((Some(file), remaining), move |(file, left)| {
+        let path = path.clone();
+        async move {
+            let Some(file) = file.filter(|_| left > 0) else { return Ok(None) };
+            let want = left.min(READ_CHUNK as u64);
+            let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
+            let (file, buf) = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(want as usize);
+                let mut f = file;
+                std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, want), &mut buf).map(|_| (f, buf))
+            })
+            .await
+            .map_err(|e| ClusterError::Task(e.to_string()))?
+            .map_err(io)?;
+            if buf.is_empty() {
+                return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
+            }
+            let n = buf.len() as u64;
+            Ok(Some((Bytes::from(buf), (Some(file), left - n))))
+        }
+    });
+    Box::pin(s)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

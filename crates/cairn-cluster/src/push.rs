@@ -44,11 +44,7 @@ impl Cluster {
         drop(tx);
         let res = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
         if let Some(reason) = cut {
-            return Err(ClusterError::Truncated {
-                source_name: "upload".into(),
-                digest: d,
-                reason: format!("body cut after {received} bytes: {reason}"),
-            });
+            return Err(ClusterError::UploadCut { digest: d, received, reason });
         }
         Ok(res?)
     }
