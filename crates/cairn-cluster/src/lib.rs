@@ -6,6 +6,7 @@
 //! - [`health`]: the probe loop with backoff.
 //! - [`origin`]: origins tried after the peers.
 //! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
+//! - [`push`]: client uploads of blobs and manifests.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 
@@ -15,6 +16,7 @@ pub mod health;
 pub mod listing;
 pub mod origin;
 pub mod peer;
+pub mod push;
 pub mod sync;
 
 pub use error::{ClusterError, Result};

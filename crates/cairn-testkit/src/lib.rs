@@ -335,9 +335,9 @@ pub enum Hostility {
     Truncated,
     /// Never answers any request (health included).
     Hang,
-    /// Sends the headers and the first chunk, then nothing, forever.
+    /// Sends the headers and half the blob, then nothing, forever.
     StallMidStream,
-    /// Sends the first chunk, then the connection breaks.
+    /// Sends half the blob, then the connection breaks.
     DieMidStream,
     /// Answers `/v1/manifests` and `/v1/health` with malformed JSON.
     BadJson,
@@ -442,7 +442,7 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
         return StatusCode::NOT_FOUND.into_response();
     };
     let len = b.len();
-    let first = b.slice(..len.min(64 << 10));
+    let first = b.slice(..len / 2);
     let body = match s.mode {
         Hostility::WrongBytes => Body::from(flip(&b)),
         Hostility::Honest | Hostility::BadJson | Hostility::Hang => Body::from(b),
