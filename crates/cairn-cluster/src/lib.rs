@@ -27,5 +27,6 @@ pub use peer::{ByteStream, ManifestEntry, PeerApi, PeerHealth, PeerSet, PeerStat
 pub use sync::{SyncEvent, SyncReport};
 pub mod advertise;
 pub mod discovery;
+pub mod owner;
 pub mod ratelimit;
 pub mod rendezvous;

@@ -146,6 +146,10 @@ pub struct NodeSpec {
     pub max_concurrent_fetches: usize,
     /// Use origins.
     pub enable_cdn_fallback: bool,
+    /// Bytes per second sent to peers.
+    pub egress_limit: Option<u64>,
+    /// One origin fetch per cluster (owner election).
+    pub elect_owner: bool,
 }
 
 impl Default for NodeSpec {
@@ -159,6 +163,8 @@ impl Default for NodeSpec {
             health_loop: false,
             max_concurrent_fetches: 8,
             enable_cdn_fallback: true,
+            egress_limit: None,
+            elect_owner: true,
         }
     }
 }
@@ -195,6 +201,8 @@ impl TestNode {
             enable_cdn_fallback: spec.enable_cdn_fallback,
             origins: spec.origins.iter().map(|o| Origin::http(o).expect("origin")).collect(),
             max_concurrent_fetches: spec.max_concurrent_fetches,
+            egress_limit: spec.egress_limit,
+            elect_owner: spec.elect_owner,
         };
         let state = AppState::new(store.clone(), cfg, &format!(":{}", addr.port())).expect("state");
         let counters = Arc::new(Counters::default());
