@@ -83,3 +83,11 @@ pub(crate) fn idle(inner: &Inner) -> Duration {
     let slowest = inner.cfg.origins.iter().filter_map(|o| o.timeout()).max().unwrap_or_default();
     slowest.max(inner.cfg.peer_timeout).saturating_mul(2)
 }
+
+impl crate::fetch::Cluster {
+    /// Node ids ranked for `d`, owner first, over this node and its healthy
+    /// peers whose id is known: what this node would ask, in order.
+    pub fn ranking(&self, d: &Digest) -> Vec<String> {
+        self.inner.ranking(d).into_iter().map(|m| m.node_id).collect()
+    }
+}

@@ -150,6 +150,10 @@ pub struct NodeSpec {
     pub egress_limit: Option<u64>,
     /// One origin fetch per cluster (owner election).
     pub elect_owner: bool,
+    /// Every origin's own timeout.
+    pub origin_timeout: Option<Duration>,
+    /// Every origin's extra tries.
+    pub origin_retries: Option<u32>,
 }
 
 impl Default for NodeSpec {
@@ -165,6 +169,8 @@ impl Default for NodeSpec {
             enable_cdn_fallback: true,
             egress_limit: None,
             elect_owner: true,
+            origin_timeout: None,
+            origin_retries: None,
         }
     }
 }
@@ -199,7 +205,20 @@ impl TestNode {
             peer_timeout: spec.peer_timeout,
             health_interval: spec.health_interval,
             enable_cdn_fallback: spec.enable_cdn_fallback,
-            origins: spec.origins.iter().map(|o| Origin::http(o).expect("origin")).collect(),
+            origins: spec
+                .origins
+                .iter()
+                .map(|o| {
+                    let mut o = Origin::http(o).expect("origin");
+                    if let Some(t) = spec.origin_timeout {
+                        o = o.with_timeout(t);
+                    }
+                    if let Some(n) = spec.origin_retries {
+                        o = o.with_retries(n);
+                    }
+                    o
+                })
+                .collect(),
             max_concurrent_fetches: spec.max_concurrent_fetches,
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,

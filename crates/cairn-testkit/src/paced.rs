@@ -44,11 +44,13 @@ pub struct PacedSpec {
     pub rate: Option<u64>,
     /// Right or wrong bytes.
     pub mode: OriginMode,
+    /// The first this many blob requests are answered 503.
+    pub fail_first: u64,
 }
 
 impl Default for PacedSpec {
     fn default() -> Self {
-        PacedSpec { first_byte: Duration::from_millis(20), rate: None, mode: OriginMode::Good }
+        PacedSpec { first_byte: Duration::from_millis(20), rate: None, mode: OriginMode::Good, fail_first: 0 }
     }
 }
 
@@ -121,7 +123,9 @@ async fn open(s: &PacedState, d: &Digest) -> Option<(u64, Chunks)> {
 }
 
 async fn blob(State(s): State<Arc<PacedState>>, Path(d): Path<String>) -> Response {
-    s.requests.fetch_add(1, Ordering::SeqCst);
+    if s.requests.fetch_add(1, Ordering::SeqCst) < s.spec.fail_first {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let Ok(d) = Digest::parse(&d) else { return StatusCode::BAD_REQUEST.into_response() };
     let Some((len, chunks)) = open(&s, &d).await else { return StatusCode::NOT_FOUND.into_response() };
     tokio::time::sleep(s.spec.first_byte).await;

@@ -23,6 +23,7 @@ fn main() {
         first_byte: Duration::from_millis(delay),
         rate: (rate > 0).then_some(rate),
         mode: OriginMode::Good,
+        fail_first: 0,
     };
     let state = PacedState::new(Blobs::Dir(dir.into()), spec);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| usage(&format!("cannot start a runtime: {e}")));
