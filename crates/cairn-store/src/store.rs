@@ -144,9 +144,7 @@ impl Store {
 
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
         if self.inner.opts.fsync {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StoreError::io("fsync directory", dir))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync directory", dir))?;
         }
         Ok(())
     }
