@@ -94,6 +94,14 @@ pub enum StoreError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A file in a tree to snapshot that a manifest cannot hold.
+    #[error("cannot snapshot {path}: {reason}")]
+    SnapshotPath {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
     /// A checkout target that already exists and is not empty.
     #[error("checkout target {0} exists and is not empty; choose a new directory")]
     TargetNotEmpty(PathBuf),
@@ -136,6 +144,7 @@ impl StoreError {
                 | StoreError::InvalidManifest { .. }
                 | StoreError::UnsafePath { .. }
                 | StoreError::TargetNotEmpty(_)
+                | StoreError::SnapshotPath { .. }
         )
     }
 }
