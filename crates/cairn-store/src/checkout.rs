@@ -29,9 +29,9 @@ const DEFAULT_FILE_MODE: u32 = 0o644;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckoutOptions {
     /// Hard-link files from `objects/` instead of copying them. Linked files
-    /// share the object's inode, so they stay read-only; a file whose mode
-    /// differs from the object's in more than write bits is copied instead.
-    /// Across filesystems every file is copied.
+    /// share the object's read-only inode. A file is copied instead when its
+    /// mode differs from the object's in more than write bits (e.g. 0755),
+    /// when the object itself is writable, or across filesystems.
     pub link: bool,
 }
 
@@ -141,7 +141,9 @@ impl Store {
         let obj = self.layout().object(d);
         if link {
             let obj_mode = fs::metadata(&obj).map_err(StoreError::io("stat", &obj))?.permissions().mode();
-            if (obj_mode & 0o7777 & !0o222) == (mode & !0o222) {
+            // A writable object (the original store wrote some) would let an
+            // edit of the checkout corrupt the store, so it is copied.
+            if obj_mode & 0o222 == 0 && (obj_mode & 0o7777) == (mode & !0o222) {
                 match fs::hard_link(&obj, dest) {
                     Ok(()) => return Ok(How::Linked),
                     Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {}

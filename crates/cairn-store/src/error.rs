@@ -71,7 +71,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A manifest lists objects the store does not hold.
-    #[error("manifest {name:?} lists {} missing blob(s): {}", missing.len(), list_digests(missing))]
+    #[error("manifest {name:?} lists {} blob(s) the store does not hold: {}; store them first", missing.len(), list_digests(missing))]
     MissingBlobs {
         /// The manifest name.
         name: String,

@@ -147,7 +147,7 @@ fn walk(root: &Path, m: &mut Manifest, files: &mut Vec<FileEntry>, skipped: &mut
                 m.modes.insert(rel.clone(), mode);
                 files.push(FileEntry { rel, abs, size: meta.len() });
             } else {
-                tracing::warn!(path = %abs.display(), "skipping special file (socket, FIFO or device)");
+                tracing::info!(path = %abs.display(), "skipping special file (socket, FIFO or device)");
                 skipped.push(abs);
             }
         }

@@ -77,7 +77,7 @@ impl Store {
                 Err(e) => return Err(e),
             };
             if !ok {
-                tracing::warn!(digest = %d, "blob is corrupt; moving it to quarantine");
+                tracing::info!(digest = %d, "blob is corrupt; moving it to quarantine");
                 let quarantined = self.quarantine(&d)?;
                 corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(Corrupt { digest: d, quarantined });
             }
