@@ -24,11 +24,16 @@ fn manifests_lists_every_version_as_text_and_json() {
         .iter()
         .map(|e| {
             assert!(e["created_at"].is_string());
-            (e["name"].as_str().unwrap().into(), e["ref_file"].as_str().unwrap().into(), e["blob_count"].as_u64().unwrap())
+            (
+                e["name"].as_str().unwrap().into(),
+                e["ref_file"].as_str().unwrap().into(),
+                e["blob_count"].as_u64().unwrap(),
+            )
         })
         .collect();
     got.sort();
-    let mut want = vec![("alpha".into(), a1.clone(), 1), ("alpha".into(), a2.clone(), 1), ("beta".into(), b.clone(), 1)];
+    let mut want =
+        vec![("alpha".into(), a1.clone(), 1), ("alpha".into(), a2.clone(), 1), ("beta".into(), b.clone(), 1)];
     want.sort();
     assert_eq!(got, want);
     let text = stdout(&env.cairn().arg("manifests").assert().success());
