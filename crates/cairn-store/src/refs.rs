@@ -70,6 +70,13 @@ pub fn check_object_path(p: &str) -> Result<(), &'static str> {
     if path.is_absolute() {
         return Err("absolute path");
     }
+    // `Path::components` would quietly skip these; a manifest path must be canonical.
+    if p.split('/').any(|c| c.is_empty()) {
+        return Err("has an empty component ('//' or a trailing '/')");
+    }
+    if p.split('/').any(|c| c == ".") {
+        return Err("contains '.'");
+    }
     for c in path.components() {
         match c {
             Component::Normal(_) => {}
@@ -303,7 +310,17 @@ mod tests {
     #[test]
     fn manifests_with_unsafe_content_are_rejected() {
         let d = Digest::of(b"a");
-        for (name, path) in [("../x", "a"), ("x", "/etc/passwd"), ("x", "a/../../b"), ("x", ""), ("x", "a\\b")] {
+        let bad = [
+            ("../x", "a"),
+            ("x", "/etc/passwd"),
+            ("x", "a/../../b"),
+            ("x", ""),
+            ("x", "a\\b"),
+            ("x", "a/./b"),
+            ("x", "a//b"),
+            ("x", "a/"),
+        ];
+        for (name, path) in bad {
             let j = serde_json::json!({"name": name, "objects": {path: d.to_string()}});
             let e = Manifest::from_json(j.to_string().as_bytes(), "peer").unwrap_err();
             assert!(matches!(e, StoreError::InvalidManifest { .. }), "{name} {path}: {e}");
