@@ -516,3 +516,18 @@ async fn client_reads_a_seed_shaped_node_list_and_health() {
     assert_eq!(list[0].ref_file.as_str(), "m-000000000001.json");
     assert_eq!(list[0].node_id, "hostile");
 }
+
+#[tokio::test]
+async fn unhealthy_peer_is_not_asked_until_a_probe_heals_it() {
+    let holder = TestNode::start(NodeSpec::default());
+    let d = holder.put(b"held");
+    let c = TestNode::start(spec(vec![holder.addr()], vec![]));
+    c.state.cluster.peers().mark_down(&holder.addr(), "test: marked down");
+    assert_eq!(fetch(&c, &d).await.status(), 404);
+    assert_eq!(holder.counters.get("HEAD /v1/blobs") + holder.counters.get("GET /v1/blobs"), 0);
+    c.state.cluster.probe_all().await;
+    assert!(c.state.cluster.peers().snapshot()[0].healthy);
+    let r = fetch(&c, &d).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), &b"held"[..]);
+}
