@@ -322,19 +322,20 @@ async fn sync_of_200_blobs_interrupted_by_killing_the_source_resumes_with_only_t
     src.store.save_manifest_bytes(&rf, &json).unwrap();
     let dst = TestNode::start(NodeSpec { max_concurrent_fetches: 4, ..spec(vec![], vec![]) });
 
-    // Kill the source once a quarter of the blobs have arrived.
+    // Kill the source once it has served 50 blobs (the next GETs hang until then).
     let dst_store = dst.store.clone();
     let mut src = src;
+    src.counters.hang_after("GET /v1/blobs", 50);
     let cluster = dst.state.cluster.clone();
     let (src_addr, rf2) = (src.addr(), rf.clone());
     let sync = tokio::spawn(async move { cluster.sync(&src_addr, &rf2, Arc::new(|_| {})).await });
     let count = || dst_store.list().unwrap().count();
-    assert!(wait_until(Duration::from_secs(30), || count() >= 50).await);
+    assert!(wait_until(Duration::from_secs(30), || src.counters.get("GET /v1/blobs") > 50).await);
     src.stop();
     let err = sync.await.unwrap().unwrap_err().to_string();
     assert!(err.contains("run the sync again"), "{err}");
     let have = count();
-    assert!(have < 200, "the kill came too late to test resuming");
+    assert!((45..=50).contains(&have), "{have} blobs arrived before the kill");
     assert!(!dst.dir().join("refs").join(rf.as_str()).exists(), "no manifest before all blobs");
     assert_eq!(tmp_entries(dst.dir()), 0);
 
@@ -514,4 +515,19 @@ async fn client_reads_a_seed_shaped_node_list_and_health() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].ref_file.as_str(), "m-000000000001.json");
     assert_eq!(list[0].node_id, "hostile");
+}
+
+#[tokio::test]
+async fn unhealthy_peer_is_not_asked_until_a_probe_heals_it() {
+    let holder = TestNode::start(NodeSpec::default());
+    let d = holder.put(b"held");
+    let c = TestNode::start(spec(vec![holder.addr()], vec![]));
+    c.state.cluster.peers().mark_down(&holder.addr(), "test: marked down");
+    assert_eq!(fetch(&c, &d).await.status(), 404);
+    assert_eq!(holder.counters.get("HEAD /v1/blobs") + holder.counters.get("GET /v1/blobs"), 0);
+    c.state.cluster.probe_all().await;
+    assert!(c.state.cluster.peers().snapshot()[0].healthy);
+    let r = fetch(&c, &d).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), &b"held"[..]);
 }

@@ -158,6 +158,19 @@ fn two_served_nodes_share_blobs_through_fetch_sync_and_the_cluster_commands() {
     assert_eq!(v["fetched"], 1);
     assert!(dc.path().join("refs").join(rf.as_str()).is_file());
 
+    // A blob no node has: an error naming it, and no file (or temp file) left.
+    let absent = Digest::of(b"absent everywhere");
+    let missing_file = db.path().join("missing.bin");
+    let out = cairn(&["fetch", &absent.to_string(), "-o", missing_file.to_str().unwrap(), "--node", &b.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&absent.to_string()));
+    assert!(!missing_file.exists() && !db.path().join(".missing.bin.cairn-part").exists());
+
+    // To standard output: the bytes and nothing else.
+    let out = cairn(&["fetch", &d.oci(), "--node", &b.addr]);
+    assert!(out.status.success());
+    assert!(out.stdout == data);
+
     // A malformed digest is bad input (exit 2) before any request.
     let out = cairn(&["fetch", "abc", "--node", &b.addr]);
     assert_eq!(out.status.code(), Some(2));

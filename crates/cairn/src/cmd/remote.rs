@@ -81,15 +81,15 @@ pub fn cluster(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
 pub fn fetch(node: &str, digest: &str, output: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let d = Digest::parse(digest).map_err(|e| Exit { code: BAD_INPUT, msg: format!("{e}") })?;
     let rt = runtime()?;
-    let (size, source) = rt.block_on(fetch_to(node, &d, output))?;
+    let size = rt.block_on(fetch_to(node, &d, output))?;
     if json {
         let path = output.map(|p| p.display().to_string());
-        print_json(&serde_json::json!({"digest": d, "size": size, "source": source, "path": path}))?;
+        print_json(&serde_json::json!({"digest": d, "size": size, "path": path, "node": node}))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fetch_to(node: &str, d: &Digest, output: Option<&Path>) -> anyhow::Result<(u64, String)> {
+async fn fetch_to(node: &str, d: &Digest, output: Option<&Path>) -> anyhow::Result<u64> {
     let client = Client::new(TIMEOUT);
     let mut blob = client.fetch(node, d).await.with_context(|| format!("fetching blob {d} through node {node}"))?;
     let (mut sink, tmp): (Box<dyn Write>, Option<PathBuf>) = match output {
@@ -126,9 +126,9 @@ async fn fetch_to(node: &str, d: &Digest, output: Option<&Path>) -> anyhow::Resu
     match (res, tmp, output) {
         (Ok(n), Some(tmp), Some(out)) => {
             std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-            Ok((n, String::new()))
+            Ok(n)
         }
-        (Ok(n), _, _) => Ok((n, String::new())),
+        (Ok(n), _, _) => Ok(n),
         (Err(e), tmp, _) => {
             if let Some(t) = tmp {
                 let _ = std::fs::remove_file(t);
