@@ -249,3 +249,48 @@ async fn the_egress_limit_caps_bytes_sent_to_peers_over_any_window() {
     // 6 MiB at 2 MiB/s less the burst and a chunk: well over two seconds.
     assert!(start.elapsed() >= Duration::from_secs(2), "{:?}", start.elapsed());
 }
+
+#[tokio::test]
+async fn max_concurrent_fetches_bounds_the_transfers_a_node_runs_at_once() {
+    let blobs: Vec<Vec<u8>> = (0..6).map(|k| blob(70 + k, 400_000)).collect();
+    let origin = PacedOrigin::start(&blobs, PacedSpec { rate: Some(4 << 20), ..Default::default() });
+    let node = TestNode::start(NodeSpec { max_concurrent_fetches: 2, ..spec(vec![origin.template()]) });
+    let urls = blobs.iter().map(|b| format!("{}/v1/fetch/{}", node.url(), Digest::of(b)));
+    let got = futures_util::future::join_all(urls.map(fetch)).await;
+    for (r, b) in got.iter().zip(&blobs) {
+        assert!(r.as_ref().is_ok_and(|g| g == b));
+    }
+    assert_eq!(origin.requests(), 6);
+    assert_eq!(origin.max_in_flight(), 2, "never more than max_concurrent_fetches origin downloads at once");
+}
+
+#[tokio::test]
+async fn a_manifest_pushed_to_every_node_at_once_fetches_each_blob_once_even_with_one_permit_each() {
+    // One permit per pool: transfers waiting on an owner must not hold
+    // the permits the owner's own direct fetches need.
+    let blobs: Vec<Vec<u8>> = (0..12).map(|k| blob(80 + k, 200_000)).collect();
+    let origin = PacedOrigin::start(&blobs, PacedSpec::default());
+    let nodes = start_cluster(3, NodeSpec { max_concurrent_fetches: 1, ..spec(vec![origin.template()]) });
+    probe(&nodes).await;
+    let objects: serde_json::Map<String, serde_json::Value> =
+        blobs.iter().enumerate().map(|(k, b)| (format!("f{k}"), Digest::of(b).to_string().into())).collect();
+    let json = serde_json::to_vec_pretty(
+        &serde_json::json!({"name": "fleet", "created_at": "2026-01-01T00:00:00Z", "objects": objects}),
+    )
+    .unwrap();
+    let rf = format!("fleet-{}.json", &Digest::of(&json).to_string()[..12]);
+    let client = reqwest::Client::new();
+    let pushes = nodes.iter().map(|n| {
+        client.put(format!("{}/v1/manifests/{rf}", n.url())).body(json.clone()).timeout(Duration::from_secs(60)).send()
+    });
+    for r in futures_util::future::join_all(pushes).await {
+        let r = r.expect("push answered in time");
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+    assert_eq!(origin.requests(), 12, "each blob once for the whole cluster");
+    for n in &nodes {
+        for b in &blobs {
+            assert!(n.store.verify_blob(&Digest::of(b)).unwrap());
+        }
+    }
+}

@@ -61,6 +61,8 @@ pub struct PacedState {
     bucket: Option<Arc<TokenBucket>>,
     requests: AtomicU64,
     bytes: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
 }
 
 impl PacedState {
@@ -68,7 +70,15 @@ impl PacedState {
     pub fn new(blobs: Blobs, spec: PacedSpec) -> Arc<Self> {
         // A small burst, so the rate holds from the first chunk on.
         let bucket = spec.rate.map(|r| Arc::new(TokenBucket::with_burst(r, CHUNK as u64)));
-        Arc::new(PacedState { blobs, spec, bucket, requests: AtomicU64::new(0), bytes: AtomicU64::new(0) })
+        Arc::new(PacedState {
+            blobs,
+            spec,
+            bucket,
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+        })
     }
 
     /// Blob requests received.
@@ -79,6 +89,28 @@ impl PacedState {
     /// Body bytes sent.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// The most blob bodies that were being sent at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a body in flight from its first byte until it ends or is dropped.
+struct InFlight(Arc<PacedState>);
+
+impl InFlight {
+    fn new(s: &Arc<PacedState>) -> Self {
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(Arc::clone(s))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -132,7 +164,9 @@ async fn blob(State(s): State<Arc<PacedState>>, Path(d): Path<String>) -> Respon
     let wrong = s.spec.mode == OriginMode::WrongBytes;
     let mut sent = 0u64;
     let st = Arc::clone(&s);
+    let gauge = InFlight::new(&s);
     let body = chunks.then(move |c| {
+        let _held = &gauge;
         let st = Arc::clone(&st);
         let c = c.map(|c| {
             sent += c.len() as u64;
@@ -189,6 +223,11 @@ impl PacedOrigin {
     /// Body bytes sent.
     pub fn bytes(&self) -> u64 {
         self.state.bytes()
+    }
+
+    /// The most blob bodies that were being sent at once.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.max_in_flight()
     }
 }
 

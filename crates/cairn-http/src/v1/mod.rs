@@ -226,7 +226,8 @@ async fn health(State(s): State<Arc<AppState>>) -> Json<Health> {
 }
 
 async fn info(State(s): State<Arc<AppState>>) -> Json<NodeInfo> {
-    Json(s.info.clone())
+    // Peers found by discovery are peers too.
+    Json(NodeInfo { peers: s.cluster.peers().addresses(), ..s.info.clone() })
 }
 
 async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {
