@@ -294,3 +294,23 @@ async fn a_manifest_pushed_to_every_node_at_once_fetches_each_blob_once_even_wit
         }
     }
 }
+
+#[tokio::test]
+async fn with_the_origin_down_a_blob_only_a_non_owner_holds_is_still_served() {
+    let data = blob(90, 2 << 20);
+    let d = Digest::of(&data);
+    let dead_origin = format!("http://{}/blobs/{{digest}}", cairn_testkit::dead_addr());
+    let nodes = start_cluster(3, spec(vec![dead_origin]));
+    probe(&nodes).await;
+    let ranking = nodes[0].state.cluster.ranking(&d);
+    // The holder is not the owner, and the asker is the third node.
+    let holder = index_of(&nodes, &ranking[1]);
+    let asker = index_of(&nodes, &ranking[2]);
+    nodes[holder].put(&data);
+    let r = reqwest::get(format!("{}/v1/fetch/{d}", nodes[asker].url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cairn-source"], format!("peer {}", nodes[holder].addr()));
+    assert!(read_all(r).await.unwrap() == data);
+    let owner = index_of(&nodes, &ranking[0]);
+    assert_eq!(nodes[owner].counters.get("GET /v1/fetch"), 0, "a peer holding it is asked before the owner");
+}
