@@ -511,10 +511,18 @@ impl Sources {
         true
     }
 
-    /// After an owner failed: an owner that found the blob nowhere speaks
-    /// for the rest of the ranking too, so only this node's own try is left.
+    /// After an owner failed. One that answered with an error (the blob is
+    /// nowhere, or its sources failed) speaks for the rest of the ranking,
+    /// which would only ask the same origins again: only this node's own
+    /// try is left. One that is down or died mid-transfer gives way to the
+    /// next in the ranking.
     fn owner_failed(&mut self, e: &ClusterError) {
-        if e.is_not_found() {
+        let answered = match e {
+            ClusterError::PeerStatus { .. } => true,
+            ClusterError::Shared(inner) => matches!(**inner, ClusterError::PeerStatus { .. }),
+            _ => false,
+        };
+        if answered {
             self.owners.clear();
         }
     }

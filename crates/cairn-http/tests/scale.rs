@@ -314,3 +314,19 @@ async fn with_the_origin_down_a_blob_only_a_non_owner_holds_is_still_served() {
     let owner = index_of(&nodes, &ranking[0]);
     assert_eq!(nodes[owner].counters.get("GET /v1/fetch"), 0, "a peer holding it is asked before the owner");
 }
+
+#[tokio::test]
+async fn when_the_owner_reports_its_origins_failed_the_asker_tries_once_itself_not_every_node_in_line() {
+    let data = blob(91, 100_000);
+    let d = Digest::of(&data);
+    let failing = PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { fail_first: 1000, ..Default::default() });
+    let nodes = start_cluster(4, NodeSpec { origin_retries: Some(0), ..spec(vec![failing.template()]) });
+    probe(&nodes).await;
+    let ranking = nodes[0].state.cluster.ranking(&d);
+    let last = index_of(&nodes, &ranking[3]);
+    let r = reqwest::get(format!("{}/v1/fetch/{d}", nodes[last].url())).await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("503") && body.contains(&failing.template()), "{body}");
+    assert_eq!(failing.requests(), 2, "the owner's try and the asker's own, not one per node in the ranking");
+}
