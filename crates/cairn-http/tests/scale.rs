@@ -330,3 +330,28 @@ async fn when_the_owner_reports_its_origins_failed_the_asker_tries_once_itself_n
     assert!(body.contains("503") && body.contains(&failing.template()), "{body}");
     assert_eq!(failing.requests(), 2, "the owner's try and the asker's own, not one per node in the ranking");
 }
+
+#[tokio::test]
+async fn an_asker_waits_past_the_peer_timeout_for_a_busy_owner_that_still_answers_probes() {
+    let data = blob(92, 4 << 20);
+    let d = Digest::of(&data);
+    // About 2 s from the origin, four times the peer timeout.
+    let origin =
+        PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(2 << 20), ..Default::default() });
+    let nodes =
+        start_cluster(2, NodeSpec { peer_timeout: Duration::from_millis(500), ..spec(vec![origin.template()]) });
+    probe(&nodes).await;
+    let ranking = nodes[0].state.cluster.ranking(&d);
+    let (owner, asker) = (index_of(&nodes, &ranking[0]), index_of(&nodes, &ranking[1]));
+    let own = tokio::spawn(fetch(format!("{}/v1/fetch/{d}", nodes[owner].url())));
+    // Once bytes flow, a new caller of the owner waits for the end of its transfer.
+    assert!(wait_until(Duration::from_secs(10), || origin.bytes() >= 2 << 20).await);
+    let got = fetch(format!("{}/v1/fetch/{d}", nodes[asker].url())).await.unwrap();
+    assert!(got == data);
+    assert!(own.await.unwrap().unwrap() == data);
+    assert_eq!(origin.requests(), 1, "the asker did not give up on its owner and go to the origin");
+    assert!(
+        nodes[asker].state.cluster.peers().healthy().contains(&nodes[owner].addr()),
+        "the owner is not marked down"
+    );
+}
