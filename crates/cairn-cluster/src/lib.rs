@@ -16,6 +16,7 @@ pub mod listing;
 pub mod origin;
 pub mod peer;
 pub mod sync;
+pub mod upstream;
 
 pub use error::{ClusterError, Result};
 pub use fetch::{BlobBody, Cluster, ClusterConfig};
