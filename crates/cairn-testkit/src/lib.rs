@@ -29,6 +29,8 @@ use cairn_cluster::{ClusterConfig, Origin};
 use cairn_http::AppState;
 use cairn_store::{Digest, Store, StoreOptions};
 
+pub mod registry;
+
 /// Deterministic pseudo-random bytes (xorshift), so big blobs are generated, not committed.
 pub fn blob(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

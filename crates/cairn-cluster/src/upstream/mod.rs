@@ -479,11 +479,13 @@ impl Upstream {
         let cred = self.auth.answer(&self.http, self.cfg.timeout, &scope, challenge.as_deref(), &sent, what).await?;
         let resp = self.send_once(&method, &url, accept, &cred, what).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(UpstreamError::Auth {
-                registry: self.base.clone(),
-                what: what.to_owned(),
-                reason: format!("still 401 after authenticating for {scope}; check the credentials' access to it"),
-            });
+            let reason = match &cred {
+                Credential::Basic(u, _) => {
+                    format!("the registry rejected the credentials of user {u:?}; check the password")
+                }
+                _ => format!("still 401 with a fresh token for {scope}; check the credentials' access to it"),
+            };
+            return Err(UpstreamError::Auth { registry: self.base.clone(), what: what.to_owned(), reason });
         }
         Ok(resp)
     }

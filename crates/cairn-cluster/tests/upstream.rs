@@ -1,0 +1,245 @@
+//! The upstream registry client against the real distribution registry
+//! (open, and behind token auth), and against small fakes for what the
+//! real one cannot be made to do (lie, ask for basic auth).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cairn_cluster::upstream::{Freshness, ObjectKind, Upstream, UpstreamConfig, UpstreamError};
+use cairn_store::Digest;
+use cairn_testkit::registry::{RegistryAuth, TestRegistry, TokenOptions, TokenServer, push_image};
+use cairn_testkit::{Server, blob, dead_addr};
+use futures_util::StreamExt;
+
+fn upstream(url: &str) -> Upstream {
+    Upstream::new(UpstreamConfig { url: url.into(), timeout: Duration::from_secs(5), ..Default::default() }).unwrap()
+}
+
+fn with_creds(url: &str, user: &str, pass: &str) -> Upstream {
+    Upstream::new(UpstreamConfig {
+        url: url.into(),
+        username: Some(user.into()),
+        password: Some(pass.into()),
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+async fn read_blob(u: &Upstream, repo: &str, d: &Digest, kind: ObjectKind) -> Vec<u8> {
+    let mut r = u.open(repo, d, kind).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(c) = r.body.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn open_registry_serves_tag_manifest_and_blobs_by_digest() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let layers = [blob(1, 300 << 10), blob(2, 10)];
+    let img = push_image(&reg.url(), None, "team/app", "v1", &layers).await;
+    let u = upstream(&reg.url());
+
+    let t = u.resolve_tag("team/app", "v1").await.unwrap();
+    assert_eq!((t.digest, t.freshness), (img.manifest, Freshness::Upstream));
+    assert_eq!(t.media_type.as_deref(), Some("application/vnd.oci.image.manifest.v1+json"));
+
+    let by_tag = u.get_manifest("team/app", "v1").await.unwrap();
+    let by_digest = u.get_manifest("team/app", &img.manifest.oci()).await.unwrap();
+    assert_eq!(by_tag.bytes, img.manifest_bytes);
+    assert_eq!(by_digest.digest, img.manifest);
+    assert_eq!(read_blob(&u, "team/app", &img.manifest, ObjectKind::Manifest).await, img.manifest_bytes);
+
+    assert_eq!(read_blob(&u, "team/app", &img.layers[0], ObjectKind::Blob).await, layers[0]);
+    assert_eq!(u.head("team/app", &img.layers[1], ObjectKind::Blob).await.unwrap(), Some(10));
+    assert_eq!(u.head("team/app", &Digest::of(b"absent"), ObjectKind::Blob).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn unknown_tag_or_repository_is_not_found_and_not_unavailable() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    push_image(&reg.url(), None, "team/app", "v1", &[blob(3, 100)]).await;
+    let u = upstream(&reg.url());
+    for (repo, tag) in [("team/app", "nope"), ("team/other", "v1")] {
+        let e = u.resolve_tag(repo, tag).await.unwrap_err();
+        assert!(e.is_not_found() && !e.is_unavailable(), "{e}");
+    }
+    let e = u.open("team/app", &Digest::of(b"absent"), ObjectKind::Blob).await.err().unwrap();
+    assert!(e.is_not_found(), "{e}");
+}
+
+#[tokio::test]
+async fn token_auth_fetches_one_token_per_repository_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), TokenOptions::default());
+    let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
+    let push = tokens.issue(&["repository:team/app:pull,push", "repository:team/db:pull,push"]);
+    let img = push_image(&reg.url(), Some(&push), "team/app", "v1", &[blob(4, 1000), blob(5, 2000)]).await;
+    push_image(&reg.url(), Some(&push), "team/db", "v1", &[blob(6, 1000)]).await;
+    assert_eq!(tokens.requests(), 0);
+
+    let u = upstream(&reg.url());
+    assert_eq!(u.resolve_tag("team/app", "v1").await.unwrap().digest, img.manifest);
+    assert_eq!(u.get_manifest("team/app", "v1").await.unwrap().bytes, img.manifest_bytes);
+    for l in &img.layers {
+        assert_eq!(Digest::of(&read_blob(&u, "team/app", l, ObjectKind::Blob).await), *l);
+    }
+    assert_eq!(tokens.requests(), 1, "one token serves every request of the repository");
+    assert_eq!(tokens.scopes(), ["repository:team/app:pull"]);
+
+    u.resolve_tag("team/db", "v1").await.unwrap();
+    assert_eq!(tokens.requests(), 2, "another repository needs its own scope");
+    assert_eq!(u.cached_tokens(), 2);
+}
+
+#[tokio::test]
+async fn token_endpoint_credentials_are_sent_and_wrong_or_missing_ones_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TokenOptions { creds: Some(("alice".into(), "s3cret".into())), ..Default::default() };
+    let tokens = TokenServer::start(dir.path(), opts);
+    let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
+    let push = tokens.issue(&["repository:private/app:pull,push"]);
+    let img = push_image(&reg.url(), Some(&push), "private/app", "v1", &[blob(7, 500)]).await;
+
+    let good = with_creds(&reg.url(), "alice", "s3cret");
+    assert_eq!(good.resolve_tag("private/app", "v1").await.unwrap().digest, img.manifest);
+
+    let e = with_creds(&reg.url(), "alice", "wrong").resolve_tag("private/app", "v1").await.unwrap_err();
+    assert!(matches!(e, UpstreamError::Auth { .. }), "{e}");
+    assert!(e.to_string().contains("check the password"), "{e}");
+    assert!(!e.is_unavailable(), "a refused password must not serve stale tags");
+
+    let e = upstream(&reg.url()).resolve_tag("private/app", "v1").await.unwrap_err();
+    assert!(e.to_string().contains("set username and password"), "{e}");
+}
+
+#[tokio::test]
+async fn token_that_expires_at_once_is_fetched_again_for_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lifetime inside the safety margin: cached as already expired.
+    let opts = TokenOptions { lifetime: Duration::from_secs(2), ..Default::default() };
+    let tokens = TokenServer::start(dir.path(), opts);
+    let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
+    let push = tokens.issue(&["repository:a/b:pull,push"]);
+    let img = push_image(&reg.url(), Some(&push), "a/b", "v1", &[blob(8, 100)]).await;
+    let u = upstream(&reg.url());
+    u.get_manifest("a/b", &img.manifest.oci()).await.unwrap();
+    u.get_manifest("a/b", &img.manifest.oci()).await.unwrap();
+    assert_eq!(tokens.requests(), 2);
+    assert_eq!(u.cached_tokens(), 0);
+}
+
+#[tokio::test]
+async fn cached_tag_is_served_within_its_ttl_without_asking_upstream() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let img = push_image(&reg.url(), None, "team/app", "v1", &[blob(9, 100)]).await;
+    let u = Upstream::new(UpstreamConfig { url: reg.url(), tag_ttl: Duration::from_secs(3600), ..Default::default() })
+        .unwrap();
+    assert_eq!(u.resolve_tag("team/app", "v1").await.unwrap().freshness, Freshness::Upstream);
+    let heads = |reqs: Vec<String>| reqs.iter().filter(|r| r.starts_with("HEAD /v2/team/app/manifests/v1")).count();
+    assert_eq!(heads(reg.requests_settled()), 1);
+
+    // Moving the tag upstream is not seen until the TTL runs out.
+    push_image(&reg.url(), None, "team/app", "v1", &[blob(10, 100)]).await;
+    let again = u.resolve_tag("team/app", "v1").await.unwrap();
+    assert_eq!((again.digest, again.freshness), (img.manifest, Freshness::Cached));
+    assert_eq!(heads(reg.requests_settled()), 1);
+}
+
+#[tokio::test]
+async fn expired_tag_is_asked_again_and_served_stale_only_while_the_registry_is_down() {
+    let Some(mut reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    push_image(&reg.url(), None, "team/app", "v1", &[blob(11, 100)]).await;
+    let u = Upstream::new(UpstreamConfig {
+        url: reg.url(),
+        tag_ttl: Duration::ZERO,
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .unwrap();
+    u.resolve_tag("team/app", "v1").await.unwrap();
+    let moved = push_image(&reg.url(), None, "team/app", "v1", &[blob(12, 100)]).await;
+    let t = u.resolve_tag("team/app", "v1").await.unwrap();
+    assert_eq!((t.digest, t.freshness), (moved.manifest, Freshness::Upstream), "expired entries are re-asked");
+
+    reg.stop();
+    let t = u.resolve_tag("team/app", "v1").await.unwrap();
+    assert_eq!((t.digest, t.freshness), (moved.manifest, Freshness::Stale));
+    let e = u.resolve_tag("team/app", "never-resolved").await.unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+}
+
+#[tokio::test]
+async fn unreachable_registry_is_an_error_naming_it() {
+    let url = format!("http://{}", dead_addr());
+    let e = upstream(&url).resolve_tag("a", "b").await.unwrap_err();
+    assert!(e.is_unavailable());
+    assert!(e.to_string().contains(&url), "{e}");
+}
+
+/// A fake registry: basic auth for `u:p`, and a manifest endpoint that
+/// answers every digest with the same (wrong) bytes.
+struct Fake {
+    hits: AtomicUsize,
+}
+
+async fn fake_manifest(
+    State(f): State<Arc<Fake>>,
+    Path((_, reference)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    f.hits.fetch_add(1, Ordering::SeqCst);
+    // "u:p" in base64.
+    if h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some("Basic dTpw") {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"fake\"")]).into_response();
+    }
+    let body = br#"{"schemaVersion":2}"#.to_vec();
+    let mut hdrs = vec![(header::CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json".to_owned())];
+    if reference == "lying-tag" {
+        hdrs.push((header::HeaderName::from_static("docker-content-digest"), Digest::of(b"other").oci()));
+    }
+    let mut r = body.into_response();
+    for (k, v) in hdrs {
+        r.headers_mut().insert(k, v.parse().unwrap());
+    }
+    r
+}
+
+fn fake() -> (Server, Arc<Fake>) {
+    let f = Arc::new(Fake { hits: AtomicUsize::new(0) });
+    let app = Router::new().route("/v2/{repo}/manifests/{reference}", get(fake_manifest)).with_state(Arc::clone(&f));
+    (Server::start(app), f)
+}
+
+#[tokio::test]
+async fn basic_challenge_is_answered_with_the_configured_credentials_then_sent_up_front() {
+    let (srv, f) = fake();
+    let u = with_creds(&format!("http://{}", srv.addr()), "u", "p");
+    let m = u.get_manifest("repo", "v1").await.unwrap();
+    assert_eq!(m.digest, Digest::of(br#"{"schemaVersion":2}"#));
+    assert_eq!(f.hits.load(Ordering::SeqCst), 2, "challenge, then retry");
+    u.get_manifest("repo", "v1").await.unwrap();
+    assert_eq!(f.hits.load(Ordering::SeqCst), 3, "credentials sent up front afterwards");
+
+    let e = with_creds(&format!("http://{}", srv.addr()), "u", "bad").get_manifest("repo", "v1").await.unwrap_err();
+    assert!(e.to_string().contains("rejected the credentials"), "{e}");
+}
+
+#[tokio::test]
+async fn manifest_whose_bytes_do_not_match_the_digest_is_refused() {
+    let (srv, _) = fake();
+    let u = with_creds(&format!("http://{}", srv.addr()), "u", "p");
+    let want = Digest::of(b"something else");
+    let e = u.get_manifest("repo", &want.oci()).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::BadAnswer { .. }) && e.to_string().contains("hashes to"), "{e}");
+    let e = u.get_manifest("repo", "lying-tag").await.unwrap_err();
+    assert!(e.to_string().contains("Docker-Content-Digest says"), "{e}");
+}
