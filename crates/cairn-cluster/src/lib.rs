@@ -7,12 +7,15 @@
 //! - [`origin`]: origins tried after the peers.
 //! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
+//! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
+//! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 
 pub mod error;
 pub mod fetch;
 pub mod health;
 pub mod listing;
+pub mod mirror;
 pub mod origin;
 pub mod peer;
 pub mod sync;

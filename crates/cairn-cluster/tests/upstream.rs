@@ -243,3 +243,91 @@ async fn manifest_whose_bytes_do_not_match_the_digest_is_refused() {
     let e = u.get_manifest("repo", "lying-tag").await.unwrap_err();
     assert!(e.to_string().contains("Docker-Content-Digest says"), "{e}");
 }
+
+/// A cluster with no peers: every peer call is a bug in the test.
+struct NoPeers;
+
+impl cairn_cluster::PeerApi for NoPeers {
+    fn health<'a>(&'a self, _: &'a str) -> cairn_cluster::peer::BoxFut<'a, cairn_cluster::PeerHealth> {
+        unreachable!("no peers")
+    }
+    fn head_blob<'a>(&'a self, _: &'a str, _: &'a Digest) -> cairn_cluster::peer::BoxFut<'a, Option<u64>> {
+        unreachable!("no peers")
+    }
+    fn get_blob<'a>(&'a self, _: &'a str, _: &'a Digest) -> cairn_cluster::peer::BoxFut<'a, cairn_cluster::RemoteBlob> {
+        unreachable!("no peers")
+    }
+    fn list_manifests<'a>(&'a self, _: &'a str) -> cairn_cluster::peer::BoxFut<'a, Vec<cairn_cluster::ManifestEntry>> {
+        unreachable!("no peers")
+    }
+    fn get_manifest<'a>(&'a self, _: &'a str, _: &'a cairn_store::RefFile) -> cairn_cluster::peer::BoxFut<'a, Vec<u8>> {
+        unreachable!("no peers")
+    }
+}
+
+fn cluster_with(origins: Vec<cairn_cluster::Origin>) -> (cairn_cluster::Cluster, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(dir.path()).unwrap();
+    let cfg = cairn_cluster::ClusterConfig { origins, peer_timeout: Duration::from_secs(5), ..Default::default() };
+    (cairn_cluster::Cluster::new(store, cfg, Arc::new(NoPeers)), dir)
+}
+
+fn stored(c: &cairn_cluster::Cluster, d: &Digest) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut c.store().get(d).unwrap(), &mut out).unwrap();
+    out
+}
+
+fn registry_origin(url: &str) -> cairn_cluster::Origin {
+    cairn_cluster::Origin::registry(UpstreamConfig { url: url.into(), ..Default::default() }).unwrap()
+}
+
+fn hint(repo: &str, kind: ObjectKind) -> cairn_cluster::upstream::OciHint {
+    cairn_cluster::upstream::OciHint { repo: repo.into(), kind }
+}
+
+#[tokio::test]
+async fn registry_origin_fills_the_store_for_oci_requests_and_is_skipped_for_bare_digests() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let layers = [blob(20, 2 << 20)];
+    let img = push_image(&reg.url(), None, "team/app", "v1", &layers).await;
+    let (cluster, _dir) = cluster_with(vec![registry_origin(&reg.url())]);
+
+    let e = cluster.ensure_local(img.layers[0], None).await.unwrap_err();
+    assert!(e.is_not_found() && e.to_string().contains("bare digest names no repository"), "{e}");
+
+    assert!(cluster.ensure_local_oci(img.layers[0], hint("team/app", ObjectKind::Blob)).await.unwrap());
+    assert_eq!(stored(&cluster, &img.layers[0]), layers[0]);
+    assert!(cluster.ensure_local_oci(img.manifest, hint("team/app", ObjectKind::Manifest)).await.unwrap());
+    assert_eq!(stored(&cluster, &img.manifest), img.manifest_bytes);
+    assert!(!cluster.ensure_local_oci(img.manifest, hint("team/app", ObjectKind::Manifest)).await.unwrap());
+
+    let t = cluster.resolve_tag("team/app", "v1").await.unwrap().unwrap();
+    assert_eq!(t.digest, img.manifest);
+    assert_eq!(cluster.cached_tag("team/app", "v1").map(|t| t.digest), Some(img.manifest));
+    assert_eq!(cluster.resolve_tag("team/app", "nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn tag_resolution_fails_clearly_when_the_only_upstream_is_down_and_nothing_is_cached() {
+    let (cluster, _dir) = cluster_with(vec![registry_origin(&format!("http://{}", dead_addr()))]);
+    let e = cluster.resolve_tag("team/app", "v1").await.unwrap_err();
+    assert!(e.to_string().contains("tag team/app:v1 could not be resolved"), "{e}");
+}
+
+async fn wrong_blob(Path((_, d)): Path<(String, String)>) -> Response {
+    let mut body = format!("not the bytes of {d}").into_bytes();
+    body.resize(4096, b'x');
+    body.into_response()
+}
+
+#[tokio::test]
+async fn registry_origin_sending_wrong_bytes_stores_nothing() {
+    let app = Router::new().route("/v2/{repo}/blobs/{digest}", get(wrong_blob));
+    let srv = Server::start(app);
+    let (cluster, _dir) = cluster_with(vec![registry_origin(&format!("http://{}", srv.addr()))]);
+    let d = Digest::of(&blob(21, 4096));
+    let e = cluster.ensure_local_oci(d, hint("repo", ObjectKind::Blob)).await.unwrap_err();
+    assert!(e.to_string().contains("wrong bytes"), "{e}");
+    assert!(cluster.local_size(d).await.unwrap().is_none());
+}

@@ -219,6 +219,24 @@ pub struct Upstream {
     tags: Mutex<HashMap<(String, String), CachedTag>>,
 }
 
+impl PartialEq for Upstream {
+    fn eq(&self, other: &Self) -> bool {
+        self.cfg == other.cfg
+    }
+}
+
+impl Eq for Upstream {}
+
+/// The repository and kind of a digest asked for through `/v2`: what an
+/// upstream registry needs to serve it (a bare digest names no repository).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciHint {
+    /// The repository, as the client named it.
+    pub repo: String,
+    /// Blob or manifest.
+    pub kind: ObjectKind,
+}
+
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream").field("cfg", &self.cfg).finish_non_exhaustive()
@@ -354,6 +372,19 @@ impl Upstream {
                 Err(e)
             }
         }
+    }
+
+    /// The cached answer for `repo:tag` if it is younger than the TTL; no request.
+    pub fn fresh_tag(&self, repo: &str, tag: &str) -> Option<ResolvedTag> {
+        let ttl = self.cfg.tag_ttl;
+        self.with_tags(|m| {
+            m.get(&(repo.to_owned(), tag.to_owned())).filter(|c| c.at.elapsed() < ttl).map(|c| ResolvedTag {
+                digest: c.digest,
+                media_type: c.media_type.clone(),
+                size: c.size,
+                freshness: Freshness::Cached,
+            })
+        })
     }
 
     fn with_tags<R>(&self, f: impl FnOnce(&mut HashMap<(String, String), CachedTag>) -> R) -> R {
