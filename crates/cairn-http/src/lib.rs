@@ -5,9 +5,11 @@
 //! - [`server`]: shared state, [`server::app`] (merges every router), serving.
 //! - [`client`]: the typed `/v1` client; implements the cluster's `PeerApi`.
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
+//! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
 
 pub mod client;
 pub mod error;
+pub mod mirror;
 pub mod server;
 pub mod v1;
 
