@@ -331,3 +331,89 @@ async fn registry_origin_sending_wrong_bytes_stores_nothing() {
     assert!(e.to_string().contains("wrong bytes"), "{e}");
     assert!(cluster.local_size(d).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn registry_refuses_a_token_signed_by_a_key_it_does_not_trust() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let trusted = TokenServer::start(d1.path(), TokenOptions::default());
+    let stranger = TokenServer::start(d2.path(), TokenOptions::default());
+    let Some(reg) = TestRegistry::start(RegistryAuth::Token(&trusted)) else { return };
+    let forged = stranger.issue(&["repository:a/b:pull,push"]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/a/b/blobs/uploads/", reg.url()))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let good = trusted.issue(&["repository:a/b:pull,push"]);
+    push_image(&reg.url(), Some(&good), "a/b", "v1", &[blob(30, 10)]).await;
+}
+
+/// One peer that knows one tag, counting the questions it gets.
+struct TagPeer {
+    digest: Digest,
+    asked: AtomicUsize,
+}
+
+impl cairn_cluster::PeerApi for TagPeer {
+    fn health<'a>(&'a self, _: &'a str) -> cairn_cluster::peer::BoxFut<'a, cairn_cluster::PeerHealth> {
+        unreachable!("no probes in this test")
+    }
+    fn head_blob<'a>(&'a self, _: &'a str, _: &'a Digest) -> cairn_cluster::peer::BoxFut<'a, Option<u64>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn get_blob<'a>(&'a self, _: &'a str, _: &'a Digest) -> cairn_cluster::peer::BoxFut<'a, cairn_cluster::RemoteBlob> {
+        unreachable!("HEAD said absent")
+    }
+    fn list_manifests<'a>(&'a self, _: &'a str) -> cairn_cluster::peer::BoxFut<'a, Vec<cairn_cluster::ManifestEntry>> {
+        unreachable!("not listed")
+    }
+    fn get_manifest<'a>(&'a self, _: &'a str, _: &'a cairn_store::RefFile) -> cairn_cluster::peer::BoxFut<'a, Vec<u8>> {
+        unreachable!("not synced")
+    }
+    fn resolve_tag<'a>(
+        &'a self,
+        peer: &'a str,
+        repo: &'a str,
+        tag: &'a str,
+    ) -> cairn_cluster::peer::BoxFut<'a, Option<cairn_cluster::mirror::TagTarget>> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let known = (repo, tag) == ("team/app", "v1");
+        let t =
+            cairn_cluster::mirror::TagTarget { digest: self.digest, media_type: None, source: format!("peer {peer}") };
+        Box::pin(async move { Ok(known.then_some(t)) })
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_knows_the_tag_answers_before_the_upstream_is_asked() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let upstream_img = push_image(&reg.url(), None, "team/app", "v1", &[blob(31, 10)]).await;
+    let peer = Arc::new(TagPeer { digest: Digest::of(b"the peer's manifest"), asked: AtomicUsize::new(0) });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cairn_cluster::ClusterConfig {
+        peers: vec!["peer-a:1".into()],
+        origins: vec![registry_origin(&reg.url())],
+        ..Default::default()
+    };
+    let api: Arc<dyn cairn_cluster::PeerApi> = peer.clone();
+    let cluster = cairn_cluster::Cluster::new(cairn_store::Store::open(dir.path()).unwrap(), cfg, api);
+
+    let t = cluster.resolve_tag("team/app", "v1").await.unwrap().unwrap();
+    assert_eq!((t.digest, t.source.as_str()), (peer.digest, "peer peer-a:1"));
+    let reads = |r: &String| !r.starts_with("PUT ") && r.contains("/manifests/");
+    assert_eq!(reg.requests_settled().iter().filter(|r| reads(r)).count(), 0, "upstream was asked");
+
+    // A tag the peer lacks goes upstream, and is then answered from the cache.
+    let t = cluster.resolve_tag("team/app", "v1-missing-on-peer").await;
+    assert!(matches!(t, Ok(None)), "{t:?}");
+    let other = push_image(&reg.url(), None, "team/db", "v2", &[blob(32, 10)]).await;
+    assert_eq!(cluster.resolve_tag("team/db", "v2").await.unwrap().unwrap().digest, other.manifest);
+    let asked = peer.asked.load(Ordering::SeqCst);
+    let cached = cluster.resolve_tag("team/db", "v2").await.unwrap().unwrap();
+    assert_eq!(cached.digest, other.manifest);
+    assert!(cached.source.ends_with("(cached)"), "{}", cached.source);
+    assert_eq!(peer.asked.load(Ordering::SeqCst), asked, "a fresh cached tag asks no peer");
+    assert_ne!(upstream_img.manifest, peer.digest);
+}
