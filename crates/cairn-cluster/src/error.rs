@@ -82,6 +82,16 @@ pub enum ClusterError {
         /// What was seen.
         reason: String,
     },
+    /// A client's upload ended before its body was complete.
+    #[error("upload of blob {digest} was cut after {received} bytes: {reason}; nothing was stored")]
+    UploadCut {
+        /// The blob.
+        digest: Digest,
+        /// Bytes received before the cut.
+        received: u64,
+        /// What the connection reported.
+        reason: String,
+    },
     /// A source stopped sending in the middle of a body.
     #[error("{source_name} stalled for {after:?} while sending blob {digest}")]
     Stalled {

@@ -17,20 +17,22 @@ use bytes::Bytes;
 use cairn_store::{Digest, Store, StoreError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_util::io::ReaderStream;
 
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 use crate::upstream::{OciHint, Upstream, UpstreamError};
 
-/// Chunk size used to stream local blobs.
-pub const READ_CHUNK: usize = 512 << 10;
+/// Chunk size used to stream local blobs: large reads, few hand-offs.
+pub const READ_CHUNK: usize = 1 << 20;
 
 /// Bytes of a remote body held back until the digest is verified: a blob
 /// this small is never released unverified (its callers see a clean error
 /// or the next source), and no blob's end is released unverified.
 pub const HOLD_BACK: u64 = 1 << 20;
+
+/// A live caller that accepts no chunk for this long is dropped.
+const CALLER_STALL: Duration = Duration::from_secs(30);
 
 /// Chunks buffered per live caller before the transfer waits for it.
 const CALLER_QUEUE: usize = 16;
@@ -147,12 +149,8 @@ impl Cluster {
         let r = blocking(move || store.get_range(&d, offset, len)).await??;
         let size = r.blob_size();
         let (file, remaining) = r.into_parts();
-        let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), remaining);
         let path = self.inner.store.layout().object(&d);
-        let stream = ReaderStream::with_capacity(file, READ_CHUNK).map(move |r| {
-            r.map_err(|source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source }))
-        });
-        Ok((size, remaining, Box::pin(stream)))
+        Ok((size, remaining, file_stream(file, remaining, path)))
     }
 
     /// The size of a local blob, `None` when absent.
@@ -246,6 +244,34 @@ impl Cluster {
     }
 }
 
+/// Streams `remaining` bytes of `file` in [`READ_CHUNK`] reads, each read
+/// straight into the buffer that is sent (no copy) on the blocking pool. No
+/// thread is held between chunks, so a slow client costs no thread.
+fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) -> ByteStream {
+    let s = futures_util::stream::try_unfold((Some(file), remaining), move |(file, left)| {
+        let path = path.clone();
+        async move {
+            let Some(file) = file.filter(|_| left > 0) else { return Ok(None) };
+            let want = left.min(READ_CHUNK as u64);
+            let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
+            let (file, buf) = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(want as usize);
+                let mut f = file;
+                std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, want), &mut buf).map(|_| (f, buf))
+            })
+            .await
+            .map_err(|e| ClusterError::Task(e.to_string()))?
+            .map_err(io)?;
+            if buf.is_empty() {
+                return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
+            }
+            let n = buf.len() as u64;
+            Ok(Some((Bytes::from(buf), (Some(file), left - n))))
+        }
+    });
+    Box::pin(s)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The guarded data are plain maps and vectors, valid after a panic.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -296,7 +322,9 @@ enum Joined {
 impl Transfer {
     fn join(&self) -> Joined {
         let mut s = lock(&self.shared);
-        if s.started {
+        // A finished transfer takes no new live callers: nothing would
+        // ever send to them.
+        if s.started || self.done.borrow().is_some() {
             return Joined::Wait(self.done.subscribe());
         }
         let (tx, rx) = mpsc::channel(CALLER_QUEUE);
@@ -347,9 +375,12 @@ impl Release {
         if let Release::Live(subs) = self {
             let mut keep = Vec::with_capacity(subs.len());
             for s in subs.drain(..) {
-                // A caller that went away does not stop the transfer.
-                if s.send(msg.clone()).await.is_ok() {
-                    keep.push(s);
+                // A caller that went away, or stopped reading, does not
+                // stop the transfer for the others.
+                match tokio::time::timeout(CALLER_STALL, s.send(msg.clone())).await {
+                    Ok(Ok(())) => keep.push(s),
+                    Ok(Err(_)) => {}
+                    Err(_) => tracing::warn!("dropping a caller that stopped reading"),
                 }
             }
             *subs = keep;
@@ -582,7 +613,7 @@ fn upstream_error(up: &Upstream, d: &Digest, e: UpstreamError) -> ClusterError {
     }
 }
 
-enum WriteMsg {
+pub(crate) enum WriteMsg {
     Chunk(Bytes),
     Commit,
 }
@@ -637,7 +668,13 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
             });
         }
         if tx.send(WriteMsg::Chunk(chunk.clone())).await.is_err() {
-            break;
+            // The writer stopped: a local failure, not the source's fault.
+            drop(tx);
+            let err = match writer.await.map_err(|e| ClusterError::Task(e.to_string()))? {
+                Err(e) => e.into(),
+                Ok(_) => ClusterError::Task("temp blob writer stopped early".into()),
+            };
+            return Err(err);
         }
         held_bytes += chunk.len() as u64;
         held.push_back(chunk);
@@ -676,7 +713,7 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
 }
 
 /// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`.
-fn write_blob(
+pub(crate) fn write_blob(
     store: Store,
     d: Digest,
     mut rx: mpsc::Receiver<WriteMsg>,
@@ -693,80 +730,4 @@ fn write_blob(
     }
     // The source failed: dropping the writer removes the temp file.
     Err(StoreError::BlobNotFound(d))
-}
-
-impl Cluster {
-    /// Stores an uploaded blob from a byte stream, verified against `d`;
-    /// a mismatch or a cut stream stores nothing.
-    pub async fn put_blob(
-        &self,
-        d: Digest,
-        mut body: impl futures_util::Stream<Item = std::result::Result<Bytes, String>> + Unpin,
-    ) -> Result<cairn_store::PutOutcome> {
-        let (tx, rx) = mpsc::channel::<WriteMsg>(8);
-        let store = self.inner.store.clone();
-        let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
-        let mut received = 0u64;
-        let mut cut = None;
-        while let Some(c) = body.next().await {
-            match c {
-                Ok(c) => {
-                    received += c.len() as u64;
-                    if tx.send(WriteMsg::Chunk(c)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    cut = Some(e);
-                    break;
-                }
-            }
-        }
-        if cut.is_none() {
-            // The writer's own errors are reported by its join below.
-            let _ = tx.send(WriteMsg::Commit).await;
-        }
-        drop(tx);
-        let res = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
-        if let Some(reason) = cut {
-            return Err(ClusterError::Truncated {
-                source_name: "upload".into(),
-                digest: d,
-                reason: format!("body cut after {received} bytes: {reason}"),
-            });
-        }
-        Ok(res?)
-    }
-
-    /// Saves a manifest pushed by a client under `ref_file`, after
-    /// validating it. Missing blobs are fetched through the pipeline; those
-    /// no source has make it fail with `MissingBlobs` (nothing is saved).
-    pub async fn push_manifest(&self, ref_file: &cairn_store::RefFile, bytes: Vec<u8>) -> Result<crate::ManifestEntry> {
-        let m = cairn_store::Manifest::from_json(&bytes, &format!("manifest {ref_file}"))?;
-        let name = m.ref_name()?;
-        let store = self.inner.store.clone();
-        let ds = m.digests();
-        let missing = blocking(move || store.missing(&ds)).await?;
-        let bound = self.inner.cfg.max_concurrent_fetches.max(1);
-        let still: Vec<Digest> = futures_util::stream::iter(missing)
-            .map(|d| async move { self.ensure_local(d, None).await.err().map(|_| d) })
-            .buffer_unordered(bound)
-            .filter_map(|x| async move { x })
-            .collect()
-            .await;
-        if !still.is_empty() {
-            let mut missing = still;
-            missing.sort_unstable();
-            return Err(StoreError::MissingBlobs { name: m.name, missing }.into());
-        }
-        let store = self.inner.store.clone();
-        let rf = ref_file.clone();
-        let saved = blocking(move || store.save_manifest_bytes(&rf, &bytes)).await??;
-        Ok(crate::ManifestEntry {
-            name,
-            ref_file: ref_file.clone(),
-            blob_count: saved.objects.len(),
-            node_id: self.inner.cfg.node_id.clone(),
-        })
-    }
 }

@@ -6,6 +6,7 @@
 //! - [`health`]: the probe loop with backoff.
 //! - [`origin`]: origins tried after the peers.
 //! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
+//! - [`push`]: client uploads of blobs and manifests.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
 //! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
@@ -18,6 +19,7 @@ pub mod listing;
 pub mod mirror;
 pub mod origin;
 pub mod peer;
+pub mod push;
 pub mod sync;
 pub mod upstream;
 

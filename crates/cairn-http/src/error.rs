@@ -75,8 +75,7 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Store(s) => store_status(s),
         ClusterError::Shared(e) => cluster_status(e),
         ClusterError::NotFound { .. } => StatusCode::NOT_FOUND,
-        // An upload cut short by the client is the client's bad input.
-        ClusterError::Truncated { source_name, .. } if source_name == "upload" => StatusCode::BAD_REQUEST,
+        ClusterError::UploadCut { .. } => StatusCode::BAD_REQUEST,
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,

@@ -44,9 +44,10 @@ impl AppState {
     }
 }
 
-/// Every API, merged, with one debug log line per request.
+/// Every API, merged (one `.merge` line per API), with one debug log line
+/// per request.
 pub fn app(state: Arc<AppState>) -> Router {
-    crate::v1::router(state).layer(middleware::from_fn(log_request))
+    Router::new().merge(crate::v1::router(Arc::clone(&state))).layer(middleware::from_fn(log_request))
 }
 
 async fn log_request(req: Request, next: Next) -> Response {

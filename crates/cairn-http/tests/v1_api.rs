@@ -309,3 +309,22 @@ async fn sync_without_a_peer_parameter_is_400() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("peer"));
 }
+
+#[tokio::test]
+async fn sync_of_an_unsafe_ref_file_is_400_and_of_an_unreachable_peer_is_502_naming_it() {
+    let n = node();
+    let (status, _) = raw(
+        &n.addr(),
+        "POST /v1/manifests/%2e%2e/sync?peer=127.0.0.1:1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 400);
+    let dead = cairn_testkit::dead_addr();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/manifests/a-000000000000.json/sync?peer={dead}", n.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains(&dead), "{v}");
+}

@@ -108,6 +108,7 @@ impl Drop for Server {
 #[derive(Default, Debug)]
 pub struct Counters {
     map: std::sync::Mutex<HashMap<String, usize>>,
+    hang_after: std::sync::Mutex<Option<(String, usize)>>,
 }
 
 impl Counters {
@@ -115,15 +116,29 @@ impl Counters {
     pub fn get(&self, key: &str) -> usize {
         self.map.lock().expect("counters").get(key).copied().unwrap_or(0)
     }
-    fn hit(&self, method: &Method, path: &str, suffix: &str) {
+    /// Requests matching `key` beyond the first `n` hang until the node is
+    /// stopped: a deterministic point at which to kill it mid-work.
+    pub fn hang_after(&self, key: &str, n: usize) {
+        *self.hang_after.lock().expect("counters") = Some((key.to_owned(), n));
+    }
+
+    fn hit(&self, method: &Method, path: &str, suffix: &str) -> bool {
         let prefix: String = path.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-        *self.map.lock().expect("counters").entry(format!("{method} {prefix}{suffix}")).or_default() += 1;
+        let key = format!("{method} {prefix}{suffix}");
+        let mut map = self.map.lock().expect("counters");
+        let n = map.entry(key.clone()).or_default();
+        *n += 1;
+        let count = *n;
+        drop(map);
+        matches!(&*self.hang_after.lock().expect("counters"), Some((k, limit)) if *k == key && count > *limit)
     }
 }
 
 async fn count(State(c): State<Arc<Counters>>, req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    c.hit(&method, &path, "");
+    if c.hit(&method, &path, "") {
+        std::future::pending::<()>().await;
+    }
     let resp = next.run(req).await;
     c.hit(&method, &path, " done");
     resp
@@ -337,9 +352,9 @@ pub enum Hostility {
     Truncated,
     /// Never answers any request (health included).
     Hang,
-    /// Sends the headers and the first chunk, then nothing, forever.
+    /// Sends the headers and half the blob, then nothing, forever.
     StallMidStream,
-    /// Sends the first chunk, then the connection breaks.
+    /// Sends half the blob, then the connection breaks.
     DieMidStream,
     /// Answers `/v1/manifests` and `/v1/health` with malformed JSON.
     BadJson,
@@ -444,7 +459,7 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
         return StatusCode::NOT_FOUND.into_response();
     };
     let len = b.len();
-    let first = b.slice(..len.min(64 << 10));
+    let first = b.slice(..len / 2);
     let body = match s.mode {
         Hostility::WrongBytes => Body::from(flip(&b)),
         Hostility::Honest | Hostility::BadJson | Hostility::Hang => Body::from(b),
