@@ -153,6 +153,8 @@ pub struct NodeSpec {
     pub peers: Vec<String>,
     /// Origin URL templates.
     pub origins: Vec<String>,
+    /// Upstream registry origins, tried after the URL-template ones.
+    pub registries: Vec<cairn_cluster::upstream::UpstreamConfig>,
     /// Peer timeout.
     pub peer_timeout: Duration,
     /// Health interval.
@@ -171,6 +173,7 @@ impl Default for NodeSpec {
             node_id: None,
             peers: Vec::new(),
             origins: Vec::new(),
+            registries: Vec::new(),
             peer_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(30),
             health_loop: false,
@@ -210,7 +213,12 @@ impl TestNode {
             peer_timeout: spec.peer_timeout,
             health_interval: spec.health_interval,
             enable_cdn_fallback: spec.enable_cdn_fallback,
-            origins: spec.origins.iter().map(|o| Origin::http(o).expect("origin")).collect(),
+            origins: spec
+                .origins
+                .iter()
+                .map(|o| Origin::http(o).expect("origin"))
+                .chain(spec.registries.iter().map(|r| Origin::registry(r.clone()).expect("registry origin")))
+                .collect(),
             max_concurrent_fetches: spec.max_concurrent_fetches,
         };
         let state = AppState::new(store.clone(), cfg, &format!(":{}", addr.port())).expect("state");
