@@ -7,6 +7,8 @@
 //!   ranges, list, remove, quarantine.
 //! - [`name`]: checked manifest names and ref file names.
 //! - [`refs`]: blob manifests in the original store's format.
+//! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
+//!   upload sessions, and the registry's GC roots.
 //!
 //! The store knows nothing of HTTP or peers; everything here is blocking
 //! I/O, meant for `spawn_blocking` in async callers.
@@ -16,6 +18,7 @@ pub mod digest;
 pub mod error;
 pub mod layout;
 pub mod name;
+pub mod oci;
 pub mod refs;
 pub mod store;
 
