@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod registry;
 mod status;
 
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = crate::cmd::data_dir(cli.data_dir);
     match cli.command {
         Command::Status { json } => status::run(&data_dir, json),
+        Command::Registry { command } => registry::run(&data_dir, command),
     }
 }
 
