@@ -141,6 +141,7 @@ async fn chunked_upload_checks_order_reports_status_and_completes() {
     let r = c.patch(&url).header("content-range", "10-14").body("xxxxx").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(hdr(&r, "range"), "0-4");
+    assert!(url.ends_with(&hdr(&r, "location")), "416 carries the session URL");
     // Overlapping: starts inside what was received.
     let r = c.patch(&url).header("content-range", "2-6").body("xxxxx").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);

@@ -104,7 +104,14 @@ pub async fn patch(st: V2State, repo: RepoName, id: String, h: &HeaderMap, body:
     let id = UploadId::parse(&id)?;
     let (start, len) = chunk(h)?;
     let (reg, rp, i, r) = (st.registry.clone(), repo.clone(), id.clone(), body_reader(body));
-    let size = blocking(move || reg.append_upload(&rp, &i, start, len, r)).await?;
+    let size = blocking(move || reg.append_upload(&rp, &i, start, len, r)).await.map_err(|e| {
+        // A 416 tells the client where to resume: the session's URL and its Range.
+        if e.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            e.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
+        } else {
+            e
+        }
+    })?;
     Ok(session(&repo, &id, size, StatusCode::ACCEPTED))
 }
 

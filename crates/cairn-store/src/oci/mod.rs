@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub struct Registry {
     // with the length it covers; rebuilt from the data file when it is
     // absent or stale (restart, another process appended).
     hashers: Arc<Mutex<HashMap<String, (u64, Hasher)>>>,
+    // When this handle last swept expired uploads (seconds since the epoch).
+    last_sweep: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -75,9 +78,11 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// The registry of `store`. A writable store also drops expired uploads now.
     pub fn new(store: Store, opts: RegistryOptions) -> OciResult<Registry> {
-        let r = Registry { store, opts, hashers: Arc::default() };
+        let r = Registry { store, opts, hashers: Arc::default(), last_sweep: Arc::default() };
         if r.store.check_writable().is_ok() {
             r.sweep_uploads()?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs());
+            r.last_sweep.store(now.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         }
         Ok(r)
     }

@@ -35,7 +35,12 @@ impl Store {
     /// A stored manifest that no longer parses is an error, so a GC stops
     /// rather than deleting what it might reference.
     pub fn registry_roots(&self, grace: Duration) -> Result<Vec<Digest>> {
-        let reg = Registry { store: self.clone(), opts: RegistryOptions::default(), hashers: Default::default() };
+        let reg = Registry {
+            store: self.clone(),
+            opts: RegistryOptions::default(),
+            hashers: Default::default(),
+            last_sweep: Default::default(),
+        };
         let layout = self.layout();
         let mut keep = BTreeSet::new();
         for name in reg.catalog().map_err(to_store)? {

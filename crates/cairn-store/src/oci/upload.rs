@@ -6,6 +6,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::blob::{COPY_BUF, PutOutcome};
@@ -14,6 +15,9 @@ use crate::error::StoreError;
 use crate::oci::error::{OciError, OciResult};
 use crate::oci::repo::RepoName;
 use crate::oci::{Registry, dir_names};
+
+/// Longest pause between sweeps of expired uploads by a running registry.
+const SWEEP_EVERY_SECS: u64 = 600;
 
 /// An upload session id: 32 lowercase hex characters.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -65,6 +69,15 @@ impl Registry {
     /// Starts an upload session for `repo`.
     pub fn start_upload(&self, repo: &RepoName) -> OciResult<UploadId> {
         self.store.check_writable()?;
+        // Abandoned sessions of a long-running server are swept now and then.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let every = self.opts.upload_ttl.as_secs().clamp(1, SWEEP_EVERY_SECS);
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= every
+            && self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.sweep_uploads()?;
+        }
         let id = UploadId::random();
         let l = self.store.layout();
         let dir = l.upload_dir(&id);
