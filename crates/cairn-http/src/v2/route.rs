@@ -71,6 +71,17 @@ pub fn parse(rest: &str) -> Result<(RepoName, Target), V2Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_and_accepted_names_are_valid(p in "[a-z0-9./_%-]{0,40}") {
+            if let Ok((repo, _)) = parse(&p) {
+                prop_assert!(RepoName::parse(repo.as_str()).is_ok());
+                prop_assert!(!repo.as_str().split('/').any(|c| c == ".." || c.is_empty()));
+            }
+        }
+    }
 
     fn ok(p: &str) -> (String, Target) {
         let (r, t) = parse(p).unwrap();

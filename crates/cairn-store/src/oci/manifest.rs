@@ -146,6 +146,24 @@ pub fn parse_manifest(bytes: &[u8], content_type: Option<&str>) -> OciResult<Par
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_json_like_input(s in "[{}\\[\\]\",:a-z0-9 ]{0,80}") {
+            let _ = parse_manifest(s.as_bytes(), None);
+        }
+
+        #[test]
+        fn parsed_descriptors_always_carry_valid_digests(hex in "[0-9a-f]{64}", size in 0u64..1000) {
+            let body = format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"a","digest":"sha256:{hex}","size":{size}}},"layers":[]}}"#
+            );
+            let m = parse_manifest(body.as_bytes(), None).unwrap();
+            prop_assert_eq!(m.blobs[0].digest.to_string(), hex);
+            prop_assert_eq!(m.blobs[0].size, size);
+        }
+    }
 
     fn image(extra: &str) -> String {
         let c = Digest::of(b"c").oci();
