@@ -207,7 +207,8 @@ async fn body_cut_short_before_content_length_stores_nothing() {
     sock.shutdown().await.unwrap();
     let mut answer = String::new();
     let _ = sock.read_to_string(&mut answer).await;
-    assert!(!answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("BLOB_UPLOAD_INVALID"), "{answer}");
     assert_eq!(s.registry.store().list().unwrap().count(), 0);
     assert!(!s.registry.store().exists(&dg));
 }
