@@ -53,16 +53,15 @@ pub fn stream_out(mut r: impl Read + Send + 'static, len: u64) -> Body {
     tokio::task::spawn_blocking(move || {
         let mut left = len;
         while left > 0 {
-            let want = usize::try_from(left).unwrap_or(OUT_CHUNK).min(OUT_CHUNK);
-            let mut buf = vec![0u8; want];
-            let res = match r.read(&mut buf) {
+            let want = left.min(OUT_CHUNK as u64);
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(want as usize);
+            let res = match (&mut r).take(want).read_to_end(&mut buf) {
                 Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its size")),
                 Ok(n) => {
-                    buf.truncate(n);
                     left -= n as u64;
                     Ok(Bytes::from(buf))
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
             };
             let failed = res.is_err();
