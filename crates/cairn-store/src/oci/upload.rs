@@ -247,8 +247,8 @@ impl Registry {
         self.remove_upload(id)
     }
 
-    /// Removes sessions idle for longer than the upload TTL, and dirs that
-    /// are not sessions; returns how many were removed.
+    /// Removes sessions idle for longer than the upload TTL (and sessions
+    /// left without a data file by a crash); returns how many were removed.
     pub fn sweep_uploads(&self) -> OciResult<usize> {
         let dir = self.store.layout().uploads_dir();
         let mut removed = 0;
