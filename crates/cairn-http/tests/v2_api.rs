@@ -1,7 +1,7 @@
 //! The /v2 API from a raw HTTP client: every flow and error code of the
 //! distribution spec that applies, against a server on 127.0.0.1:0.
 
-mod common;
+mod v2common;
 
 use std::sync::Arc;
 
@@ -74,7 +74,7 @@ async fn push_image(c: &Client, base: &str, repo: &str, tag: &str, layer: &[u8])
 #[tokio::test]
 async fn base_endpoint_answers_200_with_api_version_header() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let r = reqwest::get(format!("{}/v2/", s.base)).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(hdr(&r, "docker-distribution-api-version"), "registry/2.0");
@@ -83,7 +83,7 @@ async fn base_endpoint_answers_200_with_api_version_header() {
 #[tokio::test]
 async fn monolithic_push_then_get_head_and_ranges_return_the_bytes() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let dg = Digest::of(&bytes);
@@ -118,7 +118,7 @@ async fn monolithic_push_then_get_head_and_ranges_return_the_bytes() {
 #[tokio::test]
 async fn single_post_with_wrong_digest_is_digest_invalid_and_stores_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let claimed = Digest::of(b"something else");
     let r =
@@ -130,7 +130,7 @@ async fn single_post_with_wrong_digest_is_digest_invalid_and_stores_nothing() {
 #[tokio::test]
 async fn chunked_upload_checks_order_reports_status_and_completes() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let r = c.post(format!("{}/v2/chunky/blobs/uploads/", s.base)).send().await.unwrap();
     let url = format!("{}{}", s.base, hdr(&r, "location"));
@@ -166,7 +166,7 @@ async fn chunked_upload_checks_order_reports_status_and_completes() {
 #[tokio::test]
 async fn chunk_length_disagreeing_with_content_range_is_size_invalid() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let r = c.post(format!("{}/v2/x/blobs/uploads/", s.base)).send().await.unwrap();
     let url = format!("{}{}", s.base, hdr(&r, "location"));
@@ -179,7 +179,7 @@ async fn chunk_length_disagreeing_with_content_range_is_size_invalid() {
 #[tokio::test]
 async fn finishing_with_a_digest_of_other_bytes_stores_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let r = c.post(format!("{}/v2/x/blobs/uploads/", s.base)).send().await.unwrap();
     let url = format!("{}{}", s.base, hdr(&r, "location"));
@@ -197,7 +197,7 @@ async fn finishing_with_a_digest_of_other_bytes_stores_nothing() {
 async fn body_cut_short_before_content_length_stores_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let dg = Digest::of(&[7u8; 100]);
     let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let req =
@@ -218,14 +218,14 @@ async fn upload_session_survives_a_server_restart() {
     let d = tempfile::tempdir().unwrap();
     let c = Client::new();
     let loc = {
-        let s = common::start(d.path()).await;
+        let s = v2common::start(d.path()).await;
         let r = c.post(format!("{}/v2/r/blobs/uploads/", s.base)).send().await.unwrap();
         let loc = hdr(&r, "location");
         let r = c.patch(format!("{}{loc}", s.base)).header("content-range", "0-5").body("before").send().await.unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         loc
     };
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let r = c.get(format!("{}{loc}", s.base)).send().await.unwrap();
     assert_eq!(hdr(&r, "range"), "0-5");
     let r = c.patch(format!("{}{loc}", s.base)).header("content-range", "6-11").body(" after").send().await.unwrap();
@@ -239,7 +239,7 @@ async fn upload_session_survives_a_server_restart() {
 #[tokio::test]
 async fn cancelled_upload_is_unknown_afterwards() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let r = c.post(format!("{}/v2/x/blobs/uploads/", s.base)).send().await.unwrap();
     let url = format!("{}{}", s.base, hdr(&r, "location"));
@@ -254,7 +254,7 @@ type Case = (Method, String, Option<(&'static str, Vec<u8>)>, StatusCode, &'stat
 #[tokio::test]
 async fn error_codes_from_bad_requests() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let b = &s.base;
     let absent = Digest::of(b"absent").oci();
@@ -326,7 +326,7 @@ async fn error_codes_from_bad_requests() {
 #[tokio::test]
 async fn manifest_referencing_missing_blobs_lists_each_as_manifest_blob_unknown() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let cfg = push_blob(&c, &s.base, "x", b"{}").await;
     let (m1, m2) = (Digest::of(b"m1"), Digest::of(b"m2"));
@@ -349,7 +349,7 @@ async fn manifest_referencing_missing_blobs_lists_each_as_manifest_blob_unknown(
 #[tokio::test]
 async fn manifests_of_every_type_are_served_with_their_content_type_and_accept_is_honoured() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let cfg = push_blob(&c, &s.base, "m", b"{}").await;
     let l = push_blob(&c, &s.base, "m", b"layer").await;
@@ -398,7 +398,7 @@ async fn manifests_of_every_type_are_served_with_their_content_type_and_accept_i
 #[tokio::test]
 async fn tags_and_catalog_paginate_with_link_headers() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     for t in ["v4", "v1", "v3", "v2"] {
         push_image(&c, &s.base, "pag/x", t, b"l").await;
@@ -423,7 +423,7 @@ async fn tags_and_catalog_paginate_with_link_headers() {
 #[tokio::test]
 async fn referrers_are_listed_filtered_and_announced_by_oci_subject() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let (subject, subject_bytes, _) = push_image(&c, &s.base, "ref", "v1", b"l").await;
     let cfg = push_blob(&c, &s.base, "ref", b"{}").await;
@@ -461,7 +461,7 @@ async fn referrers_are_listed_filtered_and_announced_by_oci_subject() {
 #[tokio::test]
 async fn deletes_of_manifests_tags_and_blobs() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let (m, bytes, layer) = push_image(&c, &s.base, "del", "v1", b"layer").await;
     put_manifest(&c, &s.base, "del", "v2", OCI_MANIFEST, &bytes).await;
@@ -484,7 +484,7 @@ async fn deletes_of_manifests_tags_and_blobs() {
 #[tokio::test]
 async fn cross_repository_mount_links_existing_blobs_and_else_starts_an_upload() {
     let d = tempfile::tempdir().unwrap();
-    let s = common::start(d.path()).await;
+    let s = v2common::start(d.path()).await;
     let c = Client::new();
     let dg = push_blob(&c, &s.base, "src", b"shared layer").await;
     let r = c.post(format!("{}/v2/dst/blobs/uploads/?mount={}&from=src", s.base, dg.oci())).send().await.unwrap();
@@ -535,7 +535,7 @@ async fn a_blob_miss_asks_the_remote_source_and_serves_what_it_fetched() {
     let d = tempfile::tempdir().unwrap();
     let store = cairn_store::Store::open(d.path()).unwrap();
     let remote = Arc::new(FakeRemote { store, blob: b"from afar".to_vec() });
-    let s = common::start_with(d.path(), Some(remote)).await;
+    let s = v2common::start_with(d.path(), Some(remote)).await;
     let c = Client::new();
     let r = c.get(format!("{}/v2/mirror/x/blobs/{}", s.base, Digest::of(b"from afar").oci())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

@@ -2,7 +2,7 @@
 //! delete) and ORAS (artifacts and referrers). They fail instead of skipping
 //! when `CAIRN_REQUIRE_TOOLS=1` and the tool is missing.
 
-mod common;
+mod v2common;
 
 use std::path::Path;
 use std::process::Command;
@@ -121,11 +121,11 @@ fn layout_manifest(dir: &Path) -> Digest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged_then_deletes_it() {
-    if !have("skopeo", "--version") && common::tool_missing("skopeo") {
+    if !have("skopeo", "--version") && v2common::tool_missing("skopeo") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let s = common::start(&tmp.path().join("data")).await;
+    let s = v2common::start(&tmp.path().join("data")).await;
     let pol = policy(tmp.path());
     let big = seeded(64 << 20, 42);
     let small = seeded(300_000, 7);
@@ -172,11 +172,11 @@ async fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged_then_deletes_it(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_push_of_an_uncompressed_layer_round_trips() {
-    if !have("skopeo", "--version") && common::tool_missing("skopeo") {
+    if !have("skopeo", "--version") && v2common::tool_missing("skopeo") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let s = common::start(&tmp.path().join("data")).await;
+    let s = v2common::start(&tmp.path().join("data")).await;
     let pol = policy(tmp.path());
     let raw = seeded(2 << 20, 9);
     let src = tmp.path().join("src");
@@ -215,11 +215,11 @@ async fn skopeo_push_of_an_uncompressed_layer_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oras_pushes_and_pulls_artifacts_and_finds_referrers() {
     let has_oras = Command::new("python3").args(["-c", "import oras"]).output().is_ok_and(|o| o.status.success());
-    if !has_oras && common::tool_missing("python3 with the oras package (pip install oras)") {
+    if !has_oras && v2common::tool_missing("python3 with the oras package (pip install oras)") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let s = common::start(&tmp.path().join("data")).await;
+    let s = v2common::start(&tmp.path().join("data")).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oras_roundtrip.py");
     let (host, work) = (s.addr.to_string(), tmp.path().to_owned());
     let out = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(host).arg(work).output())

@@ -268,6 +268,24 @@ impl BlobWriter {
         Ok(PutOutcome { digest, size, existed })
     }
 
+    /// Finishes hashing and closes the temp file without making the blob
+    /// visible: for batches (snapshot) that sync once and then publish all
+    /// their blobs with [`Store::publish`].
+    pub(crate) fn stage(mut self) -> Result<Staged> {
+        let digest = std::mem::take(&mut self.hasher).finish();
+        self.stop_flusher()?;
+        let file = self.file.take().ok_or_else(|| StoreError::Io {
+            op: "stage",
+            path: self.tmp.clone(),
+            source: io::Error::other("blob writer already finished"),
+        })?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(StoreError::io("chmod", &self.tmp))?;
+        // The staged value now owns the temp name; this writer's drop must not remove it.
+        let tmp = std::mem::take(&mut self.tmp);
+        Ok(Staged { tmp, digest })
+    }
+
     fn stop_flusher(&mut self) -> Result<()> {
         if let Some(f) = self.flusher.take() {
             drop(f.tx);
@@ -316,7 +334,54 @@ impl Drop for BlobWriter {
         let _ = self.stop_flusher();
         self.file.take();
         // The temp name is removed whether or not the blob was committed.
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A blob hashed into `tmp/` but not yet visible; removed when dropped.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    tmp: PathBuf,
+    pub(crate) digest: Digest,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
         let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+impl Store {
+    /// Makes staged blobs visible: one `syncfs` makes all their bytes durable,
+    /// then each is linked into `objects/` (or, when already there, the
+    /// existing object's mtime is refreshed). Returns how many were new.
+    /// The caller holds the shared GC lock until the blobs are referenced.
+    pub(crate) fn publish(&self, staged: &[&Staged]) -> Result<usize> {
+        self.check_writable()?;
+        let tmp_dir = self.layout().tmp_dir();
+        if self.inner.opts.fsync && !staged.is_empty() {
+            let d = File::open(&tmp_dir).map_err(StoreError::io("open", &tmp_dir))?;
+            rustix::fs::syncfs(&d).map_err(|e| StoreError::Io {
+                op: "syncfs",
+                path: tmp_dir.clone(),
+                source: e.into(),
+            })?;
+        }
+        let mut new = 0;
+        for s in staged {
+            let dest = self.layout().object(&s.digest);
+            match fs::hard_link(&s.tmp, &dest) {
+                Ok(()) => new += 1,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.touch(&s.digest)?,
+                Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
+            }
+        }
+        if new > 0 {
+            self.sync_dir(&self.layout().objects_dir())?;
+        }
+        Ok(new)
     }
 }
 

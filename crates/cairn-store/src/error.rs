@@ -71,7 +71,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A manifest lists objects the store does not hold.
-    #[error("manifest {name:?} lists {} missing blob(s): {}", missing.len(), list_digests(missing))]
+    #[error("manifest {name:?} lists {} blob(s) the store does not hold: {}; store them first", missing.len(), list_digests(missing))]
     MissingBlobs {
         /// The manifest name.
         name: String,
@@ -92,6 +92,14 @@ pub enum StoreError {
         /// The object path as listed.
         path: String,
         /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A file in a tree to snapshot that a manifest cannot hold.
+    #[error("cannot snapshot {path}: {reason}")]
+    SnapshotPath {
+        /// The file.
+        path: PathBuf,
+        /// Why.
         reason: &'static str,
     },
     /// A checkout target that already exists and is not empty.
@@ -136,6 +144,7 @@ impl StoreError {
                 | StoreError::InvalidManifest { .. }
                 | StoreError::UnsafePath { .. }
                 | StoreError::TargetNotEmpty(_)
+                | StoreError::SnapshotPath { .. }
         )
     }
 }

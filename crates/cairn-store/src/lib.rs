@@ -7,6 +7,9 @@
 //!   ranges, list, remove, quarantine.
 //! - [`name`]: checked manifest names and ref file names.
 //! - [`refs`]: blob manifests in the original store's format.
+//! - [`snapshot`] / [`checkout`]: a directory tree to a manifest and back.
+//! - [`gc`]: delete unreferenced blobs ([`Store::gc_roots`] lists the roots).
+//! - [`verify`]: re-hash blobs, quarantine the corrupt ones.
 //! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
 //!   upload sessions, and the registry's GC roots.
 //!
@@ -14,18 +17,26 @@
 //! I/O, meant for `spawn_blocking` in async callers.
 
 pub mod blob;
+pub mod checkout;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod layout;
 pub mod name;
 pub mod oci;
 pub mod refs;
+pub mod snapshot;
 pub mod store;
+pub mod verify;
 
 pub use blob::{BlobReader, BlobWriter, PutOutcome};
+pub use checkout::{CheckoutOptions, CheckoutReport};
 pub use digest::{Digest, DigestError, Hasher};
 pub use error::{Result, StoreError};
+pub use gc::{GcOptions, GcReport};
 pub use layout::Layout;
 pub use name::{NameError, RefFile, RefName};
 pub use refs::{Manifest, ManifestSummary};
-pub use store::{Access, Store, StoreOptions};
+pub use snapshot::SnapshotReport;
+pub use store::{Access, Stats, Store, StoreOptions};
+pub use verify::{Corrupt, VerifyReport};

@@ -144,11 +144,40 @@ impl Store {
 
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
         if self.inner.opts.fsync {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StoreError::io("fsync directory", dir))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync directory", dir))?;
         }
         Ok(())
+    }
+}
+
+/// Counts for `cairn status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Blobs in `objects/`.
+    pub blobs: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Readable manifests in `refs/`.
+    pub refs: u64,
+}
+
+impl Store {
+    /// Blob count, total bytes and manifest count. Blobs removed while this
+    /// runs (GC) are skipped, not reported as errors.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut st = Stats::default();
+        for d in self.list()? {
+            match self.size(&d?) {
+                Ok(n) => {
+                    st.blobs += 1;
+                    st.bytes += n;
+                }
+                Err(StoreError::BlobNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        st.refs = self.list_manifests()?.len() as u64;
+        Ok(st)
     }
 }
 

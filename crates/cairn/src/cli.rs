@@ -25,11 +25,162 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Store files as blobs; prints `<sha256>  <file>` like sha256sum.
+    Put {
+        /// Files to store; `-` reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Write a blob to standard output or a file.
+    Get {
+        /// The blob's digest (64 hex, or sha256:<hex>).
+        digest: String,
+        /// Write to this file (atomically: temp file, then rename).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Exit 0 when the blob is present, 1 when it is not.
+    Has {
+        /// The blob's digest (64 hex, or sha256:<hex>).
+        digest: String,
+    },
+    /// List blobs with their sizes.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a directory tree and save it as a manifest.
+    Snapshot {
+        /// The directory to store.
+        dir: PathBuf,
+        /// The manifest name ([A-Za-z0-9._-], at most 255 bytes).
+        #[arg(long)]
+        name: String,
+    },
+    /// Rebuild a manifest's tree in a new or empty directory.
+    Checkout {
+        /// A manifest name (its newest version) or a ref file.
+        name: String,
+        /// The directory to create.
+        dir: PathBuf,
+        /// Hard-link files from the store instead of copying (read-only files).
+        #[arg(long)]
+        link: bool,
+    },
+    /// List manifests.
+    Manifests {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or remove one manifest.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Delete blobs that no manifest references.
+    Gc {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep unreferenced blobs younger than this (e.g. 30m, 1h, 2days).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        grace: String,
+    },
+    /// Re-hash blobs; corrupt ones are moved to quarantine/.
+    Verify {
+        /// Only these blobs (default: all).
+        #[arg(value_name = "DIGEST")]
+        digests: Vec<String>,
+    },
+    /// Run a node: the /v1 API, peer health, verified pull-through.
+    Serve(crate::config::Overrides),
+    /// Pull a manifest and its missing blobs from a peer into the local data dir (resumable).
+    Sync {
+        /// The peer, host:port.
+        peer: String,
+        /// The ref file to pull, e.g. rootfs-0123456789ab.json.
+        ref_file: String,
+        /// Config file for peer_timeout and max_concurrent_fetches [default: $CAIRN_CONFIG]
+        #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a running node's peers and their health.
+    Peers(NodeTarget),
+    /// Ask a running node about the whole cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Fetch a blob through a running node's pipeline (local, peers, origins).
+    Fetch {
+        /// The blob's digest (64 hex, or sha256:<hex>).
+        digest: String,
+        /// Write to this file (atomically) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        target: NodeTarget,
+    },
     /// The OCI registry: serve it alone, list repositories and tags.
     Registry {
         /// What to do.
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+}
+
+/// `cairn manifest ...`.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Print a manifest's JSON.
+    Show {
+        /// A manifest name (its newest version) or a ref file.
+        name: String,
+    },
+    /// Remove a manifest version (its blobs stay until `cairn gc`).
+    Rm {
+        /// A manifest name (its newest version) or a ref file.
+        name: String,
+        /// Remove every version of the name.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Which running node a command talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeTarget {
+    /// The node, host:port [default: the local config's listen address, else 127.0.0.1:7420]
+    #[arg(long, value_name = "ADDR")]
+    pub node: Option<String>,
+    /// Config file whose listen_addr is the default node [default: $CAIRN_CONFIG]
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl NodeTarget {
+    /// The node address to call.
+    pub fn node(&self) -> anyhow::Result<String> {
+        crate::config::node_addr(self.node.clone(), self.config.as_deref())
+    }
+}
+
+/// `cairn cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Node and manifest counts across the cluster.
+    Stats {
+        #[command(flatten)]
+        target: NodeTarget,
+    },
+    /// Every manifest on the node and its peers.
+    Manifests {
+        #[command(flatten)]
+        target: NodeTarget,
     },
 }
 

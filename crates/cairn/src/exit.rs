@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use cairn_store::StoreError;
+use cairn_store::{DigestError, NameError, StoreError};
 
 /// Not found, or a failure with no more specific code.
 pub const NOT_FOUND: u8 = 1;
@@ -24,18 +24,26 @@ pub struct Exit {
 
 /// Picks the exit code for an error by looking through its chain.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
+    ExitCode::from(code_num(err))
+}
+
+/// [`code_for`] as a number, so several failures can be compared.
+pub fn code_num(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Exit>() {
-            return ExitCode::from(e.code);
+            return e.code;
+        }
+        if cause.is::<DigestError>() || cause.is::<NameError>() {
+            return BAD_INPUT;
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             if e.is_bad_input() {
-                return ExitCode::from(BAD_INPUT);
+                return BAD_INPUT;
             }
             if e.is_not_found() {
-                return ExitCode::from(NOT_FOUND);
+                return NOT_FOUND;
             }
         }
     }
-    ExitCode::from(NOT_FOUND)
+    NOT_FOUND
 }

@@ -1,48 +1,46 @@
-//! A /v2 registry server on 127.0.0.1:0 for tests; dropping it stops it.
+//! Helpers shared by the HTTP integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
-use cairn_http::v2::{RemoteSource, V2State, router};
-use cairn_store::oci::{Registry, RegistryOptions};
-use cairn_store::{Store, StoreOptions};
-
-pub struct Server {
-    pub base: String,
-    pub addr: std::net::SocketAddr,
-    pub registry: Registry,
-    task: tokio::task::JoinHandle<()>,
+/// Sends a raw HTTP/1.1 request (so paths reach the server unnormalised)
+/// and returns the status and body.
+pub fn raw(addr: &str, request: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
+/// `GET path` as a raw request.
+pub fn raw_get(addr: &str, path: &str) -> (u16, String) {
+    raw(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    cond()
 }
 
-pub async fn start(dir: &Path) -> Server {
-    start_with(dir, None).await
+/// Entries in a store's temp dir (should be none after any transfer ends).
+pub fn tmp_entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("tmp")).map(|r| r.count()).unwrap_or(0)
 }
 
-pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Server {
-    let store = Store::open_with(dir, StoreOptions { fsync: false, ..Default::default() }).unwrap();
-    let registry = Registry::new(store, RegistryOptions::default()).unwrap();
-    let state = V2State { registry: registry.clone(), remote };
-    // Bound before serving: the address accepts connections once this returns.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router(state)).await.unwrap();
-    });
-    Server { base: format!("http://{addr}"), addr, registry, task }
-}
-
-/// `CAIRN_REQUIRE_TOOLS=1` turns a missing tool into a failure instead of a skip.
-pub fn tool_missing(what: &str) -> bool {
-    if std::env::var("CAIRN_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-        panic!("{what} is required (CAIRN_REQUIRE_TOOLS=1) but missing; run scripts/test.sh to install it");
-    }
-    eprintln!("skipping: {what} is not installed");
-    true
+/// Reads a whole response body, or the error that cut it.
+pub async fn body_of(resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    resp.bytes().await.map(|b| b.to_vec())
 }

@@ -1,0 +1,216 @@
+//! Garbage collection: delete blobs no root references.
+//!
+//! Two phases. The scan takes no lock: it reads the roots and picks the
+//! unreferenced blobs older than the grace period. The delete phase takes the
+//! GC lock exclusively (puts and manifest saves hold it shared while they
+//! make data visible), then reads the roots again and re-stats each
+//! candidate, so a blob that a concurrent put refreshed or a concurrent
+//! manifest save started to reference is kept.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use crate::digest::Digest;
+use crate::error::{Result, StoreError};
+use crate::name::RefFile;
+use crate::store::Store;
+
+/// Default grace period: blobs younger than this are never collected, so an
+/// upload whose manifest is not saved yet survives.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// Options for [`Store::gc`].
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Keep unreferenced blobs modified less than this long ago.
+    pub grace: Duration,
+    /// Only report what would be deleted.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { grace: DEFAULT_GRACE, dry_run: false }
+    }
+}
+
+/// What a GC deleted (or, in a dry run, would delete).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// The blobs and their sizes.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Their total size.
+    pub bytes: u64,
+    /// Blobs kept because a root references them.
+    pub referenced: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub young: u64,
+}
+
+/// Only the field GC needs, read leniently: a manifest written by another
+/// tool may hold object paths a checkout would refuse, and its blobs must
+/// still count as referenced.
+#[derive(serde::Deserialize)]
+struct RootsOnly {
+    #[serde(alias = "Objects", default)]
+    objects: BTreeMap<String, Digest>,
+}
+
+impl Store {
+    /// Every blob that must survive a GC: the objects of every manifest in
+    /// `refs/`. (Registry tags add their manifests' closures here.)
+    ///
+    /// A manifest that cannot be read fails the whole call: collecting
+    /// without its roots could delete blobs it needs.
+    pub fn gc_roots(&self) -> Result<HashSet<Digest>> {
+        let dir = self.layout().refs_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
+            Err(e) => return Err(StoreError::Io { op: "read directory", path: dir, source: e }),
+        };
+        let mut roots = HashSet::new();
+        for e in rd {
+            let e = e.map_err(StoreError::io("read directory", &dir))?;
+            let file_name = e.file_name();
+            let Some(name) = file_name.to_str().filter(|n| n.ends_with(".json")) else { continue };
+            let unreadable = |reason: String| StoreError::InvalidManifest {
+                what: format!("refs/{name}"),
+                reason: format!("{reason}; GC refuses to run until it is fixed or removed"),
+            };
+            let rf = RefFile::parse(name).map_err(|e| unreadable(e.to_string()))?;
+            let bytes = match self.manifest_bytes(&rf) {
+                Ok(b) => b,
+                // Deleted since the directory was read.
+                Err(StoreError::ManifestNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let m: RootsOnly = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+            roots.extend(m.objects.into_values());
+        }
+        Ok(roots)
+    }
+
+    /// Deletes unreferenced blobs older than `opts.grace` (see the module docs).
+    pub fn gc(&self, opts: GcOptions) -> Result<GcReport> {
+        self.check_writable()?;
+        let mut report = GcReport::default();
+        let roots = self.gc_roots()?;
+        let mut candidates = Vec::new();
+        let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        for d in self.list()? {
+            let d = d?;
+            if roots.contains(&d) {
+                report.referenced += 1;
+                continue;
+            }
+            match self.blob_mtime(&d)? {
+                Some((_, mtime)) if mtime > cutoff => report.young += 1,
+                Some((size, _)) => candidates.push((d, size)),
+                None => {}
+            }
+        }
+        if opts.dry_run {
+            report.bytes = candidates.iter().map(|c| c.1).sum();
+            report.blobs = candidates;
+            return Ok(report);
+        }
+        if candidates.is_empty() {
+            return Ok(report);
+        }
+        let _lock = self.gc_exclusive()?;
+        // Saves and puts that finished while we scanned are visible now.
+        let roots = self.gc_roots()?;
+        let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        for (d, _) in candidates {
+            if roots.contains(&d) {
+                report.referenced += 1;
+                continue;
+            }
+            match self.blob_mtime(&d)? {
+                Some((_, mtime)) if mtime > cutoff => report.young += 1,
+                Some((size, _)) if self.remove_blob(&d)? => {
+                    report.bytes += size;
+                    report.blobs.push((d, size));
+                }
+                _ => {}
+            }
+        }
+        if !report.blobs.is_empty() {
+            self.sync_dir(&self.layout().objects_dir())?;
+        }
+        Ok(report)
+    }
+
+    /// Size and mtime of a blob; `None` when it is gone.
+    fn blob_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
+        let p = self.layout().object(d);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some((m.len(), m.modified().map_err(StoreError::io("read mtime", &p))?))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::RefName;
+    use crate::refs::Manifest;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("data")).unwrap();
+        (dir, s)
+    }
+
+    fn age(s: &Store, d: &Digest, secs: u64) {
+        let f = fs::File::open(s.layout().object(d)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
+    }
+
+    #[test]
+    fn gc_deletes_only_old_unreferenced_blobs() {
+        let (_t, s) = store();
+        let kept = s.put_reader(&b"kept"[..], None).unwrap().digest;
+        let old = s.put_reader(&b"old garbage"[..], None).unwrap().digest;
+        let young = s.put_reader(&b"young garbage"[..], None).unwrap().digest;
+        let mut m = Manifest::new(&RefName::parse("m").unwrap());
+        m.objects.insert("a".into(), kept);
+        s.save_manifest(&m).unwrap();
+        age(&s, &kept, 7200);
+        age(&s, &old, 7200);
+
+        let dry = s.gc(GcOptions { dry_run: true, ..Default::default() }).unwrap();
+        assert_eq!(dry.blobs, vec![(old, 11)]);
+        assert!(s.exists(&old), "dry run deleted a blob");
+
+        let r = s.gc(GcOptions::default()).unwrap();
+        assert_eq!((r.blobs, r.bytes, r.referenced, r.young), (vec![(old, 11)], 11, 1, 1));
+        assert!(!s.exists(&old));
+        assert!(s.exists(&kept) && s.exists(&young));
+    }
+
+    #[test]
+    fn gc_refuses_to_run_with_an_unreadable_manifest() {
+        let (_t, s) = store();
+        let d = s.put_reader(&b"x"[..], None).unwrap().digest;
+        age(&s, &d, 7200);
+        fs::write(s.layout().refs_dir().join("broken-000000000000.json"), b"{not json").unwrap();
+        let e = s.gc(GcOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("broken-000000000000.json") && e.contains("GC refuses"), "{e}");
+        assert!(s.exists(&d));
+    }
+
+    #[test]
+    fn gc_roots_include_manifests_with_paths_checkout_would_refuse() {
+        let (_t, s) = store();
+        let d = s.put_reader(&b"x"[..], None).unwrap().digest;
+        let json = format!(r#"{{"Name":"old","Objects":{{"/abs/../path":"{d}"}}}}"#);
+        fs::write(s.layout().refs_dir().join("old-000000000000.json"), json).unwrap();
+        assert!(s.gc_roots().unwrap().contains(&d));
+    }
+}

@@ -1,0 +1,114 @@
+//! Public-API tests of snapshot and checkout.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+
+use cairn_store::{CheckoutOptions, Digest, Manifest, RefName, Store, StoreError};
+
+fn tree(root: &Path) {
+    fs::create_dir_all(root.join("etc/empty")).unwrap();
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
+    fs::write(root.join("bin/tool"), vec![7u8; 200_000]).unwrap();
+    fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(root.join("etc/empty"), fs::Permissions::from_mode(0o700)).unwrap();
+    symlink("../etc/hosts", root.join("bin/hosts")).unwrap();
+    symlink("/nonexistent/abs", root.join("dangling")).unwrap();
+}
+
+fn no_progress(_: u64, _: u64) {}
+
+#[test]
+fn checkout_of_a_snapshot_rebuilds_the_tree_with_modes_and_symlinks() {
+    let t = tempfile::tempdir().unwrap();
+    tree(&t.path().join("src"));
+    let s = Store::open(t.path().join("data")).unwrap();
+    let snap = s.snapshot(&t.path().join("src"), &RefName::parse("root").unwrap(), &no_progress).unwrap();
+    let out = t.path().join("out");
+    let r = s.checkout(&snap.ref_file, &out, CheckoutOptions::default(), &no_progress).unwrap();
+    assert_eq!((r.files, r.symlinks, r.dirs, r.linked), (2, 2, 3, 0));
+    assert_eq!(fs::read(out.join("bin/tool")).unwrap(), vec![7u8; 200_000]);
+    assert_eq!(fs::metadata(out.join("bin/tool")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(fs::metadata(out.join("etc/empty")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(fs::read_link(out.join("bin/hosts")).unwrap(), Path::new("../etc/hosts"));
+    assert_eq!(fs::read_link(out.join("dangling")).unwrap(), Path::new("/nonexistent/abs"));
+    // A copied file must not share the object's inode.
+    let obj = s.layout().object(&Digest::of(b"127.0.0.1 localhost\n"));
+    assert_ne!(fs::metadata(obj).unwrap().ino(), fs::metadata(out.join("etc/hosts")).unwrap().ino());
+}
+
+#[test]
+fn checkout_with_link_shares_the_object_inode() {
+    let t = tempfile::tempdir().unwrap();
+    tree(&t.path().join("src"));
+    let s = Store::open(t.path().join("data")).unwrap();
+    let snap = s.snapshot(&t.path().join("src"), &RefName::parse("root").unwrap(), &no_progress).unwrap();
+    let out = t.path().join("out");
+    let r = s.checkout(&snap.ref_file, &out, CheckoutOptions { link: true }, &no_progress).unwrap();
+    // The 0644 file is linked; the 0755 one is copied so the object stays 0444.
+    assert_eq!((r.linked, r.copied + r.cloned), (1, 1));
+    let obj = s.layout().object(&Digest::of(b"127.0.0.1 localhost\n"));
+    assert_eq!(fs::metadata(&obj).unwrap().ino(), fs::metadata(out.join("etc/hosts")).unwrap().ino());
+    let tool = s.layout().object(&Digest::of(&vec![7u8; 200_000]));
+    assert_eq!(fs::metadata(tool).unwrap().mode() & 0o777, 0o444);
+}
+
+#[test]
+fn checkout_refuses_missing_blobs_before_writing_anything() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("data")).unwrap();
+    let present = s.put_reader(&b"here"[..], None).unwrap().digest;
+    let absent = Digest::of(b"absent");
+    let json = format!(r#"{{"name":"m","created_at":"","objects":{{"a":"{present}","b":"{absent}"}}}}"#);
+    fs::write(s.layout().refs_dir().join("m-000000000000.json"), json).unwrap();
+    let rf = s.resolve("m").unwrap();
+    let out = t.path().join("out");
+    match s.checkout(&rf, &out, CheckoutOptions::default(), &no_progress) {
+        Err(StoreError::MissingBlobs { missing, .. }) => assert_eq!(missing, vec![absent]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn checkout_refuses_a_target_that_is_not_empty() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("data")).unwrap();
+    let d = s.put_reader(&b"x"[..], None).unwrap().digest;
+    let mut m = Manifest::new(&RefName::parse("m").unwrap());
+    m.objects.insert("x".into(), d);
+    let rf = s.save_manifest(&m).unwrap();
+    let out = t.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("keep"), b"mine").unwrap();
+    let e = s.checkout(&rf, &out, CheckoutOptions::default(), &no_progress).unwrap_err();
+    assert!(matches!(e, StoreError::TargetNotEmpty(_)), "{e}");
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    // An empty existing directory is fine.
+    fs::remove_file(out.join("keep")).unwrap();
+    s.checkout(&rf, &out, CheckoutOptions::default(), &no_progress).unwrap();
+    assert_eq!(fs::read(out.join("x")).unwrap(), b"x");
+}
+
+#[test]
+fn checkout_of_a_manifest_escaping_its_target_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("data")).unwrap();
+    let d = s.put_reader(&b"evil"[..], None).unwrap().digest;
+    let cases = [
+        format!(r#""objects":{{"ok":"{d}","../escape":"{d}"}}"#),
+        format!(r#""objects":{{"ok":"{d}","/tmp/abs":"{d}"}}"#),
+        format!(r#""objects":{{"ok":"{d}","sub/../../x":"{d}"}}"#),
+        format!(r#""objects":{{"ok":"{d}","link/x":"{d}"}},"symlinks":{{"link":"{}"}}"#, t.path().display()),
+    ];
+    for (i, body) in cases.iter().enumerate() {
+        let rf = format!("bad{i}-000000000000.json");
+        fs::write(s.layout().refs_dir().join(&rf), format!(r#"{{"name":"bad{i}",{body}}}"#)).unwrap();
+        let out = t.path().join(format!("out{i}"));
+        let e = s.checkout(&rf.parse().unwrap(), &out, CheckoutOptions::default(), &no_progress).unwrap_err();
+        assert!(matches!(e, StoreError::UnsafePath { .. }), "case {i}: {e}");
+        assert!(!out.exists(), "case {i} wrote into its target");
+    }
+    assert!(!t.path().join("x").exists() && !t.path().join("escape").exists());
+}

@@ -1,0 +1,32 @@
+//! `cairn checkout NAME DIR [--link]`: rebuild a manifest's tree.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cairn_store::CheckoutOptions;
+use indicatif::HumanBytes;
+
+pub fn run(data_dir: &Path, name: &str, dir: &Path, link: bool) -> anyhow::Result<ExitCode> {
+    let store = super::common::open_ro(data_dir)?;
+    let rf = super::common::resolve(&store, name)?;
+    let bar = super::common::bar(0, "checkout");
+    let progress = super::common::on_progress(&bar);
+    let res = store.checkout(&rf, dir, CheckoutOptions { link }, &progress);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let r = res.with_context(|| format!("checkout {rf} into {}", dir.display()))?;
+    println!(
+        "{rf} -> {}: {} files ({}; {} linked, {} cloned, {} copied), {} symlinks, {} directories",
+        dir.display(),
+        r.files,
+        HumanBytes(r.bytes),
+        r.linked,
+        r.cloned,
+        r.copied,
+        r.symlinks,
+        r.dirs
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,33 @@
+//! `cairn gc [--dry-run] [--grace DURATION]`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cairn_store::GcOptions;
+use indicatif::HumanBytes;
+
+use crate::exit::{BAD_INPUT, Exit};
+
+pub fn run(data_dir: &Path, dry_run: bool, grace: &str) -> anyhow::Result<ExitCode> {
+    let grace = humantime::parse_duration(grace).map_err(|e| Exit {
+        code: BAD_INPUT,
+        msg: format!("bad --grace {grace:?}: {e}; give a duration such as 30m, 1h or 2days"),
+    })?;
+    let store = super::common::open_rw(data_dir)?;
+    let r = store.gc(GcOptions { grace, dry_run }).context("gc")?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for (d, size) in &r.blobs {
+        println!("{verb} {d}  {size}");
+    }
+    println!(
+        "gc: {verb} {} blobs, {} ({} bytes); kept {} referenced and {} younger than {}",
+        r.blobs.len(),
+        HumanBytes(r.bytes),
+        r.bytes,
+        r.referenced,
+        r.young,
+        humantime::format_duration(grace)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,11 @@
+//! User-story tests of the `cairn` binary, one module per area.
+
+mod blobs;
+mod compat;
+mod concurrency;
+mod crash;
+mod gc;
+mod manifests;
+mod trees;
+mod util;
+mod verify;
