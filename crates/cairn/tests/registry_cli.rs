@@ -83,3 +83,46 @@ fn registry_serve_answers_v2_on_the_printed_address() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("docker-distribution-api-version: registry/2.0"), "{answer}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn raw_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn node_serve_with_registry_addr_serves_v2_on_its_own_listener() {
+    let d = tempfile::tempdir().unwrap();
+    seed(d.path());
+    let (node, reg) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let mut child = Command::cargo_bin("cairn")
+        .unwrap()
+        .args(["serve", "--node-id", "r1", "--listen-addr", &node, "--registry-addr", &reg])
+        .arg("--data-dir")
+        .arg(d.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let catalog = loop {
+        if let Some(a) = raw_get(&reg, "/v2/_catalog").filter(|a| a.starts_with("HTTP/1.1 200")) {
+            break Some(a);
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let v1 = raw_get(&node, "/v1/health");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let catalog = catalog.expect("the registry listener answered within 20 s");
+    assert!(catalog.contains(r#"{"repositories":["team/app"]}"#), "{catalog}");
+    assert!(v1.is_some_and(|a| a.starts_with("HTTP/1.1 200")), "/v1 still on the node listener");
+}
