@@ -65,6 +65,10 @@ impl Registry {
         }
         let m = parse_manifest(bytes, content_type)?;
         let layout = self.store.layout();
+        // Held from the existence check until the links are written, so a GC
+        // cannot delete a referenced blob in between (its second root scan
+        // then sees the new, young manifest link).
+        let _gc = self.store.gc_shared()?;
         let mut missing: Vec<Digest> =
             m.blobs.iter().filter(|b| !b.external && !self.store.exists(&b.digest)).map(|b| b.digest).collect();
         missing.extend(
@@ -252,6 +256,7 @@ impl Registry {
     /// Cross-repository mount: links `d` into `repo` when `from` holds it
     /// (or, without `from`, when the store holds it). False when it cannot.
     pub fn mount_blob(&self, repo: &RepoName, d: &Digest, from: Option<&RepoName>) -> OciResult<bool> {
+        let _gc = self.store.gc_shared()?;
         let ok = match from {
             Some(f) => self.has_blob(f, d),
             None => self.store.exists(d),

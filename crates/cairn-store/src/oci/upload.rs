@@ -234,6 +234,8 @@ impl Registry {
             self.remove_upload(id)?;
             return Err(OciError::DigestMismatch { expected: *expected, actual });
         }
+        // The data may be older than the GC grace: keep GC out until it is linked.
+        let _gc = self.store.gc_shared()?;
         let existed = self.store.commit_file_as_blob(&f, &p, expected)?;
         drop(f);
         self.link_blob(repo, expected)?;
