@@ -7,7 +7,7 @@ use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 
 use crate::v2::body::stream_out;
-use crate::v2::errors::{BLOB_UNKNOWN, SIZE_INVALID, V2Error};
+use crate::v2::errors::{BLOB_UNKNOWN, V2Error};
 use crate::v2::range::{RangeAnswer, blob_range};
 use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
 
@@ -27,12 +27,7 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
             hs.push((header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1)));
             (StatusCode::PARTIAL_CONTENT, start, len)
         }
-        RangeAnswer::Unsatisfiable => {
-            let e = V2Error::new(&SIZE_INVALID, format!("requested range is outside the blob of {size} bytes"));
-            return Err(e
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
-        }
+        RangeAnswer::Unsatisfiable => return Err(V2Error::range_outside_blob(size)),
     };
     hs.push((header::CONTENT_LENGTH, len.to_string()));
     if head {

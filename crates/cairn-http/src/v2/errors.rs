@@ -62,16 +62,55 @@ impl V2Error {
         V2Error { status: code.status, entries: vec![(code, detail.into())], headers: Vec::new() }
     }
 
-    /// Answers with another status than the code's own.
-    pub fn with_status(mut self, status: StatusCode) -> Self {
+    fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self
     }
 
-    /// Adds a response header.
-    pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
+    fn with_header(mut self, name: HeaderName, value: String) -> Self {
         self.headers.push((name, value));
         self
+    }
+
+    /// A blob `Range` with no byte inside the blob: 416, `Content-Range: bytes */<size>`.
+    pub fn range_outside_blob(size: u64) -> Self {
+        V2Error::new(&SIZE_INVALID, format!("requested range is outside the blob of {size} bytes"))
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
+    }
+
+    /// An upload chunk whose `Content-Range` does not parse: 416.
+    pub fn malformed_chunk_range(text: &str) -> Self {
+        V2Error::new(&BLOB_UPLOAD_INVALID, format!("malformed Content-Range {text:?}; send <start>-<end>"))
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+    }
+
+    /// A pagination `n` that is not a count: 400.
+    pub fn bad_page_size(n: &str) -> Self {
+        V2Error::new(&UNSUPPORTED, format!("n={n:?} must be a non-negative integer"))
+            .with_status(StatusCode::BAD_REQUEST)
+    }
+
+    /// A `/v2` path that is no endpoint: 404.
+    pub fn no_endpoint(path: &str) -> Self {
+        V2Error::new(&UNSUPPORTED, format!("no /v2 endpoint at {path}")).with_status(StatusCode::NOT_FOUND)
+    }
+
+    /// A manifest of a type the request's `Accept` excludes: 404, as for any manifest the client cannot take.
+    pub fn not_acceptable(media_type: &str) -> Self {
+        V2Error::new(
+            &MANIFEST_UNKNOWN,
+            format!("the manifest is {media_type}, which is not in the request's Accept header"),
+        )
+    }
+
+    /// Points a 416 answer of an upload at its session, so the client knows where to resume.
+    pub fn at_session(self, location: String) -> Self {
+        if self.status == StatusCode::RANGE_NOT_SATISFIABLE {
+            self.with_header(header::LOCATION, location)
+        } else {
+            self
+        }
     }
 
     /// The HTTP status.

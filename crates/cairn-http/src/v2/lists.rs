@@ -10,7 +10,7 @@ use cairn_store::oci::RepoName;
 use cairn_store::oci::manifest::OCI_INDEX;
 use serde_json::json;
 
-use crate::v2::errors::{UNSUPPORTED, V2Error};
+use crate::v2::errors::V2Error;
 use crate::v2::{FILTERS_HEADER, V2State, blocking, oci_digest, resp};
 
 /// One page of a sorted list: the entries after `last`, at most `n`, and
@@ -26,9 +26,7 @@ pub fn page(all: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Vec<Stri
 }
 
 fn pagination(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<String>), V2Error> {
-    let n = q.get("n").map(|v| v.parse::<usize>()).transpose().map_err(|_| {
-        V2Error::new(&UNSUPPORTED, "n must be a non-negative integer").with_status(StatusCode::BAD_REQUEST)
-    })?;
+    let n = q.get("n").map(|v| v.parse::<usize>().map_err(|_| V2Error::bad_page_size(v))).transpose()?;
     Ok((n, q.get("last").cloned()))
 }
 

@@ -29,15 +29,7 @@ fn check_accept(h: &HeaderMap, media_type: &str) -> Result<(), V2Error> {
         .collect();
     let names_manifests = accepted.iter().any(|a| MANIFEST_TYPES.contains(&a.as_str()));
     let ok = !names_manifests || accepted.iter().any(|a| a == media_type || a == "*/*" || a == "application/*");
-    if ok {
-        Ok(())
-    } else {
-        Err(V2Error::new(
-            &MANIFEST_UNKNOWN,
-            format!("the manifest is {media_type}, which is not in the request's Accept header"),
-        )
-        .with_status(StatusCode::NOT_FOUND))
-    }
+    if ok { Ok(()) } else { Err(V2Error::not_acceptable(media_type)) }
 }
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.

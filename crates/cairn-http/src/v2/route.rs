@@ -3,7 +3,7 @@
 
 use cairn_store::oci::RepoName;
 
-use crate::v2::errors::{NAME_INVALID, UNSUPPORTED, V2Error};
+use crate::v2::errors::{NAME_INVALID, V2Error};
 
 /// What a `/v2/<name>/...` path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +60,7 @@ pub fn parse(rest: &str) -> Result<(RepoName, Target), V2Error> {
     } else if n >= 3 && at(1) == "referrers" {
         (n - 2, Target::Referrers(decode(at(0))))
     } else {
-        return Err(V2Error::new(&UNSUPPORTED, format!("no /v2 endpoint at /v2/{rest}"))
-            .with_status(axum::http::StatusCode::NOT_FOUND));
+        return Err(V2Error::no_endpoint(&format!("/v2/{rest}")));
     };
     let name = segs[..name_len].join("/");
     let repo = RepoName::parse(&name).map_err(|e| V2Error::new(&NAME_INVALID, e.to_string()))?;

@@ -10,7 +10,7 @@ use cairn_store::Digest;
 use cairn_store::oci::{OciError, RepoName, UploadId};
 
 use crate::v2::body::body_reader;
-use crate::v2::errors::{BLOB_UPLOAD_INVALID, NAME_INVALID, V2Error};
+use crate::v2::errors::{NAME_INVALID, V2Error};
 use crate::v2::range::chunk_range;
 use crate::v2::{DIGEST_HEADER, UPLOAD_UUID, V2State, blocking, oci_digest, resp};
 
@@ -42,13 +42,7 @@ fn chunk(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), V2Error> {
     let cl = content_length(h);
     let Some(v) = h.get(header::CONTENT_RANGE) else { return Ok((None, cl)) };
     let text = v.to_str().unwrap_or_default();
-    let Some((start, end)) = chunk_range(text) else {
-        return Err(V2Error::new(
-            &BLOB_UPLOAD_INVALID,
-            format!("malformed Content-Range {text:?}; send <start>-<end>"),
-        )
-        .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
-    };
+    let Some((start, end)) = chunk_range(text) else { return Err(V2Error::malformed_chunk_range(text)) };
     let len = end - start + 1;
     if let Some(cl) = cl
         && cl != len
@@ -104,14 +98,9 @@ pub async fn patch(st: V2State, repo: RepoName, id: String, h: &HeaderMap, body:
     let id = UploadId::parse(&id)?;
     let (start, len) = chunk(h)?;
     let (reg, rp, i, r) = (st.registry.clone(), repo.clone(), id.clone(), body_reader(body));
-    let size = blocking(move || reg.append_upload(&rp, &i, start, len, r)).await.map_err(|e| {
-        // A 416 tells the client where to resume: the session's URL and its Range.
-        if e.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-            e.with_header(header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}"))
-        } else {
-            e
-        }
-    })?;
+    let size = blocking(move || reg.append_upload(&rp, &i, start, len, r))
+        .await
+        .map_err(|e| e.at_session(format!("/v2/{repo}/blobs/uploads/{id}")))?;
     Ok(session(&repo, &id, size, StatusCode::ACCEPTED))
 }
 
