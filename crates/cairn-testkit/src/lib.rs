@@ -165,6 +165,8 @@ pub struct NodeSpec {
     pub max_concurrent_fetches: usize,
     /// Use origins.
     pub enable_cdn_fallback: bool,
+    /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
+    pub v2: bool,
 }
 
 impl Default for NodeSpec {
@@ -179,6 +181,7 @@ impl Default for NodeSpec {
             health_loop: false,
             max_concurrent_fetches: 8,
             enable_cdn_fallback: true,
+            v2: false,
         }
     }
 }
@@ -221,10 +224,17 @@ impl TestNode {
                 .collect(),
             max_concurrent_fetches: spec.max_concurrent_fetches,
         };
-        let state = AppState::new(store.clone(), cfg, &format!(":{}", addr.port())).expect("state");
+        let registry = spec.v2.then(|| {
+            cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())
+                .expect("registry")
+        });
+        let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
         let counters = Arc::new(Counters::default());
-        let app =
-            cairn_http::app(Arc::clone(&state)).layer(middleware::from_fn_with_state(Arc::clone(&counters), count));
+        let mut app = cairn_http::app(Arc::clone(&state));
+        if let Some(v2) = state.v2_state() {
+            app = app.merge(cairn_http::v2::router(v2));
+        }
+        let app = app.layer(middleware::from_fn_with_state(Arc::clone(&counters), count));
         let server = Server::spawn(listener, app);
         if spec.health_loop {
             server.enter(|| state.cluster.spawn_health_loop());

@@ -303,7 +303,8 @@ impl TestRegistry {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if http_status(&self.addr, "/v2/").is_some() {
+            // Any answer means it serves; the probe's path is left out of `requests`.
+            if http_status(&self.addr, READY_PROBE).is_some() {
                 return;
             }
             if let Some(c) = self.child.as_mut()
@@ -331,7 +332,8 @@ impl TestRegistry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    /// `METHOD PATH` of every request in the access log, in order.
+    /// `METHOD PATH` of every request in the access log, in order (less
+    /// the harness's own readiness probe).
     pub fn requests(&self) -> Vec<String> {
         // Access log lines are in combined format: `... "GET /v2/x HTTP/1.1" 200 ...`.
         self.log()
@@ -343,6 +345,7 @@ impl TestRegistry {
                 let mut p = req.split(' ');
                 Some(format!("{} {}", p.next()?, p.next()?))
             })
+            .filter(|r| !r.ends_with(READY_PROBE))
             .collect()
     }
 
@@ -376,6 +379,9 @@ impl Drop for TestRegistry {
         self.stop();
     }
 }
+
+/// The path the harness polls until the registry answers.
+const READY_PROBE: &str = "/v2/cairn-ready-probe/tags/list";
 
 /// The status of a plain `GET`, or `None` when nothing answers.
 fn http_status(addr: &str, path: &str) -> Option<u16> {
