@@ -417,3 +417,37 @@ async fn a_peer_that_knows_the_tag_answers_before_the_upstream_is_asked() {
     assert_eq!(peer.asked.load(Ordering::SeqCst), asked, "a fresh cached tag asks no peer");
     assert_ne!(upstream_img.manifest, peer.digest);
 }
+
+/// A registry that knows one tag and can be made to hang.
+struct Hanging {
+    hang: std::sync::atomic::AtomicBool,
+}
+
+async fn hanging_head(State(h): State<Arc<Hanging>>) -> Response {
+    if h.hang.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert("docker-content-digest", Digest::of(b"m").oci().parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn hanging_upstream_gives_the_stale_tag_after_its_timeout() {
+    let h = Arc::new(Hanging { hang: std::sync::atomic::AtomicBool::new(false) });
+    let app = Router::new().route("/v2/{repo}/manifests/{reference}", get(hanging_head)).with_state(Arc::clone(&h));
+    let srv = Server::start(app);
+    let u = Upstream::new(UpstreamConfig {
+        url: format!("http://{}", srv.addr()),
+        tag_ttl: Duration::ZERO,
+        timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(u.resolve_tag("repo", "v1").await.unwrap().freshness, Freshness::Upstream);
+    h.hang.store(true, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    let t = u.resolve_tag("repo", "v1").await.unwrap();
+    assert_eq!((t.digest, t.freshness), (Digest::of(b"m"), Freshness::Stale));
+    assert!(start.elapsed() < Duration::from_secs(5), "the timeout bounds the wait");
+}

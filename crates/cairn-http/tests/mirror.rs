@@ -188,3 +188,29 @@ async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_without_touchi
     assert!(nodes[0].counters.get("GET /v1/blobs") >= 3, "node A served the manifest, config and layers");
     assert_eq!(upstream_reads(&reg), Vec::<String>::new(), "the upstream saw no request");
 }
+
+/// A peer whose tag answers are wrong in the way `mode` says.
+async fn lying_peer(axum::extract::State(mode): axum::extract::State<&'static str>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let digest = Digest::of(b"x").oci();
+    match mode {
+        "other-tag" => {
+            axum::Json(serde_json::json!({"repo": "team/app", "tag": "v9", "digest": digest})).into_response()
+        }
+        "bad-digest" => {
+            axum::Json(serde_json::json!({"repo": "team/app", "tag": "v1", "digest": "md5:abc"})).into_response()
+        }
+        _ => "not json".into_response(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tag_answers_of_the_wrong_shape_are_errors_naming_the_peer() {
+    let c = cairn_http::Client::new(Duration::from_secs(2));
+    for (mode, says) in [("other-tag", "answered for team/app:v9"), ("bad-digest", "md5:abc"), ("junk", "JSON")] {
+        let app = axum::Router::new().route("/v1/oci/tag", axum::routing::get(lying_peer)).with_state(mode);
+        let srv = cairn_testkit::Server::start(app);
+        let e = c.resolve_tag(&srv.addr(), "team/app", "v1").await.unwrap_err().to_string();
+        assert!(e.contains(&srv.addr()) && e.contains(says), "{mode}: {e}");
+    }
+}
