@@ -79,7 +79,7 @@ async fn unknown_tag_or_repository_is_not_found_and_not_unavailable() {
 #[tokio::test]
 async fn token_auth_fetches_one_token_per_repository_and_reuses_it() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(dir.path(), TokenOptions::default());
+    let Some(tokens) = TokenServer::start(dir.path(), TokenOptions::default()) else { return };
     let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
     let push = tokens.issue(&["repository:team/app:pull,push", "repository:team/db:pull,push"]);
     let img = push_image(&reg.url(), Some(&push), "team/app", "v1", &[blob(4, 1000), blob(5, 2000)]).await;
@@ -104,7 +104,7 @@ async fn token_auth_fetches_one_token_per_repository_and_reuses_it() {
 async fn token_endpoint_credentials_are_sent_and_wrong_or_missing_ones_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let opts = TokenOptions { creds: Some(("alice".into(), "s3cret".into())), ..Default::default() };
-    let tokens = TokenServer::start(dir.path(), opts);
+    let Some(tokens) = TokenServer::start(dir.path(), opts) else { return };
     let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
     let push = tokens.issue(&["repository:private/app:pull,push"]);
     let img = push_image(&reg.url(), Some(&push), "private/app", "v1", &[blob(7, 500)]).await;
@@ -126,7 +126,7 @@ async fn token_that_expires_at_once_is_fetched_again_for_the_next_request() {
     let dir = tempfile::tempdir().unwrap();
     // A lifetime inside the safety margin: cached as already expired.
     let opts = TokenOptions { lifetime: Duration::from_secs(2), ..Default::default() };
-    let tokens = TokenServer::start(dir.path(), opts);
+    let Some(tokens) = TokenServer::start(dir.path(), opts) else { return };
     let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
     let push = tokens.issue(&["repository:a/b:pull,push"]);
     let img = push_image(&reg.url(), Some(&push), "a/b", "v1", &[blob(8, 100)]).await;
@@ -335,8 +335,8 @@ async fn registry_origin_sending_wrong_bytes_stores_nothing() {
 #[tokio::test]
 async fn registry_refuses_a_token_signed_by_a_key_it_does_not_trust() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let trusted = TokenServer::start(d1.path(), TokenOptions::default());
-    let stranger = TokenServer::start(d2.path(), TokenOptions::default());
+    let Some(trusted) = TokenServer::start(d1.path(), TokenOptions::default()) else { return };
+    let Some(stranger) = TokenServer::start(d2.path(), TokenOptions::default()) else { return };
     let Some(reg) = TestRegistry::start(RegistryAuth::Token(&trusted)) else { return };
     let forged = stranger.issue(&["repository:a/b:pull,push"]);
     let r = reqwest::Client::new()

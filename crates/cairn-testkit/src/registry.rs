@@ -29,6 +29,9 @@ use crate::Server;
 /// The distribution registry binary.
 pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 
+/// openssl, which makes the token server's key and signs its tokens.
+pub const OPENSSL: &str = "/usr/bin/openssl";
+
 /// True when `path` is an executable file. When it is not: with
 /// `CAIRN_REQUIRE_TOOLS=1` this panics (the suite must not skip), else it
 /// prints why the calling test skips.
@@ -71,7 +74,7 @@ fn base64(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
 }
 
 fn run_openssl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    let mut child = Command::new("openssl")
+    let mut child = Command::new(OPENSSL)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -163,8 +166,12 @@ impl Default for TokenOptions {
 }
 
 impl TokenServer {
-    /// Makes a key and certificate in `dir` and starts serving.
-    pub fn start(dir: &Path, opts: TokenOptions) -> TokenServer {
+    /// Makes a key and certificate in `dir` and starts serving. `None`
+    /// when openssl is missing and tools are not required (the caller skips).
+    pub fn start(dir: &Path, opts: TokenOptions) -> Option<TokenServer> {
+        if !tool_available(OPENSSL) {
+            return None;
+        }
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
         let (k, c) = (key.to_str().expect("utf-8"), cert.to_str().expect("utf-8"));
@@ -188,7 +195,7 @@ impl TokenServer {
             scopes: Default::default(),
         });
         let app = Router::new().route("/token", get(token)).with_state(Arc::clone(&signer));
-        TokenServer { server: Server::start(app), signer, cert }
+        Some(TokenServer { server: Server::start(app), signer, cert })
     }
 
     /// The realm URL.
