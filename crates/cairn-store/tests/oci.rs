@@ -209,3 +209,24 @@ fn referrers_list_only_live_manifests_and_filter_by_artifact_type() {
     r.delete_manifest(&rp, &Reference::Digest(a.digest)).unwrap();
     assert_eq!(r.referrers(&rp, &subject, None).unwrap().len(), 1);
 }
+
+#[test]
+fn gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let rp = repo("gc/run");
+    let c = put_blob(&r, b"{\"config\":1}");
+    let kept_layer = put_blob(&r, b"kept layer");
+    let lost_layer = put_blob(&r, b"lost layer");
+    let tagged = r.put_manifest(&rp, &tag("v1"), &image(&c, &[kept_layer], ""), None).unwrap();
+    let orphan_m = image(&c, &[lost_layer], "");
+    let orphan = r.put_manifest(&rp, &Reference::Digest(Digest::of(&orphan_m)), &orphan_m, None).unwrap();
+
+    let report = r.store().gc(cairn_store::gc::GcOptions { grace: Duration::ZERO, dry_run: false }).unwrap();
+    let deleted: Vec<Digest> = report.blobs.iter().map(|b| b.0).collect();
+    for k in [tagged.digest, c, kept_layer] {
+        assert!(r.store().exists(&k), "{k} of the tagged image was collected");
+    }
+    assert!(deleted.contains(&orphan.digest) && deleted.contains(&lost_layer), "deleted {deleted:?}");
+    assert!(!r.store().exists(&lost_layer));
+}
