@@ -451,3 +451,30 @@ async fn hanging_upstream_gives_the_stale_tag_after_its_timeout() {
     assert_eq!((t.digest, t.freshness), (Digest::of(b"m"), Freshness::Stale));
     assert!(start.elapsed() < Duration::from_secs(5), "the timeout bounds the wait");
 }
+
+async fn slow_head(State(hits): State<Arc<AtomicUsize>>) -> Response {
+    hits.fetch_add(1, Ordering::SeqCst);
+    // A slow upstream, so the callers below overlap.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut().insert("docker-content-digest", Digest::of(b"m").oci().parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_tag_send_one_request_upstream() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().route("/v2/{repo}/manifests/{reference}", get(slow_head)).with_state(Arc::clone(&hits));
+    let srv = Server::start(app);
+    let u = Arc::new(upstream(&format!("http://{}", srv.addr())));
+    let asks: Vec<_> = (0..20)
+        .map(|_| {
+            let u = Arc::clone(&u);
+            tokio::spawn(async move { u.resolve_tag("repo", "v1").await.unwrap().digest })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap(), Digest::of(b"m"));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}

@@ -9,7 +9,7 @@
 mod auth;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_store::Digest;
@@ -217,6 +217,9 @@ pub struct Upstream {
     http: reqwest::Client,
     auth: Auth,
     tags: Mutex<HashMap<(String, String), CachedTag>>,
+    /// One lock per tag being asked upstream: concurrent misses of one tag
+    /// send one `HEAD`, the others then read its answer from the cache.
+    asking: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PartialEq for Upstream {
@@ -266,7 +269,7 @@ impl Upstream {
             .map_err(|e| format!("registry {}: cannot build an HTTP client: {e}", cfg.url))?;
         let creds = cfg.username.clone().zip(cfg.password.clone());
         let auth = Auth::new(base.clone(), creds);
-        Ok(Upstream { cfg, base, docker_hub, http, auth, tags: Mutex::new(HashMap::new()) })
+        Ok(Upstream { cfg, base, docker_hub, http, auth, tags: Default::default(), asking: Default::default() })
     }
 
     /// Its settings.
@@ -339,7 +342,25 @@ impl Upstream {
         if let Some(hit) = cached(Freshness::Stale).filter(|h| h.freshness == Freshness::Cached) {
             return Ok(hit);
         }
-        match self.head_tag(repo, tag).await {
+        let gate = {
+            let mut g = self.asking.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(g.entry(key.clone()).or_default())
+        };
+        let turn = gate.lock().await;
+        // The caller ahead in line may have just filled the cache.
+        if let Some(hit) = cached(Freshness::Stale).filter(|h| h.freshness == Freshness::Cached) {
+            return Ok(hit);
+        }
+        let answer = self.head_tag(repo, tag).await;
+        drop(turn);
+        {
+            let mut g = self.asking.lock().unwrap_or_else(|e| e.into_inner());
+            // Only the map and this caller hold it: nobody waits.
+            if Arc::strong_count(&gate) <= 2 {
+                g.remove(&key);
+            }
+        }
+        match answer {
             Ok(r) => {
                 self.with_tags(|m| {
                     if m.len() >= MAX_CACHED_TAGS {
