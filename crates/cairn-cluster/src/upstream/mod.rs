@@ -202,6 +202,9 @@ pub enum ObjectKind {
     Manifest,
 }
 
+/// `(repository, tag)` as the client named them.
+type TagKey = (String, String);
+
 struct CachedTag {
     digest: Digest,
     media_type: Option<String>,
@@ -216,10 +219,10 @@ pub struct Upstream {
     docker_hub: bool,
     http: reqwest::Client,
     auth: Auth,
-    tags: Mutex<HashMap<(String, String), CachedTag>>,
+    tags: Mutex<HashMap<TagKey, CachedTag>>,
     /// One lock per tag being asked upstream: concurrent misses of one tag
     /// send one `HEAD`, the others then read its answer from the cache.
-    asking: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    asking: Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl PartialEq for Upstream {
@@ -408,7 +411,7 @@ impl Upstream {
         })
     }
 
-    fn with_tags<R>(&self, f: impl FnOnce(&mut HashMap<(String, String), CachedTag>) -> R) -> R {
+    fn with_tags<R>(&self, f: impl FnOnce(&mut HashMap<TagKey, CachedTag>) -> R) -> R {
         // A plain map: still valid if another thread panicked holding it.
         let mut g = self.tags.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
