@@ -207,10 +207,21 @@ impl Cluster {
         if self.local_size(d).await?.is_some() {
             return Ok(false);
         }
-        let t = self.transfer(d, None, Some(hint));
+        let t = self.transfer(d, None, Some(hint.clone()));
+        let joined_bare = !t.with_oci;
         let mut done = t.done.subscribe();
         drop(t);
-        wait_done(&mut done).await?;
+        match wait_done(&mut done).await {
+            // The transfer joined was a bare digest's, which skips registry
+            // origins: absent there is not absent for this caller.
+            Err(e) if joined_bare && e.is_not_found() => {
+                let t = self.transfer(d, None, Some(hint));
+                let mut done = t.done.subscribe();
+                drop(t);
+                wait_done(&mut done).await?;
+            }
+            r => r?,
+        }
         Ok(true)
     }
 
@@ -234,7 +245,7 @@ impl Cluster {
             return Arc::clone(t);
         }
         let (done, _) = watch::channel(None);
-        let t = Arc::new(Transfer { digest: d, shared: Mutex::new(Shared::default()), done });
+        let t = Arc::new(Transfer { digest: d, with_oci: oci.is_some(), shared: Mutex::new(Shared::default()), done });
         map.insert(d, Arc::clone(&t));
         drop(map);
         let inner = Arc::clone(&self.inner);
@@ -310,6 +321,8 @@ struct Shared {
 /// One remote transfer of one digest, shared by every caller of it.
 pub(crate) struct Transfer {
     digest: Digest,
+    /// Whether registry origins are among its sources.
+    with_oci: bool,
     shared: Mutex<Shared>,
     done: watch::Sender<Outcome>,
 }

@@ -478,3 +478,37 @@ async fn concurrent_misses_of_one_tag_send_one_request_upstream() {
     }
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+async fn slow_absent() -> StatusCode {
+    // Slow enough for the second caller below to join this transfer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    StatusCode::NOT_FOUND
+}
+
+async fn good_blob(State(bytes): State<Arc<Vec<u8>>>) -> Vec<u8> {
+    bytes.as_ref().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_request_joining_a_bare_digest_transfer_still_gets_the_registry_origin() {
+    let data = Arc::new(blob(33, 50_000));
+    let d = Digest::of(&data);
+    let cdn = Server::start(Router::new().route("/blobs/{digest}", get(slow_absent)));
+    let reg = Server::start(Router::new().route("/v2/{repo}/blobs/{digest}", get(good_blob)).with_state(data.clone()));
+    let (cluster, _dir) = cluster_with(vec![
+        cairn_cluster::Origin::http(&format!("http://{}/blobs/{{digest}}", cdn.addr())).unwrap(),
+        registry_origin(&format!("http://{}", reg.addr())),
+    ]);
+    let bare = {
+        let c = cluster.clone();
+        tokio::spawn(async move { c.ensure_local(d, None).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cluster.transfers_in_flight() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the bare transfer never started");
+        tokio::task::yield_now().await;
+    }
+    assert!(cluster.ensure_local_oci(d, hint("repo", ObjectKind::Blob)).await.unwrap());
+    assert_eq!(stored(&cluster, &d), *data);
+    assert!(bare.await.unwrap().unwrap_err().is_not_found(), "the bare digest alone is still absent");
+}
