@@ -23,6 +23,7 @@ use crate::origin::Origin;
 use crate::owner::Route;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 use crate::ratelimit::TokenBucket;
+use crate::upstream::{OciHint, Upstream, UpstreamError};
 
 /// Chunk size used to stream local blobs: large reads, few hand-offs.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -203,7 +204,7 @@ impl Cluster {
             return Ok(b);
         }
         let route = route.unwrap_or_else(|| self.inner.route(&d));
-        let t = self.transfer(d, None, route);
+        let t = self.transfer(d, None, None, route);
         let (rx, mut done) = match t.join() {
             Joined::Live(rx, done) => (Some(rx), done),
             Joined::Wait(done) => (None, done),
@@ -227,10 +228,36 @@ impl Cluster {
         if self.local_size(d).await?.is_some() {
             return Ok(false);
         }
-        let t = self.transfer(d, prefer.map(str::to_owned), self.inner.route(&d));
+        let t = self.transfer(d, prefer.map(str::to_owned), None, self.inner.route(&d));
         let mut done = t.done.subscribe();
         drop(t);
         wait_done(&mut done).await?;
+        Ok(true)
+    }
+
+    /// Makes a blob or manifest asked for through `/v2` local: like
+    /// [`Cluster::ensure_local`], and registry origins are tried too, since
+    /// the hint names the repository. Returns true when it was fetched.
+    /// Never forwarded to an owner: a forwarded fetch carries no repository.
+    pub async fn ensure_local_oci(&self, d: Digest, hint: OciHint) -> Result<bool> {
+        if self.local_size(d).await?.is_some() {
+            return Ok(false);
+        }
+        let t = self.transfer(d, None, Some(hint.clone()), Route::Direct);
+        let joined_bare = !t.with_oci;
+        let mut done = t.done.subscribe();
+        drop(t);
+        match wait_done(&mut done).await {
+            // The transfer joined was a bare digest's, which skips registry
+            // origins: absent there is not absent for this caller.
+            Err(e) if joined_bare && e.is_not_found() => {
+                let t = self.transfer(d, None, Some(hint), Route::Direct);
+                let mut done = t.done.subscribe();
+                drop(t);
+                wait_done(&mut done).await?;
+            }
+            r => r?,
+        }
         Ok(true)
     }
 
@@ -248,18 +275,19 @@ impl Cluster {
     }
 
     /// The transfer for `d`, joining a running one or starting it.
-    fn transfer(&self, d: Digest, prefer: Option<String>, route: Route) -> Arc<Transfer> {
+    fn transfer(&self, d: Digest, prefer: Option<String>, oci: Option<OciHint>, route: Route) -> Arc<Transfer> {
         let mut map = lock(&self.inner.inflight);
         if let Some(t) = map.get(&(d, route)) {
             return Arc::clone(t);
         }
         let (done, _) = watch::channel(None);
-        let t = Arc::new(Transfer { digest: d, route, shared: Mutex::new(Shared::default()), done });
+        let shared = Mutex::new(Shared::default());
+        let t = Arc::new(Transfer { digest: d, route, with_oci: oci.is_some(), shared, done });
         map.insert((d, route), Arc::clone(&t));
         drop(map);
         let inner = Arc::clone(&self.inner);
         let t2 = Arc::clone(&t);
-        tokio::spawn(async move { drive(inner, t2, prefer).await });
+        tokio::spawn(async move { drive(inner, t2, prefer, oci).await });
         t
     }
 }
@@ -331,6 +359,8 @@ struct Shared {
 pub(crate) struct Transfer {
     digest: Digest,
     route: Route,
+    /// Whether registry origins are among its sources.
+    with_oci: bool,
     shared: Mutex<Shared>,
     done: watch::Sender<Outcome>,
 }
@@ -430,6 +460,10 @@ enum Source {
     /// This node's own direct transfer, once every node before it failed.
     SelfDirect,
     Origin(Origin),
+    Registry {
+        up: Arc<Upstream>,
+        hint: OciHint,
+    },
 }
 
 impl Source {
@@ -439,6 +473,7 @@ impl Source {
             Source::Owner { addr } => format!("owner {addr}"),
             Source::SelfDirect => "this node's own fetch".into(),
             Source::Origin(o) => o.name(),
+            Source::Registry { up, .. } => up.name(),
         }
     }
 
@@ -446,7 +481,7 @@ impl Source {
     fn peer(&self) -> Option<&str> {
         match self {
             Source::Peer { addr, .. } | Source::Owner { addr } => Some(addr),
-            Source::SelfDirect | Source::Origin(_) => None,
+            Source::SelfDirect | Source::Origin(_) | Source::Registry { .. } => None,
         }
     }
 }
@@ -455,9 +490,10 @@ type HeadFut = futures_util::future::BoxFuture<'static, (String, Result<Option<u
 
 /// The source order, decided here and nowhere else: the preferred peer (a
 /// sync's source), then healthy peers that hold the blob in the order their
-/// HEAD answers arrive, then, on a direct route, the origins in configured
-/// order (each retried with backoff); on a route via the owner, the nodes
-/// ranked before this one and finally this node's own direct transfer.
+/// HEAD answers arrive; then, on a direct route, the origins in configured
+/// order (each retried with backoff; registry origins only when the digest
+/// came with its repository); on a route via the owner, the nodes ranked
+/// before this one and finally this node's own direct transfer.
 struct Sources {
     inner: Arc<Inner>,
     digest: Digest,
@@ -469,12 +505,13 @@ struct Sources {
     /// Origins with the number of tries already made.
     origins: VecDeque<(Origin, u32)>,
     current_try: u32,
+    oci: Option<OciHint>,
     tried: Vec<String>,
     only_absent: bool,
 }
 
 impl Sources {
-    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>, route: Route) -> Self {
+    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>, oci: Option<OciHint>, route: Route) -> Self {
         let (owners, self_direct, origins) = match route {
             Route::ViaOwner => (inner.owners_before_me(&digest).into(), true, VecDeque::new()),
             Route::Direct if inner.cfg.enable_cdn_fallback => {
@@ -492,6 +529,7 @@ impl Sources {
             self_direct,
             origins,
             current_try: 0,
+            oci,
             tried: Vec::new(),
             only_absent: true,
         }
@@ -585,9 +623,17 @@ impl Sources {
         if std::mem::take(&mut self.self_direct) {
             return Some(Source::SelfDirect);
         }
-        let (o, tries) = self.origins.pop_front()?;
-        self.current_try = tries;
-        Some(Source::Origin(o))
+        while let Some((o, tries)) = self.origins.pop_front() {
+            self.current_try = tries;
+            match (o, &self.oci) {
+                (Origin::Registry(up), Some(hint)) => return Some(Source::Registry { up, hint: hint.clone() }),
+                (Origin::Registry(up), None) => {
+                    self.tried.push(format!("{}: skipped, a bare digest names no repository", up.name()));
+                }
+                (o, _) => return Some(Source::Origin(o)),
+            }
+        }
+        None
     }
 
     fn failed(&mut self, e: &ClusterError) {
@@ -606,8 +652,8 @@ impl Sources {
     }
 }
 
-async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>) {
-    let res = run(&inner, &t, prefer).await;
+async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>, oci: Option<OciHint>) {
+    let res = run(&inner, &t, prefer, oci).await;
     if let Err(e) = &res {
         tracing::warn!(digest = %t.digest, error = %e, "fetch failed");
     }
@@ -617,7 +663,7 @@ async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>) {
     lock(&t.shared).subs.clear();
 }
 
-async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>) -> Result<()> {
+async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Option<OciHint>) -> Result<()> {
     let d = t.digest;
     let store = inner.store.clone();
     if blocking(move || store.exists(&d)).await? {
@@ -625,7 +671,7 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>) -> Result
     }
     let pool = if t.route == Route::Direct { &inner.permits } else { &inner.via_permits };
     let mut permit = Some(pool.acquire().await.map_err(|e| ClusterError::Task(e.to_string()))?);
-    let mut sources = Sources::new(Arc::clone(inner), d, prefer, t.route);
+    let mut sources = Sources::new(Arc::clone(inner), d, prefer, oci, t.route);
     let mut release = Release::NotStarted;
     while let Some(src) = sources.next().await {
         let name = src.name();
@@ -667,7 +713,7 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>) -> Result
 /// This node's direct transfer of `d` (joined if running), awaited.
 async fn self_direct(inner: &Arc<Inner>, d: Digest) -> Result<()> {
     let c = Cluster { inner: Arc::clone(inner) };
-    let t = c.transfer(d, None, Route::Direct);
+    let t = c.transfer(d, None, None, Route::Direct);
     let mut done = t.done.subscribe();
     drop(t);
     wait_done(&mut done).await
@@ -679,25 +725,45 @@ async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
         Source::Origin(o) => o.timeout().unwrap_or(inner.cfg.peer_timeout),
         _ => inner.cfg.peer_timeout,
     };
-    match src {
-        Source::Peer { addr, .. } => match tokio::time::timeout(timeout, inner.api.get_blob(addr, d)).await {
-            Ok(r) => r,
-            Err(_) => Err(ClusterError::PeerTimeout {
-                peer: addr.clone(),
-                what: format!("GET /v1/blobs/{d}"),
-                after: timeout,
-            }),
-        },
-        Source::Owner { addr } => crate::owner::open(inner, addr, d).await,
-        Source::Origin(o) => match tokio::time::timeout(timeout, o.get(&inner.http, d)).await {
-            Ok(r) => r,
-            Err(_) => Err(ClusterError::Origin {
-                origin: o.name(),
-                digest: *d,
-                reason: format!("no answer within {timeout:?}"),
-            }),
-        },
-        Source::SelfDirect => Err(ClusterError::Task("a direct transfer is awaited, not opened".into())),
+    let what = match src {
+        Source::Peer { .. } => format!("GET /v1/blobs/{d}"),
+        Source::Origin(o) => format!("GET {}", o.url(d)),
+        Source::Registry { .. } => String::new(),
+        Source::Owner { addr } => return crate::owner::open(inner, addr, d).await,
+        Source::SelfDirect => return Err(ClusterError::Task("a direct transfer is awaited, not opened".into())),
+    };
+    let fut = async {
+        match src {
+            Source::Peer { addr, .. } => inner.api.get_blob(addr, d).await,
+            Source::Origin(o) => o.get(&inner.http, d).await,
+            Source::Registry { up, hint } => {
+                up.open(&hint.repo, d, hint.kind).await.map_err(|e| upstream_error(up, d, e))
+            }
+            Source::Owner { .. } | Source::SelfDirect => Err(ClusterError::Task("not opened here".into())),
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(match src {
+            Source::Peer { addr, .. } => ClusterError::PeerTimeout { peer: addr.clone(), what, after: timeout },
+            Source::Origin(o) => {
+                ClusterError::Origin { origin: o.name(), digest: *d, reason: format!("no answer within {timeout:?}") }
+            }
+            Source::Registry { up, .. } => {
+                ClusterError::Origin { origin: up.name(), digest: *d, reason: format!("no answer within {timeout:?}") }
+            }
+            Source::Owner { addr } => ClusterError::PeerTimeout { peer: addr.clone(), what, after: timeout },
+            Source::SelfDirect => ClusterError::Task("a direct transfer is awaited, not opened".into()),
+        }),
+    }
+}
+
+/// An upstream's failure as the pipeline sees it: absent, or failed.
+fn upstream_error(up: &Upstream, d: &Digest, e: UpstreamError) -> ClusterError {
+    if e.is_not_found() {
+        ClusterError::NotFound { digest: *d, tried: vec![e.to_string()] }
+    } else {
+        ClusterError::Origin { origin: up.name(), digest: *d, reason: e.to_string() }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Origins: where a blob comes from when no peer has it. Tried in the
 //! configured order after the peers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_store::Digest;
@@ -8,6 +9,7 @@ use futures_util::TryStreamExt;
 
 use crate::error::{ClusterError, Result};
 use crate::peer::RemoteBlob;
+use crate::upstream::Upstream;
 
 /// One origin. An enum so other kinds (an upstream OCI registry) slot in
 /// beside the plain HTTP one.
@@ -25,6 +27,9 @@ pub enum Origin {
         /// Extra tries after a transport error or a 5xx (never after wrong bytes or a 404).
         retries: u32,
     },
+    /// An upstream OCI registry; used only for digests asked for through
+    /// `/v2`, which name their repository.
+    Registry(Arc<Upstream>),
 }
 
 /// Extra tries of an origin unless configured.
@@ -54,18 +59,20 @@ impl Origin {
         Ok(Origin::Http { url_template: url_template.to_owned(), timeout: None, retries: DEFAULT_RETRIES })
     }
 
-    /// The same origin with its own timeout.
+    /// The same origin with its own timeout (a registry origin keeps its
+    /// configured one).
     pub fn with_timeout(mut self, t: Duration) -> Self {
-        match &mut self {
-            Origin::Http { timeout, .. } => *timeout = Some(t),
+        if let Origin::Http { timeout, .. } = &mut self {
+            *timeout = Some(t);
         }
         self
     }
 
-    /// The same origin with `n` extra tries.
+    /// The same origin with `n` extra tries (a registry origin is not retried
+    /// by the pipeline).
     pub fn with_retries(mut self, n: u32) -> Self {
-        match &mut self {
-            Origin::Http { retries, .. } => *retries = n,
+        if let Origin::Http { retries, .. } = &mut self {
+            *retries = n;
         }
         self
     }
@@ -74,6 +81,7 @@ impl Origin {
     pub fn timeout(&self) -> Option<Duration> {
         match self {
             Origin::Http { timeout, .. } => *timeout,
+            Origin::Registry(up) => Some(up.config().timeout),
         }
     }
 
@@ -81,13 +89,20 @@ impl Origin {
     pub fn retries(&self) -> u32 {
         match self {
             Origin::Http { retries, .. } => *retries,
+            Origin::Registry(_) => 0,
         }
+    }
+
+    /// A registry origin (see [`crate::upstream::UpstreamConfig`]).
+    pub fn registry(cfg: crate::upstream::UpstreamConfig) -> Result<Self, String> {
+        Ok(Origin::Registry(Arc::new(Upstream::new(cfg)?)))
     }
 
     /// A short name for logs and errors.
     pub fn name(&self) -> String {
         match self {
             Origin::Http { url_template, .. } => format!("origin {url_template}"),
+            Origin::Registry(up) => up.name(),
         }
     }
 
@@ -95,12 +110,16 @@ impl Origin {
     pub fn url(&self, d: &Digest) -> String {
         match self {
             Origin::Http { url_template, .. } => url_template.replace("{digest}", &d.to_string()),
+            Origin::Registry(up) => format!("{}/v2/<repository>/blobs/{}", up.config().url, d.oci()),
         }
     }
 
     /// Starts a GET of the blob.
     pub(crate) async fn get(&self, http: &reqwest::Client, d: &Digest) -> Result<RemoteBlob> {
         let err = |reason: String| ClusterError::Origin { origin: self.name(), digest: *d, reason };
+        if let Origin::Registry(_) = self {
+            return Err(err("a registry origin needs the repository; it serves only /v2 requests".into()));
+        }
         let url = self.url(d);
         let resp = http.get(&url).send().await.map_err(|e| err(format!("GET {url}: {e}")))?;
         let status = resp.status();

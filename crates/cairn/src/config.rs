@@ -31,7 +31,8 @@ pub struct FileConfig {
     pub enable_cdn_fallback: Option<bool>,
     /// Cairn: the data directory.
     pub data_dir: Option<PathBuf>,
-    /// Cairn: origins, tried in order: `[{url: "http://cdn/blobs/{digest}"}]`.
+    /// Cairn: origins, tried in order: `[{url: "http://cdn/blobs/{digest}"}]`
+    /// or `[{registry: "https://registry-1.docker.io", ...}]`.
     pub origins: Option<Vec<OriginConfig>>,
     /// Cairn: time between health probes of a healthy peer (default `30s`).
     pub health_interval: Option<String>,
@@ -46,18 +47,91 @@ pub struct FileConfig {
     pub egress_limit: Option<u64>,
     /// Cairn: one origin fetch per cluster via an elected owner per digest (default true).
     pub elect_owner: Option<bool>,
+    /// Cairn: where the OCI registry (`/v2`) listens, `host:port` or `:port`
+    /// (default: no registry listener; `cairn registry serve` runs one alone).
+    pub registry_addr: Option<String>,
+    /// Cairn: registry uploads idle this long are dropped (default `24h`).
+    pub upload_ttl: Option<String>,
 }
 
-/// One origin entry.
-#[derive(Debug, Deserialize)]
+/// One origin entry: either `url` (a URL template) or `registry` (an
+/// upstream OCI registry, with the keys after it).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     /// URL template containing `{digest}`.
-    pub url: String,
-    /// Time for the answer's headers and any pause in its body (default: `peer_timeout`).
+    pub url: Option<String>,
+    /// Upstream OCI registry base URL, e.g. `https://registry-1.docker.io`.
+    pub registry: Option<String>,
+    /// Registry user (token endpoint or basic auth); needs `password`.
+    pub username: Option<String>,
+    /// Registry password or access token.
+    pub password: Option<String>,
+    /// How long a tag resolved upstream is trusted (default `5m`).
+    pub tag_ttl: Option<String>,
+    /// A URL origin: its time for the answer's headers and for any pause in
+    /// its body (default `peer_timeout`). A registry: its connect and answer
+    /// timeout (default `30s`).
     pub timeout: Option<String>,
-    /// Extra tries after a transport error or 5xx, with backoff and jitter (default 2).
+    /// A URL origin: extra tries after a transport error or a 5xx, with
+    /// backoff and jitter (default 2).
     pub retries: Option<u32>,
+}
+
+impl OriginConfig {
+    /// The origin this entry describes; errors name the entry and the key.
+    pub fn to_origin(&self, index: usize) -> anyhow::Result<Origin> {
+        let at = |key: &str| format!("origins[{index}].{key}");
+        match (&self.url, &self.registry) {
+            (Some(url), None) => {
+                for (key, set) in [
+                    ("username", self.username.is_some()),
+                    ("password", self.password.is_some()),
+                    ("tag_ttl", self.tag_ttl.is_some()),
+                ] {
+                    if set {
+                        bail!("{}: only a registry origin takes {key}", at(key));
+                    }
+                }
+                let mut origin = Origin::http(url).map_err(|e| anyhow::anyhow!("{}: {e}", at("url")))?;
+                if let Some(v) = &self.timeout {
+                    origin = origin.with_timeout(duration(&at("timeout"), v)?);
+                }
+                if let Some(n) = self.retries {
+                    origin = origin.with_retries(n);
+                }
+                Ok(origin)
+            }
+            (None, Some(registry)) => {
+                if self.retries.is_some() {
+                    bail!("{}: only a url origin takes retries", at("retries"));
+                }
+                let defaults = cairn_cluster::upstream::UpstreamConfig::default();
+                let tag_ttl = match &self.tag_ttl {
+                    // Zero is allowed: ask upstream every time, use the cache only when it is down.
+                    Some(v) => humantime::parse_duration(v.trim())
+                        .with_context(|| format!("{}: {v:?} is not a duration (use e.g. 5m, 30s)", at("tag_ttl")))?,
+                    None => defaults.tag_ttl,
+                };
+                let timeout = match &self.timeout {
+                    Some(v) => duration(&at("timeout"), v)?,
+                    None => defaults.timeout,
+                };
+                Origin::registry(cairn_cluster::upstream::UpstreamConfig {
+                    url: registry.clone(),
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    tag_ttl,
+                    timeout,
+                })
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at("registry")))
+            }
+            (Some(_), Some(_)) => bail!("origins[{index}]: give either url or registry, not both"),
+            (None, None) => {
+                bail!("origins[{index}]: give url (a template with {{digest}}) or registry (a registry URL)")
+            }
+        }
+    }
 }
 
 /// Flags of `cairn serve` that override the file.
@@ -93,6 +167,9 @@ pub struct Overrides {
     /// Remote transfers at once [config: max_concurrent_fetches; default 16]
     #[arg(long, value_name = "N")]
     pub max_concurrent_fetches: Option<usize>,
+    /// Also serve the OCI registry (/v2) here, `host:port` or `:port` [config: registry_addr]
+    #[arg(long, value_name = "ADDR")]
+    pub registry_addr: Option<String>,
 }
 
 /// The checked configuration of a node.
@@ -128,6 +205,10 @@ pub struct NodeConfig {
     pub egress_limit: Option<u64>,
     /// Owner election for one origin fetch per cluster.
     pub elect_owner: bool,
+    /// The registry's listener, when there is one.
+    pub registry_bind: Option<SocketAddr>,
+    /// Registry upload lifetime.
+    pub upload_ttl: Duration,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -230,9 +311,9 @@ impl NodeConfig {
         let entries: Vec<OriginConfig> = if flags.origins.is_empty() {
             file.origins.unwrap_or_default()
         } else {
-            flags.origins.iter().map(|u| OriginConfig { url: u.clone(), timeout: None, retries: None }).collect()
+            flags.origins.iter().map(|u| OriginConfig { url: Some(u.clone()), ..Default::default() }).collect()
         };
-        let origins = entries.iter().map(origin).collect::<anyhow::Result<Vec<_>>>()?;
+        let origins = entries.iter().enumerate().map(|(i, o)| o.to_origin(i)).collect::<anyhow::Result<Vec<_>>>()?;
         let discovery = match file.discovery.as_deref() {
             Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("discovery: {e}"))?,
             None => cairn_cluster::discovery::Discovery::Static,
@@ -246,6 +327,14 @@ impl NodeConfig {
         }
         let enable_cdn_fallback = !flags.no_cdn_fallback && file.enable_cdn_fallback.unwrap_or(true);
         let data_dir = data_dir_flag.or(file.data_dir).unwrap_or_else(|| crate::cmd::data_dir(None));
+        let registry_bind = match flags.registry_addr.clone().or(file.registry_addr).filter(|a| !a.is_empty()) {
+            Some(a) => Some(bind_addr(&a).with_context(|| format!("registry_addr {a:?}"))?),
+            None => None,
+        };
+        let upload_ttl = match file.upload_ttl.as_deref() {
+            Some(v) => duration("upload_ttl", v)?,
+            None => cairn_store::oci::DEFAULT_UPLOAD_TTL,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -262,6 +351,8 @@ impl NodeConfig {
             discovery,
             egress_limit: file.egress_limit,
             elect_owner: file.elect_owner.unwrap_or(true),
+            registry_bind,
+            upload_ttl,
         })
     }
 
@@ -279,18 +370,6 @@ impl NodeConfig {
             elect_owner: self.elect_owner,
         }
     }
-}
-
-/// One checked origin entry.
-fn origin(o: &OriginConfig) -> anyhow::Result<Origin> {
-    let mut origin = Origin::http(&o.url).map_err(|e| anyhow::anyhow!("origins: {e}"))?;
-    if let Some(t) = &o.timeout {
-        origin = origin.with_timeout(duration(&format!("origins: {}: timeout", o.url), t)?);
-    }
-    if let Some(n) = o.retries {
-        origin = origin.with_retries(n);
-    }
-    Ok(origin)
 }
 
 /// The node a client command talks to: `--node`, else the local config's
@@ -370,12 +449,39 @@ mod tests {
             ("listen_addr: \"nope\"\n", "listen_addr"),
             ("origins:\n  - url: \"ftp://x/{digest}\"\n", "origins"),
             ("origins:\n  - url: \"http://x/blobs\"\n", "origins"),
+            ("origins:\n  - registry: \"ftp://r\"\n", "origins[0].registry"),
+            (
+                "origins:\n  - url: \"http://x/{digest}\"\n  - registry: \"http://r\"\n    username: u\n",
+                "origins[1].registry",
+            ),
+            ("origins:\n  - registry: \"http://r\"\n    tag_ttl: soon\n", "origins[0].tag_ttl"),
+            ("origins:\n  - registry: \"http://r\"\n    timeout: 0s\n", "origins[0].timeout"),
+            ("origins:\n  - url: \"http://x/{digest}\"\n    password: p\n", "origins[0].password"),
+            ("origins:\n  - url: \"http://x/{digest}\"\n    registry: \"http://r\"\n", "origins[0]"),
+            ("origins:\n  - {}\n", "origins[0]"),
             ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
             ("node_id: \"a b\"\n", "node_id"),
         ] {
             let e = format!("{:#}", merged(yaml).unwrap_err());
             assert!(e.contains(key), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn registry_origins_sit_beside_url_origins_with_their_own_keys() {
+        let c = merged(
+            "origins:\n  - registry: \"https://registry-1.docker.io\"\n    username: alice\n    password: s3cret\n    \
+             tag_ttl: 1m\n    timeout: 5s\n  - url: \"http://cdn/blobs/{digest}\"\n  - registry: \"http://127.0.0.1:5000\"\n",
+        )
+        .unwrap();
+        let cairn_cluster::Origin::Registry(hub) = &c.origins[0] else { panic!("{:?}", c.origins[0]) };
+        let cfg = hub.config();
+        assert_eq!((cfg.url.as_str(), cfg.username.as_deref()), ("https://registry-1.docker.io", Some("alice")));
+        assert_eq!((cfg.tag_ttl, cfg.timeout), (Duration::from_secs(60), Duration::from_secs(5)));
+        assert_eq!(c.origins[1], Origin::http("http://cdn/blobs/{digest}").unwrap());
+        let cairn_cluster::Origin::Registry(local) = &c.origins[2] else { panic!("{:?}", c.origins[2]) };
+        assert_eq!(local.config().tag_ttl, Duration::from_secs(300), "default tag_ttl");
+        assert!(!format!("{c:?}").contains("s3cret"), "the password never reaches a debug print");
     }
 
     #[test]
@@ -442,7 +548,7 @@ mod tests {
         let e = format!("{:#}", merged("egress_limit: 0\n").unwrap_err());
         assert!(e.contains("egress_limit"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    timeout: soon\n").unwrap_err());
-        assert!(e.contains("origins: http://a/{digest}: timeout"), "{e}");
+        assert!(e.contains("origins[0].timeout"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());
         assert!(e.contains("retry"), "{e}");
     }
