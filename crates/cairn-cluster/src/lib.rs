@@ -10,6 +10,11 @@
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
 //! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
+//! - [`rendezvous`]: the owner ranking of a digest over the healthy nodes.
+//! - [`owner`]: one origin fetch per cluster (misses go to the digest's owner).
+//! - [`discovery`]: static peers and mDNS (`_cairn._tcp.local.`).
+//! - [`advertise`]: the address a node announces.
+//! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 
 pub mod error;
