@@ -39,13 +39,11 @@ impl Inner {
         rank(d, &ms)
     }
 
-    /// The route of a request from a client (not a forwarded one).
+    /// The route of a request from a client (not a forwarded one). A node
+    /// that may not use origins never has an owner use them for it.
     pub(crate) fn route(&self, d: &Digest) -> Route {
-        if self.cfg.elect_owner && self.ranking(d).first().is_some_and(|m| !m.is_local()) {
-            Route::ViaOwner
-        } else {
-            Route::Direct
-        }
+        let forward = self.cfg.elect_owner && self.cfg.enable_cdn_fallback;
+        if forward && self.ranking(d).first().is_some_and(|m| !m.is_local()) { Route::ViaOwner } else { Route::Direct }
     }
 
     /// Addresses of the nodes ranked before this one for `d`: the owner first.

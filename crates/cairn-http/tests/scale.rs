@@ -355,3 +355,23 @@ async fn an_asker_waits_past_the_peer_timeout_for_a_busy_owner_that_still_answer
         "the owner is not marked down"
     );
 }
+
+#[tokio::test]
+async fn a_node_without_cdn_fallback_never_asks_an_owner_to_use_the_origins() {
+    let blobs: Vec<Vec<u8>> = (0..16).map(|k| blob(93 + k, 10_000)).collect();
+    let origin = PacedOrigin::start(&blobs, PacedSpec::default());
+    let nodes = start_cluster(3, spec(vec![origin.template()]));
+    let no_cdn = TestNode::start(NodeSpec {
+        enable_cdn_fallback: false,
+        peers: nodes.iter().map(TestNode::addr).collect(),
+        ..spec(vec![origin.template()])
+    });
+    no_cdn.state.cluster.probe_all().await;
+    // A blob another node owns, so there is an owner to (not) ask.
+    let me = no_cdn.state.cluster.config().node_id.clone();
+    let d = blobs.iter().map(|b| Digest::of(b)).find(|d| no_cdn.state.cluster.ranking(d)[0] != me).unwrap();
+    let r = reqwest::get(format!("{}/v1/fetch/{d}", no_cdn.url())).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(origin.requests(), 0);
+    assert!(nodes.iter().all(|n| n.counters.get("GET /v1/fetch") == 0), "no owner was asked");
+}
