@@ -66,12 +66,14 @@ impl AppState {
 }
 
 /// Every API, merged (one `.merge` line per API), with one debug log line
-/// per request.
+/// per request. `/v2` is there when the node has a registry.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .merge(crate::v1::router(Arc::clone(&state)))
-        .merge(crate::mirror::router(Arc::clone(&state)))
-        .layer(middleware::from_fn(log_request))
+    let mut app =
+        Router::new().merge(crate::v1::router(Arc::clone(&state))).merge(crate::mirror::router(Arc::clone(&state)));
+    if let Some(v2) = state.v2_state() {
+        app = app.merge(crate::v2::router(v2));
+    }
+    app.layer(middleware::from_fn(log_request))
 }
 
 async fn log_request(req: Request, next: Next) -> Response {

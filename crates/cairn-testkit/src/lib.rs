@@ -253,11 +253,8 @@ impl TestNode {
         });
         let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
         let counters = Arc::new(Counters::default());
-        let mut app = cairn_http::app(Arc::clone(&state));
-        if let Some(v2) = state.v2_state() {
-            app = app.merge(cairn_http::v2::router(v2));
-        }
-        let app = app.layer(middleware::from_fn_with_state(Arc::clone(&counters), count));
+        let app =
+            cairn_http::app(Arc::clone(&state)).layer(middleware::from_fn_with_state(Arc::clone(&counters), count));
         let server = Server::spawn(listener, app);
         if spec.health_loop {
             server.enter(|| state.cluster.spawn_health_loop());

@@ -26,12 +26,10 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("opening the data dir")?
         .with_context(|| format!("opening data dir {}", cfg.data_dir.display()))?;
-    let registry = match cfg.registry_bind {
-        Some(_) => Some(open_registry(&cfg, store.clone()).await?),
-        None => None,
-    };
+    // Every node is also a registry: /v2 on listen_addr, and on registry_addr when set.
+    let registry = open_registry(&cfg, store.clone()).await?;
     let state =
-        AppState::with_registry(store, cfg.cluster(), &cfg.listen_addr, registry).map_err(anyhow::Error::msg)?;
+        AppState::with_registry(store, cfg.cluster(), &cfg.listen_addr, Some(registry)).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
