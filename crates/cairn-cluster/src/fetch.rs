@@ -303,9 +303,9 @@ fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) ->
             let want = left.min(READ_CHUNK as u64);
             let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
             let (file, buf) = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(want as usize);
                 let mut f = file;
-                std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, want), &mut buf).map(|_| (f, buf))
+                let (raw, range) = cairn_store::blob::read_aligned(&mut f, want as usize)?;
+                Ok::<_, std::io::Error>((f, Bytes::from(raw).slice(range)))
             })
             .await
             .map_err(|e| ClusterError::Task(e.to_string()))?
@@ -314,7 +314,7 @@ fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) ->
                 return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
             }
             let n = buf.len() as u64;
-            Ok(Some((Bytes::from(buf), (Some(file), left - n))))
+            Ok(Some((buf, (Some(file), left - n))))
         }
     });
     Box::pin(s)
