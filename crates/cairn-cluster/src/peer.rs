@@ -27,6 +27,21 @@ pub struct RemoteBlob {
     pub body: ByteStream,
 }
 
+impl RemoteBlob {
+    /// The body of a successful answer from `source_name`; a transport error
+    /// mid-body becomes [`ClusterError::Truncated`] naming the source and digest.
+    pub(crate) fn from_response(resp: reqwest::Response, source_name: String, digest: Digest) -> RemoteBlob {
+        use futures_util::TryStreamExt;
+        let size = resp.content_length();
+        let body = resp.bytes_stream().map_err(move |e| ClusterError::Truncated {
+            source_name: source_name.clone(),
+            digest,
+            reason: crate::upstream::error_chain(&e),
+        });
+        RemoteBlob { size, body: Box::pin(body) }
+    }
+}
+
 /// A peer's `/v1/health` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHealth {
