@@ -42,6 +42,20 @@ impl RemoteBlob {
     }
 }
 
+/// Awaits a call to `peer`; no answer within `after` becomes
+/// [`ClusterError::PeerTimeout`] naming the peer and `what` was asked.
+pub(crate) async fn within<T>(
+    after: Duration,
+    peer: &str,
+    what: impl FnOnce() -> String,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(after, call).await {
+        Ok(r) => r,
+        Err(_) => Err(ClusterError::PeerTimeout { peer: peer.to_owned(), what: what(), after }),
+    }
+}
+
 /// A peer's `/v1/health` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHealth {
