@@ -576,14 +576,9 @@ impl Sources {
                 let api = Arc::clone(&self.inner.api);
                 let d = self.digest;
                 let f: HeadFut = Box::pin(async move {
-                    let r = match tokio::time::timeout(timeout, api.head_blob(&addr, &d)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(ClusterError::PeerTimeout {
-                            peer: addr.clone(),
-                            what: format!("HEAD /v1/blobs/{d}"),
-                            after: timeout,
-                        }),
-                    };
+                    let r =
+                        crate::peer::within(timeout, &addr, || format!("HEAD /v1/blobs/{d}"), api.head_blob(&addr, &d))
+                            .await;
                     (addr, r)
                 });
                 f

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 
 use crate::error::ClusterError;
 use crate::fetch::Inner;
-use crate::peer::PeerSet;
+use crate::peer::{PeerSet, within};
 
 /// Longest the loop sleeps, so a peer marked down passively is re-probed on time.
 const MAX_NAP: Duration = Duration::from_millis(500);
@@ -16,15 +16,7 @@ const MAX_NAP: Duration = Duration::from_millis(500);
 /// Probes one peer and records the result.
 pub(crate) async fn probe(inner: &Inner, addr: &str) {
     let start = Instant::now();
-    let res = tokio::time::timeout(inner.cfg.peer_timeout, inner.api.health(addr)).await;
-    let res = match res {
-        Ok(r) => r,
-        Err(_) => Err(ClusterError::PeerTimeout {
-            peer: addr.to_owned(),
-            what: "GET /v1/health".into(),
-            after: inner.cfg.peer_timeout,
-        }),
-    };
+    let res = within(inner.cfg.peer_timeout, addr, || "GET /v1/health".into(), inner.api.health(addr)).await;
     record(&inner.peers, addr, res.map(|h| h.node_id), start.elapsed());
 }
 

@@ -7,6 +7,7 @@
 //! - [`origin`]: origins tried after the peers.
 //! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
 //! - [`push`]: client uploads of blobs and manifests.
+//! - [`listing`]: manifest listings across the cluster and cluster stats.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
 //! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ClusterError, Result};
+use crate::error::Result;
 use crate::fetch::{Cluster, blocking};
 use crate::peer::ManifestEntry;
 
@@ -48,12 +48,7 @@ impl Cluster {
         let timeout = self.config().peer_timeout;
         let peers = self.peers().healthy();
         let answers = join_all(peers.iter().map(|p| async move {
-            match tokio::time::timeout(timeout, self.api().list_manifests(p)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    Err(ClusterError::PeerTimeout { peer: p.clone(), what: "GET /v1/manifests".into(), after: timeout })
-                }
-            }
+            crate::peer::within(timeout, p, || "GET /v1/manifests".into(), self.api().list_manifests(p)).await
         }))
         .await;
         for (p, a) in peers.iter().zip(answers) {

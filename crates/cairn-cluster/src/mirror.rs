@@ -97,14 +97,8 @@ impl Cluster {
             .healthy()
             .into_iter()
             .map(|addr| async move {
-                let r = match tokio::time::timeout(timeout, self.inner.api.resolve_tag(&addr, repo, tag)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ClusterError::PeerTimeout {
-                        peer: addr.clone(),
-                        what: format!("GET /v1/oci/tag {repo}:{tag}"),
-                        after: timeout,
-                    }),
-                };
+                let what = || format!("GET /v1/oci/tag {repo}:{tag}");
+                let r = crate::peer::within(timeout, &addr, what, self.inner.api.resolve_tag(&addr, repo, tag)).await;
                 (addr, r)
             })
             .collect();

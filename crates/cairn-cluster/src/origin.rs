@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_store::Digest;
-use futures_util::TryStreamExt;
 
 use crate::error::{ClusterError, Result};
 use crate::peer::RemoteBlob;
@@ -129,15 +128,7 @@ impl Origin {
         if !status.is_success() {
             return Err(err(format!("GET {url}: HTTP {status}")));
         }
-        let size = resp.content_length();
-        let name = self.name();
-        let digest = *d;
-        let body = resp.bytes_stream().map_err(move |e| ClusterError::Truncated {
-            source_name: name.clone(),
-            digest,
-            reason: e.to_string(),
-        });
-        Ok(RemoteBlob { size, body: Box::pin(body) })
+        Ok(RemoteBlob::from_response(resp, self.name(), *d))
     }
 }
 

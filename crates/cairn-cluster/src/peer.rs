@@ -27,6 +27,35 @@ pub struct RemoteBlob {
     pub body: ByteStream,
 }
 
+impl RemoteBlob {
+    /// The body of a successful answer from `source_name`; a transport error
+    /// mid-body becomes [`ClusterError::Truncated`] naming the source and digest.
+    pub(crate) fn from_response(resp: reqwest::Response, source_name: String, digest: Digest) -> RemoteBlob {
+        use futures_util::TryStreamExt;
+        let size = resp.content_length();
+        let body = resp.bytes_stream().map_err(move |e| ClusterError::Truncated {
+            source_name: source_name.clone(),
+            digest,
+            reason: crate::upstream::error_chain(&e),
+        });
+        RemoteBlob { size, body: Box::pin(body) }
+    }
+}
+
+/// Awaits a call to `peer`; no answer within `after` becomes
+/// [`ClusterError::PeerTimeout`] naming the peer and `what` was asked.
+pub(crate) async fn within<T>(
+    after: Duration,
+    peer: &str,
+    what: impl FnOnce() -> String,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(after, call).await {
+        Ok(r) => r,
+        Err(_) => Err(ClusterError::PeerTimeout { peer: peer.to_owned(), what: what(), after }),
+    }
+}
+
 /// A peer's `/v1/health` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHealth {

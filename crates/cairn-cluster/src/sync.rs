@@ -57,16 +57,8 @@ impl Cluster {
         progress: Arc<dyn Fn(SyncEvent) + Send + Sync>,
     ) -> Result<SyncReport> {
         let timeout = self.config().peer_timeout;
-        let bytes = match tokio::time::timeout(timeout, self.api().get_manifest(peer, ref_file)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(ClusterError::PeerTimeout {
-                    peer: peer.to_owned(),
-                    what: format!("GET /v1/manifests/{ref_file}"),
-                    after: timeout,
-                });
-            }
-        };
+        let what = || format!("GET /v1/manifests/{ref_file}");
+        let bytes = crate::peer::within(timeout, peer, what, self.api().get_manifest(peer, ref_file)).await?;
         let bad = |source: StoreError| ClusterError::PeerManifest {
             peer: peer.to_owned(),
             ref_file: ref_file.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cairn_http::Client;
 use cairn_store::{Digest, RefFile};
 use cairn_testkit::{
-    HostilePeer, Hostility, NodeSpec, OriginMode, TestNode, TestOrigin, blob, dead_addr, start_cluster,
+    HostilePeer, Hostility, NodeSpec, OriginMode, TestNode, TestOrigin, blob, dead_addr, read_all, start_cluster,
 };
 use common::{tmp_entries, wait_until};
 use futures_util::StreamExt;
@@ -20,16 +20,6 @@ fn spec(peers: Vec<String>, origins: Vec<String>) -> NodeSpec {
 
 async fn fetch(node: &TestNode, d: &Digest) -> reqwest::Response {
     reqwest::get(format!("{}/v1/fetch/{d}", node.url())).await.unwrap()
-}
-
-/// Reads a body to the end; `Err` when the server cut it.
-async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut s = r.bytes_stream();
-    while let Some(c) = s.next().await {
-        out.extend_from_slice(&c.map_err(|e| e.to_string())?);
-    }
-    Ok(out)
 }
 
 #[tokio::test]

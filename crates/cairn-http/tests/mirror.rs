@@ -4,14 +4,13 @@
 //! cluster where skopeo pulls from one node an image pushed to another
 //! without the upstream seeing a single request.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use cairn_cluster::upstream::UpstreamConfig;
 use cairn_store::Digest;
 use cairn_testkit::registry::{
-    OCI_MANIFEST, PushedImage, RegistryAuth, TestRegistry, TokenOptions, TokenServer, push_image, tool_available,
+    OCI_MANIFEST, PushedImage, RegistryAuth, TestRegistry, TokenOptions, TokenServer, push_image, skopeo,
+    skopeo_policy, tool_available,
 };
 use cairn_testkit::{NodeSpec, TestNode, blob, start_cluster};
 
@@ -148,16 +147,6 @@ async fn peer_tag_endpoint_answers_local_tags_and_refuses_bad_names() {
     assert_eq!(c.resolve_tag(&node.addr(), "team/app", "v2").await.unwrap(), None);
 }
 
-fn skopeo(policy: &Path, args: &[&str]) {
-    let out = Command::new("skopeo").arg("--policy").arg(policy).args(args).output().expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_without_touching_the_upstream() {
     if !tool_available("/usr/bin/skopeo") {
@@ -170,8 +159,7 @@ async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_without_touchi
     let img = push_image(&nodes[0].url(), None, "team/app", "v1", &layers).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.json");
-    std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    let policy = skopeo_policy(dir.path());
     let out = dir.path().join("out");
     let src = format!("docker://{}/team/app:v1", nodes[2].addr());
     let dest = format!("dir:{}", out.display());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cairn_store::Digest;
 use cairn_testkit::paced::{PacedOrigin, PacedSpec};
-use cairn_testkit::{NodeSpec, OriginMode, TestNode, blob, start_cluster};
+use cairn_testkit::{NodeSpec, OriginMode, TestNode, blob, read_all, start_cluster};
 use common::wait_until;
 use futures_util::StreamExt;
 
@@ -21,16 +21,6 @@ async fn probe(nodes: &[TestNode]) {
     for n in nodes {
         n.state.cluster.probe_all().await;
     }
-}
-
-/// Reads a body to the end; `Err` when it was cut.
-async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut s = r.bytes_stream();
-    while let Some(c) = s.next().await {
-        out.extend_from_slice(&c.map_err(|e| e.to_string())?);
-    }
-    Ok(out)
 }
 
 async fn fetch(url: String) -> Result<Vec<u8>, String> {

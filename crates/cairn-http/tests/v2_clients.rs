@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cairn_store::Digest;
+use cairn_testkit::registry::{skopeo, skopeo_policy};
 use serde_json::{Value, json};
 
 /// Seeded bytes (xorshift64*), so big fixtures are generated, never committed.
@@ -93,25 +94,8 @@ fn oci_layout(dir: &Path, tag: &str, layers: &[(Vec<u8>, &str, Digest)]) -> (Dig
     (m, digests)
 }
 
-fn skopeo(policy: &Path, args: &[&str]) -> String {
-    let out = Command::new("skopeo").arg("--policy").arg(policy).args(args).output().expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn have(cmd: &str, arg: &str) -> bool {
     Command::new(cmd).arg(arg).output().is_ok_and(|o| o.status.success())
-}
-
-fn policy(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("policy.json");
-    std::fs::write(&p, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    p
 }
 
 fn layout_manifest(dir: &Path) -> Digest {
@@ -126,7 +110,7 @@ async fn skopeo_copies_a_multi_layer_image_in_and_out_unchanged_then_deletes_it(
     }
     let tmp = tempfile::tempdir().unwrap();
     let s = v2common::start(&tmp.path().join("data")).await;
-    let pol = policy(tmp.path());
+    let pol = skopeo_policy(tmp.path());
     let big = seeded(64 << 20, 42);
     let small = seeded(300_000, 7);
     let layers = [
@@ -177,7 +161,7 @@ async fn skopeo_push_of_an_uncompressed_layer_round_trips() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let s = v2common::start(&tmp.path().join("data")).await;
-    let pol = policy(tmp.path());
+    let pol = skopeo_policy(tmp.path());
     let raw = seeded(2 << 20, 9);
     let src = tmp.path().join("src");
     oci_layout(&src, "raw", &[(raw.clone(), "application/vnd.oci.image.layer.v1.tar", Digest::of(&raw))]);

@@ -82,7 +82,9 @@ pub enum StoreError {
     #[error("data dir {0} is locked by another cairn process; stop it or use another --data-dir")]
     Locked(PathBuf),
     /// The store was opened read-only.
-    #[error("store at {0} is open read-only")]
+    #[error(
+        "store at {0} is open read-only, so this write was refused; write through a command or node that opens it for writing"
+    )]
     ReadOnly(PathBuf),
     /// A checkout path that would escape the target directory.
     #[error("unsafe path {path:?} in manifest {name:?}: {reason}; nothing was written for it")]

@@ -65,22 +65,16 @@ impl Store {
     /// A manifest that cannot be read fails the whole call: collecting
     /// without its roots could delete blobs it needs.
     pub fn gc_roots(&self) -> Result<HashSet<Digest>> {
-        let dir = self.layout().refs_dir();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashSet::new()),
-            Err(e) => return Err(StoreError::Io { op: "read directory", path: dir, source: e }),
-        };
         let mut roots = HashSet::new();
-        for e in rd {
-            let e = e.map_err(StoreError::io("read directory", &dir))?;
-            let file_name = e.file_name();
-            let Some(name) = file_name.to_str().filter(|n| n.ends_with(".json")) else { continue };
+        for name in crate::oci::dir_names(&self.layout().refs_dir())? {
+            if !name.ends_with(".json") {
+                continue;
+            }
             let unreadable = |reason: String| StoreError::InvalidManifest {
                 what: format!("refs/{name}"),
                 reason: format!("{reason}; GC refuses to run until it is fixed or removed"),
             };
-            let rf = RefFile::parse(name).map_err(|e| unreadable(e.to_string()))?;
+            let rf = RefFile::parse(&name).map_err(|e| unreadable(e.to_string()))?;
             let bytes = match self.manifest_bytes(&rf) {
                 Ok(b) => b,
                 // Deleted since the directory was read.

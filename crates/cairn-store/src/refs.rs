@@ -238,16 +238,9 @@ impl Store {
     /// Every readable manifest in `refs/`, sorted by name then ref file.
     /// Unreadable ones are logged and skipped.
     pub fn list_manifests(&self) -> Result<Vec<ManifestSummary>> {
-        let dir = self.layout().refs_dir();
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(StoreError::Io { op: "read directory", path: dir, source: e }),
-        };
         let mut out = Vec::new();
-        for e in rd {
-            let e = e.map_err(StoreError::io("read directory", &dir))?;
-            let Some(rf) = e.file_name().to_str().and_then(|n| RefFile::parse(n).ok()) else { continue };
+        for name in crate::oci::dir_names(&self.layout().refs_dir())? {
+            let Ok(rf) = RefFile::parse(&name) else { continue };
             match self.load_manifest(&rf) {
                 Ok(m) => out.push(ManifestSummary {
                     blob_count: m.objects.len(),

@@ -10,6 +10,13 @@
 //! - [`TestOrigin`]: an HTTP origin that counts its requests.
 //! - [`HostilePeer`]: a peer that lies (wrong bytes, truncation, stalls, death
 //!   mid-stream, malformed JSON, unsafe manifests).
+//! - [`registry`]: a real upstream registry, a token server, an image
+//!   pusher, and the skopeo helpers.
+//! - [`netns`]: network namespaces for mDNS tests.
+//! - [`paced`]: an origin with a first-byte delay and shared bandwidth.
+//! - [`NodeProcess`], [`free_port`]: a `cairn serve` process killed on drop.
+//! - [`blob`], [`read_all`], [`dead_addr`]: seeded bytes, whole bodies, a
+//!   refused address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,6 +50,40 @@ pub fn blob(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Reads a response body to the end; `Err` when the server cut it.
+pub async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// A port that was free a moment ago, for a process that must be told
+/// its address up front (in-process servers bind port 0 instead).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A node process (`cairn serve`) and the address it listens on; killed and
+/// reaped when dropped, so a failing test leaves no process behind.
+pub struct NodeProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its `host:port`.
+    pub addr: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// An address nothing listens on (connections are refused).

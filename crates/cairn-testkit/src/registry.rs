@@ -46,6 +46,26 @@ pub fn tool_available(path: &str) -> bool {
     false
 }
 
+/// Writes a skopeo policy accepting any image into `dir`; returns its path.
+pub fn skopeo_policy(dir: &Path) -> PathBuf {
+    let p = dir.join("policy.json");
+    std::fs::write(&p, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).expect("write skopeo policy");
+    p
+}
+
+/// Runs `skopeo --policy <policy> <args>`; panics with its output when it
+/// fails, else returns its stdout.
+pub fn skopeo(policy: &Path, args: &[&str]) -> String {
+    let out = Command::new("skopeo").arg("--policy").arg(policy).args(args).output().expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Base64 with the standard alphabet and padding (`x5c`, basic auth).
 pub fn base64_std(data: &[u8]) -> String {
     base64(data, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", true)

@@ -47,8 +47,8 @@ pub struct FileConfig {
     pub egress_limit: Option<u64>,
     /// Cairn: one origin fetch per cluster via an elected owner per digest (default true).
     pub elect_owner: Option<bool>,
-    /// Cairn: where the OCI registry (`/v2`) listens, `host:port` or `:port`
-    /// (default: no registry listener; `cairn registry serve` runs one alone).
+    /// Cairn: a second listener for the OCI registry (`/v2`), `host:port` or
+    /// `:port`; `/v2` is always served on `listen_addr` too (default: none).
     pub registry_addr: Option<String>,
     /// Cairn: registry uploads idle this long are dropped (default `24h`).
     pub upload_ttl: Option<String>,

@@ -4,26 +4,14 @@
 //! with a message without root; CI (root, CAIRN_REQUIRE_TOOLS=1) runs it.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_store::Store;
+use cairn_testkit::NodeProcess as Node;
 use cairn_testkit::netns::Lab;
 
 const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
-
-/// A node process in a namespace; killed if the test ends early.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start(lab: &Lab, i: usize, dir: &Path) -> Node {
     let addr = format!("{}:7420", lab.ip(i));

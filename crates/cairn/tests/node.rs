@@ -2,29 +2,12 @@
 //! config file, stop on SIGTERM, and the cluster commands against it.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use cairn_store::Digest;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A `cairn serve` process, killed if the test fails before stopping it.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use cairn_testkit::{NodeProcess as Node, free_port};
 
 fn health_ok(addr: &str) -> bool {
     use std::io::{Read, Write};

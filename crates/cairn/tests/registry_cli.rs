@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use assert_cmd::prelude::*;
 use cairn_store::oci::{Reference, Registry, RegistryOptions, RepoName, Tag};
 use cairn_store::{Digest, Store};
+use cairn_testkit::free_port;
 use predicates::prelude::*;
 
 fn seed(dir: &std::path::Path) -> Digest {
@@ -82,10 +83,6 @@ fn registry_serve_answers_v2_on_the_printed_address() {
     child.wait().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("docker-distribution-api-version: registry/2.0"), "{answer}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn raw_get(addr: &str, path: &str) -> Option<String> {

@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_store::Digest;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, header};
 
-use crate::error::ClusterError;
 use crate::peer::RemoteBlob;
 use auth::{Auth, Credential};
 
@@ -503,15 +502,7 @@ impl Upstream {
         let accept = (kind == ObjectKind::Manifest).then_some(MANIFEST_ACCEPT);
         let resp = self.send(Method::GET, &path, &remote, accept, &format!("GET {what}")).await?;
         let resp = self.check(resp, &format!("GET {what}"), || what.clone()).await?;
-        let size = resp.content_length();
-        let name = self.name();
-        let digest = *d;
-        let body = resp.bytes_stream().map_err(move |e| ClusterError::Truncated {
-            source_name: name.clone(),
-            digest,
-            reason: error_chain(&e),
-        });
-        Ok(RemoteBlob { size, body: Box::pin(body) })
+        Ok(RemoteBlob::from_response(resp, self.name(), *d))
     }
 
     /// Sends one request with what auth knows, answering one `401` challenge.

@@ -1,4 +1,5 @@
-//! The `Range` header of a blob GET (single byte ranges only).
+//! The `Range` header of a blob GET (single byte ranges only), for `/v1`
+//! and `/v2` alike.
 
 /// What a `Range` header asks of a blob of a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub fn parse(header: Option<&str>, size: u64) -> ByteRange {
     let Some((a, b)) = spec.trim().split_once('-') else {
         return ByteRange::Full;
     };
+    // Spaces around the numbers are tolerated, as Go's net/http does.
+    let (a, b) = (a.trim(), b.trim());
     let num = |s: &str| -> Option<u64> {
         if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) { None } else { s.parse().ok() }
     };
@@ -69,6 +72,12 @@ mod tests {
         assert_eq!(parse(Some("bytes=-5"), 100), ByteRange::Part { start: 95, len: 5 });
         assert_eq!(parse(Some("bytes=-500"), 100), ByteRange::Part { start: 0, len: 100 });
         assert_eq!(parse(Some("bytes=50-5000"), 100), ByteRange::Part { start: 50, len: 50 });
+        assert_eq!(parse(Some("bytes=0-3"), 10), ByteRange::Part { start: 0, len: 4 });
+        assert_eq!(parse(Some("bytes=5-"), 10), ByteRange::Part { start: 5, len: 5 });
+        assert_eq!(parse(Some("bytes=5-100"), 10), ByteRange::Part { start: 5, len: 5 });
+        assert_eq!(parse(Some("bytes=-3"), 10), ByteRange::Part { start: 7, len: 3 });
+        assert_eq!(parse(Some("bytes=-30"), 10), ByteRange::Part { start: 0, len: 10 });
+        assert_eq!(parse(Some("bytes= 2 - 3"), 10), ByteRange::Part { start: 2, len: 2 });
     }
 
     #[test]
@@ -76,12 +85,17 @@ mod tests {
         assert_eq!(parse(Some("bytes=100-"), 100), ByteRange::Unsatisfiable);
         assert_eq!(parse(Some("bytes=-0"), 100), ByteRange::Unsatisfiable);
         assert_eq!(parse(Some("bytes=0-0"), 0), ByteRange::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=-0"), 10), ByteRange::Unsatisfiable);
     }
 
     #[test]
     fn odd_headers_fall_back_to_the_whole_blob() {
         for h in ["items=0-1", "bytes=0-1,5-6", "bytes=5-1", "bytes=x-", "bytes=", "bytes=--1", "bytes=+1-2"] {
             assert_eq!(parse(Some(h), 100), ByteRange::Full, "{h}");
+        }
+        for h in ["bytes=0-1,3-4", "items=0-1", "bytes=4-2"] {
+            assert_eq!(parse(Some(h), 10), ByteRange::Full, "{h}");
         }
         assert_eq!(parse(None, 100), ByteRange::Full);
     }

@@ -6,9 +6,9 @@ use axum::response::Response;
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 
+use crate::v1::range::{ByteRange, parse as blob_range};
 use crate::v2::body::stream_out;
 use crate::v2::errors::{BLOB_UNKNOWN, V2Error};
-use crate::v2::range::{RangeAnswer, blob_range};
 use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
 
 /// `GET`/`HEAD /v2/<name>/blobs/<digest>`.
@@ -22,12 +22,12 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
         (header::ETAG, format!("\"{}\"", d.oci())),
     ];
     let (status, start, len) = match blob_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size) {
-        RangeAnswer::Full => (StatusCode::OK, 0, size),
-        RangeAnswer::Part { start, len } => {
+        ByteRange::Full => (StatusCode::OK, 0, size),
+        ByteRange::Part { start, len } => {
             hs.push((header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1)));
             (StatusCode::PARTIAL_CONTENT, start, len)
         }
-        RangeAnswer::Unsatisfiable => return Err(V2Error::range_outside_blob(size)),
+        ByteRange::Unsatisfiable => return Err(V2Error::range_outside_blob(size)),
     };
     hs.push((header::CONTENT_LENGTH, len.to_string()));
     if head {

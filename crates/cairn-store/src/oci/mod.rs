@@ -136,7 +136,8 @@ pub(crate) fn remove_if_present(p: &Path) -> Result<bool> {
     }
 }
 
-/// Names of the entries of `dir`, sorted; an absent dir is empty.
+/// Names of the entries of `dir` (UTF-8 ones), sorted; an absent dir is
+/// empty. Also lists `refs/` for manifests and GC.
 pub(crate) fn dir_names(dir: &Path) -> Result<Vec<String>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,

@@ -15,7 +15,7 @@ pub fn run(data_dir: &Path, dry_run: bool, grace: &str) -> anyhow::Result<ExitCo
         msg: format!("bad --grace {grace:?}: {e}; give a duration such as 30m, 1h or 2days"),
     })?;
     let store = super::common::open_rw(data_dir)?;
-    let r = store.gc(GcOptions { grace, dry_run }).context("gc")?;
+    let r = store.gc(GcOptions { grace, dry_run }).with_context(|| format!("gc of data dir {}", data_dir.display()))?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for (d, size) in &r.blobs {
         println!("{verb} {d}  {size}");

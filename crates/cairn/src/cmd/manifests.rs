@@ -7,7 +7,8 @@ use anyhow::Context;
 
 pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let store = super::common::open_ro(data_dir)?;
-    let list = store.list_manifests().context("listing manifests")?;
+    let list =
+        store.list_manifests().with_context(|| format!("listing manifests in data dir {}", data_dir.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list).context("encoding the manifest list")?);
         return Ok(ExitCode::SUCCESS);

@@ -17,7 +17,7 @@ pub fn run(data_dir: &Path, digests: &[String]) -> anyhow::Result<ExitCode> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let r = res.context("verify")?;
+    let r = res.with_context(|| format!("verifying blobs in data dir {}", data_dir.display()))?;
     for c in &r.corrupt {
         eprintln!(
             "cairn: corrupt blob {}: its bytes do not hash to its name; moved to {} so it is no longer served \
