@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the system benchmarks in bench/. Source it, then call
 # bench_init. Every helper is bounded in time; every process a script starts
 # is tracked by PID and stopped on exit, and generated inputs are deleted.
@@ -80,7 +81,7 @@ make_tree() {
 # visible) and print its wall time in seconds, read from a monotonic clock.
 # A failing command fails the benchmark.
 time_sh() {
-    python3 "$BENCH_DIR/tools.py" time "$1" || die "command failed: $1"
+    python3 "$BENCH_DIR/tools.py" time "set -o pipefail; $1" || die "command failed: $1"
 }
 
 # run_timed ARRAY 'PREP' 'COMMAND': PREP runs untimed in this shell, then
@@ -115,6 +116,13 @@ pair_ratios() {
             awk -v b="${_b[$i]}" -v c="${_c[$i]}" 'BEGIN { printf "%.4f\n", c / b }'
         fi
     done
+}
+
+# ratio_median BASE_ARRAY CAIRN_ARRAY time|rate: median of pair_ratios.
+ratio_median() {
+    local r
+    mapfile -t r < <(pair_ratios "$@")
+    median "${r[@]}"
 }
 
 # max_each A B OUT: element-wise maximum (e.g. the slower of two baselines).
@@ -179,17 +187,21 @@ free_port() {
 wait_http() {
     local url=$1 pid=$2 want=${3:-2..} deadline=$((SECONDS + 20))
     until curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$url" | grep -qE "^$want\$"; do
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited before $url answered (log: $(ls "$TMP"/*/stderr.log 2>/dev/null | tr '\n' ' '))"
-        [ "$SECONDS" -lt "$deadline" ] || die "$url did not answer within 20s"
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "${STARTED_LOG:-/dev/null}" >&2
+            die "process $pid exited before $url answered"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "${STARTED_LOG:-/dev/null}" >&2; die "$url did not answer within 20s"; }
         sleep 0.05
     done
 }
 
-# Start a tracked background process; its PID is in $STARTED_PID.
+# start_bg LOG CMD...: start a tracked background process; its PID is in
+# $STARTED_PID, its output in $STARTED_LOG.
 start_bg() {
-    local logf=$1
+    STARTED_LOG=$1
     shift
-    "$@" >"$logf" 2>&1 &
+    "$@" >"$STARTED_LOG" 2>&1 &
     STARTED_PID=$!
     BENCH_PIDS+=("$STARTED_PID")
 }
