@@ -1,3 +1,27 @@
 //! Cairn's cluster layer: peers, health, discovery, and the fetch pipeline
 //! local -> peers -> origin. It talks to peers only through a client trait
 //! of its own, implemented by `cairn-http`.
+//!
+//! - [`peer`]: the [`PeerApi`] trait and the [`PeerSet`] (health, latency).
+//! - [`health`]: the probe loop with backoff.
+//! - [`origin`]: origins tried after the peers.
+//! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
+//! - [`push`]: client uploads of blobs and manifests.
+//! - [`sync`]: pulling a peer's manifest and its missing blobs.
+//! - [`error`]: the cluster's error type, [`ClusterError`].
+
+pub mod error;
+pub mod fetch;
+pub mod health;
+pub mod listing;
+pub mod origin;
+pub mod peer;
+pub mod push;
+pub mod sync;
+
+pub use error::{ClusterError, Result};
+pub use fetch::{BlobBody, Cluster, ClusterConfig};
+pub use listing::ClusterStats;
+pub use origin::Origin;
+pub use peer::{ByteStream, ManifestEntry, PeerApi, PeerHealth, PeerSet, PeerStatus, RemoteBlob};
+pub use sync::{SyncEvent, SyncReport};

@@ -1,2 +1,16 @@
 //! Cairn's HTTP layer: axum routers for the /v1 node API and the /v2 OCI
 //! registry, and the typed client peers use to call /v1.
+//!
+//! - [`v1`]: the node API routes and wire types.
+//! - [`server`]: shared state, [`server::app`] (merges every router), serving.
+//! - [`client`]: the typed `/v1` client; implements the cluster's `PeerApi`.
+//! - [`error`]: the one mapping from errors to HTTP status + JSON body.
+
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod v1;
+
+pub use client::Client;
+pub use error::ApiError;
+pub use server::{AppState, app, serve};

@@ -279,9 +279,8 @@ impl BlobWriter {
             path: self.tmp.clone(),
             source: io::Error::other("blob writer already finished"),
         })?;
-        let mut perms = file.metadata().map_err(StoreError::io("stat", &self.tmp))?.permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms).map_err(StoreError::io("chmod", &self.tmp))?;
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(StoreError::io("chmod", &self.tmp))?;
         // The staged value now owns the temp name; this writer's drop must not remove it.
         let tmp = std::mem::take(&mut self.tmp);
         Ok(Staged { tmp, digest })

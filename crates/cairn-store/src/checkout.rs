@@ -96,19 +96,21 @@ impl Store {
             fs::create_dir(&p).map_err(StoreError::io("create directory", &p))?;
         }
         let mut sizes = BTreeMap::new();
-        for (_, d, _) in &plan.files {
-            if !sizes.contains_key(d) {
-                sizes.insert(*d, self.size(d)?);
-            }
+        let mut work = Vec::with_capacity(plan.files.len());
+        for (rel, d, mode) in &plan.files {
+            let size = match sizes.get(d) {
+                Some(&n) => n,
+                None => *sizes.entry(*d).or_insert(self.size(d)?),
+            };
+            work.push((rel, d, *mode, size));
         }
-        let total: u64 = plan.files.iter().map(|f| sizes[&f.1]).sum();
+        let total: u64 = work.iter().map(|w| w.3).sum();
         let done = AtomicU64::new(0);
-        let hows: Vec<How> = plan
-            .files
+        let hows: Vec<How> = work
             .par_iter()
-            .map(|(rel, d, mode)| {
-                let how = self.write_file(d, &target.join(rel), *mode, opts.link)?;
-                progress(done.fetch_add(sizes[d], Ordering::Relaxed) + sizes[d], total);
+            .map(|&(rel, d, mode, size)| {
+                let how = self.write_file(d, &target.join(rel), mode, opts.link)?;
+                progress(done.fetch_add(size, Ordering::Relaxed) + size, total);
                 Ok(how)
             })
             .collect::<Result<_>>()?;

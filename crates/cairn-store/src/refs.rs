@@ -70,6 +70,13 @@ pub fn check_object_path(p: &str) -> Result<(), &'static str> {
     if path.is_absolute() {
         return Err("absolute path");
     }
+    // `Path::components` would quietly skip these; a manifest path must be canonical.
+    if p.split('/').any(|c| c.is_empty()) {
+        return Err("has an empty component ('//' or a trailing '/')");
+    }
+    if p.split('/').any(|c| c == ".") {
+        return Err("contains '.'");
+    }
     for c in path.components() {
         match c {
             Component::Normal(_) => {}
@@ -303,7 +310,17 @@ mod tests {
     #[test]
     fn manifests_with_unsafe_content_are_rejected() {
         let d = Digest::of(b"a");
-        for (name, path) in [("../x", "a"), ("x", "/etc/passwd"), ("x", "a/../../b"), ("x", ""), ("x", "a\\b")] {
+        let bad = [
+            ("../x", "a"),
+            ("x", "/etc/passwd"),
+            ("x", "a/../../b"),
+            ("x", ""),
+            ("x", "a\\b"),
+            ("x", "a/./b"),
+            ("x", "a//b"),
+            ("x", "a/"),
+        ];
+        for (name, path) in bad {
             let j = serde_json::json!({"name": name, "objects": {path: d.to_string()}});
             let e = Manifest::from_json(j.to_string().as_bytes(), "peer").unwrap_err();
             assert!(matches!(e, StoreError::InvalidManifest { .. }), "{name} {path}: {e}");
@@ -323,6 +340,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn manifest_parsing_never_panics_on_arbitrary_input(s in "\\PC{0,200}") {
+            let _ = Manifest::from_json(s.as_bytes(), "fuzz");
+        }
+
+        #[test]
+        fn written_manifests_read_back_equal(
+            name in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}",
+            objects in proptest::collection::btree_map("[a-z]{1,6}(/[a-z]{1,6}){0,2}", any::<[u8; 32]>(), 0..8),
+            modes in proptest::collection::btree_map("[a-z]{1,6}", 0u32..0o7777, 0..4),
+        ) {
+            let mut m = Manifest::new(&RefName::parse(&name).unwrap());
+            m.objects = objects.into_iter().map(|(p, b)| (p, Digest::from_bytes(b))).collect();
+            m.modes = modes;
+            let back = Manifest::from_json(&m.to_json(), "t").unwrap();
+            prop_assert_eq!(back, m);
+        }
+
         #[test]
         fn accepted_object_paths_stay_inside_root(p in "[a-z./\\\\]{0,12}") {
             if check_object_path(&p).is_ok() {

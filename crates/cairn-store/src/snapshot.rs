@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,7 +35,7 @@ pub struct SnapshotReport {
     pub symlinks: u64,
     /// Directories recorded (the root itself excluded).
     pub dirs: u64,
-    /// Sockets, FIFOs and device nodes, which are not stored.
+    /// Sockets, FIFOs, device nodes and the data dir itself: not stored.
     pub skipped: Vec<PathBuf>,
 }
 
@@ -57,7 +57,9 @@ impl Store {
         let mut m = Manifest::new(name);
         let mut files = Vec::new();
         let mut skipped = Vec::new();
-        walk(dir, &mut m, &mut files, &mut skipped)?;
+        // Snapshotting a tree that holds the data dir must not store the store.
+        let own = fs::metadata(self.root()).map(|m| (m.dev(), m.ino())).ok();
+        walk(dir, own, &mut m, &mut files, &mut skipped)?;
 
         let total: u64 = files.iter().map(|f| f.size).sum();
         let done = AtomicU64::new(0);
@@ -113,7 +115,13 @@ impl Store {
 
 /// Records every entry under `root` into `m` (dirs, modes, symlinks) and
 /// collects the regular files to store.
-fn walk(root: &Path, m: &mut Manifest, files: &mut Vec<FileEntry>, skipped: &mut Vec<PathBuf>) -> Result<()> {
+fn walk(
+    root: &Path,
+    own: Option<(u64, u64)>,
+    m: &mut Manifest,
+    files: &mut Vec<FileEntry>,
+    skipped: &mut Vec<PathBuf>,
+) -> Result<()> {
     let mut stack = vec![(root.to_owned(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
         let rd = fs::read_dir(&dir).map_err(StoreError::io("read directory", &dir))?;
@@ -130,7 +138,10 @@ fn walk(root: &Path, m: &mut Manifest, files: &mut Vec<FileEntry>, skipped: &mut
             let meta = fs::symlink_metadata(&abs).map_err(StoreError::io("stat", &abs))?;
             let ft = meta.file_type();
             let mode = meta.permissions().mode() & 0o7777;
-            if ft.is_dir() {
+            if ft.is_dir() && own == Some((meta.dev(), meta.ino())) {
+                tracing::info!(path = %abs.display(), "not storing the data dir inside the snapshot");
+                skipped.push(abs);
+            } else if ft.is_dir() {
                 m.dirs.push(rel.clone());
                 m.modes.insert(rel.clone(), mode);
                 stack.push((abs, rel));
@@ -181,6 +192,17 @@ mod tests {
         assert_eq!(m.dirs, vec!["a".to_string(), "a/empty".to_string()]);
         assert_eq!(s.list().unwrap().count(), 2);
         assert_eq!(fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn snapshot_of_a_tree_holding_the_data_dir_leaves_the_store_out() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("f"), b"file").unwrap();
+        let s = Store::open(t.path().join("data")).unwrap();
+        s.put_reader(&b"already stored"[..], None).unwrap();
+        let r = s.snapshot(t.path(), &RefName::parse("all").unwrap(), &|_, _| {}).unwrap();
+        assert_eq!((r.files, r.dirs), (1, 0));
+        assert_eq!(r.skipped, vec![t.path().join("data")]);
     }
 
     #[test]

@@ -95,3 +95,51 @@ fn open_does_not_sweep_while_another_handle_is_writing() {
     let out = w.commit(None).unwrap();
     assert!(first.exists(&out.digest));
 }
+
+#[test]
+fn putting_an_existing_blob_refreshes_its_mtime_for_gc_grace() {
+    let (_d, s) = store();
+    let d = s.put_reader(&b"old"[..], None).unwrap().digest;
+    let p = s.layout().object(&d);
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::open(&p).unwrap().set_modified(long_ago).unwrap();
+    assert!(s.put_reader(&b"old"[..], None).unwrap().existed);
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    assert!(mtime > long_ago + std::time::Duration::from_secs(3600), "mtime not refreshed");
+}
+
+#[test]
+fn stored_objects_are_read_only_files() {
+    let (_d, s) = store();
+    let d = s.put_reader(&b"ro"[..], None).unwrap().digest;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(s.layout().object(&d)).unwrap().permissions());
+    assert_eq!(mode & 0o222, 0, "object is writable: {mode:o}");
+}
+
+#[test]
+fn stats_count_blobs_bytes_and_manifests() {
+    let (_d, s) = store();
+    let a = s.put_reader(&b"12345"[..], None).unwrap().digest;
+    s.put_reader(&b"678"[..], None).unwrap();
+    let mut m = cairn_store::Manifest::new(&cairn_store::RefName::parse("m").unwrap());
+    m.objects.insert("a".into(), a);
+    s.save_manifest(&m).unwrap();
+    assert_eq!(s.stats().unwrap(), cairn_store::Stats { blobs: 2, bytes: 8, refs: 1 });
+}
+
+#[test]
+fn saving_a_manifest_with_absent_blobs_names_them_and_writes_nothing() {
+    let (_d, s) = store();
+    let here = s.put_reader(&b"here"[..], None).unwrap().digest;
+    let absent = Digest::of(b"absent");
+    let mut m = cairn_store::Manifest::new(&cairn_store::RefName::parse("m").unwrap());
+    m.objects.insert("a".into(), here);
+    m.objects.insert("b".into(), absent);
+    match s.save_manifest(&m) {
+        Err(StoreError::MissingBlobs { missing, .. }) => assert_eq!(missing, vec![absent]),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.list_manifests().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+}

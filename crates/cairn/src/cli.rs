@@ -92,6 +92,36 @@ pub enum Command {
         #[arg(value_name = "DIGEST")]
         digests: Vec<String>,
     },
+    /// Run a node: the /v1 API, peer health, verified pull-through.
+    Serve(crate::config::Overrides),
+    /// Pull a manifest and its missing blobs from a peer into the local data dir (resumable).
+    Sync {
+        /// The peer, host:port.
+        peer: String,
+        /// The ref file to pull, e.g. rootfs-0123456789ab.json.
+        ref_file: String,
+        /// Config file for peer_timeout and max_concurrent_fetches [default: $CAIRN_CONFIG]
+        #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a running node's peers and their health.
+    Peers(NodeTarget),
+    /// Ask a running node about the whole cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Fetch a blob through a running node's pipeline (local, peers, origins).
+    Fetch {
+        /// The blob's digest (64 hex, or sha256:<hex>).
+        digest: String,
+        /// Write to this file (atomically) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        target: NodeTarget,
+    },
 }
 
 /// `cairn manifest ...`.
@@ -109,5 +139,41 @@ pub enum ManifestCommand {
         /// Remove every version of the name.
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// Which running node a command talks to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeTarget {
+    /// The node, host:port [default: the local config's listen address, else 127.0.0.1:7420]
+    #[arg(long, value_name = "ADDR")]
+    pub node: Option<String>,
+    /// Config file whose listen_addr is the default node [default: $CAIRN_CONFIG]
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl NodeTarget {
+    /// The node address to call.
+    pub fn node(&self) -> anyhow::Result<String> {
+        crate::config::node_addr(self.node.clone(), self.config.as_deref())
+    }
+}
+
+/// `cairn cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Node and manifest counts across the cluster.
+    Stats {
+        #[command(flatten)]
+        target: NodeTarget,
+    },
+    /// Every manifest on the node and its peers.
+    Manifests {
+        #[command(flatten)]
+        target: NodeTarget,
     },
 }

@@ -6,11 +6,20 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cairn_store::StoreError;
+
+use crate::exit::{Exit, NOT_FOUND};
 
 pub fn run(data_dir: &Path, digest: &str, output: Option<&Path>) -> anyhow::Result<ExitCode> {
     let d = super::common::digest(digest)?;
     let store = super::common::open_ro(data_dir)?;
-    let blob = store.get(&d).with_context(|| format!("get {d} (list stored blobs with `cairn ls`)"))?;
+    let blob = match store.get(&d) {
+        Err(StoreError::BlobNotFound(_)) => {
+            let msg = format!("get {d}: no such blob in {} (`cairn ls` lists the stored ones)", data_dir.display());
+            return Err(Exit { code: NOT_FOUND, msg }.into());
+        }
+        res => res.with_context(|| format!("get {d}"))?,
+    };
     let (file, len) = blob.into_parts();
     // `Take<File>` keeps std's copy_file_range/splice fast path.
     let mut src = file.take(len);

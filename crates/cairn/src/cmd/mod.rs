@@ -9,8 +9,11 @@ mod ls;
 mod manifest;
 mod manifests;
 mod put;
+mod remote;
+mod serve;
 mod snapshot;
 mod status;
+mod sync;
 mod verify;
 
 use std::process::ExitCode;
@@ -19,6 +22,7 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data_dir_flag = cli.data_dir.clone();
     let data_dir = crate::cmd::data_dir(cli.data_dir);
     match cli.command {
         Command::Status { json } => status::run(&data_dir, json),
@@ -32,6 +36,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manifest(cmd) => manifest::run(&data_dir, cmd),
         Command::Gc { dry_run, grace } => gc::run(&data_dir, dry_run, &grace),
         Command::Verify { digests } => verify::run(&data_dir, &digests),
+        Command::Serve(flags) => serve::run(crate::config::NodeConfig::load(&flags, data_dir_flag)?),
+        Command::Sync { peer, ref_file, config, json } => {
+            let flags = crate::config::Overrides { config, ..Default::default() };
+            sync::run(crate::config::NodeConfig::load(&flags, data_dir_flag)?, &peer, &ref_file, json)
+        }
+        Command::Peers(t) => remote::peers(&t.node()?, t.json),
+        Command::Cluster(c) => remote::cluster(c),
+        Command::Fetch { digest, output, target } => {
+            remote::fetch(&target.node()?, &digest, output.as_deref(), target.json)
+        }
     }
 }
 

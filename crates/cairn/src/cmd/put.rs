@@ -47,7 +47,8 @@ fn put_one(store: &Store, f: &Path) -> anyhow::Result<PutOutcome> {
         }
         .into());
     }
-    match super::common::bar(meta.len(), &f.display().to_string()).filter(|_| meta.len() >= BAR_MIN) {
+    let bar = if meta.len() >= BAR_MIN { super::common::bar(meta.len(), &f.display().to_string()) } else { None };
+    match bar {
         Some(bar) => {
             let file = std::fs::File::open(f).with_context(ctx)?;
             let res = store.put_reader(bar.wrap_read(file), None).with_context(ctx);

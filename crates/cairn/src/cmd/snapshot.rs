@@ -18,7 +18,7 @@ pub fn run(data_dir: &Path, dir: &Path, name: &str) -> anyhow::Result<ExitCode> 
     }
     let r = res.with_context(|| format!("snapshot {} as {name}", dir.display()))?;
     for p in &r.skipped {
-        eprintln!("cairn: snapshot: skipped special file {} (sockets, FIFOs and devices are not stored)", p.display());
+        eprintln!("cairn: snapshot: skipped {} (sockets, FIFOs, devices and the data dir are not stored)", p.display());
     }
     println!("{}", r.ref_file);
     eprintln!(

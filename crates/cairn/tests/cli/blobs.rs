@@ -14,17 +14,21 @@ fn put_output_diffs_clean_against_sha256sum_for_files_and_stdin() {
     let a = env.write("a.bin", &seeded(3 << 20, 1));
     let b = env.write("dir with space/b", b"bee\n");
     let c = env.write("empty", b"");
+    // Names sha256sum escapes.
+    let odd = [env.write("back\\slash", b"1"), env.write("new\nline", b"2"), env.write("carriage\rreturn", b"3")];
     let input = seeded(100_000, 2);
-    let ours = env.cairn().arg("put").args([&a, &b]).arg("-").arg(&c).write_stdin(input.clone()).assert().success();
+    let ours =
+        env.cairn().arg("put").args([&a, &b]).arg("-").arg(&c).args(&odd).write_stdin(input.clone()).assert().success();
     let theirs = assert_cmd::Command::from_std(StdCommand::new("sha256sum"))
         .args([&a, &b])
         .arg("-")
         .arg(&c)
+        .args(&odd)
         .write_stdin(input)
         .assert()
         .success();
     assert_eq!(stdout(&ours), stdout(&theirs));
-    assert_eq!(stdout(&ours).lines().count(), 4);
+    assert_eq!(stdout(&ours).lines().count(), 7);
     assert!(env.tmp_entries().is_empty());
 }
 

@@ -194,3 +194,21 @@ fn checkout_of_an_unknown_manifest_exits_1_and_of_an_unsafe_name_exits_2() {
     assert!(stderr(&out).contains("../../etc/passwd"), "{}", stderr(&out));
     assert!(!env.path("o").exists());
 }
+
+#[test]
+fn checkout_with_link_onto_another_filesystem_copies_instead() {
+    let env = Env::new();
+    let shm = Path::new("/dev/shm");
+    let other_fs = fs::metadata(shm).is_ok_and(|m| m.dev() != fs::metadata(env.tmp.path()).unwrap().dev());
+    if !other_fs {
+        eprintln!("skipping: /dev/shm is not a separate filesystem here");
+        return;
+    }
+    env.write("src/a", b"cross-device");
+    env.cairn().arg("snapshot").arg(env.path("src")).args(["--name", "x"]).assert().success();
+    let elsewhere = tempfile::tempdir_in(shm).unwrap();
+    let dest = elsewhere.path().join("out");
+    let out = env.cairn().args(["checkout", "--link", "x"]).arg(&dest).assert().success();
+    assert!(stdout(&out).contains("0 linked") && stdout(&out).contains("1 copied"), "{}", stdout(&out));
+    assert_eq!(fs::read(dest.join("a")).unwrap(), b"cross-device");
+}

@@ -1,0 +1,195 @@
+//! The cluster's error type.
+
+use std::time::Duration;
+
+use cairn_store::{Digest, RefFile, StoreError};
+
+/// Everything that can go wrong talking to peers and origins. Variants name
+/// the peer (or origin) and the digest or ref file involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// A local store error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The peer refused the connection or could not be reached.
+    #[error("peer {peer} is unreachable: {reason}; check that it runs and the address is right")]
+    PeerUnreachable {
+        /// The peer address.
+        peer: String,
+        /// What the connection attempt reported.
+        reason: String,
+    },
+    /// The peer did not answer in time.
+    #[error("peer {peer} did not answer {what} within {after:?}; it is marked unhealthy")]
+    PeerTimeout {
+        /// The peer address.
+        peer: String,
+        /// The request that timed out.
+        what: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The peer answered with an unexpected HTTP status.
+    #[error("peer {peer} answered {what} with HTTP {status}: {body}")]
+    PeerStatus {
+        /// The peer address.
+        peer: String,
+        /// The request.
+        what: String,
+        /// The status code.
+        status: u16,
+        /// The start of the body (usually a JSON error).
+        body: String,
+    },
+    /// The peer's answer is not the expected shape.
+    #[error("peer {peer} sent a malformed answer to {what}: {reason}")]
+    PeerBadAnswer {
+        /// The peer address.
+        peer: String,
+        /// The request.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A manifest received from a peer failed validation.
+    #[error("manifest {ref_file} from peer {peer} is invalid: {source}")]
+    PeerManifest {
+        /// The peer address.
+        peer: String,
+        /// The ref file asked for.
+        ref_file: RefFile,
+        /// Why it was refused.
+        source: StoreError,
+    },
+    /// Bytes from a source did not hash to the digest asked for.
+    #[error("{source_name} sent wrong bytes for blob {expected} (they hash to {actual}); nothing was stored")]
+    Corrupt {
+        /// The peer or origin.
+        source_name: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+    /// A source sent a body of the wrong length, or closed mid-stream.
+    #[error("{source_name} sent a truncated or oversized body for blob {digest}: {reason}; nothing was stored")]
+    Truncated {
+        /// The peer or origin.
+        source_name: String,
+        /// The blob.
+        digest: Digest,
+        /// What was seen.
+        reason: String,
+    },
+    /// A client's upload ended before its body was complete.
+    #[error("upload of blob {digest} was cut after {received} bytes: {reason}; nothing was stored")]
+    UploadCut {
+        /// The blob.
+        digest: Digest,
+        /// Bytes received before the cut.
+        received: u64,
+        /// What the connection reported.
+        reason: String,
+    },
+    /// A source stopped sending in the middle of a body.
+    #[error("{source_name} stalled for {after:?} while sending blob {digest}")]
+    Stalled {
+        /// The peer or origin.
+        source_name: String,
+        /// The blob.
+        digest: Digest,
+        /// The idle timeout that expired.
+        after: Duration,
+    },
+    /// An origin failed (unreachable, bad status, transport error).
+    #[error("origin {origin} failed for blob {digest}: {reason}")]
+    Origin {
+        /// The origin URL.
+        origin: String,
+        /// The blob.
+        digest: Digest,
+        /// What happened.
+        reason: String,
+    },
+    /// No source holds the blob.
+    #[error("blob {digest} is not on this node, its healthy peers or its origins (tried: {})", tried_list(tried))]
+    NotFound {
+        /// The blob.
+        digest: Digest,
+        /// One line per source tried.
+        tried: Vec<String>,
+    },
+    /// Every source failed, and at least one with an error rather than "absent".
+    #[error("blob {digest} could not be fetched from any source (tried: {})", tried_list(tried))]
+    Unavailable {
+        /// The blob.
+        digest: Digest,
+        /// One line per source tried, with its error.
+        tried: Vec<String>,
+    },
+    /// A stream being sent to the caller was cut because its source failed.
+    #[error("transfer of blob {digest} was aborted: {reason}")]
+    Aborted {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// A sync left blobs missing; the manifest was not saved.
+    #[error(
+        "sync of {ref_file} from peer {peer} fetched {fetched} blob(s) but {failed} failed (first: {first}); the manifest was not saved, run the sync again to resume"
+    )]
+    SyncIncomplete {
+        /// The peer.
+        peer: String,
+        /// The manifest.
+        ref_file: RefFile,
+        /// Blobs fetched in this run.
+        fetched: usize,
+        /// Blobs that failed.
+        failed: usize,
+        /// The first failure.
+        first: String,
+    },
+    /// The failure of a transfer shared by several callers.
+    #[error(transparent)]
+    Shared(std::sync::Arc<ClusterError>),
+    /// A background task died.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+fn tried_list(tried: &[String]) -> String {
+    if tried.is_empty() { "no sources configured".to_owned() } else { tried.join("; ") }
+}
+
+impl ClusterError {
+    /// True when the error says the peer is down (passive health marking).
+    pub fn peer_is_down(&self) -> bool {
+        match self {
+            ClusterError::PeerUnreachable { .. } | ClusterError::PeerTimeout { .. } => true,
+            ClusterError::Shared(e) => e.peer_is_down(),
+            _ => false,
+        }
+    }
+
+    /// True when a source sent bad data (it is marked and skipped).
+    pub fn is_bad_data(&self) -> bool {
+        matches!(self, ClusterError::Corrupt { .. } | ClusterError::Truncated { .. } | ClusterError::Stalled { .. })
+    }
+
+    /// True when this is a plain "not found".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            ClusterError::NotFound { .. } => true,
+            ClusterError::PeerStatus { status, .. } => *status == 404,
+            ClusterError::Store(e) => e.is_not_found(),
+            ClusterError::Shared(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+}
+
+/// Result with [`ClusterError`].
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;

@@ -1,0 +1,688 @@
+//! The fetch pipeline: local -> peers -> origins (DESIGN.md section 4).
+//!
+//! A miss starts one [`Transfer`] per digest (single-flight). Its driver
+//! tries sources in the order [`Sources`] gives (the only place that
+//! decides it), writes the bytes to a temp blob while they stream, and
+//! forwards them to every caller that joined before the first byte. The
+//! last [`HOLD_BACK`] bytes are held until the store has verified the
+//! digest, so a caller never receives a complete-looking wrong body. Callers that join
+//! later wait for the transfer and then read the committed blob.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_store::{Digest, Store, StoreError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::error::{ClusterError, Result};
+use crate::origin::Origin;
+use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
+
+/// Chunk size used to stream local blobs: large reads, few hand-offs.
+pub const READ_CHUNK: usize = 1 << 20;
+
+/// Bytes of a remote body held back until the digest is verified: a blob
+/// this small is never released unverified (its callers see a clean error
+/// or the next source), and no blob's end is released unverified.
+pub const HOLD_BACK: u64 = 1 << 20;
+
+/// A live caller that accepts no chunk for this long is dropped.
+const CALLER_STALL: Duration = Duration::from_secs(30);
+
+/// Chunks buffered per live caller before the transfer waits for it.
+const CALLER_QUEUE: usize = 16;
+
+/// Cluster settings (the node's config, less what only the binary needs).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: String,
+    /// Peer addresses, `host:port`.
+    pub peers: Vec<String>,
+    /// Timeout of every peer request, and of a stalled body.
+    pub peer_timeout: Duration,
+    /// Time between health probes of a healthy peer.
+    pub health_interval: Duration,
+    /// Whether origins are used at all.
+    pub enable_cdn_fallback: bool,
+    /// Origins, tried in order after the peers.
+    pub origins: Vec<Origin>,
+    /// Remote transfers running at once (also the sync concurrency).
+    pub max_concurrent_fetches: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: "cairn".into(),
+            peers: Vec::new(),
+            peer_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(30),
+            enable_cdn_fallback: true,
+            origins: Vec::new(),
+            max_concurrent_fetches: 16,
+        }
+    }
+}
+
+/// A blob body for a caller.
+pub struct BlobBody {
+    /// Its length, when known before the bytes.
+    pub size: Option<u64>,
+    /// Where the bytes come from: `local`, a peer address or an origin.
+    pub source: String,
+    /// The bytes. An `Err` item means the body is cut: the caller must
+    /// abort its own response.
+    pub stream: ByteStream,
+}
+
+/// The cluster: the local store, the peers and the origins.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) cfg: ClusterConfig,
+    pub(crate) peers: PeerSet,
+    pub(crate) api: Arc<dyn PeerApi>,
+    http: reqwest::Client,
+    inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
+    permits: Semaphore,
+}
+
+impl Cluster {
+    /// A cluster around `store`, calling peers through `api`.
+    pub fn new(store: Store, cfg: ClusterConfig, api: Arc<dyn PeerApi>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.peer_timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let peers = PeerSet::new(&cfg.peers, cfg.health_interval);
+        let permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
+        Cluster {
+            inner: Arc::new(Inner { store, cfg, peers, api, http, inflight: Mutex::new(HashMap::new()), permits }),
+        }
+    }
+
+    /// Starts the health probe loop; it ends when the cluster is dropped.
+    pub fn spawn_health_loop(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::health::run(Arc::downgrade(&self.inner)))
+    }
+
+    /// Probes every peer once, now.
+    pub async fn probe_all(&self) {
+        let addrs = self.inner.peers.addresses();
+        futures_util::future::join_all(addrs.iter().map(|a| crate::health::probe(&self.inner, a))).await;
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.cfg
+    }
+
+    /// The peers and their health.
+    pub fn peers(&self) -> &PeerSet {
+        &self.inner.peers
+    }
+
+    /// The peer client.
+    pub fn api(&self) -> &Arc<dyn PeerApi> {
+        &self.inner.api
+    }
+
+    /// Streams `len` bytes (or the rest) of a local blob from `offset`.
+    /// Returns the whole blob's size and the stream.
+    pub async fn local_blob(&self, d: Digest, offset: u64, len: Option<u64>) -> Result<(u64, u64, ByteStream)> {
+        let store = self.inner.store.clone();
+        let r = blocking(move || store.get_range(&d, offset, len)).await??;
+        let size = r.blob_size();
+        let (file, remaining) = r.into_parts();
+        let path = self.inner.store.layout().object(&d);
+        Ok((size, remaining, file_stream(file, remaining, path)))
+    }
+
+    /// The size of a local blob, `None` when absent.
+    pub async fn local_size(&self, d: Digest) -> Result<Option<u64>> {
+        let store = self.inner.store.clone();
+        match blocking(move || store.size(&d)).await? {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::BlobNotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The whole pipeline: the local blob, else a verified pull-through
+    /// streamed to the caller while it is cached.
+    pub async fn fetch(&self, d: Digest) -> Result<BlobBody> {
+        if let Some(b) = self.try_local(d).await? {
+            return Ok(b);
+        }
+        let t = self.transfer(d, None);
+        let (rx, mut done) = match t.join() {
+            Joined::Live(rx, done) => (Some(rx), done),
+            Joined::Wait(done) => (None, done),
+        };
+        if let Some(mut rx) = rx {
+            // Anything else means the transfer found the blob local, or failed.
+            if let Some(Msg::Start { size, source }) = rx.recv().await {
+                return Ok(BlobBody { size, source, stream: live_stream(d, rx) });
+            }
+        }
+        wait_done(&mut done).await?;
+        match self.try_local(d).await? {
+            Some(b) => Ok(b),
+            None => Err(ClusterError::Store(StoreError::BlobNotFound(d))),
+        }
+    }
+
+    /// Makes the blob local (through the pipeline), trying `prefer` first.
+    /// Returns true when it was fetched, false when already present.
+    pub async fn ensure_local(&self, d: Digest, prefer: Option<&str>) -> Result<bool> {
+        if self.local_size(d).await?.is_some() {
+            return Ok(false);
+        }
+        let t = self.transfer(d, prefer.map(str::to_owned));
+        let mut done = t.done.subscribe();
+        drop(t);
+        wait_done(&mut done).await?;
+        Ok(true)
+    }
+
+    /// Remote transfers currently running.
+    pub fn transfers_in_flight(&self) -> usize {
+        lock(&self.inner.inflight).len()
+    }
+
+    async fn try_local(&self, d: Digest) -> Result<Option<BlobBody>> {
+        match self.local_blob(d, 0, None).await {
+            Ok((size, _, stream)) => Ok(Some(BlobBody { size: Some(size), source: "local".into(), stream })),
+            Err(ClusterError::Store(StoreError::BlobNotFound(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The transfer for `d`, joining a running one or starting it.
+    fn transfer(&self, d: Digest, prefer: Option<String>) -> Arc<Transfer> {
+        let mut map = lock(&self.inner.inflight);
+        if let Some(t) = map.get(&d) {
+            return Arc::clone(t);
+        }
+        let (done, _) = watch::channel(None);
+        let t = Arc::new(Transfer { digest: d, shared: Mutex::new(Shared::default()), done });
+        map.insert(d, Arc::clone(&t));
+        drop(map);
+        let inner = Arc::clone(&self.inner);
+        let t2 = Arc::clone(&t);
+        tokio::spawn(async move { drive(inner, t2, prefer).await });
+        t
+    }
+}
+
+/// Streams `remaining` bytes of `file` in [`READ_CHUNK`] reads, each read
+/// straight into the buffer that is sent (no copy) on the blocking pool. No
+/// thread is held between chunks, so a slow client costs no thread.
+fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) -> ByteStream {
+    let s = futures_util::stream::try_unfold((Some(file), remaining), move |(file, left)| {
+        let path = path.clone();
+        async move {
+            let Some(file) = file.filter(|_| left > 0) else { return Ok(None) };
+            let want = left.min(READ_CHUNK as u64);
+            let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
+            let (file, buf) = tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(want as usize);
+                let mut f = file;
+                std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, want), &mut buf).map(|_| (f, buf))
+            })
+            .await
+            .map_err(|e| ClusterError::Task(e.to_string()))?
+            .map_err(io)?;
+            if buf.is_empty() {
+                return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
+            }
+            let n = buf.len() as u64;
+            Ok(Some((Bytes::from(buf), (Some(file), left - n))))
+        }
+    });
+    Box::pin(s)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded data are plain maps and vectors, valid after a panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs blocking store work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ClusterError::Task(e.to_string()))
+}
+
+type Outcome = Option<Result<(), Arc<ClusterError>>>;
+
+async fn wait_done(done: &mut watch::Receiver<Outcome>) -> Result<()> {
+    let v = done.wait_for(Option::is_some).await.map_err(|_| ClusterError::Task("transfer vanished".into()))?;
+    match v.as_ref() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(ClusterError::Shared(Arc::clone(e))),
+        None => Err(ClusterError::Task("transfer vanished".into())),
+    }
+}
+
+#[derive(Clone)]
+enum Msg {
+    Start { size: Option<u64>, source: String },
+    Chunk(Bytes),
+    End,
+    Fail(String),
+}
+
+#[derive(Default)]
+struct Shared {
+    started: bool,
+    subs: Vec<mpsc::Sender<Msg>>,
+}
+
+/// One remote transfer of one digest, shared by every caller of it.
+pub(crate) struct Transfer {
+    digest: Digest,
+    shared: Mutex<Shared>,
+    done: watch::Sender<Outcome>,
+}
+
+enum Joined {
+    Live(mpsc::Receiver<Msg>, watch::Receiver<Outcome>),
+    Wait(watch::Receiver<Outcome>),
+}
+
+impl Transfer {
+    fn join(&self) -> Joined {
+        let mut s = lock(&self.shared);
+        // A finished transfer takes no new live callers: nothing would
+        // ever send to them.
+        if s.started || self.done.borrow().is_some() {
+            return Joined::Wait(self.done.subscribe());
+        }
+        let (tx, rx) = mpsc::channel(CALLER_QUEUE);
+        s.subs.push(tx);
+        Joined::Live(rx, self.done.subscribe())
+    }
+}
+
+fn live_stream(d: Digest, rx: mpsc::Receiver<Msg>) -> ByteStream {
+    let s = futures_util::stream::unfold(Some(rx), move |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Msg::Chunk(b)) => Some((Ok(b), Some(rx))),
+            Some(Msg::End) => None,
+            Some(Msg::Fail(reason)) => Some((Err(ClusterError::Aborted { digest: d, reason }), None)),
+            Some(Msg::Start { .. }) => Some((Err(ClusterError::Task("transfer restarted".into())), None)),
+            None => Some((Err(ClusterError::Aborted { digest: d, reason: "transfer stopped".into() }), None)),
+        }
+    });
+    Box::pin(s)
+}
+
+/// What the transfer has sent to its live callers.
+enum Release {
+    /// Nothing yet: a failing source can be replaced silently.
+    NotStarted,
+    /// Bytes are flowing to these callers.
+    Live(Vec<mpsc::Sender<Msg>>),
+    /// Callers were told the transfer failed; later sources only fill the cache.
+    Aborted,
+}
+
+impl Release {
+    async fn send(&mut self, t: &Transfer, msg: Msg, size: Option<u64>, source: &str) {
+        if let Release::NotStarted = self {
+            let subs = {
+                let mut s = lock(&t.shared);
+                s.started = true;
+                std::mem::take(&mut s.subs)
+            };
+            *self = Release::Live(subs);
+            self.broadcast(Msg::Start { size, source: source.to_owned() }).await;
+        }
+        self.broadcast(msg).await;
+    }
+
+    async fn broadcast(&mut self, msg: Msg) {
+        if let Release::Live(subs) = self {
+            let mut keep = Vec::with_capacity(subs.len());
+            for s in subs.drain(..) {
+                // A caller that went away, or stopped reading, does not
+                // stop the transfer for the others.
+                match tokio::time::timeout(CALLER_STALL, s.send(msg.clone())).await {
+                    Ok(Ok(())) => keep.push(s),
+                    Ok(Err(_)) => {}
+                    Err(_) => tracing::warn!("dropping a caller that stopped reading"),
+                }
+            }
+            *subs = keep;
+        }
+    }
+
+    async fn fail(&mut self, reason: String) {
+        if let Release::Live(_) = self {
+            self.broadcast(Msg::Fail(reason)).await;
+            *self = Release::Aborted;
+        }
+    }
+}
+
+/// One source of a blob.
+#[derive(Debug, Clone)]
+enum Source {
+    Peer { addr: String, size: Option<u64> },
+    Origin(Origin),
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Source::Peer { addr, .. } => format!("peer {addr}"),
+            Source::Origin(o) => o.name(),
+        }
+    }
+}
+
+type HeadFut = futures_util::future::BoxFuture<'static, (String, Result<Option<u64>>)>;
+
+/// The source order, decided here and nowhere else: the preferred peer (a
+/// sync's source), then healthy peers that hold the blob in the order their
+/// HEAD answers arrive, then the origins in configured order.
+struct Sources {
+    inner: Arc<Inner>,
+    digest: Digest,
+    prefer: Option<String>,
+    skip: Option<String>,
+    heads: Option<FuturesUnordered<HeadFut>>,
+    origins: std::collections::VecDeque<Origin>,
+    tried: Vec<String>,
+    only_absent: bool,
+}
+
+impl Sources {
+    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>) -> Self {
+        let origins = if inner.cfg.enable_cdn_fallback {
+            inner.cfg.origins.iter().cloned().collect()
+        } else {
+            Default::default()
+        };
+        Sources {
+            inner,
+            digest,
+            skip: prefer.clone(),
+            prefer,
+            heads: None,
+            origins,
+            tried: Vec::new(),
+            only_absent: true,
+        }
+    }
+
+    fn fan_out(&self) -> FuturesUnordered<HeadFut> {
+        let timeout = self.inner.cfg.peer_timeout;
+        self.inner
+            .peers
+            .healthy()
+            .into_iter()
+            .filter(|a| Some(a) != self.skip.as_ref())
+            .map(|addr| {
+                let api = Arc::clone(&self.inner.api);
+                let d = self.digest;
+                let f: HeadFut = Box::pin(async move {
+                    let r = match tokio::time::timeout(timeout, api.head_blob(&addr, &d)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ClusterError::PeerTimeout {
+                            peer: addr.clone(),
+                            what: format!("HEAD /v1/blobs/{d}"),
+                            after: timeout,
+                        }),
+                    };
+                    (addr, r)
+                });
+                f
+            })
+            .collect()
+    }
+
+    async fn next(&mut self) -> Option<Source> {
+        if let Some(addr) = self.prefer.take() {
+            return Some(Source::Peer { addr, size: None });
+        }
+        if self.heads.is_none() {
+            self.heads = Some(self.fan_out());
+        }
+        while let Some(heads) = self.heads.as_mut() {
+            let Some((addr, res)) = heads.next().await else {
+                break;
+            };
+            {
+                match res {
+                    Ok(Some(size)) => {
+                        return Some(Source::Peer { addr, size: Some(size) });
+                    }
+                    Ok(None) => self.tried.push(format!("peer {addr}: absent")),
+                    Err(e) => {
+                        if e.peer_is_down() {
+                            self.inner.peers.mark_down(&addr, &e.to_string());
+                        }
+                        self.failed(&e);
+                    }
+                }
+            }
+        }
+        self.origins.pop_front().map(Source::Origin)
+    }
+
+    fn failed(&mut self, e: &ClusterError) {
+        if !e.is_not_found() {
+            self.only_absent = false;
+        }
+        self.tried.push(e.to_string());
+    }
+
+    fn exhausted(self) -> ClusterError {
+        if self.only_absent {
+            ClusterError::NotFound { digest: self.digest, tried: self.tried }
+        } else {
+            ClusterError::Unavailable { digest: self.digest, tried: self.tried }
+        }
+    }
+}
+
+async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>) {
+    let res = run(&inner, &t, prefer).await;
+    if let Err(e) = &res {
+        tracing::warn!(digest = %t.digest, error = %e, "fetch failed");
+    }
+    lock(&inner.inflight).remove(&t.digest);
+    t.done.send_replace(Some(res.map_err(Arc::new)));
+    // Callers that never got a byte now read the outcome from `done`.
+    lock(&t.shared).subs.clear();
+}
+
+async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>) -> Result<()> {
+    let d = t.digest;
+    let store = inner.store.clone();
+    if blocking(move || store.exists(&d)).await? {
+        return Ok(());
+    }
+    let _permit = inner.permits.acquire().await.map_err(|e| ClusterError::Task(e.to_string()))?;
+    let mut sources = Sources::new(Arc::clone(inner), d, prefer);
+    let mut release = Release::NotStarted;
+    while let Some(src) = sources.next().await {
+        let name = src.name();
+        match attempt(inner, t, &src, &mut release).await {
+            Ok(()) => {
+                tracing::debug!(digest = %d, source = %name, "blob fetched and verified");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(digest = %d, source = %name, error = %e, "source failed; trying the next");
+                if let Source::Peer { addr, .. } = &src
+                    && (e.peer_is_down() || e.is_bad_data())
+                {
+                    inner.peers.mark_down(addr, &e.to_string());
+                }
+                release.fail(e.to_string()).await;
+                sources.failed(&e);
+            }
+        }
+    }
+    Err(sources.exhausted())
+}
+
+/// Opens a source, with the peer timeout on the answer's headers.
+async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
+    let timeout = inner.cfg.peer_timeout;
+    let what = match src {
+        Source::Peer { .. } => format!("GET /v1/blobs/{d}"),
+        Source::Origin(o) => format!("GET {}", o.url(d)),
+    };
+    let fut = async {
+        match src {
+            Source::Peer { addr, .. } => inner.api.get_blob(addr, d).await,
+            Source::Origin(o) => o.get(&inner.http, d).await,
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(match src {
+            Source::Peer { addr, .. } => ClusterError::PeerTimeout { peer: addr.clone(), what, after: timeout },
+            Source::Origin(o) => {
+                ClusterError::Origin { origin: o.name(), digest: *d, reason: format!("no answer within {timeout:?}") }
+            }
+        }),
+    }
+}
+
+pub(crate) enum WriteMsg {
+    Chunk(Bytes),
+    Commit,
+}
+
+/// One try of one source: stream it into a temp blob and to the callers.
+async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Release) -> Result<()> {
+    let d = t.digest;
+    let name = src.name();
+    let mut remote = open(inner, src, &d).await?;
+    if let (Source::Peer { size: Some(head), .. }, Some(get)) = (src, remote.size)
+        && *head != get
+    {
+        return Err(ClusterError::Truncated {
+            source_name: name,
+            digest: d,
+            reason: format!("HEAD said {head} bytes, GET says {get}"),
+        });
+    }
+    let (tx, rx) = mpsc::channel::<WriteMsg>(8);
+    let store = inner.store.clone();
+    let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
+    let idle = inner.cfg.peer_timeout;
+    let mut held: std::collections::VecDeque<Bytes> = Default::default();
+    let mut held_bytes = 0u64;
+    let mut received = 0u64;
+    loop {
+        let next = match tokio::time::timeout(idle, remote.body.next()).await {
+            Ok(n) => n,
+            Err(_) => {
+                return Err(ClusterError::Stalled { source_name: name, digest: d, after: idle });
+            }
+        };
+        let chunk = match next {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                return Err(match e {
+                    ClusterError::Truncated { .. } | ClusterError::Stalled { .. } => e,
+                    other => ClusterError::Truncated { source_name: name, digest: d, reason: other.to_string() },
+                });
+            }
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        received += chunk.len() as u64;
+        if remote.size.is_some_and(|s| received > s) {
+            return Err(ClusterError::Truncated {
+                source_name: name,
+                digest: d,
+                reason: "body longer than declared".into(),
+            });
+        }
+        if tx.send(WriteMsg::Chunk(chunk.clone())).await.is_err() {
+            // The writer stopped: a local failure, not the source's fault.
+            drop(tx);
+            let err = match writer.await.map_err(|e| ClusterError::Task(e.to_string()))? {
+                Err(e) => e.into(),
+                Ok(_) => ClusterError::Task("temp blob writer stopped early".into()),
+            };
+            return Err(err);
+        }
+        held_bytes += chunk.len() as u64;
+        held.push_back(chunk);
+        while let Some(front) = held.front()
+            && held_bytes - front.len() as u64 >= HOLD_BACK
+        {
+            held_bytes -= front.len() as u64;
+            if let Some(c) = held.pop_front() {
+                release.send(t, Msg::Chunk(c), remote.size, &name).await;
+            }
+        }
+    }
+    if let Some(s) = remote.size.filter(|s| *s != received) {
+        return Err(ClusterError::Truncated {
+            source_name: name,
+            digest: d,
+            reason: format!("got {received} of {s} bytes"),
+        });
+    }
+    // The writer's own errors are reported by its join below.
+    let _ = tx.send(WriteMsg::Commit).await;
+    drop(tx);
+    let outcome = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
+    match outcome {
+        Ok(_) => {}
+        Err(StoreError::DigestMismatch { expected, actual }) => {
+            return Err(ClusterError::Corrupt { source_name: name, expected, actual });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for c in held {
+        release.send(t, Msg::Chunk(c), Some(received), &name).await;
+    }
+    release.send(t, Msg::End, Some(received), &name).await;
+    Ok(())
+}
+
+/// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`.
+pub(crate) fn write_blob(
+    store: Store,
+    d: Digest,
+    mut rx: mpsc::Receiver<WriteMsg>,
+) -> Result<cairn_store::PutOutcome, StoreError> {
+    let mut w = store.writer()?;
+    while let Some(m) = rx.blocking_recv() {
+        match m {
+            WriteMsg::Chunk(c) => {
+                let tmp = store.layout().tmp_dir();
+                w.write_all(&c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
+            }
+            WriteMsg::Commit => return w.commit(Some(&d)),
+        }
+    }
+    // The source failed: dropping the writer removes the temp file.
+    Err(StoreError::BlobNotFound(d))
+}

@@ -1,0 +1,54 @@
+//! The health probe loop: every peer is probed each `health_interval`;
+//! unhealthy ones sooner, with backoff (see [`PeerSet`]).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::error::ClusterError;
+use crate::fetch::Inner;
+use crate::peer::PeerSet;
+
+/// Longest the loop sleeps, so a peer marked down passively is re-probed on time.
+const MAX_NAP: Duration = Duration::from_millis(500);
+
+/// Probes one peer and records the result.
+pub(crate) async fn probe(inner: &Inner, addr: &str) {
+    let start = Instant::now();
+    let res = tokio::time::timeout(inner.cfg.peer_timeout, inner.api.health(addr)).await;
+    let res = match res {
+        Ok(r) => r,
+        Err(_) => Err(ClusterError::PeerTimeout {
+            peer: addr.to_owned(),
+            what: "GET /v1/health".into(),
+            after: inner.cfg.peer_timeout,
+        }),
+    };
+    record(&inner.peers, addr, res.map(|h| h.node_id), start.elapsed());
+}
+
+fn record(peers: &PeerSet, addr: &str, res: Result<String, ClusterError>, took: Duration) {
+    match res {
+        Ok(node_id) => peers.mark_up(addr, &node_id, took),
+        Err(e) => peers.probe_failed(addr, &e),
+    }
+}
+
+/// Runs until the cluster is dropped.
+pub(crate) async fn run(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let now = Instant::now();
+        let (due, next) = inner.peers.due(now);
+        for a in &due {
+            inner.peers.probing(a, now + inner.cfg.peer_timeout + MAX_NAP);
+        }
+        let inner2 = Arc::clone(&inner);
+        join_all(due.iter().map(|a| probe(&inner2, a))).await;
+        drop(inner2);
+        drop(inner);
+        let nap = next.map_or(MAX_NAP, |n| n.saturating_duration_since(Instant::now()).min(MAX_NAP));
+        tokio::time::sleep(nap.max(Duration::from_millis(10))).await;
+    }
+}

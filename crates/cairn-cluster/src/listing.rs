@@ -1,0 +1,85 @@
+//! Manifest listings across the cluster and cluster statistics.
+
+use std::collections::HashSet;
+
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClusterError, Result};
+use crate::fetch::{Cluster, blocking};
+use crate::peer::ManifestEntry;
+
+/// `GET /v1/cluster/stats` (exact field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// This node plus its peers.
+    pub total_nodes: usize,
+    /// This node plus its healthy peers.
+    pub healthy_nodes: usize,
+    /// Manifest entries across the nodes that answered.
+    pub total_manifests: usize,
+    /// Distinct ref files among them.
+    pub unique_manifests: usize,
+}
+
+impl Cluster {
+    /// This node's manifests as `/v1/manifests` lists them.
+    pub async fn local_manifests(&self) -> Result<Vec<ManifestEntry>> {
+        let store = self.store().clone();
+        let list = blocking(move || store.list_manifests()).await??;
+        let node_id = self.config().node_id.clone();
+        Ok(list
+            .into_iter()
+            .filter_map(|s| {
+                Some(ManifestEntry {
+                    name: cairn_store::RefName::parse(&s.name).ok()?,
+                    ref_file: s.ref_file,
+                    blob_count: s.blob_count,
+                    node_id: node_id.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Local manifests plus every healthy peer's, asked in parallel. A peer
+    /// that fails is skipped (and marked if it is down).
+    pub async fn cluster_manifests(&self) -> Result<Vec<ManifestEntry>> {
+        let mut all = self.local_manifests().await?;
+        let timeout = self.config().peer_timeout;
+        let peers = self.peers().healthy();
+        let answers = join_all(peers.iter().map(|p| async move {
+            match tokio::time::timeout(timeout, self.api().list_manifests(p)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    Err(ClusterError::PeerTimeout { peer: p.clone(), what: "GET /v1/manifests".into(), after: timeout })
+                }
+            }
+        }))
+        .await;
+        for (p, a) in peers.iter().zip(answers) {
+            match a {
+                Ok(list) => all.extend(list),
+                Err(e) => {
+                    tracing::warn!(peer = %p, error = %e, "peer's manifest list skipped");
+                    if e.peer_is_down() {
+                        self.peers().mark_down(p, &e.to_string());
+                    }
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Node and manifest counts across the cluster.
+    pub async fn stats(&self) -> Result<ClusterStats> {
+        let all = self.cluster_manifests().await?;
+        let unique: HashSet<&str> = all.iter().map(|e| e.ref_file.as_str()).collect();
+        let peers = self.peers().snapshot();
+        Ok(ClusterStats {
+            total_nodes: peers.len() + 1,
+            healthy_nodes: peers.iter().filter(|p| p.healthy).count() + 1,
+            total_manifests: all.len(),
+            unique_manifests: unique.len(),
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! Peers: the trait the cluster calls them through, and the peer set with
+//! each peer's health and latency.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_store::{Digest, RefFile, RefName};
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClusterError, Result};
+
+/// A boxed future of a cluster result.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// A stream of blob bytes from a remote source.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// A blob body being received: its declared size (if any) and its bytes.
+pub struct RemoteBlob {
+    /// `Content-Length`, when the source sent one.
+    pub size: Option<u64>,
+    /// The bytes, unverified.
+    pub body: ByteStream,
+}
+
+/// A peer's `/v1/health` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    /// Always `ok` for a live node.
+    pub status: String,
+    /// The peer's node id.
+    pub node_id: String,
+    /// The peer's clock, RFC 3339.
+    pub time: String,
+}
+
+/// One entry of `/v1/manifests` (exact seed field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Manifest name.
+    pub name: RefName,
+    /// Its file in `refs/`.
+    pub ref_file: RefFile,
+    /// Number of objects listed.
+    pub blob_count: usize,
+    /// The node holding it.
+    pub node_id: String,
+}
+
+/// How the cluster calls a peer's `/v1` API. Implemented over HTTP by
+/// `cairn-http`'s client; every answer must already be shape-checked.
+pub trait PeerApi: Send + Sync + 'static {
+    /// `GET /v1/health`.
+    fn health<'a>(&'a self, peer: &'a str) -> BoxFut<'a, PeerHealth>;
+    /// `HEAD /v1/blobs/{digest}`: the size when present, `None` on 404.
+    fn head_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, Option<u64>>;
+    /// `GET /v1/blobs/{digest}` (a 404 is an error).
+    fn get_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob>;
+    /// `GET /v1/manifests`.
+    fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>>;
+    /// `GET /v1/manifests/{ref_file}`: raw bytes, at most the manifest size limit.
+    fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>>;
+}
+
+/// One peer as `/v1/peers` shows it (exact seed field names; `latency` in
+/// nanoseconds as the original encodes a Go duration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// `host:port`.
+    pub address: String,
+    /// Learned from the peer's health answer; empty until then.
+    pub node_id: String,
+    /// Whether the pipeline asks it.
+    pub healthy: bool,
+    /// Last health probe round trip, nanoseconds.
+    pub latency: u64,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    status: PeerStatus,
+    failures: u32,
+    next_probe: Instant,
+    last_error: Option<String>,
+}
+
+/// First re-probe delay after a failure; doubles up to the health interval.
+pub const FIRST_REPROBE: Duration = Duration::from_secs(1);
+
+/// The configured peers and what is known of each.
+#[derive(Debug)]
+pub struct PeerSet {
+    peers: Mutex<Vec<PeerState>>,
+    interval: Duration,
+}
+
+impl PeerSet {
+    /// Peers from configuration. They start healthy (the first probe runs at
+    /// once), so a fresh node does not skip its peers.
+    pub fn new(addresses: &[String], health_interval: Duration) -> Self {
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        let peers = addresses
+            .iter()
+            .filter(|a| {
+                let new = !seen.contains(a);
+                seen.push(*a);
+                new
+            })
+            .map(|a| PeerState {
+                status: PeerStatus { address: a.clone(), node_id: String::new(), healthy: true, latency: 0 },
+                failures: 0,
+                next_probe: now,
+                last_error: None,
+            })
+            .collect();
+        PeerSet { peers: Mutex::new(peers), interval: health_interval }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<PeerState>) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update of
+        // plain fields; the data is still usable.
+        let mut g = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Every peer, in configuration order.
+    pub fn snapshot(&self) -> Vec<PeerStatus> {
+        self.with(|v| v.iter().map(|p| p.status.clone()).collect())
+    }
+
+    /// Addresses of every peer.
+    pub fn addresses(&self) -> Vec<String> {
+        self.with(|v| v.iter().map(|p| p.status.address.clone()).collect())
+    }
+
+    /// Addresses of healthy peers, lowest latency first.
+    pub fn healthy(&self) -> Vec<String> {
+        let mut h: Vec<(u64, String)> = self.with(|v| {
+            v.iter().filter(|p| p.status.healthy).map(|p| (p.status.latency, p.status.address.clone())).collect()
+        });
+        h.sort();
+        h.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// The last error seen for a peer, if it is unhealthy.
+    pub fn last_error(&self, address: &str) -> Option<String> {
+        self.with(|v| v.iter().find(|p| p.status.address == address).and_then(|p| p.last_error.clone()))
+    }
+
+    /// Marks a peer down at once (connection refused, timeout, bad data);
+    /// its first re-probe is within [`FIRST_REPROBE`].
+    pub fn mark_down(&self, address: &str, reason: &str) {
+        let now = Instant::now();
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if p.status.healthy {
+                    tracing::warn!(peer = address, reason, "peer marked unhealthy");
+                }
+                p.status.healthy = false;
+                p.last_error = Some(reason.to_owned());
+                if p.failures == 0 {
+                    p.failures = 1;
+                    p.next_probe = now + FIRST_REPROBE;
+                }
+            }
+        });
+    }
+
+    /// Records a good probe: healthy again, with its node id and latency.
+    pub fn mark_up(&self, address: &str, node_id: &str, latency: Duration) {
+        let now = Instant::now();
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if !p.status.healthy {
+                    tracing::info!(peer = address, "peer healthy again");
+                }
+                p.status.healthy = true;
+                p.status.node_id = node_id.to_owned();
+                p.status.latency = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                p.failures = 0;
+                p.last_error = None;
+                p.next_probe = now + self.interval;
+            }
+        });
+    }
+
+    /// Records a failed probe: unhealthy, re-probed with doubling backoff.
+    pub fn probe_failed(&self, address: &str, err: &ClusterError) {
+        let now = Instant::now();
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if p.status.healthy {
+                    tracing::warn!(peer = address, error = %err, "peer failed its health probe");
+                }
+                p.status.healthy = false;
+                p.last_error = Some(err.to_string());
+                let backoff = FIRST_REPROBE.saturating_mul(1 << p.failures.min(16));
+                p.failures = p.failures.saturating_add(1);
+                p.next_probe = now + backoff.min(self.interval.max(FIRST_REPROBE));
+            }
+        });
+    }
+
+    /// Peers whose probe is due, and the time of the next one not yet due.
+    pub fn due(&self, now: Instant) -> (Vec<String>, Option<Instant>) {
+        self.with(|v| {
+            let due = v.iter().filter(|p| p.next_probe <= now).map(|p| p.status.address.clone()).collect();
+            let next = v.iter().filter(|p| p.next_probe > now).map(|p| p.next_probe).min();
+            (due, next)
+        })
+    }
+
+    /// Pushes a due peer's next probe out while it runs.
+    pub(crate) fn probing(&self, address: &str, until: Instant) {
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                p.next_probe = p.next_probe.max(until);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> PeerSet {
+        PeerSet::new(&["a:1".into(), "b:2".into(), "a:1".into()], Duration::from_secs(30))
+    }
+
+    #[test]
+    fn peers_start_healthy_and_duplicates_are_dropped() {
+        let s = set();
+        assert_eq!(s.addresses(), ["a:1", "b:2"]);
+        assert!(s.snapshot().iter().all(|p| p.healthy));
+        assert_eq!(s.due(Instant::now()).0.len(), 2);
+    }
+
+    #[test]
+    fn marked_down_peer_is_skipped_and_reprobed_within_two_seconds() {
+        let s = set();
+        let now = Instant::now();
+        s.mark_down("a:1", "connection refused");
+        assert_eq!(s.healthy(), ["b:2"]);
+        assert_eq!(s.last_error("a:1").as_deref(), Some("connection refused"));
+        s.mark_up("b:2", "nb", Duration::from_millis(1));
+        let (due, next) = s.due(now);
+        assert!(due.is_empty());
+        assert!(next.unwrap() <= now + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn failed_probes_back_off_up_to_the_interval_and_one_good_probe_heals() {
+        let s = set();
+        let err = ClusterError::PeerUnreachable { peer: "a:1".into(), reason: "refused".into() };
+        for _ in 0..10 {
+            s.probe_failed("a:1", &err);
+        }
+        let (_, next) = s.due(Instant::now());
+        assert!(next.unwrap() <= Instant::now() + Duration::from_secs(30));
+        s.mark_up("a:1", "na", Duration::from_micros(5));
+        let p = &s.snapshot()[0];
+        assert!(p.healthy);
+        assert_eq!((p.node_id.as_str(), p.latency), ("na", 5000));
+    }
+
+    #[test]
+    fn healthy_peers_are_ordered_by_latency() {
+        let s = set();
+        s.mark_up("a:1", "na", Duration::from_millis(9));
+        s.mark_up("b:2", "nb", Duration::from_millis(1));
+        assert_eq!(s.healthy(), ["b:2", "a:1"]);
+    }
+}

@@ -1,0 +1,276 @@
+//! The typed `/v1` client: what peers and the CLI use to call a node.
+//! Every answer is shape-checked; a malformed one is an error naming the
+//! peer, never a crash.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_cluster::peer::BoxFut;
+use cairn_cluster::{
+    ClusterError, ClusterStats, ManifestEntry, PeerApi, PeerHealth, PeerStatus, RemoteBlob, Result, SyncReport,
+};
+use cairn_store::refs::MAX_MANIFEST_BYTES;
+use cairn_store::{Digest, PutOutcome, RefFile};
+use futures_util::TryStreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::v1::{NodeInfo, PutBlobAnswer};
+
+/// Largest JSON answer read from a peer (manifest lists can be long).
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// A `/v1` client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+/// `http://host:port` for an address given as `host:port`, `:port` or a URL.
+pub fn base_url(addr: &str) -> String {
+    let a = addr.trim_end_matches('/');
+    if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_owned()
+    } else if let Some(port) = a.strip_prefix(':') {
+        format!("http://127.0.0.1:{port}")
+    } else {
+        format!("http://{a}")
+    }
+}
+
+impl Client {
+    /// A client whose connects and JSON calls time out after `timeout`
+    /// (blob bodies have no overall limit; the cluster watches for stalls).
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Client { http, timeout }
+    }
+
+    fn transport(&self, peer: &str, what: &str, e: reqwest::Error) -> ClusterError {
+        if e.is_timeout() {
+            ClusterError::PeerTimeout { peer: peer.to_owned(), what: what.to_owned(), after: self.timeout }
+        } else if e.is_connect() || e.is_request() {
+            let mut reason = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason = format!("{reason}: {s}");
+                src = s.source();
+            }
+            ClusterError::PeerUnreachable { peer: peer.to_owned(), reason }
+        } else {
+            ClusterError::PeerBadAnswer { peer: peer.to_owned(), what: what.to_owned(), reason: e.to_string() }
+        }
+    }
+
+    async fn send(&self, peer: &str, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| self.transport(peer, what, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = read_limited(resp, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        let body = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| text.chars().take(300).collect());
+        Err(ClusterError::PeerStatus { peer: peer.to_owned(), what: what.to_owned(), status, body })
+    }
+
+    async fn body(&self, peer: &str, what: &str, resp: reqwest::Response, limit: u64) -> Result<Vec<u8>> {
+        match read_limited(resp, limit).await {
+            Ok(b) => Ok(b),
+            Err(LimitError::Over) => Err(ClusterError::PeerBadAnswer {
+                peer: peer.to_owned(),
+                what: what.to_owned(),
+                reason: format!("answer is over {limit} bytes"),
+            }),
+            Err(LimitError::Http(e)) => Err(self.transport(peer, what, e)),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, peer: &str, what: &str, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = self.send(peer, what, req.timeout(self.timeout)).await?;
+        let bytes = self.body(peer, what, resp, MAX_JSON_BYTES).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClusterError::PeerBadAnswer {
+            peer: peer.to_owned(),
+            what: what.to_owned(),
+            reason: format!("not the expected JSON: {e}"),
+        })
+    }
+
+    fn url(peer: &str, path: &str) -> String {
+        format!("{}{path}", base_url(peer))
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self, peer: &str) -> Result<PeerHealth> {
+        let h: PeerHealth = self.json(peer, "GET /v1/health", self.http.get(Self::url(peer, "/v1/health"))).await?;
+        if h.status != "ok" {
+            return Err(ClusterError::PeerBadAnswer {
+                peer: peer.to_owned(),
+                what: "GET /v1/health".into(),
+                reason: format!("status is {:?}, not \"ok\"", h.status),
+            });
+        }
+        Ok(h)
+    }
+
+    /// `GET /v1/info`.
+    pub async fn info(&self, peer: &str) -> Result<NodeInfo> {
+        self.json(peer, "GET /v1/info", self.http.get(Self::url(peer, "/v1/info"))).await
+    }
+
+    /// `HEAD /v1/blobs/{digest}`: the size, or `None` when absent.
+    pub async fn head_blob(&self, peer: &str, d: &Digest) -> Result<Option<u64>> {
+        let what = format!("HEAD /v1/blobs/{d}");
+        let req = self.http.head(Self::url(peer, &format!("/v1/blobs/{d}"))).timeout(self.timeout);
+        match self.send(peer, &what, req).await {
+            Ok(resp) => match resp.headers().get(reqwest::header::CONTENT_LENGTH) {
+                Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
+                    ClusterError::PeerBadAnswer { peer: peer.to_owned(), what, reason: "bad Content-Length".into() }
+                }),
+                None => {
+                    Err(ClusterError::PeerBadAnswer { peer: peer.to_owned(), what, reason: "no Content-Length".into() })
+                }
+            },
+            Err(ClusterError::PeerStatus { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stream(&self, peer: &str, what: String, url: String) -> Result<RemoteBlob> {
+        let resp = self.send(peer, &what, self.http.get(url)).await?;
+        let size = resp.content_length();
+        let peer = peer.to_owned();
+        let body = resp.bytes_stream().map_err(move |e| ClusterError::PeerBadAnswer {
+            peer: peer.clone(),
+            what: what.clone(),
+            reason: format!("body cut: {e}"),
+        });
+        Ok(RemoteBlob { size, body: Box::pin(body) })
+    }
+
+    /// `GET /v1/blobs/{digest}` (only the node's local store).
+    pub async fn get_blob(&self, peer: &str, d: &Digest) -> Result<RemoteBlob> {
+        self.stream(peer, format!("GET /v1/blobs/{d}"), Self::url(peer, &format!("/v1/blobs/{d}"))).await
+    }
+
+    /// `GET /v1/fetch/{digest}`: through the node's pull-through pipeline.
+    pub async fn fetch(&self, node: &str, d: &Digest) -> Result<RemoteBlob> {
+        self.stream(node, format!("GET /v1/fetch/{d}"), Self::url(node, &format!("/v1/fetch/{d}"))).await
+    }
+
+    /// `GET /v1/manifests`.
+    pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
+        self.json(peer, "GET /v1/manifests", self.http.get(Self::url(peer, "/v1/manifests"))).await
+    }
+
+    /// `GET /v1/manifests/{ref_file}`: the raw bytes.
+    pub async fn manifest(&self, peer: &str, rf: &RefFile) -> Result<Vec<u8>> {
+        let what = format!("GET /v1/manifests/{rf}");
+        let req = self.http.get(Self::url(peer, &format!("/v1/manifests/{rf}"))).timeout(self.timeout);
+        let resp = self.send(peer, &what, req).await?;
+        self.body(peer, &what, resp, MAX_MANIFEST_BYTES).await
+    }
+
+    /// `GET /v1/peers`.
+    pub async fn peers(&self, node: &str) -> Result<Vec<PeerStatus>> {
+        self.json(node, "GET /v1/peers", self.http.get(Self::url(node, "/v1/peers"))).await
+    }
+
+    /// `GET /v1/cluster/manifests`.
+    pub async fn cluster_manifests(&self, node: &str) -> Result<Vec<ManifestEntry>> {
+        let url = Self::url(node, "/v1/cluster/manifests");
+        self.json(node, "GET /v1/cluster/manifests", self.http.get(url)).await
+    }
+
+    /// `GET /v1/cluster/stats`.
+    pub async fn cluster_stats(&self, node: &str) -> Result<ClusterStats> {
+        self.json(node, "GET /v1/cluster/stats", self.http.get(Self::url(node, "/v1/cluster/stats"))).await
+    }
+
+    /// `POST /v1/manifests/{ref_file}/sync?peer=PEER` on `node`. No
+    /// timeout: a sync of a large manifest takes as long as it takes.
+    pub async fn sync(&self, node: &str, peer: &str, rf: &RefFile) -> Result<SyncReport> {
+        let what = format!("POST /v1/manifests/{rf}/sync");
+        let req = self.http.post(Self::url(node, &format!("/v1/manifests/{rf}/sync"))).query(&[("peer", peer)]);
+        let resp = self.send(node, &what, req).await?;
+        let bytes = self.body(node, &what, resp, MAX_JSON_BYTES).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClusterError::PeerBadAnswer {
+            peer: node.to_owned(),
+            what,
+            reason: format!("not the expected JSON: {e}"),
+        })
+    }
+
+    /// `PUT /v1/blobs/{digest}` with a body.
+    pub async fn put_blob(&self, node: &str, d: &Digest, body: impl Into<reqwest::Body>) -> Result<PutOutcome> {
+        let what = format!("PUT /v1/blobs/{d}");
+        let req = self.http.put(Self::url(node, &format!("/v1/blobs/{d}"))).body(body);
+        let resp = self.send(node, &what, req).await?;
+        let bytes = self.body(node, &what, resp, MAX_JSON_BYTES).await?;
+        let a: PutBlobAnswer = serde_json::from_slice(&bytes).map_err(|e| ClusterError::PeerBadAnswer {
+            peer: node.to_owned(),
+            what,
+            reason: format!("not the expected JSON: {e}"),
+        })?;
+        Ok(PutOutcome { digest: a.digest, size: a.size, existed: a.existed })
+    }
+
+    /// `PUT /v1/manifests/{ref_file}`.
+    pub async fn put_manifest(&self, node: &str, rf: &RefFile, json: Bytes) -> Result<ManifestEntry> {
+        let req = self.http.put(Self::url(node, &format!("/v1/manifests/{rf}"))).body(json);
+        self.json(node, &format!("PUT /v1/manifests/{rf}"), req).await
+    }
+}
+
+enum LimitError {
+    Over,
+    Http(reqwest::Error),
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: u64) -> std::result::Result<Vec<u8>, LimitError> {
+    let mut out = Vec::new();
+    while let Some(c) = resp.chunk().await.map_err(LimitError::Http)? {
+        if (out.len() + c.len()) as u64 > limit {
+            return Err(LimitError::Over);
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+impl PeerApi for Client {
+    fn health<'a>(&'a self, peer: &'a str) -> BoxFut<'a, PeerHealth> {
+        Box::pin(Client::health(self, peer))
+    }
+    fn head_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, Option<u64>> {
+        Box::pin(Client::head_blob(self, peer, digest))
+    }
+    fn get_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(Client::get_blob(self, peer, digest))
+    }
+    fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>> {
+        Box::pin(Client::manifests(self, peer))
+    }
+    fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>> {
+        Box::pin(Client::manifest(self, peer, ref_file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_http_urls() {
+        assert_eq!(base_url("node-a:7420"), "http://node-a:7420");
+        assert_eq!(base_url(":7420"), "http://127.0.0.1:7420");
+        assert_eq!(base_url("https://x.example/"), "https://x.example");
+    }
+}

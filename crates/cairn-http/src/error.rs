@@ -1,0 +1,151 @@
+//! The one place that decides HTTP status codes: lower-layer errors in,
+//! status + JSON body `{"error": "..."}` out.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cairn_cluster::ClusterError;
+use cairn_store::{Digest, DigestError, NameError, StoreError};
+
+/// An error answered by the API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// A malformed digest in the path.
+    #[error("malformed digest {input:?}: {source}")]
+    BadDigest {
+        /// The path segment as received.
+        input: String,
+        /// Why it is not a digest.
+        source: DigestError,
+    },
+    /// An unsafe or malformed ref file name in the path.
+    #[error("unsafe or malformed ref file {input:?}: {source}")]
+    BadName {
+        /// The path segment as received (escaped when shown).
+        input: String,
+        /// Why it was refused.
+        source: NameError,
+    },
+    /// Any other malformed request (query, path encoding, headers).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A request body over the limit.
+    #[error("{what} is over the {limit} byte limit")]
+    TooLarge {
+        /// What was sent.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// A range outside the blob.
+    #[error("range {range:?} is outside blob {digest} of {size} bytes")]
+    RangeNotSatisfiable {
+        /// The blob.
+        digest: Digest,
+        /// The Range header.
+        range: String,
+        /// The blob's size.
+        size: u64,
+    },
+    /// A method the path does not support.
+    #[error("method {0} is not allowed on this path")]
+    MethodNotAllowed(String),
+    /// A store error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A cluster error.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+fn store_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::MissingBlobs { .. } => StatusCode::CONFLICT,
+        StoreError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        StoreError::ReadOnly(_) | StoreError::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
+        e if e.is_not_found() => StatusCode::NOT_FOUND,
+        e if e.is_bad_input() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn cluster_status(e: &ClusterError) -> StatusCode {
+    match e {
+        ClusterError::Store(s) => store_status(s),
+        ClusterError::Shared(e) => cluster_status(e),
+        ClusterError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ClusterError::UploadCut { .. } => StatusCode::BAD_REQUEST,
+        ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
+        ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl ApiError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadDigest { .. } | ApiError::BadName { .. } | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(e) => store_status(e),
+            ApiError::Cluster(e) => cluster_status(e),
+        }
+    }
+
+    fn missing(&self) -> Option<&[Digest]> {
+        match self {
+            ApiError::Store(StoreError::MissingBlobs { missing, .. })
+            | ApiError::Cluster(ClusterError::Store(StoreError::MissingBlobs { missing, .. })) => Some(missing),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let Some(m) = self.missing() {
+            body["missing"] = serde_json::json!(m);
+        }
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::RangeNotSatisfiable { size, .. } = self
+            && let Ok(v) = format!("bytes */{size}").parse()
+        {
+            resp.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_kind_maps_to_its_status() {
+        let d = Digest::of(b"x");
+        let cases: Vec<(ApiError, u16)> = vec![
+            (ApiError::Store(StoreError::BlobNotFound(d)), 404),
+            (ApiError::Store(StoreError::DigestMismatch { expected: d, actual: d }), 400),
+            (ApiError::Store(StoreError::MissingBlobs { name: "n".into(), missing: vec![d] }), 409),
+            (ApiError::TooLarge { what: "manifest".into(), limit: 1 }, 413),
+            (ApiError::MethodNotAllowed("DELETE".into()), 405),
+            (ApiError::Cluster(ClusterError::NotFound { digest: d, tried: vec![] }), 404),
+            (ApiError::Cluster(ClusterError::Unavailable { digest: d, tried: vec![] }), 502),
+            (ApiError::Cluster(ClusterError::Store(StoreError::BlobNotFound(d))), 404),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.status().as_u16(), code, "{e}");
+        }
+    }
+}

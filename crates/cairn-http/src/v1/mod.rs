@@ -1,0 +1,246 @@
+//! The `/v1` node API (DESIGN.md section 3, plus Cairn's additions listed
+//! in the README). Handlers extract typed input, call one cluster or store
+//! function, and map the result; statuses come from [`crate::error`].
+
+pub mod range;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Router, http::Method};
+use cairn_cluster::{ClusterStats, ManifestEntry, PeerStatus, SyncReport};
+use cairn_store::refs::{MAX_MANIFEST_BYTES, now_rfc3339};
+use cairn_store::{Digest, RefFile, StoreError};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The header naming the node that served a blob or manifest.
+pub const NODE_HEADER: &str = "x-volt-node";
+/// The header naming where `/v1/fetch` got the bytes (Cairn's addition).
+pub const SOURCE_HEADER: &str = "x-cairn-source";
+
+/// `GET /v1/info` (exact seed field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node id.
+    pub node_id: String,
+    /// The configured listen address, e.g. `:7420`.
+    pub listen_addr: String,
+    /// Peer addresses.
+    pub peers: Vec<String>,
+    /// The data directory.
+    pub cas_base: String,
+}
+
+/// `GET /v1/health` (exact seed field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    /// The node id.
+    pub node_id: String,
+    /// Now, RFC 3339 UTC.
+    pub time: String,
+}
+
+/// The answer to `PUT /v1/blobs/{digest}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutBlobAnswer {
+    /// The digest stored.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// True when it was already there.
+    pub existed: bool,
+}
+
+/// The `/v1` routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/blobs/{digest}", only(get(get_blob).head(head_blob).put(put_blob)))
+        .route("/v1/manifests", only(get(list_manifests)))
+        .route("/v1/manifests/{ref_file}", only(get(get_manifest).put(put_manifest)))
+        .route("/v1/manifests/{ref_file}/sync", only(post(sync_manifest)))
+        .route("/v1/health", only(get(health)))
+        .route("/v1/info", only(get(info)))
+        .route("/v1/peers", only(get(peers)))
+        .route("/v1/cluster/manifests", only(get(cluster_manifests)))
+        .route("/v1/cluster/stats", only(get(cluster_stats)))
+        .route("/v1/fetch/{digest}", only(get(fetch)))
+        .with_state(state)
+}
+
+fn only(r: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+    r.fallback(|m: Method| async move { ApiError::MethodNotAllowed(m.to_string()) })
+}
+
+/// A digest from the path, checked before anything else happens.
+pub struct DigestPath(pub Digest);
+
+impl<S: Send + Sync> FromRequestParts<S> for DigestPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(s) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        Digest::parse(&s).map(DigestPath).map_err(|source| ApiError::BadDigest { input: s, source })
+    }
+}
+
+/// A ref file name from the path: one safe component, or a 400.
+pub struct RefFilePath(pub RefFile);
+
+impl<S: Send + Sync> FromRequestParts<S> for RefFilePath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(s) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        RefFile::parse(&s).map(RefFilePath).map_err(|source| ApiError::BadName { input: s, source })
+    }
+}
+
+async fn get_blob(
+    State(s): State<Arc<AppState>>,
+    DigestPath(d): DigestPath,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let size = s.cluster.local_size(d).await?.ok_or(StoreError::BlobNotFound(d))?;
+    let range_header = h.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match range::parse(range_header, size) {
+        range::ByteRange::Full => (StatusCode::OK, 0, size),
+        range::ByteRange::Part { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
+        range::ByteRange::Unsatisfiable => {
+            let range = range_header.unwrap_or_default().to_owned();
+            return Err(ApiError::RangeNotSatisfiable { digest: d, range, size });
+        }
+    };
+    let (_, len, stream) = s.cluster.local_blob(d, start, Some(len)).await?;
+    let mut resp = blob_response(&s, Body::from_stream(stream), Some(len));
+    *resp.status_mut() = status;
+    if status == StatusCode::PARTIAL_CONTENT {
+        let cr = format!("bytes {start}-{}/{size}", start + len - 1);
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&cr).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        );
+    }
+    Ok(resp)
+}
+
+fn blob_response(s: &AppState, body: Body, len: Option<u64>) -> Response {
+    let mut resp = body.into_response();
+    let hs = resp.headers_mut();
+    hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    hs.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    hs.insert(NODE_HEADER, s.node_header.clone());
+    if let Some(len) = len {
+        hs.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    resp
+}
+
+async fn head_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) -> Result<Response, ApiError> {
+    // One stat is cheaper than a hand-off to the blocking pool, and HEAD
+    // rate is what peers' fan-out depends on.
+    let size = s.cluster.store().size(&d)?;
+    Ok(blob_response(&s, Body::empty(), Some(size)))
+}
+
+async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, body: Body) -> Result<Response, ApiError> {
+    let stream = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
+    let out = s.cluster.put_blob(d, stream).await?;
+    let status = if out.existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(PutBlobAnswer { digest: out.digest, size: out.size, existed: out.existed })).into_response())
+}
+
+async fn list_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
+    Ok(Json(s.cluster.local_manifests().await?))
+}
+
+async fn get_manifest(State(s): State<Arc<AppState>>, RefFilePath(rf): RefFilePath) -> Result<Response, ApiError> {
+    let store = s.cluster.store().clone();
+    let bytes = tokio::task::spawn_blocking(move || store.manifest_bytes(&rf))
+        .await
+        .map_err(|e| ApiError::Cluster(cairn_cluster::ClusterError::Task(e.to_string())))??;
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (header::HeaderName::from_static(NODE_HEADER), s.node_header.clone()),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+async fn put_manifest(
+    State(s): State<Arc<AppState>>,
+    RefFilePath(rf): RefFilePath,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_limited(body, MAX_MANIFEST_BYTES, &format!("manifest {rf}")).await?;
+    let entry = s.cluster.push_manifest(&rf, bytes).await?;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond).
+async fn read_limited(body: Body, limit: u64, what: &str) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    let mut s = body.into_data_stream();
+    while let Some(c) = s.next().await {
+        let c = c.map_err(|e| ApiError::BadRequest(format!("reading {what}: {e}")))?;
+        if (out.len() + c.len()) as u64 > limit {
+            return Err(ApiError::TooLarge { what: what.to_owned(), limit });
+        }
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// `?peer=ADDR` of a sync.
+#[derive(Debug, Deserialize)]
+pub struct SyncQuery {
+    /// The peer to pull from.
+    pub peer: String,
+}
+
+async fn sync_manifest(
+    State(s): State<Arc<AppState>>,
+    RefFilePath(rf): RefFilePath,
+    q: Result<Query<SyncQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SyncReport>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("{}; use ?peer=HOST:PORT", e.body_text())))?;
+    Ok(Json(s.cluster.sync(&q.peer, &rf, Arc::new(|_| {})).await?))
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health { status: "ok".into(), node_id: s.info.node_id.clone(), time: now_rfc3339() })
+}
+
+async fn info(State(s): State<Arc<AppState>>) -> Json<NodeInfo> {
+    Json(s.info.clone())
+}
+
+async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {
+    Json(s.cluster.peers().snapshot())
+}
+
+async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
+    Ok(Json(s.cluster.cluster_manifests().await?))
+}
+
+async fn cluster_stats(State(s): State<Arc<AppState>>) -> Result<Json<ClusterStats>, ApiError> {
+    Ok(Json(s.cluster.stats().await?))
+}
+
+async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) -> Result<Response, ApiError> {
+    let b = s.cluster.fetch(d).await?;
+    let mut resp = blob_response(&s, Body::from_stream(b.stream), b.size);
+    if let Ok(v) = HeaderValue::from_str(&b.source) {
+        resp.headers_mut().insert(SOURCE_HEADER, v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,98 @@
+//! The `Range` header of a blob GET (single byte ranges only).
+
+/// What a `Range` header asks of a blob of a known size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// No usable range: send the whole blob (200).
+    Full,
+    /// `len` bytes from `start` (206).
+    Part {
+        /// First byte.
+        start: u64,
+        /// Number of bytes (at least 1).
+        len: u64,
+    },
+    /// A range wholly outside the blob (416).
+    Unsatisfiable,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n` against `size`. Other
+/// forms (other units, several ranges, garbage) are ignored, as RFC 9110
+/// allows, and the whole blob is sent.
+pub fn parse(header: Option<&str>, size: u64) -> ByteRange {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) { None } else { s.parse().ok() }
+    };
+    match (a.is_empty(), num(a), num(b)) {
+        // Suffix: the last n bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || size == 0 {
+                ByteRange::Unsatisfiable
+            } else {
+                let len = n.min(size);
+                ByteRange::Part { start: size - len, len }
+            }
+        }
+        (false, Some(start), end) if b.is_empty() || end.is_some() => {
+            if start >= size {
+                return ByteRange::Unsatisfiable;
+            }
+            let last = match end {
+                Some(e) if e < start => return ByteRange::Full,
+                Some(e) => e.min(size - 1),
+                None => size - 1,
+            };
+            ByteRange::Part { start, len: last - start + 1 }
+        }
+        _ => ByteRange::Full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn common_forms_are_understood() {
+        assert_eq!(parse(Some("bytes=0-9"), 100), ByteRange::Part { start: 0, len: 10 });
+        assert_eq!(parse(Some("bytes=90-"), 100), ByteRange::Part { start: 90, len: 10 });
+        assert_eq!(parse(Some("bytes=-5"), 100), ByteRange::Part { start: 95, len: 5 });
+        assert_eq!(parse(Some("bytes=-500"), 100), ByteRange::Part { start: 0, len: 100 });
+        assert_eq!(parse(Some("bytes=50-5000"), 100), ByteRange::Part { start: 50, len: 50 });
+    }
+
+    #[test]
+    fn ranges_outside_the_blob_are_unsatisfiable() {
+        assert_eq!(parse(Some("bytes=100-"), 100), ByteRange::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=-0"), 100), ByteRange::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=0-0"), 0), ByteRange::Unsatisfiable);
+    }
+
+    #[test]
+    fn odd_headers_fall_back_to_the_whole_blob() {
+        for h in ["items=0-1", "bytes=0-1,5-6", "bytes=5-1", "bytes=x-", "bytes=", "bytes=--1", "bytes=+1-2"] {
+            assert_eq!(parse(Some(h), 100), ByteRange::Full, "{h}");
+        }
+        assert_eq!(parse(None, 100), ByteRange::Full);
+    }
+
+    proptest! {
+        #[test]
+        fn every_part_lies_inside_the_blob(h in "bytes=[0-9]{0,4}-[0-9]{0,4}", size in 0u64..5000) {
+            if let ByteRange::Part { start, len } = parse(Some(&h), size) {
+                prop_assert!(len >= 1);
+                prop_assert!(start + len <= size);
+            }
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Test helpers for Cairn's network layers (dev-only).
+//!
+//! Every server here runs on its own Tokio runtime, bound to `127.0.0.1:0`
+//! before it is spawned, so it is ready when the constructor returns.
+//! Stopping a server shuts its runtime down: listeners and every open
+//! connection die at once, like a killed process.
+//!
+//! - [`TestNode`] / [`start_cluster`]: real Cairn nodes, each with its own
+//!   temp data dir, wired as peers.
+//! - [`TestOrigin`]: an HTTP origin that counts its requests.
+//! - [`HostilePeer`]: a peer that lies (wrong bytes, truncation, stalls, death
+//!   mid-stream, malformed JSON, unsafe manifests).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use cairn_cluster::{ClusterConfig, Origin};
+use cairn_http::AppState;
+use cairn_store::{Digest, Store, StoreOptions};
+
+/// Deterministic pseudo-random bytes (xorshift), so big blobs are generated, not committed.
+pub fn blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An address nothing listens on (connections are refused).
+pub fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a.to_string()
+}
+
+/// A server on its own runtime.
+pub struct Server {
+    addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    /// Serves `app` on an already bound listener.
+    pub fn spawn(listener: std::net::TcpListener, app: Router) -> Server {
+        let addr = listener.local_addr().expect("local addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        {
+            let _g = rt.enter();
+            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+            rt.spawn(async move { axum::serve(l, app).await });
+        }
+        Server { addr, rt: Some(rt) }
+    }
+
+    /// Binds `127.0.0.1:0` and serves `app`.
+    pub fn start(app: Router) -> Server {
+        Server::spawn(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"), app)
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Kills the server and every open connection.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Runs `f` inside this server's runtime (to spawn tasks on it).
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.rt.as_ref().expect("server running").enter();
+        f()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Request counts by `METHOD /v1/<first segment>`, e.g. `GET /v1/blobs`;
+/// the same key with ` done` counts handlers that have returned.
+#[derive(Default, Debug)]
+pub struct Counters {
+    map: std::sync::Mutex<HashMap<String, usize>>,
+    hang_after: std::sync::Mutex<Option<(String, usize)>>,
+}
+
+impl Counters {
+    /// How many requests matched `key` (`"GET /v1/blobs"`).
+    pub fn get(&self, key: &str) -> usize {
+        self.map.lock().expect("counters").get(key).copied().unwrap_or(0)
+    }
+    /// Requests matching `key` beyond the first `n` hang until the node is
+    /// stopped: a deterministic point at which to kill it mid-work.
+    pub fn hang_after(&self, key: &str, n: usize) {
+        *self.hang_after.lock().expect("counters") = Some((key.to_owned(), n));
+    }
+
+    fn hit(&self, method: &Method, path: &str, suffix: &str) -> bool {
+        let prefix: String = path.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        let key = format!("{method} {prefix}{suffix}");
+        let mut map = self.map.lock().expect("counters");
+        let n = map.entry(key.clone()).or_default();
+        *n += 1;
+        let count = *n;
+        drop(map);
+        matches!(&*self.hang_after.lock().expect("counters"), Some((k, limit)) if *k == key && count > *limit)
+    }
+}
+
+async fn count(State(c): State<Arc<Counters>>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    if c.hit(&method, &path, "") {
+        std::future::pending::<()>().await;
+    }
+    let resp = next.run(req).await;
+    c.hit(&method, &path, " done");
+    resp
+}
+
+/// Options of a [`TestNode`].
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Node id; a default is derived from the port.
+    pub node_id: Option<String>,
+    /// Peer addresses.
+    pub peers: Vec<String>,
+    /// Origin URL templates.
+    pub origins: Vec<String>,
+    /// Peer timeout.
+    pub peer_timeout: Duration,
+    /// Health interval.
+    pub health_interval: Duration,
+    /// Run the health loop.
+    pub health_loop: bool,
+    /// Remote transfers at once.
+    pub max_concurrent_fetches: usize,
+    /// Use origins.
+    pub enable_cdn_fallback: bool,
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        NodeSpec {
+            node_id: None,
+            peers: Vec::new(),
+            origins: Vec::new(),
+            peer_timeout: Duration::from_secs(2),
+            health_interval: Duration::from_secs(30),
+            health_loop: false,
+            max_concurrent_fetches: 8,
+            enable_cdn_fallback: true,
+        }
+    }
+}
+
+/// A real Cairn node in this process, with its own temp data dir.
+pub struct TestNode {
+    server: Server,
+    dir: tempfile::TempDir,
+    /// The node's store (the same data dir, for direct checks).
+    pub store: Store,
+    /// Requests the node received.
+    pub counters: Arc<Counters>,
+    /// The node's state (cluster, peers).
+    pub state: Arc<AppState>,
+    spec: NodeSpec,
+}
+
+impl TestNode {
+    /// Starts a node on a fresh port.
+    pub fn start(spec: NodeSpec) -> TestNode {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        TestNode::start_on(l, spec, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// Starts a node on a bound listener and data dir.
+    pub fn start_on(listener: std::net::TcpListener, spec: NodeSpec, dir: tempfile::TempDir) -> TestNode {
+        let addr = listener.local_addr().expect("addr");
+        let store = Store::open_with(dir.path(), StoreOptions { fsync: false, ..Default::default() }).expect("store");
+        let cfg = ClusterConfig {
+            node_id: spec.node_id.clone().unwrap_or_else(|| format!("node-{}", addr.port())),
+            peers: spec.peers.clone(),
+            peer_timeout: spec.peer_timeout,
+            health_interval: spec.health_interval,
+            enable_cdn_fallback: spec.enable_cdn_fallback,
+            origins: spec.origins.iter().map(|o| Origin::http(o).expect("origin")).collect(),
+            max_concurrent_fetches: spec.max_concurrent_fetches,
+        };
+        let state = AppState::new(store.clone(), cfg, &format!(":{}", addr.port())).expect("state");
+        let counters = Arc::new(Counters::default());
+        let app =
+            cairn_http::app(Arc::clone(&state)).layer(middleware::from_fn_with_state(Arc::clone(&counters), count));
+        let server = Server::spawn(listener, app);
+        if spec.health_loop {
+            server.enter(|| state.cluster.spawn_health_loop());
+        }
+        TestNode { server, dir, store, counters, state, spec }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        self.server.addr()
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Kills the node and its connections (its data dir stays).
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts the node again on a new port over the same data dir.
+    pub fn restart(self) -> TestNode {
+        let TestNode { mut server, dir, spec, .. } = self;
+        server.stop();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        TestNode::start_on(l, spec, dir)
+    }
+
+    /// Stores bytes directly in the node's store.
+    pub fn put(&self, bytes: &[u8]) -> Digest {
+        self.store.put_reader(bytes, None).expect("put").digest
+    }
+}
+
+/// Starts `n` nodes, each listing all the others as peers.
+pub fn start_cluster(n: usize, spec: NodeSpec) -> Vec<TestNode> {
+    let ls: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    let addrs: Vec<String> = ls.iter().map(|l| l.local_addr().expect("addr").to_string()).collect();
+    ls.into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut s = spec.clone();
+            s.peers = addrs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a.clone()).collect();
+            s.peers.extend(spec.peers.iter().cloned());
+            TestNode::start_on(l, s, tempfile::tempdir().expect("tempdir"))
+        })
+        .collect()
+}
+
+/// How a [`TestOrigin`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OriginMode {
+    /// The right bytes.
+    Good,
+    /// Same length, one byte flipped.
+    WrongBytes,
+}
+
+struct OriginState {
+    blobs: HashMap<Digest, Bytes>,
+    mode: OriginMode,
+    hits: AtomicUsize,
+}
+
+/// An HTTP origin serving `/blobs/{digest}` and counting requests.
+pub struct TestOrigin {
+    server: Server,
+    state: Arc<OriginState>,
+}
+
+impl TestOrigin {
+    /// An origin holding `blobs`.
+    pub fn start(blobs: &[Vec<u8>], mode: OriginMode) -> TestOrigin {
+        let state = Arc::new(OriginState {
+            blobs: blobs.iter().map(|b| (Digest::of(b), Bytes::from(b.clone()))).collect(),
+            mode,
+            hits: AtomicUsize::new(0),
+        });
+        let app = Router::new().route("/blobs/{digest}", get(origin_get)).with_state(Arc::clone(&state));
+        TestOrigin { server: Server::start(app), state }
+    }
+
+    /// The URL template for a node's config.
+    pub fn template(&self) -> String {
+        format!("http://{}/blobs/{{digest}}", self.server.addr())
+    }
+
+    /// Requests received.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn origin_get(State(s): State<Arc<OriginState>>, Path(d): Path<String>) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    let Some(b) = Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d).cloned()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let b = match s.mode {
+        OriginMode::Good => b,
+        OriginMode::WrongBytes => flip(&b),
+    };
+    // Chunked like a real large download.
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        b.chunks(256 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let mut resp = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    resp
+}
+
+fn flip(b: &Bytes) -> Bytes {
+    let mut v = b.to_vec();
+    if let Some(x) = v.last_mut() {
+        *x ^= 0xff;
+    }
+    Bytes::from(v)
+}
+
+/// How a [`HostilePeer`] misbehaves when asked for a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hostility {
+    /// Right length, wrong bytes.
+    WrongBytes,
+    /// Declares the full length, sends half, ends the response.
+    Truncated,
+    /// Never answers any request (health included).
+    Hang,
+    /// Sends the headers and half the blob, then nothing, forever.
+    StallMidStream,
+    /// Sends half the blob, then the connection breaks.
+    DieMidStream,
+    /// Answers `/v1/manifests` and `/v1/health` with malformed JSON.
+    BadJson,
+    /// Serves the blobs correctly (for manifests tests).
+    Honest,
+}
+
+struct HostileState {
+    mode: Hostility,
+    blobs: HashMap<Digest, Bytes>,
+    manifests: HashMap<String, Vec<u8>>,
+    gets: AtomicUsize,
+}
+
+/// A peer that claims to hold blobs and misbehaves when asked for them.
+pub struct HostilePeer {
+    server: Server,
+    state: Arc<HostileState>,
+}
+
+impl HostilePeer {
+    /// A hostile peer claiming `blobs` and serving `manifests` (ref file -> bytes).
+    pub fn start(mode: Hostility, blobs: &[Vec<u8>], manifests: &[(&str, Vec<u8>)]) -> HostilePeer {
+        let state = Arc::new(HostileState {
+            mode,
+            blobs: blobs.iter().map(|b| (Digest::of(b), Bytes::from(b.clone()))).collect(),
+            manifests: manifests.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            gets: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/v1/health", get(hostile_health))
+            .route("/v1/manifests", get(hostile_list))
+            .route("/v1/manifests/{rf}", get(hostile_manifest))
+            .route("/v1/blobs/{digest}", get(hostile_get).head(hostile_head))
+            .with_state(Arc::clone(&state));
+        HostilePeer { server: Server::start(app), state }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        self.server.addr()
+    }
+
+    /// Blob GETs received.
+    pub fn gets(&self) -> usize {
+        self.state.gets.load(Ordering::SeqCst)
+    }
+}
+
+async fn hang_if(s: &HostileState) {
+    if s.mode == Hostility::Hang {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn hostile_health(State(s): State<Arc<HostileState>>) -> Response {
+    hang_if(&s).await;
+    if s.mode == Hostility::BadJson {
+        return (StatusCode::OK, "{\"status\": 7").into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ok", "node_id": "hostile", "time": "2024-01-01T00:00:00Z"}))
+        .into_response()
+}
+
+async fn hostile_list(State(s): State<Arc<HostileState>>) -> Response {
+    hang_if(&s).await;
+    if s.mode == Hostility::BadJson {
+        return (StatusCode::OK, "[{\"name\": \"x\", \"ref_file\": 12}]").into_response();
+    }
+    let list: Vec<serde_json::Value> = s
+        .manifests
+        .keys()
+        .map(|k| serde_json::json!({"name": "m", "ref_file": k, "blob_count": 0, "node_id": "hostile"}))
+        .collect();
+    axum::Json(list).into_response()
+}
+
+async fn hostile_manifest(State(s): State<Arc<HostileState>>, Path(rf): Path<String>) -> Response {
+    hang_if(&s).await;
+    match s.manifests.get(&rf) {
+        Some(b) => (StatusCode::OK, b.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn hostile_head(State(s): State<Arc<HostileState>>, Path(d): Path<String>) -> Response {
+    hang_if(&s).await;
+    match Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d)) {
+        Some(b) => {
+            let mut r = StatusCode::OK.into_response();
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+            r
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) -> Response {
+    s.gets.fetch_add(1, Ordering::SeqCst);
+    hang_if(&s).await;
+    let Some(b) = Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d).cloned()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let len = b.len();
+    let first = b.slice(..len / 2);
+    let body = match s.mode {
+        Hostility::WrongBytes => Body::from(flip(&b)),
+        Hostility::Honest | Hostility::BadJson | Hostility::Hang => Body::from(b),
+        Hostility::Truncated => Body::from(b.slice(..len / 2)),
+        Hostility::StallMidStream => {
+            let s = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+                .chain(futures_util::stream::pending());
+            Body::from_stream(s)
+        }
+        Hostility::DieMidStream => {
+            let s = futures_util::stream::iter(vec![
+                Ok(first),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer died")),
+            ]);
+            Body::from_stream(s)
+        }
+    };
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+use futures_util::StreamExt as _;

@@ -1,0 +1,400 @@
+//! The node's configuration: a YAML (or JSON) file with the seed's keys and
+//! Cairn's own, overridden by flags, checked into one [`NodeConfig`].
+//! No file at all is fine: every key has a default.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cairn_cluster::Origin;
+use serde::Deserialize;
+
+/// The seed's default port.
+pub const DEFAULT_PORT: u16 = 7420;
+
+/// The file as written. Unknown keys are an error naming the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Seed: this node's id (default: the hostname).
+    pub node_id: Option<String>,
+    /// Seed: `host:port` or `:port` (default `:7420`).
+    pub listen_addr: Option<String>,
+    /// Seed: peer addresses, `host:port`.
+    pub peers: Option<Vec<String>>,
+    /// Seed: the address peers reach this node at (default: first non-loopback address).
+    pub advertise_addr: Option<String>,
+    /// Seed: peer request timeout, humantime (`10s`, `500ms`).
+    pub peer_timeout: Option<String>,
+    /// Seed: use origins when no peer has a blob (default true).
+    pub enable_cdn_fallback: Option<bool>,
+    /// Cairn: the data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Cairn: origins, tried in order: `[{url: "http://cdn/blobs/{digest}"}]`.
+    pub origins: Option<Vec<OriginConfig>>,
+    /// Cairn: time between health probes of a healthy peer (default `30s`).
+    pub health_interval: Option<String>,
+    /// Cairn: remote transfers at once, also the sync concurrency (default 16).
+    pub max_concurrent_fetches: Option<usize>,
+    /// Cairn: how long shutdown waits for in-flight requests (default `30s`).
+    pub shutdown_grace: Option<String>,
+}
+
+/// One origin entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// URL template containing `{digest}`.
+    pub url: String,
+}
+
+/// Flags of `cairn serve` that override the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Config file (YAML or JSON) [default: $CAIRN_CONFIG]
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node id [config: node_id; default: the hostname]
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Listen address, `host:port` or `:port` [config: listen_addr; default :7420]
+    #[arg(long, value_name = "ADDR")]
+    pub listen_addr: Option<String>,
+    /// A peer `host:port`; repeat for several (replaces the config's list) [config: peers]
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<String>,
+    /// Address peers reach this node at [config: advertise_addr]
+    #[arg(long, value_name = "ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Peer request timeout, e.g. 10s, 500ms [config: peer_timeout; default 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub peer_timeout: Option<String>,
+    /// Health probe interval [config: health_interval; default 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// An origin URL template with {digest}; repeat for several [config: origins]
+    #[arg(long = "origin", value_name = "URL")]
+    pub origins: Vec<String>,
+    /// Never use origins [config: enable_cdn_fallback: false]
+    #[arg(long)]
+    pub no_cdn_fallback: bool,
+    /// Remote transfers at once [config: max_concurrent_fetches; default 16]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_fetches: Option<usize>,
+}
+
+/// The checked configuration of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node id.
+    pub node_id: String,
+    /// The listen address as configured (shown in `/v1/info`).
+    pub listen_addr: String,
+    /// The socket address to bind.
+    pub bind: SocketAddr,
+    /// Peers.
+    pub peers: Vec<String>,
+    /// Address advertised to peers.
+    pub advertise_addr: String,
+    /// Peer timeout.
+    pub peer_timeout: Duration,
+    /// Use origins.
+    pub enable_cdn_fallback: bool,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Origins.
+    pub origins: Vec<Origin>,
+    /// Health interval.
+    pub health_interval: Duration,
+    /// Remote transfers at once.
+    pub max_concurrent_fetches: usize,
+    /// Shutdown deadline.
+    pub shutdown_grace: Duration,
+}
+
+/// Reads a config file: JSON when it starts with `{`, YAML otherwise.
+pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// Parses config text (YAML, or JSON).
+pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn duration(key: &str, v: &str) -> anyhow::Result<Duration> {
+    let d = humantime::parse_duration(v.trim())
+        .with_context(|| format!("{key}: {v:?} is not a duration (use e.g. 10s, 500ms, 1m)"))?;
+    if d.is_zero() {
+        bail!("{key}: must be more than zero");
+    }
+    Ok(d)
+}
+
+/// The address to bind for a listen address: `:7420` means every interface.
+pub fn bind_addr(listen: &str) -> anyhow::Result<SocketAddr> {
+    let full = if listen.starts_with(':') { format!("0.0.0.0{listen}") } else { listen.to_owned() };
+    full.to_socket_addrs()
+        .with_context(|| format!("listen_addr {listen:?} is not host:port or :port"))?
+        .next()
+        .with_context(|| format!("listen_addr {listen:?} resolves to no address"))
+}
+
+/// Where a client reaches the node listening on `listen`.
+pub fn client_addr(listen: &str) -> String {
+    match listen.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => listen.replace("0.0.0.0:", "127.0.0.1:"),
+    }
+}
+
+fn hostname() -> String {
+    let from_file = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if !from_file.is_empty() {
+        return from_file;
+    }
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "cairn".into())
+}
+
+/// The first non-loopback IPv4 address of this machine, from the kernel's
+/// routing table (no traffic is sent).
+fn first_non_loopback() -> Option<String> {
+    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
+    let mut last_ip: Option<&str> = None;
+    for line in trie.lines() {
+        let t = line.trim();
+        if let Some(ip) = t.strip_prefix("|-- ") {
+            last_ip = Some(ip);
+        } else if t == "/32 host LOCAL"
+            && let Some(ip) = last_ip
+            && !ip.starts_with("127.")
+        {
+            return Some(ip.to_owned());
+        }
+    }
+    None
+}
+
+impl NodeConfig {
+    /// Merges the file (if any), the flags and the defaults, and checks the result.
+    pub fn load(flags: &Overrides, data_dir_flag: Option<PathBuf>) -> anyhow::Result<NodeConfig> {
+        let file = match &flags.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        NodeConfig::merge(file, flags, data_dir_flag)
+    }
+
+    /// Applies flags over `file` over the defaults.
+    pub fn merge(file: FileConfig, flags: &Overrides, data_dir_flag: Option<PathBuf>) -> anyhow::Result<NodeConfig> {
+        let node_id = flags.node_id.clone().or(file.node_id).unwrap_or_else(hostname);
+        if node_id.is_empty() || !node_id.chars().all(|c| c.is_ascii_graphic()) {
+            bail!("node_id {node_id:?} must be non-empty printable ASCII without spaces");
+        }
+        let listen_addr = flags.listen_addr.clone().or(file.listen_addr).unwrap_or_else(|| format!(":{DEFAULT_PORT}"));
+        let bind = bind_addr(&listen_addr)?;
+        let peers = if flags.peers.is_empty() { file.peers.unwrap_or_default() } else { flags.peers.clone() };
+        for p in &peers {
+            if p.trim().is_empty() || p.contains(char::is_whitespace) {
+                bail!("peers: {p:?} is not a host:port address");
+            }
+        }
+        let advertise_addr = match flags.advertise_addr.clone().or(file.advertise_addr) {
+            Some(a) => a,
+            None => format!("{}:{}", first_non_loopback().unwrap_or_else(|| "127.0.0.1".into()), bind.port()),
+        };
+        let peer_timeout = match flags.peer_timeout.as_deref().or(file.peer_timeout.as_deref()) {
+            Some(v) => duration("peer_timeout", v)?,
+            None => Duration::from_secs(10),
+        };
+        let health_interval = match flags.health_interval.as_deref().or(file.health_interval.as_deref()) {
+            Some(v) => duration("health_interval", v)?,
+            None => Duration::from_secs(30),
+        };
+        let shutdown_grace = match file.shutdown_grace.as_deref() {
+            Some(v) => duration("shutdown_grace", v)?,
+            None => Duration::from_secs(30),
+        };
+        let urls: Vec<String> = if flags.origins.is_empty() {
+            file.origins.unwrap_or_default().into_iter().map(|o| o.url).collect()
+        } else {
+            flags.origins.clone()
+        };
+        let origins = urls
+            .iter()
+            .map(|u| Origin::http(u).map_err(|e| anyhow::anyhow!("origins: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let max_concurrent_fetches = flags.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(16);
+        if max_concurrent_fetches == 0 {
+            bail!("max_concurrent_fetches must be at least 1");
+        }
+        let enable_cdn_fallback = !flags.no_cdn_fallback && file.enable_cdn_fallback.unwrap_or(true);
+        let data_dir = data_dir_flag.or(file.data_dir).unwrap_or_else(|| crate::cmd::data_dir(None));
+        Ok(NodeConfig {
+            node_id,
+            listen_addr,
+            bind,
+            peers,
+            advertise_addr,
+            peer_timeout,
+            enable_cdn_fallback,
+            data_dir,
+            origins,
+            health_interval,
+            max_concurrent_fetches,
+            shutdown_grace,
+        })
+    }
+
+    /// The cluster's part of the configuration.
+    pub fn cluster(&self) -> cairn_cluster::ClusterConfig {
+        cairn_cluster::ClusterConfig {
+            node_id: self.node_id.clone(),
+            peers: self.peers.clone(),
+            peer_timeout: self.peer_timeout,
+            health_interval: self.health_interval,
+            enable_cdn_fallback: self.enable_cdn_fallback,
+            origins: self.origins.clone(),
+            max_concurrent_fetches: self.max_concurrent_fetches,
+        }
+    }
+}
+
+/// The node a client command talks to: `--node`, else the local config's
+/// listen address, else `127.0.0.1:7420`.
+pub fn node_addr(node: Option<String>, config: Option<&Path>) -> anyhow::Result<String> {
+    if let Some(n) = node {
+        return Ok(n);
+    }
+    let listen = match config {
+        Some(p) => read_file(p)?.listen_addr,
+        None => None,
+    };
+    Ok(client_addr(&listen.unwrap_or_else(|| format!(":{DEFAULT_PORT}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(yaml: &str) -> anyhow::Result<NodeConfig> {
+        NodeConfig::merge(parse(yaml)?, &Overrides::default(), Some("/tmp/x".into()))
+    }
+
+    #[test]
+    fn no_config_at_all_gives_the_seed_defaults() {
+        let c = merged("").unwrap();
+        assert_eq!(c.listen_addr, ":7420");
+        assert_eq!(c.bind.port(), 7420);
+        assert_eq!(c.peer_timeout, Duration::from_secs(10));
+        assert_eq!(c.health_interval, Duration::from_secs(30));
+        assert!(c.enable_cdn_fallback);
+        assert!(c.peers.is_empty() && c.origins.is_empty());
+        assert!(!c.node_id.is_empty());
+        assert!(c.advertise_addr.ends_with(":7420"));
+    }
+
+    #[test]
+    fn seed_keys_and_cairn_keys_are_read_from_yaml() {
+        let c = merged(
+            "node_id: n1\nlisten_addr: \"127.0.0.1:9000\"\npeers: [\"a:1\", \"b:2\"]\nadvertise_addr: \"10.0.0.1:9000\"\n\
+             peer_timeout: 500ms\nenable_cdn_fallback: false\norigins:\n  - url: \"http://cdn/blobs/{digest}\"\n\
+             health_interval: 2s\nmax_concurrent_fetches: 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.node_id, "n1");
+        assert_eq!(c.bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.peers, ["a:1", "b:2"]);
+        assert_eq!(c.advertise_addr, "10.0.0.1:9000");
+        assert_eq!(c.peer_timeout, Duration::from_millis(500));
+        assert!(!c.enable_cdn_fallback);
+        assert_eq!(c.origins, [Origin::http("http://cdn/blobs/{digest}").unwrap()]);
+        assert_eq!(c.health_interval, Duration::from_secs(2));
+        assert_eq!(c.max_concurrent_fetches, 3);
+    }
+
+    #[test]
+    fn json_config_is_accepted() {
+        let c = merged(r#"{"node_id": "j", "peers": ["x:1"], "peer_timeout": "10s"}"#).unwrap();
+        assert_eq!((c.node_id.as_str(), c.peers.len()), ("j", 1));
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error_naming_the_key() {
+        let e = merged("node_id: a\npeer_timout: 5s\n").unwrap_err().to_string();
+        assert!(e.contains("peer_timout"), "{e}");
+        let e = merged(r#"{"listen": ":1"}"#).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = merged("origins:\n  - url: \"http://x/{digest}\"\n    weight: 3\n").unwrap_err().to_string();
+        assert!(e.contains("weight"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        for (yaml, key) in [
+            ("peer_timeout: soon\n", "peer_timeout"),
+            ("health_interval: 0s\n", "health_interval"),
+            ("listen_addr: \"nope\"\n", "listen_addr"),
+            ("origins:\n  - url: \"ftp://x/{digest}\"\n", "origins"),
+            ("origins:\n  - url: \"http://x/blobs\"\n", "origins"),
+            ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
+            ("node_id: \"a b\"\n", "node_id"),
+        ] {
+            let e = format!("{:#}", merged(yaml).unwrap_err());
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse("node_id: file\npeers: [\"a:1\"]\npeer_timeout: 5s\nenable_cdn_fallback: true\n").unwrap();
+        let flags = Overrides {
+            node_id: Some("flag".into()),
+            peers: vec!["b:2".into()],
+            peer_timeout: Some("1s".into()),
+            no_cdn_fallback: true,
+            listen_addr: Some(":8000".into()),
+            ..Default::default()
+        };
+        let c = NodeConfig::merge(file, &flags, None).unwrap();
+        assert_eq!(c.node_id, "flag");
+        assert_eq!(c.peers, ["b:2"]);
+        assert_eq!(c.peer_timeout, Duration::from_secs(1));
+        assert!(!c.enable_cdn_fallback);
+        assert_eq!(c.listen_addr, ":8000");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_errors_without_panicking(s in "\\PC{0,200}") {
+            if let Ok(f) = parse(&s) {
+                let _ = NodeConfig::merge(f, &Overrides::default(), Some("/tmp/x".into()));
+            }
+        }
+
+        #[test]
+        fn any_humantime_duration_round_trips(ms in 1u64..10_000_000) {
+            let text = humantime::format_duration(Duration::from_millis(ms)).to_string();
+            let c = merged(&format!("peer_timeout: \"{text}\"\n")).unwrap();
+            proptest::prop_assert_eq!(c.peer_timeout, Duration::from_millis(ms));
+        }
+    }
+
+    #[test]
+    fn client_address_of_a_wildcard_listen_is_loopback() {
+        assert_eq!(client_addr(":7420"), "127.0.0.1:7420");
+        assert_eq!(client_addr("0.0.0.0:9"), "127.0.0.1:9");
+        assert_eq!(client_addr("node:9"), "node:9");
+    }
+}

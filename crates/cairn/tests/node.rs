@@ -1,0 +1,235 @@
+//! User stories of the node, with the real `cairn` binary: serve from a
+//! config file, stop on SIGTERM, and the cluster commands against it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use cairn_store::Digest;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A `cairn serve` process, killed if the test fails before stopping it.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn health_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200") && out.contains("\"status\":\"ok\"")
+}
+
+fn serve(dir: &Path, config: &str) -> Node {
+    let cfg = dir.join("cairn.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let addr =
+        config.lines().find_map(|l| l.strip_prefix("listen_addr: ")).map(|a| a.trim_matches('"').to_owned()).unwrap();
+    let child = Command::cargo_bin("cairn")
+        .unwrap()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let node = Node { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health_ok(&node.addr) {
+        assert!(Instant::now() < deadline, "node on {} not ready within 20 s", node.addr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}
+
+fn sigterm(node: &mut Node) -> std::process::ExitStatus {
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = node.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "node did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cairn(args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("cairn").unwrap().args(args).env_remove("CAIRN_CONFIG").output().unwrap()
+}
+
+fn node_config(dir: &Path, port: u16, peers: &[String]) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "node_id: n{port}\nlisten_addr: \"127.0.0.1:{port}\"\npeers: [{}]\npeer_timeout: 2s\nhealth_interval: 1s\n\
+         enable_cdn_fallback: true\ndata_dir: \"{}\"\nmax_concurrent_fetches: 4\n",
+        peers.join(", "),
+        dir.join("data").display()
+    )
+}
+
+#[test]
+fn serve_with_a_config_file_becomes_ready_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = serve(dir.path(), &node_config(dir.path(), port, &[]));
+    let out = cairn(&["peers", "--node", &node.addr, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let status = sigterm(&mut node);
+    assert!(status.success(), "exit status {status:?}");
+    // Nothing half-written is left behind.
+    assert_eq!(std::fs::read_dir(dir.path().join("data/tmp")).unwrap().count(), 0);
+    assert!(!health_ok(&node.addr));
+}
+
+#[test]
+fn serve_refuses_an_unknown_config_key_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "listen_addr: \"127.0.0.1:1\"\npeer_timout: 5s\n").unwrap();
+    let out = cairn(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("peer_timout") && err.contains("c.yaml"), "{err}");
+}
+
+#[test]
+fn two_served_nodes_share_blobs_through_fetch_sync_and_the_cluster_commands() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb) = (free_port(), free_port());
+    let a_addr = format!("127.0.0.1:{pa}");
+    let b_addr = format!("127.0.0.1:{pb}");
+    let mut a = serve(da.path(), &node_config(da.path(), pa, std::slice::from_ref(&b_addr)));
+    let mut b = serve(db.path(), &node_config(db.path(), pb, std::slice::from_ref(&a_addr)));
+
+    // Put a blob and a manifest on A through its API.
+    let data = cairn_testkit::blob(7, 300_000);
+    let d = Digest::of(&data);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = cairn_http::Client::new(Duration::from_secs(5));
+    rt.block_on(client.put_blob(&a.addr, &d, data.clone())).unwrap();
+    let json = serde_json::to_vec_pretty(&serde_json::json!({"name": "app", "created_at": "2024-01-01T00:00:00Z",
+        "objects": {"bin/app": d.to_string()}}))
+    .unwrap();
+    let rf = cairn_store::RefFile::parse("app-0123456789ab.json").unwrap();
+    rt.block_on(client.put_manifest(&a.addr, &rf, json.into())).unwrap();
+
+    // Fetch through B's pipeline: B pulls it from A.
+    let out_file = db.path().join("out.bin");
+    let out = cairn(&["fetch", &d.to_string(), "-o", out_file.to_str().unwrap(), "--node", &b.addr]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&out_file).unwrap(), data);
+    assert!(db.path().join("data/objects").join(d.to_string()).is_file());
+
+    let out = cairn(&["cluster", "stats", "--node", &b.addr, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_nodes"], 2);
+    assert_eq!(v["total_manifests"], 1);
+    let out = cairn(&["cluster", "manifests", "--node", &b.addr]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("app-0123456789ab.json"));
+
+    // Sync the manifest into a third, offline data dir.
+    let dc = tempfile::tempdir().unwrap();
+    let out = cairn(&["sync", &a.addr, rf.as_str(), "--data-dir", dc.path().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fetched"], 1);
+    assert!(dc.path().join("refs").join(rf.as_str()).is_file());
+
+    // A blob no node has: an error naming it, and no file (or temp file) left.
+    let absent = Digest::of(b"absent everywhere");
+    let missing_file = db.path().join("missing.bin");
+    let out = cairn(&["fetch", &absent.to_string(), "-o", missing_file.to_str().unwrap(), "--node", &b.addr]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&absent.to_string()));
+    assert!(!missing_file.exists() && !db.path().join(".missing.bin.cairn-part").exists());
+
+    // To standard output: the bytes and nothing else.
+    let out = cairn(&["fetch", &d.oci(), "--node", &b.addr]);
+    assert!(out.status.success());
+    assert!(out.stdout == data);
+
+    // A malformed digest is bad input (exit 2) before any request.
+    let out = cairn(&["fetch", "abc", "--node", &b.addr]);
+    assert_eq!(out.status.code(), Some(2));
+
+    assert!(sigterm(&mut b).success());
+    assert!(sigterm(&mut a).success());
+}
+
+#[test]
+fn cluster_commands_against_no_node_fail_naming_the_address() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = cairn(&["peers", "--node", &addr]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr));
+}
+
+#[test]
+fn sigterm_stops_accepting_but_finishes_an_in_flight_download() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = serve(dir.path(), &node_config(dir.path(), port, &[]));
+    let data = cairn_testkit::blob(8, 16 << 20);
+    let d = Digest::of(&data);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(cairn_http::Client::new(Duration::from_secs(30)).put_blob(&node.addr, &d, data.clone())).unwrap();
+
+    // Start a download and read only its first bytes: the rest is in flight.
+    let mut s = std::net::TcpStream::connect(&node.addr).unwrap();
+    std::io::Write::write_all(&mut s, format!("GET /v1/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut first = vec![0u8; 4096];
+    s.read_exact(&mut first).unwrap();
+
+    let pid = node.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // New connections are refused once shutdown has begun.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&node.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The download in flight still completes, byte for byte.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    let text_end = first.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(first[text_end..] == data[..], "download cut by shutdown");
+    let status = sigterm_wait(&mut node);
+    assert!(status.success());
+}
+
+fn sigterm_wait(node: &mut Node) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(st) = node.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "node did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
