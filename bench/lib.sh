@@ -146,7 +146,7 @@ record() {
     if [ "$dir" = higher ]; then
         met=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r >= t) ? "yes" : "**no**" }')
         target="≥ ${target}×"
-        ratio="${ratio}×"
+        ratio="$(printf "%.2f" "$ratio")×"
     else
         met=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r + 0 < t + 0) ? "yes" : "**no**" }')
         target="< ${target} MiB"
@@ -162,7 +162,8 @@ record() {
 print_results() {
     echo "| id | measurement | Cairn | baseline | ratio (median) | target | met | max load |"
     echo "|---|---|---|---|---|---|---|---|"
-    awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8 }' "$1"
+    awk -F'\t' '{ for (i = 1; i <= NF; i++) gsub(/\|/, "\\|", $i)
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8 }' "$1"
 }
 
 # Peak RSS in KiB of a command run directly (GNU time).
