@@ -5,11 +5,13 @@
 //! - [`server`]: shared state, [`server::app`] (merges every router), serving.
 //! - [`client`]: the typed `/v1` client; implements the cluster's `PeerApi`.
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
+//! - [`v2`]: the OCI distribution API (registry) and its error codes.
 
 pub mod client;
 pub mod error;
 pub mod server;
 pub mod v1;
+pub mod v2;
 
 pub use client::Client;
 pub use error::ApiError;

@@ -60,7 +60,7 @@ struct RootsOnly {
 
 impl Store {
     /// Every blob that must survive a GC: the objects of every manifest in
-    /// `refs/`. (Registry tags add their manifests' closures here.)
+    /// `refs/`. [`Store::gc`] adds the registry's roots to these.
     ///
     /// A manifest that cannot be read fails the whole call: collecting
     /// without its roots could delete blobs it needs.
@@ -97,7 +97,7 @@ impl Store {
     pub fn gc(&self, opts: GcOptions) -> Result<GcReport> {
         self.check_writable()?;
         let mut report = GcReport::default();
-        let roots = self.gc_roots()?;
+        let roots = self.all_roots(opts.grace)?;
         let mut candidates = Vec::new();
         let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         for d in self.list()? {
@@ -122,7 +122,7 @@ impl Store {
         }
         let _lock = self.gc_exclusive()?;
         // Saves and puts that finished while we scanned are visible now.
-        let roots = self.gc_roots()?;
+        let roots = self.all_roots(opts.grace)?;
         let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         for (d, _) in candidates {
             if roots.contains(&d) {
@@ -142,6 +142,14 @@ impl Store {
             self.sync_dir(&self.layout().objects_dir())?;
         }
         Ok(report)
+    }
+
+    /// Manifest roots plus the registry's (tagged closures, referrers, and
+    /// pushes younger than `grace`).
+    fn all_roots(&self, grace: Duration) -> Result<HashSet<Digest>> {
+        let mut roots = self.gc_roots()?;
+        roots.extend(self.registry_roots(grace)?);
+        Ok(roots)
     }
 
     /// Size and mtime of a blob; `None` when it is gone.

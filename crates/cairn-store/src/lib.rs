@@ -10,6 +10,8 @@
 //! - [`snapshot`] / [`checkout`]: a directory tree to a manifest and back.
 //! - [`gc`]: delete unreferenced blobs ([`Store::gc_roots`] lists the roots).
 //! - [`verify`]: re-hash blobs, quarantine the corrupt ones.
+//! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
+//!   upload sessions, and the registry's GC roots.
 //!
 //! The store knows nothing of HTTP or peers; everything here is blocking
 //! I/O, meant for `spawn_blocking` in async callers.
@@ -21,6 +23,7 @@ pub mod error;
 pub mod gc;
 pub mod layout;
 pub mod name;
+pub mod oci;
 pub mod refs;
 pub mod snapshot;
 pub mod store;

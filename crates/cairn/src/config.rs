@@ -39,6 +39,11 @@ pub struct FileConfig {
     pub max_concurrent_fetches: Option<usize>,
     /// Cairn: how long shutdown waits for in-flight requests (default `30s`).
     pub shutdown_grace: Option<String>,
+    /// Cairn: where the OCI registry (`/v2`) listens, `host:port` or `:port`
+    /// (default: no registry listener; `cairn registry serve` runs one alone).
+    pub registry_addr: Option<String>,
+    /// Cairn: registry uploads idle this long are dropped (default `24h`).
+    pub upload_ttl: Option<String>,
 }
 
 /// One origin entry.
@@ -82,6 +87,9 @@ pub struct Overrides {
     /// Remote transfers at once [config: max_concurrent_fetches; default 16]
     #[arg(long, value_name = "N")]
     pub max_concurrent_fetches: Option<usize>,
+    /// Also serve the OCI registry (/v2) here, `host:port` or `:port` [config: registry_addr]
+    #[arg(long, value_name = "ADDR")]
+    pub registry_addr: Option<String>,
 }
 
 /// The checked configuration of a node.
@@ -111,6 +119,10 @@ pub struct NodeConfig {
     pub max_concurrent_fetches: usize,
     /// Shutdown deadline.
     pub shutdown_grace: Duration,
+    /// The registry's listener, when there is one.
+    pub registry_bind: Option<SocketAddr>,
+    /// Registry upload lifetime.
+    pub upload_ttl: Duration,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -241,6 +253,14 @@ impl NodeConfig {
         }
         let enable_cdn_fallback = !flags.no_cdn_fallback && file.enable_cdn_fallback.unwrap_or(true);
         let data_dir = data_dir_flag.or(file.data_dir).unwrap_or_else(|| crate::cmd::data_dir(None));
+        let registry_bind = match flags.registry_addr.clone().or(file.registry_addr).filter(|a| !a.is_empty()) {
+            Some(a) => Some(bind_addr(&a).with_context(|| format!("registry_addr {a:?}"))?),
+            None => None,
+        };
+        let upload_ttl = match file.upload_ttl.as_deref() {
+            Some(v) => duration("upload_ttl", v)?,
+            None => cairn_store::oci::DEFAULT_UPLOAD_TTL,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -254,6 +274,8 @@ impl NodeConfig {
             health_interval,
             max_concurrent_fetches,
             shutdown_grace,
+            registry_bind,
+            upload_ttl,
         })
     }
 

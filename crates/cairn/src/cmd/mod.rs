@@ -9,6 +9,7 @@ mod ls;
 mod manifest;
 mod manifests;
 mod put;
+mod registry;
 mod remote;
 mod serve;
 mod snapshot;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = crate::cmd::data_dir(cli.data_dir);
     match cli.command {
         Command::Status { json } => status::run(&data_dir, json),
+        Command::Registry { command } => registry::run(&data_dir, command),
         Command::Put { files } => put::run(&data_dir, &files),
         Command::Get { digest, output } => get::run(&data_dir, &digest, output.as_deref()),
         Command::Has { digest } => has::run(&data_dir, &digest),

@@ -31,6 +31,10 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let registry = match cfg.registry_bind {
+        Some(addr) => Some(registry_listener(&cfg, state.cluster.store().clone(), addr).await?),
+        None => None,
+    };
     let health = state.cluster.spawn_health_loop();
     tracing::info!(
         node_id = %cfg.node_id,
@@ -44,8 +48,29 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     health.abort();
+    if let Some(r) = registry {
+        r.await.context("registry listener task")?.context("serving the registry")?;
+    }
     tracing::info!("cairn node stopped");
     Ok(())
+}
+
+/// Serves /v2 on its own listener until SIGINT/SIGTERM.
+async fn registry_listener(
+    cfg: &NodeConfig,
+    store: Store,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let opts = cairn_store::oci::RegistryOptions { upload_ttl: cfg.upload_ttl };
+    let registry = tokio::task::spawn_blocking(move || cairn_store::oci::Registry::new(store, opts))
+        .await
+        .context("opening the registry")?
+        .with_context(|| format!("cleaning expired uploads in {}", cfg.data_dir.display()))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
+    tracing::info!(registry = %listener.local_addr().unwrap_or(addr), "OCI registry serving /v2");
+    let app = cairn_http::v2::router(cairn_http::v2::V2State::new(registry));
+    Ok(tokio::spawn(cairn_http::serve(listener, app, shutdown_signal(), cfg.shutdown_grace)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

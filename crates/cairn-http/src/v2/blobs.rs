@@ -1,0 +1,73 @@
+//! Blob GET/HEAD (with ranges) and DELETE.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use cairn_store::Digest;
+use cairn_store::oci::RepoName;
+
+use crate::v2::body::stream_out;
+use crate::v2::errors::{BLOB_UNKNOWN, V2Error};
+use crate::v2::range::{RangeAnswer, blob_range};
+use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
+
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`.
+pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, head: bool) -> Result<Response, V2Error> {
+    let d = oci_digest(&digest)?;
+    let size = size_or_fetch(&st, &repo, d).await?;
+    let mut hs = vec![
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (DIGEST_HEADER, d.oci()),
+        (header::ACCEPT_RANGES, "bytes".into()),
+        (header::ETAG, format!("\"{}\"", d.oci())),
+    ];
+    let (status, start, len) = match blob_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size) {
+        RangeAnswer::Full => (StatusCode::OK, 0, size),
+        RangeAnswer::Part { start, len } => {
+            hs.push((header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1)));
+            (StatusCode::PARTIAL_CONTENT, start, len)
+        }
+        RangeAnswer::Unsatisfiable => return Err(V2Error::range_outside_blob(size)),
+    };
+    hs.push((header::CONTENT_LENGTH, len.to_string()));
+    if head {
+        return Ok(resp(status, hs, Body::empty()));
+    }
+    let reg = st.registry.clone();
+    let reader = blocking(move || reg.open_blob(&repo, &d, start, Some(len))).await?;
+    Ok(resp(status, hs, stream_out(reader, len)))
+}
+
+/// The blob's size, asking the remote source on a miss.
+async fn size_or_fetch(st: &V2State, repo: &RepoName, d: Digest) -> Result<u64, V2Error> {
+    let (reg, r) = (st.registry.clone(), repo.clone());
+    match blocking(move || reg.blob_size(&r, &d)).await {
+        Err(e) if e.code() == &BLOB_UNKNOWN && st.remote.is_some() => {
+            let fetched = match &st.remote {
+                Some(src) => src.fetch_blob(repo, &d).await.unwrap_or_else(|err| {
+                    tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote blob fetch failed");
+                    false
+                }),
+                None => false,
+            };
+            if !fetched {
+                return Err(e);
+            }
+            let (reg, r) = (st.registry.clone(), repo.clone());
+            blocking(move || {
+                reg.link_blob(&r, &d)?;
+                reg.blob_size(&r, &d)
+            })
+            .await
+        }
+        other => other,
+    }
+}
+
+/// `DELETE /v2/<name>/blobs/<digest>`: unlinks it from the repository.
+pub async fn delete(st: V2State, repo: RepoName, digest: String) -> Result<Response, V2Error> {
+    let d = oci_digest(&digest)?;
+    let reg = st.registry.clone();
+    blocking(move || reg.delete_blob(&repo, &d)).await?;
+    Ok(resp(StatusCode::ACCEPTED, vec![(header::CONTENT_LENGTH, "0".into())], Body::empty()))
+}

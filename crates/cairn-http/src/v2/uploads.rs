@@ -1,0 +1,136 @@
+//! Blob uploads: start (with mount or single-request push), chunk, status,
+//! finish, cancel.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use cairn_store::Digest;
+use cairn_store::oci::{OciError, RepoName, UploadId};
+
+use crate::v2::body::body_reader;
+use crate::v2::errors::{NAME_INVALID, V2Error};
+use crate::v2::range::chunk_range;
+use crate::v2::{DIGEST_HEADER, UPLOAD_UUID, V2State, blocking, oci_digest, resp};
+
+fn session(repo: &RepoName, id: &UploadId, size: u64, status: StatusCode) -> Response {
+    let hs = vec![
+        (header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}")),
+        (header::RANGE, format!("0-{}", size.saturating_sub(1))),
+        (UPLOAD_UUID, id.to_string()),
+        (header::CONTENT_LENGTH, "0".into()),
+    ];
+    resp(status, hs, Body::empty())
+}
+
+fn created(repo: &RepoName, d: &Digest) -> Response {
+    let hs = vec![
+        (header::LOCATION, format!("/v2/{repo}/blobs/{}", d.oci())),
+        (DIGEST_HEADER, d.oci()),
+        (header::CONTENT_LENGTH, "0".into()),
+    ];
+    resp(StatusCode::CREATED, hs, Body::empty())
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+/// The chunk's declared start and length, from `Content-Range` and `Content-Length`.
+fn chunk(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), V2Error> {
+    let cl = content_length(h);
+    let Some(v) = h.get(header::CONTENT_RANGE) else { return Ok((None, cl)) };
+    let text = v.to_str().unwrap_or_default();
+    let Some((start, end)) = chunk_range(text) else { return Err(V2Error::malformed_chunk_range(text)) };
+    let len = end - start + 1;
+    if let Some(cl) = cl
+        && cl != len
+    {
+        return Err(OciError::SizeInvalid {
+            what: "Content-Length against Content-Range",
+            declared: len,
+            received: cl,
+        }
+        .into());
+    }
+    Ok((Some(start), Some(len)))
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: `?mount=&from=` mounts, `?digest=` pushes in one request,
+/// otherwise a session starts.
+pub async fn start(st: V2State, repo: RepoName, q: HashMap<String, String>, body: Body) -> Result<Response, V2Error> {
+    if let Some(m) = q.get("mount") {
+        let d = oci_digest(m)?;
+        let from = q
+            .get("from")
+            .map(|f| RepoName::parse(f).map_err(|e| V2Error::new(&NAME_INVALID, e.to_string())))
+            .transpose()?;
+        let (reg, rp) = (st.registry.clone(), repo.clone());
+        if blocking(move || reg.mount_blob(&rp, &d, from.as_ref())).await? {
+            return Ok(created(&repo, &d));
+        }
+    } else if let Some(dg) = q.get("digest") {
+        let d = oci_digest(dg)?;
+        let (reg, rp, r) = (st.registry.clone(), repo.clone(), body_reader(body));
+        blocking(move || {
+            reg.store().put_reader(r, Some(&d))?;
+            reg.link_blob(&rp, &d)
+        })
+        .await?;
+        return Ok(created(&repo, &d));
+    }
+    let (reg, rp) = (st.registry.clone(), repo.clone());
+    let id = blocking(move || reg.start_upload(&rp)).await?;
+    Ok(session(&repo, &id, 0, StatusCode::ACCEPTED))
+}
+
+/// `GET /v2/<name>/blobs/uploads/<id>`: how far the upload got.
+pub async fn status(st: V2State, repo: RepoName, id: String) -> Result<Response, V2Error> {
+    let id = UploadId::parse(&id)?;
+    let (reg, rp, i) = (st.registry.clone(), repo.clone(), id.clone());
+    let size = blocking(move || reg.upload_size(&rp, &i)).await?;
+    Ok(session(&repo, &id, size, StatusCode::NO_CONTENT))
+}
+
+/// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk (in order).
+pub async fn patch(st: V2State, repo: RepoName, id: String, h: &HeaderMap, body: Body) -> Result<Response, V2Error> {
+    let id = UploadId::parse(&id)?;
+    let (start, len) = chunk(h)?;
+    let (reg, rp, i, r) = (st.registry.clone(), repo.clone(), id.clone(), body_reader(body));
+    let size = blocking(move || reg.append_upload(&rp, &i, start, len, r))
+        .await
+        .map_err(|e| e.at_session(format!("/v2/{repo}/blobs/uploads/{id}")))?;
+    Ok(session(&repo, &id, size, StatusCode::ACCEPTED))
+}
+
+/// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: optional last chunk, then verify and store.
+pub async fn finish(
+    st: V2State,
+    repo: RepoName,
+    id: String,
+    q: HashMap<String, String>,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    let id = UploadId::parse(&id)?;
+    let d = oci_digest(q.get("digest").ok_or(OciError::DigestMissing)?)?;
+    let (start, len) = chunk(h)?;
+    let (reg, rp, r) = (st.registry.clone(), repo.clone(), body_reader(body));
+    blocking(move || {
+        if len != Some(0) {
+            reg.append_upload(&rp, &id, start, len, r)?;
+        }
+        reg.finish_upload(&rp, &id, &d)
+    })
+    .await?;
+    Ok(created(&repo, &d))
+}
+
+/// `DELETE /v2/<name>/blobs/uploads/<id>`.
+pub async fn cancel(st: V2State, repo: RepoName, id: String) -> Result<Response, V2Error> {
+    let id = UploadId::parse(&id)?;
+    let reg = st.registry.clone();
+    blocking(move || reg.cancel_upload(&repo, &id)).await?;
+    Ok(resp(StatusCode::NO_CONTENT, vec![], Body::empty()))
+}

@@ -1,0 +1,307 @@
+//! Resumable upload sessions: `registry/uploads/<id>/` holds the bytes
+//! received so far and who they are for, so a session survives a restart.
+//! Finishing checks the digest and hard-links the data file into
+//! `objects/`, so a large blob is never copied; a mismatch stores nothing.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::blob::{COPY_BUF, PutOutcome};
+use crate::digest::{Digest, Hasher};
+use crate::error::StoreError;
+use crate::oci::error::{OciError, OciResult};
+use crate::oci::repo::RepoName;
+use crate::oci::{Registry, dir_names};
+
+/// Longest pause between sweeps of expired uploads by a running registry.
+const SWEEP_EVERY_SECS: u64 = 600;
+
+/// An upload session id: 32 lowercase hex characters.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        UploadId(format!("{:032x}", rand::random::<u128>()))
+    }
+    /// Checks an id from a URL; anything else is an unknown upload.
+    pub fn parse(s: &str) -> OciResult<Self> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(UploadId(s.to_owned()))
+        } else {
+            Err(OciError::UploadUnknown(s.chars().take(80).collect()))
+        }
+    }
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UploadId({})", self.0)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Info {
+    repo: String,
+    started: u64,
+}
+
+fn io_err(op: &'static str, p: &std::path::Path) -> impl FnOnce(io::Error) -> OciError {
+    let f = StoreError::io(op, p);
+    move |e| f(e).into()
+}
+
+impl Registry {
+    /// Starts an upload session for `repo`.
+    pub fn start_upload(&self, repo: &RepoName) -> OciResult<UploadId> {
+        self.store.check_writable()?;
+        // Abandoned sessions of a long-running server are swept now and then.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let every = self.opts.upload_ttl.as_secs().clamp(1, SWEEP_EVERY_SECS);
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= every
+            && self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.sweep_uploads()?;
+        }
+        let id = UploadId::random();
+        let l = self.store.layout();
+        let dir = l.upload_dir(&id);
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let data = l.upload_data(&id);
+        File::create(&data).map_err(io_err("create", &data))?;
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let info = serde_json::to_vec(&Info { repo: repo.as_str().to_owned(), started })
+            .map_err(io::Error::other)
+            .map_err(io_err("encode", &dir))?;
+        self.store.write_atomic(&l.upload_info(&id), &info)?;
+        Ok(id)
+    }
+
+    /// Opens the data file of a live session of `repo`, locked for this request.
+    fn open_upload(&self, repo: &RepoName, id: &UploadId) -> OciResult<File> {
+        let l = self.store.layout();
+        let unknown = || OciError::UploadUnknown(id.to_string());
+        let info_p = l.upload_info(id);
+        let info: Info = match fs::read(&info_p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
+            Err(e) => return Err(io_err("read", &info_p)(e)),
+        };
+        if info.repo != repo.as_str() {
+            return Err(unknown());
+        }
+        let data = l.upload_data(id);
+        let f = match OpenOptions::new().read(true).write(true).open(&data) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
+            Err(e) => return Err(io_err("open", &data)(e)),
+        };
+        if self.expired(&f) {
+            self.remove_upload(id)?;
+            return Err(unknown());
+        }
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(fs::TryLockError::WouldBlock) => Err(OciError::UploadInvalid {
+                id: id.to_string(),
+                reason: "another request is writing to this upload; retry when it has finished".into(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(io_err("lock", &data)(e)),
+        }
+    }
+
+    fn expired(&self, f: &File) -> bool {
+        let age = f.metadata().and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+        age.is_some_and(|a| a > self.opts.upload_ttl)
+    }
+
+    fn remove_upload(&self, id: &UploadId) -> OciResult<()> {
+        self.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
+        let dir = self.store.layout().upload_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir)(e)),
+        }
+    }
+
+    /// Bytes received so far by a session.
+    pub fn upload_size(&self, repo: &RepoName, id: &UploadId) -> OciResult<u64> {
+        let f = self.open_upload(repo, id)?;
+        let p = self.store.layout().upload_data(id);
+        Ok(f.metadata().map_err(io_err("stat", &p))?.len())
+    }
+
+    /// Hash state covering the first `len` bytes of the data file: cached
+    /// when this process wrote them, else rebuilt by reading the file.
+    fn hasher_for(&self, id: &UploadId, f: &mut File, len: u64) -> OciResult<Hasher> {
+        let cached = self.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
+        if let Some((n, h)) = cached
+            && n == len
+        {
+            return Ok(h);
+        }
+        let p = self.store.layout().upload_data(id);
+        f.seek(SeekFrom::Start(0)).map_err(io_err("seek", &p))?;
+        let mut h = Hasher::new();
+        let mut r = f.take(len);
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = r.read(&mut buf).map_err(io_err("read", &p))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h)
+    }
+
+    /// Appends a chunk. `start`, from `Content-Range`, must equal the bytes
+    /// already received; `declared` (the chunk's length, when known) must
+    /// match what arrives. On any failure the session keeps its old length.
+    pub fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        declared: Option<u64>,
+        mut body: impl Read,
+    ) -> OciResult<u64> {
+        let mut f = self.open_upload(repo, id)?;
+        let p = self.store.layout().upload_data(id);
+        let size = f.metadata().map_err(io_err("stat", &p))?.len();
+        if let Some(s) = start
+            && s != size
+        {
+            return Err(OciError::UploadRange { id: id.to_string(), start: s, size });
+        }
+        let mut h = self.hasher_for(id, &mut f, size)?;
+        f.seek(SeekFrom::Start(size)).map_err(io_err("seek", &p))?;
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut received = 0u64;
+        let res = loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(OciError::Body { received, reason: e.to_string() }),
+            };
+            if let Err(e) = f.write_all(&buf[..n]) {
+                break Err(io_err("write", &p)(e));
+            }
+            h.update(&buf[..n]);
+            received += n as u64;
+        };
+        let res = match (res, declared) {
+            (Ok(()), Some(d)) if d != received => Err(OciError::SizeInvalid { what: "chunk", declared: d, received }),
+            (res, _) => res,
+        };
+        if let Err(e) = res {
+            // Back to the last good length, so the client can resend the chunk.
+            f.set_len(size).map_err(io_err("truncate", &p))?;
+            return Err(e);
+        }
+        let total = size + received;
+        self.hashers.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), (total, h));
+        Ok(total)
+    }
+
+    /// Finishes a session: the bytes must hash to `expected`. On success the
+    /// blob is in the store and linked into `repo`; on a mismatch nothing is
+    /// stored and the session is gone.
+    pub fn finish_upload(&self, repo: &RepoName, id: &UploadId, expected: &Digest) -> OciResult<PutOutcome> {
+        let mut f = self.open_upload(repo, id)?;
+        let p = self.store.layout().upload_data(id);
+        let size = f.metadata().map_err(io_err("stat", &p))?.len();
+        let actual = self.hasher_for(id, &mut f, size)?.finish();
+        if actual != *expected {
+            drop(f);
+            self.remove_upload(id)?;
+            return Err(OciError::DigestMismatch { expected: *expected, actual });
+        }
+        // The data may be older than the GC grace: keep GC out until it is linked.
+        let _gc = self.store.gc_shared()?;
+        let existed = self.store.commit_file_as_blob(&f, &p, expected)?;
+        drop(f);
+        self.link_blob(repo, expected)?;
+        self.remove_upload(id)?;
+        Ok(PutOutcome { digest: *expected, size, existed })
+    }
+
+    /// Cancels a session and drops its bytes.
+    pub fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> OciResult<()> {
+        drop(self.open_upload(repo, id)?);
+        self.remove_upload(id)
+    }
+
+    /// Removes sessions idle for longer than the upload TTL (and sessions
+    /// left without a data file by a crash); returns how many were removed.
+    pub fn sweep_uploads(&self) -> OciResult<usize> {
+        let dir = self.store.layout().uploads_dir();
+        let mut removed = 0;
+        for n in dir_names(&dir)? {
+            let Ok(id) = UploadId::parse(&n) else { continue };
+            let data = self.store.layout().upload_data(&id);
+            let stale = match File::open(&data) {
+                Ok(f) => self.expired(&f),
+                // A session killed between mkdir and its data file.
+                Err(_) => fs::metadata(self.store.layout().upload_dir(&id))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_none_or(|a| a > Duration::from_secs(60)),
+            };
+            if stale {
+                self.remove_upload(&id)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed expired upload sessions");
+        }
+        Ok(removed)
+    }
+}
+
+impl crate::store::Store {
+    /// Makes the already-verified file `f` at `path` (inside the data dir)
+    /// the blob `digest`: fsync, read-only, hard link into `objects/`.
+    /// Returns true when the store already had the blob.
+    pub(crate) fn commit_file_as_blob(&self, f: &File, path: &std::path::Path, digest: &Digest) -> crate::Result<bool> {
+        self.check_writable()?;
+        if self.inner.opts.fsync {
+            f.sync_all().map_err(StoreError::io("fsync", path))?;
+        }
+        let mut perms = f.metadata().map_err(StoreError::io("stat", path))?.permissions();
+        perms.set_readonly(true);
+        f.set_permissions(perms).map_err(StoreError::io("chmod", path))?;
+        let dest = self.layout().object(digest);
+        let _gc = self.gc_shared()?;
+        match fs::hard_link(path, &dest) {
+            Ok(()) => {
+                self.sync_dir(&self.layout().objects_dir())?;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.touch(digest)?;
+                Ok(true)
+            }
+            Err(e) => Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
+        }
+    }
+}

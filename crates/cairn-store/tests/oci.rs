@@ -1,0 +1,232 @@
+//! The registry metadata on a real data dir: manifests, tags, uploads, GC roots.
+
+use std::time::Duration;
+
+use cairn_store::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
+use cairn_store::oci::{OciError, Reference, Registry, RegistryOptions, RepoName, Tag, UploadId};
+use cairn_store::{Digest, Store, StoreOptions};
+
+fn open(dir: &std::path::Path) -> Registry {
+    let s = Store::open_with(dir, StoreOptions { fsync: false, ..Default::default() }).unwrap();
+    Registry::new(s, RegistryOptions::default()).unwrap()
+}
+
+fn repo(s: &str) -> RepoName {
+    RepoName::parse(s).unwrap()
+}
+
+fn tag(s: &str) -> Reference {
+    Reference::Tag(Tag::parse(s).unwrap())
+}
+
+fn put_blob(r: &Registry, bytes: &[u8]) -> Digest {
+    r.store().put_reader(bytes, None).unwrap().digest
+}
+
+fn image(config: &Digest, layers: &[Digest], extra: &str) -> Vec<u8> {
+    let ls: Vec<String> = layers
+        .iter()
+        .map(|l| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":1}}"#, l.oci()))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{}]{extra}}}"#,
+        config.oci(),
+        ls.join(",")
+    )
+    .into_bytes()
+}
+
+fn index(children: &[Digest]) -> Vec<u8> {
+    let ms: Vec<String> = children
+        .iter()
+        .map(|c| format!(r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}"#, c.oci()))
+        .collect();
+    format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#, ms.join(",")).into_bytes()
+}
+
+#[test]
+fn manifest_with_missing_layer_is_refused_and_stores_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let c = put_blob(&r, b"{}");
+    let missing = Digest::of(b"absent");
+    let m = image(&c, &[missing], "");
+    match r.put_manifest(&repo("a/b"), &tag("v1"), &m, None) {
+        Err(OciError::ManifestBlobUnknown(v)) => assert_eq!(v, vec![missing]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!r.store().exists(&Digest::of(&m)));
+    assert!(matches!(r.tags(&repo("a/b")), Err(OciError::NameUnknown(_))));
+}
+
+#[test]
+fn pushed_manifest_resolves_by_tag_and_digest_and_delete_removes_its_tags() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let c = put_blob(&r, b"{}");
+    let l = put_blob(&r, b"layer");
+    let m = image(&c, &[l], "");
+    let rp = repo("x");
+    let pushed = r.put_manifest(&rp, &tag("v1"), &m, Some(OCI_MANIFEST)).unwrap();
+    r.put_manifest(&rp, &tag("v2"), &m, None).unwrap();
+    assert_eq!(pushed.digest, Digest::of(&m));
+    assert_eq!(r.get_manifest(&rp, &tag("v1")).unwrap().bytes, m);
+    assert_eq!(r.get_manifest(&rp, &Reference::Digest(pushed.digest)).unwrap().media_type, OCI_MANIFEST);
+    assert_eq!(r.tags(&rp).unwrap(), ["v1", "v2"]);
+    assert_eq!(r.catalog().unwrap(), ["x"]);
+    assert!(r.has_blob(&rp, &l), "layers are linked into the repository");
+    r.delete_manifest(&rp, &tag("v2")).unwrap();
+    assert_eq!(r.tags(&rp).unwrap(), ["v1"]);
+    r.delete_manifest(&rp, &Reference::Digest(pushed.digest)).unwrap();
+    assert!(r.tags(&rp).unwrap().is_empty());
+    assert!(matches!(r.get_manifest(&rp, &Reference::Digest(pushed.digest)), Err(OciError::ManifestUnknown { .. })));
+}
+
+#[test]
+fn manifest_pushed_by_wrong_digest_is_a_mismatch() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let c = put_blob(&r, b"{}");
+    let m = image(&c, &[], "");
+    let e = r.put_manifest(&repo("x"), &Reference::Digest(Digest::of(b"other")), &m, None).unwrap_err();
+    assert!(matches!(e, OciError::DigestMismatch { .. }));
+}
+
+#[test]
+fn chunked_upload_survives_a_new_registry_handle_and_rejects_out_of_order_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let rp = repo("up");
+    let id = {
+        let r = open(d.path());
+        let id = r.start_upload(&rp).unwrap();
+        assert_eq!(r.append_upload(&rp, &id, Some(0), Some(5), &b"hello"[..]).unwrap(), 5);
+        id
+    };
+    // A new handle has no cached hash state: it must rebuild it from the file.
+    let r = open(d.path());
+    assert_eq!(r.upload_size(&rp, &id).unwrap(), 5);
+    let e = r.append_upload(&rp, &id, Some(3), None, &b"xx"[..]).unwrap_err();
+    assert!(matches!(e, OciError::UploadRange { start: 3, size: 5, .. }), "{e:?}");
+    let e = r.append_upload(&rp, &id, Some(5), Some(10), &b" world"[..]).unwrap_err();
+    assert!(matches!(e, OciError::SizeInvalid { declared: 10, received: 6, .. }), "{e:?}");
+    assert_eq!(r.upload_size(&rp, &id).unwrap(), 5, "a failed chunk leaves the old length");
+    r.append_upload(&rp, &id, Some(5), None, &b" world"[..]).unwrap();
+    let want = Digest::of(b"hello world");
+    let out = r.finish_upload(&rp, &id, &want).unwrap();
+    assert_eq!((out.digest, out.size), (want, 11));
+    assert!(r.has_blob(&rp, &want));
+    assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
+}
+
+#[test]
+fn upload_of_other_repository_or_malformed_id_is_unknown() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let id = r.start_upload(&repo("a")).unwrap();
+    assert!(matches!(r.upload_size(&repo("b"), &id), Err(OciError::UploadUnknown(_))));
+    assert!(matches!(UploadId::parse("../../etc"), Err(OciError::UploadUnknown(_))));
+}
+
+#[test]
+fn finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let rp = repo("a");
+    let id = r.start_upload(&rp).unwrap();
+    r.append_upload(&rp, &id, None, None, &b"bytes"[..]).unwrap();
+    let claimed = Digest::of(b"other");
+    assert!(matches!(r.finish_upload(&rp, &id, &claimed), Err(OciError::DigestMismatch { .. })));
+    assert!(!r.store().exists(&claimed));
+    assert!(!r.store().exists(&Digest::of(b"bytes")));
+    assert_eq!(r.store().list().unwrap().count(), 0);
+    assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
+}
+
+#[test]
+fn idle_uploads_expire_after_the_ttl() {
+    let d = tempfile::tempdir().unwrap();
+    let rp = repo("a");
+    let id = open(d.path()).start_upload(&rp).unwrap();
+    let s = Store::open_with(d.path(), StoreOptions { fsync: false, ..Default::default() }).unwrap();
+    let r = Registry::new(s, RegistryOptions { upload_ttl: Duration::ZERO }).unwrap();
+    assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
+    assert!(!d.path().join("registry/uploads").join(id.as_str()).exists());
+}
+
+#[test]
+fn registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifests() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let rp = repo("gc/x");
+    let c = put_blob(&r, b"{}");
+    let l1 = put_blob(&r, b"l1");
+    let l2 = put_blob(&r, b"l2");
+    let child = r
+        .put_manifest(&rp, &Reference::Digest(Digest::of(&image(&c, &[l1], ""))), &image(&c, &[l1], ""), None)
+        .unwrap();
+    let idx = index(&[child.digest]);
+    let top = r.put_manifest(&rp, &tag("latest"), &idx, None).unwrap();
+    let sig_blob = put_blob(&r, b"sig");
+    let subj =
+        format!(r#","subject":{{"mediaType":"{OCI_INDEX}","digest":"{}","size":{}}}"#, top.digest.oci(), idx.len());
+    let sig = image(&c, &[sig_blob], &subj);
+    let referrer = r.put_manifest(&rp, &Reference::Digest(Digest::of(&sig)), &sig, None).unwrap();
+    let orphan_m = image(&c, &[l2], "");
+    let orphan = r.put_manifest(&rp, &Reference::Digest(Digest::of(&orphan_m)), &orphan_m, None).unwrap();
+
+    let roots = r.store().registry_roots(Duration::ZERO).unwrap();
+    for k in [top.digest, child.digest, c, l1, referrer.digest, sig_blob] {
+        assert!(roots.contains(&k), "{k} should be kept");
+    }
+    assert!(!roots.contains(&orphan.digest) && !roots.contains(&l2), "old untagged manifest is not a root");
+
+    let young = r.store().registry_roots(Duration::from_secs(3600)).unwrap();
+    assert!(young.contains(&orphan.digest) && young.contains(&l2), "within grace everything is kept");
+}
+
+#[test]
+fn referrers_list_only_live_manifests_and_filter_by_artifact_type() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let rp = repo("ref");
+    let c = put_blob(&r, b"{}");
+    let subject = Digest::of(b"subject-not-pushed-yet");
+    let mk = |t: &str| {
+        let extra = format!(
+            r#","artifactType":"{t}","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}"#,
+            subject.oci()
+        );
+        let m = image(&c, &[], &extra);
+        r.put_manifest(&rp, &Reference::Digest(Digest::of(&m)), &m, None).unwrap()
+    };
+    let a = mk("x/sig");
+    let b = mk("x/sbom");
+    assert_eq!(a.subject, Some(subject));
+    assert_eq!(r.referrers(&rp, &subject, None).unwrap().len(), 2);
+    let only = r.referrers(&rp, &subject, Some("x/sbom")).unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["digest"], b.digest.oci());
+    r.delete_manifest(&rp, &Reference::Digest(a.digest)).unwrap();
+    assert_eq!(r.referrers(&rp, &subject, None).unwrap().len(), 1);
+}
+
+#[test]
+fn gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let rp = repo("gc/run");
+    let c = put_blob(&r, b"{\"config\":1}");
+    let kept_layer = put_blob(&r, b"kept layer");
+    let lost_layer = put_blob(&r, b"lost layer");
+    let tagged = r.put_manifest(&rp, &tag("v1"), &image(&c, &[kept_layer], ""), None).unwrap();
+    let orphan_m = image(&c, &[lost_layer], "");
+    let orphan = r.put_manifest(&rp, &Reference::Digest(Digest::of(&orphan_m)), &orphan_m, None).unwrap();
+
+    let report = r.store().gc(cairn_store::gc::GcOptions { grace: Duration::ZERO, dry_run: false }).unwrap();
+    let deleted: Vec<Digest> = report.blobs.iter().map(|b| b.0).collect();
+    for k in [tagged.digest, c, kept_layer] {
+        assert!(r.store().exists(&k), "{k} of the tagged image was collected");
+    }
+    assert!(deleted.contains(&orphan.digest) && deleted.contains(&lost_layer), "deleted {deleted:?}");
+    assert!(!r.store().exists(&lost_layer));
+}
