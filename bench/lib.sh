@@ -140,10 +140,14 @@ secs() { awk -v t="$1" 'BEGIN { printf "%.3f s", t }'; }
 
 # record ID WHAT CAIRN BASELINE RATIO TARGET [higher|lower]
 # Appends one result row; "met" compares RATIO with TARGET (>= for higher,
-# the default; < for lower, used for memory limits in MiB).
+# the default; < for lower, used for memory limits in MiB). TARGET "-" marks
+# a row that only gives context (e.g. what the client itself can reach).
 record() {
     local id=$1 what=$2 cairn=$3 base=$4 ratio=$5 target=$6 dir=${7:-higher} met load
-    if [ "$dir" = higher ]; then
+    if [ "$target" = - ]; then
+        met="(context)"
+        ratio="$(printf "%.2f" "$ratio")×"
+    elif [ "$dir" = higher ]; then
         met=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r >= t) ? "yes" : "**no**" }')
         target="≥ ${target}×"
         ratio="$(printf "%.2f" "$ratio")×"
@@ -220,11 +224,11 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# start_nginx NAME ROOT: nginx serving ROOT on 127.0.0.1 with sendfile and
-# keep-alive, as a static file server would be deployed. Sets NGINX_URL and
-# NGINX_PID.
+# start_nginx NAME ROOT [SERVER_DIRECTIVES]: nginx serving ROOT on 127.0.0.1
+# with sendfile and keep-alive, as a static file server would be deployed.
+# Sets NGINX_URL and NGINX_PID.
 start_nginx() {
-    local name=$1 root=$2 dir=$TMP/nginx-$1 port user=""
+    local name=$1 root=$2 extra=${3:-} dir=$TMP/nginx-$1 port user=""
     mkdir -p "$dir"
     port=$(free_port)
     [ "$(id -u)" -eq 0 ] && user="user root;"
@@ -250,6 +254,7 @@ http {
     server {
         listen 127.0.0.1:$port;
         root $root;
+        $extra
     }
 }
 EOF

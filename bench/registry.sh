@@ -43,25 +43,39 @@ fresh_cairn() {
 # skopeo push of the image into an empty registry.
 push_c=() push_b=()
 for ((i = 0; i < REPS; i++)); do
-    run_timed push_b fresh_dist 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$DIST/bench/big:v1"'
-    run_timed push_c fresh_cairn 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$CREG/bench/big:v1"'
+    run_timed push_b 'fresh_dist; sync -f "$TMP"' 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$DIST/bench/big:v1"'
+    run_timed push_c 'fresh_cairn; sync -f "$TMP"' 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$CREG/bench/big:v1"'
 done
 [ -f "$C/objects/$LAYER" ] || die "the layer pushed to Cairn is not objects/$LAYER"
 record registry.push "skopeo copy push, image with a 1 GiB layer, vs distribution" \
     "$(gbps "$LAYER_BYTES" "$(median "${push_c[@]}")")" "$(gbps "$LAYER_BYTES" "$(median "${push_b[@]}")")" \
     "$(ratio_median push_b push_c time)" 2
 
-# skopeo pull of the same image into an empty OCI layout.
-pull_c=() pull_b=()
+# skopeo pull of the same image into an empty OCI layout. As a ceiling for
+# the client, nginx also serves the image as static files laid out like the
+# registry's pull URLs (the same blob files, hard-linked).
+S=$TMP/static/v2/bench/big
+mkdir -p "$S/manifests" "$S/blobs"
+cp "$LAYOUT/blobs/sha256/$MANIFEST" "$S/manifests/v1"
+for b in "$LAYOUT"/blobs/sha256/*; do ln "$b" "$S/blobs/sha256:$(basename "$b")"; done
+start_nginx static "$TMP/static" "location = /v2/ { default_type application/json; return 200 '{}'; }
+        location /v2/bench/big/manifests/ { default_type $OCI_MANIFEST; }"
+STATIC=${NGINX_URL#http://}
+export STATIC
+pull_c=() pull_b=() pull_n=()
 for ((i = 0; i < REPS; i++)); do
-    run_timed pull_b 'rm -rf "$PULL"' 'skopeo copy -q --src-tls-verify=false "docker://$DIST/bench/big:v1" "oci:$PULL:v1"'
-    run_timed pull_c 'rm -rf "$PULL"' 'skopeo copy -q --src-tls-verify=false "docker://$CREG/bench/big:v1" "oci:$PULL:v1"'
+    run_timed pull_b 'rm -rf "$PULL"; sync -f "$TMP"' 'skopeo copy -q --src-tls-verify=false "docker://$DIST/bench/big:v1" "oci:$PULL:v1"'
+    run_timed pull_c 'rm -rf "$PULL"; sync -f "$TMP"' 'skopeo copy -q --src-tls-verify=false "docker://$CREG/bench/big:v1" "oci:$PULL:v1"'
+    [ -f "$PULL/blobs/sha256/$LAYER" ] || die "the pulled layout lacks the layer $LAYER"
+    run_timed pull_n 'rm -rf "$PULL"; sync -f "$TMP"' 'skopeo copy -q --src-tls-verify=false "docker://$STATIC/bench/big:v1" "oci:$PULL:v1"'
 done
-[ -f "$PULL/blobs/sha256/$LAYER" ] || die "the pulled layout lacks the layer $LAYER"
 rm -rf "$PULL"
 record registry.pull "skopeo copy pull, image with a 1 GiB layer, vs distribution" \
     "$(gbps "$LAYER_BYTES" "$(median "${pull_c[@]}")")" "$(gbps "$LAYER_BYTES" "$(median "${pull_b[@]}")")" \
     "$(ratio_median pull_b pull_c time)" 2
+record registry.pull_ceiling "skopeo copy pull from Cairn vs from nginx serving the same image as static files (the client's ceiling)" \
+    "$(gbps "$LAYER_BYTES" "$(median "${pull_c[@]}")")" "$(gbps "$LAYER_BYTES" "$(median "${pull_n[@]}")")" \
+    "$(ratio_median pull_n pull_c time)" -
 
 # nginx serves the same layer file and, as the small static file, the
 # manifest's bytes.
