@@ -94,6 +94,11 @@ run_timed() {
 }
 
 BENCH_LOAD_MAX=0
+# Call before each measurement: the rows recorded after it report the highest
+# 1-minute load average seen from here on.
+load_reset() {
+    BENCH_LOAD_MAX=0
+}
 load_now() {
     local l
     l=$(cut -d' ' -f1 /proc/loadavg)
@@ -135,6 +140,9 @@ max_each() {
     done
 }
 
+# Two decimals, truncated, so a shown ratio never rounds up past its target.
+trunc2() { awk -v r="$1" 'BEGIN { printf "%.2f", int(r * 100) / 100 }'; }
+
 gbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.2f GB/s", b / t / 1e9 }'; }
 secs() { awk -v t="$1" 'BEGIN { printf "%.3f s", t }'; }
 
@@ -146,11 +154,11 @@ record() {
     local id=$1 what=$2 cairn=$3 base=$4 ratio=$5 target=$6 dir=${7:-higher} met load
     if [ "$target" = - ]; then
         met="(context)"
-        ratio="$(printf "%.2f" "$ratio")×"
+        ratio="$(trunc2 "$ratio")×"
     elif [ "$dir" = higher ]; then
         met=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r >= t) ? "yes" : "**no**" }')
         target="≥ ${target}×"
-        ratio="$(printf "%.2f" "$ratio")×"
+        ratio="$(trunc2 "$ratio")×"
     else
         met=$(awk -v r="$ratio" -v t="$target" 'BEGIN { print (r + 0 < t + 0) ? "yes" : "**no**" }')
         target="< ${target} MiB"
@@ -158,7 +166,6 @@ record() {
     fi
     load_now
     load=$BENCH_LOAD_MAX
-    BENCH_LOAD_MAX=0
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$what" "$cairn" "$base" "$ratio" "$target" "$met" "$load" >>"$RESULTS"
     log "$id: $what: cairn $cairn, baseline $base, ratio $ratio (target $target): $met, max load $load"
 }

@@ -30,6 +30,7 @@ export NGINX_URL
 [ "$(curl -sf "$NGINX_URL/$HEX" | openssl dgst -sha256 -r | cut -c1-64)" = "$HEX" ] || die "nginx served wrong bytes"
 
 # Serving 1 GiB from the store vs nginx sendfile.
+load_reset
 srv_c=() srv_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed srv_b '' 'curl -sf -o /dev/null "$NGINX_URL/$HEX"'
@@ -48,6 +49,7 @@ fresh_b() {
     B_URL=$NODE_URL B_PID=$NODE_PID
     export B_URL
 }
+load_reset
 pt_c=() pt_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed pt_b '' 'curl -sf "$A_URL/v1/blobs/$HEX" | openssl dgst -sha256 >/dev/null'
@@ -62,6 +64,7 @@ record node.pull_through "verified pull-through of 1 GiB from a peer (GET B/v1/f
     "$(ratio_median pt_b pt_c time)" 0.8
 
 # HEAD rate on the blob, keep-alive, 64 connections.
+load_reset
 hd_c=() hd_b=()
 for ((i = 0; i < REPS; i++)); do
     hd_b+=("$(ab_rate -t 15 -n 50000 "$NGINX_URL/$HEX")")
@@ -77,6 +80,7 @@ stop_pid "$A_PID"
 start_cairn_node a2 "$A"
 A_URL=$NODE_URL A_PID=$NODE_PID
 export A_URL
+load_reset
 t16=$(time_sh 'seq 16 | xargs -P16 -I{} curl -sf --max-time 600 -o /dev/null "$A_URL/v1/blobs/$HEX"')
 rss=$(vm_hwm_kib "$A_PID")
 record node.rss16 "peak RSS (VmHWM) of a node serving 16 concurrent 1 GiB downloads (aggregate: $(gbps $((16 * GIB)) "$t16"))" \

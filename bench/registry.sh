@@ -41,6 +41,7 @@ fresh_cairn() {
 }
 
 # skopeo push of the image into an empty registry.
+load_reset
 push_c=() push_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed push_b 'fresh_dist; sync -f "$TMP"' 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$DIST/bench/big:v1"'
@@ -62,6 +63,7 @@ start_nginx static "$TMP/static" "location = /v2/ { default_type application/jso
         location /v2/bench/big/manifests/ { default_type $OCI_MANIFEST; }"
 STATIC=${NGINX_URL#http://}
 export STATIC
+load_reset
 pull_c=() pull_b=() pull_n=()
 for ((i = 0; i < REPS; i++)); do
     run_timed pull_b 'rm -rf "$PULL"; sync -f "$TMP"' 'skopeo copy -q --src-tls-verify=false "docker://$DIST/bench/big:v1" "oci:$PULL:v1"'
@@ -83,6 +85,7 @@ start_nginx layout "$LAYOUT/blobs/sha256"
 export NGINX_URL
 [ "$(curl -sf "$CREG_URL/v2/bench/big/blobs/sha256:$LAYER" | openssl dgst -sha256 -r | cut -c1-64)" = "$LAYER" ] \
     || die "Cairn served wrong layer bytes"
+load_reset
 get_c=() get_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed get_b '' 'curl -sf -o /dev/null "$NGINX_URL/$LAYER"'
@@ -93,6 +96,7 @@ record registry.blob_get "GET /v2 blob 1 GiB (curl to /dev/null) vs nginx, same 
     "$(ratio_median get_b get_c time)" 0.9
 
 # Request rates: manifest GET by tag (wrk) and blob HEAD (ab).
+load_reset
 man_c=() man_d=() man_n=() head_c=() head_d=() head_n=()
 for ((i = 0; i < REPS; i++)); do
     man_d+=("$(wrk_rate "$RATE_SECS" "$DIST_URL/v2/bench/big/manifests/v1" -H "Accept: $OCI_MANIFEST")")

@@ -26,6 +26,7 @@ sync -f "$TMP"
 
 # put: hash + write + fsync of a page-cached 1 GiB file, vs the slower of
 # hashing it (openssl) and writing it durably (dd conv=fsync).
+load_reset
 put_c=() put_h=() put_w=()
 for ((i = 0; i < REPS; i++)); do
     run_timed put_h '' 'openssl dgst -sha256 "$F1" >/dev/null'
@@ -42,6 +43,7 @@ record store.put "put 1 GiB (cached file) vs slower of openssl dgst / dd conv=fs
 export HEX
 HEX=$("$CAIRN" --data-dir "$D" put "$F1" | cut -d' ' -f1)
 [ -f "$D/objects/$HEX" ] || die "put did not store objects/$HEX"
+load_reset
 get_c=() get_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed get_b '' 'cat "$D/objects/$HEX" >/dev/null'
@@ -52,6 +54,7 @@ record store.get "get 1 GiB to /dev/null vs cat" \
     "$(ratio_median get_b get_c time)" 0.9
 # Into /dev/null both may skip the copy (sendfile/splice); a pipe makes
 # every byte cross to user space, as it does for a real consumer.
+load_reset
 getp_c=() getp_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed getp_b '' 'cat "$D/objects/$HEX" | cat >/dev/null'
@@ -65,6 +68,7 @@ rm -rf "$D" "$OUT"
 # snapshot of the tree (hash + store + manifest) vs parallel hashing only;
 # for context, also vs copying the tree durably (cp -r, then syncfs), which
 # writes the same bytes into as many new files without hashing them.
+load_reset
 snap_c=() snap_b=() snap_w=()
 for ((i = 0; i < REPS; i++)); do
     run_timed snap_b 'sync -f "$TMP"' 'find "$TREE" -type f -print0 | xargs -0 -P2 openssl dgst -sha256 >/dev/null'
@@ -80,6 +84,7 @@ record store.snapshot_vs_copy "snapshot of the same tree vs cp -r + sync -f (wri
     "$(ratio_median snap_w snap_c time)" -
 
 # checkout --link of that snapshot vs cp -al of the tree.
+load_reset
 co_c=() co_b=()
 for ((i = 0; i < REPS; i++)); do
     run_timed co_b 'rm -rf "$OUT"; sync -f "$TMP"' 'cp -al "$TREE" "$OUT"'
@@ -95,6 +100,7 @@ rm -rf "$D" "$OUT" "$TREE"
 log "generating a 4 GiB file"
 make_file "$F4" $((4 * GIB)) 3
 sync -f "$TMP"
+load_reset
 rss_c=$(rss_peak_kib "$CAIRN" --data-dir "$D" put "$F4")
 rss_b=$(rss_peak_kib openssl dgst -sha256 "$F4")
 record store.rss "peak RSS of put of a 4 GiB file (baseline: openssl dgst, for scale)" \
