@@ -350,6 +350,11 @@ wrk_rate() {
 }
 
 machine_line() {
-    printf '%s, %s cores, %s, kernel %s' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" \
-        "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$(uname -r)"
+    local sha=no
+    grep -qw sha_ni /proc/cpuinfo && sha=yes
+    printf '%s cores (%s, SHA-NI %s), %s GiB RAM, %s on %s, kernel %s' "$(nproc)" \
+        "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$sha" \
+        "$(awk '/^MemTotal/ { printf "%d", $2 / 1048576 }' /proc/meminfo)" \
+        "$(df -T "${BENCH_TMP:-/work/benchtmp}" | awk 'NR == 2 { print $2 }')" \
+        "$(df "${BENCH_TMP:-/work/benchtmp}" | awk 'NR == 2 { print $1 }')" "$(uname -r)"
 }

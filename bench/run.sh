@@ -17,6 +17,7 @@ scripts=("$@")
 [ ${#scripts[@]} -gt 0 ] || scripts=(store node registry)
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u '+%Y-%m-%d %H:%M')
 failed=()
 for s in "${scripts[@]}"; do
     [ -x "$BENCH_DIR/$s.sh" ] || die "no benchmark bench/$s.sh"
@@ -24,8 +25,10 @@ for s in "${scripts[@]}"; do
     "$BENCH_DIR/$s.sh" >/dev/null || failed+=("$s")
 done
 
+echo "Date: $started to $(date -u '+%H:%M') UTC"
 echo "Machine: $(machine_line)"
-echo "Command: bench/run.sh ${*}"
+cmd="bench/run.sh${*:+ $*}"
+echo "Command: \`$cmd\` (REPS=${REPS:-default})"
 echo "Load average (1/5/15 min): $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 echo
 print_results "$BENCH_RESULTS"
