@@ -152,6 +152,19 @@ pub enum ClusterError {
         /// The first failure.
         first: String,
     },
+    /// No source could say what a tag points to, and at least one failed.
+    #[error(
+        "tag {repo}:{tag} could not be resolved (tried: {}); retry when the upstream is reachable",
+        tried_list(tried)
+    )]
+    TagUnavailable {
+        /// The repository.
+        repo: String,
+        /// The tag.
+        tag: String,
+        /// One line per source tried, with its error.
+        tried: Vec<String>,
+    },
     /// The failure of a transfer shared by several callers.
     #[error(transparent)]
     Shared(std::sync::Arc<ClusterError>),

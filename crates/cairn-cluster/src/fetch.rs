@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
+use crate::upstream::{OciHint, Upstream, UpstreamError};
 
 /// Chunk size used to stream local blobs: large reads, few hand-offs.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -168,7 +169,7 @@ impl Cluster {
         if let Some(b) = self.try_local(d).await? {
             return Ok(b);
         }
-        let t = self.transfer(d, None);
+        let t = self.transfer(d, None, None);
         let (rx, mut done) = match t.join() {
             Joined::Live(rx, done) => (Some(rx), done),
             Joined::Wait(done) => (None, done),
@@ -192,10 +193,35 @@ impl Cluster {
         if self.local_size(d).await?.is_some() {
             return Ok(false);
         }
-        let t = self.transfer(d, prefer.map(str::to_owned));
+        let t = self.transfer(d, prefer.map(str::to_owned), None);
         let mut done = t.done.subscribe();
         drop(t);
         wait_done(&mut done).await?;
+        Ok(true)
+    }
+
+    /// Makes a blob or manifest asked for through `/v2` local: like
+    /// [`Cluster::ensure_local`], and registry origins are tried too, since
+    /// the hint names the repository. Returns true when it was fetched.
+    pub async fn ensure_local_oci(&self, d: Digest, hint: OciHint) -> Result<bool> {
+        if self.local_size(d).await?.is_some() {
+            return Ok(false);
+        }
+        let t = self.transfer(d, None, Some(hint.clone()));
+        let joined_bare = !t.with_oci;
+        let mut done = t.done.subscribe();
+        drop(t);
+        match wait_done(&mut done).await {
+            // The transfer joined was a bare digest's, which skips registry
+            // origins: absent there is not absent for this caller.
+            Err(e) if joined_bare && e.is_not_found() => {
+                let t = self.transfer(d, None, Some(hint));
+                let mut done = t.done.subscribe();
+                drop(t);
+                wait_done(&mut done).await?;
+            }
+            r => r?,
+        }
         Ok(true)
     }
 
@@ -213,18 +239,18 @@ impl Cluster {
     }
 
     /// The transfer for `d`, joining a running one or starting it.
-    fn transfer(&self, d: Digest, prefer: Option<String>) -> Arc<Transfer> {
+    fn transfer(&self, d: Digest, prefer: Option<String>, oci: Option<OciHint>) -> Arc<Transfer> {
         let mut map = lock(&self.inner.inflight);
         if let Some(t) = map.get(&d) {
             return Arc::clone(t);
         }
         let (done, _) = watch::channel(None);
-        let t = Arc::new(Transfer { digest: d, shared: Mutex::new(Shared::default()), done });
+        let t = Arc::new(Transfer { digest: d, with_oci: oci.is_some(), shared: Mutex::new(Shared::default()), done });
         map.insert(d, Arc::clone(&t));
         drop(map);
         let inner = Arc::clone(&self.inner);
         let t2 = Arc::clone(&t);
-        tokio::spawn(async move { drive(inner, t2, prefer).await });
+        tokio::spawn(async move { drive(inner, t2, prefer, oci).await });
         t
     }
 }
@@ -295,6 +321,8 @@ struct Shared {
 /// One remote transfer of one digest, shared by every caller of it.
 pub(crate) struct Transfer {
     digest: Digest,
+    /// Whether registry origins are among its sources.
+    with_oci: bool,
     shared: Mutex<Shared>,
     done: watch::Sender<Outcome>,
 }
@@ -385,6 +413,7 @@ impl Release {
 enum Source {
     Peer { addr: String, size: Option<u64> },
     Origin(Origin),
+    Registry { up: Arc<Upstream>, hint: OciHint },
 }
 
 impl Source {
@@ -392,6 +421,7 @@ impl Source {
         match self {
             Source::Peer { addr, .. } => format!("peer {addr}"),
             Source::Origin(o) => o.name(),
+            Source::Registry { up, .. } => up.name(),
         }
     }
 }
@@ -400,7 +430,8 @@ type HeadFut = futures_util::future::BoxFuture<'static, (String, Result<Option<u
 
 /// The source order, decided here and nowhere else: the preferred peer (a
 /// sync's source), then healthy peers that hold the blob in the order their
-/// HEAD answers arrive, then the origins in configured order.
+/// HEAD answers arrive, then the origins in configured order (registry
+/// origins only when the digest came with its repository).
 struct Sources {
     inner: Arc<Inner>,
     digest: Digest,
@@ -408,12 +439,13 @@ struct Sources {
     skip: Option<String>,
     heads: Option<FuturesUnordered<HeadFut>>,
     origins: std::collections::VecDeque<Origin>,
+    oci: Option<OciHint>,
     tried: Vec<String>,
     only_absent: bool,
 }
 
 impl Sources {
-    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>) -> Self {
+    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>, oci: Option<OciHint>) -> Self {
         let origins = if inner.cfg.enable_cdn_fallback {
             inner.cfg.origins.iter().cloned().collect()
         } else {
@@ -426,6 +458,7 @@ impl Sources {
             prefer,
             heads: None,
             origins,
+            oci,
             tried: Vec::new(),
             only_absent: true,
         }
@@ -483,7 +516,16 @@ impl Sources {
                 }
             }
         }
-        self.origins.pop_front().map(Source::Origin)
+        while let Some(o) = self.origins.pop_front() {
+            match (o, &self.oci) {
+                (Origin::Registry(up), Some(hint)) => return Some(Source::Registry { up, hint: hint.clone() }),
+                (Origin::Registry(up), None) => {
+                    self.tried.push(format!("{}: skipped, a bare digest names no repository", up.name()));
+                }
+                (o, _) => return Some(Source::Origin(o)),
+            }
+        }
+        None
     }
 
     fn failed(&mut self, e: &ClusterError) {
@@ -502,8 +544,8 @@ impl Sources {
     }
 }
 
-async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>) {
-    let res = run(&inner, &t, prefer).await;
+async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>, oci: Option<OciHint>) {
+    let res = run(&inner, &t, prefer, oci).await;
     if let Err(e) = &res {
         tracing::warn!(digest = %t.digest, error = %e, "fetch failed");
     }
@@ -513,14 +555,14 @@ async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>) {
     lock(&t.shared).subs.clear();
 }
 
-async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>) -> Result<()> {
+async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Option<OciHint>) -> Result<()> {
     let d = t.digest;
     let store = inner.store.clone();
     if blocking(move || store.exists(&d)).await? {
         return Ok(());
     }
     let _permit = inner.permits.acquire().await.map_err(|e| ClusterError::Task(e.to_string()))?;
-    let mut sources = Sources::new(Arc::clone(inner), d, prefer);
+    let mut sources = Sources::new(Arc::clone(inner), d, prefer, oci);
     let mut release = Release::NotStarted;
     while let Some(src) = sources.next().await {
         let name = src.name();
@@ -550,11 +592,15 @@ async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
     let what = match src {
         Source::Peer { .. } => format!("GET /v1/blobs/{d}"),
         Source::Origin(o) => format!("GET {}", o.url(d)),
+        Source::Registry { .. } => String::new(),
     };
     let fut = async {
         match src {
             Source::Peer { addr, .. } => inner.api.get_blob(addr, d).await,
             Source::Origin(o) => o.get(&inner.http, d).await,
+            Source::Registry { up, hint } => {
+                up.open(&hint.repo, d, hint.kind).await.map_err(|e| upstream_error(up, d, e))
+            }
         }
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -564,7 +610,19 @@ async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
             Source::Origin(o) => {
                 ClusterError::Origin { origin: o.name(), digest: *d, reason: format!("no answer within {timeout:?}") }
             }
+            Source::Registry { up, .. } => {
+                ClusterError::Origin { origin: up.name(), digest: *d, reason: format!("no answer within {timeout:?}") }
+            }
         }),
+    }
+}
+
+/// An upstream's failure as the pipeline sees it: absent, or failed.
+fn upstream_error(up: &Upstream, d: &Digest, e: UpstreamError) -> ClusterError {
+    if e.is_not_found() {
+        ClusterError::NotFound { digest: *d, tried: vec![e.to_string()] }
+    } else {
+        ClusterError::Origin { origin: up.name(), digest: *d, reason: e.to_string() }
     }
 }
 

@@ -8,16 +8,20 @@
 //! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
 //! - [`push`]: client uploads of blobs and manifests.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
+//! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
+//! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 
 pub mod error;
 pub mod fetch;
 pub mod health;
 pub mod listing;
+pub mod mirror;
 pub mod origin;
 pub mod peer;
 pub mod push;
 pub mod sync;
+pub mod upstream;
 
 pub use error::{ClusterError, Result};
 pub use fetch::{BlobBody, Cluster, ClusterConfig};

@@ -1,11 +1,14 @@
 //! Origins: where a blob comes from when no peer has it. Tried in the
 //! configured order after the peers.
 
+use std::sync::Arc;
+
 use cairn_store::Digest;
 use futures_util::TryStreamExt;
 
 use crate::error::{ClusterError, Result};
 use crate::peer::RemoteBlob;
+use crate::upstream::Upstream;
 
 /// One origin. An enum so other kinds (an upstream OCI registry) slot in
 /// beside the plain HTTP one.
@@ -18,6 +21,9 @@ pub enum Origin {
         /// The URL template.
         url_template: String,
     },
+    /// An upstream OCI registry; used only for digests asked for through
+    /// `/v2`, which name their repository.
+    Registry(Arc<Upstream>),
 }
 
 impl Origin {
@@ -33,10 +39,16 @@ impl Origin {
         Ok(Origin::Http { url_template: url_template.to_owned() })
     }
 
+    /// A registry origin (see [`crate::upstream::UpstreamConfig`]).
+    pub fn registry(cfg: crate::upstream::UpstreamConfig) -> Result<Self, String> {
+        Ok(Origin::Registry(Arc::new(Upstream::new(cfg)?)))
+    }
+
     /// A short name for logs and errors.
     pub fn name(&self) -> String {
         match self {
             Origin::Http { url_template } => format!("origin {url_template}"),
+            Origin::Registry(up) => up.name(),
         }
     }
 
@@ -44,12 +56,16 @@ impl Origin {
     pub fn url(&self, d: &Digest) -> String {
         match self {
             Origin::Http { url_template } => url_template.replace("{digest}", &d.to_string()),
+            Origin::Registry(up) => format!("{}/v2/<repository>/blobs/{}", up.config().url, d.oci()),
         }
     }
 
     /// Starts a GET of the blob.
     pub(crate) async fn get(&self, http: &reqwest::Client, d: &Digest) -> Result<RemoteBlob> {
         let err = |reason: String| ClusterError::Origin { origin: self.name(), digest: *d, reason };
+        if let Origin::Registry(_) = self {
+            return Err(err("a registry origin needs the repository; it serves only /v2 requests".into()));
+        }
         let url = self.url(d);
         let resp = http.get(&url).send().await.map_err(|e| err(format!("GET {url}: {e}")))?;
         let status = resp.status();

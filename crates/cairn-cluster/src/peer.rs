@@ -64,6 +64,17 @@ pub trait PeerApi: Send + Sync + 'static {
     fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>>;
     /// `GET /v1/manifests/{ref_file}`: raw bytes, at most the manifest size limit.
     fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>>;
+    /// `GET /v1/oci/tag`: the manifest a peer's registry has for
+    /// `repo:tag` (its own tags and its fresh upstream answers), `None` when
+    /// it has none. Peers that predate the mirror have none.
+    fn resolve_tag<'a>(
+        &'a self,
+        _peer: &'a str,
+        _repo: &'a str,
+        _tag: &'a str,
+    ) -> BoxFut<'a, Option<crate::mirror::TagTarget>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// One peer as `/v1/peers` shows it (exact seed field names; `latency` in

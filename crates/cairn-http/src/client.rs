@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_cluster::mirror::TagTarget;
 use cairn_cluster::peer::BoxFut;
 use cairn_cluster::{
     ClusterError, ClusterStats, ManifestEntry, PeerApi, PeerHealth, PeerStatus, RemoteBlob, Result, SyncReport,
@@ -14,6 +15,7 @@ use cairn_store::{Digest, PutOutcome, RefFile};
 use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 
+use crate::mirror::TagAnswer;
 use crate::v1::{NodeInfo, PutBlobAnswer};
 
 /// Largest JSON answer read from a peer (manifest lists can be long).
@@ -227,6 +229,27 @@ impl Client {
         let req = self.http.put(Self::url(node, &format!("/v1/manifests/{rf}"))).body(json);
         self.json(node, &format!("PUT /v1/manifests/{rf}"), req).await
     }
+
+    /// `GET /v1/oci/tag?repo=&tag=`: what the peer's registry has for a
+    /// tag; `None` on 404 (also what a peer without the endpoint answers).
+    pub async fn resolve_tag(&self, peer: &str, repo: &str, tag: &str) -> Result<Option<TagTarget>> {
+        let what = format!("GET /v1/oci/tag {repo}:{tag}");
+        let req = self.http.get(Self::url(peer, "/v1/oci/tag")).query(&[("repo", repo), ("tag", tag)]);
+        let a: TagAnswer = match self.json(peer, &what, req).await {
+            Ok(a) => a,
+            Err(ClusterError::PeerStatus { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |reason: String| ClusterError::PeerBadAnswer { peer: peer.to_owned(), what: what.clone(), reason };
+        if a.repo != repo || a.tag != tag {
+            return Err(bad(format!("answered for {}:{}", a.repo, a.tag)));
+        }
+        if !a.digest.starts_with("sha256:") {
+            return Err(bad(format!("digest {:?} is not sha256:<hex>", a.digest)));
+        }
+        let digest = Digest::parse(&a.digest).map_err(|e| bad(format!("digest {:?}: {e}", a.digest)))?;
+        Ok(Some(TagTarget { digest, media_type: a.media_type, source: format!("peer {peer}") }))
+    }
 }
 
 enum LimitError {
@@ -260,6 +283,9 @@ impl PeerApi for Client {
     }
     fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>> {
         Box::pin(Client::manifest(self, peer, ref_file))
+    }
+    fn resolve_tag<'a>(&'a self, peer: &'a str, repo: &'a str, tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
+        Box::pin(Client::resolve_tag(self, peer, repo, tag))
     }
 }
 

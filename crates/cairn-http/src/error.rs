@@ -51,6 +51,14 @@ pub enum ApiError {
     /// A method the path does not support.
     #[error("method {0} is not allowed on this path")]
     MethodNotAllowed(String),
+    /// A tag this node neither holds nor has a fresh upstream answer for.
+    #[error("this node has no tag {repo}:{tag} (nor a fresh cached upstream answer for it)")]
+    UnknownTag {
+        /// The repository.
+        repo: String,
+        /// The tag.
+        tag: String,
+    },
     /// A store error.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -91,6 +99,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnknownTag { .. } => StatusCode::NOT_FOUND,
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),
         }
@@ -143,6 +152,8 @@ mod tests {
             (ApiError::Cluster(ClusterError::NotFound { digest: d, tried: vec![] }), 404),
             (ApiError::Cluster(ClusterError::Unavailable { digest: d, tried: vec![] }), 502),
             (ApiError::Cluster(ClusterError::Store(StoreError::BlobNotFound(d))), 404),
+            (ApiError::UnknownTag { repo: "r".into(), tag: "t".into() }, 404),
+            (ApiError::Cluster(ClusterError::TagUnavailable { repo: "r".into(), tag: "t".into(), tried: vec![] }), 502),
         ];
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e}");

@@ -6,9 +6,11 @@
 //! - [`client`]: the typed `/v1` client; implements the cluster's `PeerApi`.
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
 //! - [`v2`]: the OCI distribution API (registry) and its error codes.
+//! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
 
 pub mod client;
 pub mod error;
+pub mod mirror;
 pub mod server;
 pub mod v1;
 pub mod v2;

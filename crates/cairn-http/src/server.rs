@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_store::Store;
+use cairn_store::oci::Registry;
 
 use crate::client::Client;
 use crate::v1::NodeInfo;
@@ -24,12 +25,24 @@ pub struct AppState {
     pub info: NodeInfo,
     /// `X-Volt-Node`, prepared once.
     pub node_header: HeaderValue,
+    /// The OCI registry on the same store, when this node serves `/v2`.
+    pub registry: Option<Registry>,
 }
 
 impl AppState {
     /// A node over `store`: builds the peer client and the cluster.
     /// `listen_addr` is shown as configured (e.g. `:7420`).
     pub fn new(store: Store, cfg: ClusterConfig, listen_addr: &str) -> Result<Arc<Self>, String> {
+        AppState::with_registry(store, cfg, listen_addr, None)
+    }
+
+    /// A node that also serves `registry` on `/v2` (see [`AppState::v2_state`]).
+    pub fn with_registry(
+        store: Store,
+        cfg: ClusterConfig,
+        listen_addr: &str,
+        registry: Option<Registry>,
+    ) -> Result<Arc<Self>, String> {
         let node_header = HeaderValue::from_str(&cfg.node_id)
             .map_err(|_| format!("node_id {:?} is not a valid HTTP header value", cfg.node_id))?;
         let info = NodeInfo {
@@ -40,14 +53,27 @@ impl AppState {
         };
         let client = Client::new(cfg.peer_timeout);
         let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState { cluster, info, node_header }))
+        Ok(Arc::new(AppState { cluster, info, node_header, registry }))
+    }
+
+    /// The `/v2` state: the registry, with the cluster pipeline as its
+    /// remote source, so a miss is fetched from peers and origins (the mirror).
+    pub fn v2_state(&self) -> Option<crate::v2::V2State> {
+        let registry = self.registry.clone()?;
+        let remote = crate::mirror::ClusterRemote::new(self.cluster.clone());
+        Some(crate::v2::V2State { registry, remote: Some(Arc::new(remote)) })
     }
 }
 
 /// Every API, merged (one `.merge` line per API), with one debug log line
-/// per request.
+/// per request. `/v2` is there when the node has a registry.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new().merge(crate::v1::router(Arc::clone(&state))).layer(middleware::from_fn(log_request))
+    let mut app =
+        Router::new().merge(crate::v1::router(Arc::clone(&state))).merge(crate::mirror::router(Arc::clone(&state)));
+    if let Some(v2) = state.v2_state() {
+        app = app.merge(crate::v2::router(v2));
+    }
+    app.layer(middleware::from_fn(log_request))
 }
 
 async fn log_request(req: Request, next: Next) -> Response {

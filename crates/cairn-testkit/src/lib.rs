@@ -29,6 +29,8 @@ use cairn_cluster::{ClusterConfig, Origin};
 use cairn_http::AppState;
 use cairn_store::{Digest, Store, StoreOptions};
 
+pub mod registry;
+
 /// Deterministic pseudo-random bytes (xorshift), so big blobs are generated, not committed.
 pub fn blob(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -151,6 +153,8 @@ pub struct NodeSpec {
     pub peers: Vec<String>,
     /// Origin URL templates.
     pub origins: Vec<String>,
+    /// Upstream registry origins, tried after the URL-template ones.
+    pub registries: Vec<cairn_cluster::upstream::UpstreamConfig>,
     /// Peer timeout.
     pub peer_timeout: Duration,
     /// Health interval.
@@ -161,6 +165,8 @@ pub struct NodeSpec {
     pub max_concurrent_fetches: usize,
     /// Use origins.
     pub enable_cdn_fallback: bool,
+    /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
+    pub v2: bool,
 }
 
 impl Default for NodeSpec {
@@ -169,11 +175,13 @@ impl Default for NodeSpec {
             node_id: None,
             peers: Vec::new(),
             origins: Vec::new(),
+            registries: Vec::new(),
             peer_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(30),
             health_loop: false,
             max_concurrent_fetches: 8,
             enable_cdn_fallback: true,
+            v2: false,
         }
     }
 }
@@ -208,10 +216,19 @@ impl TestNode {
             peer_timeout: spec.peer_timeout,
             health_interval: spec.health_interval,
             enable_cdn_fallback: spec.enable_cdn_fallback,
-            origins: spec.origins.iter().map(|o| Origin::http(o).expect("origin")).collect(),
+            origins: spec
+                .origins
+                .iter()
+                .map(|o| Origin::http(o).expect("origin"))
+                .chain(spec.registries.iter().map(|r| Origin::registry(r.clone()).expect("registry origin")))
+                .collect(),
             max_concurrent_fetches: spec.max_concurrent_fetches,
         };
-        let state = AppState::new(store.clone(), cfg, &format!(":{}", addr.port())).expect("state");
+        let registry = spec.v2.then(|| {
+            cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())
+                .expect("registry")
+        });
+        let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
         let counters = Arc::new(Counters::default());
         let app =
             cairn_http::app(Arc::clone(&state)).layer(middleware::from_fn_with_state(Arc::clone(&counters), count));

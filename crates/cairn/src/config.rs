@@ -31,7 +31,8 @@ pub struct FileConfig {
     pub enable_cdn_fallback: Option<bool>,
     /// Cairn: the data directory.
     pub data_dir: Option<PathBuf>,
-    /// Cairn: origins, tried in order: `[{url: "http://cdn/blobs/{digest}"}]`.
+    /// Cairn: origins, tried in order: `[{url: "http://cdn/blobs/{digest}"}]`
+    /// or `[{registry: "https://registry-1.docker.io", ...}]`.
     pub origins: Option<Vec<OriginConfig>>,
     /// Cairn: time between health probes of a healthy peer (default `30s`).
     pub health_interval: Option<String>,
@@ -46,12 +47,70 @@ pub struct FileConfig {
     pub upload_ttl: Option<String>,
 }
 
-/// One origin entry.
-#[derive(Debug, Deserialize)]
+/// One origin entry: either `url` (a URL template) or `registry` (an
+/// upstream OCI registry, with the keys after it).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     /// URL template containing `{digest}`.
-    pub url: String,
+    pub url: Option<String>,
+    /// Upstream OCI registry base URL, e.g. `https://registry-1.docker.io`.
+    pub registry: Option<String>,
+    /// Registry user (token endpoint or basic auth); needs `password`.
+    pub username: Option<String>,
+    /// Registry password or access token.
+    pub password: Option<String>,
+    /// How long a tag resolved upstream is trusted (default `5m`).
+    pub tag_ttl: Option<String>,
+    /// Registry connect and answer timeout (default `30s`).
+    pub timeout: Option<String>,
+}
+
+impl OriginConfig {
+    /// The origin this entry describes; errors name the entry and the key.
+    pub fn to_origin(&self, index: usize) -> anyhow::Result<Origin> {
+        let at = |key: &str| format!("origins[{index}].{key}");
+        match (&self.url, &self.registry) {
+            (Some(url), None) => {
+                for (key, set) in [
+                    ("username", self.username.is_some()),
+                    ("password", self.password.is_some()),
+                    ("tag_ttl", self.tag_ttl.is_some()),
+                    ("timeout", self.timeout.is_some()),
+                ] {
+                    if set {
+                        bail!("{}: only a registry origin takes {key}", at(key));
+                    }
+                }
+                Origin::http(url).map_err(|e| anyhow::anyhow!("{}: {e}", at("url")))
+            }
+            (None, Some(registry)) => {
+                let defaults = cairn_cluster::upstream::UpstreamConfig::default();
+                let tag_ttl = match &self.tag_ttl {
+                    // Zero is allowed: ask upstream every time, use the cache only when it is down.
+                    Some(v) => humantime::parse_duration(v.trim())
+                        .with_context(|| format!("{}: {v:?} is not a duration (use e.g. 5m, 30s)", at("tag_ttl")))?,
+                    None => defaults.tag_ttl,
+                };
+                let timeout = match &self.timeout {
+                    Some(v) => duration(&at("timeout"), v)?,
+                    None => defaults.timeout,
+                };
+                Origin::registry(cairn_cluster::upstream::UpstreamConfig {
+                    url: registry.clone(),
+                    username: self.username.clone(),
+                    password: self.password.clone(),
+                    tag_ttl,
+                    timeout,
+                })
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at("registry")))
+            }
+            (Some(_), Some(_)) => bail!("origins[{index}]: give either url or registry, not both"),
+            (None, None) => {
+                bail!("origins[{index}]: give url (a template with {{digest}}) or registry (a registry URL)")
+            }
+        }
+    }
 }
 
 /// Flags of `cairn serve` that override the file.
@@ -238,15 +297,12 @@ impl NodeConfig {
             Some(v) => duration("shutdown_grace", v)?,
             None => Duration::from_secs(30),
         };
-        let urls: Vec<String> = if flags.origins.is_empty() {
-            file.origins.unwrap_or_default().into_iter().map(|o| o.url).collect()
+        let entries: Vec<OriginConfig> = if flags.origins.is_empty() {
+            file.origins.unwrap_or_default()
         } else {
-            flags.origins.clone()
+            flags.origins.iter().map(|u| OriginConfig { url: Some(u.clone()), ..Default::default() }).collect()
         };
-        let origins = urls
-            .iter()
-            .map(|u| Origin::http(u).map_err(|e| anyhow::anyhow!("origins: {e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let origins = entries.iter().enumerate().map(|(i, o)| o.to_origin(i)).collect::<anyhow::Result<Vec<_>>>()?;
         let max_concurrent_fetches = flags.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(16);
         if max_concurrent_fetches == 0 {
             bail!("max_concurrent_fetches must be at least 1");
@@ -370,12 +426,39 @@ mod tests {
             ("listen_addr: \"nope\"\n", "listen_addr"),
             ("origins:\n  - url: \"ftp://x/{digest}\"\n", "origins"),
             ("origins:\n  - url: \"http://x/blobs\"\n", "origins"),
+            ("origins:\n  - registry: \"ftp://r\"\n", "origins[0].registry"),
+            (
+                "origins:\n  - url: \"http://x/{digest}\"\n  - registry: \"http://r\"\n    username: u\n",
+                "origins[1].registry",
+            ),
+            ("origins:\n  - registry: \"http://r\"\n    tag_ttl: soon\n", "origins[0].tag_ttl"),
+            ("origins:\n  - registry: \"http://r\"\n    timeout: 0s\n", "origins[0].timeout"),
+            ("origins:\n  - url: \"http://x/{digest}\"\n    password: p\n", "origins[0].password"),
+            ("origins:\n  - url: \"http://x/{digest}\"\n    registry: \"http://r\"\n", "origins[0]"),
+            ("origins:\n  - {}\n", "origins[0]"),
             ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
             ("node_id: \"a b\"\n", "node_id"),
         ] {
             let e = format!("{:#}", merged(yaml).unwrap_err());
             assert!(e.contains(key), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn registry_origins_sit_beside_url_origins_with_their_own_keys() {
+        let c = merged(
+            "origins:\n  - registry: \"https://registry-1.docker.io\"\n    username: alice\n    password: s3cret\n    \
+             tag_ttl: 1m\n    timeout: 5s\n  - url: \"http://cdn/blobs/{digest}\"\n  - registry: \"http://127.0.0.1:5000\"\n",
+        )
+        .unwrap();
+        let cairn_cluster::Origin::Registry(hub) = &c.origins[0] else { panic!("{:?}", c.origins[0]) };
+        let cfg = hub.config();
+        assert_eq!((cfg.url.as_str(), cfg.username.as_deref()), ("https://registry-1.docker.io", Some("alice")));
+        assert_eq!((cfg.tag_ttl, cfg.timeout), (Duration::from_secs(60), Duration::from_secs(5)));
+        assert_eq!(c.origins[1], Origin::http("http://cdn/blobs/{digest}").unwrap());
+        let cairn_cluster::Origin::Registry(local) = &c.origins[2] else { panic!("{:?}", c.origins[2]) };
+        assert_eq!(local.config().tag_ttl, Duration::from_secs(300), "default tag_ttl");
+        assert!(!format!("{c:?}").contains("s3cret"), "the password never reaches a debug print");
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn raw_get(addr: &str, path: &str) -> Option<String> {
 }
 
 #[test]
-fn node_serve_with_registry_addr_serves_v2_on_its_own_listener() {
+fn node_serve_serves_v2_on_listen_addr_and_on_registry_addr() {
     let d = tempfile::tempdir().unwrap();
     seed(d.path());
     let (node, reg) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
@@ -120,9 +120,12 @@ fn node_serve_with_registry_addr_serves_v2_on_its_own_listener() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let v1 = raw_get(&node, "/v1/health");
+    let v2_on_node = raw_get(&node, "/v2/_catalog");
     child.kill().unwrap();
     child.wait().unwrap();
     let catalog = catalog.expect("the registry listener answered within 20 s");
     assert!(catalog.contains(r#"{"repositories":["team/app"]}"#), "{catalog}");
     assert!(v1.is_some_and(|a| a.starts_with("HTTP/1.1 200")), "/v1 still on the node listener");
+    let v2_on_node = v2_on_node.expect("the node listener answered /v2");
+    assert!(v2_on_node.contains(r#"{"repositories":["team/app"]}"#), "/v2 on listen_addr: {v2_on_node}");
 }

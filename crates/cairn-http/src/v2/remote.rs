@@ -2,7 +2,7 @@
 //! by digest is not in the local store. Without one, a miss is a 404.
 
 use cairn_store::Digest;
-use cairn_store::oci::RepoName;
+use cairn_store::oci::{RepoName, Tag};
 use futures_util::future::BoxFuture;
 
 /// Why a remote fetch failed (logged; the client sees the miss).
@@ -22,4 +22,15 @@ pub trait RemoteSource: Send + Sync + 'static {
         repo: &'a RepoName,
         digest: &'a Digest,
     ) -> BoxFuture<'a, Result<Option<String>, RemoteError>>;
+
+    /// The manifest digest `repo:tag` points to elsewhere (peers, an
+    /// upstream), for a tag the local registry lacks; `None` when no source
+    /// knows it. The tag is not stored locally, so it is asked again later.
+    fn resolve_tag<'a>(
+        &'a self,
+        _repo: &'a RepoName,
+        _tag: &'a Tag,
+    ) -> BoxFuture<'a, Result<Option<Digest>, RemoteError>> {
+        Box::pin(async { Ok(None) })
+    }
 }

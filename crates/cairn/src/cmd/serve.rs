@@ -26,14 +26,17 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("opening the data dir")?
         .with_context(|| format!("opening data dir {}", cfg.data_dir.display()))?;
-    let state = AppState::new(store, cfg.cluster(), &cfg.listen_addr).map_err(anyhow::Error::msg)?;
+    // Every node is also a registry: /v2 on listen_addr, and on registry_addr when set.
+    let registry = open_registry(&cfg, store.clone()).await?;
+    let state =
+        AppState::with_registry(store, cfg.cluster(), &cfg.listen_addr, Some(registry)).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let registry = match cfg.registry_bind {
-        Some(addr) => Some(registry_listener(&cfg, state.cluster.store().clone(), addr).await?),
-        None => None,
+    let registry = match (cfg.registry_bind, state.v2_state()) {
+        (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr).await?),
+        _ => None,
     };
     let health = state.cluster.spawn_health_loop();
     tracing::info!(
@@ -55,21 +58,26 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves /v2 on its own listener until SIGINT/SIGTERM.
-async fn registry_listener(
-    cfg: &NodeConfig,
-    store: Store,
-    addr: std::net::SocketAddr,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+/// The OCI registry on the node's store.
+async fn open_registry(cfg: &NodeConfig, store: Store) -> anyhow::Result<cairn_store::oci::Registry> {
     let opts = cairn_store::oci::RegistryOptions { upload_ttl: cfg.upload_ttl };
-    let registry = tokio::task::spawn_blocking(move || cairn_store::oci::Registry::new(store, opts))
+    tokio::task::spawn_blocking(move || cairn_store::oci::Registry::new(store, opts))
         .await
         .context("opening the registry")?
-        .with_context(|| format!("cleaning expired uploads in {}", cfg.data_dir.display()))?;
+        .with_context(|| format!("cleaning expired uploads in {}", cfg.data_dir.display()))
+}
+
+/// Serves /v2 on its own listener until SIGINT/SIGTERM; a miss goes
+/// through the cluster pipeline (the mirror).
+async fn registry_listener(
+    cfg: &NodeConfig,
+    v2: cairn_http::v2::V2State,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     tracing::info!(registry = %listener.local_addr().unwrap_or(addr), "OCI registry serving /v2");
-    let app = cairn_http::v2::router(cairn_http::v2::V2State::new(registry));
+    let app = cairn_http::v2::router(v2);
     Ok(tokio::spawn(cairn_http::serve(listener, app, shutdown_signal(), cfg.shutdown_grace)))
 }
 

@@ -1,0 +1,141 @@
+//! The cluster-wide `/v2` mirror's HTTP side: the registry's remote source
+//! backed by the cluster pipeline, and the `/v1/oci/tag` answer peers give
+//! each other when one of them lacks a tag.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use cairn_cluster::Cluster;
+use cairn_cluster::mirror::TagTarget;
+use cairn_cluster::upstream::{ObjectKind, OciHint};
+use cairn_store::oci::manifest::{MAX_MANIFEST_SIZE, parse_manifest};
+use cairn_store::oci::{Reference, RepoName, Tag};
+use cairn_store::{Digest, Store};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::v2::{RemoteError, RemoteSource};
+
+/// `GET /v1/oci/tag?repo=R&tag=T`: what this node's registry has for a tag
+/// (its own tags and its fresh upstream answers). 404 when it has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagAnswer {
+    /// The repository asked for.
+    pub repo: String,
+    /// The tag asked for.
+    pub tag: String,
+    /// The manifest digest, `sha256:<hex>`.
+    pub digest: String,
+    /// The manifest's media type, when known.
+    pub media_type: Option<String>,
+}
+
+/// The query of `GET /v1/oci/tag`.
+#[derive(Debug, Deserialize)]
+pub struct TagQuery {
+    /// Repository name.
+    pub repo: String,
+    /// Tag.
+    pub tag: String,
+}
+
+/// The mirror's `/v1` route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().route("/v1/oci/tag", get(tag)).with_state(state)
+}
+
+/// `GET /v1/oci/tag`: the local tag, else a fresh cached upstream answer.
+/// Never asks anyone else, so peers asking each other cannot loop.
+async fn tag(State(st): State<Arc<AppState>>, Query(q): Query<TagQuery>) -> Result<Json<TagAnswer>, ApiError> {
+    let repo = RepoName::parse(&q.repo).map_err(|e| ApiError::BadRequest(format!("repo {:?}: {e}", q.repo)))?;
+    let tag = Tag::parse(&q.tag).map_err(|e| ApiError::BadRequest(format!("tag {:?}: {e}", q.tag)))?;
+    let found = match st.registry.clone() {
+        Some(reg) => tokio::task::spawn_blocking(move || reg.resolve(&repo, &Reference::Tag(tag)).ok())
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("registry worker failed: {e}")))?,
+        None => None,
+    };
+    let (digest, media_type) = match found {
+        Some((d, mt)) => (d, Some(mt)),
+        None => match st.cluster.cached_tag(&q.repo, &q.tag) {
+            Some(TagTarget { digest, media_type, .. }) => (digest, media_type),
+            None => return Err(ApiError::UnknownTag { repo: q.repo, tag: q.tag }),
+        },
+    };
+    Ok(Json(TagAnswer { repo: q.repo, tag: q.tag, digest: digest.oci(), media_type }))
+}
+
+/// The `/v2` remote source of a node: a miss goes through the cluster
+/// pipeline (peers, then origins; registry origins get the repository).
+pub struct ClusterRemote {
+    cluster: Cluster,
+}
+
+impl ClusterRemote {
+    /// The remote source over `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        ClusterRemote { cluster }
+    }
+
+    async fn fetch(&self, repo: &RepoName, d: Digest, kind: ObjectKind) -> Result<bool, RemoteError> {
+        let hint = OciHint { repo: repo.as_str().to_owned(), kind };
+        match self.cluster.ensure_local_oci(d, hint).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+}
+
+impl RemoteSource for ClusterRemote {
+    fn fetch_blob<'a>(&'a self, repo: &'a RepoName, digest: &'a Digest) -> BoxFuture<'a, Result<bool, RemoteError>> {
+        Box::pin(self.fetch(repo, *digest, ObjectKind::Blob))
+    }
+
+    fn fetch_manifest<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<String>, RemoteError>> {
+        Box::pin(async move {
+            if !self.fetch(repo, *digest, ObjectKind::Manifest).await? {
+                return Ok(None);
+            }
+            // The bytes are verified by now; the media type is the manifest's own.
+            let store = self.cluster.store().clone();
+            let d = *digest;
+            let bytes = tokio::task::spawn_blocking(move || read_manifest(&store, &d)).await??;
+            Ok(Some(parse_manifest(&bytes, None)?.media_type))
+        })
+    }
+
+    fn resolve_tag<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        tag: &'a Tag,
+    ) -> BoxFuture<'a, Result<Option<Digest>, RemoteError>> {
+        Box::pin(async move {
+            let t = self.cluster.resolve_tag(repo.as_str(), tag.as_str()).await?;
+            if let Some(t) = &t {
+                tracing::debug!(repo = %repo, tag = tag.as_str(), digest = %t.digest.oci(), source = %t.source, "tag resolved remotely");
+            }
+            Ok(t.map(|t| t.digest))
+        })
+    }
+}
+
+fn read_manifest(store: &Store, d: &Digest) -> Result<Vec<u8>, RemoteError> {
+    let r = store.get(d)?;
+    let mut out = Vec::new();
+    r.take(MAX_MANIFEST_SIZE as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > MAX_MANIFEST_SIZE {
+        return Err(format!("manifest {} is over {MAX_MANIFEST_SIZE} bytes", d.oci()).into());
+    }
+    Ok(out)
+}

@@ -1,0 +1,216 @@
+//! The cluster-wide `/v2` mirror: Cairn nodes pulling through from a real
+//! upstream registry (open, and behind token auth with credentials),
+//! serving a cached tag while the upstream is down, and a three-node
+//! cluster where skopeo pulls from one node an image pushed to another
+//! without the upstream seeing a single request.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_cluster::upstream::UpstreamConfig;
+use cairn_store::Digest;
+use cairn_testkit::registry::{
+    OCI_MANIFEST, PushedImage, RegistryAuth, TestRegistry, TokenOptions, TokenServer, push_image, tool_available,
+};
+use cairn_testkit::{NodeSpec, TestNode, blob, start_cluster};
+
+fn mirror_spec(upstream: UpstreamConfig) -> NodeSpec {
+    NodeSpec { v2: true, registries: vec![upstream], peer_timeout: Duration::from_secs(5), ..Default::default() }
+}
+
+fn upstream(url: &str, tag_ttl: Duration) -> UpstreamConfig {
+    UpstreamConfig { url: url.into(), tag_ttl, timeout: Duration::from_secs(3), ..Default::default() }
+}
+
+/// `GET` through a node's `/v2`: status, `Docker-Content-Digest`, body.
+async fn get(node: &TestNode, path: &str) -> (u16, Option<String>, Vec<u8>) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/v2/{path}", node.url()))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let digest = r.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (status, digest, r.bytes().await.unwrap().to_vec())
+}
+
+/// Pulls `repo:tag` through `node` like a client: manifest by tag, then
+/// the config and every layer; checks every byte.
+async fn pull(node: &TestNode, repo: &str, tag: &str, img: &PushedImage, layers: &[Vec<u8>]) {
+    let (status, digest, body) = get(node, &format!("{repo}/manifests/{tag}")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(digest, Some(img.manifest.oci()));
+    assert_eq!(body, img.manifest_bytes);
+    let (status, _, _) = get(node, &format!("{repo}/blobs/{}", img.config.oci())).await;
+    assert_eq!(status, 200);
+    for (d, want) in img.layers.iter().zip(layers) {
+        let (status, _, body) = get(node, &format!("{repo}/blobs/{}", d.oci())).await;
+        assert_eq!(status, 200);
+        assert!(body == *want, "layer {d} differs");
+    }
+}
+
+fn upstream_reads(reg: &TestRegistry) -> Vec<String> {
+    reg.requests_settled().into_iter().filter(|r| r.starts_with("GET ") || r.starts_with("HEAD ")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_is_pulled_through_a_node_from_an_open_upstream_then_served_without_it() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let layers = vec![blob(40, 3 << 20), blob(41, 1000)];
+    let img = push_image(&reg.url(), None, "team/app", "v1", &layers).await;
+    let node = TestNode::start(mirror_spec(upstream(&reg.url(), Duration::from_secs(3600))));
+
+    pull(&node, "team/app", "v1", &img, &layers).await;
+    let first = upstream_reads(&reg);
+    assert!(first.iter().any(|r| r.starts_with("GET /v2/team/app/blobs/")), "{first:?}");
+    for d in img.layers.iter().chain([&img.manifest, &img.config]) {
+        assert!(node.store.exists(d), "{d} is cached in the node's store");
+    }
+
+    pull(&node, "team/app", "v1", &img, &layers).await;
+    assert_eq!(upstream_reads(&reg).len(), first.len(), "a second pull asks the upstream nothing");
+
+    let (status, _, _) = get(&node, "team/app/manifests/no-such-tag").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(&node, &format!("team/app/blobs/{}", Digest::of(b"absent").oci())).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_is_pulled_through_a_node_from_a_token_auth_upstream_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TokenOptions { creds: Some(("puller".into(), "pa55".into())), ..Default::default() };
+    let Some(tokens) = TokenServer::start(dir.path(), opts) else { return };
+    let Some(reg) = TestRegistry::start(RegistryAuth::Token(&tokens)) else { return };
+    let push = tokens.issue(&["repository:private/app:pull,push"]);
+    let layers = vec![blob(42, 2 << 20), blob(43, 500)];
+    let img = push_image(&reg.url(), Some(&push), "private/app", "v1", &layers).await;
+
+    let with_creds = UpstreamConfig {
+        username: Some("puller".into()),
+        password: Some("pa55".into()),
+        ..upstream(&reg.url(), Duration::from_secs(3600))
+    };
+    let node = TestNode::start(mirror_spec(with_creds));
+    pull(&node, "private/app", "v1", &img, &layers).await;
+    assert_eq!(tokens.requests(), 1, "one token for the repository, reused for every request");
+
+    // Without credentials the token endpoint refuses, and the client sees a miss.
+    let anonymous = TestNode::start(mirror_spec(upstream(&reg.url(), Duration::from_secs(3600))));
+    let (status, _, _) = get(&anonymous, "private/app/manifests/v1").await;
+    assert_eq!(status, 404);
+    assert!(!anonymous.store.exists(&img.manifest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_tag_is_served_while_the_upstream_is_stopped() {
+    let Some(mut reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let layers = vec![blob(44, 1 << 20)];
+    let img = push_image(&reg.url(), None, "team/app", "v1", &layers).await;
+    // A zero TTL asks the upstream every time it is up: only its absence
+    // makes the node answer from the cache.
+    let node = TestNode::start(mirror_spec(upstream(&reg.url(), Duration::ZERO)));
+    pull(&node, "team/app", "v1", &img, &layers).await;
+    let moved = push_image(&reg.url(), None, "team/app", "v1", &[blob(45, 10)]).await;
+    let (_, digest, _) = get(&node, "team/app/manifests/v1").await;
+    assert_eq!(digest, Some(moved.manifest.oci()), "an expired tag is asked again");
+
+    reg.stop();
+    let (status, digest, body) = get(&node, "team/app/manifests/v1").await;
+    assert_eq!((status, digest), (200, Some(moved.manifest.oci())));
+    assert_eq!(body, moved.manifest_bytes);
+    let (status, _, _) = get(&node, "team/app/manifests/never-pulled").await;
+    assert_eq!(status, 404, "a tag never resolved cannot be served from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tag_endpoint_answers_local_tags_and_refuses_bad_names() {
+    let node = TestNode::start(NodeSpec { v2: true, ..Default::default() });
+    let img = push_image(&node.url(), None, "team/app", "v1", &[blob(46, 10)]).await;
+    let client = reqwest::Client::new();
+    let ask = |repo: &str, tag: &str| {
+        client.get(format!("{}/v1/oci/tag", node.url())).query(&[("repo", repo), ("tag", tag)]).send()
+    };
+    let r = ask("team/app", "v1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let a: cairn_http::mirror::TagAnswer = r.json().await.unwrap();
+    assert_eq!((a.digest, a.media_type.as_deref()), (img.manifest.oci(), Some(OCI_MANIFEST)));
+    assert_eq!(ask("team/app", "v2").await.unwrap().status(), 404);
+    assert_eq!(ask("Team/App", "v1").await.unwrap().status(), 400);
+    assert_eq!(ask("team/app", "-bad").await.unwrap().status(), 400);
+
+    let c = cairn_http::Client::new(Duration::from_secs(2));
+    let t = c.resolve_tag(&node.addr(), "team/app", "v1").await.unwrap().unwrap();
+    assert_eq!(t.digest, img.manifest);
+    assert_eq!(c.resolve_tag(&node.addr(), "team/app", "v2").await.unwrap(), None);
+}
+
+fn skopeo(policy: &Path, args: &[&str]) {
+    let out = Command::new("skopeo").arg("--policy").arg(policy).args(args).output().expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_without_touching_the_upstream() {
+    if !tool_available("/usr/bin/skopeo") {
+        return;
+    }
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let spec = mirror_spec(upstream(&reg.url(), Duration::from_secs(3600)));
+    let nodes = start_cluster(3, spec);
+    let layers = vec![blob(47, 4 << 20), blob(48, 64 << 10)];
+    let img = push_image(&nodes[0].url(), None, "team/app", "v1", &layers).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    let out = dir.path().join("out");
+    let src = format!("docker://{}/team/app:v1", nodes[2].addr());
+    let dest = format!("dir:{}", out.display());
+    tokio::task::spawn_blocking(move || skopeo(&policy, &["copy", "--src-tls-verify=false", &src, &dest]))
+        .await
+        .unwrap();
+
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), img.manifest_bytes);
+    for (d, want) in img.layers.iter().zip(&layers) {
+        assert!(std::fs::read(out.join(d.hex())).unwrap() == *want, "layer {d} differs");
+        assert!(nodes[2].store.exists(d), "node C caches what it served");
+    }
+    assert!(!nodes[1].store.exists(&img.layers[0]), "node B was not involved");
+    assert!(nodes[0].counters.get("GET /v1/blobs") >= 3, "node A served the manifest, config and layers");
+    assert_eq!(upstream_reads(&reg), Vec::<String>::new(), "the upstream saw no request");
+}
+
+/// A peer whose tag answers are wrong in the way `mode` says.
+async fn lying_peer(axum::extract::State(mode): axum::extract::State<&'static str>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let digest = Digest::of(b"x").oci();
+    match mode {
+        "other-tag" => {
+            axum::Json(serde_json::json!({"repo": "team/app", "tag": "v9", "digest": digest})).into_response()
+        }
+        "bad-digest" => {
+            axum::Json(serde_json::json!({"repo": "team/app", "tag": "v1", "digest": "md5:abc"})).into_response()
+        }
+        _ => "not json".into_response(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tag_answers_of_the_wrong_shape_are_errors_naming_the_peer() {
+    let c = cairn_http::Client::new(Duration::from_secs(2));
+    for (mode, says) in [("other-tag", "answered for team/app:v9"), ("bad-digest", "md5:abc"), ("junk", "JSON")] {
+        let app = axum::Router::new().route("/v1/oci/tag", axum::routing::get(lying_peer)).with_state(mode);
+        let srv = cairn_testkit::Server::start(app);
+        let e = c.resolve_tag(&srv.addr(), "team/app", "v1").await.unwrap_err().to_string();
+        assert!(e.contains(&srv.addr()) && e.contains(says), "{mode}: {e}");
+    }
+}
