@@ -52,8 +52,8 @@ fresh_b() {
 load_reset
 pt_c=() pt_b=()
 for ((i = 0; i < REPS; i++)); do
-    run_timed pt_b '' 'curl -sf "$A_URL/v1/blobs/$HEX" | openssl dgst -sha256 >/dev/null'
-    run_timed pt_c 'fresh_b' 'curl -sf -D "$TMP/fetch.h" -o /dev/null "$B_URL/v1/fetch/$HEX"'
+    run_timed pt_b 'sync -f "$TMP"' 'curl -sf "$A_URL/v1/blobs/$HEX" | openssl dgst -sha256 >/dev/null'
+    run_timed pt_c 'fresh_b; sync -f "$TMP"' 'curl -sf -D "$TMP/fetch.h" -o /dev/null "$B_URL/v1/fetch/$HEX"'
     grep -qi "^x-cairn-source: peer" "$TMP/fetch.h" || die "node B did not fetch from its peer: $(cat "$TMP/fetch.h")"
     [ -f "$B/objects/$HEX" ] || die "node B did not cache the blob it fetched"
 done
