@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg_bin in skopeo:skopeo docker-registry:docker-registry nginx:nginx wrk:wrk apache2-utils:ab iproute2:ip openssl:openssl; do
+for pkg_bin in skopeo:skopeo docker-registry:docker-registry iproute2:ip openssl:openssl gzip:gzip curl:curl; do
     pkg=${pkg_bin%%:*} bin=${pkg_bin##*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done
@@ -15,13 +15,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-# Debian starts nginx on install; the tests start their own.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
 
 py=python3
-if ! $py -c 'import oras, moto' >/dev/null 2>&1; then
-    $py -m pip install -q --disable-pip-version-check oras 'moto[server]' 2>/dev/null \
-        || $py -m pip install -q --disable-pip-version-check --break-system-packages oras 'moto[server]'
+if ! $py -c 'import oras' >/dev/null 2>&1; then
+    $py -m pip install -q --disable-pip-version-check oras 2>/dev/null \
+        || $py -m pip install -q --disable-pip-version-check --break-system-packages oras
 fi
 
 # Tests that need an external tool fail instead of skipping when it is absent.

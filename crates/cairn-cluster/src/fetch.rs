@@ -8,7 +8,7 @@
 //! digest, so a caller never receives a complete-looking wrong body. Callers that join
 //! later wait for the transfer and then read the committed blob.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
+use crate::owner::Route;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
+use crate::ratelimit::TokenBucket;
 use crate::upstream::{OciHint, Upstream, UpstreamError};
 
 /// Chunk size used to stream local blobs: large reads, few hand-offs.
@@ -54,6 +56,12 @@ pub struct ClusterConfig {
     pub origins: Vec<Origin>,
     /// Remote transfers running at once (also the sync concurrency).
     pub max_concurrent_fetches: usize,
+    /// Bytes per second this node sends to peers (`/v1/blobs` and forwarded
+    /// fetches), all together; `None` for no limit.
+    pub egress_limit: Option<u64>,
+    /// One origin fetch per cluster: a miss no peer can serve goes to the
+    /// digest's elected owner instead of the origins (see [`crate::owner`]).
+    pub elect_owner: bool,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +74,8 @@ impl Default for ClusterConfig {
             enable_cdn_fallback: true,
             origins: Vec::new(),
             max_concurrent_fetches: 16,
+            egress_limit: None,
+            elect_owner: true,
         }
     }
 }
@@ -93,8 +103,13 @@ pub(crate) struct Inner {
     pub(crate) peers: PeerSet,
     pub(crate) api: Arc<dyn PeerApi>,
     http: reqwest::Client,
-    inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
+    inflight: Mutex<HashMap<(Digest, Route), Arc<Transfer>>>,
+    /// Transfers from peers or origins.
     permits: Semaphore,
+    /// Transfers through an owner: a separate pool, so transfers waiting
+    /// on an owner never hold the permits the owner's direct fetches need.
+    via_permits: Semaphore,
+    egress: Option<Arc<TokenBucket>>,
 }
 
 impl Cluster {
@@ -106,8 +121,17 @@ impl Cluster {
             .unwrap_or_else(|_| reqwest::Client::new());
         let peers = PeerSet::new(&cfg.peers, cfg.health_interval);
         let permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
-        Cluster {
-            inner: Arc::new(Inner { store, cfg, peers, api, http, inflight: Mutex::new(HashMap::new()), permits }),
+        let via_permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
+        let egress = cfg.egress_limit.map(|r| Arc::new(TokenBucket::new(r)));
+        let inflight = Mutex::new(HashMap::new());
+        Cluster { inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress }) }
+    }
+
+    /// `stream` limited to the node's egress rate, for bytes sent to peers.
+    pub fn egress(&self, stream: ByteStream) -> ByteStream {
+        match &self.inner.egress {
+            Some(b) => crate::ratelimit::limit(stream, Arc::clone(b)),
+            None => stream,
         }
     }
 
@@ -166,10 +190,21 @@ impl Cluster {
     /// The whole pipeline: the local blob, else a verified pull-through
     /// streamed to the caller while it is cached.
     pub async fn fetch(&self, d: Digest) -> Result<BlobBody> {
+        self.fetch_routed(d, None).await
+    }
+
+    /// [`Cluster::fetch`] for a peer that elected this node owner of `d`:
+    /// never forwarded to another node.
+    pub async fn fetch_for_peer(&self, d: Digest) -> Result<BlobBody> {
+        self.fetch_routed(d, Some(Route::Direct)).await
+    }
+
+    async fn fetch_routed(&self, d: Digest, route: Option<Route>) -> Result<BlobBody> {
         if let Some(b) = self.try_local(d).await? {
             return Ok(b);
         }
-        let t = self.transfer(d, None, None);
+        let route = route.unwrap_or_else(|| self.inner.route(&d));
+        let t = self.transfer(d, None, None, route);
         let (rx, mut done) = match t.join() {
             Joined::Live(rx, done) => (Some(rx), done),
             Joined::Wait(done) => (None, done),
@@ -193,7 +228,7 @@ impl Cluster {
         if self.local_size(d).await?.is_some() {
             return Ok(false);
         }
-        let t = self.transfer(d, prefer.map(str::to_owned), None);
+        let t = self.transfer(d, prefer.map(str::to_owned), None, self.inner.route(&d));
         let mut done = t.done.subscribe();
         drop(t);
         wait_done(&mut done).await?;
@@ -203,11 +238,12 @@ impl Cluster {
     /// Makes a blob or manifest asked for through `/v2` local: like
     /// [`Cluster::ensure_local`], and registry origins are tried too, since
     /// the hint names the repository. Returns true when it was fetched.
+    /// Never forwarded to an owner: a forwarded fetch carries no repository.
     pub async fn ensure_local_oci(&self, d: Digest, hint: OciHint) -> Result<bool> {
         if self.local_size(d).await?.is_some() {
             return Ok(false);
         }
-        let t = self.transfer(d, None, Some(hint.clone()));
+        let t = self.transfer(d, None, Some(hint.clone()), Route::Direct);
         let joined_bare = !t.with_oci;
         let mut done = t.done.subscribe();
         drop(t);
@@ -215,7 +251,7 @@ impl Cluster {
             // The transfer joined was a bare digest's, which skips registry
             // origins: absent there is not absent for this caller.
             Err(e) if joined_bare && e.is_not_found() => {
-                let t = self.transfer(d, None, Some(hint));
+                let t = self.transfer(d, None, Some(hint), Route::Direct);
                 let mut done = t.done.subscribe();
                 drop(t);
                 wait_done(&mut done).await?;
@@ -239,14 +275,15 @@ impl Cluster {
     }
 
     /// The transfer for `d`, joining a running one or starting it.
-    fn transfer(&self, d: Digest, prefer: Option<String>, oci: Option<OciHint>) -> Arc<Transfer> {
+    fn transfer(&self, d: Digest, prefer: Option<String>, oci: Option<OciHint>, route: Route) -> Arc<Transfer> {
         let mut map = lock(&self.inner.inflight);
-        if let Some(t) = map.get(&d) {
+        if let Some(t) = map.get(&(d, route)) {
             return Arc::clone(t);
         }
         let (done, _) = watch::channel(None);
-        let t = Arc::new(Transfer { digest: d, with_oci: oci.is_some(), shared: Mutex::new(Shared::default()), done });
-        map.insert(d, Arc::clone(&t));
+        let shared = Mutex::new(Shared::default());
+        let t = Arc::new(Transfer { digest: d, route, with_oci: oci.is_some(), shared, done });
+        map.insert((d, route), Arc::clone(&t));
         drop(map);
         let inner = Arc::clone(&self.inner);
         let t2 = Arc::clone(&t);
@@ -266,9 +303,9 @@ fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) ->
             let want = left.min(READ_CHUNK as u64);
             let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
             let (file, buf) = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(want as usize);
                 let mut f = file;
-                std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, want), &mut buf).map(|_| (f, buf))
+                let (raw, range) = cairn_store::blob::read_aligned(&mut f, want as usize)?;
+                Ok::<_, std::io::Error>((f, Bytes::from(raw).slice(range)))
             })
             .await
             .map_err(|e| ClusterError::Task(e.to_string()))?
@@ -277,7 +314,7 @@ fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) ->
                 return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
             }
             let n = buf.len() as u64;
-            Ok(Some((Bytes::from(buf), (Some(file), left - n))))
+            Ok(Some((buf, (Some(file), left - n))))
         }
     });
     Box::pin(s)
@@ -321,6 +358,7 @@ struct Shared {
 /// One remote transfer of one digest, shared by every caller of it.
 pub(crate) struct Transfer {
     digest: Digest,
+    route: Route,
     /// Whether registry origins are among its sources.
     with_oci: bool,
     shared: Mutex<Shared>,
@@ -411,17 +449,39 @@ impl Release {
 /// One source of a blob.
 #[derive(Debug, Clone)]
 enum Source {
-    Peer { addr: String, size: Option<u64> },
+    Peer {
+        addr: String,
+        size: Option<u64>,
+    },
+    /// A node ranked before this one, asked to fetch for us.
+    Owner {
+        addr: String,
+    },
+    /// This node's own direct transfer, once every node before it failed.
+    SelfDirect,
     Origin(Origin),
-    Registry { up: Arc<Upstream>, hint: OciHint },
+    Registry {
+        up: Arc<Upstream>,
+        hint: OciHint,
+    },
 }
 
 impl Source {
     fn name(&self) -> String {
         match self {
             Source::Peer { addr, .. } => format!("peer {addr}"),
+            Source::Owner { addr } => format!("owner {addr}"),
+            Source::SelfDirect => "this node's own fetch".into(),
             Source::Origin(o) => o.name(),
             Source::Registry { up, .. } => up.name(),
+        }
+    }
+
+    /// The peer behind the source, if it is one.
+    fn peer(&self) -> Option<&str> {
+        match self {
+            Source::Peer { addr, .. } | Source::Owner { addr } => Some(addr),
+            Source::SelfDirect | Source::Origin(_) | Source::Registry { .. } => None,
         }
     }
 }
@@ -430,26 +490,34 @@ type HeadFut = futures_util::future::BoxFuture<'static, (String, Result<Option<u
 
 /// The source order, decided here and nowhere else: the preferred peer (a
 /// sync's source), then healthy peers that hold the blob in the order their
-/// HEAD answers arrive, then the origins in configured order (registry
-/// origins only when the digest came with its repository).
+/// HEAD answers arrive; then, on a direct route, the origins in configured
+/// order (each retried with backoff; registry origins only when the digest
+/// came with its repository); on a route via the owner, the nodes ranked
+/// before this one and finally this node's own direct transfer.
 struct Sources {
     inner: Arc<Inner>,
     digest: Digest,
     prefer: Option<String>,
     skip: Option<String>,
     heads: Option<FuturesUnordered<HeadFut>>,
-    origins: std::collections::VecDeque<Origin>,
+    owners: VecDeque<String>,
+    self_direct: bool,
+    /// Origins with the number of tries already made.
+    origins: VecDeque<(Origin, u32)>,
+    current_try: u32,
     oci: Option<OciHint>,
     tried: Vec<String>,
     only_absent: bool,
 }
 
 impl Sources {
-    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>, oci: Option<OciHint>) -> Self {
-        let origins = if inner.cfg.enable_cdn_fallback {
-            inner.cfg.origins.iter().cloned().collect()
-        } else {
-            Default::default()
+    fn new(inner: Arc<Inner>, digest: Digest, prefer: Option<String>, oci: Option<OciHint>, route: Route) -> Self {
+        let (owners, self_direct, origins) = match route {
+            Route::ViaOwner => (inner.owners_before_me(&digest).into(), true, VecDeque::new()),
+            Route::Direct if inner.cfg.enable_cdn_fallback => {
+                (VecDeque::new(), false, inner.cfg.origins.iter().map(|o| (o.clone(), 0)).collect())
+            }
+            Route::Direct => (VecDeque::new(), false, VecDeque::new()),
         };
         Sources {
             inner,
@@ -457,10 +525,43 @@ impl Sources {
             skip: prefer.clone(),
             prefer,
             heads: None,
+            owners,
+            self_direct,
             origins,
+            current_try: 0,
             oci,
             tried: Vec::new(),
             only_absent: true,
+        }
+    }
+
+    /// After a failure of `o`: true (once the backoff has passed) when it
+    /// gets another try; wrong bytes and "absent" are never retried.
+    async fn retry_origin(&mut self, o: &Origin, e: &ClusterError) -> bool {
+        let retryable = !e.is_not_found() && !matches!(e, ClusterError::Corrupt { .. });
+        if !retryable || self.current_try >= o.retries() {
+            return false;
+        }
+        let wait = crate::origin::backoff(self.current_try + 1);
+        tracing::info!(origin = %o.name(), digest = %self.digest, ?wait, "retrying the origin");
+        tokio::time::sleep(wait).await;
+        self.origins.push_front((o.clone(), self.current_try + 1));
+        true
+    }
+
+    /// After an owner failed. One that answered with an error (the blob is
+    /// nowhere, or its sources failed) speaks for the rest of the ranking,
+    /// which would only ask the same origins again: only this node's own
+    /// try is left. One that is down or died mid-transfer gives way to the
+    /// next in the ranking.
+    fn owner_failed(&mut self, e: &ClusterError) {
+        let answered = match e {
+            ClusterError::PeerStatus { .. } => true,
+            ClusterError::Shared(inner) => matches!(**inner, ClusterError::PeerStatus { .. }),
+            _ => false,
+        };
+        if answered {
+            self.owners.clear();
         }
     }
 
@@ -516,7 +617,14 @@ impl Sources {
                 }
             }
         }
-        while let Some(o) = self.origins.pop_front() {
+        if let Some(addr) = self.owners.pop_front() {
+            return Some(Source::Owner { addr });
+        }
+        if std::mem::take(&mut self.self_direct) {
+            return Some(Source::SelfDirect);
+        }
+        while let Some((o, tries)) = self.origins.pop_front() {
+            self.current_try = tries;
             match (o, &self.oci) {
                 (Origin::Registry(up), Some(hint)) => return Some(Source::Registry { up, hint: hint.clone() }),
                 (Origin::Registry(up), None) => {
@@ -549,7 +657,7 @@ async fn drive(inner: Arc<Inner>, t: Arc<Transfer>, prefer: Option<String>, oci:
     if let Err(e) = &res {
         tracing::warn!(digest = %t.digest, error = %e, "fetch failed");
     }
-    lock(&inner.inflight).remove(&t.digest);
+    lock(&inner.inflight).remove(&(t.digest, t.route));
     t.done.send_replace(Some(res.map_err(Arc::new)));
     // Callers that never got a byte now read the outcome from `done`.
     lock(&t.shared).subs.clear();
@@ -561,24 +669,40 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
     if blocking(move || store.exists(&d)).await? {
         return Ok(());
     }
-    let _permit = inner.permits.acquire().await.map_err(|e| ClusterError::Task(e.to_string()))?;
-    let mut sources = Sources::new(Arc::clone(inner), d, prefer, oci);
+    let pool = if t.route == Route::Direct { &inner.permits } else { &inner.via_permits };
+    let mut permit = Some(pool.acquire().await.map_err(|e| ClusterError::Task(e.to_string()))?);
+    let mut sources = Sources::new(Arc::clone(inner), d, prefer, oci, t.route);
     let mut release = Release::NotStarted;
     while let Some(src) = sources.next().await {
         let name = src.name();
-        match attempt(inner, t, &src, &mut release).await {
+        let res = if let Source::SelfDirect = src {
+            // The direct transfer takes a permit of its own pool.
+            permit.take();
+            self_direct(inner, d).await
+        } else {
+            attempt(inner, t, &src, &mut release).await
+        };
+        match res {
             Ok(()) => {
                 tracing::debug!(digest = %d, source = %name, "blob fetched and verified");
                 return Ok(());
             }
             Err(e) => {
                 tracing::warn!(digest = %d, source = %name, error = %e, "source failed; trying the next");
-                if let Source::Peer { addr, .. } = &src
+                if let Some(addr) = src.peer()
                     && (e.peer_is_down() || e.is_bad_data())
                 {
                     inner.peers.mark_down(addr, &e.to_string());
                 }
                 release.fail(e.to_string()).await;
+                match &src {
+                    Source::Origin(o) if sources.retry_origin(o, &e).await => {
+                        sources.tried.push(format!("{e} (retrying)"));
+                        continue;
+                    }
+                    Source::Owner { .. } => sources.owner_failed(&e),
+                    _ => {}
+                }
                 sources.failed(&e);
             }
         }
@@ -586,13 +710,27 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
     Err(sources.exhausted())
 }
 
+/// This node's direct transfer of `d` (joined if running), awaited.
+async fn self_direct(inner: &Arc<Inner>, d: Digest) -> Result<()> {
+    let c = Cluster { inner: Arc::clone(inner) };
+    let t = c.transfer(d, None, None, Route::Direct);
+    let mut done = t.done.subscribe();
+    drop(t);
+    wait_done(&mut done).await
+}
+
 /// Opens a source, with the peer timeout on the answer's headers.
 async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
-    let timeout = inner.cfg.peer_timeout;
+    let timeout = match src {
+        Source::Origin(o) => o.timeout().unwrap_or(inner.cfg.peer_timeout),
+        _ => inner.cfg.peer_timeout,
+    };
     let what = match src {
         Source::Peer { .. } => format!("GET /v1/blobs/{d}"),
         Source::Origin(o) => format!("GET {}", o.url(d)),
         Source::Registry { .. } => String::new(),
+        Source::Owner { addr } => return crate::owner::open(inner, addr, d).await,
+        Source::SelfDirect => return Err(ClusterError::Task("a direct transfer is awaited, not opened".into())),
     };
     let fut = async {
         match src {
@@ -601,6 +739,7 @@ async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
             Source::Registry { up, hint } => {
                 up.open(&hint.repo, d, hint.kind).await.map_err(|e| upstream_error(up, d, e))
             }
+            Source::Owner { .. } | Source::SelfDirect => Err(ClusterError::Task("not opened here".into())),
         }
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -613,6 +752,8 @@ async fn open(inner: &Inner, src: &Source, d: &Digest) -> Result<RemoteBlob> {
             Source::Registry { up, .. } => {
                 ClusterError::Origin { origin: up.name(), digest: *d, reason: format!("no answer within {timeout:?}") }
             }
+            Source::Owner { addr } => ClusterError::PeerTimeout { peer: addr.clone(), what, after: timeout },
+            Source::SelfDirect => ClusterError::Task("a direct transfer is awaited, not opened".into()),
         }),
     }
 }
@@ -648,7 +789,11 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
     let store = inner.store.clone();
     let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
-    let idle = inner.cfg.peer_timeout;
+    let idle = match src {
+        Source::Origin(o) => o.timeout().unwrap_or(inner.cfg.peer_timeout),
+        Source::Owner { .. } => crate::owner::idle(inner),
+        _ => inner.cfg.peer_timeout,
+    };
     let mut held: std::collections::VecDeque<Bytes> = Default::default();
     let mut held_bytes = 0u64;
     let mut received = 0u64;

@@ -10,6 +10,11 @@
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
 //! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
+//! - [`rendezvous`]: the owner ranking of a digest over the healthy nodes.
+//! - [`owner`]: one origin fetch per cluster (misses go to the digest's owner).
+//! - [`discovery`]: static peers and mDNS (`_cairn._tcp.local.`).
+//! - [`advertise`]: the address a node announces.
+//! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 
 pub mod error;
@@ -29,3 +34,8 @@ pub use listing::ClusterStats;
 pub use origin::Origin;
 pub use peer::{ByteStream, ManifestEntry, PeerApi, PeerHealth, PeerSet, PeerStatus, RemoteBlob};
 pub use sync::{SyncEvent, SyncReport};
+pub mod advertise;
+pub mod discovery;
+pub mod owner;
+pub mod ratelimit;
+pub mod rendezvous;

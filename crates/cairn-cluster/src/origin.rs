@@ -2,6 +2,7 @@
 //! configured order after the peers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_store::Digest;
 use futures_util::TryStreamExt;
@@ -20,10 +21,29 @@ pub enum Origin {
     Http {
         /// The URL template.
         url_template: String,
+        /// Time allowed for the answer's headers, and for any pause in its
+        /// body; the peer timeout when `None`.
+        timeout: Option<Duration>,
+        /// Extra tries after a transport error or a 5xx (never after wrong bytes or a 404).
+        retries: u32,
     },
     /// An upstream OCI registry; used only for digests asked for through
     /// `/v2`, which name their repository.
     Registry(Arc<Upstream>),
+}
+
+/// Extra tries of an origin unless configured.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// The first retry waits about this long; each next one twice as long.
+pub const RETRY_BASE: Duration = Duration::from_millis(200);
+
+/// The wait before retry number `attempt` (1-based): doubling from
+/// [`RETRY_BASE`], at most 5 s, with up to half of it added as jitter so
+/// nodes retrying together spread out.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = RETRY_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(5));
+    base + base.mul_f64(rand::random::<f64>() / 2.0)
 }
 
 impl Origin {
@@ -36,7 +56,41 @@ impl Origin {
         if !url_template.contains("{digest}") {
             return Err(format!("origin url {url_template:?} must contain {{digest}}"));
         }
-        Ok(Origin::Http { url_template: url_template.to_owned() })
+        Ok(Origin::Http { url_template: url_template.to_owned(), timeout: None, retries: DEFAULT_RETRIES })
+    }
+
+    /// The same origin with its own timeout (a registry origin keeps its
+    /// configured one).
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        if let Origin::Http { timeout, .. } = &mut self {
+            *timeout = Some(t);
+        }
+        self
+    }
+
+    /// The same origin with `n` extra tries (a registry origin is not retried
+    /// by the pipeline).
+    pub fn with_retries(mut self, n: u32) -> Self {
+        if let Origin::Http { retries, .. } = &mut self {
+            *retries = n;
+        }
+        self
+    }
+
+    /// Its timeout, if it has its own.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            Origin::Http { timeout, .. } => *timeout,
+            Origin::Registry(up) => Some(up.config().timeout),
+        }
+    }
+
+    /// Its extra tries.
+    pub fn retries(&self) -> u32 {
+        match self {
+            Origin::Http { retries, .. } => *retries,
+            Origin::Registry(_) => 0,
+        }
     }
 
     /// A registry origin (see [`crate::upstream::UpstreamConfig`]).
@@ -47,7 +101,7 @@ impl Origin {
     /// A short name for logs and errors.
     pub fn name(&self) -> String {
         match self {
-            Origin::Http { url_template } => format!("origin {url_template}"),
+            Origin::Http { url_template, .. } => format!("origin {url_template}"),
             Origin::Registry(up) => up.name(),
         }
     }
@@ -55,7 +109,7 @@ impl Origin {
     /// The URL of one blob.
     pub fn url(&self, d: &Digest) -> String {
         match self {
-            Origin::Http { url_template } => url_template.replace("{digest}", &d.to_string()),
+            Origin::Http { url_template, .. } => url_template.replace("{digest}", &d.to_string()),
             Origin::Registry(up) => format!("{}/v2/<repository>/blobs/{}", up.config().url, d.oci()),
         }
     }
@@ -96,6 +150,25 @@ mod tests {
         let o = Origin::http("http://cdn.example/blobs/{digest}").unwrap();
         let d = Digest::of(b"x");
         assert_eq!(o.url(&d), format!("http://cdn.example/blobs/{d}"));
+    }
+
+    #[test]
+    fn backoff_doubles_with_at_most_half_again_of_jitter_and_is_capped() {
+        for attempt in 1..10 {
+            let base = RETRY_BASE.saturating_mul(1 << (attempt - 1).min(5)).min(Duration::from_secs(5));
+            let b = backoff(attempt);
+            assert!(b >= base && b <= base + base / 2, "attempt {attempt}: {b:?}");
+        }
+        let waits: std::collections::HashSet<Duration> = (0..20).map(|_| backoff(3)).collect();
+        assert!(waits.len() > 1, "jitter varies the wait");
+    }
+
+    #[test]
+    fn http_origin_defaults_and_overrides_timeout_and_retries() {
+        let o = Origin::http("http://cdn/{digest}").unwrap();
+        assert_eq!((o.timeout(), o.retries()), (None, DEFAULT_RETRIES));
+        let o = o.with_timeout(Duration::from_secs(3)).with_retries(0);
+        assert_eq!((o.timeout(), o.retries()), (Some(Duration::from_secs(3)), 0));
     }
 
     #[test]

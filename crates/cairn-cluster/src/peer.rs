@@ -64,6 +64,19 @@ pub trait PeerApi: Send + Sync + 'static {
     fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>>;
     /// `GET /v1/manifests/{ref_file}`: raw bytes, at most the manifest size limit.
     fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>>;
+    /// `GET /v1/fetch/{digest}` marked as forwarded by a peer: the owner's
+    /// pipeline, which never forwards again. A client without it makes
+    /// every node fetch on its own.
+    fn fetch_via<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(async move {
+            Err(ClusterError::PeerStatus {
+                peer: peer.to_owned(),
+                what: format!("GET /v1/fetch/{digest}"),
+                status: 501,
+                body: "this peer client cannot forward fetches".into(),
+            })
+        })
+    }
     /// `GET /v1/oci/tag`: the manifest a peer's registry has for
     /// `repo:tag` (its own tags and its fresh upstream answers), `None` when
     /// it has none. Peers that predate the mirror have none.
@@ -97,6 +110,8 @@ struct PeerState {
     failures: u32,
     next_probe: Instant,
     last_error: Option<String>,
+    /// Added by discovery (not configured): removed when it leaves.
+    discovered: bool,
 }
 
 /// First re-probe delay after a failure; doubles up to the health interval.
@@ -127,6 +142,7 @@ impl PeerSet {
                 failures: 0,
                 next_probe: now,
                 last_error: None,
+                discovered: false,
             })
             .collect();
         PeerSet { peers: Mutex::new(peers), interval: health_interval }
@@ -147,6 +163,56 @@ impl PeerSet {
     /// Addresses of every peer.
     pub fn addresses(&self) -> Vec<String> {
         self.with(|v| v.iter().map(|p| p.status.address.clone()).collect())
+    }
+
+    /// Healthy peers whose node id is known, as `(node_id, address)`: the
+    /// set owners are elected from (see [`crate::rendezvous`]).
+    pub fn members(&self) -> Vec<(String, String)> {
+        self.with(|v| {
+            v.iter()
+                .filter(|p| p.status.healthy && !p.status.node_id.is_empty())
+                .map(|p| (p.status.node_id.clone(), p.status.address.clone()))
+                .collect()
+        })
+    }
+
+    /// Adds a peer found by discovery, healthy and with its announced node
+    /// id, so it is asked and elected at once (its first probe runs now).
+    /// A peer already known (configured or found) is left as it is.
+    pub fn add_discovered(&self, address: &str, node_id: &str) {
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if p.status.node_id.is_empty() {
+                    p.status.node_id = node_id.to_owned();
+                }
+                return;
+            }
+            v.push(PeerState {
+                status: PeerStatus {
+                    address: address.to_owned(),
+                    node_id: node_id.to_owned(),
+                    healthy: true,
+                    latency: 0,
+                },
+                failures: 0,
+                next_probe: Instant::now(),
+                last_error: None,
+                discovered: true,
+            });
+        });
+    }
+
+    /// Removes a peer that discovery saw leave; configured peers stay.
+    pub fn remove_discovered(&self, address: &str) {
+        self.with(|v| v.retain(|p| !(p.discovered && p.status.address == address)));
+    }
+
+    /// Applies a discovery event.
+    pub fn apply(&self, ev: &crate::discovery::PeerEvent) {
+        match ev {
+            crate::discovery::PeerEvent::Up { node_id, address } => self.add_discovered(address, node_id),
+            crate::discovery::PeerEvent::Down { address, .. } => self.remove_discovered(address),
+        }
     }
 
     /// Addresses of healthy peers, lowest latency first.
@@ -278,6 +344,31 @@ mod tests {
         let p = &s.snapshot()[0];
         assert!(p.healthy);
         assert_eq!((p.node_id.as_str(), p.latency), ("na", 5000));
+    }
+
+    #[test]
+    fn discovered_peers_join_healthy_with_their_id_and_leave_but_configured_ones_stay() {
+        use crate::discovery::PeerEvent;
+        let s = set();
+        s.apply(&PeerEvent::Up { node_id: "nc".into(), address: "c:3".into() });
+        s.apply(&PeerEvent::Up { node_id: "na".into(), address: "a:1".into() });
+        assert_eq!(s.addresses(), ["a:1", "b:2", "c:3"]);
+        assert!(s.healthy().contains(&"c:3".to_owned()));
+        assert_eq!(s.members(), [("na".to_owned(), "a:1".to_owned()), ("nc".to_owned(), "c:3".to_owned())]);
+        assert!(s.due(Instant::now()).0.contains(&"c:3".to_owned()), "probed at once");
+        s.apply(&PeerEvent::Down { node_id: "nc".into(), address: "c:3".into() });
+        s.apply(&PeerEvent::Down { node_id: "na".into(), address: "a:1".into() });
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "a configured peer is never removed by discovery");
+    }
+
+    #[test]
+    fn members_are_healthy_peers_with_a_known_id() {
+        let s = set();
+        assert!(s.members().is_empty(), "ids are unknown before the first probe");
+        s.mark_up("a:1", "na", Duration::from_millis(1));
+        s.mark_up("b:2", "nb", Duration::from_millis(1));
+        s.mark_down("b:2", "refused");
+        assert_eq!(s.members(), [("na".to_owned(), "a:1".to_owned())]);
     }
 
     #[test]

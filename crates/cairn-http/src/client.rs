@@ -146,7 +146,11 @@ impl Client {
     }
 
     async fn stream(&self, peer: &str, what: String, url: String) -> Result<RemoteBlob> {
-        let resp = self.send(peer, &what, self.http.get(url)).await?;
+        self.stream_req(peer, what, self.http.get(url)).await
+    }
+
+    async fn stream_req(&self, peer: &str, what: String, req: reqwest::RequestBuilder) -> Result<RemoteBlob> {
+        let resp = self.send(peer, &what, req).await?;
         let size = resp.content_length();
         let peer = peer.to_owned();
         let body = resp.bytes_stream().map_err(move |e| ClusterError::PeerBadAnswer {
@@ -165,6 +169,13 @@ impl Client {
     /// `GET /v1/fetch/{digest}`: through the node's pull-through pipeline.
     pub async fn fetch(&self, node: &str, d: &Digest) -> Result<RemoteBlob> {
         self.stream(node, format!("GET /v1/fetch/{d}"), Self::url(node, &format!("/v1/fetch/{d}"))).await
+    }
+
+    /// `GET /v1/fetch/{digest}` as a peer that elected `node` owner of the
+    /// digest: the node fetches it itself, never forwarding again.
+    pub async fn fetch_via(&self, node: &str, d: &Digest) -> Result<RemoteBlob> {
+        let req = self.http.get(Self::url(node, &format!("/v1/fetch/{d}"))).header(crate::v1::FORWARDED_HEADER, "1");
+        self.stream_req(node, format!("GET /v1/fetch/{d} (forwarded)"), req).await
     }
 
     /// `GET /v1/manifests`.
@@ -283,6 +294,9 @@ impl PeerApi for Client {
     }
     fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>> {
         Box::pin(Client::manifest(self, peer, ref_file))
+    }
+    fn fetch_via<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(Client::fetch_via(self, peer, digest))
     }
     fn resolve_tag<'a>(&'a self, peer: &'a str, repo: &'a str, tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(Client::resolve_tag(self, peer, repo, tag))

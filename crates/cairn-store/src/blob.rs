@@ -20,6 +20,34 @@ use crate::store::Store;
 /// Size of the buffer used to copy streams into the store.
 pub const COPY_BUF: usize = 1 << 20;
 
+/// A zeroed buffer with a page-aligned region of `len` bytes: the buffer and
+/// the region's range.
+pub fn aligned_buf(len: usize) -> (Vec<u8>, std::ops::Range<usize>) {
+    const PAGE: usize = 4096;
+    let raw = vec![0u8; len + PAGE];
+    let start = raw.as_ptr().align_offset(PAGE).min(PAGE);
+    (raw, start..start + len)
+}
+
+/// Reads up to `want` bytes from `r` into a fresh page-aligned buffer
+/// (the kernel copies into and out of aligned memory markedly faster).
+/// Returns the buffer and the range holding the bytes read; an empty range
+/// means end of input.
+pub fn read_aligned(r: &mut impl Read, want: usize) -> io::Result<(Vec<u8>, std::ops::Range<usize>)> {
+    let (mut raw, region) = aligned_buf(want);
+    let start = region.start;
+    let mut end = start;
+    while end < start + want {
+        match r.read(&mut raw[end..start + want]) {
+            Ok(0) => break,
+            Ok(n) => end += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((raw, start..end))
+}
+
 /// Start background writeback after this many unsynced bytes, so the final
 /// fsync of a large blob does not wait for all of it at once.
 const FLUSH_EVERY: u64 = 64 << 20;

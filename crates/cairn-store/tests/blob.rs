@@ -143,3 +143,16 @@ fn saving_a_manifest_with_absent_blobs_names_them_and_writes_nothing() {
     assert!(s.list_manifests().unwrap().is_empty());
     assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
 }
+
+#[test]
+fn read_aligned_returns_the_bytes_in_a_page_aligned_region_then_an_empty_range_at_eof() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let mut r = &data[..];
+    let (buf, range) = cairn_store::blob::read_aligned(&mut r, 8192).unwrap();
+    assert_eq!(buf[range.clone()].as_ptr() as usize % 4096, 0);
+    assert_eq!(&buf[range], &data[..8192]);
+    let (buf, range) = cairn_store::blob::read_aligned(&mut r, 8192).unwrap();
+    assert_eq!(&buf[range], &data[8192..]);
+    let (_, range) = cairn_store::blob::read_aligned(&mut r, 8192).unwrap();
+    assert!(range.is_empty());
+}

@@ -165,6 +165,14 @@ pub struct NodeSpec {
     pub max_concurrent_fetches: usize,
     /// Use origins.
     pub enable_cdn_fallback: bool,
+    /// Bytes per second sent to peers.
+    pub egress_limit: Option<u64>,
+    /// One origin fetch per cluster (owner election).
+    pub elect_owner: bool,
+    /// Every origin's own timeout.
+    pub origin_timeout: Option<Duration>,
+    /// Every origin's extra tries.
+    pub origin_retries: Option<u32>,
     /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
     pub v2: bool,
 }
@@ -181,6 +189,10 @@ impl Default for NodeSpec {
             health_loop: false,
             max_concurrent_fetches: 8,
             enable_cdn_fallback: true,
+            egress_limit: None,
+            elect_owner: true,
+            origin_timeout: None,
+            origin_retries: None,
             v2: false,
         }
     }
@@ -219,10 +231,21 @@ impl TestNode {
             origins: spec
                 .origins
                 .iter()
-                .map(|o| Origin::http(o).expect("origin"))
+                .map(|o| {
+                    let mut o = Origin::http(o).expect("origin");
+                    if let Some(t) = spec.origin_timeout {
+                        o = o.with_timeout(t);
+                    }
+                    if let Some(n) = spec.origin_retries {
+                        o = o.with_retries(n);
+                    }
+                    o
+                })
                 .chain(spec.registries.iter().map(|r| Origin::registry(r.clone()).expect("registry origin")))
                 .collect(),
             max_concurrent_fetches: spec.max_concurrent_fetches,
+            egress_limit: spec.egress_limit,
+            elect_owner: spec.elect_owner,
         };
         let registry = spec.v2.then(|| {
             cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())
@@ -498,3 +521,5 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
 }
 
 use futures_util::StreamExt as _;
+pub mod netns;
+pub mod paced;

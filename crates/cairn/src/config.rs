@@ -40,6 +40,13 @@ pub struct FileConfig {
     pub max_concurrent_fetches: Option<usize>,
     /// Cairn: how long shutdown waits for in-flight requests (default `30s`).
     pub shutdown_grace: Option<String>,
+    /// Cairn: how peers are found: `static` (the `peers` list; default) or
+    /// `mdns` (the list plus DNS-SD on the advertised interface).
+    pub discovery: Option<String>,
+    /// Cairn: bytes per second this node sends to peers, all together (default: no limit).
+    pub egress_limit: Option<u64>,
+    /// Cairn: one origin fetch per cluster via an elected owner per digest (default true).
+    pub elect_owner: Option<bool>,
     /// Cairn: where the OCI registry (`/v2`) listens, `host:port` or `:port`
     /// (default: no registry listener; `cairn registry serve` runs one alone).
     pub registry_addr: Option<String>,
@@ -62,8 +69,13 @@ pub struct OriginConfig {
     pub password: Option<String>,
     /// How long a tag resolved upstream is trusted (default `5m`).
     pub tag_ttl: Option<String>,
-    /// Registry connect and answer timeout (default `30s`).
+    /// A URL origin: its time for the answer's headers and for any pause in
+    /// its body (default `peer_timeout`). A registry: its connect and answer
+    /// timeout (default `30s`).
     pub timeout: Option<String>,
+    /// A URL origin: extra tries after a transport error or a 5xx, with
+    /// backoff and jitter (default 2).
+    pub retries: Option<u32>,
 }
 
 impl OriginConfig {
@@ -76,15 +88,24 @@ impl OriginConfig {
                     ("username", self.username.is_some()),
                     ("password", self.password.is_some()),
                     ("tag_ttl", self.tag_ttl.is_some()),
-                    ("timeout", self.timeout.is_some()),
                 ] {
                     if set {
                         bail!("{}: only a registry origin takes {key}", at(key));
                     }
                 }
-                Origin::http(url).map_err(|e| anyhow::anyhow!("{}: {e}", at("url")))
+                let mut origin = Origin::http(url).map_err(|e| anyhow::anyhow!("{}: {e}", at("url")))?;
+                if let Some(v) = &self.timeout {
+                    origin = origin.with_timeout(duration(&at("timeout"), v)?);
+                }
+                if let Some(n) = self.retries {
+                    origin = origin.with_retries(n);
+                }
+                Ok(origin)
             }
             (None, Some(registry)) => {
+                if self.retries.is_some() {
+                    bail!("{}: only a url origin takes retries", at("retries"));
+                }
                 let defaults = cairn_cluster::upstream::UpstreamConfig::default();
                 let tag_ttl = match &self.tag_ttl {
                     // Zero is allowed: ask upstream every time, use the cache only when it is down.
@@ -178,6 +199,12 @@ pub struct NodeConfig {
     pub max_concurrent_fetches: usize,
     /// Shutdown deadline.
     pub shutdown_grace: Duration,
+    /// How peers are found.
+    pub discovery: cairn_cluster::discovery::Discovery,
+    /// Egress limit to peers, bytes per second.
+    pub egress_limit: Option<u64>,
+    /// Owner election for one origin fetch per cluster.
+    pub elect_owner: bool,
     /// The registry's listener, when there is one.
     pub registry_bind: Option<SocketAddr>,
     /// Registry upload lifetime.
@@ -238,25 +265,6 @@ fn hostname() -> String {
     std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "cairn".into())
 }
 
-/// The first non-loopback IPv4 address of this machine, from the kernel's
-/// routing table (no traffic is sent).
-fn first_non_loopback() -> Option<String> {
-    let trie = std::fs::read_to_string("/proc/net/fib_trie").ok()?;
-    let mut last_ip: Option<&str> = None;
-    for line in trie.lines() {
-        let t = line.trim();
-        if let Some(ip) = t.strip_prefix("|-- ") {
-            last_ip = Some(ip);
-        } else if t == "/32 host LOCAL"
-            && let Some(ip) = last_ip
-            && !ip.starts_with("127.")
-        {
-            return Some(ip.to_owned());
-        }
-    }
-    None
-}
-
 impl NodeConfig {
     /// Merges the file (if any), the flags and the defaults, and checks the result.
     pub fn load(flags: &Overrides, data_dir_flag: Option<PathBuf>) -> anyhow::Result<NodeConfig> {
@@ -283,7 +291,10 @@ impl NodeConfig {
         }
         let advertise_addr = match flags.advertise_addr.clone().or(file.advertise_addr) {
             Some(a) => a,
-            None => format!("{}:{}", first_non_loopback().unwrap_or_else(|| "127.0.0.1".into()), bind.port()),
+            None => match cairn_cluster::advertise::detect_ip() {
+                Some(ip) => SocketAddr::new(ip, bind.port()).to_string(),
+                None => format!("127.0.0.1:{}", bind.port()),
+            },
         };
         let peer_timeout = match flags.peer_timeout.as_deref().or(file.peer_timeout.as_deref()) {
             Some(v) => duration("peer_timeout", v)?,
@@ -303,6 +314,13 @@ impl NodeConfig {
             flags.origins.iter().map(|u| OriginConfig { url: Some(u.clone()), ..Default::default() }).collect()
         };
         let origins = entries.iter().enumerate().map(|(i, o)| o.to_origin(i)).collect::<anyhow::Result<Vec<_>>>()?;
+        let discovery = match file.discovery.as_deref() {
+            Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("discovery: {e}"))?,
+            None => cairn_cluster::discovery::Discovery::Static,
+        };
+        if file.egress_limit == Some(0) {
+            bail!("egress_limit must be at least 1 byte per second (leave it out for no limit)");
+        }
         let max_concurrent_fetches = flags.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(16);
         if max_concurrent_fetches == 0 {
             bail!("max_concurrent_fetches must be at least 1");
@@ -330,6 +348,9 @@ impl NodeConfig {
             health_interval,
             max_concurrent_fetches,
             shutdown_grace,
+            discovery,
+            egress_limit: file.egress_limit,
+            elect_owner: file.elect_owner.unwrap_or(true),
             registry_bind,
             upload_ttl,
         })
@@ -345,6 +366,8 @@ impl NodeConfig {
             enable_cdn_fallback: self.enable_cdn_fallback,
             origins: self.origins.clone(),
             max_concurrent_fetches: self.max_concurrent_fetches,
+            egress_limit: self.egress_limit,
+            elect_owner: self.elect_owner,
         }
     }
 }
@@ -494,6 +517,40 @@ mod tests {
             let c = merged(&format!("peer_timeout: \"{text}\"\n")).unwrap();
             proptest::prop_assert_eq!(c.peer_timeout, Duration::from_millis(ms));
         }
+    }
+
+    #[test]
+    fn scale_keys_default_to_static_discovery_no_egress_limit_and_owner_election() {
+        let c = merged("").unwrap();
+        assert_eq!(c.discovery, cairn_cluster::discovery::Discovery::Static, "mDNS is off by default");
+        assert_eq!((c.egress_limit, c.elect_owner), (None, true));
+        let c = merged("discovery: mdns\negress_limit: 1048576\nelect_owner: false\n").unwrap();
+        assert_eq!(c.discovery, cairn_cluster::discovery::Discovery::Mdns);
+        assert_eq!((c.egress_limit, c.elect_owner), (Some(1 << 20), false));
+    }
+
+    #[test]
+    fn origins_take_a_timeout_and_retries_each() {
+        let c = merged(
+            "origins:\n  - url: http://a/{digest}\n    timeout: 3s\n    retries: 5\n  - url: http://b/{digest}\n",
+        )
+        .unwrap();
+        assert_eq!(c.origins[0].timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(c.origins[0].retries(), 5);
+        assert_eq!(c.origins[1].timeout(), None);
+        assert_eq!(c.origins[1].url(&cairn_store::Digest::of(b"")).split('/').nth(2), Some("b"));
+    }
+
+    #[test]
+    fn bad_scale_values_are_errors_naming_the_key() {
+        let e = format!("{:#}", merged("discovery: dns\n").unwrap_err());
+        assert!(e.contains("discovery") && e.contains("\"dns\""), "{e}");
+        let e = format!("{:#}", merged("egress_limit: 0\n").unwrap_err());
+        assert!(e.contains("egress_limit"), "{e}");
+        let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    timeout: soon\n").unwrap_err());
+        assert!(e.contains("origins[0].timeout"), "{e}");
+        let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());
+        assert!(e.contains("retry"), "{e}");
     }
 
     #[test]

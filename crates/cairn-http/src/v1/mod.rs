@@ -26,6 +26,9 @@ use crate::server::AppState;
 pub const NODE_HEADER: &str = "x-volt-node";
 /// The header naming where `/v1/fetch` got the bytes (Cairn's addition).
 pub const SOURCE_HEADER: &str = "x-cairn-source";
+/// Set by a node asking the owner of a digest to fetch it: the owner
+/// fetches it itself and never forwards the request again (Cairn's addition).
+pub const FORWARDED_HEADER: &str = "x-cairn-forwarded";
 
 /// `GET /v1/info` (exact seed field names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +125,8 @@ async fn get_blob(
         }
     };
     let (_, len, stream) = s.cluster.local_blob(d, start, Some(len)).await?;
+    // This route is the peer protocol: its bytes count against egress_limit.
+    let stream = s.cluster.egress(stream);
     let mut resp = blob_response(&s, Body::from_stream(stream), Some(len));
     *resp.status_mut() = status;
     if status == StatusCode::PARTIAL_CONTENT {
@@ -221,7 +226,8 @@ async fn health(State(s): State<Arc<AppState>>) -> Json<Health> {
 }
 
 async fn info(State(s): State<Arc<AppState>>) -> Json<NodeInfo> {
-    Json(s.info.clone())
+    // Peers found by discovery are peers too.
+    Json(NodeInfo { peers: s.cluster.peers().addresses(), ..s.info.clone() })
 }
 
 async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {
@@ -236,8 +242,13 @@ async fn cluster_stats(State(s): State<Arc<AppState>>) -> Result<Json<ClusterSta
     Ok(Json(s.cluster.stats().await?))
 }
 
-async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) -> Result<Response, ApiError> {
-    let b = s.cluster.fetch(d).await?;
+async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, h: HeaderMap) -> Result<Response, ApiError> {
+    let b = if h.contains_key(FORWARDED_HEADER) {
+        let b = s.cluster.fetch_for_peer(d).await?;
+        cairn_cluster::BlobBody { stream: s.cluster.egress(b.stream), ..b }
+    } else {
+        s.cluster.fetch(d).await?
+    };
     let mut resp = blob_response(&s, Body::from_stream(b.stream), b.size);
     if let Ok(v) = HeaderValue::from_str(&b.source) {
         resp.headers_mut().insert(SOURCE_HEADER, v);

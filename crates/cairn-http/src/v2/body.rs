@@ -54,13 +54,13 @@ pub fn stream_out(mut r: impl Read + Send + 'static, len: u64) -> Body {
         let mut left = len;
         while left > 0 {
             let want = left.min(OUT_CHUNK as u64);
-            // read_to_end fills spare capacity without zeroing it first.
-            let mut buf = Vec::with_capacity(want as usize);
-            let res = match (&mut r).take(want).read_to_end(&mut buf) {
-                Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its size")),
-                Ok(n) => {
-                    left -= n as u64;
-                    Ok(Bytes::from(buf))
+            let res = match cairn_store::blob::read_aligned(&mut r, want as usize) {
+                Ok((_, range)) if range.is_empty() => {
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its size"))
+                }
+                Ok((raw, range)) => {
+                    left -= range.len() as u64;
+                    Ok(Bytes::from(raw).slice(range))
                 }
                 Err(e) => Err(e),
             };

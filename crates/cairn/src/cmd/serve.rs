@@ -39,6 +39,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let health = state.cluster.spawn_health_loop();
+    let mdns = start_discovery(&cfg, &state.cluster)?;
     tracing::info!(
         node_id = %cfg.node_id,
         listen = %local,
@@ -51,11 +52,30 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     health.abort();
+    // Dropping the announcer sends the goodbye, so peers drop this node now.
+    drop(mdns);
     if let Some(r) = registry {
         r.await.context("registry listener task")?.context("serving the registry")?;
     }
     tracing::info!("cairn node stopped");
     Ok(())
+}
+
+/// Starts mDNS when `discovery: mdns`; the peers it finds join the peer set.
+fn start_discovery(
+    cfg: &NodeConfig,
+    cluster: &cairn_cluster::Cluster,
+) -> anyhow::Result<Option<cairn_cluster::discovery::Mdns>> {
+    if cfg.discovery != cairn_cluster::discovery::Discovery::Mdns {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = cfg.advertise_addr.parse().with_context(|| {
+        format!("discovery: mdns announces advertise_addr, which must be ip:port, not {:?}", cfg.advertise_addr)
+    })?;
+    let c = cluster.clone();
+    let m = cairn_cluster::discovery::Mdns::start(&cfg.node_id, addr, move |ev| c.peers().apply(&ev))
+        .context("starting mDNS discovery")?;
+    Ok(Some(m))
 }
 
 /// The OCI registry on the node's store.

@@ -1,0 +1,125 @@
+//! mDNS discovery with real `cairn serve` processes, each in its own
+//! network namespace on a private bridge (mDNS never runs in the root
+//! namespace: it would multicast on the machine's network card). Skipped
+//! with a message without root; CI (root, CAIRN_REQUIRE_TOOLS=1) runs it.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_store::Store;
+use cairn_testkit::netns::Lab;
+
+const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A node process in a namespace; killed if the test ends early.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(lab: &Lab, i: usize, dir: &Path) -> Node {
+    let addr = format!("{}:7420", lab.ip(i));
+    // No peers and no advertise_addr: discovery and address detection alone.
+    let cfg = format!(
+        "node_id: n{i}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\ndiscovery: mdns\nhealth_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n",
+        dir.join("data").display()
+    );
+    let path = dir.join("cairn.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let child = lab
+        .command(i, CAIRN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Node { child, addr }
+}
+
+/// Runs `cairn ARGS --node ADDR` inside namespace `i`.
+fn cli(lab: &Lab, i: usize, node: &str, args: &[&str]) -> Output {
+    lab.command(i, CAIRN).args(args).args(["--node", node]).stdin(Stdio::null()).output().unwrap()
+}
+
+/// The peers node `i` lists, with whether each is healthy, or `None` if it does not answer.
+fn peers(lab: &Lab, i: usize, node: &str) -> Option<Vec<(String, bool)>> {
+    let o = cli(lab, i, node, &["peers", "--json"]);
+    if !o.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    let mut list: Vec<(String, bool)> =
+        v.as_array()?.iter().filter_map(|p| Some((p["address"].as_str()?.to_owned(), p["healthy"] == true))).collect();
+    list.sort();
+    Some(list)
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < end, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+}
+
+#[test]
+fn three_nodes_in_namespaces_find_each_other_by_mdns_share_a_blob_and_drop_a_stopped_node() {
+    let Some(lab) = Lab::new_or_skip(3, "mDNS discovery test") else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let data = cairn_testkit::blob(7, 3 << 20);
+    let d = Store::open(dirs[0].path().join("data")).unwrap().put_reader(&data[..], None).unwrap().digest;
+
+    let mut nodes: Vec<Node> = (0..3).map(|i| start(&lab, i, dirs[i].path())).collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for (i, a) in addrs.iter().enumerate() {
+        wait_for(Duration::from_secs(20), &format!("node {i} answers"), || peers(&lab, i, a).is_some());
+    }
+
+    // Each sees the other two within 5 s of all being up.
+    let start = Instant::now();
+    for (i, a) in addrs.iter().enumerate() {
+        let mut others: Vec<(String, bool)> = addrs.iter().filter(|x| *x != a).map(|x| (x.clone(), true)).collect();
+        others.sort();
+        let left = Duration::from_secs(5).saturating_sub(start.elapsed());
+        let log = || log_of(dirs[i].path());
+        wait_for(left, &format!("node {i} sees {others:?}; its log:\n{}", log()), || {
+            peers(&lab, i, a).as_ref() == Some(&others)
+        });
+    }
+
+    // A blob only node 0 holds reaches node 1 through discovery alone.
+    let out = dirs[1].path().join("fetched");
+    let o = cli(&lab, 1, &addrs[1], &["fetch", &d.to_string(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "fetch on node 1: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == data);
+    assert!(Store::open(dirs[1].path().join("data")).unwrap().verify_blob(&d).unwrap(), "node 1 cached it");
+
+    // A stopped node says goodbye and drops out of the others' peers (not
+    // just marked unhealthy: it is gone from the list).
+    let pid = nodes[2].child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(nodes[2].child.wait().unwrap().success(), "node 2 stops cleanly on SIGTERM");
+    for i in 0..2 {
+        let a = &addrs[i];
+        wait_for(Duration::from_secs(10), &format!("node {i} drops node 2"), || {
+            peers(&lab, i, a).is_some_and(|p| p.len() == 1 && p[0].0 != addrs[2])
+        });
+    }
+    drop(nodes);
+    drop(lab);
+}
