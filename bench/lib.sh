@@ -58,13 +58,19 @@ build_release() {
     export CAIRN
 }
 
-# make_file PATH BYTES SEED: deterministic incompressible bytes (AES-CTR
-# keystream keyed by the seed), so every run hashes the same content.
-make_file() {
-    local path=$1 bytes=$2 seed=$3 key
+# seeded_stream BYTES SEED: deterministic incompressible bytes on stdout
+# (AES-CTR keystream keyed by the seed), so every run hashes the same content.
+seeded_stream() {
+    local bytes=$1 seed=$2 key
     key=$(printf '%s' "cairn-bench-$seed" | openssl dgst -sha256 -r | cut -c1-32)
-    # openssl dies of SIGPIPE when head has enough; the size check decides.
-    { openssl enc -aes-128-ctr -nosalt -K "$key" -iv 0 </dev/zero 2>/dev/null || true; } | head -c "$bytes" >"$path"
+    # openssl dies of SIGPIPE when head has enough; callers check the size.
+    { openssl enc -aes-128-ctr -nosalt -K "$key" -iv 0 </dev/zero 2>/dev/null || true; } | head -c "$bytes"
+}
+
+# make_file PATH BYTES SEED: a file of seeded_stream bytes.
+make_file() {
+    local path=$1 bytes=$2 seed=$3
+    seeded_stream "$bytes" "$seed" >"$path"
     [ "$(stat -c %s "$path")" -eq "$bytes" ] || die "make_file $path: wrong size"
 }
 
