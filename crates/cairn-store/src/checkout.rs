@@ -84,7 +84,17 @@ impl Store {
             .map_err(|e| StoreError::InvalidManifest { what: rf.to_string(), reason: e.to_string() })?;
         m.ref_name().map_err(|e| StoreError::InvalidManifest { what: rf.to_string(), reason: e.to_string() })?;
         let plan = plan(&m)?;
-        let missing = self.missing(&m.digests());
+        // One stat per distinct object: presence, size and mode.
+        let mut objs: BTreeMap<Digest, (u64, u32)> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for d in m.digests() {
+            match fs::metadata(self.layout().object(&d)) {
+                Ok(md) if md.is_file() => {
+                    objs.insert(d, (md.len(), md.permissions().mode()));
+                }
+                _ => missing.push(d),
+            }
+        }
         if !missing.is_empty() {
             return Err(StoreError::MissingBlobs { name: m.name.clone(), missing });
         }
@@ -95,21 +105,17 @@ impl Store {
             let p = target.join(d);
             fs::create_dir(&p).map_err(StoreError::io("create directory", &p))?;
         }
-        let mut sizes = BTreeMap::new();
         let mut work = Vec::with_capacity(plan.files.len());
         for (rel, d, mode) in &plan.files {
-            let size = match sizes.get(d) {
-                Some(&n) => n,
-                None => *sizes.entry(*d).or_insert(self.size(d)?),
-            };
-            work.push((rel, d, *mode, size));
+            let (size, obj_mode) = objs.get(d).copied().ok_or(StoreError::BlobNotFound(*d))?;
+            work.push((rel, d, *mode, size, obj_mode));
         }
         let total: u64 = work.iter().map(|w| w.3).sum();
         let done = AtomicU64::new(0);
         let hows: Vec<How> = work
             .par_iter()
-            .map(|&(rel, d, mode, size)| {
-                let how = self.write_file(d, &target.join(rel), mode, opts.link)?;
+            .map(|&(rel, d, mode, size, obj_mode)| {
+                let how = self.write_file(d, &target.join(rel), mode, obj_mode, opts.link)?;
                 progress(done.fetch_add(size, Ordering::Relaxed) + size, total);
                 Ok(how)
             })
@@ -139,10 +145,9 @@ impl Store {
         Ok(r)
     }
 
-    fn write_file(&self, d: &Digest, dest: &Path, mode: u32, link: bool) -> Result<How> {
+    fn write_file(&self, d: &Digest, dest: &Path, mode: u32, obj_mode: u32, link: bool) -> Result<How> {
         let obj = self.layout().object(d);
         if link {
-            let obj_mode = fs::metadata(&obj).map_err(StoreError::io("stat", &obj))?.permissions().mode();
             // A writable object (the original store wrote some) would let an
             // edit of the checkout corrupt the store, so it is copied.
             if obj_mode & 0o222 == 0 && (obj_mode & 0o7777) == (mode & !0o222) {
