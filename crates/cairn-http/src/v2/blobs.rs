@@ -40,8 +40,9 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
 
 /// The blob's size, asking the remote source on a miss.
 async fn size_or_fetch(st: &V2State, repo: &RepoName, d: Digest) -> Result<u64, V2Error> {
-    let (reg, r) = (st.registry.clone(), repo.clone());
-    match blocking(move || reg.blob_size(&r, &d)).await {
+    // Two stats inline cost less than a hand-off to the blocking pool, and
+    // HEAD rate is what clients checking layers depend on.
+    match st.registry.blob_size(repo, &d).map_err(V2Error::from) {
         Err(e) if e.code() == &BLOB_UNKNOWN && st.remote.is_some() => {
             let fetched = match &st.remote {
                 Some(src) => src.fetch_blob(repo, &d).await.unwrap_or_else(|err| {
