@@ -35,7 +35,7 @@ bench_init() {
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
     for tool in "$@"; do
-        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || die "needs $tool (see scripts/test.sh for packages)"
+        command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || die "needs $tool (Debian: apt-get install openssl curl nginx docker-registry skopeo wrk apache2-utils time)"
     done
 }
 
