@@ -546,3 +546,36 @@ async fn a_blob_miss_asks_the_remote_source_and_serves_what_it_fetched() {
     let r = c.get(format!("{}/v2/mirror/x/manifests/{}", s.base, Digest::of(b"m").oci())).send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
 }
+
+#[tokio::test]
+async fn tag_repointed_by_another_process_is_served_at_its_new_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let s = v2common::start(d.path()).await;
+    let c = Client::new();
+    let (old, old_bytes, _) = push_image(&c, &s.base, "a/b", "v1", b"old layer").await;
+    let url = format!("{}/v2/a/b/manifests/v1", s.base);
+    for _ in 0..2 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(hdr(&r, "docker-content-digest"), old.oci());
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &old_bytes[..]);
+    }
+    // Another process on the same data dir (e.g. `cairn registry`) re-points the tag.
+    let other = cairn_store::oci::Registry::new(
+        cairn_store::Store::open(d.path()).unwrap(),
+        cairn_store::oci::RegistryOptions::default(),
+    )
+    .unwrap();
+    let layer = other.store().put_reader(&b"new layer"[..], None).unwrap().digest;
+    let cfg = Digest::of(b"{}");
+    let new_bytes = image(&cfg, &[(&layer, 9)], OCI_MANIFEST, json!({}));
+    let repo = RepoName::parse("a/b").unwrap();
+    let tag = cairn_store::oci::Reference::Tag(cairn_store::oci::Tag::parse("v1").unwrap());
+    let new = other.put_manifest(&repo, &tag, &new_bytes, Some(OCI_MANIFEST)).unwrap().digest;
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hdr(&r, "docker-content-digest"), new.oci());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &new_bytes[..]);
+    other.delete_manifest(&repo, &tag).unwrap();
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
+}

@@ -230,3 +230,91 @@ fn gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones() {
     assert!(deleted.contains(&orphan.digest) && deleted.contains(&lost_layer), "deleted {deleted:?}");
     assert!(!r.store().exists(&lost_layer));
 }
+
+/// A handle whose manifest cache keeps files the test has just written.
+fn open_caching(dir: &std::path::Path) -> Registry {
+    open(dir).with_cache_settle(Duration::ZERO)
+}
+
+/// Pushes an image with one distinct layer under `t` in `rp`; its manifest bytes.
+fn push_image(r: &Registry, rp: &RepoName, t: &str, layer: &[u8]) -> Vec<u8> {
+    let c = put_blob(r, b"{}");
+    let l = put_blob(r, layer);
+    let m = image(&c, &[l], "");
+    r.put_manifest(rp, &tag(t), &m, Some(OCI_MANIFEST)).unwrap();
+    m
+}
+
+#[test]
+fn tag_repointed_by_another_handle_is_served_at_its_new_manifest_by_a_caching_handle() {
+    let d = tempfile::tempdir().unwrap();
+    let (server, cli) = (open_caching(d.path()), open(d.path()));
+    let rp = repo("x");
+    let old = push_image(&cli, &rp, "v1", b"old layer");
+    assert_eq!(server.get_manifest(&rp, &tag("v1")).unwrap().bytes, old);
+    // The second GET is answered from memory.
+    assert_eq!(server.cached_manifest(&rp, &tag("v1")).unwrap().bytes, old);
+    let new = push_image(&cli, &rp, "v1", b"new layer");
+    assert!(server.cached_manifest(&rp, &tag("v1")).is_none(), "the tag file changed on disk");
+    let got = server.get_manifest(&rp, &tag("v1")).unwrap();
+    assert_eq!((got.digest, got.bytes), (Digest::of(&new), new));
+}
+
+#[test]
+fn tag_or_manifest_deleted_by_another_handle_is_unknown_to_a_caching_handle() {
+    let d = tempfile::tempdir().unwrap();
+    let (server, cli) = (open_caching(d.path()), open(d.path()));
+    let rp = repo("x");
+    let m = push_image(&cli, &rp, "v1", b"layer");
+    cli.put_manifest(&rp, &tag("v2"), &m, None).unwrap();
+    let by_digest = Reference::Digest(Digest::of(&m));
+    for r in [tag("v1"), tag("v2"), by_digest.clone()] {
+        server.get_manifest(&rp, &r).unwrap();
+        assert!(server.cached_manifest(&rp, &r).is_some());
+    }
+    cli.delete_manifest(&rp, &tag("v1")).unwrap();
+    assert!(matches!(server.get_manifest(&rp, &tag("v1")), Err(OciError::ManifestUnknown { .. })));
+    assert_eq!(server.get_manifest(&rp, &tag("v2")).unwrap().bytes, m);
+    cli.delete_manifest(&rp, &by_digest).unwrap();
+    for r in [tag("v2"), by_digest] {
+        assert!(matches!(server.get_manifest(&rp, &r), Err(OciError::ManifestUnknown { .. })), "{r}");
+    }
+}
+
+#[test]
+fn manifest_object_removed_behind_a_caching_handle_is_unknown() {
+    let d = tempfile::tempdir().unwrap();
+    let server = open_caching(d.path());
+    let rp = repo("x");
+    let m = push_image(&server, &rp, "v1", b"layer");
+    server.get_manifest(&rp, &tag("v1")).unwrap();
+    assert!(server.cached_manifest(&rp, &tag("v1")).is_some());
+    // What a GC or verify in another process does to the object.
+    std::fs::remove_file(server.store().layout().object(&Digest::of(&m))).unwrap();
+    assert!(server.cached_manifest(&rp, &tag("v1")).is_none());
+    assert!(matches!(server.get_manifest(&rp, &tag("v1")), Err(OciError::ManifestUnknown { .. })));
+}
+
+#[test]
+fn caching_handle_sees_its_own_repush_and_deletes() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open_caching(d.path());
+    let rp = repo("x");
+    push_image(&r, &rp, "v1", b"one");
+    r.get_manifest(&rp, &tag("v1")).unwrap();
+    let two = push_image(&r, &rp, "v1", b"two");
+    assert_eq!(r.get_manifest(&rp, &tag("v1")).unwrap().bytes, two);
+    r.delete_manifest(&rp, &tag("v1")).unwrap();
+    assert!(matches!(r.get_manifest(&rp, &tag("v1")), Err(OciError::ManifestUnknown { .. })));
+}
+
+#[test]
+fn default_handle_does_not_cache_a_tag_written_just_now() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let rp = repo("x");
+    push_image(&r, &rp, "v1", b"one");
+    r.get_manifest(&rp, &tag("v1")).unwrap();
+    // Its inode number could come back within the timestamp granularity.
+    assert!(r.cached_manifest(&rp, &tag("v1")).is_none());
+}

@@ -51,8 +51,14 @@ pub async fn get(st: V2State, repo: RepoName, r: String, h: &HeaderMap, head: bo
 /// The local manifest, else (with a remote source) a tag resolved remotely
 /// and the manifest fetched by digest, linked to `repo` but not tagged.
 async fn manifest_or_fetch(st: &V2State, repo: RepoName, r: Reference) -> Result<StoredManifest, V2Error> {
-    let (reg, rp, rr) = (st.registry.clone(), repo.clone(), r.clone());
-    let local = blocking(move || reg.get_manifest(&rp, &rr)).await;
+    // A cache hit costs a few stats: cheaper inline than a blocking-pool hop.
+    let local = match st.registry.cached_manifest(&repo, &r) {
+        Some(m) => Ok(m),
+        None => {
+            let (reg, rp, rr) = (st.registry.clone(), repo.clone(), r.clone());
+            blocking(move || reg.get_manifest(&rp, &rr)).await
+        }
+    };
     let (e, src) = match (local, &st.remote) {
         (Err(e), Some(src)) if e.code() == &MANIFEST_UNKNOWN => (e, src),
         (res, _) => return res,

@@ -27,7 +27,9 @@ pub async fn start(dir: &Path) -> Server {
 
 pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Server {
     let store = Store::open_with(dir, StoreOptions { fsync: false, ..Default::default() }).unwrap();
-    let registry = Registry::new(store, RegistryOptions::default()).unwrap();
+    // The manifest cache keeps even just-written files, so every test runs through it.
+    let registry =
+        Registry::new(store, RegistryOptions::default()).unwrap().with_cache_settle(std::time::Duration::ZERO);
     let state = V2State { registry: registry.clone(), remote };
     // Bound before serving: the address accepts connections once this returns.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::blob::BlobReader;
 use crate::digest::Digest;
 use crate::error::StoreError;
+use crate::oci::cache::{Stamp, read_stamped};
 use crate::oci::error::{OciError, OciResult};
 use crate::oci::manifest::{MAX_MANIFEST_SIZE, parse_manifest};
 use crate::oci::repo::{Reference, RepoName, Tag};
@@ -34,6 +35,12 @@ pub struct StoredManifest {
     pub media_type: String,
     /// Its bytes (bounded by the manifest size limit at push).
     pub bytes: Vec<u8>,
+}
+
+fn parse_tag_file(p: &std::path::Path, s: &str) -> OciResult<Digest> {
+    Digest::parse(s.trim()).map_err(|e| {
+        StoreError::InvalidManifest { what: p.display().to_string(), reason: format!("corrupt tag file: {e}") }.into()
+    })
 }
 
 fn read_small(p: &std::path::Path) -> OciResult<Option<String>> {
@@ -98,6 +105,7 @@ impl Registry {
         self.store.write_atomic(&layout.repo_manifest(repo, &digest), m.media_type.as_bytes())?;
         if let Reference::Tag(t) = reference {
             self.store.write_atomic(&layout.repo_tag(repo, t), format!("{}\n", digest.oci()).as_bytes())?;
+            self.cache.forget_tag(repo, t);
         }
         Ok(PushedManifest { digest, media_type: m.media_type, subject: m.subject.map(|s| s.digest) })
     }
@@ -109,13 +117,7 @@ impl Registry {
     /// The digest a tag points at.
     pub fn tag_target(&self, repo: &RepoName, tag: &Tag) -> OciResult<Option<Digest>> {
         let p = self.store.layout().repo_tag(repo, tag);
-        match read_small(&p)? {
-            None => Ok(None),
-            Some(s) => Digest::parse(s.trim()).map(Some).map_err(|e| {
-                StoreError::InvalidManifest { what: p.display().to_string(), reason: format!("corrupt tag file: {e}") }
-                    .into()
-            }),
-        }
+        read_small(&p)?.map(|s| parse_tag_file(&p, &s)).transpose()
     }
 
     /// Resolves a reference to a manifest held by `repo`: its digest and media type.
@@ -130,16 +132,51 @@ impl Registry {
         Ok((digest, media_type))
     }
 
-    /// Reads a manifest of `repo` by tag or digest.
+    /// Reads a manifest of `repo` by tag or digest (from memory when
+    /// [`Registry::cached_manifest`] has it), and remembers it.
     pub fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> OciResult<StoredManifest> {
-        let (digest, media_type) = self.resolve(repo, reference)?;
-        let p = self.store.layout().object(&digest);
+        if let Some(m) = self.cached_manifest(repo, reference) {
+            return Ok(m);
+        }
+        let layout = self.store.layout();
+        let unknown = || Self::unknown_manifest(repo, reference);
+        let digest = match reference {
+            Reference::Digest(d) => *d,
+            Reference::Tag(t) => {
+                let p = layout.repo_tag(repo, t);
+                let (s, stamp) = read_stamped(&p).map_err(StoreError::io("read", &p))?.ok_or_else(unknown)?;
+                let d = parse_tag_file(&p, &s)?;
+                self.cache.put_tag(repo, t, stamp, d);
+                d
+            }
+        };
+        let lp = layout.repo_manifest(repo, &digest);
+        let (media_type, link) = read_stamped(&lp).map_err(StoreError::io("read", &lp))?.ok_or_else(unknown)?;
+        let p = layout.object(&digest);
         let bytes = match fs::read(&p) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Self::unknown_manifest(repo, reference)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(StoreError::Io { op: "read", path: p, source: e }.into()),
         };
+        self.cache.put_manifest(repo, &digest, link, &media_type, &bytes);
         Ok(StoredManifest { digest, media_type, bytes })
+    }
+
+    /// The manifest from memory, when it was read before and its tag file
+    /// (for a tag), its link in `repo` and its object are unchanged on disk.
+    /// Costs up to three stats and no reads, so it suits an async task;
+    /// `None` means "ask [`Registry::get_manifest`]", not "absent".
+    pub fn cached_manifest(&self, repo: &RepoName, reference: &Reference) -> Option<StoredManifest> {
+        let layout = self.store.layout();
+        let digest = match reference {
+            Reference::Digest(d) => *d,
+            Reference::Tag(t) => self.cache.tag(repo, t, Stamp::of(&layout.repo_tag(repo, t))?)?,
+        };
+        let m = self.cache.manifest(repo, &digest, Stamp::of(&layout.repo_manifest(repo, &digest))?)?;
+        if !self.store.exists(&digest) {
+            return None;
+        }
+        Some(StoredManifest { digest, media_type: m.media_type.to_string(), bytes: m.bytes.to_vec() })
     }
 
     /// Records that `repo` holds a manifest fetched from elsewhere (the mirror).
@@ -152,6 +189,7 @@ impl Registry {
         let layout = self.store.layout();
         match reference {
             Reference::Tag(t) => {
+                self.cache.forget_tag(repo, t);
                 if !remove_if_present(&layout.repo_tag(repo, t))? {
                     return Err(Self::unknown_manifest(repo, reference));
                 }
@@ -173,6 +211,7 @@ impl Registry {
                     remove_if_present(&layout.repo_referrer(repo, &s.digest, d))?;
                 }
                 remove_if_present(&layout.repo_manifest(repo, d))?;
+                self.cache.forget_manifest(repo, d);
             }
         }
         Ok(())

@@ -13,7 +13,9 @@
 //! - [`referrers`]: the referrers API's data.
 //! - [`upload`]: resumable upload sessions.
 //! - [`roots`]: what the registry keeps alive in a GC.
+//! - [`cache`]: tags and small manifests in memory, checked against disk.
 
+pub mod cache;
 pub mod error;
 pub mod index;
 pub mod manifest;
@@ -67,6 +69,8 @@ pub struct Registry {
     hashers: Arc<Mutex<HashMap<String, (u64, Hasher)>>>,
     // When this handle last swept expired uploads (seconds since the epoch).
     last_sweep: Arc<AtomicU64>,
+    // Tags and small manifests read before, for manifest GET.
+    cache: Arc<cache::ManifestCache>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -78,13 +82,21 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// The registry of `store`. A writable store also drops expired uploads now.
     pub fn new(store: Store, opts: RegistryOptions) -> OciResult<Registry> {
-        let r = Registry { store, opts, hashers: Arc::default(), last_sweep: Arc::default() };
+        let r = Registry { store, opts, hashers: Arc::default(), last_sweep: Arc::default(), cache: Arc::default() };
         if r.store.check_writable().is_ok() {
             r.sweep_uploads()?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs());
             r.last_sweep.store(now.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         }
         Ok(r)
+    }
+
+    /// This handle with a fresh manifest cache that keeps files changed at
+    /// least `settle` ago (default [`cache::SETTLED`]). Zero lets tests see
+    /// the cache at work on files they just wrote; a server keeps the default.
+    pub fn with_cache_settle(mut self, settle: Duration) -> Registry {
+        self.cache = Arc::new(cache::ManifestCache::new(settle));
+        self
     }
 
     /// The underlying store.

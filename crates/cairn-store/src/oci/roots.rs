@@ -40,6 +40,7 @@ impl Store {
             opts: RegistryOptions::default(),
             hashers: Default::default(),
             last_sweep: Default::default(),
+            cache: Default::default(),
         };
         let layout = self.layout();
         let mut keep = BTreeSet::new();
