@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use cairn_store::Digest;
@@ -61,13 +61,16 @@ pub fn router(state: V2State) -> Router {
 }
 
 /// The route table for `/v2/<name>/...`.
-async fn dispatch(State(st): State<V2State>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn dispatch(State(st): State<V2State>, req: Request) -> Response {
+    // Taken apart rather than extracted: extractors would copy the headers.
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let rest = uri.path().strip_prefix("/v2/").unwrap_or_default();
     let (repo, target) = match route::parse(rest) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let q = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let q = || Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let head = method == Method::HEAD;
     let res = match (method.clone(), target) {
         (Method::GET | Method::HEAD, Target::Manifest(r)) => manifests::get(st, repo, r, &headers, head).await,
@@ -75,13 +78,13 @@ async fn dispatch(State(st): State<V2State>, method: Method, uri: Uri, headers: 
         (Method::DELETE, Target::Manifest(r)) => manifests::delete(st, repo, r).await,
         (Method::GET | Method::HEAD, Target::Blob(d)) => blobs::get(st, repo, d, &headers, head).await,
         (Method::DELETE, Target::Blob(d)) => blobs::delete(st, repo, d).await,
-        (Method::POST, Target::Uploads) => uploads::start(st, repo, q, body).await,
+        (Method::POST, Target::Uploads) => uploads::start(st, repo, q(), body).await,
         (Method::GET, Target::Upload(id)) => uploads::status(st, repo, id).await,
         (Method::PATCH, Target::Upload(id)) => uploads::patch(st, repo, id, &headers, body).await,
-        (Method::PUT, Target::Upload(id)) => uploads::finish(st, repo, id, q, &headers, body).await,
+        (Method::PUT, Target::Upload(id)) => uploads::finish(st, repo, id, q(), &headers, body).await,
         (Method::DELETE, Target::Upload(id)) => uploads::cancel(st, repo, id).await,
-        (Method::GET, Target::Tags) => lists::tags(st, repo, q).await,
-        (Method::GET, Target::Referrers(d)) => lists::referrers(st, repo, d, q).await,
+        (Method::GET, Target::Tags) => lists::tags(st, repo, q()).await,
+        (Method::GET, Target::Referrers(d)) => lists::referrers(st, repo, d, q()).await,
         (m, t) => Err(V2Error::new(&errors::UNSUPPORTED, format!("{m} is not supported on {t:?}"))),
     };
     res.unwrap_or_else(IntoResponse::into_response)
