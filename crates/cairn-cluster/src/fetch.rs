@@ -23,6 +23,7 @@ use crate::origin::Origin;
 use crate::owner::Route;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 use crate::ratelimit::TokenBucket;
+use crate::stream::file_stream;
 use crate::upstream::{OciHint, Upstream, UpstreamError};
 
 /// Chunk size used to stream local blobs: large reads, few hand-offs.
@@ -290,34 +291,6 @@ impl Cluster {
         tokio::spawn(async move { drive(inner, t2, prefer, oci).await });
         t
     }
-}
-
-/// Streams `remaining` bytes of `file` in [`READ_CHUNK`] reads, each read
-/// straight into the buffer that is sent (no copy) on the blocking pool. No
-/// thread is held between chunks, so a slow client costs no thread.
-fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) -> ByteStream {
-    let s = futures_util::stream::try_unfold((Some(file), remaining), move |(file, left)| {
-        let path = path.clone();
-        async move {
-            let Some(file) = file.filter(|_| left > 0) else { return Ok(None) };
-            let want = left.min(READ_CHUNK as u64);
-            let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
-            let (file, buf) = tokio::task::spawn_blocking(move || {
-                let mut f = file;
-                let (raw, range) = cairn_store::blob::read_aligned(&mut f, want as usize)?;
-                Ok::<_, std::io::Error>((f, Bytes::from(raw).slice(range)))
-            })
-            .await
-            .map_err(|e| ClusterError::Task(e.to_string()))?
-            .map_err(io)?;
-            if buf.is_empty() {
-                return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
-            }
-            let n = buf.len() as u64;
-            Ok(Some((buf, (Some(file), left - n))))
-        }
-    });
-    Box::pin(s)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -116,6 +116,27 @@ async fn monolithic_push_then_get_head_and_ranges_return_the_bytes() {
 }
 
 #[tokio::test]
+async fn blobs_of_several_read_chunks_stream_whole_and_by_ranges_across_chunk_boundaries() {
+    let d = tempfile::tempdir().unwrap();
+    let s = v2common::start(d.path()).await;
+    let c = Client::new();
+    let chunk = cairn_cluster::fetch::READ_CHUNK;
+    let bytes: Vec<u8> = (0..3 * chunk + 4321).map(|i| (i * 7 % 253) as u8).collect();
+    let dg = push_blob(&c, &s.base, "big/layer", &bytes).await;
+    let url = format!("{}/v2/big/layer/blobs/{}", s.base, dg.oci());
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hdr(&r, "content-length"), bytes.len().to_string());
+    let got = r.bytes().await.unwrap();
+    assert!(got.as_ref() == &bytes[..], "whole blob differs");
+    let (a, b) = (chunk - 3, 2 * chunk + 5);
+    let r = c.get(&url).header("range", format!("bytes={a}-{b}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let got = r.bytes().await.unwrap();
+    assert!(got.as_ref() == &bytes[a..=b], "range {a}-{b} differs");
+}
+
+#[tokio::test]
 async fn single_post_with_wrong_digest_is_digest_invalid_and_stores_nothing() {
     let d = tempfile::tempdir().unwrap();
     let s = v2common::start(d.path()).await;

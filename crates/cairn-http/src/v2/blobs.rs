@@ -3,11 +3,11 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use cairn_cluster::stream::file_stream;
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 
 use crate::v1::range::{ByteRange, parse as blob_range};
-use crate::v2::body::stream_out;
 use crate::v2::errors::{BLOB_UNKNOWN, V2Error};
 use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
 
@@ -35,7 +35,9 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
     }
     let reg = st.registry.clone();
     let reader = blocking(move || reg.open_blob(&repo, &d, start, Some(len))).await?;
-    Ok(resp(status, hs, stream_out(reader, len)))
+    let (file, len) = reader.into_parts();
+    let path = st.registry.store().layout().object(&d);
+    Ok(resp(status, hs, Body::from_stream(file_stream(file, len, path))))
 }
 
 /// The blob's size, asking the remote source on a miss.

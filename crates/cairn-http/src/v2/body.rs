@@ -1,15 +1,12 @@
-//! Bridges between async bodies and the blocking store: request bodies are
-//! read by store code as `std::io::Read`; blobs stream out in large chunks
-//! from a blocking reader thread. Neither side holds a whole blob.
+//! Request bodies for the blocking store: read by store code as
+//! `std::io::Read`, never held whole. (Blobs stream out through
+//! `cairn_cluster::stream`, the path `/v1` shares.)
 
 use std::io::{self, Read};
 
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-
-/// Chunk size for streaming blobs out: large, to keep syscalls and wakeups few.
-const OUT_CHUNK: usize = 1 << 20;
 
 /// A blocking reader over a request body (use it inside `spawn_blocking`).
 pub struct BodyReader {
@@ -45,34 +42,6 @@ impl Read for BodyReader {
         buf[..n].copy_from_slice(&self.cur.split_to(n));
         Ok(n)
     }
-}
-
-/// Streams `len` bytes of `r` as a response body, read on a blocking thread.
-pub fn stream_out(mut r: impl Read + Send + 'static, len: u64) -> Body {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(OUT_CHUNK as u64);
-            let res = match cairn_store::blob::read_aligned(&mut r, want as usize) {
-                Ok((_, range)) if range.is_empty() => {
-                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than its size"))
-                }
-                Ok((raw, range)) => {
-                    left -= range.len() as u64;
-                    Ok(Bytes::from(raw).slice(range))
-                }
-                Err(e) => Err(e),
-            };
-            let failed = res.is_err();
-            // The client went away, or the read failed: stop (an error makes the body abort).
-            if tx.blocking_send(res).is_err() || failed {
-                break;
-            }
-        }
-    });
-    let s = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    Body::from_stream(s)
 }
 
 /// Reads a whole small body, failing once it passes `limit` bytes.
