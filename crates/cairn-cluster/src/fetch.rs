@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_store::{Digest, Store, StoreError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
@@ -764,7 +764,8 @@ fn upstream_error(up: &Upstream, d: &Digest, e: UpstreamError) -> ClusterError {
 
 pub(crate) enum WriteMsg {
     Chunk(Bytes),
-    Commit,
+    /// Verify, tell the sender (if any) that the digest matched, then persist.
+    Commit(Option<oneshot::Sender<()>>),
 }
 
 /// One try of one source: stream it into a temp blob and to the callers.
@@ -848,24 +849,31 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
         });
     }
     // The writer's own errors are reported by its join below.
-    let _ = tx.send(WriteMsg::Commit).await;
+    let (verified_tx, verified) = oneshot::channel();
+    let _ = tx.send(WriteMsg::Commit(Some(verified_tx))).await;
     drop(tx);
+    // The digest matched: the callers get the tail now, while the disk
+    // catches up; callers that join later wait for the persisted blob.
+    let released = verified.await.is_ok();
+    if released {
+        for c in held.drain(..) {
+            release.send(t, Msg::Chunk(c), Some(received), &name).await;
+        }
+        release.send(t, Msg::End, Some(received), &name).await;
+    }
     let outcome = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
     match outcome {
-        Ok(_) => {}
+        Ok(_) if released => Ok(()),
+        Ok(_) => Err(ClusterError::Task("temp blob writer finished without verifying".into())),
         Err(StoreError::DigestMismatch { expected, actual }) => {
-            return Err(ClusterError::Corrupt { source_name: name, expected, actual });
+            Err(ClusterError::Corrupt { source_name: name, expected, actual })
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    for c in held {
-        release.send(t, Msg::Chunk(c), Some(received), &name).await;
-    }
-    release.send(t, Msg::End, Some(received), &name).await;
-    Ok(())
 }
 
-/// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`.
+/// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`,
+/// signalling between the digest check and the sync.
 pub(crate) fn write_blob(
     store: Store,
     d: Digest,
@@ -878,7 +886,13 @@ pub(crate) fn write_blob(
                 let tmp = store.layout().tmp_dir();
                 w.write_all(&c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
             }
-            WriteMsg::Commit => return w.commit(Some(&d)),
+            WriteMsg::Commit(verified) => {
+                let v = w.verify(Some(&d))?;
+                if let Some(tx) = verified {
+                    let _ = tx.send(());
+                }
+                return v.persist();
+            }
         }
     }
     // The source failed: dropping the writer removes the temp file.
