@@ -204,11 +204,37 @@ impl Cluster {
             return Ok(b);
         }
         let route = route.unwrap_or_else(|| self.inner.route(&d));
-        let t = self.transfer(d, None, None, route);
+        self.follow(self.transfer(d, None, None, route)).await
+    }
+
+    /// [`Cluster::fetch`] for a blob asked for through `/v2`: registry
+    /// origins are tried too, since the hint names the repository. Never
+    /// forwarded to an owner (a forwarded fetch carries no repository).
+    pub async fn fetch_oci(&self, d: Digest, hint: OciHint) -> Result<BlobBody> {
+        if let Some(b) = self.try_local(d).await? {
+            return Ok(b);
+        }
+        let t = self.transfer(d, None, Some(hint.clone()), Route::Direct);
+        let joined_bare = !t.with_oci;
+        match self.follow(t).await {
+            // The transfer joined was a bare digest's, which skips registry
+            // origins: absent there is not absent for this caller.
+            Err(e) if joined_bare && e.is_not_found() => {
+                self.follow(self.transfer(d, None, Some(hint), Route::Direct)).await
+            }
+            r => r,
+        }
+    }
+
+    /// Streams transfer `t` as it arrives, or, when it has already started
+    /// (or found the blob local), the stored blob once it is done.
+    async fn follow(&self, t: Arc<Transfer>) -> Result<BlobBody> {
+        let d = t.digest;
         let (rx, mut done) = match t.join() {
             Joined::Live(rx, done) => (Some(rx), done),
             Joined::Wait(done) => (None, done),
         };
+        drop(t);
         if let Some(mut rx) = rx {
             // Anything else means the transfer found the blob local, or failed.
             if let Some(Msg::Start { size, source }) = rx.recv().await {

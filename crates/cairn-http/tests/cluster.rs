@@ -136,6 +136,51 @@ async fn wrong_bytes_after_streaming_began_abort_the_caller_and_the_next_request
 }
 
 #[tokio::test]
+async fn v2_blob_miss_streams_through_the_pipeline_and_wrong_bytes_cut_the_response() {
+    let data = blob(31, 4 << 20);
+    let d = Digest::of(&data);
+    let liar = HostilePeer::start(Hostility::WrongBytes, std::slice::from_ref(&data), &[]);
+    let origin = TestOrigin::start(std::slice::from_ref(&data), OriginMode::Good);
+    let c = TestNode::start(NodeSpec { v2: true, ..spec(vec![liar.addr()], vec![origin.template()]) });
+    let url = format!("{}/v2/team/app/blobs/{}", c.url(), d.oci());
+    // Streamed, not fetched whole first: the wrong bytes reach the client
+    // before the digest can be checked, so its body is cut.
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(read_all(r).await.is_err(), "a wrong body must never arrive complete");
+    // The transfer went on with the origin; the blob is stored and linked.
+    assert!(cached(&c.store, c.dir(), &d).await);
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], d.oci());
+    assert_eq!(r.content_length(), Some(data.len() as u64));
+    assert!(read_all(r).await.unwrap() == data);
+    assert_eq!((liar.gets(), origin.hits()), (1, 1));
+}
+
+#[tokio::test]
+async fn v2_blob_miss_is_streamed_from_a_peer_and_then_served_locally() {
+    let holder = TestNode::start(NodeSpec::default());
+    let data = blob(32, 3 << 20);
+    let d = holder.put(&data);
+    let c = TestNode::start(NodeSpec { v2: true, ..spec(vec![holder.addr()], vec![]) });
+    let url = format!("{}/v2/team/app/blobs/{}", c.url(), d.oci());
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(data.len() as u64));
+    assert!(read_all(r).await.unwrap() == data);
+    assert!(cached(&c.store, c.dir(), &d).await);
+    assert_eq!(holder.counters.get("GET /v1/blobs"), 1);
+    let r = reqwest::Client::new().head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], data.len().to_string().as_str());
+    assert_eq!(holder.counters.get("GET /v1/blobs"), 1, "the second request is served locally");
+    let ranged = reqwest::Client::new().get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert!(read_all(ranged).await.unwrap() == data[10..20]);
+}
+
+#[tokio::test]
 async fn peer_closing_mid_stream_aborts_the_caller_and_nothing_partial_is_stored() {
     // Half of 4 MiB is past the hold-back, so the caller is already receiving.
     let data = blob(15, 4 << 20);
