@@ -5,9 +5,10 @@ mod v2common;
 
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteError, RemoteSource};
+use cairn_http::v2::{RemoteBody, RemoteError, RemoteSource};
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -540,6 +541,20 @@ impl RemoteSource for FakeRemote {
             }
             self.store.put_reader(&self.blob[..], Some(digest))?;
             Ok(true)
+        })
+    }
+    fn open_blob<'a>(
+        &'a self,
+        _repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<RemoteBody>, RemoteError>> {
+        Box::pin(async move {
+            if *digest != Digest::of(&self.blob) {
+                return Ok(None);
+            }
+            let bytes = bytes::Bytes::from(self.blob.clone());
+            let stream = futures_util::stream::iter([Ok(bytes)]).boxed();
+            Ok(Some(RemoteBody { size: Some(self.blob.len() as u64), stream }))
         })
     }
     fn fetch_manifest<'a>(

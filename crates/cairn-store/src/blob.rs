@@ -293,48 +293,22 @@ impl BlobWriter {
     }
 
     /// Finishes the blob: checks the digest, syncs, and makes it visible.
-    pub fn commit(mut self, expected: Option<&Digest>) -> Result<PutOutcome> {
+    pub fn commit(self, expected: Option<&Digest>) -> Result<PutOutcome> {
+        self.verify(expected)?.persist()
+    }
+
+    /// Finishes hashing and checks the digest, without syncing or linking:
+    /// a caller streaming the bytes elsewhere may release them once they are
+    /// known to be right, then [`VerifiedBlob::persist`]. A mismatch drops
+    /// the temp file.
+    pub fn verify(mut self, expected: Option<&Digest>) -> Result<VerifiedBlob> {
         let digest = std::mem::take(&mut self.hasher).finish();
-        let size = self.len;
         if let Some(e) = expected
             && *e != digest
         {
             return Err(StoreError::DigestMismatch { expected: *e, actual: digest });
         }
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
-            op: "commit",
-            path: self.tmp.clone(),
-            source: io::Error::other("blob writer already finished"),
-        })?;
-        let store = self.store.clone();
-        let dest = store.layout().object(&digest);
-        let _gc = store.gc_shared()?;
-        if dest.is_file() {
-            drop(file);
-            self.stop_flusher()?;
-            store.touch(&digest)?;
-            return Ok(PutOutcome { digest, size, existed: true });
-        }
-        self.stop_flusher()?;
-        if store.inner.opts.fsync {
-            file.sync_all().map_err(StoreError::io("fsync", &self.tmp))?;
-        }
-        let mut perms = file.metadata().map_err(StoreError::io("stat", &self.tmp))?.permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms).map_err(StoreError::io("chmod", &self.tmp))?;
-        drop(file);
-        let existed = match fs::hard_link(&self.tmp, &dest) {
-            Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                store.touch(&digest)?;
-                true
-            }
-            Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
-        };
-        if !existed {
-            store.sync_dir(&store.layout().objects_dir())?;
-        }
-        Ok(PutOutcome { digest, size, existed })
+        Ok(VerifiedBlob { w: self, digest })
     }
 
     /// Finishes hashing and closes the temp file without making the blob
@@ -357,6 +331,61 @@ impl BlobWriter {
 
     fn stop_flusher(&mut self) -> Result<()> {
         self.writeback.finish().map_err(StoreError::io("fsync", &self.tmp))
+    }
+}
+
+/// A written blob whose digest matched, not yet durable nor visible.
+/// Dropping it removes the temp file.
+pub struct VerifiedBlob {
+    w: BlobWriter,
+    digest: Digest,
+}
+
+impl VerifiedBlob {
+    /// The blob's digest.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Syncs the blob and links it into `objects/` (never replacing an
+    /// existing object).
+    pub fn persist(mut self) -> Result<PutOutcome> {
+        let (digest, size) = (self.digest, self.w.len);
+        let w = &mut self.w;
+        let file = w.file.take().ok_or_else(|| StoreError::Io {
+            op: "commit",
+            path: w.tmp.clone(),
+            source: io::Error::other("blob writer already finished"),
+        })?;
+        let store = w.store.clone();
+        let dest = store.layout().object(&digest);
+        let _gc = store.gc_shared()?;
+        if dest.is_file() {
+            drop(file);
+            w.stop_flusher()?;
+            store.touch(&digest)?;
+            return Ok(PutOutcome { digest, size, existed: true });
+        }
+        w.stop_flusher()?;
+        if store.inner.opts.fsync {
+            file.sync_all().map_err(StoreError::io("fsync", &w.tmp))?;
+        }
+        let mut perms = file.metadata().map_err(StoreError::io("stat", &w.tmp))?.permissions();
+        perms.set_readonly(true);
+        file.set_permissions(perms).map_err(StoreError::io("chmod", &w.tmp))?;
+        drop(file);
+        let existed = match fs::hard_link(&w.tmp, &dest) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                store.touch(&digest)?;
+                true
+            }
+            Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
+        };
+        if !existed {
+            store.sync_dir(&store.layout().objects_dir())?;
+        }
+        Ok(PutOutcome { digest, size, existed })
     }
 }
 
