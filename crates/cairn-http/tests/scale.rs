@@ -327,8 +327,16 @@ async fn an_asker_waits_past_the_peer_timeout_for_a_busy_owner_that_still_answer
     // About 2 s from the origin, four times the peer timeout.
     let origin =
         PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(2 << 20), ..Default::default() });
-    let nodes =
-        start_cluster(2, NodeSpec { peer_timeout: Duration::from_millis(500), ..spec(vec![origin.template()]) });
+    // The origin's own timeout is generous: a pause in its paced body on a
+    // loaded machine must not count as a stall; only the peer timeout is short.
+    let nodes = start_cluster(
+        2,
+        NodeSpec {
+            peer_timeout: Duration::from_millis(500),
+            origin_timeout: Some(Duration::from_secs(10)),
+            ..spec(vec![origin.template()])
+        },
+    );
     probe(&nodes).await;
     let ranking = nodes[0].state.cluster.ranking(&d);
     let (owner, asker) = (index_of(&nodes, &ranking[0]), index_of(&nodes, &ranking[1]));
