@@ -214,6 +214,16 @@ wait_http() {
     done
 }
 
+# wait_file PATH: poll until PATH exists, failing after a 60 s deadline
+# (a fetched blob is linked into objects/ after its response has ended).
+wait_file() {
+    local path=$1 deadline=$((SECONDS + 60))
+    until [ -e "$path" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "$path did not appear within 60s"
+        sleep 0.05
+    done
+}
+
 # start_bg LOG CMD...: start a tracked background process; its PID is in
 # $STARTED_PID, its output in $STARTED_LOG.
 start_bg() {

@@ -55,7 +55,9 @@ for ((i = 0; i < REPS; i++)); do
     run_timed pt_b 'sync -f "$TMP"' 'curl -sf "$A_URL/v1/blobs/$HEX" | openssl dgst -sha256 >/dev/null'
     run_timed pt_c 'fresh_b; sync -f "$TMP"' 'curl -sf -D "$TMP/fetch.h" -o /dev/null "$B_URL/v1/fetch/$HEX"'
     grep -qi "^x-cairn-source: peer" "$TMP/fetch.h" || die "node B did not fetch from its peer: $(cat "$TMP/fetch.h")"
-    [ -f "$B/objects/$HEX" ] || die "node B did not cache the blob it fetched"
+    # The response ends once the digest matched; the fsync and link into
+    # objects/ finish just after it, outside the timed command.
+    wait_file "$B/objects/$HEX"
 done
 [ "$(openssl dgst -sha256 -r "$B/objects/$HEX" | cut -c1-64)" = "$HEX" ] || die "node B cached wrong bytes"
 stop_pid "$B_PID"

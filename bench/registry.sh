@@ -40,17 +40,28 @@ fresh_cairn() {
     export CREG CREG_URL
 }
 
-# skopeo push of the image into an empty registry.
+# skopeo push of the image into an empty registry. As a ceiling for the
+# client, skopeo also copies the image to a dir: on tmpfs, a sink that does
+# no work (skopeo still reads, hashes and writes every byte).
+SINK=$(mktemp -d /dev/shm/cairn-bench-push.XXXXXX)
+export SINK
+trap 'rm -rf "$SINK"; bench_cleanup' EXIT
 load_reset
-push_c=() push_b=()
+push_c=() push_b=() push_n=()
 for ((i = 0; i < REPS; i++)); do
     run_timed push_b 'fresh_dist; sync -f "$TMP"' 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$DIST/bench/big:v1"'
     run_timed push_c 'fresh_cairn; sync -f "$TMP"' 'skopeo copy -q --dest-tls-verify=false "oci:$LAYOUT:v1" "docker://$CREG/bench/big:v1"'
+    run_timed push_n 'rm -rf "$SINK/img"' 'skopeo copy -q "oci:$LAYOUT:v1" "dir:$SINK/img"'
 done
 [ -f "$C/objects/$LAYER" ] || die "the layer pushed to Cairn is not objects/$LAYER"
+[ -f "$SINK/img/$LAYER" ] || die "the copy to dir: lacks the layer $LAYER"
+rm -rf "$SINK/img"
 record registry.push "skopeo copy push, image with a 1 GiB layer, vs distribution" \
     "$(gbps "$LAYER_BYTES" "$(median "${push_c[@]}")")" "$(gbps "$LAYER_BYTES" "$(median "${push_b[@]}")")" \
     "$(ratio_median push_b push_c time)" 2
+record registry.push_ceiling "skopeo copy push to Cairn vs to a dir: on tmpfs (the client's ceiling)" \
+    "$(gbps "$LAYER_BYTES" "$(median "${push_c[@]}")")" "$(gbps "$LAYER_BYTES" "$(median "${push_n[@]}")")" \
+    "$(ratio_median push_n push_c time)" -
 
 # skopeo pull of the same image into an empty OCI layout. As a ceiling for
 # the client, nginx also serves the image as static files laid out like the

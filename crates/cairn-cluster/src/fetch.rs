@@ -16,13 +16,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_store::{Digest, Store, StoreError};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
 use crate::owner::Route;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 use crate::ratelimit::TokenBucket;
+use crate::stream::file_stream;
 use crate::upstream::{OciHint, Upstream, UpstreamError};
 
 /// Chunk size used to stream local blobs: large reads, few hand-offs.
@@ -204,11 +205,37 @@ impl Cluster {
             return Ok(b);
         }
         let route = route.unwrap_or_else(|| self.inner.route(&d));
-        let t = self.transfer(d, None, None, route);
+        self.follow(self.transfer(d, None, None, route)).await
+    }
+
+    /// [`Cluster::fetch`] for a blob asked for through `/v2`: registry
+    /// origins are tried too, since the hint names the repository. Never
+    /// forwarded to an owner (a forwarded fetch carries no repository).
+    pub async fn fetch_oci(&self, d: Digest, hint: OciHint) -> Result<BlobBody> {
+        if let Some(b) = self.try_local(d).await? {
+            return Ok(b);
+        }
+        let t = self.transfer(d, None, Some(hint.clone()), Route::Direct);
+        let joined_bare = !t.with_oci;
+        match self.follow(t).await {
+            // The transfer joined was a bare digest's, which skips registry
+            // origins: absent there is not absent for this caller.
+            Err(e) if joined_bare && e.is_not_found() => {
+                self.follow(self.transfer(d, None, Some(hint), Route::Direct)).await
+            }
+            r => r,
+        }
+    }
+
+    /// Streams transfer `t` as it arrives, or, when it has already started
+    /// (or found the blob local), the stored blob once it is done.
+    async fn follow(&self, t: Arc<Transfer>) -> Result<BlobBody> {
+        let d = t.digest;
         let (rx, mut done) = match t.join() {
             Joined::Live(rx, done) => (Some(rx), done),
             Joined::Wait(done) => (None, done),
         };
+        drop(t);
         if let Some(mut rx) = rx {
             // Anything else means the transfer found the blob local, or failed.
             if let Some(Msg::Start { size, source }) = rx.recv().await {
@@ -290,34 +317,6 @@ impl Cluster {
         tokio::spawn(async move { drive(inner, t2, prefer, oci).await });
         t
     }
-}
-
-/// Streams `remaining` bytes of `file` in [`READ_CHUNK`] reads, each read
-/// straight into the buffer that is sent (no copy) on the blocking pool. No
-/// thread is held between chunks, so a slow client costs no thread.
-fn file_stream(file: std::fs::File, remaining: u64, path: std::path::PathBuf) -> ByteStream {
-    let s = futures_util::stream::try_unfold((Some(file), remaining), move |(file, left)| {
-        let path = path.clone();
-        async move {
-            let Some(file) = file.filter(|_| left > 0) else { return Ok(None) };
-            let want = left.min(READ_CHUNK as u64);
-            let io = |source| ClusterError::Store(StoreError::Io { op: "read", path: path.clone(), source });
-            let (file, buf) = tokio::task::spawn_blocking(move || {
-                let mut f = file;
-                let (raw, range) = cairn_store::blob::read_aligned(&mut f, want as usize)?;
-                Ok::<_, std::io::Error>((f, Bytes::from(raw).slice(range)))
-            })
-            .await
-            .map_err(|e| ClusterError::Task(e.to_string()))?
-            .map_err(io)?;
-            if buf.is_empty() {
-                return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file shrank")));
-            }
-            let n = buf.len() as u64;
-            Ok(Some((buf, (Some(file), left - n))))
-        }
-    });
-    Box::pin(s)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -764,7 +763,8 @@ fn upstream_error(up: &Upstream, d: &Digest, e: UpstreamError) -> ClusterError {
 
 pub(crate) enum WriteMsg {
     Chunk(Bytes),
-    Commit,
+    /// Verify, tell the sender (if any) that the digest matched, then persist.
+    Commit(Option<oneshot::Sender<()>>),
 }
 
 /// One try of one source: stream it into a temp blob and to the callers.
@@ -848,24 +848,31 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
         });
     }
     // The writer's own errors are reported by its join below.
-    let _ = tx.send(WriteMsg::Commit).await;
+    let (verified_tx, verified) = oneshot::channel();
+    let _ = tx.send(WriteMsg::Commit(Some(verified_tx))).await;
     drop(tx);
+    // The digest matched: the callers get the tail now, while the disk
+    // catches up; callers that join later wait for the persisted blob.
+    let released = verified.await.is_ok();
+    if released {
+        for c in held.drain(..) {
+            release.send(t, Msg::Chunk(c), Some(received), &name).await;
+        }
+        release.send(t, Msg::End, Some(received), &name).await;
+    }
     let outcome = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
     match outcome {
-        Ok(_) => {}
+        Ok(_) if released => Ok(()),
+        Ok(_) => Err(ClusterError::Task("temp blob writer finished without verifying".into())),
         Err(StoreError::DigestMismatch { expected, actual }) => {
-            return Err(ClusterError::Corrupt { source_name: name, expected, actual });
+            Err(ClusterError::Corrupt { source_name: name, expected, actual })
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    for c in held {
-        release.send(t, Msg::Chunk(c), Some(received), &name).await;
-    }
-    release.send(t, Msg::End, Some(received), &name).await;
-    Ok(())
 }
 
-/// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`.
+/// Writes chunks to a temp blob; commits (verifying `d`) only on `Commit`,
+/// signalling between the digest check and the sync.
 pub(crate) fn write_blob(
     store: Store,
     d: Digest,
@@ -878,7 +885,13 @@ pub(crate) fn write_blob(
                 let tmp = store.layout().tmp_dir();
                 w.write_all(&c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
             }
-            WriteMsg::Commit => return w.commit(Some(&d)),
+            WriteMsg::Commit(verified) => {
+                let v = w.verify(Some(&d))?;
+                if let Some(tx) = verified {
+                    let _ = tx.send(());
+                }
+                return v.persist();
+            }
         }
     }
     // The source failed: dropping the writer removes the temp file.

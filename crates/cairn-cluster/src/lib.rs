@@ -16,6 +16,7 @@
 //! - [`discovery`]: static peers and mDNS (`_cairn._tcp.local.`).
 //! - [`advertise`]: the address a node announces.
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
+//! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 
 pub mod error;
@@ -40,3 +41,4 @@ pub mod discovery;
 pub mod owner;
 pub mod ratelimit;
 pub mod rendezvous;
+pub mod stream;

@@ -39,7 +39,7 @@ impl Cluster {
         }
         if cut.is_none() {
             // The writer's own errors are reported by its join below.
-            let _ = tx.send(WriteMsg::Commit).await;
+            let _ = tx.send(WriteMsg::Commit(None)).await;
         }
         drop(tx);
         let res = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;

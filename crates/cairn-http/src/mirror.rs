@@ -16,11 +16,12 @@ use cairn_store::oci::manifest::{MAX_MANIFEST_SIZE, parse_manifest};
 use cairn_store::oci::{Reference, RepoName, Tag};
 use cairn_store::{Digest, Store};
 use futures_util::future::BoxFuture;
+use futures_util::stream::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::v2::{RemoteError, RemoteSource};
+use crate::v2::{RemoteBody, RemoteError, RemoteSource};
 
 /// `GET /v1/oci/tag?repo=R&tag=T`: what this node's registry has for a tag
 /// (its own tags and its fresh upstream answers). 404 when it has none.
@@ -96,6 +97,25 @@ impl ClusterRemote {
 impl RemoteSource for ClusterRemote {
     fn fetch_blob<'a>(&'a self, repo: &'a RepoName, digest: &'a Digest) -> BoxFuture<'a, Result<bool, RemoteError>> {
         Box::pin(self.fetch(repo, *digest, ObjectKind::Blob))
+    }
+
+    fn open_blob<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<RemoteBody>, RemoteError>> {
+        Box::pin(async move {
+            let hint = OciHint { repo: repo.as_str().to_owned(), kind: ObjectKind::Blob };
+            match self.cluster.fetch_oci(*digest, hint).await {
+                Ok(b) => {
+                    tracing::debug!(repo = %repo, digest = %digest.oci(), source = %b.source, "streaming a /v2 miss");
+                    let stream = b.stream.map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
+                    Ok(Some(RemoteBody { size: b.size, stream }))
+                }
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(Box::new(e) as RemoteError),
+            }
+        })
     }
 
     fn fetch_manifest<'a>(

@@ -11,7 +11,7 @@ use cairn_store::{Digest, RefFile};
 use cairn_testkit::{
     HostilePeer, Hostility, NodeSpec, OriginMode, TestNode, TestOrigin, blob, dead_addr, read_all, start_cluster,
 };
-use common::{tmp_entries, wait_until};
+use common::{cached, tmp_entries, wait_until};
 use futures_util::StreamExt;
 
 fn spec(peers: Vec<String>, origins: Vec<String>) -> NodeSpec {
@@ -32,7 +32,7 @@ async fn blob_put_on_a_is_fetched_through_c_cached_and_served_by_c_after_a_stops
     assert_eq!(r.headers()["x-cairn-source"], format!("peer {}", nodes[0].addr()));
     assert_eq!(r.content_length(), Some(data.len() as u64));
     assert!(read_all(r).await.unwrap() == data);
-    assert!(nodes[2].store.verify_blob(&d).unwrap(), "C cached a verified copy");
+    assert!(cached(&nodes[2].store, nodes[2].dir(), &d).await, "C cached a verified copy");
     assert_eq!(nodes[1].counters.get("GET /v1/blobs"), 0, "B was asked by HEAD only");
 
     nodes[0].stop();
@@ -107,9 +107,8 @@ async fn peer_sending_wrong_bytes_is_rejected_marked_and_the_next_source_is_used
     assert!(read_all(r).await.unwrap() == data);
     assert_eq!(liar.gets(), 1);
     assert_eq!(origin.hits(), 1);
-    assert!(c.store.verify_blob(&d).unwrap());
+    assert!(cached(&c.store, c.dir(), &d).await);
     assert!(!c.state.cluster.peers().snapshot()[0].healthy);
-    assert_eq!(tmp_entries(c.dir()), 0);
 }
 
 fn origin_name(o: &TestOrigin) -> String {
@@ -132,8 +131,53 @@ async fn wrong_bytes_after_streaming_began_abort_the_caller_and_the_next_request
     let r = fetch(&c, &d).await;
     assert_eq!(r.status(), 200);
     assert!(read_all(r).await.unwrap() == data);
-    assert!(c.store.verify_blob(&d).unwrap());
+    assert!(cached(&c.store, c.dir(), &d).await);
     assert_eq!(liar.gets(), 1);
+}
+
+#[tokio::test]
+async fn v2_blob_miss_streams_through_the_pipeline_and_wrong_bytes_cut_the_response() {
+    let data = blob(31, 4 << 20);
+    let d = Digest::of(&data);
+    let liar = HostilePeer::start(Hostility::WrongBytes, std::slice::from_ref(&data), &[]);
+    let origin = TestOrigin::start(std::slice::from_ref(&data), OriginMode::Good);
+    let c = TestNode::start(NodeSpec { v2: true, ..spec(vec![liar.addr()], vec![origin.template()]) });
+    let url = format!("{}/v2/team/app/blobs/{}", c.url(), d.oci());
+    // Streamed, not fetched whole first: the wrong bytes reach the client
+    // before the digest can be checked, so its body is cut.
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(read_all(r).await.is_err(), "a wrong body must never arrive complete");
+    // The transfer went on with the origin; the blob is stored and linked.
+    assert!(cached(&c.store, c.dir(), &d).await);
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["docker-content-digest"], d.oci());
+    assert_eq!(r.content_length(), Some(data.len() as u64));
+    assert!(read_all(r).await.unwrap() == data);
+    assert_eq!((liar.gets(), origin.hits()), (1, 1));
+}
+
+#[tokio::test]
+async fn v2_blob_miss_is_streamed_from_a_peer_and_then_served_locally() {
+    let holder = TestNode::start(NodeSpec::default());
+    let data = blob(32, 3 << 20);
+    let d = holder.put(&data);
+    let c = TestNode::start(NodeSpec { v2: true, ..spec(vec![holder.addr()], vec![]) });
+    let url = format!("{}/v2/team/app/blobs/{}", c.url(), d.oci());
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(data.len() as u64));
+    assert!(read_all(r).await.unwrap() == data);
+    assert!(cached(&c.store, c.dir(), &d).await);
+    assert_eq!(holder.counters.get("GET /v1/blobs"), 1);
+    let r = reqwest::Client::new().head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], data.len().to_string().as_str());
+    assert_eq!(holder.counters.get("GET /v1/blobs"), 1, "the second request is served locally");
+    let ranged = reqwest::Client::new().get(&url).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert!(read_all(ranged).await.unwrap() == data[10..20]);
 }
 
 #[tokio::test]
@@ -206,7 +250,7 @@ async fn peer_stalling_mid_stream_is_cut_after_the_timeout() {
     // Half a MiB had arrived, all still held back: the caller sees only the origin's bytes.
     assert!(read_all(r).await.unwrap() == data);
     assert!(start.elapsed() >= Duration::from_millis(350) && start.elapsed() < Duration::from_secs(5));
-    assert!(c.store.verify_blob(&d).unwrap());
+    assert!(cached(&c.store, c.dir(), &d).await);
     assert_eq!(origin.hits(), 1);
 }
 
@@ -291,7 +335,7 @@ async fn fifty_concurrent_fetches_of_one_missing_blob_reach_the_origin_once() {
         t.await.unwrap();
     }
     assert_eq!(origin.hits(), 1);
-    assert!(c.store.verify_blob(&d).unwrap());
+    assert!(cached(&c.store, c.dir(), &d).await);
 }
 
 fn manifest_json(name: &str, digests: &[Digest]) -> Vec<u8> {

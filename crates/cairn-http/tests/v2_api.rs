@@ -5,9 +5,10 @@ mod v2common;
 
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteError, RemoteSource};
+use cairn_http::v2::{RemoteBody, RemoteError, RemoteSource};
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -113,6 +114,27 @@ async fn monolithic_push_then_get_head_and_ranges_return_the_bytes() {
     assert_eq!(hdr(&r, "content-range"), "bytes */100000");
     // The blob is the CAS object /v1 and refs see.
     assert!(s.registry.store().exists(&dg));
+}
+
+#[tokio::test]
+async fn blobs_of_several_read_chunks_stream_whole_and_by_ranges_across_chunk_boundaries() {
+    let d = tempfile::tempdir().unwrap();
+    let s = v2common::start(d.path()).await;
+    let c = Client::new();
+    let chunk = cairn_cluster::fetch::READ_CHUNK;
+    let bytes: Vec<u8> = (0..3 * chunk + 4321).map(|i| (i * 7 % 253) as u8).collect();
+    let dg = push_blob(&c, &s.base, "big/layer", &bytes).await;
+    let url = format!("{}/v2/big/layer/blobs/{}", s.base, dg.oci());
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hdr(&r, "content-length"), bytes.len().to_string());
+    let got = r.bytes().await.unwrap();
+    assert!(got.as_ref() == &bytes[..], "whole blob differs");
+    let (a, b) = (chunk - 3, 2 * chunk + 5);
+    let r = c.get(&url).header("range", format!("bytes={a}-{b}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let got = r.bytes().await.unwrap();
+    assert!(got.as_ref() == &bytes[a..=b], "range {a}-{b} differs");
 }
 
 #[tokio::test]
@@ -519,6 +541,20 @@ impl RemoteSource for FakeRemote {
             }
             self.store.put_reader(&self.blob[..], Some(digest))?;
             Ok(true)
+        })
+    }
+    fn open_blob<'a>(
+        &'a self,
+        _repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<RemoteBody>, RemoteError>> {
+        Box::pin(async move {
+            if *digest != Digest::of(&self.blob) {
+                return Ok(None);
+            }
+            let bytes = bytes::Bytes::from(self.blob.clone());
+            let stream = futures_util::stream::iter([Ok(bytes)]).boxed();
+            Ok(Some(RemoteBody { size: Some(self.blob.len() as u64), stream }))
         })
     }
     fn fetch_manifest<'a>(

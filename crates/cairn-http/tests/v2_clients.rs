@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cairn_store::Digest;
-use cairn_testkit::registry::{skopeo, skopeo_policy};
+use cairn_testkit::registry::{gzip_stored, skopeo, skopeo_policy};
 use serde_json::{Value, json};
 
 /// Seeded bytes (xorshift64*), so big fixtures are generated, never committed.
@@ -21,38 +21,6 @@ fn seeded(len: usize, mut seed: u64) -> Vec<u8> {
         out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
     }
     out.truncate(len);
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (i, t) in table.iter_mut().enumerate() {
-        let mut c = i as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-        *t = c;
-    }
-    !data.iter().fold(!0u32, |c, &b| table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
-}
-
-/// A valid gzip stream of `data` in stored (uncompressed) deflate blocks:
-/// random data does not compress anyway, and no compression crate is needed.
-fn gzip_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    let mut chunks = data.chunks(65535).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-    }
-    while let Some(c) = chunks.next() {
-        out.push(u8::from(chunks.peek().is_none()));
-        let len = c.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(c);
-    }
-    out.extend_from_slice(&crc32(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out
 }
 

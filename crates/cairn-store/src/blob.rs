@@ -73,8 +73,7 @@ pub struct BlobWriter {
     tmp: PathBuf,
     hasher: Hasher,
     len: u64,
-    unflushed: u64,
-    flusher: Option<Flusher>,
+    writeback: WriteBack,
 }
 
 struct Flusher {
@@ -96,6 +95,49 @@ impl Flusher {
     }
 }
 
+/// Background write-back of a file being filled, so its final fsync does
+/// not wait for all of it at once: each time the file grows past another
+/// [`FLUSH_EVERY`] bytes, a flusher thread runs `sync_data` while writing
+/// goes on. Shared by [`BlobWriter`] and registry uploads.
+pub(crate) struct WriteBack {
+    enabled: bool,
+    unflushed: u64,
+    flusher: Option<Flusher>,
+}
+
+impl WriteBack {
+    /// Write-back for a file already `len` bytes long (when `enabled`, i.e.
+    /// the store fsyncs at all). Flushes fall on multiples of
+    /// [`FLUSH_EVERY`] of the file, however the writes are split.
+    pub(crate) fn new(enabled: bool, len: u64) -> Self {
+        WriteBack { enabled, unflushed: len % FLUSH_EVERY, flusher: None }
+    }
+
+    /// Counts `n` bytes just written to `file`; starts a flush past the threshold.
+    pub(crate) fn wrote(&mut self, file: &File, n: u64) -> io::Result<()> {
+        self.unflushed += n;
+        if self.unflushed >= FLUSH_EVERY && self.enabled {
+            self.unflushed %= FLUSH_EVERY;
+            if self.flusher.is_none() {
+                self.flusher = Some(Flusher::start(file)?);
+            }
+            if let Some(fl) = &self.flusher {
+                // A flush already queued covers these bytes too.
+                let _ = fl.tx.try_send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the flusher: a failed background flush is reported here,
+    /// since a later fsync through another descriptor may not see it.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
+        let Some(f) = self.flusher.take() else { return Ok(()) };
+        drop(f.tx);
+        f.handle.join().map_err(|_| io::Error::other("flush thread panicked"))?
+    }
+}
+
 impl Store {
     /// Starts writing a new blob.
     pub fn writer(&self) -> Result<BlobWriter> {
@@ -114,8 +156,7 @@ impl Store {
             tmp,
             hasher: Hasher::new(),
             len: 0,
-            unflushed: 0,
-            flusher: None,
+            writeback: WriteBack::new(self.inner.opts.fsync, 0),
         })
     }
 
@@ -252,48 +293,22 @@ impl BlobWriter {
     }
 
     /// Finishes the blob: checks the digest, syncs, and makes it visible.
-    pub fn commit(mut self, expected: Option<&Digest>) -> Result<PutOutcome> {
+    pub fn commit(self, expected: Option<&Digest>) -> Result<PutOutcome> {
+        self.verify(expected)?.persist()
+    }
+
+    /// Finishes hashing and checks the digest, without syncing or linking:
+    /// a caller streaming the bytes elsewhere may release them once they are
+    /// known to be right, then [`VerifiedBlob::persist`]. A mismatch drops
+    /// the temp file.
+    pub fn verify(mut self, expected: Option<&Digest>) -> Result<VerifiedBlob> {
         let digest = std::mem::take(&mut self.hasher).finish();
-        let size = self.len;
         if let Some(e) = expected
             && *e != digest
         {
             return Err(StoreError::DigestMismatch { expected: *e, actual: digest });
         }
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
-            op: "commit",
-            path: self.tmp.clone(),
-            source: io::Error::other("blob writer already finished"),
-        })?;
-        let store = self.store.clone();
-        let dest = store.layout().object(&digest);
-        let _gc = store.gc_shared()?;
-        if dest.is_file() {
-            drop(file);
-            self.stop_flusher()?;
-            store.touch(&digest)?;
-            return Ok(PutOutcome { digest, size, existed: true });
-        }
-        self.stop_flusher()?;
-        if store.inner.opts.fsync {
-            file.sync_all().map_err(StoreError::io("fsync", &self.tmp))?;
-        }
-        let mut perms = file.metadata().map_err(StoreError::io("stat", &self.tmp))?.permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms).map_err(StoreError::io("chmod", &self.tmp))?;
-        drop(file);
-        let existed = match fs::hard_link(&self.tmp, &dest) {
-            Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                store.touch(&digest)?;
-                true
-            }
-            Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
-        };
-        if !existed {
-            store.sync_dir(&store.layout().objects_dir())?;
-        }
-        Ok(PutOutcome { digest, size, existed })
+        Ok(VerifiedBlob { w: self, digest })
     }
 
     /// Finishes hashing and closes the temp file without making the blob
@@ -315,20 +330,62 @@ impl BlobWriter {
     }
 
     fn stop_flusher(&mut self) -> Result<()> {
-        if let Some(f) = self.flusher.take() {
-            drop(f.tx);
-            match f.handle.join() {
-                Ok(r) => r.map_err(StoreError::io("fsync", &self.tmp))?,
-                Err(_) => {
-                    return Err(StoreError::Io {
-                        op: "fsync",
-                        path: self.tmp.clone(),
-                        source: io::Error::other("flush thread panicked"),
-                    });
-                }
-            }
+        self.writeback.finish().map_err(StoreError::io("fsync", &self.tmp))
+    }
+}
+
+/// A written blob whose digest matched, not yet durable nor visible.
+/// Dropping it removes the temp file.
+pub struct VerifiedBlob {
+    w: BlobWriter,
+    digest: Digest,
+}
+
+impl VerifiedBlob {
+    /// The blob's digest.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Syncs the blob and links it into `objects/` (never replacing an
+    /// existing object).
+    pub fn persist(mut self) -> Result<PutOutcome> {
+        let (digest, size) = (self.digest, self.w.len);
+        let w = &mut self.w;
+        let file = w.file.take().ok_or_else(|| StoreError::Io {
+            op: "commit",
+            path: w.tmp.clone(),
+            source: io::Error::other("blob writer already finished"),
+        })?;
+        let store = w.store.clone();
+        let dest = store.layout().object(&digest);
+        let _gc = store.gc_shared()?;
+        if dest.is_file() {
+            drop(file);
+            w.stop_flusher()?;
+            store.touch(&digest)?;
+            return Ok(PutOutcome { digest, size, existed: true });
         }
-        Ok(())
+        w.stop_flusher()?;
+        if store.inner.opts.fsync {
+            file.sync_all().map_err(StoreError::io("fsync", &w.tmp))?;
+        }
+        let mut perms = file.metadata().map_err(StoreError::io("stat", &w.tmp))?.permissions();
+        perms.set_readonly(true);
+        file.set_permissions(perms).map_err(StoreError::io("chmod", &w.tmp))?;
+        drop(file);
+        let existed = match fs::hard_link(&w.tmp, &dest) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                store.touch(&digest)?;
+                true
+            }
+            Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
+        };
+        if !existed {
+            store.sync_dir(&store.layout().objects_dir())?;
+        }
+        Ok(PutOutcome { digest, size, existed })
     }
 }
 
@@ -338,17 +395,7 @@ impl Write for BlobWriter {
         let n = f.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
-        self.unflushed += n as u64;
-        if self.unflushed >= FLUSH_EVERY && self.store.inner.opts.fsync {
-            self.unflushed = 0;
-            if self.flusher.is_none() {
-                self.flusher = Some(Flusher::start(f)?);
-            }
-            if let Some(fl) = &self.flusher {
-                // A flush already queued covers these bytes too.
-                let _ = fl.tx.try_send(());
-            }
-        }
+        self.writeback.wrote(f, n as u64)?;
         Ok(n)
     }
 
@@ -472,5 +519,32 @@ impl Iterator for BlobIter {
                 return Some(Ok(d));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_back_starts_when_the_file_crosses_each_threshold_however_writes_are_split() {
+        let f = tempfile::tempfile().unwrap();
+        let mut wb = WriteBack::new(true, FLUSH_EVERY - 10);
+        wb.wrote(&f, 9).unwrap();
+        assert!(wb.flusher.is_none(), "below the threshold");
+        wb.wrote(&f, 2).unwrap();
+        assert!(wb.flusher.is_some(), "crossed it");
+        assert_eq!(wb.unflushed, 1);
+        wb.finish().unwrap();
+        assert!(wb.flusher.is_none());
+    }
+
+    #[test]
+    fn write_back_never_starts_when_the_store_does_not_fsync() {
+        let f = tempfile::tempfile().unwrap();
+        let mut wb = WriteBack::new(false, 0);
+        wb.wrote(&f, 3 * FLUSH_EVERY).unwrap();
+        assert!(wb.flusher.is_none());
+        wb.finish().unwrap();
     }
 }

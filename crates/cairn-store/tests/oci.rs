@@ -118,6 +118,46 @@ fn chunked_upload_survives_a_new_registry_handle_and_rejects_out_of_order_chunks
     assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
 }
 
+/// A reader that yields `good` bytes of `bytes`, then fails like a dropped connection.
+struct CutShort<'a> {
+    bytes: &'a [u8],
+    good: usize,
+}
+
+impl std::io::Read for CutShort<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.good == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away"));
+        }
+        let n = buf.len().min(self.good);
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        (self.bytes, self.good) = (&self.bytes[n..], self.good - n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn fsynced_chunked_upload_past_the_write_back_threshold_keeps_every_byte_and_a_cut_chunk_rolls_back() {
+    const MIB: usize = 1 << 20;
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_with(d.path(), StoreOptions { fsync: true, ..Default::default() }).unwrap();
+    let r = Registry::new(s, RegistryOptions::default()).unwrap();
+    let rp = repo("big");
+    let bytes: Vec<u8> = (0..70 * MIB + 3).map(|i| (i * 13 % 251) as u8).collect();
+    let id = r.start_upload(&rp).unwrap();
+    // Chunks of uneven sizes, the second crossing 64 MiB (write-back starts there).
+    assert_eq!(r.append_upload(&rp, &id, Some(0), None, &bytes[..40 * MIB]).unwrap(), (40 * MIB) as u64);
+    let cut = CutShort { bytes: &bytes[40 * MIB..], good: 29 * MIB };
+    assert!(matches!(r.append_upload(&rp, &id, Some((40 * MIB) as u64), None, cut), Err(OciError::Body { .. })));
+    assert_eq!(r.upload_size(&rp, &id).unwrap(), (40 * MIB) as u64, "a cut chunk leaves the old length");
+    r.append_upload(&rp, &id, Some((40 * MIB) as u64), None, &bytes[40 * MIB..69 * MIB]).unwrap();
+    r.append_upload(&rp, &id, Some((69 * MIB) as u64), None, &bytes[69 * MIB..]).unwrap();
+    let want = Digest::of(&bytes);
+    let out = r.finish_upload(&rp, &id, &want).unwrap();
+    assert_eq!((out.digest, out.size, out.existed), (want, bytes.len() as u64, false));
+    assert!(r.store().verify_blob(&want).unwrap());
+}
+
 #[test]
 fn upload_of_other_repository_or_malformed_id_is_unknown() {
     let d = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@
 //! - [`registry`]: a real upstream registry, a token server, an image
 //!   pusher, and the skopeo helpers.
 //! - [`netns`]: network namespaces for mDNS tests.
+//! - [`containerd`]: a real containerd and `ctr`, every path in a temp dir.
 //! - [`paced`]: an origin with a first-byte delay and shared bandwidth.
 //! - [`NodeProcess`], [`free_port`]: a `cairn serve` process killed on drop.
 //! - [`blob`], [`read_all`], [`dead_addr`]: seeded bytes, whole bodies, a
@@ -37,6 +38,8 @@ use cairn_http::AppState;
 use cairn_store::{Digest, Store, StoreOptions};
 
 pub mod registry;
+
+pub mod containerd;
 
 /// Deterministic pseudo-random bytes (xorshift), so big blobs are generated, not committed.
 pub fn blob(seed: u64, len: usize) -> Vec<u8> {

@@ -379,7 +379,10 @@ impl TestRegistry {
     /// The requests received so far, up to now: sends a marker request and
     /// waits until the access log shows it, so nothing is still buffered.
     pub fn requests_settled(&self) -> Vec<String> {
-        let marker = format!("/v2/cairn-marker-{}/tags/list", now_secs() ^ u64::from(std::process::id()));
+        // Unique per call: an earlier marker in the log must not end the wait.
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, Ordering::SeqCst);
+        let marker = format!("/v2/cairn-marker-{}-{n}/tags/list", std::process::id());
         let _ = http_status(&self.addr, &marker);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -500,6 +503,116 @@ pub async fn push_image(base_url: &str, token: Option<&str>, repo: &str, tag: &s
     }
 }
 
+/// A ustar archive holding one regular file `name` (under 100 bytes) with
+/// `data`, closed by the two zero blocks.
+pub fn tar_one_file(name: &str, data: &[u8]) -> Vec<u8> {
+    assert!(name.len() < 100, "tar name too long: {name}");
+    let mut h = [0u8; 512];
+    let mut put = |at: usize, field: &[u8]| h[at..at + field.len()].copy_from_slice(field);
+    put(0, name.as_bytes());
+    put(100, b"0000644\0");
+    put(108, b"0000000\0");
+    put(116, b"0000000\0");
+    put(124, format!("{:011o}\0", data.len()).as_bytes());
+    put(136, format!("{:011o}\0", 1_700_000_000u64).as_bytes());
+    put(148, b"        ");
+    put(156, b"0");
+    put(257, b"ustar\0");
+    put(263, b"00");
+    // The checksum is the byte sum of the header with its own field as spaces.
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512) + 1024, 0);
+    out
+}
+
+/// CRC-32 (IEEE, reflected), as gzip's trailer wants it.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A gzip member of `data` in stored deflate blocks: valid for every
+/// decompressor, no compression library needed.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut chunks = data.chunks(0xffff).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        out.push(u8::from(chunks.peek().is_none()));
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+/// Writes an OCI image layout at `dir` holding one image tagged `tag`:
+/// each of `files` becomes a gzip layer with that one file, and the config
+/// lists the layers' diff ids, so a client that unpacks (containerd) can
+/// check them. Returns the image as [`push_image`] does.
+pub fn oci_layout_image(dir: &Path, tag: &str, files: &[(&str, Vec<u8>)]) -> PushedImage {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("layout dir");
+    let write = |bytes: &[u8]| {
+        let d = Digest::of(bytes);
+        std::fs::write(blobs.join(d.to_string()), bytes).expect("write layout blob");
+        serde_json::json!({"digest": d.oci(), "size": bytes.len()})
+    };
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (name, data) in files {
+        let tar = tar_one_file(name, data);
+        diff_ids.push(Digest::of(&tar).oci());
+        let mut desc = write(&gzip_stored(&tar));
+        desc["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+        layers.push(desc);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "config": {},
+    })
+    .to_string();
+    let mut config_desc = write(config.as_bytes());
+    config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_desc,
+        "layers": layers,
+    })
+    .to_string()
+    .into_bytes();
+    let mut manifest_desc = write(&manifest);
+    manifest_desc["mediaType"] = OCI_MANIFEST.into();
+    manifest_desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [manifest_desc]});
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("write index.json");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
+    let digest_of = |v: &serde_json::Value| v["digest"].as_str().and_then(|d| d.parse().ok()).expect("digest");
+    PushedImage {
+        manifest: Digest::of(&manifest),
+        manifest_bytes: manifest,
+        config: digest_of(&config_desc),
+        layers: layers.iter().map(digest_of).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,5 +627,44 @@ mod tests {
         }
         assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
         assert_eq!(base64_std(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn crc32_matches_the_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn gzip_stored_round_trips_through_the_gzip_tool() {
+        if !tool_available("/usr/bin/gzip") {
+            return;
+        }
+        for data in [Vec::new(), b"hello".to_vec(), crate::blob(7, 70_000)] {
+            let mut child = Command::new("/usr/bin/gzip")
+                .arg("-dc")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run gzip");
+            let gz = gzip_stored(&data);
+            let mut stdin = child.stdin.take().expect("stdin");
+            let writer = std::thread::spawn(move || stdin.write_all(&gz));
+            let out = child.wait_with_output().expect("gzip output");
+            writer.join().expect("writer").expect("write to gzip");
+            assert!(out.status.success(), "gzip -d: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.stdout == data, "gzip -d gave different bytes ({} of {})", out.stdout.len(), data.len());
+        }
+    }
+
+    #[test]
+    fn tar_one_file_is_read_back_by_the_tar_tool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = crate::blob(8, 1500);
+        std::fs::write(dir.path().join("x.tar"), tar_one_file("etc/data.bin", &data)).expect("write tar");
+        let out = Command::new("tar").arg("-xf").arg("x.tar").current_dir(dir.path()).output().expect("run tar");
+        assert!(out.status.success(), "tar -x: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read(dir.path().join("etc/data.bin")).expect("extracted") == data);
     }
 }

@@ -95,7 +95,9 @@ fn three_nodes_in_namespaces_find_each_other_by_mdns_share_a_blob_and_drop_a_sto
     let o = cli(&lab, 1, &addrs[1], &["fetch", &d.to_string(), "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "fetch on node 1: {}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read(&out).unwrap() == data);
-    assert!(Store::open(dirs[1].path().join("data")).unwrap().verify_blob(&d).unwrap(), "node 1 cached it");
+    // The node links the blob into its store just after the response ends.
+    let store = Store::open(dirs[1].path().join("data")).unwrap();
+    wait_for(Duration::from_secs(10), "node 1 caches it", || store.verify_blob(&d).unwrap_or(false));
 
     // A stopped node says goodbye and drops out of the others' peers (not
     // just marked unhealthy: it is gone from the list).

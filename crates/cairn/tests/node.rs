@@ -123,7 +123,13 @@ fn two_served_nodes_share_blobs_through_fetch_sync_and_the_cluster_commands() {
     let out = cairn(&["fetch", &d.to_string(), "-o", out_file.to_str().unwrap(), "--node", &b.addr]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&out_file).unwrap(), data);
-    assert!(db.path().join("data/objects").join(d.to_string()).is_file());
+    // B links the blob into its store just after the response ends.
+    let obj = db.path().join("data/objects").join(d.to_string());
+    let end = Instant::now() + Duration::from_secs(10);
+    while !obj.is_file() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(obj.is_file(), "B caches the blob it fetched");
 
     let out = cairn(&["cluster", "stats", "--node", &b.addr, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -29,7 +29,7 @@ use cairn_store::Digest;
 use cairn_store::oci::{OciError, Registry};
 
 pub use errors::V2Error;
-pub use remote::{RemoteError, RemoteSource};
+pub use remote::{RemoteBody, RemoteError, RemoteSource};
 use route::Target;
 
 /// Shared state of the /v2 router.

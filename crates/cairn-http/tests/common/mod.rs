@@ -35,6 +35,12 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     cond()
 }
 
+/// Waits until `store` holds a verified copy of `d` and no temp file is
+/// left: a fetched blob is synced and linked just after its response ends.
+pub async fn cached(store: &cairn_store::Store, dir: &std::path::Path, d: &cairn_store::Digest) -> bool {
+    wait_until(Duration::from_secs(10), || store.verify_blob(d).unwrap_or(false) && tmp_entries(dir) == 0).await
+}
+
 /// Entries in a store's temp dir (should be none after any transfer ends).
 pub fn tmp_entries(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir.join("tmp")).map(|r| r.count()).unwrap_or(0)

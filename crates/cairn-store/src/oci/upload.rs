@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::blob::{COPY_BUF, PutOutcome};
+use crate::blob::{COPY_BUF, PutOutcome, WriteBack};
 use crate::digest::{Digest, Hasher};
 use crate::error::StoreError;
 use crate::oci::error::{OciError, OciResult};
@@ -194,6 +194,8 @@ impl Registry {
         f.seek(SeekFrom::Start(size)).map_err(io_err("seek", &p))?;
         let mut buf = vec![0u8; COPY_BUF];
         let mut received = 0u64;
+        // Without write-back, finishing a large upload waited for one fsync of all of it.
+        let mut wb = WriteBack::new(self.store.inner.opts.fsync, size);
         let res = loop {
             let n = match body.read(&mut buf) {
                 Ok(0) => break Ok(()),
@@ -201,13 +203,14 @@ impl Registry {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Err(OciError::Body { received, reason: e.to_string() }),
             };
-            if let Err(e) = f.write_all(&buf[..n]) {
+            if let Err(e) = f.write_all(&buf[..n]).and_then(|()| wb.wrote(&f, n as u64)) {
                 break Err(io_err("write", &p)(e));
             }
             h.update(&buf[..n]);
             received += n as u64;
         };
-        let res = match (res, declared) {
+        let flushed = wb.finish().map_err(io_err("fsync", &p));
+        let res = match (res.and(flushed), declared) {
             (Ok(()), Some(d)) if d != received => Err(OciError::SizeInvalid { what: "chunk", declared: d, received }),
             (res, _) => res,
         };
