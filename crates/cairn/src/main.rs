@@ -7,6 +7,12 @@ mod exit;
 
 use clap::Parser;
 
+// Transfers allocate and free ~1 MiB buffers at a high rate; glibc's malloc
+// hands such blocks back to the kernel each time (a page fault per page on
+// reuse, measured at ~15% of a pull-through's CPU). mimalloc keeps them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing();
