@@ -9,7 +9,6 @@
 //! later wait for the transfer and then read the committed blob.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -883,7 +882,7 @@ pub(crate) fn write_blob(
         match m {
             WriteMsg::Chunk(c) => {
                 let tmp = store.layout().tmp_dir();
-                w.write_all(&c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
+                w.write_owned(c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
             }
             WriteMsg::Commit(verified) => {
                 let v = w.verify(Some(&d))?;

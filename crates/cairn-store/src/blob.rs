@@ -72,8 +72,37 @@ pub struct BlobWriter {
     file: Option<File>,
     tmp: PathBuf,
     hasher: Hasher,
+    /// Set once [`BlobWriter::write_owned`] is used: the hasher moved there.
+    hash_thread: Option<HashThread>,
     len: u64,
     writeback: WriteBack,
+}
+
+/// A chunk handed to the hash thread.
+type Chunk = Box<dyn AsRef<[u8]> + Send>;
+
+/// A second thread hashing a writer's chunks, in order, while the writer
+/// copies them into the file.
+struct HashThread {
+    tx: mpsc::SyncSender<Chunk>,
+    handle: JoinHandle<Hasher>,
+}
+
+impl HashThread {
+    fn start(mut h: Hasher) -> io::Result<HashThread> {
+        let (tx, rx) = mpsc::sync_channel::<Chunk>(16);
+        let handle = std::thread::Builder::new().name("cairn-hash".into()).spawn(move || {
+            for c in rx {
+                h.update((*c).as_ref());
+            }
+            h
+        })?;
+        Ok(HashThread { tx, handle })
+    }
+
+    fn send(&self, c: Chunk) -> io::Result<()> {
+        self.tx.send(c).map_err(|_| io::Error::other("hash thread stopped"))
+    }
 }
 
 struct Flusher {
@@ -155,6 +184,7 @@ impl Store {
             file: Some(file),
             tmp,
             hasher: Hasher::new(),
+            hash_thread: None,
             len: 0,
             writeback: WriteBack::new(self.inner.opts.fsync, 0),
         })
@@ -302,7 +332,7 @@ impl BlobWriter {
     /// known to be right, then [`VerifiedBlob::persist`]. A mismatch drops
     /// the temp file.
     pub fn verify(mut self, expected: Option<&Digest>) -> Result<VerifiedBlob> {
-        let digest = std::mem::take(&mut self.hasher).finish();
+        let digest = self.finish_hash()?;
         if let Some(e) = expected
             && *e != digest
         {
@@ -315,7 +345,7 @@ impl BlobWriter {
     /// visible: for batches (snapshot) that sync once and then publish all
     /// their blobs with [`Store::publish`].
     pub(crate) fn stage(mut self) -> Result<Staged> {
-        let digest = std::mem::take(&mut self.hasher).finish();
+        let digest = self.finish_hash()?;
         self.stop_flusher()?;
         let file = self.file.take().ok_or_else(|| StoreError::Io {
             op: "stage",
@@ -327,6 +357,41 @@ impl BlobWriter {
         // The staged value now owns the temp name; this writer's drop must not remove it.
         let tmp = std::mem::take(&mut self.tmp);
         Ok(Staged { tmp, digest })
+    }
+
+    /// Writes a chunk the caller hands over: it is hashed on a second
+    /// thread while this one copies it into the file, so a large transfer
+    /// hashes and writes in parallel. May be mixed with [`Write`] calls.
+    pub fn write_owned(&mut self, chunk: impl AsRef<[u8]> + Send + 'static) -> io::Result<()> {
+        self.write_file(chunk.as_ref())?;
+        let t = match &self.hash_thread {
+            Some(t) => t,
+            None => self.hash_thread.insert(HashThread::start(std::mem::take(&mut self.hasher))?),
+        };
+        t.send(Box::new(chunk))
+    }
+
+    /// Copies all of `buf` into the temp file (not hashed here).
+    fn write_file(&mut self, buf: &[u8]) -> io::Result<()> {
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        f.write_all(buf)?;
+        self.len += buf.len() as u64;
+        self.writeback.wrote(f, buf.len() as u64)
+    }
+
+    fn finish_hash(&mut self) -> Result<Digest> {
+        let hasher = match self.hash_thread.take() {
+            None => std::mem::take(&mut self.hasher),
+            Some(t) => {
+                drop(t.tx);
+                t.handle.join().map_err(|_| StoreError::Io {
+                    op: "hash",
+                    path: self.tmp.clone(),
+                    source: io::Error::other("hash thread panicked"),
+                })?
+            }
+        };
+        Ok(hasher.finish())
     }
 
     fn stop_flusher(&mut self) -> Result<()> {
@@ -393,7 +458,11 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
         let n = f.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        match &self.hash_thread {
+            None => self.hasher.update(&buf[..n]),
+            // Keeps the order of the chunks already handed to the thread.
+            Some(t) => t.send(Box::new(buf[..n].to_vec()))?,
+        }
         self.len += n as u64;
         self.writeback.wrote(f, n as u64)?;
         Ok(n)

@@ -156,3 +156,29 @@ fn read_aligned_returns_the_bytes_in_a_page_aligned_region_then_an_empty_range_a
     let (_, range) = cairn_store::blob::read_aligned(&mut r, 8192).unwrap();
     assert!(range.is_empty());
 }
+
+#[test]
+fn chunks_handed_over_and_written_mixed_are_hashed_in_order() {
+    let (_d, s) = store();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut w = s.writer().unwrap();
+    w.write_all(&data[..1000]).unwrap();
+    for c in data[1000..2_000_000].chunks(300_000) {
+        w.write_owned(c.to_vec()).unwrap();
+    }
+    w.write_all(&data[2_000_000..]).unwrap();
+    let out = w.commit(Some(&Digest::of(&data))).unwrap();
+    assert_eq!(out.size, data.len() as u64);
+    assert!(s.verify_blob(&out.digest).unwrap());
+}
+
+#[test]
+fn handed_over_chunks_with_a_wrong_digest_store_nothing() {
+    let (_d, s) = store();
+    let mut w = s.writer().unwrap();
+    w.write_owned(b"not what was promised".to_vec()).unwrap();
+    let want = Digest::of(b"promised");
+    assert!(matches!(w.commit(Some(&want)), Err(StoreError::DigestMismatch { .. })));
+    assert!(!s.exists(&want));
+    assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+}
