@@ -186,6 +186,11 @@ class Cluster:
 
     def verify(self, digests, alive):
         """Re-hash every copy on every surviving node. Returns the number of bad or missing copies."""
+        # A fetched blob is linked into objects/ just after its response ends.
+        paths = [os.path.join(self.dirs[i], "data", "objects", d) for i in alive for d in digests]
+        deadline = time.monotonic() + 60
+        while not all(os.path.exists(p) for p in paths) and time.monotonic() < deadline:
+            time.sleep(0.05)
         bad = 0
         for i in alive:
             for d in digests:
