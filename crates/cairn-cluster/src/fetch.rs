@@ -214,14 +214,21 @@ impl Cluster {
         if let Some(b) = self.try_local(d).await? {
             return Ok(b);
         }
+        self.with_oci_transfer(d, hint, |t| self.follow(t)).await
+    }
+
+    /// Runs `f` on the `/v2` transfer of `d`, and once more on a fresh one
+    /// when the transfer joined was a bare digest's: that one skips
+    /// registry origins, so absent there is not absent for this caller.
+    async fn with_oci_transfer<T, F, Fut>(&self, d: Digest, hint: OciHint, f: F) -> Result<T>
+    where
+        F: Fn(Arc<Transfer>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let t = self.transfer(d, None, Some(hint.clone()), Route::Direct);
         let joined_bare = !t.with_oci;
-        match self.follow(t).await {
-            // The transfer joined was a bare digest's, which skips registry
-            // origins: absent there is not absent for this caller.
-            Err(e) if joined_bare && e.is_not_found() => {
-                self.follow(self.transfer(d, None, Some(hint), Route::Direct)).await
-            }
+        match f(t).await {
+            Err(e) if joined_bare && e.is_not_found() => f(self.transfer(d, None, Some(hint), Route::Direct)).await,
             r => r,
         }
     }
@@ -269,21 +276,12 @@ impl Cluster {
         if self.local_size(d).await?.is_some() {
             return Ok(false);
         }
-        let t = self.transfer(d, None, Some(hint.clone()), Route::Direct);
-        let joined_bare = !t.with_oci;
-        let mut done = t.done.subscribe();
-        drop(t);
-        match wait_done(&mut done).await {
-            // The transfer joined was a bare digest's, which skips registry
-            // origins: absent there is not absent for this caller.
-            Err(e) if joined_bare && e.is_not_found() => {
-                let t = self.transfer(d, None, Some(hint), Route::Direct);
-                let mut done = t.done.subscribe();
-                drop(t);
-                wait_done(&mut done).await?;
-            }
-            r => r?,
-        }
+        self.with_oci_transfer(d, hint, |t| async move {
+            let mut done = t.done.subscribe();
+            drop(t);
+            wait_done(&mut done).await
+        })
+        .await?;
         Ok(true)
     }
 

@@ -407,11 +407,6 @@ pub struct VerifiedBlob {
 }
 
 impl VerifiedBlob {
-    /// The blob's digest.
-    pub fn digest(&self) -> Digest {
-        self.digest
-    }
-
     /// Syncs the blob and links it into `objects/` (never replacing an
     /// existing object).
     pub fn persist(mut self) -> Result<PutOutcome> {

@@ -29,7 +29,7 @@ pub mod snapshot;
 pub mod store;
 pub mod verify;
 
-pub use blob::{BlobReader, BlobWriter, PutOutcome};
+pub use blob::{BlobReader, BlobWriter, PutOutcome, VerifiedBlob};
 pub use checkout::{CheckoutOptions, CheckoutReport};
 pub use digest::{Digest, DigestError, Hasher};
 pub use error::{Result, StoreError};
