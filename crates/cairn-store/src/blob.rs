@@ -451,16 +451,13 @@ impl VerifiedBlob {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
-        let n = f.write(buf)?;
+        self.write_file(buf)?;
         match &self.hash_thread {
-            None => self.hasher.update(&buf[..n]),
+            None => self.hasher.update(buf),
             // Keeps the order of the chunks already handed to the thread.
-            Some(t) => t.send(Box::new(buf[..n].to_vec()))?,
+            Some(t) => t.send(Box::new(buf.to_vec()))?,
         }
-        self.len += n as u64;
-        self.writeback.wrote(f, n as u64)?;
-        Ok(n)
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
