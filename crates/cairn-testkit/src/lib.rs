@@ -82,6 +82,23 @@ pub struct NodeProcess {
     pub addr: String,
 }
 
+impl NodeProcess {
+    /// Starts `BIN serve --config CFG` (the test's `env!("CARGO_BIN_EXE_cairn")`)
+    /// with its output discarded and `$CAIRN_CONFIG` unset; `addr` is the
+    /// config's `listen_addr`. Waiting for readiness is the caller's part.
+    pub fn serve(bin: &str, cfg: &std::path::Path, addr: &str) -> NodeProcess {
+        let child = std::process::Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .env_remove("CAIRN_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start cairn serve");
+        NodeProcess { child, addr: addr.to_owned() }
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,25 +1,14 @@
 //! User story: `cairn serve` configured with a registry origin is a
 //! pull-through mirror on its registry listener.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
-use cairn_testkit::blob;
 use cairn_testkit::registry::{OCI_MANIFEST, RegistryAuth, TestRegistry, push_image};
+use cairn_testkit::{NodeProcess, blob};
 
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,22 +26,13 @@ async fn serve_with_a_registry_origin_pulls_an_image_through_its_registry_listen
         reg.url()
     );
     std::fs::write(&cfg, yaml).unwrap();
-    let child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env_remove("CAIRN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
+    let mut node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &listen);
 
     let http = reqwest::Client::new();
     let base = format!("http://{registry}/v2");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !http.get(format!("{base}/")).send().await.is_ok_and(|r| r.status().is_success()) {
-        assert!(child.0.try_wait().unwrap().is_none(), "cairn serve exited");
+        assert!(node.child.try_wait().unwrap().is_none(), "cairn serve exited");
         assert!(Instant::now() < deadline, "registry listener not ready within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

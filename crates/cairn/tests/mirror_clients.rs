@@ -11,10 +11,9 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
 use cairn_testkit::containerd::Containerd;
 use cairn_testkit::registry::{
     PushedImage, RegistryAuth, TestRegistry, oci_layout_image, skopeo, skopeo_policy, tool_available,
@@ -61,16 +60,7 @@ fn serve(dir: &Path, id: &str, upstream: &str, peers: &[&str]) -> NodeProcess {
     );
     let cfg = dir.join(format!("{id}.yaml"));
     std::fs::write(&cfg, yaml).unwrap();
-    let child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env_remove("CAIRN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut node = NodeProcess { child, addr: addr.clone() };
+    let mut node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
     wait_for(&mut node, "health", || http_get(&addr, "/v1/health").is_some_and(|(s, _)| s == 200));
     let want = peers.len();
     wait_for(&mut node, "peers healthy", || {
