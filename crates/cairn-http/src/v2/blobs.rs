@@ -14,19 +14,20 @@ use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
 /// `GET`/`HEAD /v2/<name>/blobs/<digest>`.
 pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, head: bool) -> Result<Response, V2Error> {
     let d = oci_digest(&digest)?;
-    if !head
-        && !h.contains_key(header::RANGE)
-        && let Some(r) = stream_miss(&st, &repo, d).await?
-    {
-        return Ok(r);
-    }
-    let size = size_or_fetch(&st, &repo, d).await?;
-    let mut hs = vec![
-        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-        (DIGEST_HEADER, d.oci()),
-        (header::ACCEPT_RANGES, "bytes".into()),
-        (header::ETAG, format!("\"{}\"", d.oci())),
-    ];
+    // Two stats inline cost less than a hand-off to the blocking pool, and
+    // HEAD rate is what clients checking layers depend on.
+    let size = match st.registry.blob_size(&repo, &d).map_err(V2Error::from) {
+        Ok(size) => size,
+        Err(missing) if missing.code() == &BLOB_UNKNOWN && st.remote.is_some() => {
+            if !head && !h.contains_key(header::RANGE) {
+                return stream_miss(&st, &repo, d, missing).await;
+            }
+            fetch_whole(&st, &repo, d, missing).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let mut hs = blob_headers(&d);
+    hs.push((header::ACCEPT_RANGES, "bytes".into()));
     let (status, start, len) = match blob_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size) {
         ByteRange::Full => (StatusCode::OK, 0, size),
         ByteRange::Part { start, len } => {
@@ -46,16 +47,20 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
     Ok(resp(status, hs, Body::from_stream(file_stream(file, len, path))))
 }
 
-/// A whole-blob GET of a blob the store lacks, with a remote source: the
-/// bytes stream to the client while the pipeline fetches, verifies and
-/// stores them (a bad source cuts the response). `None` when the blob is
-/// local or there is no remote source.
-async fn stream_miss(st: &V2State, repo: &RepoName, d: Digest) -> Result<Option<Response>, V2Error> {
-    let Some(src) = st.remote.clone() else { return Ok(None) };
-    let missing = match st.registry.blob_size(repo, &d).map_err(V2Error::from) {
-        Err(e) if e.code() == &BLOB_UNKNOWN => e,
-        _ => return Ok(None),
-    };
+/// The headers every blob answer carries.
+fn blob_headers(d: &Digest) -> Vec<(header::HeaderName, String)> {
+    vec![
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (DIGEST_HEADER, d.oci()),
+        (header::ETAG, format!("\"{}\"", d.oci())),
+    ]
+}
+
+/// A whole-blob GET of a blob the store lacks (`missing` is its error):
+/// the bytes stream to the client while the remote source fetches,
+/// verifies and stores them (a bad source cuts the response).
+async fn stream_miss(st: &V2State, repo: &RepoName, d: Digest, missing: V2Error) -> Result<Response, V2Error> {
+    let Some(src) = st.remote.clone() else { return Err(missing) };
     let body = match src.open_blob(repo, &d).await {
         Ok(Some(b)) => b,
         Ok(None) => return Err(missing),
@@ -78,42 +83,32 @@ async fn stream_miss(st: &V2State, repo: &RepoName, d: Digest) -> Result<Option<
             Err(e) => tracing::warn!(digest = %d.oci(), error = %e, "a mirrored blob was not stored"),
         }
     });
-    let mut hs = vec![
-        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-        (DIGEST_HEADER, d.oci()),
-        (header::ETAG, format!("\"{}\"", d.oci())),
-    ];
+    let mut hs = blob_headers(&d);
     if let Some(n) = body.size {
         hs.push((header::CONTENT_LENGTH, n.to_string()));
     }
-    Ok(Some(resp(StatusCode::OK, hs, Body::from_stream(body.stream))))
+    Ok(resp(StatusCode::OK, hs, Body::from_stream(body.stream)))
 }
 
-/// The blob's size, asking the remote source on a miss.
-async fn size_or_fetch(st: &V2State, repo: &RepoName, d: Digest) -> Result<u64, V2Error> {
-    // Two stats inline cost less than a hand-off to the blocking pool, and
-    // HEAD rate is what clients checking layers depend on.
-    match st.registry.blob_size(repo, &d).map_err(V2Error::from) {
-        Err(e) if e.code() == &BLOB_UNKNOWN && st.remote.is_some() => {
-            let fetched = match &st.remote {
-                Some(src) => src.fetch_blob(repo, &d).await.unwrap_or_else(|err| {
-                    tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote blob fetch failed");
-                    false
-                }),
-                None => false,
-            };
-            if !fetched {
-                return Err(e);
-            }
-            let (reg, r) = (st.registry.clone(), repo.clone());
-            blocking(move || {
-                reg.link_blob(&r, &d)?;
-                reg.blob_size(&r, &d)
-            })
-            .await
-        }
-        other => other,
+/// Brings a blob the store lacks (`missing` is its error) in through the
+/// remote source, links it to the repository, and returns its size.
+async fn fetch_whole(st: &V2State, repo: &RepoName, d: Digest, missing: V2Error) -> Result<u64, V2Error> {
+    let fetched = match &st.remote {
+        Some(src) => src.fetch_blob(repo, &d).await.unwrap_or_else(|err| {
+            tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote blob fetch failed");
+            false
+        }),
+        None => false,
+    };
+    if !fetched {
+        return Err(missing);
     }
+    let (reg, r) = (st.registry.clone(), repo.clone());
+    blocking(move || {
+        reg.link_blob(&r, &d)?;
+        reg.blob_size(&r, &d)
+    })
+    .await
 }
 
 /// `DELETE /v2/<name>/blobs/<digest>`: unlinks it from the repository.
