@@ -1,0 +1,132 @@
+//! /v2 under hostile input and load: upload session caps and the timed
+//! sweep of idle sessions.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use cairn_store::Digest;
+use cairn_store::oci::RegistryOptions;
+use cairn_testkit::{NodeSpec, TestNode};
+use common::wait_until;
+use reqwest::{Client, StatusCode};
+
+fn node(registry: RegistryOptions) -> TestNode {
+    TestNode::start(NodeSpec { v2: true, registry, ..Default::default() })
+}
+
+/// A client whose connections come from `ip` (any 127/8 address works on loopback).
+fn client_from(ip: &str) -> Client {
+    let ip: IpAddr = ip.parse().unwrap();
+    Client::builder().local_address(ip).build().unwrap()
+}
+
+/// Starts a session; its status and, on success, its `Location`.
+async fn open(c: &Client, n: &TestNode, repo: &str) -> (StatusCode, String) {
+    let r = c.post(format!("{}/v2/{repo}/blobs/uploads/", n.url())).send().await.unwrap();
+    let loc = r.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (r.status(), loc)
+}
+
+async fn error_code(r: reqwest::Response) -> (StatusCode, String, String) {
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let e = &v["errors"][0];
+    (status, e["code"].as_str().unwrap_or_default().to_owned(), e["detail"].to_string())
+}
+
+/// PATCHes `data` into the session at `loc` and finishes it.
+async fn finish(c: &Client, n: &TestNode, loc: &str, data: &[u8]) -> StatusCode {
+    let r = c.patch(format!("{}{loc}", n.url())).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let d = Digest::of(data);
+    let r = c.put(format!("{}{loc}?digest={}", n.url(), d.oci())).send().await.unwrap();
+    r.status()
+}
+
+fn caps(total: usize, per_client: usize) -> RegistryOptions {
+    RegistryOptions { max_upload_sessions: total, max_upload_sessions_per_client: per_client, ..Default::default() }
+}
+
+#[tokio::test]
+async fn upload_sessions_past_the_per_client_cap_get_429_and_open_ones_keep_working() {
+    let n = node(caps(100, 3));
+    let a = client_from("127.0.0.1");
+    let mut locs = Vec::new();
+    for _ in 0..3 {
+        let (s, loc) = open(&a, &n, "team/app").await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        locs.push(loc);
+    }
+    let r = a.post(format!("{}/v2/team/app/blobs/uploads/", n.url())).send().await.unwrap();
+    let (status, code, detail) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"));
+    assert!(detail.contains("127.0.0.1") && detail.contains("limit 3"), "{detail}");
+    // Another repository does not help: the cap is the client's.
+    assert_eq!(open(&a, &n, "other").await.0, StatusCode::TOO_MANY_REQUESTS);
+
+    // The open sessions still take bytes and finish, and a finished one frees its slot.
+    assert_eq!(finish(&a, &n, &locs[0], b"layer one").await, StatusCode::CREATED);
+    let r = a.get(format!("{}/v2/team/app/blobs/{}", n.url(), Digest::of(b"layer one").oci())).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"layer one");
+    let (s, loc) = open(&a, &n, "team/app").await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(finish(&a, &n, &loc, b"layer two").await, StatusCode::CREATED);
+    // A cancelled one too.
+    let r = a.delete(format!("{}{}", n.url(), locs[1])).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(open(&a, &n, "team/app").await.0, StatusCode::ACCEPTED);
+
+    // Another address has its own share.
+    let b = client_from("127.0.0.2");
+    assert_eq!(open(&b, &n, "team/app").await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn upload_sessions_past_the_total_cap_get_429_whoever_asks() {
+    let n = node(caps(3, 100));
+    let (a, b, c) = (client_from("127.0.0.1"), client_from("127.0.0.2"), client_from("127.0.0.3"));
+    let (_, first) = open(&a, &n, "x").await;
+    assert_eq!(open(&a, &n, "x").await.0, StatusCode::ACCEPTED);
+    assert_eq!(open(&b, &n, "y").await.0, StatusCode::ACCEPTED);
+    let r = c.post(format!("{}/v2/z/blobs/uploads/", n.url())).send().await.unwrap();
+    let (status, code, detail) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"));
+    assert!(detail.contains("on this registry"), "{detail}");
+    assert_eq!(open(&b, &n, "y").await.0, StatusCode::TOO_MANY_REQUESTS);
+    // A mount that cannot be done falls back to a session, and so meets the cap too.
+    let r = c
+        .post(format!("{}/v2/z/blobs/uploads/?mount={}&from=x", n.url(), Digest::of(b"absent").oci()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A single-request push opens no session and still works.
+    let d = Digest::of(b"monolithic");
+    let r =
+        c.post(format!("{}/v2/z/blobs/uploads/?digest={}", n.url(), d.oci())).body("monolithic").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(finish(&a, &n, &first, b"done").await, StatusCode::CREATED);
+    assert_eq!(open(&c, &n, "z").await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn idle_upload_sessions_are_swept_on_a_timer_without_a_new_upload_starting() {
+    let n = node(RegistryOptions { upload_ttl: Duration::from_secs(1), ..Default::default() });
+    let c = Client::new();
+    let (s, loc) = open(&c, &n, "idle").await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let r = c.patch(format!("{}{loc}", n.url())).body(vec![7u8; 100_000]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = loc.rsplit('/').next().unwrap().to_owned();
+    let dir = n.dir().join("registry/uploads").join(&id);
+    assert!(dir.join("data").is_file());
+    let reg = n.state.registry.clone().unwrap();
+    assert_eq!(reg.open_uploads(), 1);
+    // No request reaches the node while it waits: only the timer can remove it.
+    assert!(wait_until(Duration::from_secs(10), || !dir.exists()).await, "idle session {id} was not swept");
+    assert_eq!(reg.open_uploads(), 0, "a swept session no longer counts against the caps");
+    let r = c.get(format!("{}{loc}", n.url())).send().await.unwrap();
+    assert_eq!(error_code(r).await.1, "BLOB_UPLOAD_UNKNOWN");
+}
