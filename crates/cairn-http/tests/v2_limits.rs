@@ -1,7 +1,8 @@
 //! /v2 under hostile input and load: upload session caps and the timed
-//! sweep of idle sessions.
+//! sweep of idle sessions, mounts, unknown paths.
 
 mod common;
+mod v2common;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -37,11 +38,11 @@ async fn error_code(r: reqwest::Response) -> (StatusCode, String, String) {
 }
 
 /// PATCHes `data` into the session at `loc` and finishes it.
-async fn finish(c: &Client, n: &TestNode, loc: &str, data: &[u8]) -> StatusCode {
-    let r = c.patch(format!("{}{loc}", n.url())).body(data.to_vec()).send().await.unwrap();
+async fn finish(c: &Client, base: &str, loc: &str, data: &[u8]) -> StatusCode {
+    let r = c.patch(format!("{base}{loc}")).body(data.to_vec()).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let d = Digest::of(data);
-    let r = c.put(format!("{}{loc}?digest={}", n.url(), d.oci())).send().await.unwrap();
+    let r = c.put(format!("{base}{loc}?digest={}", d.oci())).send().await.unwrap();
     r.status()
 }
 
@@ -67,12 +68,12 @@ async fn upload_sessions_past_the_per_client_cap_get_429_and_open_ones_keep_work
     assert_eq!(open(&a, &n, "other").await.0, StatusCode::TOO_MANY_REQUESTS);
 
     // The open sessions still take bytes and finish, and a finished one frees its slot.
-    assert_eq!(finish(&a, &n, &locs[0], b"layer one").await, StatusCode::CREATED);
+    assert_eq!(finish(&a, &n.url(), &locs[0], b"layer one").await, StatusCode::CREATED);
     let r = a.get(format!("{}/v2/team/app/blobs/{}", n.url(), Digest::of(b"layer one").oci())).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"layer one");
     let (s, loc) = open(&a, &n, "team/app").await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    assert_eq!(finish(&a, &n, &loc, b"layer two").await, StatusCode::CREATED);
+    assert_eq!(finish(&a, &n.url(), &loc, b"layer two").await, StatusCode::CREATED);
     // A cancelled one too.
     let r = a.delete(format!("{}{}", n.url(), locs[1])).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
@@ -107,7 +108,7 @@ async fn upload_sessions_past_the_total_cap_get_429_whoever_asks() {
     let r =
         c.post(format!("{}/v2/z/blobs/uploads/?digest={}", n.url(), d.oci())).body("monolithic").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(finish(&a, &n, &first, b"done").await, StatusCode::CREATED);
+    assert_eq!(finish(&a, &n.url(), &first, b"done").await, StatusCode::CREATED);
     assert_eq!(open(&c, &n, "z").await.0, StatusCode::ACCEPTED);
 }
 
@@ -129,4 +130,52 @@ async fn idle_upload_sessions_are_swept_on_a_timer_without_a_new_upload_starting
     assert_eq!(reg.open_uploads(), 0, "a swept session no longer counts against the caps");
     let r = c.get(format!("{}{loc}", n.url())).send().await.unwrap();
     assert_eq!(error_code(r).await.1, "BLOB_UPLOAD_UNKNOWN");
+}
+
+/// Pushes `data` to `repo` in one request.
+async fn push(c: &Client, base: &str, repo: &str, data: &[u8]) -> Digest {
+    let d = Digest::of(data);
+    let r =
+        c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={}", d.oci())).body(data.to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    d
+}
+
+#[tokio::test]
+async fn mount_without_from_or_from_a_repository_without_the_blob_starts_an_upload_and_links_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = v2common::start(dir.path()).await;
+    let c = Client::new();
+    let d = push(&c, &s.base, "a", b"a's private layer").await;
+    let blob_of_b = format!("{}/v2/b/blobs/{}", s.base, d.oci());
+
+    let r = c.post(format!("{}/v2/b/blobs/uploads/?mount={}", s.base, d.oci())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "a digest alone is no right to a stored blob");
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(loc.starts_with("/v2/b/blobs/uploads/"), "{loc}");
+    assert_eq!(c.get(&blob_of_b).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(c.head(&blob_of_b).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    // The session it started is a normal one.
+    assert_eq!(finish(&c, &s.base, &loc, b"b's own layer").await, StatusCode::CREATED);
+
+    let r = c.post(format!("{}/v2/b/blobs/uploads/?mount={}&from=c", s.base, d.oci())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(c.get(&blob_of_b).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    let r = c.post(format!("{}/v2/b/blobs/uploads/?mount={}&from=a", s.base, d.oci())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["location"].to_str().unwrap(), format!("/v2/b/blobs/{}", d.oci()));
+    assert_eq!(c.get(&blob_of_b).send().await.unwrap().bytes().await.unwrap().as_ref(), b"a's private layer");
+}
+
+#[tokio::test]
+async fn a_blob_stored_only_as_a_mirror_cache_is_not_mountable_without_from() {
+    // A blob in the store that no repository links (as the mirror's cache, or /v1 puts it there).
+    let n = node(RegistryOptions::default());
+    let d = n.put(b"cached from upstream");
+    let c = Client::new();
+    let r = c.post(format!("{}/v2/anyone/blobs/uploads/?mount={}", n.url(), d.oci())).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let reg = n.state.registry.clone().unwrap();
+    assert!(!reg.has_blob(&cairn_store::oci::RepoName::parse("anyone").unwrap(), &d));
 }
