@@ -179,3 +179,58 @@ async fn a_blob_stored_only_as_a_mirror_cache_is_not_mountable_without_from() {
     let reg = n.state.registry.clone().unwrap();
     assert!(!reg.has_blob(&cairn_store::oci::RepoName::parse("anyone").unwrap(), &d));
 }
+
+/// A 404's status, content type and JSON body.
+async fn json_answer(c: &Client, method: reqwest::Method, url: &str) -> (StatusCode, String, serde_json::Value) {
+    let r = c.request(method, url).send().await.unwrap();
+    let status = r.status();
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: body {text:?} is not JSON: {e}"));
+    (status, ct, v)
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_json_404_in_the_format_of_their_api() {
+    let n = node(RegistryOptions::default());
+    let c = Client::new();
+    for p in ["/", "/nope", "/v1", "/v1/", "/v1/nope", "/v1/blobs", "/v1/health/x", "/v3/x", "/v2x"] {
+        let (status, ct, v) = json_answer(&c, reqwest::Method::GET, &format!("{}{p}", n.url())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(ct, "application/json", "{p}");
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{p}: {v}"));
+        assert!(msg.contains("no endpoint at") && msg.contains(p), "{p}: {msg}");
+    }
+    for p in ["/v2/a/whatever", "/v2/_catalog/x", "/v2/a/blobs", "/v2/a/b/c"] {
+        let (status, ct, v) = json_answer(&c, reqwest::Method::GET, &format!("{}{p}", n.url())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(ct, "application/json", "{p}");
+        assert_eq!(v["errors"][0]["code"], "UNSUPPORTED", "{p}: {v}");
+    }
+    for (m, p) in
+        [(reqwest::Method::POST, "/v2/_catalog"), (reqwest::Method::DELETE, "/v2/"), (reqwest::Method::PUT, "/v2")]
+    {
+        let (status, _, v) = json_answer(&c, m.clone(), &format!("{}{p}", n.url())).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+        assert_eq!(v["errors"][0]["code"], "UNSUPPORTED", "{m} {p}: {v}");
+    }
+    // The API itself still answers.
+    assert_eq!(c.get(format!("{}/v1/health", n.url())).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(c.get(format!("{}/v2/", n.url())).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn v2_paths_on_a_node_without_a_registry_and_other_paths_on_a_registry_listener_get_json_404s() {
+    let n = TestNode::start(NodeSpec::default());
+    let c = Client::new();
+    let (status, _, v) = json_answer(&c, reqwest::Method::GET, &format!("{}/v2/a/manifests/latest", n.url())).await;
+    assert_eq!((status, &v["errors"][0]["code"]), (StatusCode::NOT_FOUND, &serde_json::json!("UNSUPPORTED")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = v2common::start(dir.path()).await;
+    for p in ["/", "/v1/health", "/v2x"] {
+        let (status, ct, v) = json_answer(&c, reqwest::Method::GET, &format!("{}{p}", s.base)).await;
+        assert_eq!((status, ct.as_str()), (StatusCode::NOT_FOUND, "application/json"), "{p}");
+        assert_eq!(v["errors"][0]["code"], "UNSUPPORTED", "{p}: {v}");
+    }
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use cairn_store::Digest;
@@ -49,16 +49,34 @@ impl V2State {
     }
 }
 
-/// The /v2 router.
+/// The /v2 router (no fallback: [`crate::app`] merges it and answers other
+/// paths; a listener serving only /v2 uses [`registry_app`]).
 pub fn router(state: V2State) -> Router {
     Router::new()
-        .route("/v2", get(base))
-        .route("/v2/", get(base))
-        .route("/v2/_catalog", get(lists::catalog))
+        .route("/v2", get(base).fallback(unsupported_method))
+        .route("/v2/", get(base).fallback(unsupported_method))
+        .route("/v2/_catalog", get(lists::catalog).fallback(unsupported_method))
         .route("/v2/{*path}", any(dispatch))
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::map_response(api_version))
         .with_state(state)
+}
+
+/// [`router`] for a listener that serves only /v2: every other path is an
+/// OCI-style JSON 404.
+pub fn registry_app(state: V2State) -> Router {
+    router(state).fallback(unknown_path)
+}
+
+/// A path that is no /v2 endpoint: 404 with the OCI error body.
+pub async fn unknown_path(uri: Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    api_version(V2Error::no_endpoint(&path).into_response()).await
+}
+
+async fn unsupported_method(method: Method, uri: Uri) -> Response {
+    let e = V2Error::new(&errors::UNSUPPORTED, format!("{method} is not supported on {}", uri.path()));
+    api_version(e.into_response()).await
 }
 
 /// The route table for `/v2/<name>/...`.

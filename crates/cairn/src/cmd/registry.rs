@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cairn_http::v2::{V2State, router};
+use cairn_http::v2::{V2State, registry_app};
 use cairn_store::oci::{OciError, Registry, RegistryOptions, RepoName, Tag};
 use cairn_store::{Access, Store, StoreOptions};
 
@@ -39,7 +39,7 @@ fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> 
         eprintln!("cairn registry listening on http://{local} (data dir {})", data_dir.display());
         let sweeper = cairn_http::v2::spawn_upload_sweeper(registry.clone());
         // With connect info: the per-client upload session cap counts by address.
-        let app = router(V2State::new(registry)).into_make_service_with_connect_info::<SocketAddr>();
+        let app = registry_app(V2State::new(registry)).into_make_service_with_connect_info::<SocketAddr>();
         let res = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await

@@ -105,7 +105,7 @@ async fn registry_listener(
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     tracing::info!(registry = %listener.local_addr().unwrap_or(addr), "OCI registry serving /v2");
-    let app = cairn_http::v2::router(v2);
+    let app = cairn_http::v2::registry_app(v2);
     Ok(tokio::spawn(cairn_http::serve(listener, app, shutdown_signal(), cfg.shutdown_grace)))
 }
 
