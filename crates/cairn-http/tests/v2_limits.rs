@@ -234,3 +234,33 @@ async fn v2_paths_on_a_node_without_a_registry_and_other_paths_on_a_registry_lis
         assert_eq!(v["errors"][0]["code"], "UNSUPPORTED", "{p}: {v}");
     }
 }
+
+#[tokio::test]
+async fn catalog_pages_are_capped_whatever_n_asks_and_the_link_leads_to_the_rest() {
+    use cairn_http::v2::lists::MAX_PAGE;
+    // 10,001 directories: on tmpfs when there is one, which makes them cheap.
+    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+    let s = v2common::start(dir.path()).await;
+    // Repositories as the registry lays them out (quicker than 10,001 pushes).
+    let repos = dir.path().join("registry/repositories");
+    for i in 0..=MAX_PAGE {
+        std::fs::create_dir_all(repos.join(format!("r{i:05}/_blobs"))).unwrap();
+    }
+    let c = Client::new();
+    for q in ["", "?n=18446744073709551615", "?n=99999999999999999999999"] {
+        let r = c.get(format!("{}/v2/_catalog{q}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{q}");
+        let link = r.headers().get("link").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert_eq!(link, format!("</v2/_catalog?n={MAX_PAGE}&last=r09999>; rel=\"next\""), "{q}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["repositories"].as_array().unwrap().len(), MAX_PAGE, "{q}");
+    }
+    let r = c.get(format!("{}/v2/_catalog?n={MAX_PAGE}&last=r09999", s.base)).send().await.unwrap();
+    assert!(r.headers().get("link").is_none());
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["repositories"], serde_json::json!(["r10000"]));
+    for bad in ["-1", "", "1e3", "+5"] {
+        let r = c.get(format!("{}/v2/_catalog?n={bad}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "n={bad}");
+    }
+}
