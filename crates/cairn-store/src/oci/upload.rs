@@ -170,7 +170,8 @@ impl Registry {
                 || now <= last
                 || self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
             {
-                tracing::warn!(?client, error = %over, "upload session refused");
+                // Debug, not warn: a client hammering at its cap must not flood the log.
+                tracing::debug!(?client, error = %over, "upload session refused");
                 return Err(over);
             }
             self.sweep_uploads()?;
