@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A method the path does not support.
     #[error("method {0} is not allowed on this path")]
     MethodNotAllowed(String),
+    /// A path that is no endpoint of this node.
+    #[error("no endpoint at {0}; the node serves /v1/... (see the README's Node API) and /v2/...")]
+    NoEndpoint(String),
     /// A tag this node neither holds nor has a fresh upstream answer for.
     #[error("this node has no tag {repo}:{tag} (nor a fresh cached upstream answer for it)")]
     UnknownTag {
@@ -99,7 +102,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::UnknownTag { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownTag { .. } | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),
         }

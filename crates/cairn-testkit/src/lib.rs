@@ -129,7 +129,8 @@ impl Server {
         {
             let _g = rt.enter();
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            rt.spawn(async move { axum::serve(l, app).await });
+            // With connect info, as `cairn serve`: handlers may read the client address.
+            rt.spawn(async move { axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await });
         }
         Server { addr, rt: Some(rt) }
     }
@@ -236,6 +237,8 @@ pub struct NodeSpec {
     pub origin_retries: Option<u32>,
     /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
     pub v2: bool,
+    /// The registry's settings (upload TTL and session caps) when `v2` is on.
+    pub registry: cairn_store::oci::RegistryOptions,
 }
 
 impl Default for NodeSpec {
@@ -255,6 +258,7 @@ impl Default for NodeSpec {
             origin_timeout: None,
             origin_retries: None,
             v2: false,
+            registry: cairn_store::oci::RegistryOptions::default(),
         }
     }
 }
@@ -308,10 +312,8 @@ impl TestNode {
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,
         };
-        let registry = spec.v2.then(|| {
-            cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())
-                .expect("registry")
-        });
+        let registry =
+            spec.v2.then(|| cairn_store::oci::Registry::new(store.clone(), spec.registry.clone()).expect("registry"));
         let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
         let counters = Arc::new(Counters::default());
         let app =
@@ -319,6 +321,10 @@ impl TestNode {
         let server = Server::spawn(listener, app);
         if spec.health_loop {
             server.enter(|| state.cluster.spawn_health_loop());
+        }
+        // As `cairn serve`: expired upload sessions go on a timer (stops with the runtime).
+        if let Some(reg) = state.registry.clone() {
+            server.enter(|| cairn_http::v2::spawn_upload_sweeper(reg));
         }
         TestNode { server, dir, store, counters, state, spec }
     }

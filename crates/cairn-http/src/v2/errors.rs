@@ -159,6 +159,7 @@ impl From<OciError> for V2Error {
                 .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .with_header(header::RANGE, format!("0-{}", size.saturating_sub(1))),
             OciError::SizeInvalid { .. } => V2Error::new(&SIZE_INVALID, msg),
+            OciError::TooManyUploads { .. } => V2Error::new(&TOOMANYREQUESTS, msg),
             OciError::Store(s) => from_store(s),
             _ => V2Error::new(&UNKNOWN, msg),
         }

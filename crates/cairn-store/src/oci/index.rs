@@ -292,14 +292,14 @@ impl Registry {
         }
     }
 
-    /// Cross-repository mount: links `d` into `repo` when `from` holds it
-    /// (or, without `from`, when the store holds it). False when it cannot.
+    /// Cross-repository mount: links `d` into `repo` when `from` holds it.
+    /// False when it cannot, always without `from`: a blob in the store may
+    /// belong to another repository or be a mirror's cache, and knowing its
+    /// digest is no right to it.
     pub fn mount_blob(&self, repo: &RepoName, d: &Digest, from: Option<&RepoName>) -> OciResult<bool> {
+        let Some(from) = from else { return Ok(false) };
         let _gc = self.store.gc_shared()?;
-        let ok = match from {
-            Some(f) => self.has_blob(f, d),
-            None => self.store.exists(d),
-        };
+        let ok = self.has_blob(from, d);
         if ok {
             self.link_blob(repo, d)?;
         }

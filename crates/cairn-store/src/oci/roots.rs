@@ -41,6 +41,7 @@ impl Store {
             hashers: Default::default(),
             last_sweep: Default::default(),
             cache: Default::default(),
+            sessions: Default::default(),
         };
         let layout = self.layout();
         let mut keep = BTreeSet::new();
