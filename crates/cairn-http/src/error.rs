@@ -69,7 +69,7 @@ pub enum ApiError {
 
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
-        StoreError::MissingBlobs { .. } => StatusCode::CONFLICT,
+        StoreError::MissingBlobs { .. } | StoreError::RefConflict(_) => StatusCode::CONFLICT,
         StoreError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         StoreError::ReadOnly(_) | StoreError::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
         e if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -87,6 +87,8 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        // The peer's manifest is fine; it clashes with a local ref file.
+        ClusterError::PeerManifest { source: StoreError::RefConflict(_), .. } => StatusCode::CONFLICT,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
