@@ -383,3 +383,30 @@ async fn manifest_push_never_replaces_an_existing_ref_file_with_other_bytes() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"{\"name\":\"app\",\"objects\":{}}");
 }
+
+#[tokio::test]
+async fn symlinks_planted_in_objects_and_refs_are_not_served() {
+    let n = node();
+    let t = tempfile::tempdir().unwrap();
+    let secret = b"root:x:0:0:root:/root:/bin/sh\n";
+    let target = t.path().join("passwd");
+    std::fs::write(&target, secret).unwrap();
+    let d = Digest::of(secret);
+    std::os::unix::fs::symlink(&target, n.dir().join("objects").join(d.to_string())).unwrap();
+    let json = br#"{"name":"x","created_at":"2999-01-01T00:00:00Z","objects":{}}"#;
+    let mtarget = t.path().join("m.json");
+    std::fs::write(&mtarget, json).unwrap();
+    let rf = cairn_testkit::ref_file_for("x", json);
+    std::os::unix::fs::symlink(&mtarget, n.dir().join("refs").join(rf.as_str())).unwrap();
+
+    for path in [format!("/v1/blobs/{d}"), format!("/v1/manifests/{rf}")] {
+        let r = reqwest::get(format!("{}{path}", n.url())).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("root:x") && !body.contains("2999"), "{path}: {body}");
+    }
+    let r = reqwest::Client::new().head(format!("{}/v1/blobs/{d}", n.url())).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let (_, list) = get_json(&format!("{}/v1/manifests", n.url())).await;
+    assert_eq!(list, serde_json::json!([]));
+}

@@ -149,9 +149,10 @@ impl StoreError {
         StoreError::ManifestNotFound(r.to_string())
     }
 
-    /// True for "not found" errors (blob or manifest).
+    /// True for "not found" errors (blob or manifest; a planted symlink
+    /// stands for nothing the store holds).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StoreError::BlobNotFound(_) | StoreError::ManifestNotFound(_))
+        matches!(self, StoreError::BlobNotFound(_) | StoreError::ManifestNotFound(_) | StoreError::Symlink(_))
             || matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 

@@ -203,7 +203,9 @@ impl Store {
             Ok(have) if have == bytes => Ok(()),
             Ok(_) => Err(StoreError::RefConflict(ref_file.clone())),
             Err(StoreError::ManifestNotFound(_)) => Ok(()),
-            Err(StoreError::InvalidManifest { .. }) => Err(StoreError::RefConflict(ref_file.clone())),
+            Err(StoreError::InvalidManifest { .. } | StoreError::Symlink(_)) => {
+                Err(StoreError::RefConflict(ref_file.clone()))
+            }
             Err(e) => Err(e),
         }
     }

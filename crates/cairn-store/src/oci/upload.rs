@@ -4,7 +4,7 @@
 //! `objects/`, so a large blob is never copied; a mismatch stores nothing.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -97,7 +97,7 @@ impl Registry {
         let l = self.store.layout();
         let unknown = || OciError::UploadUnknown(id.to_string());
         let info_p = l.upload_info(id);
-        let info: Info = match fs::read(&info_p) {
+        let info: Info = match crate::nofollow::read(&info_p) {
             Ok(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("read", &info_p)(e)),
@@ -106,7 +106,7 @@ impl Registry {
             return Err(unknown());
         }
         let data = l.upload_data(id);
-        let f = match OpenOptions::new().read(true).write(true).open(&data) {
+        let f = match crate::nofollow::read_options().write(true).open(&data) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("open", &data)(e)),
@@ -260,7 +260,7 @@ impl Registry {
         for n in dir_names(&dir)? {
             let Ok(id) = UploadId::parse(&n) else { continue };
             let data = self.store.layout().upload_data(&id);
-            let stale = match File::open(&data) {
+            let stale = match crate::nofollow::open(&data) {
                 Ok(f) => self.expired(&f),
                 // A session killed between mkdir and its data file.
                 Err(_) => fs::metadata(self.store.layout().upload_dir(&id))
