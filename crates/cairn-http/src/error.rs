@@ -119,12 +119,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let full = self.to_string();
+        // Remote callers never see the node's paths; the log keeps them.
+        let public = crate::redact::error_message(&full);
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+            tracing::warn!(error = %full, "request failed");
+        } else if public != full {
+            tracing::info!(error = %full, "request refused");
         } else {
-            tracing::debug!(error = %self, "request refused");
+            tracing::debug!(error = %full, "request refused");
         }
-        let mut body = serde_json::json!({ "error": self.to_string() });
+        let mut body = serde_json::json!({ "error": public });
         if let Some(m) = self.missing() {
             body["missing"] = serde_json::json!(m);
         }

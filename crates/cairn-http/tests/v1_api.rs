@@ -410,3 +410,30 @@ async fn symlinks_planted_in_objects_and_refs_are_not_served() {
     let (_, list) = get_json(&format!("{}/v1/manifests", n.url())).await;
     assert_eq!(list, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn store_errors_do_not_reveal_the_data_dir_to_remote_callers() {
+    let n = node();
+    // A file where tmp/ should be: every put fails on a path inside the data dir.
+    let tmp = n.dir().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a dir").unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/blobs/{}", n.url(), Digest::of(b"x")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.unwrap();
+    let dir = n.dir().display().to_string();
+    assert!(body.contains("create temp file") && body.contains("<path on the node>"), "{body}");
+    assert!(!body.contains(&dir) && !body.contains("/tmp/"), "{body}");
+}
+
+#[tokio::test]
+async fn info_shows_the_data_dir_to_a_loopback_caller() {
+    let n = node();
+    let (_, v) = get_json(&format!("{}/v1/info", n.url())).await;
+    assert_eq!(v["cas_base"], n.dir().display().to_string());
+}

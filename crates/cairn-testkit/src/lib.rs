@@ -136,7 +136,7 @@ impl Server {
         {
             let _g = rt.enter();
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            rt.spawn(async move { axum::serve(l, app).await });
+            rt.spawn(async move { axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await });
         }
         Server { addr, rt: Some(rt) }
     }
