@@ -120,8 +120,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let full = self.to_string();
-        // Remote callers never see the node's paths; the log keeps them.
-        let public = crate::redact::error_message(&full);
+        // Remote callers never see the node's paths; the log keeps them. A
+        // 400 only echoes the caller's own input (e.g. a path in its manifest).
+        let public = if status == StatusCode::BAD_REQUEST { full.clone() } else { crate::redact::error_message(&full) };
         if status.is_server_error() {
             tracing::warn!(error = %full, "request failed");
         } else if public != full {

@@ -404,6 +404,7 @@ async fn symlinks_planted_in_objects_and_refs_are_not_served() {
         assert_eq!(r.status(), 404, "{path}");
         let body = r.text().await.unwrap();
         assert!(!body.contains("root:x") && !body.contains("2999"), "{path}: {body}");
+        assert!(!body.contains(&n.dir().display().to_string()), "{path}: {body}");
     }
     let r = reqwest::Client::new().head(format!("{}/v1/blobs/{d}", n.url())).send().await.unwrap();
     assert_eq!(r.status(), 404);

@@ -191,8 +191,13 @@ pub fn error_body(entries: &[(&'static Code, Value)]) -> Vec<u8> {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        // Remote callers never see the node's paths (the log has the full error).
-        let entries: Vec<_> = self.entries.iter().map(|(c, d)| (*c, redact_paths(d))).collect();
+        // Remote callers never see the node's paths (the log has the full
+        // error); a 400 only echoes the caller's own input.
+        let entries: Vec<_> = if self.status == StatusCode::BAD_REQUEST {
+            self.entries.clone()
+        } else {
+            self.entries.iter().map(|(c, d)| (*c, redact_paths(d))).collect()
+        };
         let mut r = (self.status, [(header::CONTENT_TYPE, "application/json")], error_body(&entries)).into_response();
         for (n, v) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&v) {
