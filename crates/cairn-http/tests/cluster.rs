@@ -456,7 +456,7 @@ async fn sync_refuses_a_peer_manifest_not_bound_to_its_ref_file_before_fetching_
         std::slice::from_ref(&data),
         &[("app-000000000000.json", json.clone()), (shadow.as_str(), json.clone())],
     );
-    let c = TestNode::start(NodeSpec::default());
+    let c = TestNode::start(NodeSpec { peers: vec![peer.addr()], ..Default::default() });
     for rf in ["app-000000000000.json", shadow.as_str()] {
         let err = c
             .state
@@ -469,6 +469,27 @@ async fn sync_refuses_a_peer_manifest_not_bound_to_its_ref_file_before_fetching_
     }
     assert_eq!(peer.gets(), 0, "no blob is fetched for a refused manifest");
     assert_eq!(std::fs::read_dir(c.dir().join("refs")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn sync_never_replaces_a_local_ref_file_holding_other_bytes() {
+    let data = b"x".to_vec();
+    let json = manifest_json("app", &[Digest::of(&data)]);
+    let rf = ref_file_for("app", &json);
+    let peer = HostilePeer::start(Hostility::Honest, std::slice::from_ref(&data), &[(rf.as_str(), json.clone())]);
+    let c = TestNode::start(NodeSpec { peers: vec![peer.addr()], ..Default::default() });
+    // A file the original wrote under that name, with other bytes.
+    let local = c.dir().join("refs").join(rf.as_str());
+    std::fs::write(&local, b"{\"name\":\"app\",\"objects\":{}}").unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/manifests/{rf}/sync?peer={}", c.url(), peer.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("never replaced"));
+    assert_eq!(peer.gets(), 0, "refused before any blob is fetched");
+    assert_eq!(std::fs::read(&local).unwrap(), b"{\"name\":\"app\",\"objects\":{}}");
 }
 
 #[tokio::test]

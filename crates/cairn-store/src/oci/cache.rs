@@ -80,6 +80,11 @@ pub(crate) fn read_stamped(p: &Path) -> io::Result<Option<(String, Stamp)>> {
     let mut f = match crate::nofollow::open(p) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // The registry never makes symlinks: a planted one stands for nothing.
+        Err(e) if crate::nofollow::is_symlink_error(&e) => {
+            tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     let stamp = Stamp::from_meta(&f.metadata()?);

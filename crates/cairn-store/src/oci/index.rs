@@ -46,6 +46,11 @@ fn read_small(p: &std::path::Path) -> OciResult<Option<String>> {
     match crate::nofollow::read_to_string(p) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // The registry never makes symlinks: a planted one stands for nothing.
+        Err(e) if crate::nofollow::is_symlink_error(&e) => {
+            tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
+            Ok(None)
+        }
         Err(e) => Err(StoreError::Io { op: "read", path: p.to_owned(), source: e }.into()),
     }
 }
