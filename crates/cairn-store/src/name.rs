@@ -79,8 +79,10 @@ impl RefName {
     }
 }
 
-/// A ref file name: `<name>-<12 hex>.json` as the store writes it, or any
-/// safe single component ending in `.json` (peers may name files otherwise).
+/// A ref file name: any safe single component ending in `.json`, so files
+/// the original wrote under other names can still be read. A new ref file
+/// must be `<name>-<12 hex>.json` for its bytes ([`RefFile::for_manifest`];
+/// checked by `Manifest::from_json_for`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct RefFile(String);
