@@ -72,7 +72,7 @@ pub enum ApiError {
 
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
-        StoreError::MissingBlobs { .. } => StatusCode::CONFLICT,
+        StoreError::MissingBlobs { .. } | StoreError::RefConflict(_) => StatusCode::CONFLICT,
         StoreError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         StoreError::ReadOnly(_) | StoreError::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
         e if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -90,6 +90,8 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        // The peer's manifest is fine; it clashes with a local ref file.
+        ClusterError::PeerManifest { source: StoreError::RefConflict(_), .. } => StatusCode::CONFLICT,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
@@ -120,12 +122,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let full = self.to_string();
+        // Remote callers never see the node's paths; the log keeps them. A
+        // 400 only echoes the caller's own input (e.g. a path in its manifest),
+        // and so does an unknown endpoint (the request path).
+        let echoes_caller = status == StatusCode::BAD_REQUEST || matches!(self, ApiError::NoEndpoint(_));
+        let public = if echoes_caller { full.clone() } else { crate::redact::error_message(&full) };
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+            tracing::warn!(error = %full, "request failed");
+        } else if public != full {
+            tracing::info!(error = %full, "request refused");
         } else {
-            tracing::debug!(error = %self, "request refused");
+            tracing::debug!(error = %full, "request refused");
         }
-        let mut body = serde_json::json!({ "error": self.to_string() });
+        let mut body = serde_json::json!({ "error": public });
         if let Some(m) = self.missing() {
             body["missing"] = serde_json::json!(m);
         }

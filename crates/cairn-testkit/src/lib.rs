@@ -55,6 +55,13 @@ pub fn blob(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The ref file a manifest named `name` with these exact bytes must be
+/// saved under: `<name>-<first 12 hex of their SHA-256>.json`.
+pub fn ref_file_for(name: &str, bytes: &[u8]) -> cairn_store::RefFile {
+    let name = cairn_store::RefName::parse(name).unwrap_or_else(|e| panic!("test manifest name {name:?}: {e}"));
+    cairn_store::RefFile::for_manifest(&name, bytes).unwrap_or_else(|e| panic!("test ref file for {name}: {e}"))
+}
+
 /// Reads a response body to the end; `Err` when the server cut it.
 pub async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
     use futures_util::StreamExt;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -224,7 +224,7 @@ impl Registry {
         let l = self.store.layout();
         let unknown = || OciError::UploadUnknown(id.to_string());
         let info_p = l.upload_info(id);
-        let info: Info = match fs::read(&info_p) {
+        let info: Info = match crate::nofollow::read(&info_p) {
             Ok(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("read", &info_p)(e)),
@@ -233,7 +233,7 @@ impl Registry {
             return Err(unknown());
         }
         let data = l.upload_data(id);
-        let f = match OpenOptions::new().read(true).write(true).open(&data) {
+        let f = match crate::nofollow::read_options().write(true).open(&data) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("open", &data)(e)),
@@ -392,7 +392,7 @@ impl Registry {
         for n in dir_names(&dir)? {
             let Ok(id) = UploadId::parse(&n) else { continue };
             let data = self.store.layout().upload_data(&id);
-            let stale = match File::open(&data) {
+            let stale = match crate::nofollow::open(&data) {
                 // A session with a request writing to it is not idle.
                 Ok(f) => self.expired(&f) && f.try_lock().is_ok(),
                 // A session killed between mkdir and its data file.
