@@ -62,6 +62,8 @@ pub struct ClusterConfig {
     /// One origin fetch per cluster: a miss no peer can serve goes to the
     /// digest's elected owner instead of the origins (see [`crate::owner`]).
     pub elect_owner: bool,
+    /// When peers are asked for a tag while registry origins are configured.
+    pub peer_tags: crate::mirror::PeerTags,
 }
 
 impl Default for ClusterConfig {
@@ -76,6 +78,7 @@ impl Default for ClusterConfig {
             max_concurrent_fetches: 16,
             egress_limit: None,
             elect_owner: true,
+            peer_tags: crate::mirror::PeerTags::default(),
         }
     }
 }

@@ -1,10 +1,14 @@
-//! Tags for the `/v2` mirror. A tag the local registry lacks is resolved,
-//! in this order: a registry origin's cached answer younger than its TTL
-//! (no request), the healthy peers (in parallel; their own tags and fresh
-//! cached answers), then the registry origins (which fall back to a stale
-//! cached answer when the upstream is unavailable). The manifest it points
-//! to is then fetched by digest through the pipeline, so it is verified.
+//! Tags for the `/v2` mirror. Tags are not self-verifying, so for a
+//! mirrored upstream the upstream is the authority: a tag the local
+//! registry lacks is resolved from a registry origin's cached answer
+//! younger than its TTL (no request), then the registry origins (which fall
+//! back to their own stale answer while the upstream is unavailable), and
+//! only then, when no upstream had an answer, the peers ([`PeerTags`]
+//! changes that order). The manifest it points to is then fetched by digest
+//! through the pipeline, so it is verified.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use cairn_store::Digest;
@@ -24,6 +28,45 @@ pub struct TagTarget {
     pub media_type: Option<String>,
     /// Who answered: `peer ADDR`, `registry URL`, `registry URL (cached)`.
     pub source: String,
+}
+
+/// When peers are asked for a tag while registry origins are configured
+/// (`peer_tags`). Without registry origins the peers are the only source of
+/// tags and are always asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerTags {
+    /// Never: a tag no upstream answers is an error or a miss.
+    Never,
+    /// After the upstreams, when none had an answer (unreachable, an error,
+    /// or no such tag, e.g. an image pushed to a node of the cluster). A tag
+    /// an upstream knows, even from a stale cache, is never taken from a peer.
+    #[default]
+    Fallback,
+    /// Before the upstreams: a peer's answer wins.
+    First,
+}
+
+impl FromStr for PeerTags {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "never" => Ok(PeerTags::Never),
+            "fallback" => Ok(PeerTags::Fallback),
+            "first" => Ok(PeerTags::First),
+            other => Err(format!("{other:?} is not one of never, fallback, first")),
+        }
+    }
+}
+
+impl fmt::Display for PeerTags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PeerTags::Never => "never",
+            PeerTags::Fallback => "fallback",
+            PeerTags::First => "first",
+        })
+    }
 }
 
 impl TagTarget {
@@ -60,26 +103,41 @@ impl Cluster {
         self.registries().iter().find_map(|up| up.fresh_tag(repo, tag).map(|t| TagTarget::from_upstream(up, t)))
     }
 
-    /// Resolves a tag the local registry lacks: fresh cache, peers, then
-    /// upstreams. `Ok(None)` when every source says it does not exist; an
-    /// error when none knows and at least one failed.
+    /// Resolves a tag the local registry lacks: fresh cache, then the
+    /// upstreams and the peers in the order `peer_tags` says. `Ok(None)` when
+    /// every source asked says it does not exist; an error when none knows
+    /// and at least one failed.
     pub async fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<TagTarget>> {
         if let Some(t) = self.cached_tag(repo, tag) {
             return Ok(Some(t));
         }
+        let registries = self.registries();
+        // No upstream to defer to: the cluster's own tags are the only ones.
+        let mode = if registries.is_empty() { PeerTags::First } else { self.inner.cfg.peer_tags };
         let mut tried = Vec::new();
         let mut failed = false;
-        if let Some(t) = self.peer_tag(repo, tag, &mut tried, &mut failed).await {
+        if mode == PeerTags::First
+            && let Some(t) = self.peer_tag(repo, tag, &mut tried, &mut failed).await
+        {
             return Ok(Some(t));
         }
-        for up in self.registries() {
+        for up in &registries {
             match up.resolve_tag(repo, tag).await {
-                Ok(t) => return Ok(Some(TagTarget::from_upstream(&up, t))),
+                Ok(t) => return Ok(Some(TagTarget::from_upstream(up, t))),
                 Err(e) => {
                     failed |= !e.is_not_found();
                     tried.push(e.to_string());
                 }
             }
+        }
+        if mode == PeerTags::Fallback
+            && let Some(t) = self.peer_tag(repo, tag, &mut tried, &mut failed).await
+        {
+            tracing::info!(repo, tag, source = %t.source, tried = ?tried, "no upstream answered for the tag; a peer's answer is used");
+            return Ok(Some(t));
+        }
+        if mode == PeerTags::Never {
+            tried.push("peers: not asked (peer_tags: never)".into());
         }
         if failed {
             Err(ClusterError::TagUnavailable { repo: repo.to_owned(), tag: tag.to_owned(), tried })
@@ -88,13 +146,19 @@ impl Cluster {
         }
     }
 
-    /// Asks every healthy peer at once; the first that knows the tag wins.
+    /// The peers whose word on a tag counts.
+    // Seam for cluster membership: once peers prove they belong to the
+    // cluster, only those that did are returned here.
+    fn tag_peers(&self) -> Vec<String> {
+        self.inner.peers.healthy()
+    }
+
+    /// Asks every peer of [`Self::tag_peers`] at once; the first that knows
+    /// the tag wins.
     async fn peer_tag(&self, repo: &str, tag: &str, tried: &mut Vec<String>, failed: &mut bool) -> Option<TagTarget> {
         let timeout = self.inner.cfg.peer_timeout;
         let mut asks: FuturesUnordered<_> = self
-            .inner
-            .peers
-            .healthy()
+            .tag_peers()
             .into_iter()
             .map(|addr| async move {
                 let what = || format!("GET /v1/oci/tag {repo}:{tag}");

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use cairn_cluster::mirror::PeerTags;
 use cairn_cluster::upstream::{Freshness, ObjectKind, Upstream, UpstreamConfig, UpstreamError};
 use cairn_store::Digest;
 use cairn_testkit::registry::{RegistryAuth, TestRegistry, TokenOptions, TokenServer, push_image};
@@ -387,7 +388,7 @@ impl cairn_cluster::PeerApi for TagPeer {
 }
 
 #[tokio::test]
-async fn a_peer_that_knows_the_tag_answers_before_the_upstream_is_asked() {
+async fn with_peer_tags_first_a_peer_that_knows_the_tag_answers_before_the_upstream_is_asked() {
     let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
     let upstream_img = push_image(&reg.url(), None, "team/app", "v1", &[blob(31, 10)]).await;
     let peer = Arc::new(TagPeer { digest: Digest::of(b"the peer's manifest"), asked: AtomicUsize::new(0) });
@@ -395,6 +396,7 @@ async fn a_peer_that_knows_the_tag_answers_before_the_upstream_is_asked() {
     let cfg = cairn_cluster::ClusterConfig {
         peers: vec!["peer-a:1".into()],
         origins: vec![registry_origin(&reg.url())],
+        peer_tags: PeerTags::First,
         ..Default::default()
     };
     let api: Arc<dyn cairn_cluster::PeerApi> = peer.clone();
@@ -416,6 +418,30 @@ async fn a_peer_that_knows_the_tag_answers_before_the_upstream_is_asked() {
     assert!(cached.source.ends_with("(cached)"), "{}", cached.source);
     assert_eq!(peer.asked.load(Ordering::SeqCst), asked, "a fresh cached tag asks no peer");
     assert_ne!(upstream_img.manifest, peer.digest);
+}
+
+#[tokio::test]
+async fn by_default_a_tag_the_upstream_knows_asks_no_peer() {
+    let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let img = push_image(&reg.url(), None, "team/app", "v1", &[blob(33, 10)]).await;
+    let peer = Arc::new(TagPeer { digest: Digest::of(b"the peer's manifest"), asked: AtomicUsize::new(0) });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cairn_cluster::ClusterConfig {
+        peers: vec!["peer-a:1".into()],
+        origins: vec![registry_origin(&reg.url())],
+        ..Default::default()
+    };
+    assert_eq!(cfg.peer_tags, PeerTags::Fallback);
+    let api: Arc<dyn cairn_cluster::PeerApi> = peer.clone();
+    let cluster = cairn_cluster::Cluster::new(cairn_store::Store::open(dir.path()).unwrap(), cfg, api);
+
+    let t = cluster.resolve_tag("team/app", "v1").await.unwrap().unwrap();
+    assert_eq!(t.digest, img.manifest, "{}", t.source);
+    assert_eq!(peer.asked.load(Ordering::SeqCst), 0, "the peer was asked although the upstream answered");
+    // The upstream lacks it: the peer is asked (and lacks it too).
+    let e = cluster.resolve_tag("team/app", "nope").await;
+    assert!(matches!(e, Ok(None)), "{e:?}");
+    assert_eq!(peer.asked.load(Ordering::SeqCst), 1, "a tag the upstream lacks is asked of the peers");
 }
 
 /// A registry that knows one tag and can be made to hang.

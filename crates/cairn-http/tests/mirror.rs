@@ -1,11 +1,12 @@
 //! The cluster-wide `/v2` mirror: Cairn nodes pulling through from a real
 //! upstream registry (open, and behind token auth with credentials),
-//! serving a cached tag while the upstream is down, and a three-node
-//! cluster where skopeo pulls from one node an image pushed to another
-//! without the upstream seeing a single request.
+//! serving a cached tag while the upstream is down, tags resolved at the
+//! upstream before any peer, and a three-node cluster where skopeo pulls
+//! from one node an image pushed to another with no object from the upstream.
 
 use std::time::Duration;
 
+use cairn_cluster::mirror::PeerTags;
 use cairn_cluster::upstream::UpstreamConfig;
 use cairn_store::Digest;
 use cairn_testkit::registry::{
@@ -148,7 +149,7 @@ async fn peer_tag_endpoint_answers_local_tags_and_refuses_bad_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_without_touching_the_upstream() {
+async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_with_no_object_from_the_upstream() {
     if !tool_available("/usr/bin/skopeo") {
         return;
     }
@@ -174,7 +175,55 @@ async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_without_touchi
     }
     assert!(!nodes[1].store.exists(&img.layers[0]), "node B was not involved");
     assert!(nodes[0].counters.get("GET /v1/blobs") >= 3, "node A served the manifest, config and layers");
-    assert_eq!(upstream_reads(&reg), Vec::<String>::new(), "the upstream saw no request");
+    // The upstream is the authority on tags: it is asked first, says it has
+    // no such tag, and then the peers answer; no object comes from it.
+    let reads = upstream_reads(&reg);
+    assert!(reads.iter().all(|r| r.contains("/manifests/v1")), "only the tag was asked upstream: {reads:?}");
+}
+
+/// The scenario: node A (no upstream) holds a different manifest
+/// under the upstream's tag; nodes mirroring the upstream with a zero TTL
+/// and A as a peer must serve the upstream's digest, and take A's word only
+/// as `peer_tags` allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_tag_resolves_at_the_upstream_before_any_peer_and_peers_stand_in_only_as_peer_tags_says() {
+    let Some(mut reg) = TestRegistry::start(RegistryAuth::None) else { return };
+    let real = push_image(&reg.url(), None, "library/alpine", "latest", &[blob(50, 1000)]).await;
+    let a = TestNode::start(NodeSpec { v2: true, ..Default::default() });
+    let spoof = push_image(&a.url(), None, "library/alpine", "latest", &[blob(51, 1000)]).await;
+    let local = push_image(&a.url(), None, "library/alpine", "cluster-only", &[blob(52, 1000)]).await;
+    assert_ne!(real.manifest, spoof.manifest);
+    let spec =
+        |peer_tags| NodeSpec { peers: vec![a.addr()], peer_tags, ..mirror_spec(upstream(&reg.url(), Duration::ZERO)) };
+    let b = TestNode::start(spec(PeerTags::Fallback));
+    let first = TestNode::start(spec(PeerTags::First));
+    let never = TestNode::start(spec(PeerTags::Never));
+    // Asks nothing until the upstream is down, so it has no cached answer.
+    let late = TestNode::start(spec(PeerTags::Fallback));
+
+    let latest = "library/alpine/manifests/latest";
+    let (status, digest, body) = get(&b, latest).await;
+    assert_eq!((status, digest), (200, Some(real.manifest.oci())), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, real.manifest_bytes);
+    let (_, digest, _) = get(&b, latest).await;
+    assert_eq!(digest, Some(real.manifest.oci()), "asked upstream again (zero TTL), still its digest");
+    let (_, digest, _) = get(&first, latest).await;
+    assert_eq!(digest, Some(spoof.manifest.oci()), "peer_tags: first takes the peer's word");
+
+    // A tag the upstream does not have: an image pushed to the cluster.
+    let cluster_only = "library/alpine/manifests/cluster-only";
+    let (status, digest, _) = get(&b, cluster_only).await;
+    assert_eq!((status, digest), (200, Some(local.manifest.oci())), "fallback: a peer fills a tag the upstream lacks");
+    let (status, _, _) = get(&never, cluster_only).await;
+    assert_eq!(status, 404, "peer_tags: never asks no peer");
+
+    reg.stop();
+    let (status, digest, _) = get(&late, latest).await;
+    assert_eq!((status, digest), (200, Some(spoof.manifest.oci())), "upstream down: a peer stands in");
+    let (status, digest, _) = get(&b, latest).await;
+    assert_eq!((status, digest), (200, Some(real.manifest.oci())), "the upstream's own last answer beats a peer's");
+    let (status, _, _) = get(&never, latest).await;
+    assert_eq!(status, 404, "peer_tags: never, upstream down, nothing cached: a miss");
 }
 
 /// A peer whose tag answers are wrong in the way `mode` says.

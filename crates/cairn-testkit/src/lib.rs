@@ -246,6 +246,8 @@ pub struct NodeSpec {
     pub v2: bool,
     /// The registry's settings (upload TTL and session caps) when `v2` is on.
     pub registry: cairn_store::oci::RegistryOptions,
+    /// When peers are asked for a tag while registry origins are configured.
+    pub peer_tags: cairn_cluster::mirror::PeerTags,
 }
 
 impl Default for NodeSpec {
@@ -266,6 +268,7 @@ impl Default for NodeSpec {
             origin_retries: None,
             v2: false,
             registry: cairn_store::oci::RegistryOptions::default(),
+            peer_tags: cairn_cluster::mirror::PeerTags::default(),
         }
     }
 }
@@ -318,6 +321,7 @@ impl TestNode {
             max_concurrent_fetches: spec.max_concurrent_fetches,
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,
+            peer_tags: spec.peer_tags,
         };
         let registry =
             spec.v2.then(|| cairn_store::oci::Registry::new(store.clone(), spec.registry.clone()).expect("registry"));

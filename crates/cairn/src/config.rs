@@ -56,6 +56,9 @@ pub struct FileConfig {
     pub max_upload_sessions: Option<usize>,
     /// Cairn: open registry upload sessions of one client address (default 64).
     pub max_upload_sessions_per_client: Option<usize>,
+    /// Cairn: when peers are asked for a tag while registry origins are
+    /// configured: `never`, `fallback` (default; after the upstreams) or `first`.
+    pub peer_tags: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -217,6 +220,8 @@ pub struct NodeConfig {
     pub max_upload_sessions: usize,
     /// Open registry upload sessions of one client address.
     pub max_upload_sessions_per_client: usize,
+    /// When peers are asked for a tag while registry origins are configured.
+    pub peer_tags: cairn_cluster::mirror::PeerTags,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -352,6 +357,10 @@ impl NodeConfig {
         if max_upload_sessions_per_client == 0 {
             bail!("max_upload_sessions_per_client must be at least 1");
         }
+        let peer_tags = match file.peer_tags.as_deref() {
+            Some(v) => v.trim().parse().map_err(|e: String| anyhow::anyhow!("peer_tags: {e}"))?,
+            None => cairn_cluster::mirror::PeerTags::default(),
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -372,6 +381,7 @@ impl NodeConfig {
             upload_ttl,
             max_upload_sessions,
             max_upload_sessions_per_client,
+            peer_tags,
         })
     }
 
@@ -387,6 +397,7 @@ impl NodeConfig {
             max_concurrent_fetches: self.max_concurrent_fetches,
             egress_limit: self.egress_limit,
             elect_owner: self.elect_owner,
+            peer_tags: self.peer_tags,
         }
     }
 }
@@ -570,6 +581,16 @@ mod tests {
         assert!(e.contains("origins[0].timeout"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());
         assert!(e.contains("retry"), "{e}");
+    }
+
+    #[test]
+    fn peer_tags_defaults_to_fallback_and_takes_never_or_first() {
+        use cairn_cluster::mirror::PeerTags;
+        assert_eq!(merged("").unwrap().cluster().peer_tags, PeerTags::Fallback);
+        assert_eq!(merged("peer_tags: never\n").unwrap().cluster().peer_tags, PeerTags::Never);
+        assert_eq!(merged(r#"{"peer_tags": "first"}"#).unwrap().cluster().peer_tags, PeerTags::First);
+        let e = format!("{:#}", merged("peer_tags: always\n").unwrap_err());
+        assert!(e.contains("peer_tags") && e.contains("never, fallback, first"), "{e}");
     }
 
     #[test]
