@@ -270,6 +270,28 @@ async fn cancelled_upload_is_unknown_afterwards() {
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
 }
 
+/// The spec (and its conformance suite, which asks for
+/// `.INVALID_MANIFEST_NAME`): a manifest that is not there is a 404,
+/// whatever the reference looks like. Pushing to such a reference is a 400.
+#[tokio::test]
+async fn get_or_head_of_a_reference_that_is_no_tag_and_no_digest_is_manifest_unknown_but_put_is_invalid() {
+    let d = tempfile::tempdir().unwrap();
+    let s = v2common::start(d.path()).await;
+    let c = Client::new();
+    let b = &s.base;
+    let long = "x".repeat(129);
+    let bad = [".INVALID_MANIFEST_NAME", "-dash", "sha256:zz", "sha512:ab", "a%3Ab", "%E2%9C%93", long.as_str()];
+    for r in bad {
+        let url = format!("{b}/v2/x/manifests/{r}");
+        let got = error_code(c.get(&url).send().await.unwrap()).await;
+        assert_eq!(got, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".to_owned()), "GET {r}");
+        let head = c.head(&url).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::NOT_FOUND, "HEAD {r}");
+        let put = c.put(&url).header("content-type", OCI_MANIFEST).body("{}").send().await.unwrap();
+        assert_eq!(put.status(), StatusCode::BAD_REQUEST, "PUT {r}");
+    }
+}
+
 /// Method, URL, optional (content type, body), expected status and code.
 type Case = (Method, String, Option<(&'static str, Vec<u8>)>, StatusCode, &'static str);
 
@@ -284,7 +306,7 @@ async fn error_codes_from_bad_requests() {
         (Method::GET, format!("{b}/v2/x/blobs/{absent}"), None, StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
         (Method::GET, format!("{b}/v2/x/blobs/sha256:zz"), None, StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
         (Method::GET, format!("{b}/v2/x/blobs/{}", &absent[7..]), None, StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-        (Method::GET, format!("{b}/v2/x/manifests/sha512:ab"), None, StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        (Method::GET, format!("{b}/v2/x/manifests/sha512:ab"), None, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         (Method::GET, format!("{b}/v2/x/manifests/nope"), None, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         (Method::GET, format!("{b}/v2/x/manifests/{absent}"), None, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
         (Method::GET, format!("{b}/v2/Upper/tags/list"), None, StatusCode::BAD_REQUEST, "NAME_INVALID"),

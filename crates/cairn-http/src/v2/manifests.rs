@@ -19,6 +19,22 @@ fn reference(s: &str) -> Result<Reference, V2Error> {
     Ok(Reference::Tag(Tag::parse(s).map_err(OciError::from)?))
 }
 
+/// The reference of a `GET`/`HEAD`: one that is neither a tag nor a digest
+/// names no manifest, so it is the spec's 404 `MANIFEST_UNKNOWN` (as the
+/// reference registry answers), not a 400.
+fn read_reference(s: &str) -> Result<Reference, V2Error> {
+    reference(s).map_err(|_| {
+        let shown: String = s.chars().take(140).collect();
+        V2Error::new(
+            &MANIFEST_UNKNOWN,
+            format!(
+                "no manifest is named {shown:?}: a reference is a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}}) \
+                 or a digest (sha256:<64 lowercase hex>)"
+            ),
+        )
+    })
+}
+
 /// Refuses a manifest whose type the client said it cannot take: when
 /// `Accept` names manifest types (and no wildcard), the stored one must be among them.
 fn check_accept(h: &HeaderMap, media_type: &str) -> Result<(), V2Error> {
@@ -36,7 +52,7 @@ fn check_accept(h: &HeaderMap, media_type: &str) -> Result<(), V2Error> {
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.
 pub async fn get(st: V2State, repo: RepoName, r: String, h: &HeaderMap, head: bool) -> Result<Response, V2Error> {
-    let r = reference(&r)?;
+    let r = read_reference(&r)?;
     let m = manifest_or_fetch(&st, repo, r).await?;
     check_accept(h, &m.media_type)?;
     let hs = vec![
