@@ -107,6 +107,94 @@ fn a_manifest_with_the_longest_allowed_name_is_pushed_served_and_listed_by_the_c
     assert!(String::from_utf8_lossy(&out.stdout).contains(rf.as_str()));
 }
 
+/// What an operator reads first: one line saying how the node is set up,
+/// shown without `RUST_LOG`, and no colour codes in a log that is not a
+/// terminal (a journal, a file).
+#[test]
+fn serve_logs_one_start_line_with_every_setting_and_no_ansi_colour_when_stderr_is_not_a_terminal() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, reg_port, dead) = (free_port(), free_port(), free_port());
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("cairn.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id: start-line\nlisten_addr: \"127.0.0.1:{port}\"\nregistry_addr: \"127.0.0.1:{reg_port}\"\n\
+             peers: [\"127.0.0.1:{dead}\"]\ndata_dir: \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::cargo_bin("cairn")
+        .unwrap()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut node = Node { child, addr: format!("127.0.0.1:{port}") };
+    // Lines as they come, until the process exits.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(stderr);
+        loop {
+            let mut line = Vec::new();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen: Vec<u8> = Vec::new();
+    let start = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("no start line within 20 s; stderr so far:\n{}", String::from_utf8_lossy(&seen))
+        };
+        seen.extend_from_slice(&line);
+        let text = String::from_utf8_lossy(&line).into_owned();
+        if text.contains("cairn node serving") {
+            break text;
+        }
+    };
+    for field in [
+        "INFO".to_owned(),
+        "node_id=start-line".to_owned(),
+        format!("listen=127.0.0.1:{port}"),
+        format!("registry=127.0.0.1:{reg_port}"),
+        format!("data_dir={}", data.display()),
+        format!("peers=[\"127.0.0.1:{dead}\"]"),
+        "discovery=static".to_owned(),
+        "auth=\"default (pulls open, writes loopback-only)\"".to_owned(),
+        "tls=off".to_owned(),
+    ] {
+        assert!(start.contains(&field), "{field} is missing from the start line: {start}");
+    }
+    // SIGTERM is handled once the node serves.
+    while !health_ok(&node.addr) {
+        assert!(Instant::now() < deadline, "node on {} not ready within 20 s", node.addr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = sigterm(&mut node);
+    assert!(status.success(), "exit status {status:?}");
+    reader.join().unwrap();
+    for line in rx.try_iter() {
+        seen.extend_from_slice(&line);
+    }
+    let all = String::from_utf8_lossy(&seen);
+    assert_eq!(all.matches("cairn node serving").count(), 1, "{all}");
+    assert!(!seen.contains(&0x1b), "an ANSI escape in a piped log:\n{all}");
+}
+
 #[test]
 fn serve_refuses_an_unknown_config_key_naming_it() {
     let dir = tempfile::tempdir().unwrap();

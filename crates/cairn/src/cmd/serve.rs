@@ -34,19 +34,31 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    let registry = match (cfg.registry_bind, state.v2_state()) {
-        (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr).await?),
-        _ => None,
+    let (registry, registry_addr) = match (cfg.registry_bind, state.v2_state()) {
+        (Some(addr), Some(v2)) => {
+            let (task, bound) = registry_listener(&cfg, v2, addr).await?;
+            (Some(task), Some(bound))
+        }
+        _ => (None, None),
     };
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
     let mdns = start_discovery(&cfg, &state.cluster)?;
+    let discovery = match cfg.discovery {
+        cairn_cluster::discovery::Discovery::Static => "static",
+        cairn_cluster::discovery::Discovery::Mdns => "mdns",
+    };
+    // The one start line: what an operator needs to see the node is set up as meant.
     tracing::info!(
         node_id = %cfg.node_id,
         listen = %local,
+        registry = %registry_addr.map_or_else(|| "none".to_owned(), |a| a.to_string()),
         advertise = %cfg.advertise_addr,
-        peers = ?cfg.peers,
         data_dir = %cfg.data_dir.display(),
+        peers = ?cfg.peers,
+        discovery = %discovery,
+        auth = ?auth_mode(&cfg),
+        tls = %"off",
         "cairn node serving"
     );
     cairn_http::serve(listener, cairn_http::app(Arc::clone(&state)), shutdown_signal(), cfg.shutdown_grace)
@@ -63,6 +75,12 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("cairn node stopped");
     Ok(())
+}
+
+/// Who may do what, for the start line.
+// No `auth` section exists yet: the built-in default is the only mode.
+fn auth_mode(_cfg: &NodeConfig) -> String {
+    "default (pulls open, writes loopback-only)".to_owned()
 }
 
 /// Starts mDNS when `discovery: mdns`; the peers it finds join the peer set.
@@ -96,17 +114,18 @@ async fn open_registry(cfg: &NodeConfig, store: Store) -> anyhow::Result<cairn_s
 }
 
 /// Serves /v2 on its own listener until SIGINT/SIGTERM; a miss goes
-/// through the cluster pipeline (the mirror).
+/// through the cluster pipeline (the mirror). Returns the task and the
+/// bound address.
 async fn registry_listener(
     cfg: &NodeConfig,
     v2: cairn_http::v2::V2State,
     addr: std::net::SocketAddr,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+) -> anyhow::Result<(tokio::task::JoinHandle<std::io::Result<()>>, std::net::SocketAddr)> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
-    tracing::info!(registry = %listener.local_addr().unwrap_or(addr), "OCI registry serving /v2");
+    let bound = listener.local_addr().unwrap_or(addr);
     let app = cairn_http::v2::registry_app(v2);
-    Ok(tokio::spawn(cairn_http::serve(listener, app, shutdown_signal(), cfg.shutdown_grace)))
+    Ok((tokio::spawn(cairn_http::serve(listener, app, shutdown_signal(), cfg.shutdown_grace)), bound))
 }
 
 /// Resolves on SIGINT or SIGTERM.
