@@ -230,5 +230,69 @@ mod tests {
         fn parse_accepts_every_lower_hex_string(s in "[0-9a-f]{64}") {
             prop_assert_eq!(Digest::parse(&s).unwrap().to_string(), s);
         }
+
+        #[test]
+        fn parse_of_arbitrary_bytes_never_panics_and_accepted_digests_round_trip(
+            bytes in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let s = String::from_utf8_lossy(&bytes);
+            if let Ok(d) = Digest::parse(&s) {
+                prop_assert_eq!(Digest::parse(&d.oci()).unwrap(), d);
+                prop_assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
+            }
+        }
+
+        /// Near-valid: algorithm prefixes, case, multibyte and odd lengths.
+        #[test]
+        fn near_valid_digests_are_accepted_exactly_when_canonical(
+            prefix in proptest::sample::select(vec!["", "sha256:", "SHA256:", "sha512:", ":", "sha256::", "sha256"]),
+            valid in "[0-9a-f]{64}",
+            flip in proptest::option::of((0usize..64, proptest::sample::select(vec!['A', 'F', 'g', 'é', ':', ' ', '\0']))),
+            cut in 0usize..3,
+            extra in "[0-9a-f]{0,2}",
+        ) {
+            // A valid hex string, maybe with one character replaced, shortened or lengthened.
+            let mut hex: String = valid.chars().enumerate().map(|(i, c)| match flip {
+                Some((at, to)) if at == i => to,
+                _ => c,
+            }).collect();
+            for _ in 0..cut {
+                hex.pop();
+            }
+            hex.push_str(&extra);
+            let s = format!("{prefix}{hex}");
+            let canonical = matches!(prefix, "" | "sha256:")
+                && hex.len() == 64
+                && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            match Digest::parse(&s) {
+                Ok(d) => {
+                    prop_assert!(canonical, "accepted {}", s);
+                    prop_assert_eq!(d.to_string(), hex);
+                }
+                Err(e) => {
+                    prop_assert!(!canonical, "refused {}: {}", s, e);
+                    // The error quotes at most a shortened input.
+                    prop_assert!(e.to_string().len() < 400);
+                }
+            }
+        }
+
+        /// What a peer or a client sends as JSON: a string, or anything else.
+        #[test]
+        fn json_digests_parse_without_panic_and_round_trip(
+            v in prop_oneof![
+                "[0-9a-f]{64}".prop_map(serde_json::Value::from),
+                "sha256:[0-9a-f]{64}".prop_map(serde_json::Value::from),
+                "\\PC{0,70}".prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+            ],
+        ) {
+            let text = v.to_string();
+            if let Ok(d) = serde_json::from_str::<Digest>(&text) {
+                let again = serde_json::to_string(&d).unwrap();
+                prop_assert_eq!(serde_json::from_str::<Digest>(&again).unwrap(), d);
+            }
+        }
     }
 }

@@ -200,5 +200,23 @@ mod tests {
         fn names_of_allowed_chars_are_accepted(s in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,50}") {
             prop_assert!(RefName::parse(&s).is_ok());
         }
+
+        /// Ref names and ref files come from URLs and peers' JSON.
+        #[test]
+        fn ref_names_and_files_never_panic_and_accepted_ones_round_trip(
+            s in prop_oneof!["\\PC{0,260}", "[A-Za-z0-9._%/\\\\-]{0,20}(-[0-9a-f]{12})?(\\.json)?"],
+        ) {
+            if let Ok(n) = RefName::parse(&s) {
+                prop_assert_eq!(RefName::parse(&n.to_string()).unwrap(), n.clone());
+                let j = serde_json::to_string(&n).unwrap();
+                prop_assert_eq!(serde_json::from_str::<RefName>(&j).unwrap(), n);
+            }
+            if let Ok(f) = RefFile::parse(&s) {
+                prop_assert!(f.as_str().ends_with(".json"));
+                prop_assert_eq!(s.parse::<RefFile>().unwrap(), f.clone());
+                let j = serde_json::to_string(&f).unwrap();
+                prop_assert_eq!(serde_json::from_str::<RefFile>(&j).unwrap(), f);
+            }
+        }
     }
 }

@@ -360,6 +360,25 @@ mod tests {
         assert!(e.contains("peer") && e.contains("3 hex characters"), "{e}");
     }
 
+    /// Object paths, mostly fine, some trying to leave the root.
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z]{1,6}(/[a-z]{1,6}){0,2}",
+            1 => proptest::sample::select(vec!["..", "../x", "/etc/passwd", "a//b", "a/./b", "a\\b", "a\0b", ""])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    /// A digest as JSON: bare hex (the seed's form), `sha256:` or junk.
+    fn digest_json() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            6 => any::<[u8; 32]>().prop_map(|b| serde_json::Value::from(Digest::from_bytes(b).to_string())),
+            1 => any::<[u8; 32]>().prop_map(|b| serde_json::Value::from(Digest::from_bytes(b).oci())),
+            1 => "[0-9a-fA-F]{0,65}".prop_map(serde_json::Value::from),
+            1 => any::<u64>().prop_map(serde_json::Value::from),
+        ]
+    }
+
     #[test]
     fn written_json_is_two_space_indented_with_seed_fields_first() {
         let mut m = Manifest::new(&RefName::parse("n").unwrap());
@@ -386,6 +405,46 @@ mod tests {
             m.modes = modes;
             let back = Manifest::from_json(&m.to_json(), "t").unwrap();
             prop_assert_eq!(back, m);
+        }
+
+        #[test]
+        fn manifest_parsing_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Manifest::from_json(&bytes, "fuzz");
+            if let Ok(rf) = RefFile::parse("fuzz-000000000000.json") {
+                let _ = Manifest::from_json_for(&rf, &bytes, "fuzz");
+            }
+        }
+
+        /// Near-valid manifests as a peer or client might send them: seed
+        /// and Cairn field names, paths that try to leave the root, bad
+        /// digests and modes. Whatever is accepted writes back equal.
+        #[test]
+        fn near_valid_manifests_parse_or_fail_cleanly_and_accepted_ones_round_trip(
+            name_key in proptest::sample::select(vec!["name", "Name", "nom"]),
+            name in prop_oneof![4 => "[A-Za-z0-9_-][A-Za-z0-9._-]{0,12}", 1 => "\\PC{0,12}", 1 => Just("..".to_owned())],
+            created in prop_oneof![Just("2024-01-02T03:04:05Z".to_owned()), "\\PC{0,10}"],
+            objects_key in proptest::sample::select(vec!["objects", "Objects"]),
+            objects in proptest::collection::btree_map(path(), digest_json(), 0..5),
+            modes in proptest::collection::btree_map(path(), prop_oneof![4 => (0u32..0o7777).prop_map(serde_json::Value::from), 1 => Just(serde_json::Value::from(-1))], 0..3),
+            symlinks in proptest::collection::btree_map(path(), "\\PC{0,10}", 0..3),
+            dirs in proptest::collection::vec(path(), 0..3),
+        ) {
+            let v = serde_json::json!({
+                name_key: name,
+                "created_at": created,
+                objects_key: objects,
+                "modes": modes,
+                "symlinks": symlinks,
+                "dirs": dirs,
+            });
+            let bytes = serde_json::to_vec(&v).unwrap();
+            if let Ok(m) = Manifest::from_json(&bytes, "fuzz") {
+                for p in m.objects.keys().chain(m.modes.keys()).chain(m.symlinks.keys()).chain(&m.dirs) {
+                    prop_assert!(check_object_path(p).is_ok(), "accepted path {:?}", p);
+                }
+                let back = Manifest::from_json(&m.to_json(), "again").unwrap();
+                prop_assert_eq!(back, m);
+            }
         }
 
         #[test]

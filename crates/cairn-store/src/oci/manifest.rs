@@ -165,6 +165,148 @@ mod tests {
         }
     }
 
+    /// A descriptor as a client or upstream might write it: mostly valid,
+    /// sometimes with a broken field.
+    fn descriptor_json() -> impl Strategy<Value = Value> {
+        let media = prop_oneof![
+            Just(Value::from("application/vnd.oci.image.layer.v1.tar+gzip")),
+            Just(Value::from(OCI_MANIFEST)),
+            Just(Value::from("application/vnd.oci.image.layer.nondistributable.v1.tar")),
+            "\\PC{0,12}".prop_map(Value::from),
+        ];
+        let media = prop_oneof![16 => media, 1 => Just(Value::from(7))];
+        let digest = prop_oneof![
+            16 => any::<[u8; 32]>().prop_map(|b| Value::from(Digest::from_bytes(b).oci())),
+            1 => "[0-9a-f]{64}".prop_map(Value::from),
+            1 => "sha(256|512):[0-9a-fA-F]{0,66}".prop_map(Value::from),
+            1 => Just(Value::Null),
+        ];
+        let size = prop_oneof![
+            16 => any::<u64>().prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => Just(Value::from(1.5)),
+            1 => Just(Value::from("12")),
+        ];
+        let urls = proptest::option::of(proptest::collection::vec("[a-z:/.]{0,10}", 0..2));
+        (media, digest, size, proptest::option::of("[a-z/]{1,10}"), urls, proptest::bool::weighted(0.05)).prop_map(
+            |(m, d, s, at, urls, drop_size)| {
+                let mut o = serde_json::json!({"mediaType": m, "digest": d});
+                if !drop_size {
+                    o["size"] = s;
+                }
+                if let Some(a) = at {
+                    o["artifactType"] = Value::from(a);
+                }
+                if let Some(u) = urls {
+                    o["urls"] = Value::from(u);
+                }
+                o
+            },
+        )
+    }
+
+    /// An image manifest or index, near valid.
+    fn manifest_json() -> impl Strategy<Value = Value> {
+        let media = proptest::option::of(prop_oneof![
+            proptest::sample::select(MANIFEST_TYPES.to_vec()).prop_map(Value::from),
+            Just(Value::from("application/json")),
+            Just(Value::from(2)),
+        ]);
+        let version = prop_oneof![8 => Just(Value::from(2)), 1 => Just(Value::from(1)), 1 => Just(Value::from("2"))];
+        let list = || proptest::option::weighted(0.8, proptest::collection::vec(descriptor_json(), 0..3));
+        let annotations = proptest::option::of(proptest::collection::btree_map("[a-z.]{1,8}", "\\PC{0,8}", 0..3));
+        (
+            media,
+            version,
+            proptest::option::weighted(0.8, descriptor_json()),
+            list(),
+            list(),
+            proptest::option::of(descriptor_json()),
+            proptest::option::of("[a-z/]{1,10}"),
+            annotations,
+        )
+            .prop_map(|(media, version, config, layers, manifests, subject, at, ann)| {
+                let mut o = serde_json::json!({"schemaVersion": version});
+                let fields = [
+                    ("mediaType", media),
+                    ("config", config),
+                    ("layers", layers.map(Value::from)),
+                    ("manifests", manifests.map(Value::from)),
+                    ("subject", subject),
+                    ("artifactType", at.map(Value::from)),
+                    ("annotations", ann.map(|a| serde_json::to_value(a).unwrap())),
+                ];
+                for (k, v) in fields {
+                    if let Some(v) = v {
+                        o[k] = v;
+                    }
+                }
+                o
+            })
+    }
+
+    /// A checked manifest written back as JSON.
+    fn render(m: &ParsedManifest) -> Value {
+        let desc = |d: &Descriptor| {
+            let mut o = serde_json::json!({"mediaType": d.media_type, "digest": d.digest.oci(), "size": d.size});
+            if let Some(a) = &d.artifact_type {
+                o["artifactType"] = Value::from(a.as_str());
+            }
+            if d.external {
+                o["urls"] = serde_json::json!(["https://elsewhere.example/l"]);
+            }
+            o
+        };
+        let mut o = serde_json::json!({"schemaVersion": 2, "mediaType": m.media_type});
+        if m.media_type == OCI_INDEX || m.media_type == DOCKER_LIST {
+            o["manifests"] = m.manifests.iter().map(desc).collect();
+        } else {
+            o["config"] = desc(&m.blobs[0]);
+            o["layers"] = m.blobs[1..].iter().map(desc).collect();
+        }
+        if let Some(s) = &m.subject {
+            o["subject"] = desc(s);
+        }
+        if let Some(a) = &m.artifact_type {
+            o["artifactType"] = Value::from(a.as_str());
+        }
+        if let Some(a) = &m.annotations {
+            o["annotations"] = Value::Object(a.clone());
+        }
+        o
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            ct in proptest::option::of("\\PC{0,40}"),
+        ) {
+            let _ = parse_manifest(&bytes, ct.as_deref());
+        }
+
+        #[test]
+        fn near_valid_manifests_and_indexes_parse_or_fail_cleanly_and_accepted_ones_round_trip(
+            v in manifest_json(),
+            ct in proptest::option::of(proptest::sample::select(vec![OCI_MANIFEST, OCI_INDEX, DOCKER_LIST, "application/json", "text/plain"])),
+        ) {
+            let bytes = serde_json::to_vec(&v).unwrap();
+            if let Ok(m) = parse_manifest(&bytes, ct) {
+                prop_assert!(MANIFEST_TYPES.contains(&m.media_type.as_str()));
+                let again = serde_json::to_vec(&render(&m)).unwrap();
+                let back = parse_manifest(&again, Some(&m.media_type)).unwrap();
+                prop_assert_eq!(&back.media_type, &m.media_type);
+                prop_assert_eq!(&back.blobs, &m.blobs);
+                prop_assert_eq!(&back.manifests, &m.manifests);
+                prop_assert_eq!(&back.subject, &m.subject);
+                prop_assert_eq!(&back.artifact_type, &m.artifact_type);
+                prop_assert_eq!(&back.annotations, &m.annotations);
+            }
+        }
+    }
+
     fn image(extra: &str) -> String {
         let c = Digest::of(b"c").oci();
         let l = Digest::of(b"l").oci();

@@ -219,5 +219,47 @@ mod tests {
                 prop_assert!(!t.as_str().starts_with('.') && !t.as_str().contains('/'));
             }
         }
+
+        #[test]
+        fn repo_names_from_arbitrary_text_never_panic_and_round_trip(
+            s in prop_oneof!["\\PC{0,300}", "[a-z0-9._/-]{0,300}", "([a-z0-9]{1,5}[._-]{0,3}){1,8}(/[a-z0-9._-]{0,8}){0,6}"],
+        ) {
+            match RepoName::parse(&s) {
+                Ok(r) => {
+                    prop_assert_eq!(r.to_string(), s.clone());
+                    prop_assert_eq!(RepoName::parse(&r.to_string()).unwrap(), r);
+                    prop_assert!(s.len() <= MAX_REPO_LEN);
+                }
+                Err(e) => prop_assert!(e.name.chars().count() <= 80),
+            }
+        }
+
+        #[test]
+        fn tags_from_arbitrary_text_never_panic_and_round_trip(
+            s in prop_oneof!["\\PC{0,140}", "[A-Za-z0-9_.-]{0,130}", "[A-Za-z0-9_][A-Za-z0-9._-]{126,128}"],
+        ) {
+            let valid = !s.is_empty()
+                && s.len() <= MAX_TAG_LEN
+                && s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            match Tag::parse(&s) {
+                Ok(t) => {
+                    prop_assert!(valid, "accepted {:?}", s);
+                    prop_assert_eq!(Tag::parse(&t.to_string()).unwrap(), t);
+                }
+                Err(e) => {
+                    prop_assert!(!valid, "refused {:?}", s);
+                    prop_assert!(e.tag.chars().count() <= 80);
+                }
+            }
+        }
+
+        #[test]
+        fn references_display_as_what_parses_back(tag in "[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", bytes in any::<[u8; 32]>()) {
+            let t = Reference::Tag(Tag::parse(&tag).unwrap());
+            prop_assert_eq!(t.to_string(), tag);
+            let d = Reference::Digest(Digest::from_bytes(bytes));
+            prop_assert_eq!(Digest::parse(&d.to_string()).map(Reference::Digest).unwrap(), d);
+        }
     }
 }
