@@ -245,6 +245,36 @@ async fn manifest_whose_bytes_do_not_match_the_digest_is_refused() {
     assert!(e.to_string().contains("Docker-Content-Digest says"), "{e}");
 }
 
+/// A registry whose token endpoint gives a lifetime no clock can hold.
+async fn huge_token(State(_): State<Arc<std::sync::Mutex<String>>>) -> Response {
+    axum::Json(serde_json::json!({"token": "t", "expires_in": u64::MAX})).into_response()
+}
+
+async fn bearer_manifest(State(realm): State<Arc<std::sync::Mutex<String>>>, h: HeaderMap) -> Response {
+    if h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some("Bearer t") {
+        let challenge = format!("Bearer realm=\"{}\",service=\"fake\"", realm.lock().unwrap());
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)]).into_response();
+    }
+    let mut r = br#"{"schemaVersion":2}"#.to_vec().into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, "application/vnd.oci.image.manifest.v1+json".parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn token_lifetime_too_large_for_the_clock_is_capped_not_a_panic() {
+    let realm = Arc::new(std::sync::Mutex::new(String::new()));
+    let app = Router::new()
+        .route("/token", get(huge_token))
+        .route("/v2/{repo}/manifests/{reference}", get(bearer_manifest))
+        .with_state(Arc::clone(&realm));
+    let srv = Server::start(app);
+    *realm.lock().unwrap() = format!("http://{}/token", srv.addr());
+    let u = upstream(&format!("http://{}", srv.addr()));
+    let m = u.get_manifest("repo", "v1").await.unwrap();
+    assert_eq!(m.digest, Digest::of(br#"{"schemaVersion":2}"#));
+    assert_eq!(u.cached_tokens(), 1);
+}
+
 /// A cluster with no peers: every peer call is a bug in the test.
 struct NoPeers;
 

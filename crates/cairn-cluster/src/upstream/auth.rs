@@ -17,6 +17,10 @@ use super::UpstreamError;
 /// Token lifetime when the token endpoint does not say (the spec's default).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
+/// Longest a token is kept, whatever the endpoint says (its number comes
+/// from the network and must fit the clock).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// A token is dropped from the cache this long before it expires, so a
 /// request never leaves with a token that dies on the way.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
@@ -302,21 +306,22 @@ impl Auth {
         if !status.is_success() {
             return Err(err(format!("token endpoint {realm} answered HTTP {status}: {}", super::snippet(&body))));
         }
-        let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| err(format!("token endpoint {realm} sent malformed JSON: {e}")))?;
-        let token = answer
-            .token
-            .or(answer.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| err(format!("token endpoint {realm} sent no token")))?;
-        let lifetime = answer.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        Ok((token, lifetime))
+        read_token_answer(&body).map_err(|why| err(format!("token endpoint {realm} {why}")))
     }
+}
+
+/// The token and how long to use it, from a token endpoint's answer.
+fn read_token_answer(body: &[u8]) -> Result<(String, Duration), String> {
+    let answer: TokenAnswer = serde_json::from_slice(body).map_err(|e| format!("sent malformed JSON: {e}"))?;
+    let token = answer.token.or(answer.access_token).filter(|t| !t.is_empty()).ok_or("sent no token")?;
+    let lifetime = answer.expires_in.map_or(DEFAULT_TOKEN_LIFETIME, |s| Duration::from_secs(s).min(MAX_TOKEN_LIFETIME));
+    Ok((token, lifetime))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn bearer_challenge_with_quoted_comma_scope_is_parsed() {
@@ -396,6 +401,34 @@ mod tests {
         #[test]
         fn challenge_parser_never_panics(s in ".{0,200}") {
             let _ = parse_challenge(&s);
+        }
+
+        /// What a token endpoint sends: any bytes, or a near-valid answer.
+        /// No panic, a token is never empty, and its lifetime fits the clock.
+        #[test]
+        fn token_answers_never_panic_and_lifetimes_fit_the_clock(
+            body in proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+                (
+                    proptest::option::of("\\PC{0,8}"),
+                    proptest::option::of("\\PC{0,8}"),
+                    proptest::option::of(proptest::prelude::any::<i128>()),
+                )
+                    .prop_map(|(t, a, e)| {
+                        let mut o = serde_json::json!({"token": t, "access_token": a});
+                        if let Some(e) = e {
+                            // Any integer JSON can write, also negative or past u64.
+                            o["expires_in"] = serde_json::from_str(&e.to_string()).unwrap_or_default();
+                        }
+                        serde_json::to_vec(&o).unwrap()
+                    }),
+            ],
+        ) {
+            if let Ok((token, lifetime)) = read_token_answer(&body) {
+                proptest::prop_assert!(!token.is_empty());
+                proptest::prop_assert!(lifetime <= MAX_TOKEN_LIFETIME);
+                proptest::prop_assert!(Instant::now().checked_add(lifetime).is_some());
+            }
         }
 
         #[test]
