@@ -533,11 +533,112 @@ mod tests {
         assert_eq!(c.listen_addr, ":8000");
     }
 
+    /// A config object: known keys with good values, wrong values of the
+    /// right type, values of the wrong type, and now and then an unknown key.
+    fn near_valid_config() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+        let s = |v: &[&'static str]| proptest::sample::select(v.to_vec()).prop_map(Value::from).boxed();
+        let duration = || s(&["500ms", "10s", "1m 30s", "0s", "soon", "", "5"]);
+        let number =
+            || prop_oneof![4 => (0u64..100).prop_map(Value::from), 1 => Just(json!(-1)), 1 => Just(json!("8"))].boxed();
+        let boolean = || prop_oneof![4 => any::<bool>().prop_map(Value::from), 1 => Just(json!("yes"))].boxed();
+        let addr = || s(&["127.0.0.1:7420", ":7420", "0.0.0.0:5000", "nope", "[::1]:1", ""]);
+        let origin = prop_oneof![
+            s(&["http://cdn/{digest}", "ftp://x/{digest}", "http://x/blobs"]).prop_map(|u| json!({"url": u})),
+            (
+                s(&["http://127.0.0.1:5000", "https://registry-1.docker.io", "r"]),
+                duration(),
+                proptest::option::of(s(&["u"]))
+            )
+                .prop_map(|(r, ttl, user)| {
+                    let mut o = json!({"registry": r, "tag_ttl": ttl});
+                    if let Some(u) = user {
+                        o["username"] = u;
+                        o["password"] = json!("p");
+                    }
+                    o
+                }),
+            Just(json!({})),
+            Just(json!({"url": "http://x/{digest}", "weight": 3})),
+        ];
+        let fields: Vec<(&'static str, BoxedStrategy<Value>)> = vec![
+            ("node_id", s(&["n1", "node-a", "a b", ""])),
+            ("listen_addr", addr()),
+            ("peers", proptest::collection::vec(s(&["a:1", "b:2", " ", "c d:3"]), 0..3).prop_map(Value::from).boxed()),
+            ("advertise_addr", s(&["10.0.0.1:7420", "127.0.0.1:1"])),
+            ("peer_timeout", duration()),
+            ("enable_cdn_fallback", boolean()),
+            ("data_dir", s(&["/tmp/x", "rel/dir"])),
+            ("origins", proptest::collection::vec(origin, 0..3).prop_map(Value::from).boxed()),
+            ("health_interval", duration()),
+            ("max_concurrent_fetches", number()),
+            ("shutdown_grace", duration()),
+            ("discovery", s(&["static", "mdns", "dns"])),
+            ("egress_limit", number()),
+            ("elect_owner", boolean()),
+            ("registry_addr", addr()),
+            ("upload_ttl", duration()),
+            ("max_upload_sessions", number()),
+            ("max_upload_sessions_per_client", number()),
+            ("peer_tags", s(&["never", "fallback", "first", "always"])),
+            ("peer_timout", s(&["5s"])),
+        ];
+        let per_field: Vec<_> = fields
+            .into_iter()
+            .map(|(k, v)| {
+                proptest::option::weighted(if k == "peer_timout" { 0.05 } else { 0.4 }, v).prop_map(move |v| (k, v))
+            })
+            .collect();
+        per_field.prop_map(|fs| {
+            // Never empty: an empty YAML document is no mapping at all.
+            let mut o = serde_json::Map::from_iter([("node_id".to_owned(), json!("n0"))]);
+            o.extend(fs.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))));
+            Value::Object(o)
+        })
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
         #[test]
         fn any_text_parses_or_errors_without_panicking(s in "\\PC{0,200}") {
             if let Ok(f) = parse(&s) {
                 let _ = NodeConfig::merge(f, &Overrides::default(), Some("/tmp/x".into()));
+            }
+        }
+
+        #[test]
+        fn any_bytes_parse_or_error_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(f) = parse(&String::from_utf8_lossy(&bytes)) {
+                let _ = NodeConfig::merge(f, &Overrides::default(), Some("/tmp/x".into()));
+            }
+        }
+
+        /// Near-valid configs written as JSON and as YAML read the same:
+        /// what JSON accepts, YAML accepts into the same file and the same
+        /// node config (or the same error). YAML may accept more: its
+        /// parser reads a quoted `"8"` as a number where JSON refuses it.
+        #[test]
+        fn near_valid_configs_read_the_same_from_json_and_yaml(v in near_valid_config()) {
+            let json = serde_json::to_string(&v).unwrap();
+            let yaml: String = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            let (j, y) = (parse(&json), parse(&yaml));
+            proptest::prop_assert!(j.is_err() || y.is_ok(), "{}\n{}\n{:?}\n{:?}", json, yaml, j, y);
+            if let (Ok(j), Ok(y)) = (j, y) {
+                proptest::prop_assert_eq!(format!("{j:?}"), format!("{y:?}"));
+                let flags = Overrides::default();
+                let (j, y) = (NodeConfig::merge(j, &flags, None), NodeConfig::merge(y, &flags, None));
+                match (j, y) {
+                    (Ok(j), Ok(y)) => proptest::prop_assert_eq!(format!("{j:?}"), format!("{y:?}")),
+                    (Err(j), Err(y)) => proptest::prop_assert_eq!(format!("{j:#}"), format!("{y:#}")),
+                    (j, y) => proptest::prop_assert!(false, "JSON {:?} but YAML {:?}", j.is_ok(), y.is_ok()),
+                }
             }
         }
 

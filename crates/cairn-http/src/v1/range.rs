@@ -108,5 +108,29 @@ mod tests {
                 prop_assert!(start + len <= size);
             }
         }
+
+        /// Any header text, any size (up to `u64::MAX`): no panic, no
+        /// overflow, and a part is inside the blob and reads back the same
+        /// when written as `bytes=<first>-<last>`.
+        #[test]
+        fn any_range_header_parses_without_panic_and_parts_round_trip(
+            h in prop_oneof![
+                "\\PC{0,40}",
+                "[ ]?bytes[ ]?=[ ]?[0-9 ]{0,21}-[0-9 ]{0,21}(,[0-9]{0,3}-[0-9]{0,3})?",
+                (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("bytes={a}-{b}")),
+                any::<u64>().prop_map(|n| format!("bytes=-{n}")),
+                any::<u64>().prop_map(|n| format!("bytes={n}-")),
+            ],
+            size in prop_oneof![0u64..10_000, Just(u64::MAX), any::<u64>()],
+        ) {
+            let r = parse(Some(&h), size);
+            if let ByteRange::Part { start, len } = r {
+                prop_assert!(len >= 1);
+                let end = start.checked_add(len);
+                prop_assert!(end.is_some_and(|e| e <= size), "{} of {}: {:?}", h, size, r);
+                let last = start + (len - 1);
+                prop_assert_eq!(parse(Some(&format!("bytes={start}-{last}")), size), r);
+            }
+        }
     }
 }

@@ -153,3 +153,36 @@ pub async fn delete(st: V2State, repo: RepoName, r: String) -> Result<Response, 
     blocking(move || reg.delete_manifest(&repo, &r)).await?;
     Ok(resp(StatusCode::ACCEPTED, vec![(header::CONTENT_LENGTH, "0".into())], Body::empty()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The `<reference>` of a manifest URL: any text, and near-valid
+        /// tags and digests. No panic; GET/HEAD refuse exactly what PUT
+        /// refuses, as 404 instead of 400; what is accepted reads back the same.
+        #[test]
+        fn any_reference_parses_without_panic_and_accepted_ones_round_trip(
+            r in prop_oneof![
+                "\\PC{0,140}",
+                "[A-Za-z0-9_.-]{0,130}",
+                "(sha256|sha512|SHA256)?:?[0-9a-fA-F]{62,66}",
+                any::<[u8; 32]>().prop_map(|b| Digest::from_bytes(b).oci()),
+            ],
+        ) {
+            match (reference(&r), read_reference(&r)) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(&a, &b);
+                    prop_assert_eq!(reference(&a.to_string()).unwrap(), a);
+                }
+                (Err(put), Err(get)) => {
+                    prop_assert_eq!(put.status(), StatusCode::BAD_REQUEST);
+                    prop_assert_eq!((get.status(), get.code().code), (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"));
+                }
+                (a, b) => prop_assert!(false, "{:?}: PUT {:?} but GET {:?}", r, a.is_ok(), b.is_ok()),
+            }
+        }
+    }
+}

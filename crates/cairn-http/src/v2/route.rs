@@ -80,6 +80,48 @@ mod tests {
                 prop_assert!(!repo.as_str().split('/').any(|c| c == ".." || c.is_empty()));
             }
         }
+
+        /// Any path text, and paths built from names and endpoint words:
+        /// no panic, and what is accepted, written back as a path (its last
+        /// segment percent-encoded), parses to the same name and target.
+        #[test]
+        fn any_path_parses_without_panic_and_accepted_ones_round_trip(
+            p in prop_oneof![
+                "\\PC{0,80}",
+                (
+                    "[a-z0-9]{1,4}([._-][a-z0-9]{1,3}){0,2}(/[a-zA-Z0-9._-]{1,6}){0,3}",
+                    proptest::sample::select(vec!["manifests", "blobs", "blobs/uploads", "tags", "referrers", "x"]),
+                    "(%[0-9a-fA-F]{0,2}|[a-zA-Z0-9:._/-]|\\PC){0,12}",
+                )
+                    .prop_map(|(n, e, t)| format!("{n}/{e}/{t}")),
+            ],
+        ) {
+            if let Ok((repo, target)) = parse(&p) {
+                prop_assert!(RepoName::parse(repo.as_str()).is_ok());
+                let back = match &target {
+                    Target::Manifest(r) => format!("{repo}/manifests/{}", encode(r)),
+                    Target::Blob(d) => format!("{repo}/blobs/{}", encode(d)),
+                    Target::Uploads => format!("{repo}/blobs/uploads/"),
+                    Target::Upload(id) => format!("{repo}/blobs/uploads/{}", encode(id)),
+                    Target::Tags => format!("{repo}/tags/list"),
+                    Target::Referrers(d) => format!("{repo}/referrers/{}", encode(d)),
+                };
+                prop_assert_eq!(parse(&back).ok(), Some((repo, target)), "{} -> {}", p, back);
+            }
+        }
+    }
+
+    /// Percent-encodes every byte but unreserved ones, as a client would.
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
     }
 
     fn ok(p: &str) -> (String, Target) {
