@@ -116,4 +116,31 @@ mod tests {
         assert_eq!(page(all.clone(), Some(0), None), (v(&[]), false));
         assert_eq!(page(all, Some(10), Some("v9")), (v(&[]), false));
     }
+
+    proptest::proptest! {
+        /// `?n=&last=` from any query string: no panic, `n` within the cap,
+        /// and a `last` written into a `Link` reads back the same.
+        #[test]
+        fn any_pagination_query_parses_without_panic_and_last_round_trips(
+            query in proptest::prop_oneof![
+                "\\PC{0,40}",
+                "n=[0-9]{0,25}&last=(%[0-9A-Fa-f]{0,2}|[a-z0-9:/._+ -]|\\PC){0,12}",
+            ],
+        ) {
+            let uri: axum::http::Uri = match format!("/v2/_catalog?{}", query.replace(['#', ' '], "")).parse() {
+                Ok(u) => u,
+                Err(_) => return Ok(()),
+            };
+            let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(&uri) else { return Ok(()) };
+            if let Ok((n, last)) = pagination(&q) {
+                proptest::prop_assert!(n <= MAX_PAGE);
+                if let Some(last) = last {
+                    let link: axum::http::Uri = format!("/v2/_catalog?n={n}&last={}", query_escape(&last)).parse().unwrap();
+                    let Query(back) = Query::<HashMap<String, String>>::try_from_uri(&link).unwrap();
+                    proptest::prop_assert_eq!(back.get("last"), Some(&last));
+                    proptest::prop_assert_eq!(pagination(&back).unwrap(), (n, Some(last)));
+                }
+            }
+        }
+    }
 }

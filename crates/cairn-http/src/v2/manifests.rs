@@ -184,5 +184,26 @@ mod tests {
                 (a, b) => prop_assert!(false, "{:?}: PUT {:?} but GET {:?}", r, a.is_ok(), b.is_ok()),
             }
         }
+
+        /// Any `Accept` header: no panic; one that names the manifest's
+        /// own type (with parameters, any case, among others) accepts it.
+        #[test]
+        fn any_accept_header_is_read_without_panic_and_naming_the_type_accepts_it(
+            others in proptest::collection::vec("\\PC{0,30}", 0..4),
+            mt in proptest::sample::select(MANIFEST_TYPES.to_vec()),
+            params in "(;[ ]?[a-z]{1,3}=[0-9.]{1,3}){0,2}",
+            upper in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for o in &others {
+                if let Ok(v) = o.parse() {
+                    h.append(header::ACCEPT, v);
+                }
+            }
+            let _ = check_accept(&h, mt);
+            let named = if upper { mt.to_ascii_uppercase() } else { mt.to_owned() };
+            h.append(header::ACCEPT, format!("{named}{params}").parse().unwrap());
+            prop_assert!(check_accept(&h, mt).is_ok());
+        }
     }
 }
