@@ -165,6 +165,17 @@ pub enum ClusterError {
         /// One line per source tried, with its error.
         tried: Vec<String>,
     },
+    /// A sync named a peer this node may not call: not `host:port`, or
+    /// not one of its configured or discovered peers.
+    #[error(
+        "peer {peer:?} is refused: {reason}; name one of this node's peers as HOST:PORT (GET /v1/peers lists them)"
+    )]
+    PeerRefused {
+        /// The peer as given (shortened).
+        peer: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The failure of a transfer shared by several callers.
     #[error(transparent)]
     Shared(std::sync::Arc<ClusterError>),

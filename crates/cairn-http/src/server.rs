@@ -51,7 +51,7 @@ impl AppState {
             peers: cfg.peers.clone(),
             cas_base: store.root().display().to_string(),
         };
-        let client = Client::new(cfg.peer_timeout);
+        let client = Client::for_peers(cfg.peer_timeout);
         let cluster = Cluster::new(store, cfg, Arc::new(client));
         Ok(Arc::new(AppState { cluster, info, node_header, registry }))
     }

@@ -459,7 +459,13 @@ pub enum Hostility {
     BadJson,
     /// Serves the blobs correctly (for manifests tests).
     Honest,
+    /// Answers manifest and blob GETs with a 500 HTML page holding
+    /// [`SECRET`], which must never reach this node's callers.
+    ErrorPage,
 }
+
+/// The string an [`Hostility::ErrorPage`] peer puts in its error pages.
+pub const SECRET: &str = "internal-secret-4f9a1c";
 
 struct HostileState {
     mode: Hostility,
@@ -531,8 +537,16 @@ async fn hostile_list(State(s): State<Arc<HostileState>>) -> Response {
     axum::Json(list).into_response()
 }
 
+fn error_page() -> Response {
+    let page = format!("<html><body><h1>500</h1><pre>token={SECRET}</pre></body></html>");
+    (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+}
+
 async fn hostile_manifest(State(s): State<Arc<HostileState>>, Path(rf): Path<String>) -> Response {
     hang_if(&s).await;
+    if s.mode == Hostility::ErrorPage {
+        return error_page();
+    }
     match s.manifests.get(&rf) {
         Some(b) => (StatusCode::OK, b.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -557,11 +571,14 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
     let Some(b) = Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d).cloned()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if s.mode == Hostility::ErrorPage {
+        return error_page();
+    }
     let len = b.len();
     let first = b.slice(..len / 2);
     let body = match s.mode {
         Hostility::WrongBytes => Body::from(flip(&b)),
-        Hostility::Honest | Hostility::BadJson | Hostility::Hang => Body::from(b),
+        Hostility::Honest | Hostility::BadJson | Hostility::Hang | Hostility::ErrorPage => Body::from(b),
         Hostility::Truncated => Body::from(b.slice(..len / 2)),
         Hostility::StallMidStream => {
             let s = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })

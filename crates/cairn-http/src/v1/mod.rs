@@ -218,7 +218,10 @@ async fn sync_manifest(
     q: Result<Query<SyncQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SyncReport>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("{}; use ?peer=HOST:PORT", e.body_text())))?;
-    Ok(Json(s.cluster.sync(&q.peer, &rf, Arc::new(|_| {})).await?))
+    // Checked before any request: a sync is never a way to reach an
+    // address this node was not configured to call.
+    let peer = s.cluster.sync_peer(&q.peer)?;
+    Ok(Json(s.cluster.sync(peer, &rf, Arc::new(|_| {})).await?))
 }
 
 async fn health(State(s): State<Arc<AppState>>) -> Json<Health> {
