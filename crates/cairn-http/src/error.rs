@@ -87,6 +87,9 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        ClusterError::TooSlow { .. } => StatusCode::GATEWAY_TIMEOUT,
+        e if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+        ClusterError::LocalWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_GATEWAY,
     }
 }

@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use cairn_store::{Digest, RefFile};
-use cairn_testkit::{HostilePeer, Hostility, NodeSpec, SECRET, TestNode, blob};
+use cairn_testkit::{HostilePeer, Hostility, NodeSpec, OriginMode, SECRET, TestNode, TestOrigin, blob};
 
 fn manifest_json(name: &str, ds: &[Digest]) -> Vec<u8> {
     let objects: serde_json::Map<String, serde_json::Value> =
@@ -79,4 +81,77 @@ async fn peer_error_pages_are_never_relayed_to_the_caller() {
     assert!(r.status().is_server_error());
     let body = r.text().await.unwrap();
     assert!(!body.contains(SECRET), "{body}");
+}
+
+fn limited(peers: Vec<String>, origins: Vec<String>, tune: fn(&mut cairn_cluster::ClusterConfig)) -> NodeSpec {
+    NodeSpec { peers, origins, elect_owner: false, tune: Some(tune), ..Default::default() }
+}
+
+#[tokio::test]
+async fn trickling_peers_are_dropped_for_the_next_source_and_do_not_hold_the_permit() {
+    let a = blob(3, 200_000);
+    let b = blob(4, 200_000);
+    let t1 = HostilePeer::start(Hostility::Trickle, std::slice::from_ref(&a), &[]);
+    let t2 = HostilePeer::start(Hostility::Trickle, std::slice::from_ref(&a), &[]);
+    let origin = TestOrigin::start(&[a.clone(), b.clone()], OriginMode::Good);
+    let mut spec = limited(vec![t1.addr(), t2.addr()], vec![origin.template()], |c| {
+        c.min_transfer_rate = 64 << 10;
+        c.rate_window = Duration::from_millis(300);
+    });
+    // One permit: the trickled transfer holds it until it gives up.
+    spec.max_concurrent_fetches = 1;
+    let node = TestNode::start(spec);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let started = Instant::now();
+    let get = |d: Digest| {
+        let (http, url) = (http.clone(), format!("{}/v1/fetch/{d}", node.url()));
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let source = r.headers()["x-cairn-source"].to_str().unwrap().to_owned();
+            (r.status().as_u16(), source, r.bytes().await.unwrap())
+        }
+    };
+    let ra = get(Digest::of(&a));
+    let rb = async {
+        // B asks once A's transfer holds the permit.
+        assert!(common::wait_until(Duration::from_secs(5), || t1.gets() + t2.gets() > 0).await);
+        get(Digest::of(&b)).await
+    };
+    let ((sa, srca, ba), (sb, _, bb)) = tokio::join!(ra, rb);
+    let took = started.elapsed();
+    assert_eq!((sa, sb), (200, 200));
+    assert!(ba == a && bb == b);
+    assert!(srca.starts_with("origin"), "A came from {srca}");
+    assert!(took < Duration::from_secs(4), "both fetches took {took:?}");
+    assert!(t1.gets() + t2.gets() >= 1);
+}
+
+#[tokio::test]
+async fn a_peer_declaring_one_tib_is_abandoned_before_any_write_and_the_next_source_serves() {
+    let data = blob(5, 300_000);
+    let huge = HostilePeer::start(Hostility::HugeLength, std::slice::from_ref(&data), &[]);
+    let origin = TestOrigin::start(std::slice::from_ref(&data), OriginMode::Good);
+    // Default limits: 1 TiB is over max_blob_size, seen on HEAD already.
+    let node = TestNode::start(limited(vec![huge.addr()], vec![origin.template()], |_| {}));
+    let r = reqwest::get(format!("{}/v1/fetch/{}", node.url(), Digest::of(&data))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["x-cairn-source"].to_str().unwrap().starts_with("origin"));
+    assert!(r.bytes().await.unwrap() == data);
+    assert_eq!(huge.gets(), 0, "the declared size alone was enough to refuse it");
+    assert!(common::cached(&node.store, node.dir(), &Digest::of(&data)).await);
+}
+
+#[tokio::test]
+async fn a_blob_larger_than_the_free_disk_space_is_refused_as_disk_full_before_any_write() {
+    let data = blob(6, 300_000);
+    let huge = HostilePeer::start(Hostility::HugeLength, std::slice::from_ref(&data), &[]);
+    // No size limit: only the free-space check stands in the way of 1 TiB.
+    let node = TestNode::start(limited(vec![huge.addr()], vec![], |c| c.max_blob_size = u64::MAX));
+    let r = reqwest::get(format!("{}/v1/fetch/{}", node.url(), Digest::of(&data))).await.unwrap();
+    assert!(r.status().is_server_error());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("the disk is full"), "{body}");
+    assert_eq!(huge.gets(), 1);
+    assert_eq!(common::tmp_entries(node.dir()), 0, "nothing was written");
+    assert!(!node.store.exists(&Digest::of(&data)));
 }

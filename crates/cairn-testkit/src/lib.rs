@@ -236,6 +236,8 @@ pub struct NodeSpec {
     pub origin_retries: Option<u32>,
     /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
     pub v2: bool,
+    /// Cluster settings beyond the above (limits), applied last.
+    pub tune: Option<fn(&mut ClusterConfig)>,
 }
 
 impl Default for NodeSpec {
@@ -255,6 +257,7 @@ impl Default for NodeSpec {
             origin_timeout: None,
             origin_retries: None,
             v2: false,
+            tune: None,
         }
     }
 }
@@ -283,7 +286,7 @@ impl TestNode {
     pub fn start_on(listener: std::net::TcpListener, spec: NodeSpec, dir: tempfile::TempDir) -> TestNode {
         let addr = listener.local_addr().expect("addr");
         let store = Store::open_with(dir.path(), StoreOptions { fsync: false, ..Default::default() }).expect("store");
-        let cfg = ClusterConfig {
+        let mut cfg = ClusterConfig {
             node_id: spec.node_id.clone().unwrap_or_else(|| format!("node-{}", addr.port())),
             peers: spec.peers.clone(),
             peer_timeout: spec.peer_timeout,
@@ -307,7 +310,11 @@ impl TestNode {
             max_concurrent_fetches: spec.max_concurrent_fetches,
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,
+            ..ClusterConfig::default()
         };
+        if let Some(tune) = spec.tune {
+            tune(&mut cfg);
+        }
         let registry = spec.v2.then(|| {
             cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())
                 .expect("registry")
@@ -462,7 +469,15 @@ pub enum Hostility {
     /// Answers manifest and blob GETs with a 500 HTML page holding
     /// [`SECRET`], which must never reach this node's callers.
     ErrorPage,
+    /// Declares the right length and sends one byte every 20 ms: never
+    /// idle long enough to look stalled.
+    Trickle,
+    /// Declares 1 TiB on HEAD and GET and sends zeros as fast as it can.
+    HugeLength,
 }
+
+/// What a [`Hostility::HugeLength`] peer declares: 1 TiB.
+pub const HUGE_LENGTH: u64 = 1 << 40;
 
 /// The string an [`Hostility::ErrorPage`] peer puts in its error pages.
 pub const SECRET: &str = "internal-secret-4f9a1c";
@@ -558,7 +573,8 @@ async fn hostile_head(State(s): State<Arc<HostileState>>, Path(d): Path<String>)
     match Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d)) {
         Some(b) => {
             let mut r = StatusCode::OK.into_response();
-            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+            let len = if s.mode == Hostility::HugeLength { HUGE_LENGTH } else { b.len() as u64 };
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             r
         }
         None => StatusCode::NOT_FOUND.into_response(),
@@ -574,12 +590,25 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
     if s.mode == Hostility::ErrorPage {
         return error_page();
     }
-    let len = b.len();
-    let first = b.slice(..len / 2);
+    let mut len = b.len() as u64;
+    let first = b.slice(..b.len() / 2);
     let body = match s.mode {
+        Hostility::Trickle => {
+            let bytes: Vec<u8> = b.to_vec();
+            let s = futures_util::stream::iter(bytes).then(|x| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::io::Error>(Bytes::from(vec![x]))
+            });
+            Body::from_stream(s)
+        }
+        Hostility::HugeLength => {
+            len = HUGE_LENGTH;
+            let zeros = Bytes::from(vec![0u8; 64 << 10]);
+            Body::from_stream(futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(zeros.clone())))
+        }
         Hostility::WrongBytes => Body::from(flip(&b)),
         Hostility::Honest | Hostility::BadJson | Hostility::Hang | Hostility::ErrorPage => Body::from(b),
-        Hostility::Truncated => Body::from(b.slice(..len / 2)),
+        Hostility::Truncated => Body::from(first),
         Hostility::StallMidStream => {
             let s = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
                 .chain(futures_util::stream::pending());

@@ -52,6 +52,17 @@ pub struct FileConfig {
     pub registry_addr: Option<String>,
     /// Cairn: registry uploads idle this long are dropped (default `24h`).
     pub upload_ttl: Option<String>,
+    /// Cairn: bytes per second a peer or origin must keep up while sending
+    /// a blob, 0 for no minimum (default 65536).
+    pub min_transfer_rate: Option<u64>,
+    /// Cairn: the window `min_transfer_rate` is measured over (default `10s`).
+    pub rate_window: Option<String>,
+    /// Cairn: largest blob fetched from a peer or origin, bytes (default 64 GiB).
+    pub max_blob_size: Option<u64>,
+    /// Cairn: free bytes kept in the data dir when fetching (default 256 MiB).
+    pub min_free_space: Option<u64>,
+    /// Cairn: most objects a synced or pushed manifest may list (default 100000).
+    pub max_manifest_objects: Option<usize>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -209,6 +220,16 @@ pub struct NodeConfig {
     pub registry_bind: Option<SocketAddr>,
     /// Registry upload lifetime.
     pub upload_ttl: Duration,
+    /// Minimum transfer rate of a source, bytes per second (0: none).
+    pub min_transfer_rate: u64,
+    /// Window of the minimum transfer rate.
+    pub rate_window: Duration,
+    /// Largest blob fetched.
+    pub max_blob_size: u64,
+    /// Free bytes kept in the data dir.
+    pub min_free_space: u64,
+    /// Most objects per synced or pushed manifest.
+    pub max_manifest_objects: usize,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -335,6 +356,19 @@ impl NodeConfig {
             Some(v) => duration("upload_ttl", v)?,
             None => cairn_store::oci::DEFAULT_UPLOAD_TTL,
         };
+        let rate_window = match file.rate_window.as_deref() {
+            Some(v) => duration("rate_window", v)?,
+            None => cairn_cluster::fetch::DEFAULT_RATE_WINDOW,
+        };
+        let max_blob_size = file.max_blob_size.unwrap_or(cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE);
+        if max_blob_size == 0 {
+            bail!("max_blob_size must be at least 1 byte");
+        }
+        let max_manifest_objects =
+            file.max_manifest_objects.unwrap_or(cairn_cluster::fetch::DEFAULT_MAX_MANIFEST_OBJECTS);
+        if max_manifest_objects == 0 {
+            bail!("max_manifest_objects must be at least 1");
+        }
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -353,6 +387,11 @@ impl NodeConfig {
             elect_owner: file.elect_owner.unwrap_or(true),
             registry_bind,
             upload_ttl,
+            min_transfer_rate: file.min_transfer_rate.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_TRANSFER_RATE),
+            rate_window,
+            max_blob_size,
+            min_free_space: file.min_free_space.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_FREE_SPACE),
+            max_manifest_objects,
         })
     }
 
@@ -368,6 +407,11 @@ impl NodeConfig {
             max_concurrent_fetches: self.max_concurrent_fetches,
             egress_limit: self.egress_limit,
             elect_owner: self.elect_owner,
+            min_transfer_rate: self.min_transfer_rate,
+            rate_window: self.rate_window,
+            max_blob_size: self.max_blob_size,
+            min_free_space: self.min_free_space,
+            max_manifest_objects: self.max_manifest_objects,
         }
     }
 }
@@ -460,6 +504,9 @@ mod tests {
             ("origins:\n  - url: \"http://x/{digest}\"\n    registry: \"http://r\"\n", "origins[0]"),
             ("origins:\n  - {}\n", "origins[0]"),
             ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
+            ("rate_window: 0s\n", "rate_window"),
+            ("max_blob_size: 0\n", "max_blob_size"),
+            ("max_manifest_objects: 0\n", "max_manifest_objects"),
             ("node_id: \"a b\"\n", "node_id"),
         ] {
             let e = format!("{:#}", merged(yaml).unwrap_err());
@@ -517,6 +564,20 @@ mod tests {
             let c = merged(&format!("peer_timeout: \"{text}\"\n")).unwrap();
             proptest::prop_assert_eq!(c.peer_timeout, Duration::from_millis(ms));
         }
+    }
+
+    #[test]
+    fn limit_keys_have_defaults_and_are_read() {
+        let c = merged("").unwrap();
+        assert_eq!((c.min_transfer_rate, c.rate_window), (64 << 10, Duration::from_secs(10)));
+        assert_eq!((c.max_blob_size, c.min_free_space, c.max_manifest_objects), (64 << 30, 256 << 20, 100_000));
+        let c = merged(
+            "min_transfer_rate: 0\nrate_window: 2s\nmax_blob_size: 1000\nmin_free_space: 5\nmax_manifest_objects: 7\n",
+        )
+        .unwrap();
+        let k = c.cluster();
+        assert_eq!((k.min_transfer_rate, k.rate_window), (0, Duration::from_secs(2)));
+        assert_eq!((k.max_blob_size, k.min_free_space, k.max_manifest_objects), (1000, 5, 7));
     }
 
     #[test]
