@@ -241,6 +241,18 @@ pub enum ClusterError {
         /// The status.
         status: u16,
     },
+    /// A manifest lists more objects than `max_manifest_objects`.
+    #[error(
+        "{what} lists {count} objects, over max_manifest_objects ({limit}); nothing was fetched: split it into smaller manifests or raise the limit"
+    )]
+    TooManyObjects {
+        /// The manifest and where it came from.
+        what: String,
+        /// Objects it lists.
+        count: usize,
+        /// `max_manifest_objects`.
+        limit: usize,
+    },
     /// The failure of a transfer shared by several callers.
     #[error(transparent)]
     Shared(std::sync::Arc<ClusterError>),

@@ -54,6 +54,7 @@ impl Cluster {
     /// no source has make it fail with `MissingBlobs` (nothing is saved).
     pub async fn push_manifest(&self, ref_file: &cairn_store::RefFile, bytes: Vec<u8>) -> Result<crate::ManifestEntry> {
         let m = cairn_store::Manifest::from_json(&bytes, &format!("manifest {ref_file}"))?;
+        self.check_object_count(&m, || format!("manifest {ref_file}"))?;
         let name = m.ref_name()?;
         let store = self.store().clone();
         let ds = m.digests();

@@ -73,6 +73,7 @@ impl Cluster {
             }));
         }
         let manifest = Manifest::from_json(&bytes, &format!("{ref_file} from peer {peer}")).map_err(bad)?;
+        self.check_object_count(&manifest, || format!("manifest {ref_file} from peer {peer}"))?;
         let digests = manifest.digests();
         let store = self.store().clone();
         let ds = digests.clone();
@@ -129,6 +130,17 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Refuses a manifest listing more than `max_manifest_objects` objects:
+    /// the bound on the fetches one sync or push can start.
+    pub fn check_object_count(&self, m: &Manifest, what: impl FnOnce() -> String) -> Result<()> {
+        let limit = self.config().max_manifest_objects;
+        let count = m.objects.len();
+        if count > limit {
+            return Err(ClusterError::TooManyObjects { what: what(), count, limit });
+        }
+        Ok(())
+    }
+
     /// The peer a remote caller named for a sync, checked before any
     /// request: `host:port` of one of this node's configured or discovered
     /// peers, so a sync cannot be pointed at any other address.

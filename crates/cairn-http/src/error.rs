@@ -83,7 +83,9 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Store(s) => store_status(s),
         ClusterError::Shared(e) => cluster_status(e),
         ClusterError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ClusterError::UploadCut { .. } | ClusterError::PeerRefused { .. } => StatusCode::BAD_REQUEST,
+        ClusterError::UploadCut { .. } | ClusterError::PeerRefused { .. } | ClusterError::TooManyObjects { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,

@@ -155,3 +155,87 @@ async fn a_blob_larger_than_the_free_disk_space_is_refused_as_disk_full_before_a
     assert_eq!(common::tmp_entries(node.dir()), 0, "nothing was written");
     assert!(!node.store.exists(&Digest::of(&data)));
 }
+
+#[tokio::test]
+async fn a_manifest_over_max_manifest_objects_is_refused_before_any_fetch() {
+    let src = TestNode::start(NodeSpec::default());
+    let ds: Vec<Digest> = (0..6).map(|i| src.put(&blob(100 + i, 100))).collect();
+    let json = manifest_json("wide", &ds);
+    let rf = ref_for("wide", &json);
+    src.store.save_manifest_bytes(&rf, &json).unwrap();
+    let spec = || limited(vec![src.addr()], vec![], |c| c.max_manifest_objects = 5);
+
+    let node = TestNode::start(spec());
+    let (status, body) = sync_raw(&node, rf.as_str(), &src.addr()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("max_manifest_objects"), "{body}");
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/manifests/{rf}", node.url()))
+        .body(json.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("max_manifest_objects"));
+    assert_eq!(src.counters.get("GET /v1/blobs") + src.counters.get("HEAD /v1/blobs"), 0, "nothing was fetched");
+}
+
+#[tokio::test]
+async fn two_concurrent_syncs_share_the_node_wide_fetch_bound() {
+    let src = TestNode::start(NodeSpec::default());
+    let mut rfs = Vec::new();
+    for m in 0..2u64 {
+        let ds: Vec<Digest> = (0..40).map(|i| src.put(&blob(1000 * (m + 1) + i, 300_000))).collect();
+        let json = manifest_json(&format!("m{m}"), &ds);
+        let rf = ref_for(&format!("m{m}"), &json);
+        src.store.save_manifest_bytes(&rf, &json).unwrap();
+        rfs.push(rf);
+    }
+    let mut spec = limited(vec![src.addr()], vec![], |_| {});
+    spec.max_concurrent_fetches = 3;
+    let node = TestNode::start(spec);
+    let addr = src.addr();
+    let (a, b) = tokio::join!(sync_raw(&node, rfs[0].as_str(), &addr), sync_raw(&node, rfs[1].as_str(), &addr));
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!(src.counters.get("GET /v1/blobs"), 80);
+    let most = src.counters.max_in_flight("GET /v1/blobs");
+    assert!((1..=3).contains(&most), "{most} blob GETs at once");
+}
+
+#[tokio::test]
+async fn a_sync_whose_caller_disconnects_stops_fetching() {
+    use std::io::Write;
+    let blobs: Vec<Vec<u8>> = (0..200).map(|i| blob(5000 + i, 1000)).collect();
+    let ds: Vec<Digest> = blobs.iter().map(|b| Digest::of(b)).collect();
+    let json = manifest_json("slow", &ds);
+    let rf = ref_for("slow", &json);
+    let peer = HostilePeer::start(Hostility::Slow, &blobs, &[(rf.as_str(), json.clone())]);
+    let mut spec = limited(vec![peer.addr()], vec![], |_| {});
+    spec.max_concurrent_fetches = 2;
+    let node = TestNode::start(spec);
+
+    let mut conn = std::net::TcpStream::connect(node.addr()).unwrap();
+    let req =
+        format!("POST /v1/manifests/{rf}/sync?peer={} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", peer.addr());
+    conn.write_all(req.as_bytes()).unwrap();
+    assert!(common::wait_until(Duration::from_secs(10), || peer.gets() >= 6).await);
+    drop(conn);
+    // Once the transfers already running end, no new ones start.
+    let cluster = node.state.cluster.clone();
+    assert!(common::wait_until(Duration::from_secs(5), || cluster.transfers_in_flight() == 0).await);
+    let last = peer.gets();
+    let more = common::wait_until(Duration::from_millis(500), || peer.gets() > last).await;
+    assert!(!more, "blob GETs went on after the caller left");
+    assert!(last < 20, "{last} of 200 blobs were asked for");
+}
+
+#[tokio::test]
+async fn an_origin_refusing_a_blob_is_asked_once_not_retried() {
+    let data = blob(7, 1000);
+    let origin = TestOrigin::start(std::slice::from_ref(&data), OriginMode::Refuse);
+    let node = TestNode::start(limited(vec![], vec![origin.template()], |_| {}));
+    let r = reqwest::get(format!("{}/v1/fetch/{}", node.url(), Digest::of(&data))).await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("403"));
+    assert_eq!(origin.hits(), 1);
+}

@@ -169,6 +169,8 @@ impl Drop for Server {
 #[derive(Default, Debug)]
 pub struct Counters {
     map: std::sync::Mutex<HashMap<String, usize>>,
+    /// Per key: requests being handled now, and the most at once.
+    in_flight: std::sync::Mutex<HashMap<String, (usize, usize)>>,
     hang_after: std::sync::Mutex<Option<(String, usize)>>,
 }
 
@@ -177,6 +179,19 @@ impl Counters {
     pub fn get(&self, key: &str) -> usize {
         self.map.lock().expect("counters").get(key).copied().unwrap_or(0)
     }
+    /// The most requests matching `key` that were being handled at once.
+    pub fn max_in_flight(&self, key: &str) -> usize {
+        self.in_flight.lock().expect("counters").get(key).map_or(0, |e| e.1)
+    }
+
+    fn enter(&self, method: &Method, path: &str, delta: isize) {
+        let prefix: String = path.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        let mut map = self.in_flight.lock().expect("counters");
+        let e = map.entry(format!("{method} {prefix}")).or_default();
+        e.0 = e.0.saturating_add_signed(delta);
+        e.1 = e.1.max(e.0);
+    }
+
     /// Requests matching `key` beyond the first `n` hang until the node is
     /// stopped: a deterministic point at which to kill it mid-work.
     pub fn hang_after(&self, key: &str, n: usize) {
@@ -200,9 +215,29 @@ async fn count(State(c): State<Arc<Counters>>, req: Request, next: Next) -> Resp
     if c.hit(&method, &path, "") {
         std::future::pending::<()>().await;
     }
+    c.enter(&method, &path, 1);
+    // In flight until the body is sent (or dropped), not just its head.
+    let guard = InFlight(Arc::clone(&c), method.clone(), path.clone());
     let resp = next.run(req).await;
     c.hit(&method, &path, " done");
-    resp
+    // A body of known size is sent at once (and keeps its framing).
+    if axum::body::HttpBody::size_hint(resp.body()).exact().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |x| {
+        let _held = &guard;
+        x
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+struct InFlight(Arc<Counters>, Method, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.enter(&self.1, &self.2, -1);
+    }
 }
 
 /// Options of a [`TestNode`].
@@ -387,6 +422,8 @@ pub enum OriginMode {
     Good,
     /// Same length, one byte flipped.
     WrongBytes,
+    /// `403 Forbidden` for every blob.
+    Refuse,
 }
 
 struct OriginState {
@@ -426,11 +463,14 @@ impl TestOrigin {
 
 async fn origin_get(State(s): State<Arc<OriginState>>, Path(d): Path<String>) -> Response {
     s.hits.fetch_add(1, Ordering::SeqCst);
+    if s.mode == OriginMode::Refuse {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     let Some(b) = Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d).cloned()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let b = match s.mode {
-        OriginMode::Good => b,
+        OriginMode::Good | OriginMode::Refuse => b,
         OriginMode::WrongBytes => flip(&b),
     };
     // Chunked like a real large download.
@@ -474,6 +514,8 @@ pub enum Hostility {
     Trickle,
     /// Declares 1 TiB on HEAD and GET and sends zeros as fast as it can.
     HugeLength,
+    /// Serves blobs correctly, each GET after a 50 ms pause.
+    Slow,
 }
 
 /// What a [`Hostility::HugeLength`] peer declares: 1 TiB.
@@ -590,6 +632,9 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
     if s.mode == Hostility::ErrorPage {
         return error_page();
     }
+    if s.mode == Hostility::Slow {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut len = b.len() as u64;
     let first = b.slice(..b.len() / 2);
     let body = match s.mode {
@@ -607,7 +652,9 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
             Body::from_stream(futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(zeros.clone())))
         }
         Hostility::WrongBytes => Body::from(flip(&b)),
-        Hostility::Honest | Hostility::BadJson | Hostility::Hang | Hostility::ErrorPage => Body::from(b),
+        Hostility::Honest | Hostility::BadJson | Hostility::Hang | Hostility::ErrorPage | Hostility::Slow => {
+            Body::from(b)
+        }
         Hostility::Truncated => Body::from(first),
         Hostility::StallMidStream => {
             let s = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
