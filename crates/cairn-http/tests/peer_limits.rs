@@ -239,3 +239,100 @@ async fn an_origin_refusing_a_blob_is_asked_once_not_retried() {
     assert!(r.text().await.unwrap().contains("403"));
     assert_eq!(origin.hits(), 1);
 }
+
+/// A tmpfs of `size` mounted on a fresh temp dir (needs root; `None`
+/// otherwise). Lazily unmounted and removed on drop, after the node on it.
+struct TinyDisk {
+    path: std::path::PathBuf,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Option<(TinyDisk, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(std::env::var_os("CAIRN_REQUIRE_TOOLS").is_none(), "mounting a tmpfs failed (needs root)");
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        Some((TinyDisk { path: dir.path().to_owned() }, dir))
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn a_full_local_disk_fails_the_fetch_once_without_retrying_the_origin() {
+    let Some((_disk, dir)) = TinyDisk::mount("256k") else { return };
+    // Under HOLD_BACK, so no byte reaches the caller before the failure.
+    let data = blob(8, 900_000);
+    let d = Digest::of(&data);
+    // No Content-Length: the free-space check cannot see it coming, the write fails.
+    let origin = TestOrigin::start(std::slice::from_ref(&data), OriginMode::NoLength);
+    let mut spec = limited(vec![], vec![origin.template()], |c| c.min_free_space = 0);
+    spec.origin_retries = Some(2);
+    let node = TestNode::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), spec, dir);
+    let r = reqwest::get(format!("{}/v1/fetch/{d}", node.url())).await.unwrap();
+    assert_eq!(r.status(), 507);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("could not store blob") && body.contains("not at fault"), "{body}");
+    assert_eq!(origin.hits(), 1, "a local write failure is not the origin's: asked once");
+    assert_eq!(common::tmp_entries(node.dir()), 0);
+}
+
+/// An upstream registry serving every blob and manifest with its last byte flipped.
+fn tampering_registry(blobs: &[Vec<u8>]) -> cairn_testkit::Server {
+    use axum::extract::{Path, State};
+    use axum::response::IntoResponse;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let map: Arc<HashMap<String, Vec<u8>>> = Arc::new(blobs.iter().map(|b| (Digest::of(b).oci(), b.clone())).collect());
+    async fn object(
+        State(m): State<Arc<HashMap<String, Vec<u8>>>>,
+        Path(rest): Path<String>,
+    ) -> axum::response::Response {
+        let Some(b) = rest.rsplit('/').next().and_then(|d| m.get(d)) else {
+            return axum::http::StatusCode::NOT_FOUND.into_response();
+        };
+        let mut v = b.clone();
+        if let Some(x) = v.last_mut() {
+            *x ^= 0xff;
+        }
+        ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], v).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/v2/", axum::routing::get(|| async { "{}" }))
+        .route("/v2/{*rest}", axum::routing::get(object))
+        .with_state(map);
+    cairn_testkit::Server::start(app)
+}
+
+#[tokio::test]
+async fn tampered_upstream_bytes_are_502_naming_the_upstream_not_unknown() {
+    let data = blob(9, 50_000);
+    let d = Digest::of(&data);
+    let up = tampering_registry(std::slice::from_ref(&data));
+    let registry =
+        cairn_cluster::upstream::UpstreamConfig { url: format!("http://{}", up.addr()), ..Default::default() };
+    let node = TestNode::start(NodeSpec { registries: vec![registry], v2: true, ..Default::default() });
+    let url = format!("{}/v2/library/app/blobs/{}", node.url(), d.oci());
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = reqwest::Client::new().request(method.clone(), &url).send().await.unwrap();
+        assert_eq!(r.status(), 502, "{method}");
+        if method == reqwest::Method::GET {
+            let body = r.text().await.unwrap();
+            assert!(body.contains(&up.addr()) && body.contains("wrong bytes"), "{body}");
+            assert!(!body.contains("BLOB_UNKNOWN"), "{body}");
+        }
+    }
+    assert!(!node.store.exists(&d));
+}

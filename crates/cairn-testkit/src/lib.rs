@@ -424,6 +424,8 @@ pub enum OriginMode {
     WrongBytes,
     /// `403 Forbidden` for every blob.
     Refuse,
+    /// The right bytes, chunked, with no `Content-Length`.
+    NoLength,
 }
 
 struct OriginState {
@@ -470,14 +472,16 @@ async fn origin_get(State(s): State<Arc<OriginState>>, Path(d): Path<String>) ->
         return StatusCode::NOT_FOUND.into_response();
     };
     let b = match s.mode {
-        OriginMode::Good | OriginMode::Refuse => b,
+        OriginMode::Good | OriginMode::Refuse | OriginMode::NoLength => b,
         OriginMode::WrongBytes => flip(&b),
     };
     // Chunked like a real large download.
     let chunks: Vec<Result<Bytes, std::io::Error>> =
         b.chunks(256 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let mut resp = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    if s.mode != OriginMode::NoLength {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    }
     resp
 }
 

@@ -104,6 +104,15 @@ impl V2Error {
         )
     }
 
+    /// A remote source that failed rather than found nothing (wrong bytes,
+    /// an upstream error): 502 with its error, which names the upstream or
+    /// peer; 507 when it is this node's disk that is full.
+    pub fn remote_failed(d: &cairn_store::Digest, err: &crate::v2::RemoteError) -> Self {
+        let disk_full = err.downcast_ref::<cairn_cluster::ClusterError>().is_some_and(|e| e.is_disk_full());
+        let status = if disk_full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::BAD_GATEWAY };
+        V2Error::new(&UNKNOWN, json!({"digest": d.oci(), "reason": err.to_string()})).with_status(status)
+    }
+
     /// Points a 416 answer of an upload at its session, so the client knows where to resume.
     pub fn at_session(self, location: String) -> Self {
         if self.status == StatusCode::RANGE_NOT_SATISFIABLE {

@@ -90,10 +90,10 @@ async fn fetch_manifest(
     repo: RepoName,
     d: Digest,
 ) -> Result<Option<StoredManifest>, V2Error> {
-    let media_type = src.fetch_manifest(&repo, &d).await.unwrap_or_else(|err| {
+    let media_type = src.fetch_manifest(&repo, &d).await.map_err(|err| {
         tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote manifest fetch failed");
-        None
-    });
+        V2Error::remote_failed(&d, &err)
+    })?;
     let Some(mt) = media_type else { return Ok(None) };
     let reg = st.registry.clone();
     let m = blocking(move || {
