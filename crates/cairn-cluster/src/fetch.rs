@@ -141,7 +141,13 @@ pub(crate) struct Inner {
     /// on an owner never hold the permits the owner's direct fetches need.
     via_permits: Semaphore,
     egress: Option<Arc<TokenBucket>>,
+    /// Peer manifest listings being read at once, node-wide.
+    pub(crate) listings: Semaphore,
 }
+
+/// Peer manifest listings read at once: with the client's size cap, the
+/// bound on the memory `/v1/cluster/manifests` callers take together.
+pub const LISTINGS_AT_ONCE: usize = 4;
 
 impl Cluster {
     /// A cluster around `store`, calling peers through `api`.
@@ -155,7 +161,10 @@ impl Cluster {
         let via_permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let egress = cfg.egress_limit.map(|r| Arc::new(TokenBucket::new(r)));
         let inflight = Mutex::new(HashMap::new());
-        Cluster { inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress }) }
+        let listings = Semaphore::new(LISTINGS_AT_ONCE);
+        Cluster {
+            inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress, listings }),
+        }
     }
 
     /// `stream` limited to the node's egress rate, for bytes sent to peers.

@@ -21,6 +21,12 @@ use crate::v1::{NodeInfo, PutBlobAnswer};
 /// Largest JSON answer read from a peer (manifest lists can be long).
 const MAX_JSON_BYTES: u64 = 64 << 20;
 
+/// Largest `/v1/manifests` answer read from a peer: about 60,000 entries.
+/// A longer one is refused as soon as it passes this size (or declares
+/// more), so a caller of `/v1/cluster/manifests` costs at most this much
+/// per peer.
+pub const MAX_LISTING_BYTES: u64 = 16 << 20;
+
 /// A `/v1` client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -116,6 +122,13 @@ impl Client {
     }
 
     async fn body(&self, peer: &str, what: &str, resp: reqwest::Response, limit: u64) -> Result<Vec<u8>> {
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(ClusterError::PeerBadAnswer {
+                peer: peer.to_owned(),
+                what: what.to_owned(),
+                reason: format!("answer declares more than {limit} bytes"),
+            });
+        }
         match read_limited(resp, limit).await {
             Ok(b) => Ok(b),
             Err(LimitError::Over) => Err(ClusterError::PeerBadAnswer {
@@ -128,8 +141,18 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(&self, peer: &str, what: &str, req: reqwest::RequestBuilder) -> Result<T> {
+        self.json_within(peer, what, req, MAX_JSON_BYTES).await
+    }
+
+    async fn json_within<T: DeserializeOwned>(
+        &self,
+        peer: &str,
+        what: &str,
+        req: reqwest::RequestBuilder,
+        limit: u64,
+    ) -> Result<T> {
         let resp = self.send(peer, what, req.timeout(self.timeout)).await?;
-        let bytes = self.body(peer, what, resp, MAX_JSON_BYTES).await?;
+        let bytes = self.body(peer, what, resp, limit).await?;
         serde_json::from_slice(&bytes).map_err(|e| self.bad_json(peer, what, &e))
     }
 
@@ -206,9 +229,10 @@ impl Client {
         self.stream_req(node, format!("GET /v1/fetch/{d} (forwarded)"), req).await
     }
 
-    /// `GET /v1/manifests`.
+    /// `GET /v1/manifests`, at most [`MAX_LISTING_BYTES`].
     pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
-        self.json(peer, "GET /v1/manifests", self.http.get(Self::url(peer, "/v1/manifests"))).await
+        let req = self.http.get(Self::url(peer, "/v1/manifests"));
+        self.json_within(peer, "GET /v1/manifests", req, MAX_LISTING_BYTES).await
     }
 
     /// `GET /v1/manifests/{ref_file}`: the raw bytes.

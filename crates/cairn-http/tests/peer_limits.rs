@@ -336,3 +336,24 @@ async fn tampered_upstream_bytes_are_502_naming_the_upstream_not_unknown() {
     }
     assert!(!node.store.exists(&d));
 }
+
+#[tokio::test]
+async fn a_peer_with_an_endless_manifest_listing_is_skipped_after_the_size_cap() {
+    let huge = HostilePeer::start(Hostility::HugeListing, &[], &[]);
+    let honest = TestNode::start(NodeSpec::default());
+    let json = manifest_json("small", &[]);
+    let rf = ref_for("small", &json);
+    honest.store.save_manifest_bytes(&rf, &json).unwrap();
+    let node = TestNode::start(NodeSpec { peers: vec![huge.addr(), honest.addr()], ..Default::default() });
+    let r = reqwest::get(format!("{}/v1/cluster/manifests", node.url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cairn-skipped-peers"], huge.addr().as_str());
+    let list: Vec<serde_json::Value> = r.json().await.unwrap();
+    assert_eq!(list.len(), 1, "the honest peer's manifest");
+    assert_eq!(list[0]["ref_file"], rf.as_str());
+    // The node stopped reading at the cap; what the peer sent beyond it
+    // only sits in socket buffers.
+    let sent = huge.listing_bytes() as u64;
+    let cap = cairn_http::client::MAX_LISTING_BYTES;
+    assert!(sent <= cap + (8 << 20), "the peer got {sent} bytes out, over the {cap} byte cap");
+}

@@ -520,6 +520,8 @@ pub enum Hostility {
     HugeLength,
     /// Serves blobs correctly, each GET after a 50 ms pause.
     Slow,
+    /// Answers `/v1/manifests` with an endless JSON array (no length).
+    HugeListing,
 }
 
 /// What a [`Hostility::HugeLength`] peer declares: 1 TiB.
@@ -533,6 +535,7 @@ struct HostileState {
     blobs: HashMap<Digest, Bytes>,
     manifests: HashMap<String, Vec<u8>>,
     gets: AtomicUsize,
+    listing_bytes: AtomicUsize,
 }
 
 /// A peer that claims to hold blobs and misbehaves when asked for them.
@@ -549,6 +552,7 @@ impl HostilePeer {
             blobs: blobs.iter().map(|b| (Digest::of(b), Bytes::from(b.clone()))).collect(),
             manifests: manifests.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             gets: AtomicUsize::new(0),
+            listing_bytes: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/health", get(hostile_health))
@@ -567,6 +571,11 @@ impl HostilePeer {
     /// Blob GETs received.
     pub fn gets(&self) -> usize {
         self.state.gets.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of manifest listings handed to the connection so far.
+    pub fn listing_bytes(&self) -> usize {
+        self.state.listing_bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -589,6 +598,17 @@ async fn hostile_list(State(s): State<Arc<HostileState>>) -> Response {
     hang_if(&s).await;
     if s.mode == Hostility::BadJson {
         return (StatusCode::OK, "[{\"name\": \"x\", \"ref_file\": 12}]").into_response();
+    }
+    if s.mode == Hostility::HugeListing {
+        let entry = r#"{"name":"m","ref_file":"m-000000000000.json","blob_count":0,"node_id":"hostile"},"#;
+        let chunk = Bytes::from(format!("[{}", entry.repeat(1000)));
+        let more = Bytes::from(entry.repeat(1000));
+        let first = futures_util::stream::once(async move { chunk });
+        let body = first.chain(futures_util::stream::repeat(more)).map(move |c| {
+            s.listing_bytes.fetch_add(c.len(), Ordering::SeqCst);
+            Ok::<_, std::io::Error>(c)
+        });
+        return Body::from_stream(body).into_response();
     }
     let list: Vec<serde_json::Value> = s
         .manifests
@@ -656,9 +676,12 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
             Body::from_stream(futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(zeros.clone())))
         }
         Hostility::WrongBytes => Body::from(flip(&b)),
-        Hostility::Honest | Hostility::BadJson | Hostility::Hang | Hostility::ErrorPage | Hostility::Slow => {
-            Body::from(b)
-        }
+        Hostility::Honest
+        | Hostility::BadJson
+        | Hostility::Hang
+        | Hostility::ErrorPage
+        | Hostility::Slow
+        | Hostility::HugeListing => Body::from(b),
         Hostility::Truncated => Body::from(first),
         Hostility::StallMidStream => {
             let s = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })

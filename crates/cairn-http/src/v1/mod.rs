@@ -237,8 +237,18 @@ async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {
     Json(s.cluster.peers().snapshot())
 }
 
-async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
-    Ok(Json(s.cluster.cluster_manifests().await?))
+/// Names the peers whose listing `/v1/cluster/manifests` left out.
+pub const SKIPPED_PEERS_HEADER: &str = "x-cairn-skipped-peers";
+
+async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (all, skipped) = s.cluster.cluster_manifests_report().await?;
+    let mut resp = Json(all).into_response();
+    if !skipped.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&skipped.join(", "))
+    {
+        resp.headers_mut().insert(SKIPPED_PEERS_HEADER, v);
+    }
+    Ok(resp)
 }
 
 async fn cluster_stats(State(s): State<Arc<AppState>>) -> Result<Json<ClusterStats>, ApiError> {
