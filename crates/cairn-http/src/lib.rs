@@ -11,6 +11,7 @@
 pub mod client;
 pub mod error;
 pub mod mirror;
+pub mod redact;
 pub mod server;
 pub mod v1;
 pub mod v2;

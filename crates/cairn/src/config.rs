@@ -50,8 +50,12 @@ pub struct FileConfig {
     /// Cairn: a second listener for the OCI registry (`/v2`), `host:port` or
     /// `:port`; `/v2` is always served on `listen_addr` too (default: none).
     pub registry_addr: Option<String>,
-    /// Cairn: registry uploads idle this long are dropped (default `24h`).
+    /// Cairn: registry uploads idle this long are dropped (default `1h`).
     pub upload_ttl: Option<String>,
+    /// Cairn: open registry upload sessions, all clients together (default 1024).
+    pub max_upload_sessions: Option<usize>,
+    /// Cairn: open registry upload sessions of one client address (default 64).
+    pub max_upload_sessions_per_client: Option<usize>,
     /// Cairn: bytes per second a peer or origin must keep up while sending
     /// a blob, 0 for no minimum (default 65536).
     pub min_transfer_rate: Option<u64>,
@@ -220,6 +224,10 @@ pub struct NodeConfig {
     pub registry_bind: Option<SocketAddr>,
     /// Registry upload lifetime.
     pub upload_ttl: Duration,
+    /// Open registry upload sessions, all clients together.
+    pub max_upload_sessions: usize,
+    /// Open registry upload sessions of one client address.
+    pub max_upload_sessions_per_client: usize,
     /// Minimum transfer rate of a source, bytes per second (0: none).
     pub min_transfer_rate: u64,
     /// Window of the minimum transfer rate.
@@ -369,6 +377,15 @@ impl NodeConfig {
         if max_manifest_objects == 0 {
             bail!("max_manifest_objects must be at least 1");
         }
+        let max_upload_sessions = file.max_upload_sessions.unwrap_or(cairn_store::oci::DEFAULT_MAX_UPLOAD_SESSIONS);
+        if max_upload_sessions == 0 {
+            bail!("max_upload_sessions must be at least 1");
+        }
+        let max_upload_sessions_per_client =
+            file.max_upload_sessions_per_client.unwrap_or(cairn_store::oci::DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT);
+        if max_upload_sessions_per_client == 0 {
+            bail!("max_upload_sessions_per_client must be at least 1");
+        }
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -387,6 +404,8 @@ impl NodeConfig {
             elect_owner: file.elect_owner.unwrap_or(true),
             registry_bind,
             upload_ttl,
+            max_upload_sessions,
+            max_upload_sessions_per_client,
             min_transfer_rate: file.min_transfer_rate.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_TRANSFER_RATE),
             rate_window,
             max_blob_size,

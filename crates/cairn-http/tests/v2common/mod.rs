@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteSource, V2State, router};
+use cairn_http::v2::{RemoteSource, V2State, registry_app};
 use cairn_store::oci::{Registry, RegistryOptions};
 use cairn_store::{Store, StoreOptions};
 
@@ -35,7 +35,7 @@ pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Se
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(state)).await.unwrap();
+        axum::serve(listener, registry_app(state)).await.unwrap();
     });
     Server { base: format!("http://{addr}"), addr, registry, task }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cairn_http::v2::{V2State, router};
+use cairn_http::v2::{V2State, registry_app};
 use cairn_store::oci::{OciError, Registry, RegistryOptions, RepoName, Tag};
 use cairn_store::{Access, Store, StoreOptions};
 
@@ -28,7 +28,7 @@ fn open_read_only(data_dir: &Path) -> anyhow::Result<Registry> {
 
 fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> anyhow::Result<ExitCode> {
     let store = Store::open(data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
-    let registry = Registry::new(store, RegistryOptions { upload_ttl })
+    let registry = Registry::new(store, RegistryOptions { upload_ttl, ..Default::default() })
         .with_context(|| format!("cleaning expired uploads in {}", data_dir.display()))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
@@ -37,10 +37,15 @@ fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> 
             .with_context(|| format!("binding {addr} (is another registry running there? try --port)"))?;
         let local = listener.local_addr().with_context(|| format!("reading the bound address of {addr}"))?;
         eprintln!("cairn registry listening on http://{local} (data dir {})", data_dir.display());
-        axum::serve(listener, router(V2State::new(registry)))
+        let sweeper = cairn_http::v2::spawn_upload_sweeper(registry.clone());
+        // With connect info: the per-client upload session cap counts by address.
+        let app = registry_app(V2State::new(registry)).into_make_service_with_connect_info::<SocketAddr>();
+        let res = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await
-            .with_context(|| format!("serving the registry on {local}"))
+            .with_context(|| format!("serving the registry on {local}"));
+        sweeper.abort();
+        res
     })?;
     Ok(ExitCode::SUCCESS)
 }
