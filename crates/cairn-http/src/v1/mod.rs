@@ -197,7 +197,7 @@ async fn read_limited(body: Body, limit: u64, what: &str) -> Result<Vec<u8>, Api
     let mut s = body.into_data_stream();
     while let Some(c) = s.next().await {
         let c = c.map_err(|e| ApiError::BadRequest(format!("reading {what}: {e}")))?;
-        if (out.len() + c.len()) as u64 > limit {
+        if out.len().checked_add(c.len()).is_none_or(|n| n as u64 > limit) {
             return Err(ApiError::TooLarge { what: what.to_owned(), limit });
         }
         out.extend_from_slice(&c);

@@ -86,7 +86,7 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Option<Vec<u8>>, i
     let mut out = Vec::new();
     while let Some(chunk) = s.next().await {
         let chunk = chunk.map_err(io::Error::other)?;
-        if out.len() + chunk.len() > limit {
+        if out.len().checked_add(chunk.len()).is_none_or(|n| n > limit) {
             return Ok(None);
         }
         out.extend_from_slice(&chunk);

@@ -81,8 +81,13 @@ impl V2Error {
 
     /// An upload chunk whose `Content-Range` does not parse: 416.
     pub fn malformed_chunk_range(text: &str) -> Self {
-        V2Error::new(&BLOB_UPLOAD_INVALID, format!("malformed Content-Range {text:?}; send <start>-<end>"))
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        V2Error::new(
+            &BLOB_UPLOAD_INVALID,
+            format!(
+                "malformed Content-Range {text:?}; send <start>-<end> (inclusive, start <= end, at most 2^64-1 bytes)"
+            ),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     }
 
     /// A pagination `n` that is not a count: 400.

@@ -42,8 +42,7 @@ fn chunk(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), V2Error> {
     let cl = content_length(h);
     let Some(v) = h.get(header::CONTENT_RANGE) else { return Ok((None, cl)) };
     let text = v.to_str().unwrap_or_default();
-    let Some((start, end)) = chunk_range(text) else { return Err(V2Error::malformed_chunk_range(text)) };
-    let len = end - start + 1;
+    let Some((start, len)) = chunk_range(text) else { return Err(V2Error::malformed_chunk_range(text)) };
     if let Some(cl) = cl
         && cl != len
     {
@@ -118,9 +117,8 @@ pub async fn finish(
     let (start, len) = chunk(h)?;
     let (reg, rp, r) = (st.registry.clone(), repo.clone(), body_reader(body));
     blocking(move || {
-        if len != Some(0) {
-            reg.append_upload(&rp, &id, start, len, r)?;
-        }
+        // Always: a declared length is checked against the body, never trusted to skip it.
+        reg.append_upload(&rp, &id, start, len, r)?;
         reg.finish_upload(&rp, &id, &d)
     })
     .await?;

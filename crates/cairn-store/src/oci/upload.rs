@@ -219,7 +219,11 @@ impl Registry {
             f.set_len(size).map_err(io_err("truncate", &p))?;
             return Err(e);
         }
-        let total = size + received;
+        let total = size.checked_add(received).ok_or(OciError::SizeInvalid {
+            what: "upload (past 2^64-1 bytes)",
+            declared: size,
+            received,
+        })?;
         self.hashers.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), (total, h));
         Ok(total)
     }
