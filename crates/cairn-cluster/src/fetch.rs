@@ -62,6 +62,9 @@ pub struct ClusterConfig {
     /// One origin fetch per cluster: a miss no peer can serve goes to the
     /// digest's elected owner instead of the origins (see [`crate::owner`]).
     pub elect_owner: bool,
+    /// Longest a client's request body (an upload) may send nothing before
+    /// the request is dropped with its temp data.
+    pub body_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -76,6 +79,7 @@ impl Default for ClusterConfig {
             max_concurrent_fetches: 16,
             egress_limit: None,
             elect_owner: true,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

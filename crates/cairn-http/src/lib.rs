@@ -7,7 +7,9 @@
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
 //! - [`v2`]: the OCI distribution API (registry) and its error codes.
 //! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
+//! - [`body`]: request bodies, read asynchronously and written in batches.
 
+pub mod body;
 pub mod client;
 pub mod error;
 pub mod mirror;

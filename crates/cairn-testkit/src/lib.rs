@@ -236,6 +236,8 @@ pub struct NodeSpec {
     pub origin_retries: Option<u32>,
     /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
     pub v2: bool,
+    /// Longest a request body may send nothing.
+    pub body_timeout: Duration,
 }
 
 impl Default for NodeSpec {
@@ -255,6 +257,7 @@ impl Default for NodeSpec {
             origin_timeout: None,
             origin_retries: None,
             v2: false,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -307,6 +310,7 @@ impl TestNode {
             max_concurrent_fetches: spec.max_concurrent_fetches,
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,
+            body_timeout: spec.body_timeout,
         };
         let registry = spec.v2.then(|| {
             cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())

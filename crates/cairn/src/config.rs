@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub registry_addr: Option<String>,
     /// Cairn: registry uploads idle this long are dropped (default `24h`).
     pub upload_ttl: Option<String>,
+    /// Cairn: a request body (upload) that sends nothing this long is dropped (default `30s`).
+    pub body_timeout: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -209,6 +211,8 @@ pub struct NodeConfig {
     pub registry_bind: Option<SocketAddr>,
     /// Registry upload lifetime.
     pub upload_ttl: Duration,
+    /// Longest silence of a request body.
+    pub body_timeout: Duration,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -335,6 +339,10 @@ impl NodeConfig {
             Some(v) => duration("upload_ttl", v)?,
             None => cairn_store::oci::DEFAULT_UPLOAD_TTL,
         };
+        let body_timeout = match file.body_timeout.as_deref() {
+            Some(v) => duration("body_timeout", v)?,
+            None => cairn_http::body::DEFAULT_BODY_TIMEOUT,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -353,6 +361,7 @@ impl NodeConfig {
             elect_owner: file.elect_owner.unwrap_or(true),
             registry_bind,
             upload_ttl,
+            body_timeout,
         })
     }
 
@@ -368,6 +377,7 @@ impl NodeConfig {
             max_concurrent_fetches: self.max_concurrent_fetches,
             egress_limit: self.egress_limit,
             elect_owner: self.elect_owner,
+            body_timeout: self.body_timeout,
         }
     }
 }
