@@ -138,26 +138,20 @@ async fn log_request(req: Request, next: Next) -> Response {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting and gives in-flight requests up to `grace` to finish.
+/// accepting and gives in-flight requests up to `grace` to finish; with
+/// the default [`crate::ServeLimits`] (see [`crate::serve_with`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => r,
-        _ = async { if rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending::<()>().await } } => {
-            tracing::warn!(?grace, "in-flight requests did not finish within the shutdown deadline; closing them");
-            Ok(())
-        }
-    }
+    crate::conn::serve_with(listener, app, shutdown, grace, crate::ServeLimits::default()).await
+}
+
+/// The soft limit on open files (`None`: unlimited).
+pub fn nofile_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit,

@@ -129,7 +129,8 @@ impl Server {
         {
             let _g = rt.enter();
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            rt.spawn(async move { axum::serve(l, app).await });
+            // The node's own connection layer, so handlers see client addresses as in production.
+            rt.spawn(cairn_http::serve(l, app, std::future::pending(), Duration::ZERO));
         }
         Server { addr, rt: Some(rt) }
     }

@@ -54,6 +54,12 @@ pub struct FileConfig {
     pub upload_ttl: Option<String>,
     /// Cairn: a request body (upload) that sends nothing this long is dropped (default `30s`).
     pub body_timeout: Option<String>,
+    /// Cairn: a client must send its request headers within this (default `10s`).
+    pub header_timeout: Option<String>,
+    /// Cairn: a keep-alive connection with no request for this long is closed (default `60s`).
+    pub idle_timeout: Option<String>,
+    /// Cairn: open client connections at most, per listener (default 4096, at most 3/4 of the fd limit).
+    pub max_connections: Option<usize>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -213,6 +219,12 @@ pub struct NodeConfig {
     pub upload_ttl: Duration,
     /// Longest silence of a request body.
     pub body_timeout: Duration,
+    /// Longest time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Longest idle time of a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// Open client connections at most, per listener (`None`: the default, from the fd limit).
+    pub max_connections: Option<usize>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -343,6 +355,17 @@ impl NodeConfig {
             Some(v) => duration("body_timeout", v)?,
             None => cairn_http::body::DEFAULT_BODY_TIMEOUT,
         };
+        let header_timeout = match file.header_timeout.as_deref() {
+            Some(v) => duration("header_timeout", v)?,
+            None => cairn_http::ServeLimits::default().header_timeout,
+        };
+        let idle_timeout = match file.idle_timeout.as_deref() {
+            Some(v) => duration("idle_timeout", v)?,
+            None => cairn_http::ServeLimits::default().idle_timeout,
+        };
+        if file.max_connections == Some(0) {
+            bail!("max_connections must be at least 1");
+        }
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -362,6 +385,9 @@ impl NodeConfig {
             registry_bind,
             upload_ttl,
             body_timeout,
+            header_timeout,
+            idle_timeout,
+            max_connections: file.max_connections,
         })
     }
 
@@ -561,6 +587,31 @@ mod tests {
         assert!(e.contains("origins[0].timeout"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());
         assert!(e.contains("retry"), "{e}");
+    }
+
+    #[test]
+    fn connection_and_body_limits_have_defaults_and_are_read_from_the_file() {
+        let c = merged("").unwrap();
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.cluster().body_timeout, Duration::from_secs(30));
+        let c = merged("body_timeout: 5s\nheader_timeout: 2s\nidle_timeout: 1m\nmax_connections: 100\n").unwrap();
+        assert_eq!(
+            (c.body_timeout, c.header_timeout, c.idle_timeout),
+            (Duration::from_secs(5), Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.cluster().body_timeout, Duration::from_secs(5));
+        for (bad, key) in [
+            ("body_timeout: 0s\n", "body_timeout"),
+            ("header_timeout: soon\n", "header_timeout"),
+            ("max_connections: 0\n", "max_connections"),
+        ] {
+            let e = format!("{:#}", merged(bad).unwrap_err());
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Se
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router(state)).await.unwrap();
+        cairn_http::serve(listener, router(state), std::future::pending(), std::time::Duration::ZERO).await.unwrap();
     });
     Server { base: format!("http://{addr}"), addr, registry, task }
 }

@@ -37,8 +37,8 @@ fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> 
             .with_context(|| format!("binding {addr} (is another registry running there? try --port)"))?;
         let local = listener.local_addr().with_context(|| format!("reading the bound address of {addr}"))?;
         eprintln!("cairn registry listening on http://{local} (data dir {})", data_dir.display());
-        axum::serve(listener, router(V2State::new(registry)))
-            .with_graceful_shutdown(shutdown())
+        // The node's connection layer: header and idle timeouts, a connection cap, client addresses.
+        cairn_http::serve(listener, router(V2State::new(registry)), shutdown(), std::time::Duration::from_secs(30))
             .await
             .with_context(|| format!("serving the registry on {local}"))
     })?;
