@@ -186,7 +186,8 @@ impl Cluster {
         let store = self.inner.store.clone();
         match blocking(move || store.size(&d)).await? {
             Ok(s) => Ok(Some(s)),
-            Err(StoreError::BlobNotFound(_)) => Ok(None),
+            // A planted symlink is no blob: never served, replaced by the next put.
+            Err(StoreError::BlobNotFound(_) | StoreError::Symlink(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

@@ -13,11 +13,13 @@ impl Cluster {
     /// validating it. Missing blobs are fetched through the pipeline; those
     /// no source has make it fail with `MissingBlobs` (nothing is saved).
     pub async fn push_manifest(&self, ref_file: &cairn_store::RefFile, bytes: Vec<u8>) -> Result<crate::ManifestEntry> {
-        let m = cairn_store::Manifest::from_json(&bytes, &format!("manifest {ref_file}"))?;
+        // The ref file must be bound to these bytes and free, before any blob is fetched.
+        let m = cairn_store::Manifest::from_json_for(ref_file, &bytes, &format!("manifest {ref_file}"))?;
         let name = m.ref_name()?;
         let store = self.store().clone();
         let ds = m.digests();
-        let missing = blocking(move || store.missing(&ds)).await?;
+        let (rf, b) = (ref_file.clone(), bytes.clone());
+        let missing = blocking(move || store.check_ref_free(&rf, &b).map(|()| store.missing(&ds))).await??;
         let bound = self.config().max_concurrent_fetches.max(1);
         let still: Vec<Digest> = futures_util::stream::iter(missing)
             .map(|d| async move { self.ensure_local(d, None).await.err().map(|_| d) })

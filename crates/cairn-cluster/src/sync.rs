@@ -70,11 +70,14 @@ impl Cluster {
                 reason: format!("{} bytes is over the {MAX_MANIFEST_BYTES} byte limit", bytes.len()),
             }));
         }
-        let manifest = Manifest::from_json(&bytes, &format!("{ref_file} from peer {peer}")).map_err(bad)?;
+        let manifest =
+            Manifest::from_json_for(ref_file, &bytes, &format!("{ref_file} from peer {peer}")).map_err(bad)?;
         let digests = manifest.digests();
         let store = self.store().clone();
         let ds = digests.clone();
-        let missing = blocking(move || store.missing(&ds)).await?;
+        let (rf, b) = (ref_file.clone(), bytes.clone());
+        let missing =
+            blocking(move || store.check_ref_free(&rf, &b).map(|()| store.missing(&ds))).await?.map_err(bad)?;
         progress(SyncEvent::Planned { total: digests.len(), missing: missing.len() });
 
         let bound = self.config().max_concurrent_fetches.max(1);

@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A method the path does not support.
     #[error("method {0} is not allowed on this path")]
     MethodNotAllowed(String),
+    /// A path that is no endpoint of this node.
+    #[error("no endpoint at {0}; the node serves /v1/... (see the README's Node API) and /v2/...")]
+    NoEndpoint(String),
     /// A tag this node neither holds nor has a fresh upstream answer for.
     #[error("this node has no tag {repo}:{tag} (nor a fresh cached upstream answer for it)")]
     UnknownTag {
@@ -77,7 +80,7 @@ pub enum ApiError {
 
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
-        StoreError::MissingBlobs { .. } => StatusCode::CONFLICT,
+        StoreError::MissingBlobs { .. } | StoreError::RefConflict(_) => StatusCode::CONFLICT,
         StoreError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         StoreError::ReadOnly(_) | StoreError::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
         e if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -95,6 +98,8 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        // The peer's manifest is fine; it clashes with a local ref file.
+        ClusterError::PeerManifest { source: StoreError::RefConflict(_), .. } => StatusCode::CONFLICT,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
@@ -107,7 +112,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::UnknownTag { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownTag { .. } | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Body { source: crate::body::BodyError::Idle { .. }, .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Body { .. } => StatusCode::BAD_REQUEST,
             ApiError::Store(e) => store_status(e),
@@ -127,12 +132,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let full = self.to_string();
+        // Remote callers never see the node's paths; the log keeps them. A
+        // 400 only echoes the caller's own input (e.g. a path in its manifest),
+        // and so does an unknown endpoint (the request path).
+        let echoes_caller = status == StatusCode::BAD_REQUEST || matches!(self, ApiError::NoEndpoint(_));
+        let public = if echoes_caller { full.clone() } else { crate::redact::error_message(&full) };
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+            tracing::warn!(error = %full, "request failed");
+        } else if public != full {
+            tracing::info!(error = %full, "request refused");
         } else {
-            tracing::debug!(error = %self, "request refused");
+            tracing::debug!(error = %full, "request refused");
         }
-        let mut body = serde_json::json!({ "error": self.to_string() });
+        let mut body = serde_json::json!({ "error": public });
         if let Some(m) = self.missing() {
             body["missing"] = serde_json::json!(m);
         }

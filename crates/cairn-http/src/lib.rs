@@ -15,6 +15,7 @@ pub mod client;
 pub mod conn;
 pub mod error;
 pub mod mirror;
+pub mod redact;
 pub mod server;
 pub mod v1;
 pub mod v2;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Uri};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_store::Store;
 use cairn_store::oci::Registry;
@@ -122,7 +122,17 @@ pub fn app(state: Arc<AppState>) -> Router {
     if let Some(v2) = state.v2_state() {
         app = app.merge(crate::v2::router(v2));
     }
-    app.layer(middleware::from_fn(log_request))
+    app.fallback(no_endpoint).layer(middleware::from_fn(log_request))
+}
+
+/// Any other path: a JSON 404 in the body format of the API the path is under.
+async fn no_endpoint(uri: Uri) -> Response {
+    let path = uri.path();
+    if path == "/v2" || path.starts_with("/v2/") {
+        crate::v2::unknown_path(uri).await
+    } else {
+        crate::ApiError::NoEndpoint(path.chars().take(200).collect()).into_response()
+    }
 }
 
 async fn log_request(req: Request, next: Next) -> Response {

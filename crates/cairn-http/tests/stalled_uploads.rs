@@ -50,7 +50,13 @@ async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 async fn stalled_upload_bodies_do_not_take_threads_from_reads() {
     // Each stalled upload costs a few descriptors (client socket, server socket, temp file).
     let _ = cairn_http::server::raise_nofile_limit();
-    let node = TestNode::start(NodeSpec { v2: true, body_timeout: BODY_TIMEOUT, ..Default::default() });
+    // Every stalled session comes from this one client address: room for them all.
+    let registry = cairn_store::oci::RegistryOptions {
+        max_upload_sessions: 2 * STALLED_V2,
+        max_upload_sessions_per_client: 2 * STALLED_V2,
+        ..Default::default()
+    };
+    let node = TestNode::start(NodeSpec { v2: true, body_timeout: BODY_TIMEOUT, registry, ..Default::default() });
     let addr = node.addr();
     let blob = node.put(b"a blob to read while uploads stall");
     let json =

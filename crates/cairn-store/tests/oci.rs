@@ -188,7 +188,7 @@ fn idle_uploads_expire_after_the_ttl() {
     let rp = repo("a");
     let id = open(d.path()).start_upload(&rp).unwrap();
     let s = Store::open_with(d.path(), StoreOptions { fsync: false, ..Default::default() }).unwrap();
-    let r = Registry::new(s, RegistryOptions { upload_ttl: Duration::ZERO }).unwrap();
+    let r = Registry::new(s, RegistryOptions { upload_ttl: Duration::ZERO, ..Default::default() }).unwrap();
     assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
     assert!(!d.path().join("registry/uploads").join(id.as_str()).exists());
 }
@@ -357,4 +357,54 @@ fn default_handle_does_not_cache_a_tag_written_just_now() {
     r.get_manifest(&rp, &tag("v1")).unwrap();
     // Its inode number could come back within the timestamp granularity.
     assert!(r.cached_manifest(&rp, &tag("v1")).is_none());
+}
+
+#[test]
+fn upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let rp = repo("a");
+    let client: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+    let opts = RegistryOptions { max_upload_sessions: 3, max_upload_sessions_per_client: 2, ..Default::default() };
+    let reopen = || {
+        let s = Store::open_with(d.path(), StoreOptions { fsync: false, ..Default::default() }).unwrap();
+        Registry::new(s, opts.clone()).unwrap()
+    };
+    let r = reopen();
+    r.start_upload_for(&rp, Some(client)).unwrap();
+    // Another address in the same /64 is the same client.
+    r.start_upload_for(&rp, Some("2001:db8::2".parse().unwrap())).unwrap();
+    drop(r);
+    let r = reopen();
+    assert_eq!(r.open_uploads(), 2);
+    let err = r.start_upload_for(&rp, Some("2001:db8::ffff".parse().unwrap())).unwrap_err();
+    assert!(matches!(err, OciError::TooManyUploads { limit: 2, .. }), "{err}");
+    let other = r.start_upload_for(&rp, Some("2001:db8:0:1::1".parse().unwrap())).unwrap();
+    assert!(matches!(r.start_upload(&rp), Err(OciError::TooManyUploads { limit: 3, .. })));
+    r.cancel_upload(&rp, &other).unwrap();
+    r.start_upload(&rp).unwrap();
+}
+
+#[test]
+fn symlinks_planted_in_the_registry_metadata_are_not_followed() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let c = put_blob(&r, b"{}");
+    let m = image(&c, &[], "");
+    let x = repo("x");
+    let pushed = r.put_manifest(&x, &tag("v1"), &m, Some(OCI_MANIFEST)).unwrap();
+    let layout = r.store().layout().clone();
+    // A tag pointing at a file outside the data dir.
+    let outside = d.path().join("outside-tag");
+    std::fs::write(&outside, pushed.digest.oci()).unwrap();
+    let t = Tag::parse("planted").unwrap();
+    std::os::unix::fs::symlink(&outside, layout.repo_tag(&x, &t)).unwrap();
+    assert!(matches!(r.get_manifest(&x, &tag("planted")), Err(OciError::ManifestUnknown { .. })));
+    // A manifest link in another repository borrowing x's through a symlink.
+    let y = repo("y");
+    std::fs::create_dir_all(layout.repo_manifests_dir(&y)).unwrap();
+    std::os::unix::fs::symlink(layout.repo_manifest(&x, &pushed.digest), layout.repo_manifest(&y, &pushed.digest))
+        .unwrap();
+    assert!(matches!(r.get_manifest(&y, &Reference::Digest(pushed.digest)), Err(OciError::ManifestUnknown { .. })));
+    // The real ones still work.
+    assert_eq!(r.get_manifest(&x, &tag("v1")).unwrap().bytes, m);
 }

@@ -55,6 +55,13 @@ pub fn blob(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The ref file a manifest named `name` with these exact bytes must be
+/// saved under: `<name>-<first 12 hex of their SHA-256>.json`.
+pub fn ref_file_for(name: &str, bytes: &[u8]) -> cairn_store::RefFile {
+    let name = cairn_store::RefName::parse(name).unwrap_or_else(|e| panic!("test manifest name {name:?}: {e}"));
+    cairn_store::RefFile::for_manifest(&name, bytes).unwrap_or_else(|e| panic!("test ref file for {name}: {e}"))
+}
+
 /// Reads a response body to the end; `Err` when the server cut it.
 pub async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
     use futures_util::StreamExt;
@@ -237,6 +244,8 @@ pub struct NodeSpec {
     pub origin_retries: Option<u32>,
     /// Also serve the OCI registry `/v2` (with the mirror) on the same listener.
     pub v2: bool,
+    /// The registry's settings (upload TTL and session caps) when `v2` is on.
+    pub registry: cairn_store::oci::RegistryOptions,
     /// Longest a request body may send nothing.
     pub body_timeout: Duration,
 }
@@ -258,6 +267,7 @@ impl Default for NodeSpec {
             origin_timeout: None,
             origin_retries: None,
             v2: false,
+            registry: cairn_store::oci::RegistryOptions::default(),
             body_timeout: Duration::from_secs(30),
         }
     }
@@ -313,10 +323,8 @@ impl TestNode {
             elect_owner: spec.elect_owner,
             body_timeout: spec.body_timeout,
         };
-        let registry = spec.v2.then(|| {
-            cairn_store::oci::Registry::new(store.clone(), cairn_store::oci::RegistryOptions::default())
-                .expect("registry")
-        });
+        let registry =
+            spec.v2.then(|| cairn_store::oci::Registry::new(store.clone(), spec.registry.clone()).expect("registry"));
         let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
         let counters = Arc::new(Counters::default());
         let app =
@@ -324,6 +332,10 @@ impl TestNode {
         let server = Server::spawn(listener, app);
         if spec.health_loop {
             server.enter(|| state.cluster.spawn_health_loop());
+        }
+        // As `cairn serve`: expired upload sessions go on a timer (stops with the runtime).
+        if let Some(reg) = state.registry.clone() {
+            server.enter(|| cairn_http::v2::spawn_upload_sweeper(reg));
         }
         TestNode { server, dir, store, counters, state, spec }
     }

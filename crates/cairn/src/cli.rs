@@ -67,6 +67,9 @@ pub enum Command {
         /// Hard-link files from the store instead of copying (read-only files).
         #[arg(long)]
         link: bool,
+        /// Keep setuid, setgid and sticky bits the manifest gives (dropped by default).
+        #[arg(long)]
+        preserve_special_bits: bool,
     },
     /// List manifests.
     Manifests {
@@ -196,7 +199,7 @@ pub enum RegistryCommand {
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
         /// Forget an upload after this long without new bytes.
-        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         upload_ttl: std::time::Duration,
     },
     /// List repositories.

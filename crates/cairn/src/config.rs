@@ -50,8 +50,12 @@ pub struct FileConfig {
     /// Cairn: a second listener for the OCI registry (`/v2`), `host:port` or
     /// `:port`; `/v2` is always served on `listen_addr` too (default: none).
     pub registry_addr: Option<String>,
-    /// Cairn: registry uploads idle this long are dropped (default `24h`).
+    /// Cairn: registry uploads idle this long are dropped (default `1h`).
     pub upload_ttl: Option<String>,
+    /// Cairn: open registry upload sessions, all clients together (default 1024).
+    pub max_upload_sessions: Option<usize>,
+    /// Cairn: open registry upload sessions of one client address (default 64).
+    pub max_upload_sessions_per_client: Option<usize>,
     /// Cairn: a request body (upload) that sends nothing this long is dropped (default `30s`).
     pub body_timeout: Option<String>,
     /// Cairn: a client must send its request headers within this (default `10s`).
@@ -217,6 +221,10 @@ pub struct NodeConfig {
     pub registry_bind: Option<SocketAddr>,
     /// Registry upload lifetime.
     pub upload_ttl: Duration,
+    /// Open registry upload sessions, all clients together.
+    pub max_upload_sessions: usize,
+    /// Open registry upload sessions of one client address.
+    pub max_upload_sessions_per_client: usize,
     /// Longest silence of a request body.
     pub body_timeout: Duration,
     /// Longest time to receive a request's headers.
@@ -351,6 +359,15 @@ impl NodeConfig {
             Some(v) => duration("upload_ttl", v)?,
             None => cairn_store::oci::DEFAULT_UPLOAD_TTL,
         };
+        let max_upload_sessions = file.max_upload_sessions.unwrap_or(cairn_store::oci::DEFAULT_MAX_UPLOAD_SESSIONS);
+        if max_upload_sessions == 0 {
+            bail!("max_upload_sessions must be at least 1");
+        }
+        let max_upload_sessions_per_client =
+            file.max_upload_sessions_per_client.unwrap_or(cairn_store::oci::DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT);
+        if max_upload_sessions_per_client == 0 {
+            bail!("max_upload_sessions_per_client must be at least 1");
+        }
         let body_timeout = match file.body_timeout.as_deref() {
             Some(v) => duration("body_timeout", v)?,
             None => cairn_http::body::DEFAULT_BODY_TIMEOUT,
@@ -384,6 +401,8 @@ impl NodeConfig {
             elect_owner: file.elect_owner.unwrap_or(true),
             registry_bind,
             upload_ttl,
+            max_upload_sessions,
+            max_upload_sessions_per_client,
             body_timeout,
             header_timeout,
             idle_timeout,

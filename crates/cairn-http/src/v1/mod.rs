@@ -40,7 +40,7 @@ pub struct NodeInfo {
     pub listen_addr: String,
     /// Peer addresses.
     pub peers: Vec<String>,
-    /// The data directory.
+    /// The data directory, for loopback callers; empty for others.
     pub cas_base: String,
 }
 
@@ -248,9 +248,13 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
     (code, Json(h)).into_response()
 }
 
-async fn info(State(s): State<Arc<AppState>>) -> Json<NodeInfo> {
+async fn info(
+    State(s): State<Arc<AppState>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> Json<NodeInfo> {
+    let cas_base = crate::redact::cas_base_for(peer.map(|p| p.0.0), &s.info.cas_base);
     // Peers found by discovery are peers too.
-    Json(NodeInfo { peers: s.cluster.peers().addresses(), ..s.info.clone() })
+    Json(NodeInfo { peers: s.cluster.peers().addresses(), cas_base, ..s.info.clone() })
 }
 
 async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {

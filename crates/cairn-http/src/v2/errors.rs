@@ -173,6 +173,7 @@ impl From<OciError> for V2Error {
                 .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                 .with_header(header::RANGE, format!("0-{}", size.saturating_sub(1))),
             OciError::SizeInvalid { .. } => V2Error::new(&SIZE_INVALID, msg),
+            OciError::TooManyUploads { .. } => V2Error::new(&TOOMANYREQUESTS, msg),
             OciError::Store(s) => from_store(s),
             _ => V2Error::new(&UNKNOWN, msg),
         }
@@ -205,14 +206,30 @@ pub fn error_body(entries: &[(&'static Code, Value)]) -> Vec<u8> {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        let mut r =
-            (self.status, [(header::CONTENT_TYPE, "application/json")], error_body(&self.entries)).into_response();
+        // Remote callers never see the node's paths (the log has the full
+        // error); a 400 only echoes the caller's own input.
+        let entries: Vec<_> = if self.status == StatusCode::BAD_REQUEST {
+            self.entries.clone()
+        } else {
+            self.entries.iter().map(|(c, d)| (*c, redact_paths(d))).collect()
+        };
+        let mut r = (self.status, [(header::CONTENT_TYPE, "application/json")], error_body(&entries)).into_response();
         for (n, v) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 r.headers_mut().insert(n, v);
             }
         }
         r
+    }
+}
+
+/// `v` with absolute paths redacted from every string in it.
+fn redact_paths(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(crate::redact::error_message(s)),
+        Value::Array(a) => Value::Array(a.iter().map(redact_paths).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), redact_paths(v))).collect()),
+        v => v.clone(),
     }
 }
 

@@ -25,17 +25,37 @@ pub fn page(all: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Vec<Stri
     (out, more)
 }
 
-fn pagination(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<String>), V2Error> {
-    let n = q.get("n").map(|v| v.parse::<usize>().map_err(|_| V2Error::bad_page_size(v))).transpose()?;
-    Ok((n, q.get("last").cloned()))
+/// Most entries in one page of tags or catalog, whatever `n` asks (or
+/// without `n`); the `Link` header leads to the rest.
+pub const MAX_PAGE: usize = 10_000;
+
+/// `n` (at most [`MAX_PAGE`], which is also the default) and `last`.
+fn pagination(q: &HashMap<String, String>) -> Result<(usize, Option<String>), V2Error> {
+    let n = match q.get("n") {
+        // A count too large for usize asks for everything too: the page is capped either way.
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v.parse::<usize>().unwrap_or(MAX_PAGE),
+        Some(v) => return Err(V2Error::bad_page_size(v)),
+        None => MAX_PAGE,
+    };
+    Ok((n.min(MAX_PAGE), q.get("last").cloned()))
 }
 
-fn listing(path: &str, body: serde_json::Value, n: Option<usize>, next: Option<&String>) -> Response {
+fn listing(path: &str, body: serde_json::Value, n: usize, next: Option<&String>) -> Response {
     let mut hs = vec![(header::CONTENT_TYPE, "application/json".to_owned())];
-    if let (Some(n), Some(last)) = (n, next) {
-        hs.push((header::LINK, format!("<{path}?n={n}&last={last}>; rel=\"next\"")));
+    if let Some(last) = next {
+        hs.push((header::LINK, format!("<{path}?n={n}&last={}>; rel=\"next\"", query_escape(last))));
     }
     resp(StatusCode::OK, hs, Body::from(body.to_string()))
+}
+
+/// `s` safe inside a query value (names and tags hold only `[a-z0-9._/-]`, but be sure).
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `GET /v2/<name>/tags/list?n=&last=`.
@@ -43,7 +63,7 @@ pub async fn tags(st: V2State, repo: RepoName, q: HashMap<String, String>) -> Re
     let (n, last) = pagination(&q)?;
     let (reg, rp) = (st.registry.clone(), repo.clone());
     let all = blocking(move || reg.tags(&rp)).await?;
-    let (tags, more) = page(all, n, last.as_deref());
+    let (tags, more) = page(all, Some(n), last.as_deref());
     let next = if more { tags.last() } else { None };
     Ok(listing(&format!("/v2/{repo}/tags/list"), json!({"name": repo.as_str(), "tags": tags}), n, next))
 }
@@ -54,7 +74,7 @@ pub async fn catalog(State(st): State<V2State>, Query(q): Query<HashMap<String, 
         let (n, last) = pagination(&q)?;
         let reg = st.registry.clone();
         let all = blocking(move || reg.catalog()).await?;
-        let (repos, more) = page(all, n, last.as_deref());
+        let (repos, more) = page(all, Some(n), last.as_deref());
         let next = if more { repos.last() } else { None };
         Ok::<_, V2Error>(listing("/v2/_catalog", json!({ "repositories": repos }), n, next))
     };

@@ -16,12 +16,13 @@ pub mod route;
 pub mod uploads;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use cairn_store::Digest;
@@ -49,16 +50,34 @@ impl V2State {
     }
 }
 
-/// The /v2 router.
+/// The /v2 router (no fallback: [`crate::app`] merges it and answers other
+/// paths; a listener serving only /v2 uses [`registry_app`]).
 pub fn router(state: V2State) -> Router {
     Router::new()
-        .route("/v2", get(base))
-        .route("/v2/", get(base))
-        .route("/v2/_catalog", get(lists::catalog))
+        .route("/v2", get(base).fallback(unsupported_method))
+        .route("/v2/", get(base).fallback(unsupported_method))
+        .route("/v2/_catalog", get(lists::catalog).fallback(unsupported_method))
         .route("/v2/{*path}", any(dispatch))
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::map_response(api_version))
         .with_state(state)
+}
+
+/// [`router`] for a listener that serves only /v2: every other path is an
+/// OCI-style JSON 404.
+pub fn registry_app(state: V2State) -> Router {
+    router(state).fallback(unknown_path)
+}
+
+/// A path that is no /v2 endpoint: 404 with the OCI error body.
+pub async fn unknown_path(uri: Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    api_version(V2Error::no_endpoint(&path).into_response()).await
+}
+
+async fn unsupported_method(method: Method, uri: Uri) -> Response {
+    let e = V2Error::new(&errors::UNSUPPORTED, format!("{method} is not supported on {}", uri.path()));
+    api_version(e.into_response()).await
 }
 
 /// The route table for `/v2/<name>/...`.
@@ -66,6 +85,8 @@ async fn dispatch(State(st): State<V2State>, req: Request) -> Response {
     // Taken apart rather than extracted: extractors would copy the headers.
     let (parts, body) = req.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    // Present when the server runs with connect info; the per-client upload cap needs it.
+    let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let rest = uri.path().strip_prefix("/v2/").unwrap_or_default();
     let (repo, target) = match route::parse(rest) {
         Ok(x) => x,
@@ -79,7 +100,7 @@ async fn dispatch(State(st): State<V2State>, req: Request) -> Response {
         (Method::DELETE, Target::Manifest(r)) => manifests::delete(st, repo, r).await,
         (Method::GET | Method::HEAD, Target::Blob(d)) => blobs::get(st, repo, d, &headers, head).await,
         (Method::DELETE, Target::Blob(d)) => blobs::delete(st, repo, d).await,
-        (Method::POST, Target::Uploads) => uploads::start(st, repo, q(), body).await,
+        (Method::POST, Target::Uploads) => uploads::start(st, repo, q(), client, body).await,
         (Method::GET, Target::Upload(id)) => uploads::status(st, repo, id).await,
         (Method::PATCH, Target::Upload(id)) => uploads::patch(st, repo, id, &headers, body).await,
         (Method::PUT, Target::Upload(id)) => uploads::finish(st, repo, id, q(), &headers, body).await,
@@ -89,6 +110,25 @@ async fn dispatch(State(st): State<V2State>, req: Request) -> Response {
         (m, t) => Err(V2Error::new(&errors::UNSUPPORTED, format!("{m} is not supported on {t:?}"))),
     };
     res.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Sweeps expired upload sessions every [`Registry::sweep_interval`], so an
+/// idle session's data goes without waiting for the next upload to start.
+/// Runs until aborted.
+pub fn spawn_upload_sweeper(registry: Registry) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(registry.sweep_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let reg = registry.clone();
+            match tokio::task::spawn_blocking(move || reg.sweep_uploads()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired upload sessions failed"),
+                Err(e) => tracing::warn!(error = %e, "upload sweeper worker failed"),
+            }
+        }
+    })
 }
 
 async fn base() -> Response {

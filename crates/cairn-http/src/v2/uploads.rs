@@ -2,12 +2,12 @@
 //! finish, cancel.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use std::io::Write;
-
 use cairn_store::oci::{Append, OciError, RepoName, UploadId};
 use cairn_store::{BlobWriter, Digest, StoreError};
 
@@ -60,7 +60,14 @@ fn chunk(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), V2Error> {
 
 /// `POST /v2/<name>/blobs/uploads/`: `?mount=&from=` mounts, `?digest=` pushes in one request,
 /// otherwise a session starts.
-pub async fn start(st: V2State, repo: RepoName, q: HashMap<String, String>, body: Body) -> Result<Response, V2Error> {
+/// `client` is the caller's address, counted against the per-client session cap.
+pub async fn start(
+    st: V2State,
+    repo: RepoName,
+    q: HashMap<String, String>,
+    client: Option<IpAddr>,
+    body: Body,
+) -> Result<Response, V2Error> {
     if let Some(m) = q.get("mount") {
         let d = oci_digest(m)?;
         let from = q
@@ -84,7 +91,7 @@ pub async fn start(st: V2State, repo: RepoName, q: HashMap<String, String>, body
         return Ok(created(&repo, &d));
     }
     let (reg, rp) = (st.registry.clone(), repo.clone());
-    let id = blocking(move || reg.start_upload(&rp)).await?;
+    let id = blocking(move || reg.start_upload_for(&rp, client)).await?;
     Ok(session(&repo, &id, 0, StatusCode::ACCEPTED))
 }
 

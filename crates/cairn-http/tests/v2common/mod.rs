@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteSource, V2State, router};
+use cairn_http::v2::{RemoteSource, V2State, registry_app};
 use cairn_store::oci::{Registry, RegistryOptions};
 use cairn_store::{Store, StoreOptions};
 
@@ -35,7 +35,9 @@ pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Se
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        cairn_http::serve(listener, router(state), std::future::pending(), std::time::Duration::ZERO).await.unwrap();
+        cairn_http::serve(listener, registry_app(state), std::future::pending(), std::time::Duration::ZERO)
+            .await
+            .unwrap();
     });
     Server { base: format!("http://{addr}"), addr, registry, task }
 }

@@ -89,6 +89,17 @@ pub enum OciError {
         /// The bytes the upload holds.
         size: u64,
     },
+    /// Starting one more upload session would pass a session cap.
+    #[error(
+        "too many open upload sessions {scope} (limit {limit}); finish or cancel open uploads \
+         (DELETE /v2/<name>/blobs/uploads/<id>) or retry once idle ones expire"
+    )]
+    TooManyUploads {
+        /// Whose sessions: `"for client 10.0.0.7"` or `"on this registry"`.
+        scope: String,
+        /// The cap that was reached.
+        limit: usize,
+    },
     /// Declared and received lengths differ.
     #[error("{what}: declared {declared} bytes, received {received}; nothing was stored from it")]
     SizeInvalid {

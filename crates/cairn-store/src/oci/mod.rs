@@ -42,19 +42,31 @@ use crate::digest::Hasher;
 use crate::error::{Result, StoreError};
 use crate::store::Store;
 
-/// Default lifetime of an idle upload session.
-pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default lifetime of an idle upload session (no new bytes for this long).
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(3600);
+/// Default cap on open upload sessions, all clients together.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 1024;
+/// Default cap on open upload sessions of one client address.
+pub const DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT: usize = 64;
 
 /// Registry settings.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// An upload with no new bytes for this long is forgotten and its data removed.
     pub upload_ttl: Duration,
+    /// Open upload sessions allowed at once, all clients together.
+    pub max_upload_sessions: usize,
+    /// Open upload sessions allowed at once for one client address (an IPv6 client by its /64).
+    pub max_upload_sessions_per_client: usize,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { upload_ttl: DEFAULT_UPLOAD_TTL }
+        RegistryOptions {
+            upload_ttl: DEFAULT_UPLOAD_TTL,
+            max_upload_sessions: DEFAULT_MAX_UPLOAD_SESSIONS,
+            max_upload_sessions_per_client: DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT,
+        }
     }
 }
 
@@ -71,6 +83,8 @@ pub struct Registry {
     last_sweep: Arc<AtomicU64>,
     // Tags and small manifests read before, for manifest GET.
     cache: Arc<cache::ManifestCache>,
+    // Open upload sessions and who opened them, for the session caps.
+    sessions: Arc<Mutex<upload::Sessions>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -82,11 +96,19 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// The registry of `store`. A writable store also drops expired uploads now.
     pub fn new(store: Store, opts: RegistryOptions) -> OciResult<Registry> {
-        let r = Registry { store, opts, hashers: Arc::default(), last_sweep: Arc::default(), cache: Arc::default() };
+        let r = Registry {
+            store,
+            opts,
+            hashers: Arc::default(),
+            last_sweep: Arc::default(),
+            cache: Arc::default(),
+            sessions: Arc::default(),
+        };
         if r.store.check_writable().is_ok() {
             r.sweep_uploads()?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs());
             r.last_sweep.store(now.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+            r.count_open_uploads()?;
         }
         Ok(r)
     }

@@ -3,9 +3,11 @@
 //! Finishing checks the digest and hard-links the data file into
 //! `objects/`, so a large blob is never copied; a mismatch stores nothing.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +60,64 @@ impl fmt::Debug for UploadId {
 struct Info {
     repo: String,
     started: u64,
+    // Who opened the session (absent in sessions of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<IpAddr>,
+}
+
+/// The address a per-client cap counts by: an IPv6 client by its /64 (one
+/// host usually holds a whole /64), an IPv4-mapped address as IPv4.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
+/// Open upload sessions of this process's registry, for the caps.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    // Session id -> the client key that opened it (None: unknown).
+    open: HashMap<String, Option<IpAddr>>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Sessions {
+    fn insert(&mut self, id: &str, client: Option<IpAddr>) {
+        if self.open.insert(id.to_owned(), client).is_none()
+            && let Some(c) = client
+        {
+            *self.per_client.entry(c).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(Some(c)) = self.open.remove(id)
+            && let Some(n) = self.per_client.get_mut(&c)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(&c);
+            }
+        }
+    }
+
+    /// The cap one more session of `client` would pass, if any.
+    fn over_cap(&self, client: Option<IpAddr>, opts: &crate::oci::RegistryOptions) -> Option<OciError> {
+        if let Some(c) = client
+            && self.per_client.get(&c).copied().unwrap_or(0) >= opts.max_upload_sessions_per_client
+        {
+            return Some(OciError::TooManyUploads {
+                scope: format!("for client {c}"),
+                limit: opts.max_upload_sessions_per_client,
+            });
+        }
+        (self.open.len() >= opts.max_upload_sessions)
+            .then(|| OciError::TooManyUploads { scope: "on this registry".into(), limit: opts.max_upload_sessions })
+    }
 }
 
 fn io_err(op: &'static str, p: &std::path::Path) -> impl FnOnce(io::Error) -> OciError {
@@ -66,8 +126,14 @@ fn io_err(op: &'static str, p: &std::path::Path) -> impl FnOnce(io::Error) -> Oc
 }
 
 impl Registry {
-    /// Starts an upload session for `repo`.
+    /// Starts an upload session for `repo` (a local caller: only the total cap applies).
     pub fn start_upload(&self, repo: &RepoName) -> OciResult<UploadId> {
+        self.start_upload_for(repo, None)
+    }
+
+    /// Starts an upload session for `repo` opened by `client`; fails with
+    /// [`OciError::TooManyUploads`] when the client's or the total cap is reached.
+    pub fn start_upload_for(&self, repo: &RepoName, client: Option<IpAddr>) -> OciResult<UploadId> {
         self.store.check_writable()?;
         // Abandoned sessions of a long-running server are swept now and then.
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -78,18 +144,79 @@ impl Registry {
         {
             self.sweep_uploads()?;
         }
+        let client = client.map(client_key);
         let id = UploadId::random();
+        self.reserve_session(&id, client, now)?;
+        let res = self.create_session(repo, &id, client);
+        if res.is_err() {
+            let _ = self.remove_upload(&id);
+        }
+        res.map(|()| id)
+    }
+
+    /// Counts `id` as open for `client`, unless that passes a cap. At a cap,
+    /// expired sessions are swept first (at most once a second).
+    fn reserve_session(&self, id: &UploadId, client: Option<IpAddr>, now: u64) -> OciResult<()> {
+        let mut swept = false;
+        loop {
+            let mut t = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(over) = t.over_cap(client, &self.opts) else {
+                t.insert(id.as_str(), client);
+                return Ok(());
+            };
+            drop(t);
+            let last = self.last_sweep.load(Ordering::Relaxed);
+            if swept
+                || now <= last
+                || self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            {
+                // Debug, not warn: a client hammering at its cap must not flood the log.
+                tracing::debug!(?client, error = %over, "upload session refused");
+                return Err(over);
+            }
+            self.sweep_uploads()?;
+            swept = true;
+        }
+    }
+
+    fn create_session(&self, repo: &RepoName, id: &UploadId, client: Option<IpAddr>) -> OciResult<()> {
         let l = self.store.layout();
-        let dir = l.upload_dir(&id);
+        let dir = l.upload_dir(id);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let data = l.upload_data(&id);
+        let data = l.upload_data(id);
         File::create(&data).map_err(io_err("create", &data))?;
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let info = serde_json::to_vec(&Info { repo: repo.as_str().to_owned(), started })
+        let info = serde_json::to_vec(&Info { repo: repo.as_str().to_owned(), started, client })
             .map_err(io::Error::other)
             .map_err(io_err("encode", &dir))?;
-        self.store.write_atomic(&l.upload_info(&id), &info)?;
-        Ok(id)
+        self.store.write_atomic(&l.upload_info(id), &info)?;
+        Ok(())
+    }
+
+    /// Counts the sessions already on disk (left by an earlier run) against the caps.
+    pub(crate) fn count_open_uploads(&self) -> OciResult<()> {
+        let l = self.store.layout();
+        let mut t = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        for n in dir_names(&l.uploads_dir())? {
+            let Ok(id) = UploadId::parse(&n) else { continue };
+            let client = fs::read(l.upload_info(&id))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Info>(&b).ok())
+                .and_then(|i| i.client);
+            t.insert(id.as_str(), client);
+        }
+        Ok(())
+    }
+
+    /// Upload sessions open now (counted against `max_upload_sessions`).
+    pub fn open_uploads(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).open.len()
+    }
+
+    /// How often a server should call [`Registry::sweep_uploads`]: a few
+    /// times per `upload_ttl`, between 100 ms and a minute.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.opts.upload_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
     }
 
     /// Opens the data file of a live session of `repo`, locked for this request.
@@ -97,7 +224,7 @@ impl Registry {
         let l = self.store.layout();
         let unknown = || OciError::UploadUnknown(id.to_string());
         let info_p = l.upload_info(id);
-        let info: Info = match fs::read(&info_p) {
+        let info: Info = match crate::nofollow::read(&info_p) {
             Ok(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("read", &info_p)(e)),
@@ -106,7 +233,7 @@ impl Registry {
             return Err(unknown());
         }
         let data = l.upload_data(id);
-        let f = match OpenOptions::new().read(true).write(true).open(&data) {
+        let f = match crate::nofollow::read_options().write(true).open(&data) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("open", &data)(e)),
@@ -133,11 +260,16 @@ impl Registry {
     fn remove_upload(&self, id: &UploadId) -> OciResult<()> {
         self.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
         let dir = self.store.layout().upload_dir(id);
-        match fs::remove_dir_all(&dir) {
+        let res = match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &dir)(e)),
+        };
+        // Only a session that is gone stops counting against the caps.
+        if res.is_ok() {
+            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
         }
+        res
     }
 
     /// Bytes received so far by a session.
@@ -260,8 +392,9 @@ impl Registry {
         for n in dir_names(&dir)? {
             let Ok(id) = UploadId::parse(&n) else { continue };
             let data = self.store.layout().upload_data(&id);
-            let stale = match File::open(&data) {
-                Ok(f) => self.expired(&f),
+            let stale = match crate::nofollow::open(&data) {
+                // A session with a request writing to it is not idle.
+                Ok(f) => self.expired(&f) && f.try_lock().is_ok(),
                 // A session killed between mkdir and its data file.
                 Err(_) => fs::metadata(self.store.layout().upload_dir(&id))
                     .and_then(|m| m.modified())

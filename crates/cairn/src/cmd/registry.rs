@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cairn_http::v2::{V2State, router};
+use cairn_http::v2::{V2State, registry_app};
 use cairn_store::oci::{OciError, Registry, RegistryOptions, RepoName, Tag};
 use cairn_store::{Access, Store, StoreOptions};
 
@@ -28,7 +28,7 @@ fn open_read_only(data_dir: &Path) -> anyhow::Result<Registry> {
 
 fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> anyhow::Result<ExitCode> {
     let store = Store::open(data_dir).with_context(|| format!("opening data dir {}", data_dir.display()))?;
-    let registry = Registry::new(store, RegistryOptions { upload_ttl })
+    let registry = Registry::new(store, RegistryOptions { upload_ttl, ..Default::default() })
         .with_context(|| format!("cleaning expired uploads in {}", data_dir.display()))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
@@ -37,10 +37,15 @@ fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> 
             .with_context(|| format!("binding {addr} (is another registry running there? try --port)"))?;
         let local = listener.local_addr().with_context(|| format!("reading the bound address of {addr}"))?;
         eprintln!("cairn registry listening on http://{local} (data dir {})", data_dir.display());
-        // The node's connection layer: header and idle timeouts, a connection cap, client addresses.
-        cairn_http::serve(listener, router(V2State::new(registry)), shutdown(), std::time::Duration::from_secs(30))
+        let sweeper = cairn_http::v2::spawn_upload_sweeper(registry.clone());
+        // The node's connection layer: header and idle timeouts, a connection cap, and the
+        // client address (the per-client upload session cap counts by it).
+        let app = registry_app(V2State::new(registry));
+        let res = cairn_http::serve(listener, app, shutdown(), std::time::Duration::from_secs(30))
             .await
-            .with_context(|| format!("serving the registry on {local}"))
+            .with_context(|| format!("serving the registry on {local}"));
+        sweeper.abort();
+        res
     })?;
     Ok(ExitCode::SUCCESS)
 }

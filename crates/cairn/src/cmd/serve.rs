@@ -62,6 +62,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         _ => None,
     };
     let health = state.cluster.spawn_health_loop();
+    let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
     let mdns = start_discovery(&cfg, &state.cluster)?;
     tracing::info!(
         node_id = %cfg.node_id,
@@ -81,6 +82,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     .await
     .context("serving")?;
     health.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
     // Dropping the announcer sends the goodbye, so peers drop this node now.
     drop(mdns);
     if let Some(r) = registry {
@@ -109,7 +113,11 @@ fn start_discovery(
 
 /// The OCI registry on the node's store.
 async fn open_registry(cfg: &NodeConfig, store: Store) -> anyhow::Result<cairn_store::oci::Registry> {
-    let opts = cairn_store::oci::RegistryOptions { upload_ttl: cfg.upload_ttl };
+    let opts = cairn_store::oci::RegistryOptions {
+        upload_ttl: cfg.upload_ttl,
+        max_upload_sessions: cfg.max_upload_sessions,
+        max_upload_sessions_per_client: cfg.max_upload_sessions_per_client,
+    };
     tokio::task::spawn_blocking(move || cairn_store::oci::Registry::new(store, opts))
         .await
         .context("opening the registry")?
@@ -127,7 +135,7 @@ async fn registry_listener(
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     tracing::info!(registry = %listener.local_addr().unwrap_or(addr), "OCI registry serving /v2");
-    let app = cairn_http::v2::router(v2);
+    let app = cairn_http::v2::registry_app(v2);
     Ok(tokio::spawn(cairn_http::serve_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits)))
 }
 
