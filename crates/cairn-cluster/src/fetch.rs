@@ -77,6 +77,9 @@ pub struct ClusterConfig {
     /// Most objects a manifest may list for a sync or a push: the bound on
     /// the work one request can cause.
     pub max_manifest_objects: usize,
+    /// Longest a client's request body (an upload) may send nothing before
+    /// the request is dropped with its temp data.
+    pub body_timeout: Duration,
 }
 
 /// Default `min_transfer_rate`: 64 KiB/s.
@@ -107,6 +110,7 @@ impl Default for ClusterConfig {
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
             min_free_space: DEFAULT_MIN_FREE_SPACE,
             max_manifest_objects: DEFAULT_MAX_MANIFEST_OBJECTS,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

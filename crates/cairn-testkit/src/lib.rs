@@ -136,8 +136,8 @@ impl Server {
         {
             let _g = rt.enter();
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            // With connect info, as `cairn serve`: handlers may read the client address.
-            rt.spawn(async move { axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await });
+            // The node's own connection layer, so handlers see client addresses as in production.
+            rt.spawn(cairn_http::serve(l, app, std::future::pending(), Duration::ZERO));
         }
         Server { addr, rt: Some(rt) }
     }
@@ -283,6 +283,8 @@ pub struct NodeSpec {
     pub registry: cairn_store::oci::RegistryOptions,
     /// Cluster settings beyond the above (limits), applied last.
     pub tune: Option<fn(&mut ClusterConfig)>,
+    /// Longest a request body may send nothing.
+    pub body_timeout: Duration,
 }
 
 impl Default for NodeSpec {
@@ -304,6 +306,7 @@ impl Default for NodeSpec {
             v2: false,
             registry: cairn_store::oci::RegistryOptions::default(),
             tune: None,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -356,6 +359,7 @@ impl TestNode {
             max_concurrent_fetches: spec.max_concurrent_fetches,
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,
+            body_timeout: spec.body_timeout,
             ..ClusterConfig::default()
         };
         if let Some(tune) = spec.tune {

@@ -67,6 +67,14 @@ pub struct FileConfig {
     pub min_free_space: Option<u64>,
     /// Cairn: most objects a synced or pushed manifest may list (default 100000).
     pub max_manifest_objects: Option<usize>,
+    /// Cairn: a request body (upload) that sends nothing this long is dropped (default `30s`).
+    pub body_timeout: Option<String>,
+    /// Cairn: a client must send its request headers within this (default `10s`).
+    pub header_timeout: Option<String>,
+    /// Cairn: a keep-alive connection with no request for this long is closed (default `60s`).
+    pub idle_timeout: Option<String>,
+    /// Cairn: open client connections at most, per listener (default 4096, at most 3/4 of the fd limit).
+    pub max_connections: Option<usize>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -238,6 +246,14 @@ pub struct NodeConfig {
     pub min_free_space: u64,
     /// Most objects per synced or pushed manifest.
     pub max_manifest_objects: usize,
+    /// Longest silence of a request body.
+    pub body_timeout: Duration,
+    /// Longest time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Longest idle time of a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// Open client connections at most, per listener (`None`: the default, from the fd limit).
+    pub max_connections: Option<usize>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -386,6 +402,21 @@ impl NodeConfig {
         if max_upload_sessions_per_client == 0 {
             bail!("max_upload_sessions_per_client must be at least 1");
         }
+        let body_timeout = match file.body_timeout.as_deref() {
+            Some(v) => duration("body_timeout", v)?,
+            None => cairn_http::body::DEFAULT_BODY_TIMEOUT,
+        };
+        let header_timeout = match file.header_timeout.as_deref() {
+            Some(v) => duration("header_timeout", v)?,
+            None => cairn_http::ServeLimits::default().header_timeout,
+        };
+        let idle_timeout = match file.idle_timeout.as_deref() {
+            Some(v) => duration("idle_timeout", v)?,
+            None => cairn_http::ServeLimits::default().idle_timeout,
+        };
+        if file.max_connections == Some(0) {
+            bail!("max_connections must be at least 1");
+        }
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -411,6 +442,10 @@ impl NodeConfig {
             max_blob_size,
             min_free_space: file.min_free_space.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_FREE_SPACE),
             max_manifest_objects,
+            body_timeout,
+            header_timeout,
+            idle_timeout,
+            max_connections: file.max_connections,
         })
     }
 
@@ -431,6 +466,7 @@ impl NodeConfig {
             max_blob_size: self.max_blob_size,
             min_free_space: self.min_free_space,
             max_manifest_objects: self.max_manifest_objects,
+            body_timeout: self.body_timeout,
         }
     }
 }
@@ -631,6 +667,31 @@ mod tests {
         assert!(e.contains("origins[0].timeout"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());
         assert!(e.contains("retry"), "{e}");
+    }
+
+    #[test]
+    fn connection_and_body_limits_have_defaults_and_are_read_from_the_file() {
+        let c = merged("").unwrap();
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.cluster().body_timeout, Duration::from_secs(30));
+        let c = merged("body_timeout: 5s\nheader_timeout: 2s\nidle_timeout: 1m\nmax_connections: 100\n").unwrap();
+        assert_eq!(
+            (c.body_timeout, c.header_timeout, c.idle_timeout),
+            (Duration::from_secs(5), Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.cluster().body_timeout, Duration::from_secs(5));
+        for (bad, key) in [
+            ("body_timeout: 0s\n", "body_timeout"),
+            ("header_timeout: soon\n", "header_timeout"),
+            ("max_connections: 0\n", "max_connections"),
+        ] {
+            let e = format!("{:#}", merged(bad).unwrap_err());
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

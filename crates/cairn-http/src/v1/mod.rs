@@ -4,6 +4,7 @@
 
 pub mod range;
 
+use std::io::Write;
 use std::sync::Arc;
 
 use axum::Json;
@@ -16,9 +17,9 @@ use axum::{Router, http::Method};
 use cairn_cluster::{ClusterStats, ManifestEntry, PeerStatus, SyncReport};
 use cairn_store::refs::{MAX_MANIFEST_BYTES, now_rfc3339};
 use cairn_store::{Digest, RefFile, StoreError};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::body::{Batches, PumpError, pump};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -43,15 +44,18 @@ pub struct NodeInfo {
     pub cas_base: String,
 }
 
-/// `GET /v1/health` (exact seed field names).
+/// `GET /v1/health` (exact seed field names, plus `reason` when degraded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok` (200), or `degraded` (503) when the store does not answer.
     pub status: String,
     /// The node id.
     pub node_id: String,
     /// Now, RFC 3339 UTC.
     pub time: String,
+    /// Why the node is degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The answer to `PUT /v1/blobs/{digest}`.
@@ -159,10 +163,27 @@ async fn head_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) ->
 }
 
 async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, body: Body) -> Result<Response, ApiError> {
-    let stream = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
-    let out = s.cluster.put_blob(d, stream).await?;
+    let store = s.cluster.store().clone();
+    let w = tokio::task::spawn_blocking(move || store.writer()).await.map_err(task_failed)??;
+    let mut batches = Batches::new(body, s.cluster.config().body_timeout);
+    let w =
+        pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| match e {
+            PumpError::Body(source) => ApiError::Body { what: format!("upload of blob {d}"), source },
+            PumpError::Sink(e) => ApiError::Store(StoreError::Io {
+                op: "write temp blob",
+                path: s.cluster.store().layout().tmp_dir(),
+                source: e,
+            }),
+            PumpError::Task(e) => ApiError::Cluster(cairn_cluster::ClusterError::Task(e)),
+        })?;
+    // A mismatch drops the temp file; nothing is stored.
+    let out = tokio::task::spawn_blocking(move || w.commit(Some(&d))).await.map_err(task_failed)??;
     let status = if out.existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(PutBlobAnswer { digest: out.digest, size: out.size, existed: out.existed })).into_response())
+}
+
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Cluster(cairn_cluster::ClusterError::Task(e.to_string()))
 }
 
 async fn list_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
@@ -186,23 +207,20 @@ async fn put_manifest(
     RefFilePath(rf): RefFilePath,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(body, MAX_MANIFEST_BYTES, &format!("manifest {rf}")).await?;
+    let bytes =
+        read_limited(body, MAX_MANIFEST_BYTES, s.cluster.config().body_timeout, &format!("manifest {rf}")).await?;
     let entry = s.cluster.push_manifest(&rf, bytes).await?;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
 /// Reads a request body of at most `limit` bytes (413 beyond).
-async fn read_limited(body: Body, limit: u64, what: &str) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    let mut s = body.into_data_stream();
-    while let Some(c) = s.next().await {
-        let c = c.map_err(|e| ApiError::BadRequest(format!("reading {what}: {e}")))?;
-        if (out.len() + c.len()) as u64 > limit {
-            return Err(ApiError::TooLarge { what: what.to_owned(), limit });
-        }
-        out.extend_from_slice(&c);
+async fn read_limited(body: Body, limit: u64, idle: std::time::Duration, what: &str) -> Result<Vec<u8>, ApiError> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    match crate::body::read_limited(body, cap, idle).await {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(ApiError::TooLarge { what: what.to_owned(), limit }),
+        Err(source) => Err(ApiError::Body { what: format!("reading {what}"), source }),
     }
-    Ok(out)
 }
 
 /// `?peer=ADDR` of a sync.
@@ -224,8 +242,13 @@ async fn sync_manifest(
     Ok(Json(s.cluster.sync(peer, &rf, Arc::new(|_| {})).await?))
 }
 
-async fn health(State(s): State<Arc<AppState>>) -> Json<Health> {
-    Json(Health { status: "ok".into(), node_id: s.info.node_id.clone(), time: now_rfc3339() })
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    let (status, code, reason) = match s.store_probe.check(s.cluster.store()).await {
+        Ok(()) => ("ok", StatusCode::OK, None),
+        Err(reason) => ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(reason)),
+    };
+    let h = Health { status: status.into(), node_id: s.info.node_id.clone(), time: now_rfc3339(), reason };
+    (code, Json(h)).into_response()
 }
 
 async fn info(

@@ -72,6 +72,15 @@ impl V2Error {
         self
     }
 
+    /// A request body that went silent (408) or was cut (400), under `code`.
+    pub fn body(code: &'static Code, what: &str, e: crate::body::BodyError) -> Self {
+        let status = match e {
+            crate::body::BodyError::Idle { .. } => StatusCode::REQUEST_TIMEOUT,
+            crate::body::BodyError::Cut { .. } => StatusCode::BAD_REQUEST,
+        };
+        V2Error::new(code, format!("{what}: {e}")).with_status(status)
+    }
+
     /// A blob `Range` with no byte inside the blob: 416, `Content-Range: bytes */<size>`.
     pub fn range_outside_blob(size: u64) -> Self {
         V2Error::new(&SIZE_INVALID, format!("requested range is outside the blob of {size} bytes"))
@@ -81,8 +90,13 @@ impl V2Error {
 
     /// An upload chunk whose `Content-Range` does not parse: 416.
     pub fn malformed_chunk_range(text: &str) -> Self {
-        V2Error::new(&BLOB_UPLOAD_INVALID, format!("malformed Content-Range {text:?}; send <start>-<end>"))
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        V2Error::new(
+            &BLOB_UPLOAD_INVALID,
+            format!(
+                "malformed Content-Range {text:?}; send <start>-<end> (inclusive, start <= end, at most 2^64-1 bytes)"
+            ),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     }
 
     /// A pagination `n` that is not a count: 400.
