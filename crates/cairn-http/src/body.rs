@@ -30,6 +30,16 @@ pub enum BodyError {
         /// Bytes received before the silence.
         received: u64,
     },
+    /// The body passed the largest blob the node accepts (`max_blob_size`).
+    #[error(
+        "the request body passed {limit} bytes, the largest blob this node accepts (max_blob_size); nothing was stored"
+    )]
+    TooLarge {
+        /// Bytes this request could still add.
+        limit: u64,
+        /// Bytes received when it was stopped.
+        received: u64,
+    },
     /// The connection failed or the body was malformed.
     #[error("the request body was cut after {received} bytes: {reason}")]
     Cut {
@@ -44,7 +54,9 @@ impl BodyError {
     /// Bytes received before the failure.
     pub fn received(&self) -> u64 {
         match self {
-            BodyError::Idle { received, .. } | BodyError::Cut { received, .. } => *received,
+            BodyError::Idle { received, .. }
+            | BodyError::Cut { received, .. }
+            | BodyError::TooLarge { received, .. } => *received,
         }
     }
 }
@@ -55,13 +67,24 @@ pub struct Batches {
     stream: BodyDataStream,
     idle: Duration,
     received: u64,
+    limit: u64,
+    /// The body's length as the client declared it (`Content-Length`).
+    declared: Option<u64>,
     done: bool,
 }
 
 impl Batches {
     /// Reads `body`; a silence longer than `idle` fails it.
     pub fn new(body: Body, idle: Duration) -> Self {
-        Batches { stream: body.into_data_stream(), idle, received: 0, done: false }
+        use axum::body::HttpBody;
+        let declared = body.size_hint().exact();
+        Batches { stream: body.into_data_stream(), idle, received: 0, limit: u64::MAX, declared, done: false }
+    }
+
+    /// Fails the body once it passes `limit` bytes, before they are written.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Bytes received so far.
@@ -75,6 +98,11 @@ impl Batches {
             return Ok(None);
         }
         let received = self.received;
+        // A declared length over the limit fails before any byte is read.
+        if self.declared.is_some_and(|n| n > self.limit) {
+            self.done = true;
+            return Err(BodyError::TooLarge { limit: self.limit, received });
+        }
         match tokio::time::timeout(self.idle, self.stream.next()).await {
             Err(_) => Err(BodyError::Idle { after: self.idle, received }),
             Ok(None) => {
@@ -84,6 +112,10 @@ impl Batches {
             Ok(Some(Err(e))) => Err(BodyError::Cut { received, reason: e.to_string() }),
             Ok(Some(Ok(b))) => {
                 self.received = received.saturating_add(b.len() as u64);
+                if self.received > self.limit {
+                    self.done = true;
+                    return Err(BodyError::TooLarge { limit: self.limit, received: self.received });
+                }
                 Ok(Some(b))
             }
         }

@@ -119,6 +119,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnknownTag { .. } | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Body { source: crate::body::BodyError::Idle { .. }, .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body { source: crate::body::BodyError::TooLarge { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body { .. } => StatusCode::BAD_REQUEST,
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),

@@ -109,8 +109,13 @@ impl AppState {
     pub fn v2_state(&self) -> Option<crate::v2::V2State> {
         let registry = self.registry.clone()?;
         let remote = crate::mirror::ClusterRemote::new(self.cluster.clone());
-        let body_timeout = self.cluster.config().body_timeout;
-        Some(crate::v2::V2State { registry, remote: Some(Arc::new(remote)), body_timeout })
+        let cfg = self.cluster.config();
+        Some(crate::v2::V2State {
+            registry,
+            remote: Some(Arc::new(remote)),
+            body_timeout: cfg.body_timeout,
+            max_blob_size: cfg.max_blob_size,
+        })
     }
 }
 

@@ -165,7 +165,8 @@ async fn head_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) ->
 async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, body: Body) -> Result<Response, ApiError> {
     let store = s.cluster.store().clone();
     let w = tokio::task::spawn_blocking(move || store.writer()).await.map_err(task_failed)??;
-    let mut batches = Batches::new(body, s.cluster.config().body_timeout);
+    let cfg = s.cluster.config();
+    let mut batches = Batches::new(body, cfg.body_timeout).limit(cfg.max_blob_size);
     let w =
         pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| match e {
             PumpError::Body(source) => ApiError::Body { what: format!("upload of blob {d}"), source },

@@ -77,6 +77,7 @@ impl V2Error {
         let status = match e {
             crate::body::BodyError::Idle { .. } => StatusCode::REQUEST_TIMEOUT,
             crate::body::BodyError::Cut { .. } => StatusCode::BAD_REQUEST,
+            crate::body::BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         };
         V2Error::new(code, format!("{what}: {e}")).with_status(status)
     }

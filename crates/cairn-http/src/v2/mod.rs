@@ -41,12 +41,19 @@ pub struct V2State {
     pub remote: Option<Arc<dyn RemoteSource>>,
     /// Longest a request body may send nothing (see [`crate::body`]).
     pub body_timeout: std::time::Duration,
+    /// Largest blob an upload may make (`max_blob_size`).
+    pub max_blob_size: u64,
 }
 
 impl V2State {
     /// State with no remote source.
     pub fn new(registry: Registry) -> Self {
-        V2State { registry, remote: None, body_timeout: crate::body::DEFAULT_BODY_TIMEOUT }
+        V2State {
+            registry,
+            remote: None,
+            body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
+            max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
+        }
     }
 }
 

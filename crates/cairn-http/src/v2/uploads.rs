@@ -141,7 +141,7 @@ pub async fn finish(
 async fn body_to_blob(st: &V2State, body: Body, d: &Digest) -> Result<BlobWriter, V2Error> {
     let store = st.registry.store().clone();
     let w = blocking(move || Ok(store.writer()?)).await?;
-    let mut batches = Batches::new(body, st.body_timeout);
+    let mut batches = Batches::new(body, st.body_timeout).limit(st.max_blob_size);
     let what = format!("upload of blob {}", d.oci());
     pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| {
         pump_error(e, &what, |source| {
@@ -161,7 +161,9 @@ async fn append_body(
 ) -> Result<Append, V2Error> {
     let (reg, rp, i) = (st.registry.clone(), repo.clone(), id.clone());
     let a = blocking(move || reg.begin_append(&rp, &i, start)).await?;
-    let mut batches = Batches::new(body, st.body_timeout);
+    // The whole session, not this chunk alone, must stay within the limit.
+    let room = st.max_blob_size.saturating_sub(a.session_size());
+    let mut batches = Batches::new(body, st.body_timeout).limit(room);
     let what = format!("chunk of upload {id}");
     pump(&mut batches, a, |a, batch| batch.iter().try_for_each(|c| a.write(c)))
         .await

@@ -430,6 +430,11 @@ pub struct Append {
 }
 
 impl Append {
+    /// The session's length before this chunk.
+    pub fn session_size(&self) -> u64 {
+        self.size
+    }
+
     /// Bytes of this chunk written so far.
     pub fn received(&self) -> u64 {
         self.received
