@@ -113,6 +113,20 @@ impl Drop for NodeProcess {
     }
 }
 
+/// True when a node on `addr` answers `GET /v1/health` with 200 and status
+/// `ok` (one short connection; for polling a starting process).
+pub fn health_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200") && out.contains("\"status\":\"ok\"")
+}
+
 /// An address nothing listens on (connections are refused).
 pub fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_testkit::{NodeProcess, free_port};
+use cairn_testkit::{NodeProcess, free_port, health_ok};
 
 /// (soft, hard) "Max open files" of a process, from `/proc/<pid>/limits`.
 fn nofile(pid: &str) -> (String, String) {
@@ -12,18 +12,6 @@ fn nofile(pid: &str) -> (String, String) {
     let line = t.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let f: Vec<&str> = line.split_whitespace().collect();
     (f[3].to_owned(), f[4].to_owned())
-}
-
-fn health_ok(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 #[test]
