@@ -62,6 +62,14 @@ pub enum ApiError {
         /// The tag.
         tag: String,
     },
+    /// A request body that went silent (408) or was cut (400).
+    #[error("{what}: {source}")]
+    Body {
+        /// The request, e.g. `upload of blob <digest>`.
+        what: String,
+        /// What happened to the body.
+        source: crate::body::BodyError,
+    },
     /// A store error.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -86,10 +94,15 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Store(s) => store_status(s),
         ClusterError::Shared(e) => cluster_status(e),
         ClusterError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ClusterError::UploadCut { .. } => StatusCode::BAD_REQUEST,
+        ClusterError::UploadCut { .. } | ClusterError::PeerRefused { .. } | ClusterError::TooManyObjects { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        ClusterError::TooSlow { .. } => StatusCode::GATEWAY_TIMEOUT,
+        e if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+        ClusterError::LocalWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         // The peer's manifest is fine; it clashes with a local ref file.
         ClusterError::PeerManifest { source: StoreError::RefConflict(_), .. } => StatusCode::CONFLICT,
         _ => StatusCode::BAD_GATEWAY,
@@ -105,6 +118,9 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnknownTag { .. } | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            ApiError::Body { source: crate::body::BodyError::Idle { .. }, .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body { source: crate::body::BodyError::TooLarge { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Body { .. } => StatusCode::BAD_REQUEST,
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),
         }
@@ -151,7 +167,10 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::body::BodyError;
 
     #[test]
     fn each_error_kind_maps_to_its_status() {
@@ -166,6 +185,14 @@ mod tests {
             (ApiError::Cluster(ClusterError::Unavailable { digest: d, tried: vec![] }), 502),
             (ApiError::Cluster(ClusterError::Store(StoreError::BlobNotFound(d))), 404),
             (ApiError::UnknownTag { repo: "r".into(), tag: "t".into() }, 404),
+            (
+                ApiError::Body {
+                    what: "w".into(),
+                    source: BodyError::Idle { after: Duration::from_secs(1), received: 0 },
+                },
+                408,
+            ),
+            (ApiError::Body { what: "w".into(), source: BodyError::Cut { received: 0, reason: "r".into() } }, 400),
             (ApiError::Cluster(ClusterError::TagUnavailable { repo: "r".into(), tag: "t".into(), tried: vec![] }), 502),
         ];
         for (e, code) in cases {

@@ -7,8 +7,12 @@
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
 //! - [`v2`]: the OCI distribution API (registry) and its error codes.
 //! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
+//! - [`conn`]: the connection layer (caps, header and idle timeouts, client address).
+//! - [`body`]: request bodies, read asynchronously and written in batches.
 
+pub mod body;
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod mirror;
 pub mod redact;
@@ -17,5 +21,6 @@ pub mod v1;
 pub mod v2;
 
 pub use client::Client;
+pub use conn::{ServeLimits, serve_with};
 pub use error::ApiError;
 pub use server::{AppState, app, serve};

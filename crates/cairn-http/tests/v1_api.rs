@@ -319,7 +319,9 @@ async fn sync_of_an_unsafe_ref_file_is_400_and_of_an_unreachable_peer_is_502_nam
         "POST /v1/manifests/%2e%2e/sync?peer=127.0.0.1:1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 400);
+    // An unreachable peer is a configured one (others are refused before any request).
     let dead = cairn_testkit::dead_addr();
+    let n = TestNode::start(cairn_testkit::NodeSpec { peers: vec![dead.clone()], ..Default::default() });
     let r = reqwest::Client::new()
         .post(format!("{}/v1/manifests/a-000000000000.json/sync?peer={dead}", n.url()))
         .send()

@@ -600,9 +600,10 @@ async fn a_blob_miss_asks_the_remote_source_and_serves_what_it_fetched() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"from afar");
     let r = c.get(format!("{}/v2/mirror/x/blobs/{}", s.base, Digest::of(b"nowhere").oci())).send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
-    // A failing remote is a miss, not a 500.
+    // A failing remote is a bad gateway naming the failure: not a 500, and
+    // not "unknown" (the object may well exist upstream).
     let r = c.get(format!("{}/v2/mirror/x/manifests/{}", s.base, Digest::of(b"m").oci())).send().await.unwrap();
-    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
+    assert_eq!(error_code(r).await, (StatusCode::BAD_GATEWAY, "UNKNOWN".into()));
 }
 
 #[tokio::test]

@@ -7,19 +7,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use cairn_store::Digest;
-use cairn_testkit::{NodeProcess as Node, free_port};
-
-fn health_ok(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200") && out.contains("\"status\":\"ok\"")
-}
+use cairn_testkit::{NodeProcess as Node, free_port, health_ok};
 
 fn serve(dir: &Path, config: &str) -> Node {
     let cfg = dir.join("cairn.yaml");
