@@ -474,6 +474,37 @@ async fn by_default_a_tag_the_upstream_knows_asks_no_peer() {
     assert_eq!(peer.asked.load(Ordering::SeqCst), 1, "a tag the upstream lacks is asked of the peers");
 }
 
+async fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response()
+}
+
+#[tokio::test]
+async fn an_upstream_answering_5xx_falls_back_to_the_peers_unless_peer_tags_is_never() {
+    let srv = Server::start(Router::new().route("/v2/{*rest}", get(unavailable)));
+    let peer = Arc::new(TagPeer { digest: Digest::of(b"the peer's manifest"), asked: AtomicUsize::new(0) });
+    let with = |peer_tags| {
+        let cfg = cairn_cluster::ClusterConfig {
+            peers: vec!["peer-a:1".into()],
+            origins: vec![registry_origin(&format!("http://{}", srv.addr()))],
+            peer_tags,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let api: Arc<dyn cairn_cluster::PeerApi> = peer.clone();
+        (cairn_cluster::Cluster::new(cairn_store::Store::open(dir.path()).unwrap(), cfg, api), dir)
+    };
+
+    let (fallback, _d1) = with(PeerTags::Fallback);
+    let t = fallback.resolve_tag("team/app", "v1").await.unwrap().unwrap();
+    assert_eq!((t.digest, t.source.as_str()), (peer.digest, "peer peer-a:1"));
+
+    let (never, _d2) = with(PeerTags::Never);
+    let asked = peer.asked.load(Ordering::SeqCst);
+    let e = never.resolve_tag("team/app", "v1").await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 503") && e.contains("peer_tags: never"), "{e}");
+    assert_eq!(peer.asked.load(Ordering::SeqCst), asked, "peer_tags: never asked a peer");
+}
+
 /// A registry that knows one tag and can be made to hang.
 struct Hanging {
     hang: std::sync::atomic::AtomicBool,
