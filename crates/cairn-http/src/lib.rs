@@ -7,7 +7,9 @@
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
 //! - [`v2`]: the OCI distribution API (registry) and its error codes.
 //! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
+//! - [`auth`]: who may do what: request kinds, credentials, rights.
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod mirror;

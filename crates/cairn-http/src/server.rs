@@ -27,6 +27,8 @@ pub struct AppState {
     pub node_header: HeaderValue,
     /// The OCI registry on the same store, when this node serves `/v2`.
     pub registry: Option<Registry>,
+    /// Who may do what; loopback-only until [`crate::auth::Auth::set`] installs a policy.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl AppState {
@@ -53,7 +55,7 @@ impl AppState {
         };
         let client = Client::new(cfg.peer_timeout);
         let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState { cluster, info, node_header, registry }))
+        Ok(Arc::new(AppState { cluster, info, node_header, registry, auth: Arc::default() }))
     }
 
     /// The `/v2` state: the registry, with the cluster pipeline as its
@@ -61,7 +63,7 @@ impl AppState {
     pub fn v2_state(&self) -> Option<crate::v2::V2State> {
         let registry = self.registry.clone()?;
         let remote = crate::mirror::ClusterRemote::new(self.cluster.clone());
-        Some(crate::v2::V2State { registry, remote: Some(Arc::new(remote)) })
+        Some(crate::v2::V2State { registry, remote: Some(Arc::new(remote)), auth: Arc::clone(&self.auth) })
     }
 }
 
@@ -73,7 +75,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     if let Some(v2) = state.v2_state() {
         app = app.merge(crate::v2::router(v2));
     }
-    app.fallback(no_endpoint).layer(middleware::from_fn(log_request))
+    app.fallback(no_endpoint)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.auth), crate::auth::check))
+        .layer(middleware::from_fn(log_request))
 }
 
 /// Any other path: a JSON 404 in the body format of the API the path is under.
@@ -107,6 +111,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // Connect info: the auth check needs the client's address (loopback rule).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());

@@ -56,6 +56,9 @@ pub struct FileConfig {
     pub max_upload_sessions: Option<usize>,
     /// Cairn: open registry upload sessions of one client address (default 64).
     pub max_upload_sessions_per_client: Option<usize>,
+    /// Cairn: who may do what (users, tokens, rights); without it pulls are
+    /// open and the rest is loopback-only (README: "Exposing a node").
+    pub auth: Option<cairn_http::auth::AuthConfig>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -217,6 +220,8 @@ pub struct NodeConfig {
     pub max_upload_sessions: usize,
     /// Open registry upload sessions of one client address.
     pub max_upload_sessions_per_client: usize,
+    /// The `auth` section, when there is one (its files are read at start).
+    pub auth: Option<cairn_http::auth::AuthConfig>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -372,6 +377,7 @@ impl NodeConfig {
             upload_ttl,
             max_upload_sessions,
             max_upload_sessions_per_client,
+            auth: file.auth,
         })
     }
 

@@ -40,12 +40,14 @@ pub struct V2State {
     pub registry: Registry,
     /// Consulted on a blob or manifest-by-digest miss (the mirror); `None`: a miss is a 404.
     pub remote: Option<Arc<dyn RemoteSource>>,
+    /// Who may do what, checked by [`registry_app`] (the merged app checks it itself).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl V2State {
     /// State with no remote source.
     pub fn new(registry: Registry) -> Self {
-        V2State { registry, remote: None }
+        V2State { registry, remote: None, auth: Arc::default() }
     }
 }
 
@@ -65,7 +67,8 @@ pub fn router(state: V2State) -> Router {
 /// [`router`] for a listener that serves only /v2: every other path is an
 /// OCI-style JSON 404.
 pub fn registry_app(state: V2State) -> Router {
-    router(state).fallback(unknown_path)
+    let auth = Arc::clone(&state.auth);
+    router(state).fallback(unknown_path).layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
 }
 
 /// A path that is no /v2 endpoint: 404 with the OCI error body.

@@ -34,6 +34,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    install_auth(&cfg, &state)?;
     let registry = match (cfg.registry_bind, state.v2_state()) {
         (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr).await?),
         _ => None,
@@ -62,6 +63,16 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         r.await.context("registry listener task")?.context("serving the registry")?;
     }
     tracing::info!("cairn node stopped");
+    Ok(())
+}
+
+/// Installs the `auth` section's policy (reading its files), or keeps the
+/// loopback-only default, and logs which one is on.
+fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
+    if let Some(a) = &cfg.auth {
+        state.auth.set(cairn_http::auth::Policy::from_config(a)?);
+    }
+    tracing::info!(mode = %state.auth.policy().describe(), "access control");
     Ok(())
 }
 
