@@ -165,7 +165,7 @@ impl Policy {
         };
         let anonymous = match &cfg.anonymous {
             Some(spec) => spec.rights("anonymous").map_err(AuthError::Config)?,
-            None => RightsSpec::Kinds(vec![Kind::Pull]).rights("anonymous").map_err(AuthError::Config)?,
+            None => RightsSpec::kinds(&[Kind::Pull]).rights("anonymous").map_err(AuthError::Config)?,
         };
         let mut users = HashMap::new();
         for (name, spec) in &cfg.users {

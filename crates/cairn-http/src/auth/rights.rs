@@ -2,7 +2,7 @@
 //! right: the one classification of every route, and rights per repository
 //! pattern.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use axum::http::Method;
@@ -11,8 +11,7 @@ use serde::Deserialize;
 use crate::v2::route::{self, Target};
 
 /// The four kinds of request (DESIGN.md section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Reads: blobs, manifests, tags, catalog, referrers, node status.
     Pull,
@@ -150,51 +149,112 @@ pub fn without_mount(query: &str) -> String {
     serde_urlencoded::to_string(kept).unwrap_or_default()
 }
 
-/// Rights as written in the config: repository patterns per kind, and admin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Rights in their typed form: repository patterns per kind, and admin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RightsConfig {
     /// Repository patterns the holder may pull.
-    #[serde(default)]
     pub pull: Vec<String>,
     /// Repository patterns the holder may push to.
-    #[serde(default)]
     pub push: Vec<String>,
     /// Repository patterns the holder may delete in.
-    #[serde(default)]
     pub delete: Vec<String>,
     /// Syncs and other node-wide changes.
-    #[serde(default)]
     pub admin: bool,
 }
 
-/// Rights as the config writes them: `[pull, push]` (those kinds on every
-/// repository) or the map form of [`RightsConfig`].
+/// Rights as the config writes them: `[pull, push]` or `pull` (those kinds
+/// on every repository), or a map `{pull: [patterns], push: [...],
+/// delete: [...], admin: true}`. Read loosely and checked by
+/// [`RightsSpec::rights`], so a mistake gets a message naming it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum RightsSpec {
-    /// Kinds, each on every repository (`*`).
-    Kinds(Vec<Kind>),
-    /// Patterns per kind.
-    Map(RightsConfig),
+    /// Kind names, each on every repository (`*`).
+    Kinds(Vec<String>),
+    /// One kind name.
+    Kind(String),
+    /// Patterns per kind, and `admin`.
+    Map(BTreeMap<String, serde_json::Value>),
+}
+
+impl From<RightsConfig> for RightsSpec {
+    fn from(c: RightsConfig) -> RightsSpec {
+        let mut m = BTreeMap::new();
+        m.insert("pull".to_owned(), serde_json::json!(c.pull));
+        m.insert("push".to_owned(), serde_json::json!(c.push));
+        m.insert("delete".to_owned(), serde_json::json!(c.delete));
+        m.insert("admin".to_owned(), serde_json::json!(c.admin));
+        RightsSpec::Map(m)
+    }
+}
+
+impl Kind {
+    /// `pull`, `push`, `delete` or `admin`.
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "pull" => Some(Kind::Pull),
+            "push" => Some(Kind::Push),
+            "delete" => Some(Kind::Delete),
+            "admin" => Some(Kind::Admin),
+            _ => None,
+        }
+    }
 }
 
 impl RightsSpec {
+    /// The list form for `kinds`.
+    pub fn kinds(kinds: &[Kind]) -> RightsSpec {
+        RightsSpec::Kinds(kinds.iter().map(|k| k.to_string()).collect())
+    }
+
+    fn config(&self, who: &str) -> Result<RightsConfig, String> {
+        let kind = |name: &str| {
+            Kind::parse(name).ok_or_else(|| format!("{who}: {name:?} is not a kind; use pull, push, delete or admin"))
+        };
+        let from_kinds = |names: &[String]| -> Result<RightsConfig, String> {
+            let kinds = names.iter().map(|n| kind(n)).collect::<Result<Vec<_>, _>>()?;
+            let all = |k| if kinds.contains(&k) { vec!["*".to_owned()] } else { vec![] };
+            Ok(RightsConfig {
+                pull: all(Kind::Pull),
+                push: all(Kind::Push),
+                delete: all(Kind::Delete),
+                admin: kinds.contains(&Kind::Admin),
+            })
+        };
+        let map = match self {
+            RightsSpec::Kinds(names) => return from_kinds(names),
+            RightsSpec::Kind(name) => return from_kinds(std::slice::from_ref(name)),
+            RightsSpec::Map(m) => m,
+        };
+        let mut cfg = RightsConfig::default();
+        for (key, v) in map {
+            let patterns = || -> Result<Vec<String>, String> {
+                match v {
+                    serde_json::Value::String(s) => Ok(vec![s.clone()]),
+                    serde_json::Value::Array(items) => {
+                        items.iter().map(|i| i.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().ok_or_else(
+                            || format!("{who}.{key}: give a list of repository patterns, e.g. [\"team/*\"]"),
+                        )
+                    }
+                    _ => Err(format!("{who}.{key}: give a list of repository patterns, e.g. [\"team/*\"]")),
+                }
+            };
+            match key.as_str() {
+                "pull" => cfg.pull = patterns()?,
+                "push" => cfg.push = patterns()?,
+                "delete" => cfg.delete = patterns()?,
+                "admin" => {
+                    cfg.admin = v.as_bool().ok_or_else(|| format!("{who}.admin: give true or false"))?;
+                }
+                other => return Err(format!("{who}: unknown key {other:?}; use pull, push, delete or admin")),
+            }
+        }
+        Ok(cfg)
+    }
+
     /// The checked rights; `who` names the entry in errors.
     pub fn rights(&self, who: &str) -> Result<Rights, String> {
-        let cfg = match self {
-            RightsSpec::Map(m) => m.clone(),
-            RightsSpec::Kinds(kinds) => {
-                let all = || vec!["*".to_owned()];
-                let has = |k| kinds.contains(&k);
-                RightsConfig {
-                    pull: if has(Kind::Pull) { all() } else { vec![] },
-                    push: if has(Kind::Push) { all() } else { vec![] },
-                    delete: if has(Kind::Delete) { all() } else { vec![] },
-                    admin: has(Kind::Admin),
-                }
-            }
-        };
+        let cfg = self.config(who)?;
         let patterns = |kind: Kind, list: &[String]| -> Result<Vec<Pattern>, String> {
             list.iter().map(|p| Pattern::parse(p).map_err(|e| format!("{who}.{kind}: {e}"))).collect()
         };
@@ -378,18 +438,31 @@ mod tests {
 
     #[test]
     fn rights_lists_mean_every_repository_and_maps_are_per_pattern() {
-        let r = RightsSpec::Kinds(vec![Kind::Pull]).rights("anonymous").unwrap();
+        let r = RightsSpec::kinds(&[Kind::Pull]).rights("anonymous").unwrap();
         assert!(r.allows(Kind::Pull, Some("x")) && r.allows(Kind::Pull, None));
         assert!(!r.allows(Kind::Push, Some("x")) && !r.allows(Kind::Admin, None));
-        let ci =
-            RightsSpec::Map(RightsConfig { push: vec!["team/*".into()], pull: vec!["*".into()], ..Default::default() })
-                .rights("ci")
-                .unwrap();
+        let ci = RightsSpec::from(RightsConfig {
+            push: vec!["team/*".into()],
+            pull: vec!["*".into()],
+            ..Default::default()
+        })
+        .rights("ci")
+        .unwrap();
         assert!(ci.allows(Kind::Push, Some("team/a")) && !ci.allows(Kind::Push, Some("other")));
         assert!(!ci.allows(Kind::Push, None), "a /v1 push needs push on \"*\"");
-        let e = RightsSpec::Map(RightsConfig { push: vec!["a*b".into()], ..Default::default() })
+        let e = RightsSpec::from(RightsConfig { push: vec!["a*b".into()], ..Default::default() })
             .rights("users.ci")
             .unwrap_err();
+        assert!(e.contains("users.ci.push"), "{e}");
+        let e = RightsSpec::Kinds(vec!["pul".into()]).rights("anonymous").unwrap_err();
+        assert!(e.contains("anonymous") && e.contains("\"pul\" is not a kind"), "{e}");
+        let map = |v: serde_json::Value| RightsSpec::Map(serde_json::from_value(v).unwrap());
+        assert!(map(serde_json::json!({"pull": "*"})).rights("u").unwrap().allows(Kind::Pull, Some("x")));
+        let e = map(serde_json::json!({"pul": ["*"]})).rights("users.ci").unwrap_err();
+        assert!(e.contains("users.ci") && e.contains("unknown key \"pul\""), "{e}");
+        let e = map(serde_json::json!({"admin": "yes"})).rights("users.ci").unwrap_err();
+        assert!(e.contains("users.ci.admin"), "{e}");
+        let e = map(serde_json::json!({"push": [1]})).rights("users.ci").unwrap_err();
         assert!(e.contains("users.ci.push"), "{e}");
     }
 }

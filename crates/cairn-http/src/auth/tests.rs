@@ -39,7 +39,7 @@ fn policy(anonymous: Option<RightsSpec>) -> Policy {
     let hash = bcrypt::hash("ci-pass", 4).unwrap();
     std::fs::write(dir.path().join("htpasswd"), format!("ci:{hash}\nnobody:{hash}\n")).unwrap();
     std::fs::write(dir.path().join("tokens"), "builder 0123456789abcdef0123\n").unwrap();
-    let yaml = |m: RightsConfig| RightsSpec::Map(m);
+    let yaml = RightsSpec::from;
     let cfg = AuthConfig {
         realm: Some("test realm".into()),
         htpasswd_file: Some(dir.path().join("htpasswd")),
@@ -50,7 +50,7 @@ fn policy(anonymous: Option<RightsSpec>) -> Policy {
                 "ci".to_owned(),
                 yaml(RightsConfig { push: vec!["team/*".into()], pull: vec!["*".into()], ..Default::default() }),
             ),
-            ("builder".to_owned(), RightsSpec::Kinds(vec![Kind::Pull, Kind::Push, Kind::Delete, Kind::Admin])),
+            ("builder".to_owned(), RightsSpec::kinds(&[Kind::Pull, Kind::Push, Kind::Delete, Kind::Admin])),
         ]
         .into(),
     };
@@ -82,7 +82,7 @@ fn with_auth_rights_decide_and_anonymous_callers_are_asked_to_log_in() {
     assert!(matches!(decide(&p, &anon, lo, &ping), Decision::Unauthorized(_)));
     assert_eq!(decide(&p, &nobody, None, &ping), Decision::Allow);
     // A mount from a repository the caller may not read becomes a plain upload.
-    let closed = policy(Some(RightsSpec::Kinds(vec![])));
+    let closed = policy(Some(RightsSpec::kinds(&[])));
     let mount = |from: &str| classify(&Method::POST, "/v2/team/app/blobs/uploads/", Some(from));
     let d = "mount=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     assert_eq!(decide(&closed, &ci, None, &mount(&format!("{d}&from=other"))), Decision::Allow);
@@ -96,10 +96,10 @@ fn a_mount_from_an_unreadable_repository_is_dropped() {
     std::fs::write(dir.path().join("htpasswd"), format!("dev:{hash}\n")).unwrap();
     let cfg = AuthConfig {
         htpasswd_file: Some(dir.path().join("htpasswd")),
-        anonymous: Some(RightsSpec::Kinds(vec![])),
+        anonymous: Some(RightsSpec::kinds(&[])),
         users: [(
             "dev".to_owned(),
-            RightsSpec::Map(RightsConfig {
+            RightsSpec::from(RightsConfig {
                 push: vec!["dev/*".into()],
                 pull: vec!["dev/*".into()],
                 ..Default::default()
@@ -169,7 +169,7 @@ fn config_errors_name_the_key_and_say_what_to_do() {
     let e = Policy::from_config(&missing).unwrap_err().to_string();
     assert!(e.contains("nope"), "{e}");
     let unknown_user =
-        AuthConfig { users: [("ghost".to_owned(), RightsSpec::Kinds(vec![]))].into(), ..Default::default() };
+        AuthConfig { users: [("ghost".to_owned(), RightsSpec::kinds(&[]))].into(), ..Default::default() };
     let e = Policy::from_config(&unknown_user).unwrap_err().to_string();
     assert!(e.contains("users.ghost") && e.contains("htpasswd -B"), "{e}");
     let bad_realm = AuthConfig { realm: Some("a\"b".into()), ..Default::default() };

@@ -30,11 +30,11 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
     let registry = open_registry(&cfg, store.clone()).await?;
     let state =
         AppState::with_registry(store, cfg.cluster(), &cfg.listen_addr, Some(registry)).map_err(anyhow::Error::msg)?;
+    install_auth(&cfg, &state)?;
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    install_auth(&cfg, &state)?;
     let registry = match (cfg.registry_bind, state.v2_state()) {
         (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr).await?),
         _ => None,
