@@ -418,3 +418,33 @@ async fn skopeo_pushes_with_dest_creds_and_a_wrong_password_fails_writing_nothin
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// bcrypt is slow on purpose; a client's every request must not pay it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_with_basic_auth_pay_bcrypt_once_not_per_request() {
+    let node = v2_node();
+    let tmp = tempfile::tempdir().unwrap();
+    // Cost 10: a check takes long enough to see in the timing, whatever the machine.
+    std::fs::write(tmp.path().join("htpasswd"), format!("ci:{}\n", bcrypt::hash("pw", 10).unwrap())).unwrap();
+    let cfg: AuthConfig = serde_json::from_value(json!({
+        "htpasswd_file": tmp.path().join("htpasswd"), "anonymous": [], "users": {"ci": ["pull"]}
+    }))
+    .unwrap();
+    node.state.auth.set(Policy::from_config(&cfg).unwrap());
+    let d = Digest::of(b"head me");
+    node.store.put_reader(&b"head me"[..], Some(&d)).unwrap();
+    let (c, url) = (Client::new(), format!("{}/v1/blobs/{d}", node.url()));
+    let t = std::time::Instant::now();
+    let r = c.head(&url).basic_auth("ci", Some("pw")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first = t.elapsed();
+    let t = std::time::Instant::now();
+    for _ in 0..50 {
+        let r = c.head(&url).basic_auth("ci", Some("pw")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let next_50 = t.elapsed();
+    assert!(next_50 < first * 10, "50 HEADs took {next_50:?}, one bcrypt check {first:?}: credentials are not cached");
+    let r = c.head(&url).basic_auth("ci", Some("other")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the cache holds only the verified pair");
+}
