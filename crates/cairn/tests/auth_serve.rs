@@ -164,3 +164,99 @@ fn serve_refuses_an_md5_htpasswd_file_naming_the_user_and_the_fix() {
     assert!(err.contains("\"carol\"") && err.contains("htpasswd -B") && err.contains("line 1"), "{err}");
     assert!(raw(&format!("127.0.0.1:{port}"), "GET", "/v1/health", None, b"").0 == 0, "nothing listens");
 }
+
+#[test]
+fn sighup_rereads_the_htpasswd_and_tokens_files_and_forgets_cached_passwords() {
+    if Command::new("htpasswd").arg("-nbB").arg("u").arg("p").output().map_or(true, |o| !o.status.success()) {
+        assert!(std::env::var("CAIRN_REQUIRE_TOOLS").map_or(true, |v| v != "1"), "htpasswd is required");
+        eprintln!("skipping: htpasswd is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (ht, tokens) = (tmp.path().join("htpasswd"), tmp.path().join("tokens"));
+    let set_password = |create: bool, pw: &str| {
+        let flags = if create { "-cbB" } else { "-bB" };
+        let out = Command::new("htpasswd").arg(flags).arg(&ht).args(["ci", pw]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    set_password(true, "old-password");
+    std::fs::write(&tokens, format!("deployer {TOKEN}\n")).unwrap();
+    let snippet = readme_auth_snippet()
+        .replace("/etc/cairn/htpasswd", ht.to_str().unwrap())
+        .replace("/etc/cairn/tokens", tokens.to_str().unwrap());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut node = serve(tmp.path(), &format!("{}{snippet}", base_config(tmp.path(), port)), &addr);
+    // The log, as it is written.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut err = node.child.stderr.take().unwrap();
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_log = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !log.lock().unwrap().contains(what) {
+            assert!(Instant::now() < deadline, "no {what:?} in the log within 10 s: {}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let ping = |auth: &str| raw(&addr, "GET", "/v2/", Some(auth), b"").0;
+    let hup = || {
+        let pid = node.child.id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    let (old_pw, new_pw) = (basic("ci", "old-password"), basic("ci", "new-password"));
+    assert_eq!(ping(&old_pw), 200, "verified and now cached");
+    let new_token = "9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e";
+    set_password(false, "new-password");
+    std::fs::write(&tokens, format!("deployer {new_token}\n")).unwrap();
+    assert_eq!(ping(&old_pw), 200, "files are read at start and on SIGHUP only");
+    hup();
+    wait_log("SIGHUP: auth files reloaded");
+    assert_eq!(ping(&new_pw), 200);
+    assert_eq!(ping(&old_pw), 401, "the cached old password is forgotten");
+    assert_eq!(ping(&format!("Bearer {new_token}")), 200);
+    assert_eq!(ping(&format!("Bearer {TOKEN}")), 401);
+    // A file that no longer loads keeps the rules in force.
+    std::fs::write(&tokens, "deployer short\n").unwrap();
+    hup();
+    wait_log("not reloaded");
+    assert_eq!(ping(&format!("Bearer {new_token}")), 200);
+    assert_eq!(ping(&new_pw), 200);
+}
+
+#[test]
+fn serve_warns_when_auth_shuts_out_peers_that_send_no_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = tmp.path().join("cairn.yaml");
+    let text = format!("{}peers: [\"127.0.0.1:1\"]\nauth:\n  anonymous: []\n", base_config(tmp.path(), port));
+    std::fs::write(&cfg, text).unwrap();
+    let child = Command::cargo_bin("cairn")
+        .unwrap()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .env_remove("CAIRN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut node = Node { child, addr: addr.clone() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Ready when it answers; anonymous callers get 401 even for /v1/health.
+    while raw(&addr, "GET", "/v1/health", None, b"").0 != 401 {
+        assert!(Instant::now() < deadline, "node on {addr} not answering 401 within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = stderr_of(&mut node);
+    assert!(log.contains("peers will get 401"), "{log}");
+}

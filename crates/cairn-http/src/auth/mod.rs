@@ -207,6 +207,14 @@ impl Policy {
         }
     }
 
+    /// Whether callers without credentials may do `kind` on `repo` (`None`: node-wide).
+    pub fn anonymous_may(&self, kind: Kind, repo: Option<&str>) -> bool {
+        match &self.mode {
+            Mode::LoopbackOnly => kind == Kind::Pull,
+            Mode::Configured(c) => c.anonymous.allows(kind, repo),
+        }
+    }
+
     /// True with an `auth` section.
     pub fn is_configured(&self) -> bool {
         matches!(self.mode, Mode::Configured(_))

@@ -39,6 +39,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr).await?),
         _ => None,
     };
+    let reload = spawn_auth_reload(&cfg, Arc::clone(&state.auth));
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
     let mdns = start_discovery(&cfg, &state.cluster)?;
@@ -54,6 +55,9 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     health.abort();
+    if let Some(r) = reload {
+        r.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -72,8 +76,44 @@ fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
     if let Some(a) = &cfg.auth {
         state.auth.set(cairn_http::auth::Policy::from_config(a)?);
     }
-    tracing::info!(mode = %state.auth.policy().describe(), "access control");
+    let policy = state.auth.policy();
+    tracing::info!(mode = %policy.describe(), "access control");
+    let has_peers = !cfg.peers.is_empty() || cfg.discovery == cairn_cluster::discovery::Discovery::Mdns;
+    if has_peers && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
+        tracing::warn!(
+            "auth.anonymous cannot pull \"*\", and peers send no credentials yet: peers will get 401 from this node; \
+             give anonymous pull on \"*\" while the node has peers"
+        );
+    }
     Ok(())
+}
+
+/// On SIGHUP, reads the `auth` section's htpasswd and tokens files again
+/// (rights come from the config as loaded at start). A file that no longer
+/// loads keeps the rules in force, with a warning.
+fn spawn_auth_reload(cfg: &NodeConfig, auth: Arc<cairn_http::auth::Auth>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let section = cfg.auth.clone()?;
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; auth files are read at start only");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match cairn_http::auth::Policy::from_config(&section) {
+                Ok(p) => {
+                    auth.set(p);
+                    tracing::info!(mode = %auth.policy().describe(), "SIGHUP: auth files reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: auth files not reloaded; the previous rules stay in force")
+                }
+            }
+        }
+    }))
 }
 
 /// Starts mDNS when `discovery: mdns`; the peers it finds join the peer set.
