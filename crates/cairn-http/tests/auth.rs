@@ -448,3 +448,31 @@ async fn head_requests_with_basic_auth_pay_bcrypt_once_not_per_request() {
     let r = c.head(&url).basic_auth("ci", Some("other")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the cache holds only the verified pair");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oras_pushes_with_basic_auth_and_a_wrong_password_is_refused_writing_nothing() {
+    let has_oras = Command::new("python3").args(["-c", "import oras"]).output().is_ok_and(|o| o.status.success());
+    if !has_oras && tool_missing("python3 with the oras package (pip install oras)") {
+        return;
+    }
+    let node = v2_node();
+    let tmp = tempfile::tempdir().unwrap();
+    node.state.auth.set(Policy::from_config(&auth_config(tmp.path())).unwrap());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oras_auth.py");
+    let run = |password: &'static str, work: std::path::PathBuf| {
+        let (script, host) = (script.clone(), node.addr());
+        std::fs::create_dir_all(&work).unwrap();
+        tokio::task::spawn_blocking(move || {
+            Command::new("python3").arg(script).arg(host).arg(work).args(["ci", password]).output().unwrap()
+        })
+    };
+    let out = run("wrong-password", tmp.path().join("wrong")).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "refused: {err}");
+    assert!(err.contains("UNAUTHORIZED") && err.contains("wrong user name or password"), "{err}");
+    let catalog = node.state.registry.as_ref().unwrap().catalog().unwrap();
+    assert!(catalog.is_empty(), "nothing was written: {catalog:?}");
+    let out = run(CI_PASS, tmp.path().join("right")).await.unwrap();
+    assert!(out.status.success(), "oras with ci's password: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(node.state.registry.as_ref().unwrap().catalog().unwrap(), ["team/oras"]);
+}
