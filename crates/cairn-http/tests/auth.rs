@@ -476,3 +476,54 @@ async fn oras_pushes_with_basic_auth_and_a_wrong_password_is_refused_writing_not
     assert!(out.status.success(), "oras with ci's password: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(node.state.registry.as_ref().unwrap().catalog().unwrap(), ["team/oras"]);
 }
+
+/// containerd with credentials: `ctr --user` (what a person types), and the
+/// `hosts.toml` `header` a node's containerd uses to send a token to its
+/// mirror. A wrong password or no credentials fails; the right ones fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_fetches_with_user_or_a_hosts_toml_token_and_fails_without() {
+    let Some(ctd) = cairn_testkit::containerd::Containerd::start() else {
+        if !Path::new(cairn_testkit::containerd::CTR).exists() {
+            tool_missing("containerd and ctr");
+        }
+        return;
+    };
+    let node = v2_node();
+    let tmp = tempfile::tempdir().unwrap();
+    node.state.auth.set(Policy::from_config(&auth_config(tmp.path())).unwrap());
+    let (c, base) = (Client::new(), node.url());
+    let manifest = push_image(&c, &base, "team/app", Who::User).await;
+    let reference = format!("{}/team/app:v1", node.addr());
+    let ns = cairn_testkit::containerd::NAMESPACE;
+    let fetch = |extra: &[&str]| {
+        let mut args = vec!["-n", ns, "content", "fetch"];
+        args.extend_from_slice(extra);
+        args.push(&reference);
+        ctd.ctr(&args)
+    };
+    let out = tokio::task::block_in_place(|| fetch(&["--plain-http", "--user", "ci:wrong-password"]));
+    assert!(!out.status.success(), "a wrong password must fail");
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(err.contains("401") || err.contains("unauthorized"), "{err}");
+    assert!(tokio::task::block_in_place(|| fetch(&["--plain-http"])).status.code() != Some(0), "no credentials");
+    assert!(!ctd.content_digests().contains(&manifest.oci()), "nothing was fetched");
+    let user = format!("ci:{CI_PASS}");
+    let out = tokio::task::block_in_place(|| fetch(&["--plain-http", "--user", &user]));
+    assert!(out.status.success(), "ctr --user: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(ctd.content_digests().contains(&manifest.oci()));
+
+    // hosts.toml: the README's mirror entry with the token as a header.
+    let hosts = tmp.path().join("certs.d");
+    std::fs::create_dir_all(hosts.join(node.addr())).unwrap();
+    let toml = format!(
+        "server = \"http://{a}\"\n\n[host.\"http://{a}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  \
+         [host.\"http://{a}\".header]\n    Authorization = \"Bearer {TOKEN}\"\n",
+        a = node.addr()
+    );
+    std::fs::write(hosts.join(node.addr()).join("hosts.toml"), toml).unwrap();
+    push_image(&c, &base, "team/other", Who::User).await;
+    let reference = format!("{}/team/other:v1", node.addr());
+    let h = hosts.to_str().unwrap();
+    let out = tokio::task::block_in_place(|| ctd.ctr(&["-n", ns, "content", "fetch", "--hosts-dir", h, &reference]));
+    assert!(out.status.success(), "hosts.toml with a token header: {}", String::from_utf8_lossy(&out.stderr));
+}
