@@ -342,6 +342,28 @@ async fn htpasswd_b_files_are_accepted_and_md5_files_are_refused_with_the_fix() 
     }
 }
 
+/// A tar archive holding one regular file (ustar headers, written here).
+fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    let mut put = |at: usize, field: &[u8]| h[at..at + field.len()].copy_from_slice(field);
+    put(0, name.as_bytes());
+    put(100, b"0000644\0");
+    put(108, b"0000000\0");
+    put(116, b"0000000\0");
+    put(124, format!("{:011o}\0", content.len()).as_bytes());
+    put(136, b"00000000000\0");
+    put(148, b"        ");
+    put(156, b"0");
+    put(257, b"ustar\0");
+    put(263, b"00");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
 /// A one-layer OCI layout in `dir` tagged `v1`, for skopeo to copy from;
 /// returns the layer's digest.
 fn oci_layout(dir: &Path) -> Digest {
@@ -352,9 +374,14 @@ fn oci_layout(dir: &Path) -> Digest {
         std::fs::write(blobs.join(d.hex()), bytes).unwrap();
         d
     };
-    let layer = cairn_testkit::registry::gzip_stored(&cairn_testkit::blob(7, 4096));
+    let tar = tar_one_file("hello.txt", b"hello from an authenticated push\n");
+    let layer = cairn_testkit::registry::gzip_stored(&tar);
     let ld = write(&layer);
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        Digest::of(&tar).oci()
+    );
+    let config = config.as_bytes();
     let cd = write(config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -526,4 +553,61 @@ async fn containerd_fetches_with_user_or_a_hosts_toml_token_and_fails_without() 
     let h = hosts.to_str().unwrap();
     let out = tokio::task::block_in_place(|| ctd.ctr(&["-n", ns, "content", "fetch", "--hosts-dir", h, &reference]));
     assert!(out.status.success(), "hosts.toml with a token header: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `podman` with its storage and auth file in `dir` (vfs: no overlay needed).
+fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs", "--events-backend", "file"])
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_login_then_push_works_and_a_wrong_password_is_refused() {
+    if !have("podman", "--version") && tool_missing("podman") {
+        return;
+    }
+    let node = v2_node();
+    let tmp = tempfile::tempdir().unwrap();
+    node.state.auth.set(Policy::from_config(&auth_config(tmp.path())).unwrap());
+    // podman names the image after the layout's path, which must be lowercase.
+    let lower = tempfile::Builder::new()
+        .prefix(&format!("cairn-podman-{}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let layout = lower.path().join("layout");
+    oci_layout(&layout);
+    let (dir, host) = (tmp.path().join("podman"), node.addr());
+    let pol = cairn_testkit::registry::skopeo_policy(tmp.path());
+    let pol = pol.to_str().unwrap().to_owned();
+    let src = format!("oci:{}:v1", layout.display());
+    let dest = format!("{host}/team/podman:v1");
+    let out = tokio::task::spawn_blocking(move || {
+        let login = |pw: &str| podman(&dir, &["login", "--tls-verify=false", "-u", "ci", "-p", pw, &host]);
+        let wrong = login("wrong-password");
+        let right = login(CI_PASS);
+        let pull = podman(&dir, &["pull", "--signature-policy", &pol, &src]);
+        assert!(pull.status.success(), "podman pull oci: {}", String::from_utf8_lossy(&pull.stderr));
+        let local = String::from_utf8_lossy(&pull.stdout).trim().to_owned();
+        let push = podman(&dir, &["push", "--tls-verify=false", "--signature-policy", &pol, &local, &dest]);
+        (wrong, right, push)
+    })
+    .await
+    .unwrap();
+    let (wrong, right, push) = out;
+    assert!(!wrong.status.success(), "podman login with a wrong password must fail");
+    let err = String::from_utf8_lossy(&wrong.stderr).to_lowercase();
+    assert!(err.contains("invalid username/password") || err.contains("401"), "{err}");
+    assert!(right.status.success(), "podman login: {}", String::from_utf8_lossy(&right.stderr));
+    assert!(push.status.success(), "podman push after login: {}", String::from_utf8_lossy(&push.stderr));
+    let repo = cairn_store::oci::RepoName::parse("team/podman").unwrap();
+    assert_eq!(node.state.registry.as_ref().unwrap().tags(&repo).unwrap(), ["v1"]);
 }
