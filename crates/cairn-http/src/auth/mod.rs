@@ -276,23 +276,14 @@ impl Policy {
         }
     }
 
-    /// The refusal for `decision` in the body format of `api`.
-    pub fn refusal(&self, api: Api, decision: Decision) -> Response {
+    /// A 401 (`unauthorized`) or 403 answer with `msg`, in the body format of `api`.
+    pub fn refusal(&self, api: Api, unauthorized: bool, msg: String) -> Response {
         let realm = self.realm();
-        match (api, decision) {
-            (_, Decision::Allow | Decision::AllowWithoutMount) => {
-                ApiError::BadRequest("internal: an allowed request was refused".into()).into_response()
-            }
-            (Api::V1, Decision::Unauthorized(msg)) => {
-                ApiError::Unauthorized { realm: realm.to_owned(), msg }.into_response()
-            }
-            (Api::V1, Decision::Forbidden(msg)) => ApiError::Forbidden(msg).into_response(),
-            (Api::V2, d) => {
-                let e = match d {
-                    Decision::Unauthorized(msg) => V2Error::unauthorized(realm, msg),
-                    Decision::Forbidden(msg) => V2Error::new(&DENIED, msg),
-                    _ => V2Error::new(&DENIED, "refused"),
-                };
+        match api {
+            Api::V1 if unauthorized => ApiError::Unauthorized { realm: realm.to_owned(), msg }.into_response(),
+            Api::V1 => ApiError::Forbidden(msg).into_response(),
+            Api::V2 => {
+                let e = if unauthorized { V2Error::unauthorized(realm, msg) } else { V2Error::new(&DENIED, msg) };
                 let mut r = e.into_response();
                 r.headers_mut().insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
                 r
@@ -428,7 +419,7 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         Ok(who) => who,
         Err(msg) => {
             tracing::debug!(uri = %req.uri(), %msg, "credentials refused");
-            return policy.refusal(access.api, Decision::Unauthorized(msg));
+            return policy.refusal(access.api, true, msg);
         }
     };
     match decide(&policy, &who, client, &access) {
@@ -445,9 +436,13 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
                 Err(e) => ApiError::BadRequest(format!("rewriting the upload request: {e}")).into_response(),
             }
         }
-        refused => {
-            tracing::debug!(uri = %req.uri(), ?who, ?client, ?refused, "request refused");
-            policy.refusal(access.api, refused)
+        Decision::Unauthorized(msg) => {
+            tracing::debug!(uri = %req.uri(), ?client, %msg, "request refused: no credentials");
+            policy.refusal(access.api, true, msg)
+        }
+        Decision::Forbidden(msg) => {
+            tracing::debug!(uri = %req.uri(), ?who, ?client, %msg, "request refused");
+            policy.refusal(access.api, false, msg)
         }
     }
 }
