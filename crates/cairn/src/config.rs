@@ -579,6 +579,20 @@ mod tests {
     }
 
     #[test]
+    fn the_auth_section_is_read_and_its_unknown_keys_are_errors_naming_them() {
+        assert_eq!(merged("").unwrap().auth, None, "no auth section: the loopback-only default");
+        let c = merged(
+            "auth:\n  realm: r\n  htpasswd_file: /h\n  anonymous: [pull]\n  users:\n    ci: {push: [\"team/*\"]}\n",
+        )
+        .unwrap();
+        let a = c.auth.unwrap();
+        assert_eq!((a.realm.as_deref(), a.htpasswd_file.as_deref()), (Some("r"), Some(Path::new("/h"))));
+        assert!(a.users.contains_key("ci"));
+        let e = format!("{:#}", merged("auth:\n  htpasswd: /h\n").unwrap_err());
+        assert!(e.contains("htpasswd") && e.contains("htpasswd_file"), "{e}");
+    }
+
+    #[test]
     fn client_address_of_a_wildcard_listen_is_loopback() {
         assert_eq!(client_addr(":7420"), "127.0.0.1:7420");
         assert_eq!(client_addr("0.0.0.0:9"), "127.0.0.1:9");
