@@ -22,7 +22,16 @@ import threading
 import time
 import urllib.parse
 
-BLOB_MIN, BLOB_MAX = 1 << 10, 8 << 20
+BLOB_MIN, BLOB_MAX = 1 << 10, 2 << 20
+# Distinct bytes pushed, at most; past it pushes repeat earlier content (to
+# any node), so the soak's disk use stays bounded however long it runs.
+BUDGET = int(os.environ.get("SOAK_MAX_BYTES", str(1536 << 20)))
+
+
+def make_blob(seed):
+    """Bytes from a seed, so content can be pushed again without keeping it."""
+    rng = random.Random(seed)
+    return rng.randbytes(rng.randint(BLOB_MIN, BLOB_MAX))
 
 
 class Stats:
@@ -58,7 +67,17 @@ class World:
         self.pushed = []  # (hex, node name) pushed and referenced by a ref
         self.refs = []  # (ref_file, node name)
         self.origin = []  # hex served by the origin only at first
-        self.v2 = []  # (repo, tag, manifest digest, [layer hex])
+        self.v2 = []  # (node, repo, tag, manifest digest, [layer hex], layer seed, config bytes)
+        self.manifests = []  # (name, created_at, [blob seeds]) of /v1 pushes
+        self.bytes = 0  # distinct bytes pushed
+
+    def fresh(self, n):
+        """True (and counted) when `n` more distinct bytes fit the budget."""
+        with self.lock:
+            if self.bytes + n > BUDGET:
+                return False
+            self.bytes += n
+            return True
 
     def nodes(self):
         with open(os.path.join(self.state, "nodes.json")) as f:
@@ -122,7 +141,16 @@ def push_v1(world, stats, rng):
     nodes = world.nodes()
     name = rng.choice(sorted(nodes))
     url = nodes[name]["url"]
-    blobs = [rng.randbytes(rng.randint(BLOB_MIN, BLOB_MAX)) for _ in range(rng.randint(1, 3))]
+    seeds = [rng.getrandbits(48) for _ in range(rng.randint(1, 3))]
+    blobs = [make_blob(x) for x in seeds]
+    mname = f"soak-{rng.getrandbits(32):08x}"
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if not world.fresh(sum(map(len, blobs))):
+        with world.lock:
+            if not world.manifests:
+                return
+            mname, created, seeds = rng.choice(world.manifests)
+        blobs = [make_blob(x) for x in seeds]
     hexes = []
 
     def go():
@@ -133,13 +161,9 @@ def push_v1(world, stats, rng):
                 stats.err("push", f"blob HTTP {st}")
                 return False
             hexes.append(h)
-        doc = {
-            "name": f"soak-{rng.getrandbits(32):08x}",
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "objects": {f"f{i}": h for i, h in enumerate(hexes)},
-        }
+        doc = {"name": mname, "created_at": created, "objects": {f"f{i}": h for i, h in enumerate(hexes)}}
         data = json.dumps(doc, indent=2).encode()
-        rf = ref_file_for(doc["name"], data)
+        rf = ref_file_for(mname, data)
         st, _, _ = request(f"{url}/v1/manifests/{rf}", "PUT", data, {"Content-Type": "application/json"})
         if st != 201:
             stats.err("push", f"manifest HTTP {st}")
@@ -147,6 +171,7 @@ def push_v1(world, stats, rng):
         with world.lock:
             world.pushed.extend((h, name) for h in hexes)
             world.refs.append((rf, name))
+            world.manifests.append((mname, created, seeds))
         return True
 
     timed(stats, "push", go)
@@ -206,8 +231,16 @@ def push_v2(world, stats, rng):
     name = rng.choice(sorted(nodes))
     url = nodes[name]["url"]
     repo = f"soak/r{rng.randint(0, 7)}"
-    layer = rng.randbytes(rng.randint(BLOB_MIN, BLOB_MAX))
+    lseed = rng.getrandbits(48)
+    layer = make_blob(lseed)
     config = json.dumps({"architecture": "amd64", "os": "linux", "seed": rng.getrandbits(32)}).encode()
+    tag = f"t{rng.getrandbits(24):06x}"
+    if not world.fresh(len(layer)):
+        with world.lock:
+            if not world.v2:
+                return
+            _, repo, tag, _, _, lseed, config = rng.choice(world.v2)
+        layer = make_blob(lseed)
 
     def put_blob(data):
         h = hashlib.sha256(data).hexdigest()
@@ -227,14 +260,13 @@ def push_v2(world, stats, rng):
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": f"sha256:{lh}",
                         "size": len(layer)}],
         }).encode()
-        tag = f"t{rng.getrandbits(24):06x}"
         st, _, _ = request(f"{url}/v2/{repo}/manifests/{tag}", "PUT", man,
                            {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
         if st != 201:
             stats.err("v2-push", f"manifest HTTP {st}")
             return False
         with world.lock:
-            world.v2.append((name, repo, tag, hashlib.sha256(man).hexdigest(), [lh, ch]))
+            world.v2.append((name, repo, tag, hashlib.sha256(man).hexdigest(), [lh, ch], lseed, config))
         return True
 
     try:
@@ -247,7 +279,7 @@ def pull_v2(world, stats, rng):
     with world.lock:
         if not world.v2:
             return
-        name, repo, tag, mhex, layers = rng.choice(world.v2)
+        name, repo, tag, mhex, layers, _, _ = rng.choice(world.v2)
     nodes = world.nodes()
     url = nodes[name]["url"]
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
@@ -303,6 +335,7 @@ def main():
         "pushed_blobs": len(world.pushed),
         "refs": len(world.refs),
         "v2_images": len(world.v2),
+        "distinct_bytes_pushed": world.bytes,
     }
     print(json.dumps(report, indent=2))
     return 1 if stats.wrong_bodies else 0

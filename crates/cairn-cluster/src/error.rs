@@ -165,6 +165,94 @@ pub enum ClusterError {
         /// One line per source tried, with its error.
         tried: Vec<String>,
     },
+    /// A sync named a peer this node may not call: not `host:port`, or
+    /// not one of its configured or discovered peers.
+    #[error(
+        "peer {peer:?} is refused: {reason}; name one of this node's peers as HOST:PORT (GET /v1/peers lists them)"
+    )]
+    PeerRefused {
+        /// The peer as given (shortened).
+        peer: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A source declared or sent more than `max_blob_size`.
+    #[error(
+        "{source_name} offers blob {digest} as {size} bytes, over max_blob_size ({limit} bytes); it was abandoned before more was written (raise max_blob_size if blobs this large are expected)"
+    )]
+    TooLarge {
+        /// The peer or origin.
+        source_name: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes declared, or received so far.
+        size: u64,
+        /// `max_blob_size`.
+        limit: u64,
+    },
+    /// A source sent below `min_transfer_rate`.
+    #[error(
+        "{source_name} sent blob {digest} too slowly ({bytes} bytes in {over:?}, under min_transfer_rate of {min} bytes/s); it was abandoned"
+    )]
+    TooSlow {
+        /// The peer or origin.
+        source_name: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes received in the window.
+        bytes: u64,
+        /// Time spent waiting on the source in the window.
+        over: Duration,
+        /// `min_transfer_rate`.
+        min: u64,
+    },
+    /// A blob's declared size would leave the data dir with less than `min_free_space`.
+    #[error(
+        "the disk is full: blob {digest} needs {need} bytes and the data dir has {free} bytes free, {reserve} of which are kept free (min_free_space); free space in the data dir and retry"
+    )]
+    DiskFull {
+        /// The blob.
+        digest: Digest,
+        /// Its declared size.
+        need: u64,
+        /// Free bytes in the data dir.
+        free: u64,
+        /// `min_free_space`.
+        reserve: u64,
+    },
+    /// This node could not store a blob a source was sending (a full disk,
+    /// an I/O error): not the source's fault, so no other source is tried.
+    #[error(
+        "could not store blob {digest} on this node: {source}; the source was not at fault and no other was tried: fix the data dir (free space, permissions) and retry"
+    )]
+    LocalWrite {
+        /// The blob.
+        digest: Digest,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// An origin refused a blob with a 4xx other than 404 (not retried).
+    #[error("origin {origin} refused blob {digest} with HTTP {status}; check its URL template and access rights")]
+    OriginRefused {
+        /// The origin.
+        origin: String,
+        /// The blob.
+        digest: Digest,
+        /// The status.
+        status: u16,
+    },
+    /// A manifest lists more objects than `max_manifest_objects`.
+    #[error(
+        "{what} lists {count} objects, over max_manifest_objects ({limit}); nothing was fetched: split it into smaller manifests or raise the limit"
+    )]
+    TooManyObjects {
+        /// The manifest and where it came from.
+        what: String,
+        /// Objects it lists.
+        count: usize,
+        /// `max_manifest_objects`.
+        limit: usize,
+    },
     /// The failure of a transfer shared by several callers.
     #[error(transparent)]
     Shared(std::sync::Arc<ClusterError>),
@@ -189,7 +277,48 @@ impl ClusterError {
 
     /// True when a source sent bad data (it is marked and skipped).
     pub fn is_bad_data(&self) -> bool {
-        matches!(self, ClusterError::Corrupt { .. } | ClusterError::Truncated { .. } | ClusterError::Stalled { .. })
+        matches!(
+            self,
+            ClusterError::Corrupt { .. }
+                | ClusterError::Truncated { .. }
+                | ClusterError::Stalled { .. }
+                | ClusterError::TooSlow { .. }
+                | ClusterError::TooLarge { .. }
+        )
+    }
+
+    /// True when this node itself failed (its disk), not the source: no
+    /// other source or retry can help.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ClusterError::LocalWrite { .. } => true,
+            ClusterError::Shared(e) => e.is_local(),
+            _ => false,
+        }
+    }
+
+    /// True when an origin failing this way may be tried again: transport
+    /// errors and 5xx only; never "absent", a refusal, wrong or oversized
+    /// bytes, a slow body, a full disk.
+    pub fn origin_may_retry(&self) -> bool {
+        match self {
+            ClusterError::Origin { .. } | ClusterError::Truncated { .. } | ClusterError::Stalled { .. } => true,
+            ClusterError::Shared(e) => e.origin_may_retry(),
+            _ => false,
+        }
+    }
+
+    /// True when the disk is full (declared size over the free space, or
+    /// a write that ran out of space).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            ClusterError::DiskFull { .. } => true,
+            ClusterError::LocalWrite { source: StoreError::Io { source, .. }, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+            }
+            ClusterError::Shared(e) => e.is_disk_full(),
+            _ => false,
+        }
     }
 
     /// True when this is a plain "not found".

@@ -62,7 +62,36 @@ pub struct ClusterConfig {
     /// One origin fetch per cluster: a miss no peer can serve goes to the
     /// digest's elected owner instead of the origins (see [`crate::owner`]).
     pub elect_owner: bool,
+    /// Bytes per second a source must keep up, measured over each
+    /// `rate_window` of waiting on it after its first byte; a slower source
+    /// is abandoned and the next one tried. 0 turns the check off.
+    pub min_transfer_rate: u64,
+    /// The window `min_transfer_rate` is measured over.
+    pub rate_window: Duration,
+    /// Largest blob fetched: a source declaring or sending more is
+    /// abandoned before more than this is written.
+    pub max_blob_size: u64,
+    /// Free bytes kept in the data dir: a blob whose declared size would
+    /// leave less is refused before any byte is written.
+    pub min_free_space: u64,
+    /// Most objects a manifest may list for a sync or a push: the bound on
+    /// the work one request can cause.
+    pub max_manifest_objects: usize,
+    /// Longest a client's request body (an upload) may send nothing before
+    /// the request is dropped with its temp data.
+    pub body_timeout: Duration,
 }
+
+/// Default `min_transfer_rate`: 64 KiB/s.
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 64 << 10;
+/// Default `rate_window`.
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Default `max_blob_size`: 64 GiB.
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
+/// Default `min_free_space`: 256 MiB.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 256 << 20;
+/// Default `max_manifest_objects`.
+pub const DEFAULT_MAX_MANIFEST_OBJECTS: usize = 100_000;
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -76,6 +105,12 @@ impl Default for ClusterConfig {
             max_concurrent_fetches: 16,
             egress_limit: None,
             elect_owner: true,
+            min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
+            rate_window: DEFAULT_RATE_WINDOW,
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
+            max_manifest_objects: DEFAULT_MAX_MANIFEST_OBJECTS,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -110,7 +145,13 @@ pub(crate) struct Inner {
     /// on an owner never hold the permits the owner's direct fetches need.
     via_permits: Semaphore,
     egress: Option<Arc<TokenBucket>>,
+    /// Peer manifest listings being read at once, node-wide.
+    pub(crate) listings: Semaphore,
 }
+
+/// Peer manifest listings read at once: with the client's size cap, the
+/// bound on the memory `/v1/cluster/manifests` callers take together.
+pub const LISTINGS_AT_ONCE: usize = 4;
 
 impl Cluster {
     /// A cluster around `store`, calling peers through `api`.
@@ -124,7 +165,10 @@ impl Cluster {
         let via_permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let egress = cfg.egress_limit.map(|r| Arc::new(TokenBucket::new(r)));
         let inflight = Mutex::new(HashMap::new());
-        Cluster { inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress }) }
+        let listings = Semaphore::new(LISTINGS_AT_ONCE);
+        Cluster {
+            inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress, listings }),
+        }
     }
 
     /// `stream` limited to the node's egress rate, for bytes sent to peers.
@@ -182,7 +226,8 @@ impl Cluster {
         let store = self.inner.store.clone();
         match blocking(move || store.size(&d)).await? {
             Ok(s) => Ok(Some(s)),
-            Err(StoreError::BlobNotFound(_)) => Ok(None),
+            // A planted symlink is no blob: never served, replaced by the next put.
+            Err(StoreError::BlobNotFound(_) | StoreError::Symlink(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -534,8 +579,7 @@ impl Sources {
     /// After a failure of `o`: true (once the backoff has passed) when it
     /// gets another try; wrong bytes and "absent" are never retried.
     async fn retry_origin(&mut self, o: &Origin, e: &ClusterError) -> bool {
-        let retryable = !e.is_not_found() && !matches!(e, ClusterError::Corrupt { .. });
-        if !retryable || self.current_try >= o.retries() {
+        if !e.origin_may_retry() || self.current_try >= o.retries() {
             return false;
         }
         let wait = crate::origin::backoff(self.current_try + 1);
@@ -678,6 +722,13 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
                 tracing::debug!(digest = %d, source = %name, "blob fetched and verified");
                 return Ok(());
             }
+            Err(e) if e.is_local() => {
+                // This node's own disk failed: another source (or another
+                // try) would fail the same way.
+                tracing::warn!(digest = %d, source = %name, error = %e, "storing the blob failed; not trying other sources");
+                release.fail(e.to_string()).await;
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(digest = %d, source = %name, error = %e, "source failed; trying the next");
                 if let Some(addr) = src.peer()
@@ -768,6 +819,13 @@ pub(crate) enum WriteMsg {
 async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Release) -> Result<()> {
     let d = t.digest;
     let name = src.name();
+    let max = inner.cfg.max_blob_size;
+    let too_large = |size: u64| ClusterError::TooLarge { source_name: name.clone(), digest: d, size, limit: max };
+    if let Source::Peer { size: Some(head), .. } = src
+        && *head > max
+    {
+        return Err(too_large(*head));
+    }
     let mut remote = open(inner, src, &d).await?;
     if let (Source::Peer { size: Some(head), .. }, Some(get)) = (src, remote.size)
         && *head != get
@@ -777,6 +835,12 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
             digest: d,
             reason: format!("HEAD said {head} bytes, GET says {get}"),
         });
+    }
+    if let Some(size) = remote.size {
+        if size > max {
+            return Err(too_large(size));
+        }
+        check_free_space(inner, d, size).await?;
     }
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
     let store = inner.store.clone();
@@ -789,9 +853,27 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
     let mut held: std::collections::VecDeque<Bytes> = Default::default();
     let mut held_bytes = 0u64;
     let mut received = 0u64;
+    let mut rate = RateWatch::new(inner.cfg.min_transfer_rate, inner.cfg.rate_window);
     loop {
-        let next = match tokio::time::timeout(idle, remote.body.next()).await {
+        let budget = rate.budget(idle);
+        let asked = std::time::Instant::now();
+        let next = tokio::time::timeout(budget, remote.body.next()).await;
+        let got = match &next {
+            Ok(Some(Ok(c))) => c.len() as u64,
+            _ => 0,
+        };
+        if let Some((bytes, over)) = rate.record(got, asked.elapsed()) {
+            return Err(ClusterError::TooSlow {
+                source_name: name,
+                digest: d,
+                bytes,
+                over,
+                min: inner.cfg.min_transfer_rate,
+            });
+        }
+        let next = match next {
             Ok(n) => n,
+            Err(_) if budget < idle => continue,
             Err(_) => {
                 return Err(ClusterError::Stalled { source_name: name, digest: d, after: idle });
             }
@@ -809,7 +891,10 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
         if chunk.is_empty() {
             continue;
         }
-        received += chunk.len() as u64;
+        received = received.saturating_add(chunk.len() as u64);
+        if received > max {
+            return Err(too_large(received));
+        }
         if remote.size.is_some_and(|s| received > s) {
             return Err(ClusterError::Truncated {
                 source_name: name,
@@ -821,7 +906,7 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
             // The writer stopped: a local failure, not the source's fault.
             drop(tx);
             let err = match writer.await.map_err(|e| ClusterError::Task(e.to_string()))? {
-                Err(e) => e.into(),
+                Err(e) => ClusterError::LocalWrite { digest: d, source: e },
                 Ok(_) => ClusterError::Task("temp blob writer stopped early".into()),
             };
             return Err(err);
@@ -864,7 +949,95 @@ async fn attempt(inner: &Inner, t: &Transfer, src: &Source, release: &mut Releas
         Err(StoreError::DigestMismatch { expected, actual }) => {
             Err(ClusterError::Corrupt { source_name: name, expected, actual })
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(ClusterError::LocalWrite { digest: d, source: e }),
+    }
+}
+
+/// Watches a source's transfer rate: after its first byte, each
+/// `window` of time spent waiting on it must bring `min` bytes per second.
+/// Time spent on the disk or the callers is not the source's and is not
+/// counted.
+struct RateWatch {
+    min: u64,
+    window: Duration,
+    started: bool,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl RateWatch {
+    fn new(min: u64, window: Duration) -> Self {
+        RateWatch {
+            min,
+            window: window.max(Duration::from_millis(1)),
+            started: false,
+            waited: Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    /// How long the next wait on the source may last: the idle timeout,
+    /// cut at the end of the current window.
+    fn budget(&self, idle: Duration) -> Duration {
+        if self.min == 0 || !self.started {
+            return idle;
+        }
+        idle.min(self.window.saturating_sub(self.waited).max(Duration::from_millis(1)))
+    }
+
+    /// Records `bytes` received after `waited`. Returns the bytes and time
+    /// of a finished window that fell short of the minimum rate.
+    fn record(&mut self, bytes: u64, waited: Duration) -> Option<(u64, Duration)> {
+        if self.min == 0 {
+            return None;
+        }
+        if !self.started {
+            // The first byte's wait is the idle timeout's business.
+            self.started = bytes > 0;
+            return None;
+        }
+        self.waited = self.waited.saturating_add(waited);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.waited < self.window {
+            return None;
+        }
+        let need = u128::from(self.min).saturating_mul(self.waited.as_millis());
+        let short = u128::from(self.bytes).saturating_mul(1000) < need;
+        let seen = (self.bytes, self.waited);
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        short.then_some(seen)
+    }
+}
+
+/// True when `need` bytes fit in `free` while keeping `reserve` free.
+pub(crate) fn room_for(need: u64, free: u64, reserve: u64) -> bool {
+    free.checked_sub(reserve).is_some_and(|room| need <= room)
+}
+
+/// Bytes available to this process on the file system of `dir`.
+pub(crate) fn free_space(dir: &std::path::Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuses a blob of `size` bytes that would leave the data dir with less
+/// than `min_free_space` free.
+async fn check_free_space(inner: &Inner, d: Digest, size: u64) -> Result<()> {
+    let reserve = inner.cfg.min_free_space;
+    let dir = inner.store.layout().tmp_dir();
+    let free = match blocking(move || free_space(&dir)).await? {
+        Ok(f) => f,
+        Err(e) => {
+            // Not knowing is no reason to refuse: the write reports a full disk itself.
+            tracing::warn!(error = %e, "could not read the data dir's free space");
+            return Ok(());
+        }
+    };
+    if room_for(size, free, reserve) {
+        Ok(())
+    } else {
+        Err(ClusterError::DiskFull { digest: d, need: size, free, reserve })
     }
 }
 
@@ -893,4 +1066,36 @@ pub(crate) fn write_blob(
     }
     // The source failed: dropping the writer removes the temp file.
     Err(StoreError::BlobNotFound(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_check_keeps_the_reserve_and_never_overflows() {
+        assert!(room_for(100, 1_000, 900));
+        assert!(!room_for(101, 1_000, 900));
+        assert!(!room_for(1, 100, 200), "less free than the reserve fits nothing");
+        assert!(!room_for(u64::MAX, u64::MAX, 1));
+        assert!(room_for(0, 0, 0));
+        let free = free_space(std::path::Path::new("/")).unwrap();
+        assert!(free > 0 && !room_for(free.saturating_add(1), free, 0), "a blob over the free space is refused");
+    }
+
+    #[test]
+    fn rate_watch_gives_the_first_byte_grace_and_judges_each_full_window() {
+        let ms = Duration::from_millis;
+        let mut w = RateWatch::new(1000, ms(1000));
+        assert_eq!(w.budget(ms(5000)), ms(5000), "the first byte waits the idle timeout");
+        assert_eq!(w.record(1, ms(4000)), None, "a slow first byte is not judged by the rate");
+        assert_eq!(w.budget(ms(5000)), ms(1000), "later waits end with the window");
+        assert_eq!(w.record(600, ms(600)), None);
+        assert_eq!(w.budget(ms(5000)), ms(400));
+        assert_eq!(w.record(500, ms(400)), None, "1100 bytes in 1 s is fast enough");
+        assert_eq!(w.record(10, ms(1000)), Some((10, ms(1000))), "10 bytes in 1 s is too slow");
+        let mut off = RateWatch::new(0, ms(1000));
+        off.record(1, ms(1));
+        assert_eq!(off.record(0, ms(60_000)), None, "0 turns the check off");
+    }
 }

@@ -44,13 +44,23 @@ impl Cluster {
     /// Local manifests plus every healthy peer's, asked in parallel. A peer
     /// that fails is skipped (and marked if it is down).
     pub async fn cluster_manifests(&self) -> Result<Vec<ManifestEntry>> {
+        Ok(self.cluster_manifests_report().await?.0)
+    }
+
+    /// [`Cluster::cluster_manifests`], with the peers that were skipped
+    /// (failed, or answered with a listing over the client's size cap).
+    /// Peer listings are read a few at a time node-wide, so concurrent
+    /// callers cannot multiply the memory they take.
+    pub async fn cluster_manifests_report(&self) -> Result<(Vec<ManifestEntry>, Vec<String>)> {
         let mut all = self.local_manifests().await?;
         let timeout = self.config().peer_timeout;
         let peers = self.peers().healthy();
         let answers = join_all(peers.iter().map(|p| async move {
+            let _slot = self.inner.listings.acquire().await;
             crate::peer::within(timeout, p, || "GET /v1/manifests".into(), self.api().list_manifests(p)).await
         }))
         .await;
+        let mut skipped = Vec::new();
         for (p, a) in peers.iter().zip(answers) {
             match a {
                 Ok(list) => all.extend(list),
@@ -59,10 +69,11 @@ impl Cluster {
                     if e.peer_is_down() {
                         self.peers().mark_down(p, &e.to_string());
                     }
+                    skipped.push(p.clone());
                 }
             }
         }
-        Ok(all)
+        Ok((all, skipped))
     }
 
     /// Node and manifest counts across the cluster.

@@ -125,6 +125,13 @@ impl Origin {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(ClusterError::NotFound { digest: *d, tried: vec![format!("{}: 404", self.name())] });
         }
+        // A refusal is final; a timeout, throttling or 5xx may pass.
+        if status.is_client_error()
+            && status != reqwest::StatusCode::REQUEST_TIMEOUT
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            return Err(ClusterError::OriginRefused { origin: self.name(), digest: *d, status: status.as_u16() });
+        }
         if !status.is_success() {
             return Err(err(format!("GET {url}: HTTP {status}")));
         }

@@ -49,13 +49,15 @@ pub struct SyncReport {
 }
 
 impl Cluster {
-    /// Syncs `ref_file` from `peer` (which need not be a configured peer).
+    /// Syncs `ref_file` from `peer`, which must be `host:port` (the CLI's
+    /// operator may name any; remote callers go through [`Cluster::sync_peer`]).
     pub async fn sync(
         &self,
         peer: &str,
         ref_file: &RefFile,
         progress: Arc<dyn Fn(SyncEvent) + Send + Sync>,
     ) -> Result<SyncReport> {
+        let peer = parse_peer_addr(peer)?;
         let timeout = self.config().peer_timeout;
         let what = || format!("GET /v1/manifests/{ref_file}");
         let bytes = crate::peer::within(timeout, peer, what, self.api().get_manifest(peer, ref_file)).await?;
@@ -70,11 +72,15 @@ impl Cluster {
                 reason: format!("{} bytes is over the {MAX_MANIFEST_BYTES} byte limit", bytes.len()),
             }));
         }
-        let manifest = Manifest::from_json(&bytes, &format!("{ref_file} from peer {peer}")).map_err(bad)?;
+        let manifest =
+            Manifest::from_json_for(ref_file, &bytes, &format!("{ref_file} from peer {peer}")).map_err(bad)?;
+        self.check_object_count(&manifest, || format!("manifest {ref_file} from peer {peer}"))?;
         let digests = manifest.digests();
         let store = self.store().clone();
         let ds = digests.clone();
-        let missing = blocking(move || store.missing(&ds)).await?;
+        let (rf, b) = (ref_file.clone(), bytes.clone());
+        let missing =
+            blocking(move || store.check_ref_free(&rf, &b).map(|()| store.missing(&ds))).await?.map_err(bad)?;
         progress(SyncEvent::Planned { total: digests.len(), missing: missing.len() });
 
         let bound = self.config().max_concurrent_fetches.max(1);
@@ -123,5 +129,108 @@ impl Cluster {
             bytes: total_bytes,
             peer: peer.to_owned(),
         })
+    }
+}
+
+impl Cluster {
+    /// Refuses a manifest listing more than `max_manifest_objects` objects:
+    /// the bound on the fetches one sync or push can start.
+    pub fn check_object_count(&self, m: &Manifest, what: impl FnOnce() -> String) -> Result<()> {
+        let limit = self.config().max_manifest_objects;
+        let count = m.objects.len();
+        if count > limit {
+            return Err(ClusterError::TooManyObjects { what: what(), count, limit });
+        }
+        Ok(())
+    }
+
+    /// The peer a remote caller named for a sync, checked before any
+    /// request: `host:port` of one of this node's configured or discovered
+    /// peers, so a sync cannot be pointed at any other address.
+    pub fn sync_peer<'a>(&self, raw: &'a str) -> Result<&'a str> {
+        let addr = parse_peer_addr(raw)?;
+        if !self.peers().addresses().iter().any(|a| a == addr) {
+            return Err(refused(raw, "it is not one of this node's configured or discovered peers"));
+        }
+        Ok(addr)
+    }
+}
+
+/// Longest peer address accepted (a DNS name of 253 bytes, a port).
+const MAX_PEER_ADDR: usize = 260;
+
+fn refused(raw: &str, reason: &str) -> ClusterError {
+    let peer: String = raw.chars().take(80).collect();
+    ClusterError::PeerRefused { peer, reason: reason.to_owned() }
+}
+
+/// `raw` when it is a bare `host:port`: a DNS name or IPv4 address, or an
+/// IPv6 address in brackets, and a port 1-65535. Schemes, paths, queries,
+/// fragments, user info and percent-escapes are refused.
+pub fn parse_peer_addr(raw: &str) -> Result<&str> {
+    if raw.is_empty() || raw.len() > MAX_PEER_ADDR {
+        return Err(refused(raw, "a peer address is HOST:PORT, 1 to 260 bytes"));
+    }
+    let Some((host, port)) = raw.rsplit_once(':') else {
+        return Err(refused(raw, "it has no :PORT"));
+    };
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refused(raw, "the port is not a number"));
+    }
+    if !matches!(port.parse::<u32>(), Ok(1..=65535)) {
+        return Err(refused(raw, "the port is not in 1-65535"));
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if !host_ok {
+        return Err(refused(
+            raw,
+            "the host is not a DNS name, an IPv4 address or a bracketed IPv6 address (no scheme, user info, path or query)",
+        ));
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_must_be_bare_host_and_port() {
+        for ok in ["127.0.0.1:7420", "node-a:7420", "node-a.cluster.local:1", "[::1]:7420"] {
+            assert_eq!(parse_peer_addr(ok).ok(), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "%zz",
+            "node-a",
+            "node-a:",
+            "node-a:0",
+            "node-a:65536",
+            "node-a:http",
+            "http://node-a:7420",
+            "a:b@node-a:7420",
+            "node-a:7420/path",
+            "node-a:7420?x=1",
+            "node-a:7420#f",
+            "node%2fa:7420",
+            ":7420",
+            "-a:7420",
+            "a..b:7420",
+            "[zz]:7420",
+            "::1:7420",
+        ] {
+            let e = parse_peer_addr(bad).expect_err(bad);
+            assert!(matches!(e, ClusterError::PeerRefused { .. }), "{bad}: {e}");
+        }
     }
 }

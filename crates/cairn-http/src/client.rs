@@ -21,11 +21,21 @@ use crate::v1::{NodeInfo, PutBlobAnswer};
 /// Largest JSON answer read from a peer (manifest lists can be long).
 const MAX_JSON_BYTES: u64 = 64 << 20;
 
+/// Largest `/v1/manifests` answer read from a peer: about 60,000 entries.
+/// A longer one is refused as soon as it passes this size (or declares
+/// more), so a caller of `/v1/cluster/manifests` costs at most this much
+/// per peer.
+pub const MAX_LISTING_BYTES: u64 = 16 << 20;
+
 /// A `/v1` client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     timeout: Duration,
+    /// Whether error bodies are quoted in errors: yes for an operator's
+    /// CLI talking to its node, never for a node talking to peers (their
+    /// pages would be relayed to this node's callers).
+    quote_errors: bool,
 }
 
 /// `http://host:port` for an address given as `host:port`, `:port` or a URL.
@@ -49,7 +59,14 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { http, timeout }
+        Client { http, timeout, quote_errors: true }
+    }
+
+    /// A node's client of its peers: like [`Client::new`], but a peer's
+    /// error answer becomes its status, size and kind; the body itself is
+    /// only logged here.
+    pub fn for_peers(timeout: Duration) -> Self {
+        Client { quote_errors: false, ..Client::new(timeout) }
     }
 
     fn transport(&self, peer: &str, what: &str, e: reqwest::Error) -> ClusterError {
@@ -74,16 +91,44 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
+        let kind = body_kind(resp.headers());
+        let declared = resp.content_length();
         let body = read_limited(resp, 4096).await.unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
-        let body = serde_json::from_str::<serde_json::Value>(&text)
+        let error_field = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| text.chars().take(300).collect());
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+        let body = if self.quote_errors {
+            error_field.unwrap_or_else(|| text.chars().take(300).collect())
+        } else {
+            let excerpt: String = error_field.unwrap_or_else(|| text.chars().take(300).collect());
+            tracing::warn!(peer, what, status, body = %excerpt, "peer answered with an error");
+            let size = declared.map_or_else(|| format!("{}+", body.len()), |n| n.to_string());
+            format!("a {size}-byte {kind} answer (not shown; it is in this node's log)")
+        };
         Err(ClusterError::PeerStatus { peer: peer.to_owned(), what: what.to_owned(), status, body })
     }
 
+    /// A malformed JSON answer: quoted for the CLI, only located for peers
+    /// (serde's messages can quote the answer's strings).
+    fn bad_json(&self, peer: &str, what: &str, e: &serde_json::Error) -> ClusterError {
+        let reason = if self.quote_errors {
+            format!("not the expected JSON: {e}")
+        } else {
+            tracing::warn!(peer, what, error = %e, "peer sent malformed JSON");
+            format!("not the expected JSON ({:?} error at line {} column {})", e.classify(), e.line(), e.column())
+        };
+        ClusterError::PeerBadAnswer { peer: peer.to_owned(), what: what.to_owned(), reason }
+    }
+
     async fn body(&self, peer: &str, what: &str, resp: reqwest::Response, limit: u64) -> Result<Vec<u8>> {
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(ClusterError::PeerBadAnswer {
+                peer: peer.to_owned(),
+                what: what.to_owned(),
+                reason: format!("answer declares more than {limit} bytes"),
+            });
+        }
         match read_limited(resp, limit).await {
             Ok(b) => Ok(b),
             Err(LimitError::Over) => Err(ClusterError::PeerBadAnswer {
@@ -96,13 +141,19 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(&self, peer: &str, what: &str, req: reqwest::RequestBuilder) -> Result<T> {
+        self.json_within(peer, what, req, MAX_JSON_BYTES).await
+    }
+
+    async fn json_within<T: DeserializeOwned>(
+        &self,
+        peer: &str,
+        what: &str,
+        req: reqwest::RequestBuilder,
+        limit: u64,
+    ) -> Result<T> {
         let resp = self.send(peer, what, req.timeout(self.timeout)).await?;
-        let bytes = self.body(peer, what, resp, MAX_JSON_BYTES).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClusterError::PeerBadAnswer {
-            peer: peer.to_owned(),
-            what: what.to_owned(),
-            reason: format!("not the expected JSON: {e}"),
-        })
+        let bytes = self.body(peer, what, resp, limit).await?;
+        serde_json::from_slice(&bytes).map_err(|e| self.bad_json(peer, what, &e))
     }
 
     fn url(peer: &str, path: &str) -> String {
@@ -178,9 +229,10 @@ impl Client {
         self.stream_req(node, format!("GET /v1/fetch/{d} (forwarded)"), req).await
     }
 
-    /// `GET /v1/manifests`.
+    /// `GET /v1/manifests`, at most [`MAX_LISTING_BYTES`].
     pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
-        self.json(peer, "GET /v1/manifests", self.http.get(Self::url(peer, "/v1/manifests"))).await
+        let req = self.http.get(Self::url(peer, "/v1/manifests"));
+        self.json_within(peer, "GET /v1/manifests", req, MAX_LISTING_BYTES).await
     }
 
     /// `GET /v1/manifests/{ref_file}`: the raw bytes.
@@ -260,6 +312,20 @@ impl Client {
         }
         let digest = Digest::parse(&a.digest).map_err(|e| bad(format!("digest {:?}: {e}", a.digest)))?;
         Ok(Some(TagTarget { digest, media_type: a.media_type, source: format!("peer {peer}") }))
+    }
+}
+
+/// What kind of body an error answer has, from its `Content-Type`.
+fn body_kind(h: &reqwest::header::HeaderMap) -> &'static str {
+    let ct = h.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ct.contains("json") {
+        "JSON"
+    } else if ct.contains("html") {
+        "HTML"
+    } else if ct.starts_with("text/") {
+        "text"
+    } else {
+        "untyped"
     }
 }
 

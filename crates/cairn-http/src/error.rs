@@ -73,6 +73,14 @@ pub enum ApiError {
     /// The caller may not do this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// A request body that went silent (408) or was cut (400).
+    #[error("{what}: {source}")]
+    Body {
+        /// The request, e.g. `upload of blob <digest>`.
+        what: String,
+        /// What happened to the body.
+        source: crate::body::BodyError,
+    },
     /// A store error.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,7 +91,7 @@ pub enum ApiError {
 
 fn store_status(e: &StoreError) -> StatusCode {
     match e {
-        StoreError::MissingBlobs { .. } => StatusCode::CONFLICT,
+        StoreError::MissingBlobs { .. } | StoreError::RefConflict(_) => StatusCode::CONFLICT,
         StoreError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         StoreError::ReadOnly(_) | StoreError::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
         e if e.is_not_found() => StatusCode::NOT_FOUND,
@@ -97,10 +105,17 @@ fn cluster_status(e: &ClusterError) -> StatusCode {
         ClusterError::Store(s) => store_status(s),
         ClusterError::Shared(e) => cluster_status(e),
         ClusterError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ClusterError::UploadCut { .. } => StatusCode::BAD_REQUEST,
+        ClusterError::UploadCut { .. } | ClusterError::PeerRefused { .. } | ClusterError::TooManyObjects { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         ClusterError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ClusterError::PeerTimeout { .. } | ClusterError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::PeerStatus { status: 404, .. } => StatusCode::NOT_FOUND,
+        ClusterError::TooSlow { .. } => StatusCode::GATEWAY_TIMEOUT,
+        e if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+        ClusterError::LocalWrite { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        // The peer's manifest is fine; it clashes with a local ref file.
+        ClusterError::PeerManifest { source: StoreError::RefConflict(_), .. } => StatusCode::CONFLICT,
         _ => StatusCode::BAD_GATEWAY,
     }
 }
@@ -116,6 +131,9 @@ impl ApiError {
             ApiError::UnknownTag { .. } | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Body { source: crate::body::BodyError::Idle { .. }, .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Body { source: crate::body::BodyError::TooLarge { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Body { .. } => StatusCode::BAD_REQUEST,
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),
         }
@@ -133,12 +151,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let full = self.to_string();
+        // Remote callers never see the node's paths; the log keeps them. A
+        // 400 only echoes the caller's own input (e.g. a path in its manifest),
+        // and so does an unknown endpoint (the request path).
+        let echoes_caller = status == StatusCode::BAD_REQUEST || matches!(self, ApiError::NoEndpoint(_));
+        let public = if echoes_caller { full.clone() } else { crate::redact::error_message(&full) };
         if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+            tracing::warn!(error = %full, "request failed");
+        } else if public != full {
+            tracing::info!(error = %full, "request refused");
         } else {
-            tracing::debug!(error = %self, "request refused");
+            tracing::debug!(error = %full, "request refused");
         }
-        let mut body = serde_json::json!({ "error": self.to_string() });
+        let mut body = serde_json::json!({ "error": public });
         if let Some(m) = self.missing() {
             body["missing"] = serde_json::json!(m);
         }
@@ -159,7 +185,10 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::body::BodyError;
 
     #[test]
     fn each_error_kind_maps_to_its_status() {
@@ -176,6 +205,14 @@ mod tests {
             (ApiError::Cluster(ClusterError::Unavailable { digest: d, tried: vec![] }), 502),
             (ApiError::Cluster(ClusterError::Store(StoreError::BlobNotFound(d))), 404),
             (ApiError::UnknownTag { repo: "r".into(), tag: "t".into() }, 404),
+            (
+                ApiError::Body {
+                    what: "w".into(),
+                    source: BodyError::Idle { after: Duration::from_secs(1), received: 0 },
+                },
+                408,
+            ),
+            (ApiError::Body { what: "w".into(), source: BodyError::Cut { received: 0, reason: "r".into() } }, 400),
             (ApiError::Cluster(ClusterError::TagUnavailable { repo: "r".into(), tag: "t".into(), tried: vec![] }), 502),
         ];
         for (e, code) in cases {

@@ -8,15 +8,21 @@
 //! - [`v2`]: the OCI distribution API (registry) and its error codes.
 //! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
 //! - [`auth`]: who may do what: request kinds, credentials, rights.
+//! - [`conn`]: the connection layer (caps, header and idle timeouts, client address).
+//! - [`body`]: request bodies, read asynchronously and written in batches.
 
 pub mod auth;
+pub mod body;
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod mirror;
+pub mod redact;
 pub mod server;
 pub mod v1;
 pub mod v2;
 
 pub use client::Client;
+pub use conn::{ServeLimits, serve_with};
 pub use error::ApiError;
 pub use server::{AppState, app, serve};

@@ -29,6 +29,54 @@ pub struct AppState {
     pub registry: Option<Registry>,
     /// Who may do what; loopback-only until [`crate::auth::Auth::set`] installs a policy.
     pub auth: Arc<crate::auth::Auth>,
+    /// `/v1/health`'s check that the store still answers.
+    pub store_probe: StoreProbe,
+}
+
+/// How long `/v1/health` waits for the store to answer a stat.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks that the store answers a quick stat through the blocking pool
+/// (where every store call runs): a full pool or a hung disk make the node
+/// degraded, not silently slow. At most one check runs at a time, so a
+/// stuck store does not pile up checks.
+#[derive(Default)]
+pub struct StoreProbe {
+    serial: tokio::sync::Mutex<()>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StoreProbe {
+    /// `Err(reason)` when the store did not answer in time or failed.
+    pub async fn check(&self, store: &Store) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        let _one = self.serial.lock().await;
+        if self.running.load(Ordering::Acquire) {
+            return Err("an earlier check of the store has not finished: the disk or the blocking pool is stuck".into());
+        }
+        self.running.store(true, Ordering::Release);
+        let running = Arc::clone(&self.running);
+        let dir = store.layout().objects_dir();
+        let stat = tokio::task::spawn_blocking(move || {
+            let r = std::fs::metadata(&dir);
+            running.store(false, Ordering::Release);
+            r
+        });
+        match tokio::time::timeout(STORE_PROBE_TIMEOUT, stat).await {
+            Err(_) => Err(format!(
+                "the store did not answer a stat of its objects directory within {}s (disk or blocking pool stuck)",
+                STORE_PROBE_TIMEOUT.as_secs()
+            )),
+            Ok(Err(e)) => {
+                self.running.store(false, Ordering::Release);
+                Err(format!("the store check failed: {e}"))
+            }
+            // The error kind only: remote callers are not shown local paths.
+            Ok(Ok(Err(e))) => Err(format!("stat of the objects directory failed: {}", e.kind())),
+            Ok(Ok(Ok(m))) if !m.is_dir() => Err("the objects directory is not a directory".into()),
+            Ok(Ok(Ok(_))) => Ok(()),
+        }
+    }
 }
 
 impl AppState {
@@ -53,9 +101,16 @@ impl AppState {
             peers: cfg.peers.clone(),
             cas_base: store.root().display().to_string(),
         };
-        let client = Client::new(cfg.peer_timeout);
+        let client = Client::for_peers(cfg.peer_timeout);
         let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState { cluster, info, node_header, registry, auth: Arc::default() }))
+        Ok(Arc::new(AppState {
+            cluster,
+            info,
+            node_header,
+            registry,
+            store_probe: StoreProbe::default(),
+            auth: Arc::default(),
+        }))
     }
 
     /// The `/v2` state: the registry, with the cluster pipeline as its
@@ -63,7 +118,14 @@ impl AppState {
     pub fn v2_state(&self) -> Option<crate::v2::V2State> {
         let registry = self.registry.clone()?;
         let remote = crate::mirror::ClusterRemote::new(self.cluster.clone());
-        Some(crate::v2::V2State { registry, remote: Some(Arc::new(remote)), auth: Arc::clone(&self.auth) })
+        let cfg = self.cluster.config();
+        Some(crate::v2::V2State {
+            registry,
+            remote: Some(Arc::new(remote)),
+            body_timeout: cfg.body_timeout,
+            max_blob_size: cfg.max_blob_size,
+            auth: Arc::clone(&self.auth),
+        })
     }
 }
 
@@ -103,26 +165,79 @@ async fn log_request(req: Request, next: Next) -> Response {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting and gives in-flight requests up to `grace` to finish.
+/// accepting and gives in-flight requests up to `grace` to finish; with
+/// the default [`crate::ServeLimits`] (see [`crate::serve_with`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    // Connect info: the auth check needs the client's address (loopback rule).
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => r,
-        _ = async { if rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending::<()>().await } } => {
-            tracing::warn!(?grace, "in-flight requests did not finish within the shutdown deadline; closing them");
-            Ok(())
-        }
+    crate::conn::serve_with(listener, app, shutdown, grace, crate::ServeLimits::default()).await
+}
+
+/// The soft limit on open files (`None`: unlimited).
+pub fn nofile_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit,
+/// so the connection cap, not a default of 1024 descriptors, bounds a busy
+/// node. Returns the soft limit now in force (`None`: unlimited).
+pub fn raise_nofile_limit() -> std::io::Result<Option<u64>> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
+    // An unlimited hard limit is still capped by the kernel's fs.nr_open.
+    let target = maximum
+        .or_else(|| std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok()));
+    if target.is_none() || current >= target {
+        return Ok(current);
+    }
+    setrlimit(Resource::Nofile, Rlimit { current: target, maximum })?;
+    Ok(getrlimit(Resource::Nofile).current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn health_is_degraded_when_the_blocking_pool_cannot_reach_the_store() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build().unwrap();
+        let (_d, s) = store();
+        let probe = StoreProbe::default();
+        rt.block_on(async {
+            assert_eq!(probe.check(&s).await, Ok(()));
+            // The only blocking thread is taken until the test lets it go.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let held = tokio::task::spawn_blocking(move || rx.recv());
+            let e = probe.check(&s).await.unwrap_err();
+            assert!(e.contains("did not answer") && e.contains("within 2s"), "{e}");
+            // The stuck check is not queued again.
+            let e = probe.check(&s).await.unwrap_err();
+            assert!(e.contains("has not finished"), "{e}");
+            tx.send(()).unwrap();
+            held.await.unwrap().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while probe.check(&s).await.is_err() {
+                assert!(Instant::now() < deadline, "the probe never recovered");
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn health_is_degraded_when_the_objects_directory_is_gone() {
+        let (d, s) = store();
+        std::fs::remove_dir_all(d.path().join("objects")).unwrap();
+        let e = StoreProbe::default().check(&s).await.unwrap_err();
+        assert!(e.contains("stat of the objects directory failed"), "{e}");
+        assert!(!e.contains(&d.path().display().to_string()), "no local path in {e}");
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use cairn_http::Client;
 use cairn_store::{Digest, RefFile};
 use cairn_testkit::{
-    HostilePeer, Hostility, NodeSpec, OriginMode, TestNode, TestOrigin, blob, dead_addr, read_all, start_cluster,
+    HostilePeer, Hostility, NodeSpec, OriginMode, TestNode, TestOrigin, blob, dead_addr, read_all, ref_file_for,
+    start_cluster,
 };
 use common::{cached, tmp_entries, wait_until};
 use futures_util::StreamExt;
@@ -352,7 +353,7 @@ async fn sync_of_200_blobs_interrupted_by_killing_the_source_resumes_with_only_t
     let src = TestNode::start(NodeSpec::default());
     let digests: Vec<Digest> = (0..200).map(|i| src.put(&blob(1000 + i, 20_000 + i as usize))).collect();
     let json = manifest_json("tree", &digests);
-    let rf = RefFile::parse("tree-00000000000a.json").unwrap();
+    let rf = ref_file_for("tree", &json);
     src.store.save_manifest_bytes(&rf, &json).unwrap();
     let dst = TestNode::start(NodeSpec { max_concurrent_fetches: 4, ..spec(vec![], vec![]) });
 
@@ -387,8 +388,9 @@ async fn sync_of_200_blobs_interrupted_by_killing_the_source_resumes_with_only_t
 async fn sync_over_http_reports_what_it_fetched() {
     let nodes = start_cluster(2, NodeSpec::default());
     let ds: Vec<Digest> = (0..5).map(|i| nodes[0].put(&blob(i, 1000))).collect();
-    let rf = RefFile::parse("small-000000000001.json").unwrap();
-    nodes[0].store.save_manifest_bytes(&rf, &manifest_json("small", &ds)).unwrap();
+    let json = manifest_json("small", &ds);
+    let rf = ref_file_for("small", &json);
+    nodes[0].store.save_manifest_bytes(&rf, &json).unwrap();
     let client = Client::new(Duration::from_secs(5));
     let rep = client.sync(&nodes[1].addr(), &nodes[0].addr(), &rf).await.unwrap();
     assert_eq!((rep.fetched, rep.blob_count, rep.name.as_str()), (5, 5, "small"));
@@ -443,6 +445,54 @@ async fn sync_refuses_unsafe_peer_manifests_naming_the_peer_and_field_and_writes
 }
 
 #[tokio::test]
+async fn sync_refuses_a_peer_manifest_not_bound_to_its_ref_file_before_fetching_blobs() {
+    let data = b"x".to_vec();
+    let json = manifest_json("app", &[Digest::of(&data)]);
+    let right = cairn_testkit::ref_file_for("app", &json);
+    let hex = &right.as_str()[4..16];
+    let shadow = format!("base-{hex}.json");
+    let peer = HostilePeer::start(
+        Hostility::Honest,
+        std::slice::from_ref(&data),
+        &[("app-000000000000.json", json.clone()), (shadow.as_str(), json.clone())],
+    );
+    let c = TestNode::start(NodeSpec { peers: vec![peer.addr()], ..Default::default() });
+    for rf in ["app-000000000000.json", shadow.as_str()] {
+        let err = c
+            .state
+            .cluster
+            .sync(&peer.addr(), &RefFile::parse(rf).unwrap(), Arc::new(|_| {}))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(rf) && err.contains(right.as_str()), "{rf}: {err}");
+    }
+    assert_eq!(peer.gets(), 0, "no blob is fetched for a refused manifest");
+    assert_eq!(std::fs::read_dir(c.dir().join("refs")).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn sync_never_replaces_a_local_ref_file_holding_other_bytes() {
+    let data = b"x".to_vec();
+    let json = manifest_json("app", &[Digest::of(&data)]);
+    let rf = ref_file_for("app", &json);
+    let peer = HostilePeer::start(Hostility::Honest, std::slice::from_ref(&data), &[(rf.as_str(), json.clone())]);
+    let c = TestNode::start(NodeSpec { peers: vec![peer.addr()], ..Default::default() });
+    // A file the original wrote under that name, with other bytes.
+    let local = c.dir().join("refs").join(rf.as_str());
+    std::fs::write(&local, b"{\"name\":\"app\",\"objects\":{}}").unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/manifests/{rf}/sync?peer={}", c.url(), peer.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("never replaced"));
+    assert_eq!(peer.gets(), 0, "refused before any blob is fetched");
+    assert_eq!(std::fs::read(&local).unwrap(), b"{\"name\":\"app\",\"objects\":{}}");
+}
+
+#[tokio::test]
 async fn peer_answering_malformed_json_is_an_error_naming_the_peer() {
     let bad = HostilePeer::start(Hostility::BadJson, &[], &[]);
     let client = Client::new(Duration::from_secs(2));
@@ -462,14 +512,15 @@ async fn cluster_manifests_and_stats_cover_every_node() {
     let nodes = start_cluster(3, NodeSpec::default());
     let d0 = nodes[0].put(b"a");
     let shared = manifest_json("shared", &[d0]);
-    let rf = RefFile::parse("shared-000000000001.json").unwrap();
+    let rf = ref_file_for("shared", &shared);
     for n in &nodes[..2] {
         n.put(b"a");
         n.store.save_manifest_bytes(&rf, &shared).unwrap();
     }
-    let only = RefFile::parse("only-000000000002.json").unwrap();
+    let only_json = manifest_json("only", &[d0]);
+    let only = ref_file_for("only", &only_json);
     nodes[2].put(b"a");
-    nodes[2].store.save_manifest_bytes(&only, &manifest_json("only", &[d0])).unwrap();
+    nodes[2].store.save_manifest_bytes(&only, &only_json).unwrap();
 
     let list: serde_json::Value =
         reqwest::get(format!("{}/v1/cluster/manifests", nodes[0].url())).await.unwrap().json().await.unwrap();
@@ -526,7 +577,8 @@ async fn seed_format_manifest_from_a_peer_is_read_and_saved_verbatim_by_sync() {
     let json = format!(
         "{{\"Name\":\"legacy\",\"CreatedAt\":\"2023-03-04T05:06:07Z\",\"Objects\":{{\"etc/os-release\":\"{d}\"}}}}"
     );
-    let rf = "legacy-abcdef012345.json";
+    let rf = ref_file_for("legacy", json.as_bytes());
+    let rf = rf.as_str();
     let seed = HostilePeer::start(Hostility::Honest, std::slice::from_ref(&data), &[(rf, json.clone().into_bytes())]);
     let c = TestNode::start(NodeSpec::default());
     let rep = c.state.cluster.sync(&seed.addr(), &RefFile::parse(rf).unwrap(), Arc::new(|_| {})).await.unwrap();

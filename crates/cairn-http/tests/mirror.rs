@@ -4,6 +4,8 @@
 //! cluster where skopeo pulls from one node an image pushed to another
 //! without the upstream seeing a single request.
 
+mod common;
+
 use std::time::Duration;
 
 use cairn_cluster::upstream::UpstreamConfig;
@@ -66,7 +68,9 @@ async fn image_is_pulled_through_a_node_from_an_open_upstream_then_served_withou
     let first = upstream_reads(&reg);
     assert!(first.iter().any(|r| r.starts_with("GET /v2/team/app/blobs/")), "{first:?}");
     for d in img.layers.iter().chain([&img.manifest, &img.config]) {
-        assert!(node.store.exists(d), "{d} is cached in the node's store");
+        // A streamed miss is linked into the store just after its response ends.
+        let cached = common::wait_until(Duration::from_secs(20), || node.store.exists(d)).await;
+        assert!(cached, "{d} is cached in the node's store");
     }
 
     pull(&node, "team/app", "v1", &img, &layers).await;

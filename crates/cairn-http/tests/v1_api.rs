@@ -234,20 +234,21 @@ async fn manifest_push_is_409_listing_missing_blobs_then_201_when_present() {
     let missing = Digest::of(b"missing");
     let json = serde_json::json!({"name": "app", "created_at": "2024-01-01T00:00:00Z",
         "objects": {"a": have.to_string(), "b": missing.to_string()}});
-    let url = format!("{}/v1/manifests/app-000000000001.json", n.url());
+    let rf = cairn_testkit::ref_file_for("app", json.to_string().as_bytes());
+    let url = format!("{}/v1/manifests/{rf}", n.url());
     let r = c.put(&url).body(json.to_string()).send().await.unwrap();
     assert_eq!(r.status(), 409);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["missing"], serde_json::json!([missing.to_string()]));
-    assert!(!n.dir().join("refs/app-000000000001.json").exists());
+    assert!(!n.dir().join("refs").join(rf.as_str()).exists());
 
     n.put(b"missing");
     let r = c.put(&url).body(json.to_string()).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["ref_file"], "app-000000000001.json");
+    assert_eq!(v["ref_file"], rf.as_str());
     assert_eq!(v["blob_count"], 2);
-    assert_eq!(std::fs::read(n.dir().join("refs/app-000000000001.json")).unwrap(), json.to_string().as_bytes());
+    assert_eq!(std::fs::read(n.dir().join("refs").join(rf.as_str())).unwrap(), json.to_string().as_bytes());
 }
 
 #[tokio::test]
@@ -318,7 +319,9 @@ async fn sync_of_an_unsafe_ref_file_is_400_and_of_an_unreachable_peer_is_502_nam
         "POST /v1/manifests/%2e%2e/sync?peer=127.0.0.1:1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 400);
+    // An unreachable peer is a configured one (others are refused before any request).
     let dead = cairn_testkit::dead_addr();
+    let n = TestNode::start(cairn_testkit::NodeSpec { peers: vec![dead.clone()], ..Default::default() });
     let r = reqwest::Client::new()
         .post(format!("{}/v1/manifests/a-000000000000.json/sync?peer={dead}", n.url()))
         .send()
@@ -327,4 +330,113 @@ async fn sync_of_an_unsafe_ref_file_is_400_and_of_an_unreachable_peer_is_502_nam
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains(&dead), "{v}");
+}
+
+#[tokio::test]
+async fn manifest_push_under_a_ref_file_not_bound_to_its_bytes_is_400_before_any_blob_is_fetched() {
+    let data = blob(41, 10_000);
+    let origin = cairn_testkit::TestOrigin::start(std::slice::from_ref(&data), cairn_testkit::OriginMode::Good);
+    let n = TestNode::start(NodeSpec { origins: vec![origin.template()], ..Default::default() });
+    let c = reqwest::Client::new();
+    // A future created_at would make it the newest "app" if it were accepted.
+    let json = serde_json::json!({"name": "app", "created_at": "2999-01-01T00:00:00Z",
+        "objects": {"bin/app": Digest::of(&data).to_string()}})
+    .to_string();
+    let right = cairn_testkit::ref_file_for("app", json.as_bytes());
+    let hex = &right.as_str()[4..16];
+    for bad in ["app-000000000000.json".to_owned(), format!("other-{hex}.json"), "x.json".to_owned()] {
+        let r = c.put(format!("{}/v1/manifests/{bad}", n.url())).body(json.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let v: Value = r.json().await.unwrap();
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(&bad) && msg.contains(right.as_str()), "{msg}");
+    }
+    assert_eq!(origin.hits(), 0, "nothing fetched for a refused manifest");
+    assert!(!n.store.exists(&Digest::of(&data)));
+    assert_eq!(std::fs::read_dir(n.dir().join("refs")).unwrap().count(), 0);
+    let r = c.put(format!("{}/v1/manifests/{right}", n.url())).body(json).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test]
+async fn manifest_push_never_replaces_an_existing_ref_file_with_other_bytes() {
+    let n = node();
+    let c = reqwest::Client::new();
+    let d = n.put(b"x");
+    let json =
+        serde_json::json!({"name": "app", "created_at": "2024-01-01T00:00:00Z", "objects": {"a": d.to_string()}})
+            .to_string();
+    let rf = cairn_testkit::ref_file_for("app", json.as_bytes());
+    let url = format!("{}/v1/manifests/{rf}", n.url());
+    assert_eq!(c.put(&url).body(json.clone()).send().await.unwrap().status(), 201);
+    // The same bytes again: idempotent.
+    assert_eq!(c.put(&url).body(json.clone()).send().await.unwrap().status(), 201);
+    // A file the original wrote under that name with other bytes stays as it is.
+    let p = n.dir().join("refs").join(rf.as_str());
+    std::fs::remove_file(&p).unwrap();
+    std::fs::write(&p, b"{\"name\":\"app\",\"objects\":{}}").unwrap();
+    let r = c.put(&url).body(json.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("never replaced"), "{v}");
+    assert_eq!(std::fs::read(&p).unwrap(), b"{\"name\":\"app\",\"objects\":{}}");
+    // Reading is unchanged: a legacy file whose name does not match its bytes is served.
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"{\"name\":\"app\",\"objects\":{}}");
+}
+
+#[tokio::test]
+async fn symlinks_planted_in_objects_and_refs_are_not_served() {
+    let n = node();
+    let t = tempfile::tempdir().unwrap();
+    let secret = b"root:x:0:0:root:/root:/bin/sh\n";
+    let target = t.path().join("passwd");
+    std::fs::write(&target, secret).unwrap();
+    let d = Digest::of(secret);
+    std::os::unix::fs::symlink(&target, n.dir().join("objects").join(d.to_string())).unwrap();
+    let json = br#"{"name":"x","created_at":"2999-01-01T00:00:00Z","objects":{}}"#;
+    let mtarget = t.path().join("m.json");
+    std::fs::write(&mtarget, json).unwrap();
+    let rf = cairn_testkit::ref_file_for("x", json);
+    std::os::unix::fs::symlink(&mtarget, n.dir().join("refs").join(rf.as_str())).unwrap();
+
+    for path in [format!("/v1/blobs/{d}"), format!("/v1/manifests/{rf}")] {
+        let r = reqwest::get(format!("{}{path}", n.url())).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("root:x") && !body.contains("2999"), "{path}: {body}");
+        assert!(!body.contains(&n.dir().display().to_string()), "{path}: {body}");
+    }
+    let r = reqwest::Client::new().head(format!("{}/v1/blobs/{d}", n.url())).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let (_, list) = get_json(&format!("{}/v1/manifests", n.url())).await;
+    assert_eq!(list, serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn store_errors_do_not_reveal_the_data_dir_to_remote_callers() {
+    let n = node();
+    // A file where tmp/ should be: every put fails on a path inside the data dir.
+    let tmp = n.dir().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a dir").unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/blobs/{}", n.url(), Digest::of(b"x")))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.unwrap();
+    let dir = n.dir().display().to_string();
+    assert!(body.contains("create temp file") && body.contains("<path on the node>"), "{body}");
+    assert!(!body.contains(&dir) && !body.contains("/tmp/"), "{body}");
+}
+
+#[tokio::test]
+async fn info_shows_the_data_dir_to_a_loopback_caller() {
+    let n = node();
+    let (_, v) = get_json(&format!("{}/v1/info", n.url())).await;
+    assert_eq!(v["cas_base"], n.dir().display().to_string());
 }

@@ -578,9 +578,10 @@ async fn a_blob_miss_asks_the_remote_source_and_serves_what_it_fetched() {
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"from afar");
     let r = c.get(format!("{}/v2/mirror/x/blobs/{}", s.base, Digest::of(b"nowhere").oci())).send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
-    // A failing remote is a miss, not a 500.
+    // A failing remote is a bad gateway naming the failure: not a 500, and
+    // not "unknown" (the object may well exist upstream).
     let r = c.get(format!("{}/v2/mirror/x/manifests/{}", s.base, Digest::of(b"m").oci())).send().await.unwrap();
-    assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
+    assert_eq!(error_code(r).await, (StatusCode::BAD_GATEWAY, "UNKNOWN".into()));
 }
 
 #[tokio::test]
@@ -614,4 +615,20 @@ async fn tag_repointed_by_another_process_is_served_at_its_new_manifest() {
     other.delete_manifest(&repo, &tag).unwrap();
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(error_code(r).await, (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN".into()));
+}
+
+#[tokio::test]
+async fn registry_errors_do_not_reveal_the_data_dir() {
+    let d = tempfile::tempdir().unwrap();
+    let s = v2common::start(d.path()).await;
+    // A file where the upload sessions' directory should be.
+    let uploads = d.path().join("registry/uploads");
+    let _ = std::fs::remove_dir_all(&uploads);
+    std::fs::create_dir_all(uploads.parent().unwrap()).unwrap();
+    std::fs::write(&uploads, b"not a dir").unwrap();
+    let r = Client::new().post(format!("{}/v2/a/b/blobs/uploads/", s.base)).send().await.unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("<path on the node>"), "{body}");
+    assert!(!body.contains(&d.path().display().to_string()) && !body.contains("/tmp/"), "{body}");
 }

@@ -114,7 +114,8 @@ async fn upload_sessions_past_the_total_cap_get_429_whoever_asks() {
 
 #[tokio::test]
 async fn idle_upload_sessions_are_swept_on_a_timer_without_a_new_upload_starting() {
-    let n = node(RegistryOptions { upload_ttl: Duration::from_secs(1), ..Default::default() });
+    // Long enough that a loaded machine still PATCHes before the session expires.
+    let n = node(RegistryOptions { upload_ttl: Duration::from_secs(3), ..Default::default() });
     let c = Client::new();
     let (s, loc) = open(&c, &n, "idle").await;
     assert_eq!(s, StatusCode::ACCEPTED);
@@ -126,7 +127,7 @@ async fn idle_upload_sessions_are_swept_on_a_timer_without_a_new_upload_starting
     let reg = n.state.registry.clone().unwrap();
     assert_eq!(reg.open_uploads(), 1);
     // No request reaches the node while it waits: only the timer can remove it.
-    assert!(wait_until(Duration::from_secs(10), || !dir.exists()).await, "idle session {id} was not swept");
+    assert!(wait_until(Duration::from_secs(30), || !dir.exists()).await, "idle session {id} was not swept");
     assert_eq!(reg.open_uploads(), 0, "a swept session no longer counts against the caps");
     let r = c.get(format!("{}{loc}", n.url())).send().await.unwrap();
     assert_eq!(error_code(r).await.1, "BLOB_UPLOAD_UNKNOWN");
@@ -263,4 +264,57 @@ async fn catalog_pages_are_capped_whatever_n_asks_and_the_link_leads_to_the_rest
         let r = c.get(format!("{}/v2/_catalog?n={bad}", s.base)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "n={bad}");
     }
+}
+
+/// Entries left in the node's `tmp/` (temp blobs of uploads in flight).
+fn tmp_entries(n: &TestNode) -> usize {
+    std::fs::read_dir(n.dir().join("tmp")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn uploads_past_max_blob_size_are_413_before_they_are_stored_on_v1_and_v2() {
+    const MAX: usize = 1 << 20;
+    let n = TestNode::start(NodeSpec {
+        v2: true,
+        tune: Some(|c: &mut cairn_cluster::ClusterConfig| c.max_blob_size = MAX as u64),
+        ..Default::default()
+    });
+    // A refused body is not read, so the node closes that connection: no reuse.
+    let c = Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let big = cairn_testkit::blob(71, MAX + 1);
+    let bd = Digest::of(&big);
+
+    // Declared too large: refused before any byte is read.
+    let r = c.put(format!("{}/v1/blobs/{bd}", n.url())).body(big.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.text().await.unwrap().contains("max_blob_size"));
+    // Not declared (chunked): cut as soon as it passes the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = c.put(format!("{}/v1/blobs/{bd}", n.url())).body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = c.post(format!("{}/v2/big/blobs/uploads/?digest={}", n.url(), bd.oci())).body(big.clone()).send().await;
+    let (status, code, _) = error_code(r.unwrap()).await;
+    assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "BLOB_UPLOAD_INVALID"));
+    assert!(!n.dir().join("objects").join(bd.to_string()).exists());
+    assert!(
+        wait_until(Duration::from_secs(10), || tmp_entries(&n) == 0).await,
+        "temp blobs of refused uploads stay in tmp/"
+    );
+
+    // A session counts every chunk: the one that would pass the limit is refused and rolled back.
+    let (s, loc) = open(&c, &n, "big").await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let half = MAX / 2 + 1;
+    let r = c.patch(format!("{}{loc}", n.url())).body(big[..half].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c.patch(format!("{}{loc}", n.url())).body(big[half..].to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = c.get(format!("{}{loc}", n.url())).send().await.unwrap();
+    assert_eq!(r.headers()["range"], format!("0-{}", half - 1).as_str());
+
+    // Exactly the limit is fine.
+    let fits = &big[..MAX];
+    let r = c.put(format!("{}/v1/blobs/{}", n.url(), Digest::of(fits))).body(fits.to_vec()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
 }

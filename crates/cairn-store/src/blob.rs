@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Result, StoreError};
+use crate::nofollow;
 use crate::store::Store;
 
 /// Size of the buffer used to copy streams into the store.
@@ -218,14 +219,16 @@ impl Store {
 
     /// True when the blob is present.
     pub fn exists(&self, d: &Digest) -> bool {
-        self.layout().object(d).is_file()
+        nofollow::is_file(&self.layout().object(d))
     }
 
-    /// The blob's size, or `BlobNotFound`.
+    /// The blob's size, or `BlobNotFound`; a symlink in its place is
+    /// [`StoreError::Symlink`] (which counts as not found).
     pub fn size(&self, d: &Digest) -> Result<u64> {
         let p = self.layout().object(d);
-        match fs::metadata(&p) {
+        match fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() => Ok(m.len()),
+            Ok(m) if m.is_symlink() => Err(StoreError::Symlink(p)),
             Ok(_) => Err(StoreError::BlobNotFound(*d)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*d)),
             Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
@@ -240,11 +243,14 @@ impl Store {
     /// Opens `len` bytes (or the rest) of the blob from `offset`.
     pub fn get_range(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<BlobReader> {
         let p = self.layout().object(d);
-        let mut f = match File::open(&p) {
+        let mut f = match nofollow::open(&p) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobNotFound(*d)),
-            Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
+            Err(e) => return Err(nofollow::error("open", &p)(e)),
         };
+        if !f.metadata().map_err(StoreError::io("stat", &p))?.is_file() {
+            return Err(StoreError::BlobNotFound(*d));
+        }
         let size = f.metadata().map_err(StoreError::io("stat", &p))?.len();
         let end = match len {
             Some(l) => offset.checked_add(l),
@@ -306,7 +312,7 @@ impl Store {
     /// Marks a blob as recently used (GC grace).
     pub(crate) fn touch(&self, d: &Digest) -> Result<()> {
         let p = self.layout().object(d);
-        let f = File::open(&p).map_err(StoreError::io("open", &p))?;
+        let f = nofollow::open(&p).map_err(nofollow::error("open", &p))?;
         f.set_modified(SystemTime::now()).map_err(StoreError::io("set mtime", &p))
     }
 }
@@ -420,7 +426,7 @@ impl VerifiedBlob {
         let store = w.store.clone();
         let dest = store.layout().object(&digest);
         let _gc = store.gc_shared()?;
-        if dest.is_file() {
+        if nofollow::is_file(&dest) {
             drop(file);
             w.stop_flusher()?;
             store.touch(&digest)?;
@@ -436,10 +442,16 @@ impl VerifiedBlob {
         drop(file);
         let existed = match fs::hard_link(&w.tmp, &dest) {
             Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                store.touch(&digest)?;
-                true
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match store.touch(&digest) {
+                Ok(()) => true,
+                // A planted symlink holds the name: the verified bytes replace it
+                // (rename replaces the link itself, never its target).
+                Err(StoreError::Symlink(_)) => {
+                    fs::rename(&w.tmp, &dest).map_err(StoreError::io("replace symlink in objects", &dest))?;
+                    false
+                }
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
         };
         if !existed {

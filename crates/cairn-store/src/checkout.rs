@@ -8,7 +8,7 @@
 //! directory can still be filled.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -33,7 +33,14 @@ pub struct CheckoutOptions {
     /// mode differs from the object's in more than write bits (e.g. 0755),
     /// when the object itself is writable, or across filesystems.
     pub link: bool,
+    /// Keep the setuid, setgid and sticky bits the manifest gives. Off by
+    /// default: a manifest from a peer or client must not make a setuid
+    /// binary (the manifest still records the bits either way).
+    pub preserve_special_bits: bool,
 }
+
+/// Setuid, setgid and sticky.
+const SPECIAL_BITS: u32 = 0o7000;
 
 /// What a checkout wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,12 +90,12 @@ impl Store {
         let m: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::InvalidManifest { what: rf.to_string(), reason: e.to_string() })?;
         m.ref_name().map_err(|e| StoreError::InvalidManifest { what: rf.to_string(), reason: e.to_string() })?;
-        let plan = plan(&m)?;
+        let plan = plan(&m, opts.preserve_special_bits)?;
         // One stat per distinct object: presence, size and mode.
         let mut objs: BTreeMap<Digest, (u64, u32)> = BTreeMap::new();
         let mut missing = Vec::new();
         for d in m.digests() {
-            match fs::metadata(self.layout().object(&d)) {
+            match fs::symlink_metadata(self.layout().object(&d)) {
                 Ok(md) if md.is_file() => {
                     objs.insert(d, (md.len(), md.permissions().mode()));
                 }
@@ -160,7 +167,7 @@ impl Store {
                 }
             }
         }
-        let mut src = File::open(&obj).map_err(StoreError::io("open", &obj))?;
+        let mut src = crate::nofollow::open(&obj).map_err(crate::nofollow::error("open", &obj))?;
         // create_new never follows a symlink at the final component.
         let mut out = OpenOptions::new()
             .write(true)
@@ -179,7 +186,7 @@ impl Store {
     }
 }
 
-fn plan(m: &Manifest) -> Result<Plan> {
+fn plan(m: &Manifest, preserve_special_bits: bool) -> Result<Plan> {
     let unsafe_path = |path: &str, reason: &'static str| StoreError::UnsafePath {
         name: m.name.clone(),
         path: path.to_owned(),
@@ -223,7 +230,8 @@ fn plan(m: &Manifest) -> Result<Plan> {
             return Err(unsafe_path(p, "its symlink target is empty or contains NUL"));
         }
     }
-    let mode = |p: &str, default: u32| m.modes.get(p).map_or(default, |m| m & 0o7777);
+    let keep = if preserve_special_bits { 0o7777 } else { 0o7777 & !SPECIAL_BITS };
+    let mode = |p: &str, default: u32| m.modes.get(p).map_or(default, |m| m & keep);
     Ok(Plan {
         files: m.objects.iter().map(|(p, d)| (p.clone(), *d, mode(p, DEFAULT_FILE_MODE))).collect(),
         symlinks: m.symlinks.iter().map(|(p, t)| (p.clone(), t.clone())).collect(),
@@ -267,7 +275,7 @@ mod tests {
             (manifest(&[], &[("s", "")]), "s"),
         ];
         for (m, bad) in cases {
-            match plan(m) {
+            match plan(m, false) {
                 Err(StoreError::UnsafePath { path, .. }) => assert_eq!(path, *bad),
                 other => panic!("{bad}: {:?}", other.err()),
             }
@@ -277,7 +285,7 @@ mod tests {
     #[test]
     fn plan_creates_implied_parent_dirs_in_order() {
         let d = Digest::of(b"x");
-        let p = plan(&manifest(&[("a/b/c", d), ("z", d)], &[("a/l", "../z")])).unwrap();
+        let p = plan(&manifest(&[("a/b/c", d), ("z", d)], &[("a/l", "../z")]), false).unwrap();
         assert_eq!(p.dirs.into_iter().collect::<Vec<_>>(), vec!["a".to_string(), "a/b".to_string()]);
     }
 }

@@ -70,6 +70,27 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A ref file name not bound to its bytes: it must be
+    /// `<inner name>-<first 12 hex of the SHA-256 of the bytes>.json`.
+    #[error(
+        "ref file {got} does not match its manifest: expected {expected} (the manifest's name, '-', the first 12 hex of the SHA-256 of its exact bytes, '.json'); send it under that name"
+    )]
+    RefFileMismatch {
+        /// The ref file given.
+        got: RefFile,
+        /// The ref file the bytes call for.
+        expected: String,
+    },
+    /// A ref file that already exists with other bytes; it is never replaced.
+    #[error(
+        "ref file {0} already exists with other bytes and is never replaced; save the new version under the ref file its bytes call for"
+    )]
+    RefConflict(RefFile),
+    /// A symlink where the store expects a plain file (planted or corrupt).
+    #[error(
+        "{0} is a symlink, which the store never creates nor follows; remove it (`cairn verify` quarantines planted objects)"
+    )]
+    Symlink(PathBuf),
     /// A manifest lists objects the store does not hold.
     #[error("manifest {name:?} lists {} blob(s) the store does not hold: {}; store them first", missing.len(), list_digests(missing))]
     MissingBlobs {
@@ -128,9 +149,10 @@ impl StoreError {
         StoreError::ManifestNotFound(r.to_string())
     }
 
-    /// True for "not found" errors (blob or manifest).
+    /// True for "not found" errors (blob or manifest; a planted symlink
+    /// stands for nothing the store holds).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StoreError::BlobNotFound(_) | StoreError::ManifestNotFound(_))
+        matches!(self, StoreError::BlobNotFound(_) | StoreError::ManifestNotFound(_) | StoreError::Symlink(_))
             || matches!(self, StoreError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 
@@ -144,6 +166,7 @@ impl StoreError {
                 | StoreError::Truncated { .. }
                 | StoreError::Range { .. }
                 | StoreError::InvalidManifest { .. }
+                | StoreError::RefFileMismatch { .. }
                 | StoreError::UnsafePath { .. }
                 | StoreError::TargetNotEmpty(_)
                 | StoreError::SnapshotPath { .. }

@@ -149,7 +149,7 @@ impl Store {
     /// Size and mtime of a blob; `None` when it is gone.
     fn blob_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
         let p = self.layout().object(d);
-        match fs::metadata(&p) {
+        match fs::symlink_metadata(&p) {
             Ok(m) => Ok(Some((m.len(), m.modified().map_err(StoreError::io("read mtime", &p))?))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),

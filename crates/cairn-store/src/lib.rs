@@ -23,6 +23,7 @@ pub mod error;
 pub mod gc;
 pub mod layout;
 pub mod name;
+mod nofollow;
 pub mod oci;
 pub mod refs;
 pub mod snapshot;

@@ -5,8 +5,14 @@ use std::fmt;
 
 use crate::digest::Digest;
 
-/// Longest name or ref file name, in bytes (a common filesystem limit).
+/// Longest ref file name, in bytes (a common filesystem limit).
 pub const MAX_NAME_LEN: usize = 255;
+
+/// What a ref file adds to its manifest's name: `-<12 hex>.json`.
+const REF_SUFFIX_LEN: usize = "-0123456789ab.json".len();
+
+/// Longest manifest name, in bytes: its ref file must fit in [`MAX_NAME_LEN`].
+pub const MAX_REF_NAME_LEN: usize = MAX_NAME_LEN - REF_SUFFIX_LEN;
 
 /// Why a name or ref file name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,9 +20,14 @@ pub enum NameError {
     /// The name was empty.
     #[error("empty name")]
     Empty,
-    /// Over [`MAX_NAME_LEN`] bytes.
-    #[error("name is {0} bytes long; at most 255 are allowed")]
-    TooLong(usize),
+    /// Over the length limit ([`MAX_NAME_LEN`] or [`MAX_REF_NAME_LEN`]).
+    #[error("name is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// The name's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// `.` or `..`.
     #[error("name {0:?} is a relative path component")]
     Dots(String),
@@ -33,12 +44,12 @@ pub enum NameError {
     NotJson(String),
 }
 
-fn check_component(s: &str) -> Result<(), NameError> {
+fn check_component(s: &str, max: usize) -> Result<(), NameError> {
     if s.is_empty() {
         return Err(NameError::Empty);
     }
-    if s.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong(s.len()));
+    if s.len() > max {
+        return Err(NameError::TooLong { len: s.len(), max });
     }
     if s == "." || s == ".." {
         return Err(NameError::Dots(s.to_owned()));
@@ -50,7 +61,8 @@ fn check_component(s: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// A manifest name: one path component of `[A-Za-z0-9._-]`, 1 to 255 bytes.
+/// A manifest name: one path component of `[A-Za-z0-9._-]`, 1 to
+/// [`MAX_REF_NAME_LEN`] (237) bytes, so that its ref file fits in 255.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct RefName(String);
@@ -58,7 +70,7 @@ pub struct RefName(String);
 impl RefName {
     /// Checks `s` against the name rules.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        check_component(s)?;
+        check_component(s, MAX_REF_NAME_LEN)?;
         Ok(RefName(s.to_owned()))
     }
     /// The name.
@@ -67,8 +79,10 @@ impl RefName {
     }
 }
 
-/// A ref file name: `<name>-<12 hex>.json` as the store writes it, or any
-/// safe single component ending in `.json` (peers may name files otherwise).
+/// A ref file name: any safe single component ending in `.json`, so files
+/// the original wrote under other names can still be read. A new ref file
+/// must be `<name>-<12 hex>.json` for its bytes ([`RefFile::for_manifest`];
+/// checked by `Manifest::from_json_for`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
 pub struct RefFile(String);
@@ -76,7 +90,7 @@ pub struct RefFile(String);
 impl RefFile {
     /// Checks `s`: a safe single path component ending in `.json`.
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        check_component(s)?;
+        check_component(s, MAX_NAME_LEN)?;
         if !s.ends_with(".json") || s.len() == ".json".len() {
             return Err(NameError::NotJson(s.chars().take(80).collect()));
         }
@@ -141,8 +155,9 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", "../x", "a b", "é", "%2e%2e"] {
             assert!(RefName::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(RefName::parse(&"a".repeat(256)), Err(NameError::TooLong(256)));
-        assert!(RefName::parse(&"a".repeat(255)).is_ok());
+        assert_eq!(RefName::parse(&"a".repeat(238)), Err(NameError::TooLong { len: 238, max: 237 }));
+        assert!(RefName::parse(&"a".repeat(237)).is_ok());
+        assert_eq!(RefFile::parse(&"a".repeat(256)), Err(NameError::TooLong { len: 256, max: 255 }));
     }
 
     #[test]
@@ -161,6 +176,14 @@ mod tests {
         assert_eq!(rf.as_str(), format!("rootfs-{}.json", &hex[..12]));
         assert!(rf.is_version_of(&name));
         assert!(!rf.is_version_of(&RefName::parse("root").unwrap()));
+    }
+
+    #[test]
+    fn the_longest_name_has_a_ref_file_that_fits_a_filename() {
+        let name = RefName::parse(&"n".repeat(MAX_REF_NAME_LEN)).unwrap();
+        let rf = RefFile::for_manifest(&name, b"{}").unwrap();
+        assert_eq!(rf.as_str().len(), MAX_NAME_LEN);
+        assert!(rf.is_version_of(&name));
     }
 
     proptest! {

@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::name::{RefFile, RefName};
+use crate::nofollow;
 use crate::store::Store;
 
 /// Largest manifest accepted from a file, a peer or a client.
@@ -110,6 +111,25 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Parses manifest bytes to be saved as `ref_file` and checks that the
+    /// file name is bound to them: `<name>-<first 12 hex of the SHA-256 of
+    /// bytes>.json`, `name` being the manifest's own. Every new ref file,
+    /// from a client, a peer or the CLI, goes through this.
+    pub fn from_json_for(ref_file: &RefFile, bytes: &[u8], what: &str) -> Result<Self> {
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(StoreError::InvalidManifest {
+                what: what.to_owned(),
+                reason: format!("{} bytes is over the {MAX_MANIFEST_BYTES} byte limit", bytes.len()),
+            });
+        }
+        let m = Manifest::from_json(bytes, what)?;
+        let expected = RefFile::for_manifest(&m.ref_name()?, bytes)?;
+        if expected != *ref_file {
+            return Err(StoreError::RefFileMismatch { got: ref_file.clone(), expected: expected.to_string() });
+        }
+        Ok(m)
+    }
+
     /// Checks the name and every path; see [`check_object_path`].
     pub fn validate(&self, what: &str) -> Result<()> {
         let invalid = |reason: String| StoreError::InvalidManifest { what: what.to_owned(), reason };
@@ -165,21 +185,34 @@ impl Store {
     }
 
     /// Saves manifest bytes received from elsewhere under `ref_file`, byte
-    /// for byte, after validating them. Every listed blob must be present.
+    /// for byte, after validating them (see [`Manifest::from_json_for`]).
+    /// Every listed blob must be present. An existing ref file is never
+    /// replaced: the same bytes again succeed, other bytes are a
+    /// [`StoreError::RefConflict`].
     pub fn save_manifest_bytes(&self, ref_file: &RefFile, bytes: &[u8]) -> Result<Manifest> {
-        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(StoreError::InvalidManifest {
-                what: ref_file.to_string(),
-                reason: format!("{} bytes is over the {MAX_MANIFEST_BYTES} byte limit", bytes.len()),
-            });
-        }
-        let m = Manifest::from_json(bytes, ref_file.as_str())?;
+        let m = Manifest::from_json_for(ref_file, bytes, ref_file.as_str())?;
         self.write_manifest(ref_file, &m, bytes)?;
         Ok(m)
     }
 
+    /// Checks that saving `bytes` as `ref_file` would not replace other
+    /// bytes: `Ok` when the file is absent or holds exactly `bytes`. Lets
+    /// a caller refuse a conflict before it fetches any blob.
+    pub fn check_ref_free(&self, ref_file: &RefFile, bytes: &[u8]) -> Result<()> {
+        match self.manifest_bytes(ref_file) {
+            Ok(have) if have == bytes => Ok(()),
+            Ok(_) => Err(StoreError::RefConflict(ref_file.clone())),
+            Err(StoreError::ManifestNotFound(_)) => Ok(()),
+            Err(StoreError::InvalidManifest { .. } | StoreError::Symlink(_)) => {
+                Err(StoreError::RefConflict(ref_file.clone()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn write_manifest(&self, rf: &RefFile, m: &Manifest, json: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.check_ref_free(rf, json)?;
         let _gc = self.gc_shared()?;
         let missing = self.missing(&m.digests());
         if !missing.is_empty() {
@@ -197,12 +230,16 @@ impl Store {
                 f.sync_all().map_err(StoreError::io("fsync", &tmp))?;
             }
             let dest = self.layout().ref_path(rf);
-            fs::rename(&tmp, &dest).map_err(StoreError::io("rename into refs", &dest))?;
-            self.sync_dir(&self.layout().refs_dir())
+            // A link never replaces an existing file (nor a planted
+            // symlink), so two concurrent saves cannot overwrite each other.
+            match fs::hard_link(&tmp, &dest) {
+                Ok(()) => self.sync_dir(&self.layout().refs_dir()),
+                // Lost a race: fine only if the winner wrote the same bytes.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.check_ref_free(rf, json),
+                Err(e) => Err(StoreError::Io { op: "link into refs", path: dest, source: e }),
+            }
         })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
+        let _ = fs::remove_file(&tmp);
         res
     }
 
@@ -214,10 +251,10 @@ impl Store {
     /// The raw bytes of a manifest.
     pub fn manifest_bytes(&self, rf: &RefFile) -> Result<Vec<u8>> {
         let p = self.layout().ref_path(rf);
-        let f = match File::open(&p) {
+        let f = match nofollow::open(&p) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::manifest_not_found(rf)),
-            Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
+            Err(e) => return Err(nofollow::error("open", &p)(e)),
         };
         let mut buf = Vec::new();
         f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut buf).map_err(StoreError::io("read", &p))?;
@@ -258,7 +295,7 @@ impl Store {
     /// Resolves a ref file name, or a manifest name to its newest version.
     pub fn resolve(&self, name_or_file: &str) -> Result<RefFile> {
         if let Ok(rf) = RefFile::parse(name_or_file)
-            && self.layout().ref_path(&rf).is_file()
+            && nofollow::is_file(&self.layout().ref_path(&rf))
         {
             return Ok(rf);
         }

@@ -55,10 +55,17 @@ impl Store {
                 Box::new(all)
             }
         };
+        let corrupt = Mutex::new(Vec::new());
         for d in wanted {
             let d = d?;
             match self.size(&d) {
                 Ok(n) => todo.push((d, n)),
+                // The store never makes one: it was planted. Moved aside, not read through.
+                Err(StoreError::Symlink(p)) => {
+                    tracing::warn!(digest = %d, path = %p.display(), "object is a symlink; moving it to quarantine");
+                    let quarantined = self.quarantine(&d)?;
+                    corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(Corrupt { digest: d, quarantined });
+                }
                 // Listed blobs that vanish meanwhile were removed by GC, not lost.
                 Err(StoreError::BlobNotFound(_)) if only.is_none() => {}
                 Err(StoreError::BlobNotFound(_)) => report.missing.push(d),
@@ -69,7 +76,6 @@ impl Store {
         todo.dedup();
         let total: u64 = todo.iter().map(|t| t.1).sum();
         let done = AtomicU64::new(0);
-        let corrupt = Mutex::new(Vec::new());
         todo.par_iter().try_for_each(|&(d, size)| -> Result<()> {
             let ok = match self.verify_blob(&d) {
                 Ok(ok) => ok,

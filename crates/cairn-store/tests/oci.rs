@@ -383,3 +383,28 @@ fn upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart
     r.cancel_upload(&rp, &other).unwrap();
     r.start_upload(&rp).unwrap();
 }
+
+#[test]
+fn symlinks_planted_in_the_registry_metadata_are_not_followed() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path());
+    let c = put_blob(&r, b"{}");
+    let m = image(&c, &[], "");
+    let x = repo("x");
+    let pushed = r.put_manifest(&x, &tag("v1"), &m, Some(OCI_MANIFEST)).unwrap();
+    let layout = r.store().layout().clone();
+    // A tag pointing at a file outside the data dir.
+    let outside = d.path().join("outside-tag");
+    std::fs::write(&outside, pushed.digest.oci()).unwrap();
+    let t = Tag::parse("planted").unwrap();
+    std::os::unix::fs::symlink(&outside, layout.repo_tag(&x, &t)).unwrap();
+    assert!(matches!(r.get_manifest(&x, &tag("planted")), Err(OciError::ManifestUnknown { .. })));
+    // A manifest link in another repository borrowing x's through a symlink.
+    let y = repo("y");
+    std::fs::create_dir_all(layout.repo_manifests_dir(&y)).unwrap();
+    std::os::unix::fs::symlink(layout.repo_manifest(&x, &pushed.digest), layout.repo_manifest(&y, &pushed.digest))
+        .unwrap();
+    assert!(matches!(r.get_manifest(&y, &Reference::Digest(pushed.digest)), Err(OciError::ManifestUnknown { .. })));
+    // The real ones still work.
+    assert_eq!(r.get_manifest(&x, &tag("v1")).unwrap().bytes, m);
+}

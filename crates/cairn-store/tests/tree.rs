@@ -45,7 +45,8 @@ fn checkout_with_link_shares_the_object_inode() {
     let s = Store::open(t.path().join("data")).unwrap();
     let snap = s.snapshot(&t.path().join("src"), &RefName::parse("root").unwrap(), &no_progress).unwrap();
     let out = t.path().join("out");
-    let r = s.checkout(&snap.ref_file, &out, CheckoutOptions { link: true }, &no_progress).unwrap();
+    let r =
+        s.checkout(&snap.ref_file, &out, CheckoutOptions { link: true, ..Default::default() }, &no_progress).unwrap();
     // The 0644 file is linked; the 0755 one is copied so the object stays 0444.
     assert_eq!((r.linked, r.copied + r.cloned), (1, 1));
     let obj = s.layout().object(&Digest::of(b"127.0.0.1 localhost\n"));
@@ -111,4 +112,39 @@ fn checkout_of_a_manifest_escaping_its_target_writes_nothing() {
         assert!(!out.exists(), "case {i} wrote into its target");
     }
     assert!(!t.path().join("x").exists() && !t.path().join("escape").exists());
+}
+
+/// Saves `json` under the ref file its bytes call for.
+fn save_json(s: &Store, name: &str, json: &str) -> cairn_store::RefFile {
+    let rf = cairn_store::RefFile::for_manifest(&RefName::parse(name).unwrap(), json.as_bytes()).unwrap();
+    s.save_manifest_bytes(&rf, json.as_bytes()).unwrap();
+    rf
+}
+
+#[test]
+fn checkout_drops_setuid_setgid_and_sticky_bits_unless_asked_to_keep_them() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("data")).unwrap();
+    let d = s.put_reader(&b"#!/bin/sh\n"[..], None).unwrap().digest;
+    // 2541 is 0o4755: the decimal form a JSON manifest carries.
+    let json = format!(
+        r#"{{"name":"suid","objects":{{"bin/tool":"{d}","bin/sgid":"{d}"}},"modes":{{"bin/tool":2541,"bin/sgid":{},"tmp":{}}},"dirs":["tmp"]}}"#,
+        0o2755, 0o1777
+    );
+    let rf = save_json(&s, "suid", &json);
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+
+    let out = t.path().join("plain");
+    s.checkout(&rf, &out, CheckoutOptions::default(), &no_progress).unwrap();
+    assert_eq!(mode(&out.join("bin/tool")), 0o755);
+    assert_eq!(mode(&out.join("bin/sgid")), 0o755);
+    assert_eq!(mode(&out.join("tmp")), 0o777);
+
+    let out = t.path().join("kept");
+    let opts = CheckoutOptions { preserve_special_bits: true, ..Default::default() };
+    s.checkout(&rf, &out, opts, &no_progress).unwrap();
+    assert_eq!(mode(&out.join("bin/tool")), 0o4755);
+    assert_eq!(mode(&out.join("tmp")), 0o1777);
+    // The manifest still records the bits as given.
+    assert_eq!(s.load_manifest(&rf).unwrap().modes["bin/tool"], 0o4755);
 }

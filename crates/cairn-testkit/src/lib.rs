@@ -55,6 +55,13 @@ pub fn blob(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The ref file a manifest named `name` with these exact bytes must be
+/// saved under: `<name>-<first 12 hex of their SHA-256>.json`.
+pub fn ref_file_for(name: &str, bytes: &[u8]) -> cairn_store::RefFile {
+    let name = cairn_store::RefName::parse(name).unwrap_or_else(|e| panic!("test manifest name {name:?}: {e}"));
+    cairn_store::RefFile::for_manifest(&name, bytes).unwrap_or_else(|e| panic!("test ref file for {name}: {e}"))
+}
+
 /// Reads a response body to the end; `Err` when the server cut it.
 pub async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
     use futures_util::StreamExt;
@@ -106,6 +113,20 @@ impl Drop for NodeProcess {
     }
 }
 
+/// True when a node on `addr` answers `GET /v1/health` with 200 and status
+/// `ok` (one short connection; for polling a starting process).
+pub fn health_ok(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200") && out.contains("\"status\":\"ok\"")
+}
+
 /// An address nothing listens on (connections are refused).
 pub fn dead_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -129,8 +150,8 @@ impl Server {
         {
             let _g = rt.enter();
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            // With connect info, as `cairn serve`: handlers may read the client address.
-            rt.spawn(async move { axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await });
+            // The node's own connection layer, so handlers see client addresses as in production.
+            rt.spawn(cairn_http::serve(l, app, std::future::pending(), Duration::ZERO));
         }
         Server { addr, rt: Some(rt) }
     }
@@ -170,6 +191,8 @@ impl Drop for Server {
 #[derive(Default, Debug)]
 pub struct Counters {
     map: std::sync::Mutex<HashMap<String, usize>>,
+    /// Per key: requests being handled now, and the most at once.
+    in_flight: std::sync::Mutex<HashMap<String, (usize, usize)>>,
     hang_after: std::sync::Mutex<Option<(String, usize)>>,
 }
 
@@ -178,6 +201,19 @@ impl Counters {
     pub fn get(&self, key: &str) -> usize {
         self.map.lock().expect("counters").get(key).copied().unwrap_or(0)
     }
+    /// The most requests matching `key` that were being handled at once.
+    pub fn max_in_flight(&self, key: &str) -> usize {
+        self.in_flight.lock().expect("counters").get(key).map_or(0, |e| e.1)
+    }
+
+    fn enter(&self, method: &Method, path: &str, delta: isize) {
+        let prefix: String = path.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        let mut map = self.in_flight.lock().expect("counters");
+        let e = map.entry(format!("{method} {prefix}")).or_default();
+        e.0 = e.0.saturating_add_signed(delta);
+        e.1 = e.1.max(e.0);
+    }
+
     /// Requests matching `key` beyond the first `n` hang until the node is
     /// stopped: a deterministic point at which to kill it mid-work.
     pub fn hang_after(&self, key: &str, n: usize) {
@@ -201,9 +237,29 @@ async fn count(State(c): State<Arc<Counters>>, req: Request, next: Next) -> Resp
     if c.hit(&method, &path, "") {
         std::future::pending::<()>().await;
     }
+    c.enter(&method, &path, 1);
+    // In flight until the body is sent (or dropped), not just its head.
+    let guard = InFlight(Arc::clone(&c), method.clone(), path.clone());
     let resp = next.run(req).await;
     c.hit(&method, &path, " done");
-    resp
+    // A body of known size is sent at once (and keeps its framing).
+    if axum::body::HttpBody::size_hint(resp.body()).exact().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let body = body.into_data_stream().map(move |x| {
+        let _held = &guard;
+        x
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+struct InFlight(Arc<Counters>, Method, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.enter(&self.1, &self.2, -1);
+    }
 }
 
 /// Options of a [`TestNode`].
@@ -239,6 +295,10 @@ pub struct NodeSpec {
     pub v2: bool,
     /// The registry's settings (upload TTL and session caps) when `v2` is on.
     pub registry: cairn_store::oci::RegistryOptions,
+    /// Cluster settings beyond the above (limits), applied last.
+    pub tune: Option<fn(&mut ClusterConfig)>,
+    /// Longest a request body may send nothing.
+    pub body_timeout: Duration,
 }
 
 impl Default for NodeSpec {
@@ -259,6 +319,8 @@ impl Default for NodeSpec {
             origin_retries: None,
             v2: false,
             registry: cairn_store::oci::RegistryOptions::default(),
+            tune: None,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -287,7 +349,7 @@ impl TestNode {
     pub fn start_on(listener: std::net::TcpListener, spec: NodeSpec, dir: tempfile::TempDir) -> TestNode {
         let addr = listener.local_addr().expect("addr");
         let store = Store::open_with(dir.path(), StoreOptions { fsync: false, ..Default::default() }).expect("store");
-        let cfg = ClusterConfig {
+        let mut cfg = ClusterConfig {
             node_id: spec.node_id.clone().unwrap_or_else(|| format!("node-{}", addr.port())),
             peers: spec.peers.clone(),
             peer_timeout: spec.peer_timeout,
@@ -311,7 +373,12 @@ impl TestNode {
             max_concurrent_fetches: spec.max_concurrent_fetches,
             egress_limit: spec.egress_limit,
             elect_owner: spec.elect_owner,
+            body_timeout: spec.body_timeout,
+            ..ClusterConfig::default()
         };
+        if let Some(tune) = spec.tune {
+            tune(&mut cfg);
+        }
         let registry =
             spec.v2.then(|| cairn_store::oci::Registry::new(store.clone(), spec.registry.clone()).expect("registry"));
         let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
@@ -386,6 +453,10 @@ pub enum OriginMode {
     Good,
     /// Same length, one byte flipped.
     WrongBytes,
+    /// `403 Forbidden` for every blob.
+    Refuse,
+    /// The right bytes, chunked, with no `Content-Length`.
+    NoLength,
 }
 
 struct OriginState {
@@ -425,18 +496,23 @@ impl TestOrigin {
 
 async fn origin_get(State(s): State<Arc<OriginState>>, Path(d): Path<String>) -> Response {
     s.hits.fetch_add(1, Ordering::SeqCst);
+    if s.mode == OriginMode::Refuse {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     let Some(b) = Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d).cloned()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let b = match s.mode {
-        OriginMode::Good => b,
+        OriginMode::Good | OriginMode::Refuse | OriginMode::NoLength => b,
         OriginMode::WrongBytes => flip(&b),
     };
     // Chunked like a real large download.
     let chunks: Vec<Result<Bytes, std::io::Error>> =
         b.chunks(256 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let mut resp = Body::from_stream(futures_util::stream::iter(chunks)).into_response();
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    if s.mode != OriginMode::NoLength {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    }
     resp
 }
 
@@ -465,13 +541,32 @@ pub enum Hostility {
     BadJson,
     /// Serves the blobs correctly (for manifests tests).
     Honest,
+    /// Answers manifest and blob GETs with a 500 HTML page holding
+    /// [`SECRET`], which must never reach this node's callers.
+    ErrorPage,
+    /// Declares the right length and sends one byte every 20 ms: never
+    /// idle long enough to look stalled.
+    Trickle,
+    /// Declares 1 TiB on HEAD and GET and sends zeros as fast as it can.
+    HugeLength,
+    /// Serves blobs correctly, each GET after a 50 ms pause.
+    Slow,
+    /// Answers `/v1/manifests` with an endless JSON array (no length).
+    HugeListing,
 }
+
+/// What a [`Hostility::HugeLength`] peer declares: 1 TiB.
+pub const HUGE_LENGTH: u64 = 1 << 40;
+
+/// The string an [`Hostility::ErrorPage`] peer puts in its error pages.
+pub const SECRET: &str = "internal-secret-4f9a1c";
 
 struct HostileState {
     mode: Hostility,
     blobs: HashMap<Digest, Bytes>,
     manifests: HashMap<String, Vec<u8>>,
     gets: AtomicUsize,
+    listing_bytes: AtomicUsize,
 }
 
 /// A peer that claims to hold blobs and misbehaves when asked for them.
@@ -488,6 +583,7 @@ impl HostilePeer {
             blobs: blobs.iter().map(|b| (Digest::of(b), Bytes::from(b.clone()))).collect(),
             manifests: manifests.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             gets: AtomicUsize::new(0),
+            listing_bytes: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/health", get(hostile_health))
@@ -506,6 +602,11 @@ impl HostilePeer {
     /// Blob GETs received.
     pub fn gets(&self) -> usize {
         self.state.gets.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of manifest listings handed to the connection so far.
+    pub fn listing_bytes(&self) -> usize {
+        self.state.listing_bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -529,6 +630,17 @@ async fn hostile_list(State(s): State<Arc<HostileState>>) -> Response {
     if s.mode == Hostility::BadJson {
         return (StatusCode::OK, "[{\"name\": \"x\", \"ref_file\": 12}]").into_response();
     }
+    if s.mode == Hostility::HugeListing {
+        let entry = r#"{"name":"m","ref_file":"m-000000000000.json","blob_count":0,"node_id":"hostile"},"#;
+        let chunk = Bytes::from(format!("[{}", entry.repeat(1000)));
+        let more = Bytes::from(entry.repeat(1000));
+        let first = futures_util::stream::once(async move { chunk });
+        let body = first.chain(futures_util::stream::repeat(more)).map(move |c| {
+            s.listing_bytes.fetch_add(c.len(), Ordering::SeqCst);
+            Ok::<_, std::io::Error>(c)
+        });
+        return Body::from_stream(body).into_response();
+    }
     let list: Vec<serde_json::Value> = s
         .manifests
         .keys()
@@ -537,8 +649,16 @@ async fn hostile_list(State(s): State<Arc<HostileState>>) -> Response {
     axum::Json(list).into_response()
 }
 
+fn error_page() -> Response {
+    let page = format!("<html><body><h1>500</h1><pre>token={SECRET}</pre></body></html>");
+    (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+}
+
 async fn hostile_manifest(State(s): State<Arc<HostileState>>, Path(rf): Path<String>) -> Response {
     hang_if(&s).await;
+    if s.mode == Hostility::ErrorPage {
+        return error_page();
+    }
     match s.manifests.get(&rf) {
         Some(b) => (StatusCode::OK, b.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -550,7 +670,8 @@ async fn hostile_head(State(s): State<Arc<HostileState>>, Path(d): Path<String>)
     match Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d)) {
         Some(b) => {
             let mut r = StatusCode::OK.into_response();
-            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+            let len = if s.mode == Hostility::HugeLength { HUGE_LENGTH } else { b.len() as u64 };
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             r
         }
         None => StatusCode::NOT_FOUND.into_response(),
@@ -563,12 +684,36 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
     let Some(b) = Digest::parse(&d).ok().and_then(|d| s.blobs.get(&d).cloned()) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let len = b.len();
-    let first = b.slice(..len / 2);
+    if s.mode == Hostility::ErrorPage {
+        return error_page();
+    }
+    if s.mode == Hostility::Slow {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut len = b.len() as u64;
+    let first = b.slice(..b.len() / 2);
     let body = match s.mode {
+        Hostility::Trickle => {
+            let bytes: Vec<u8> = b.to_vec();
+            let s = futures_util::stream::iter(bytes).then(|x| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::io::Error>(Bytes::from(vec![x]))
+            });
+            Body::from_stream(s)
+        }
+        Hostility::HugeLength => {
+            len = HUGE_LENGTH;
+            let zeros = Bytes::from(vec![0u8; 64 << 10]);
+            Body::from_stream(futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(zeros.clone())))
+        }
         Hostility::WrongBytes => Body::from(flip(&b)),
-        Hostility::Honest | Hostility::BadJson | Hostility::Hang => Body::from(b),
-        Hostility::Truncated => Body::from(b.slice(..len / 2)),
+        Hostility::Honest
+        | Hostility::BadJson
+        | Hostility::Hang
+        | Hostility::ErrorPage
+        | Hostility::Slow
+        | Hostility::HugeListing => Body::from(b),
+        Hostility::Truncated => Body::from(first),
         Hostility::StallMidStream => {
             let s = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
                 .chain(futures_util::stream::pending());

@@ -67,6 +67,9 @@ pub enum Command {
         /// Hard-link files from the store instead of copying (read-only files).
         #[arg(long)]
         link: bool,
+        /// Keep setuid, setgid and sticky bits the manifest gives (dropped by default).
+        #[arg(long)]
+        preserve_special_bits: bool,
     },
     /// List manifests.
     Manifests {

@@ -56,6 +56,25 @@ pub struct FileConfig {
     pub max_upload_sessions: Option<usize>,
     /// Cairn: open registry upload sessions of one client address (default 64).
     pub max_upload_sessions_per_client: Option<usize>,
+    /// Cairn: bytes per second a peer or origin must keep up while sending
+    /// a blob, 0 for no minimum (default 65536).
+    pub min_transfer_rate: Option<u64>,
+    /// Cairn: the window `min_transfer_rate` is measured over (default `10s`).
+    pub rate_window: Option<String>,
+    /// Cairn: largest blob fetched from a peer or origin, bytes (default 64 GiB).
+    pub max_blob_size: Option<u64>,
+    /// Cairn: free bytes kept in the data dir when fetching (default 256 MiB).
+    pub min_free_space: Option<u64>,
+    /// Cairn: most objects a synced or pushed manifest may list (default 100000).
+    pub max_manifest_objects: Option<usize>,
+    /// Cairn: a request body (upload) that sends nothing this long is dropped (default `30s`).
+    pub body_timeout: Option<String>,
+    /// Cairn: a client must send its request headers within this (default `10s`).
+    pub header_timeout: Option<String>,
+    /// Cairn: a keep-alive connection with no request for this long is closed (default `60s`).
+    pub idle_timeout: Option<String>,
+    /// Cairn: open client connections at most, per listener (default 4096, at most 3/4 of the fd limit).
+    pub max_connections: Option<usize>,
     /// Cairn: who may do what (users, tokens, rights); without it pulls are
     /// open and the rest is loopback-only (README: "Exposing a node").
     pub auth: Option<cairn_http::auth::AuthConfig>,
@@ -220,6 +239,24 @@ pub struct NodeConfig {
     pub max_upload_sessions: usize,
     /// Open registry upload sessions of one client address.
     pub max_upload_sessions_per_client: usize,
+    /// Minimum transfer rate of a source, bytes per second (0: none).
+    pub min_transfer_rate: u64,
+    /// Window of the minimum transfer rate.
+    pub rate_window: Duration,
+    /// Largest blob fetched.
+    pub max_blob_size: u64,
+    /// Free bytes kept in the data dir.
+    pub min_free_space: u64,
+    /// Most objects per synced or pushed manifest.
+    pub max_manifest_objects: usize,
+    /// Longest silence of a request body.
+    pub body_timeout: Duration,
+    /// Longest time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Longest idle time of a keep-alive connection.
+    pub idle_timeout: Duration,
+    /// Open client connections at most, per listener (`None`: the default, from the fd limit).
+    pub max_connections: Option<usize>,
     /// The `auth` section, when there is one (its files are read at start).
     pub auth: Option<cairn_http::auth::AuthConfig>,
 }
@@ -348,6 +385,19 @@ impl NodeConfig {
             Some(v) => duration("upload_ttl", v)?,
             None => cairn_store::oci::DEFAULT_UPLOAD_TTL,
         };
+        let rate_window = match file.rate_window.as_deref() {
+            Some(v) => duration("rate_window", v)?,
+            None => cairn_cluster::fetch::DEFAULT_RATE_WINDOW,
+        };
+        let max_blob_size = file.max_blob_size.unwrap_or(cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE);
+        if max_blob_size == 0 {
+            bail!("max_blob_size must be at least 1 byte");
+        }
+        let max_manifest_objects =
+            file.max_manifest_objects.unwrap_or(cairn_cluster::fetch::DEFAULT_MAX_MANIFEST_OBJECTS);
+        if max_manifest_objects == 0 {
+            bail!("max_manifest_objects must be at least 1");
+        }
         let max_upload_sessions = file.max_upload_sessions.unwrap_or(cairn_store::oci::DEFAULT_MAX_UPLOAD_SESSIONS);
         if max_upload_sessions == 0 {
             bail!("max_upload_sessions must be at least 1");
@@ -356,6 +406,21 @@ impl NodeConfig {
             file.max_upload_sessions_per_client.unwrap_or(cairn_store::oci::DEFAULT_MAX_UPLOAD_SESSIONS_PER_CLIENT);
         if max_upload_sessions_per_client == 0 {
             bail!("max_upload_sessions_per_client must be at least 1");
+        }
+        let body_timeout = match file.body_timeout.as_deref() {
+            Some(v) => duration("body_timeout", v)?,
+            None => cairn_http::body::DEFAULT_BODY_TIMEOUT,
+        };
+        let header_timeout = match file.header_timeout.as_deref() {
+            Some(v) => duration("header_timeout", v)?,
+            None => cairn_http::ServeLimits::default().header_timeout,
+        };
+        let idle_timeout = match file.idle_timeout.as_deref() {
+            Some(v) => duration("idle_timeout", v)?,
+            None => cairn_http::ServeLimits::default().idle_timeout,
+        };
+        if file.max_connections == Some(0) {
+            bail!("max_connections must be at least 1");
         }
         Ok(NodeConfig {
             node_id,
@@ -377,6 +442,15 @@ impl NodeConfig {
             upload_ttl,
             max_upload_sessions,
             max_upload_sessions_per_client,
+            min_transfer_rate: file.min_transfer_rate.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_TRANSFER_RATE),
+            rate_window,
+            max_blob_size,
+            min_free_space: file.min_free_space.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_FREE_SPACE),
+            max_manifest_objects,
+            body_timeout,
+            header_timeout,
+            idle_timeout,
+            max_connections: file.max_connections,
             auth: file.auth,
         })
     }
@@ -393,6 +467,12 @@ impl NodeConfig {
             max_concurrent_fetches: self.max_concurrent_fetches,
             egress_limit: self.egress_limit,
             elect_owner: self.elect_owner,
+            min_transfer_rate: self.min_transfer_rate,
+            rate_window: self.rate_window,
+            max_blob_size: self.max_blob_size,
+            min_free_space: self.min_free_space,
+            max_manifest_objects: self.max_manifest_objects,
+            body_timeout: self.body_timeout,
         }
     }
 }
@@ -485,6 +565,9 @@ mod tests {
             ("origins:\n  - url: \"http://x/{digest}\"\n    registry: \"http://r\"\n", "origins[0]"),
             ("origins:\n  - {}\n", "origins[0]"),
             ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
+            ("rate_window: 0s\n", "rate_window"),
+            ("max_blob_size: 0\n", "max_blob_size"),
+            ("max_manifest_objects: 0\n", "max_manifest_objects"),
             ("node_id: \"a b\"\n", "node_id"),
         ] {
             let e = format!("{:#}", merged(yaml).unwrap_err());
@@ -545,6 +628,20 @@ mod tests {
     }
 
     #[test]
+    fn limit_keys_have_defaults_and_are_read() {
+        let c = merged("").unwrap();
+        assert_eq!((c.min_transfer_rate, c.rate_window), (64 << 10, Duration::from_secs(10)));
+        assert_eq!((c.max_blob_size, c.min_free_space, c.max_manifest_objects), (64 << 30, 256 << 20, 100_000));
+        let c = merged(
+            "min_transfer_rate: 0\nrate_window: 2s\nmax_blob_size: 1000\nmin_free_space: 5\nmax_manifest_objects: 7\n",
+        )
+        .unwrap();
+        let k = c.cluster();
+        assert_eq!((k.min_transfer_rate, k.rate_window), (0, Duration::from_secs(2)));
+        assert_eq!((k.max_blob_size, k.min_free_space, k.max_manifest_objects), (1000, 5, 7));
+    }
+
+    #[test]
     fn scale_keys_default_to_static_discovery_no_egress_limit_and_owner_election() {
         let c = merged("").unwrap();
         assert_eq!(c.discovery, cairn_cluster::discovery::Discovery::Static, "mDNS is off by default");
@@ -590,6 +687,31 @@ mod tests {
         assert!(a.users.contains_key("ci"));
         let e = format!("{:#}", merged("auth:\n  htpasswd: /h\n").unwrap_err());
         assert!(e.contains("htpasswd") && e.contains("htpasswd_file"), "{e}");
+    }
+
+    #[test]
+    fn connection_and_body_limits_have_defaults_and_are_read_from_the_file() {
+        let c = merged("").unwrap();
+        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.cluster().body_timeout, Duration::from_secs(30));
+        let c = merged("body_timeout: 5s\nheader_timeout: 2s\nidle_timeout: 1m\nmax_connections: 100\n").unwrap();
+        assert_eq!(
+            (c.body_timeout, c.header_timeout, c.idle_timeout),
+            (Duration::from_secs(5), Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.cluster().body_timeout, Duration::from_secs(5));
+        for (bad, key) in [
+            ("body_timeout: 0s\n", "body_timeout"),
+            ("header_timeout: soon\n", "header_timeout"),
+            ("max_connections: 0\n", "max_connections"),
+        ] {
+            let e = format!("{:#}", merged(bad).unwrap_err());
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

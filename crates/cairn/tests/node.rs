@@ -7,19 +7,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use cairn_store::Digest;
-use cairn_testkit::{NodeProcess as Node, free_port};
-
-fn health_ok(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200") && out.contains("\"status\":\"ok\"")
-}
+use cairn_testkit::{NodeProcess as Node, free_port, health_ok};
 
 fn serve(dir: &Path, config: &str) -> Node {
     let cfg = dir.join("cairn.yaml");
@@ -87,6 +75,27 @@ fn serve_with_a_config_file_becomes_ready_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn a_manifest_with_the_longest_allowed_name_is_pushed_served_and_listed_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = serve(dir.path(), &node_config(dir.path(), free_port(), &[]));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = cairn_http::Client::new(Duration::from_secs(5));
+    let d = Digest::of(b"long");
+    rt.block_on(client.put_blob(&node.addr, &d, b"long".to_vec())).unwrap();
+    let name = "n".repeat(cairn_store::name::MAX_REF_NAME_LEN);
+    let json = serde_json::to_vec(&serde_json::json!({"name": name, "objects": {"f": d.to_string()}})).unwrap();
+    let rf = cairn_testkit::ref_file_for(&name, &json);
+    assert_eq!(rf.as_str().len(), 255);
+    rt.block_on(client.put_manifest(&node.addr, &rf, json.clone().into())).unwrap();
+    let got = rt.block_on(client.manifest(&node.addr, &rf)).unwrap();
+    assert_eq!(got, json);
+    let data = dir.path().join("data");
+    let out = cairn(&["manifests", "--json", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(rf.as_str()));
+}
+
+#[test]
 fn serve_refuses_an_unknown_config_key_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.yaml");
@@ -115,7 +124,7 @@ fn two_served_nodes_share_blobs_through_fetch_sync_and_the_cluster_commands() {
     let json = serde_json::to_vec_pretty(&serde_json::json!({"name": "app", "created_at": "2024-01-01T00:00:00Z",
         "objects": {"bin/app": d.to_string()}}))
     .unwrap();
-    let rf = cairn_store::RefFile::parse("app-0123456789ab.json").unwrap();
+    let rf = cairn_testkit::ref_file_for("app", &json);
     rt.block_on(client.put_manifest(&a.addr, &rf, json.into())).unwrap();
 
     // Fetch through B's pipeline: B pulls it from A.
@@ -137,7 +146,7 @@ fn two_served_nodes_share_blobs_through_fetch_sync_and_the_cluster_commands() {
     assert_eq!(v["total_nodes"], 2);
     assert_eq!(v["total_manifests"], 1);
     let out = cairn(&["cluster", "manifests", "--node", &b.addr]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("app-0123456789ab.json"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(rf.as_str()));
 
     // Sync the manifest into a third, offline data dir.
     let dc = tempfile::tempdir().unwrap();

@@ -632,10 +632,23 @@ pub(crate) async fn read_limited(resp: reqwest::Response, limit: usize) -> Resul
     Ok(out)
 }
 
-/// The start of a body, for an error message.
+/// An error body, for an error message that may reach other callers: the
+/// OCI error codes it lists, else only its size. The start of the body
+/// itself goes to this node's log.
 pub(crate) fn snippet(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&b[..b.len().min(200)]);
-    s.trim().to_owned()
+    let start = String::from_utf8_lossy(&b[..b.len().min(200)]);
+    tracing::debug!(body = %start.trim(), "upstream error body");
+    let codes: Vec<String> = serde_json::from_slice::<serde_json::Value>(b)
+        .ok()
+        .and_then(|v| v.get("errors").and_then(|e| e.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e.get("code").and_then(|c| c.as_str()))
+        .filter(|c| c.len() <= 40 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .take(4)
+        .map(str::to_owned)
+        .collect();
+    if codes.is_empty() { format!("({} byte body, not shown)", b.len()) } else { format!("({})", codes.join(", ")) }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod range;
 
+use std::io::Write;
 use std::sync::Arc;
 
 use axum::Json;
@@ -16,9 +17,9 @@ use axum::{Router, http::Method};
 use cairn_cluster::{ClusterStats, ManifestEntry, PeerStatus, SyncReport};
 use cairn_store::refs::{MAX_MANIFEST_BYTES, now_rfc3339};
 use cairn_store::{Digest, RefFile, StoreError};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::body::{Batches, PumpError, pump};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -39,19 +40,22 @@ pub struct NodeInfo {
     pub listen_addr: String,
     /// Peer addresses.
     pub peers: Vec<String>,
-    /// The data directory.
+    /// The data directory, for loopback callers; empty for others.
     pub cas_base: String,
 }
 
-/// `GET /v1/health` (exact seed field names).
+/// `GET /v1/health` (exact seed field names, plus `reason` when degraded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok` (200), or `degraded` (503) when the store does not answer.
     pub status: String,
     /// The node id.
     pub node_id: String,
     /// Now, RFC 3339 UTC.
     pub time: String,
+    /// Why the node is degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The answer to `PUT /v1/blobs/{digest}`.
@@ -159,10 +163,28 @@ async fn head_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) ->
 }
 
 async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, body: Body) -> Result<Response, ApiError> {
-    let stream = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
-    let out = s.cluster.put_blob(d, stream).await?;
+    let store = s.cluster.store().clone();
+    let w = tokio::task::spawn_blocking(move || store.writer()).await.map_err(task_failed)??;
+    let cfg = s.cluster.config();
+    let mut batches = Batches::new(body, cfg.body_timeout).limit(cfg.max_blob_size);
+    let w =
+        pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| match e {
+            PumpError::Body(source) => ApiError::Body { what: format!("upload of blob {d}"), source },
+            PumpError::Sink(e) => ApiError::Store(StoreError::Io {
+                op: "write temp blob",
+                path: s.cluster.store().layout().tmp_dir(),
+                source: e,
+            }),
+            PumpError::Task(e) => ApiError::Cluster(cairn_cluster::ClusterError::Task(e)),
+        })?;
+    // A mismatch drops the temp file; nothing is stored.
+    let out = tokio::task::spawn_blocking(move || w.commit(Some(&d))).await.map_err(task_failed)??;
     let status = if out.existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(PutBlobAnswer { digest: out.digest, size: out.size, existed: out.existed })).into_response())
+}
+
+fn task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Cluster(cairn_cluster::ClusterError::Task(e.to_string()))
 }
 
 async fn list_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
@@ -186,23 +208,20 @@ async fn put_manifest(
     RefFilePath(rf): RefFilePath,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(body, MAX_MANIFEST_BYTES, &format!("manifest {rf}")).await?;
+    let bytes =
+        read_limited(body, MAX_MANIFEST_BYTES, s.cluster.config().body_timeout, &format!("manifest {rf}")).await?;
     let entry = s.cluster.push_manifest(&rf, bytes).await?;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
 /// Reads a request body of at most `limit` bytes (413 beyond).
-async fn read_limited(body: Body, limit: u64, what: &str) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    let mut s = body.into_data_stream();
-    while let Some(c) = s.next().await {
-        let c = c.map_err(|e| ApiError::BadRequest(format!("reading {what}: {e}")))?;
-        if (out.len() + c.len()) as u64 > limit {
-            return Err(ApiError::TooLarge { what: what.to_owned(), limit });
-        }
-        out.extend_from_slice(&c);
+async fn read_limited(body: Body, limit: u64, idle: std::time::Duration, what: &str) -> Result<Vec<u8>, ApiError> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    match crate::body::read_limited(body, cap, idle).await {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(ApiError::TooLarge { what: what.to_owned(), limit }),
+        Err(source) => Err(ApiError::Body { what: format!("reading {what}"), source }),
     }
-    Ok(out)
 }
 
 /// `?peer=ADDR` of a sync.
@@ -218,24 +237,46 @@ async fn sync_manifest(
     q: Result<Query<SyncQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SyncReport>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("{}; use ?peer=HOST:PORT", e.body_text())))?;
-    Ok(Json(s.cluster.sync(&q.peer, &rf, Arc::new(|_| {})).await?))
+    // Checked before any request: a sync is never a way to reach an
+    // address this node was not configured to call.
+    let peer = s.cluster.sync_peer(&q.peer)?;
+    Ok(Json(s.cluster.sync(peer, &rf, Arc::new(|_| {})).await?))
 }
 
-async fn health(State(s): State<Arc<AppState>>) -> Json<Health> {
-    Json(Health { status: "ok".into(), node_id: s.info.node_id.clone(), time: now_rfc3339() })
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    let (status, code, reason) = match s.store_probe.check(s.cluster.store()).await {
+        Ok(()) => ("ok", StatusCode::OK, None),
+        Err(reason) => ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(reason)),
+    };
+    let h = Health { status: status.into(), node_id: s.info.node_id.clone(), time: now_rfc3339(), reason };
+    (code, Json(h)).into_response()
 }
 
-async fn info(State(s): State<Arc<AppState>>) -> Json<NodeInfo> {
+async fn info(
+    State(s): State<Arc<AppState>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> Json<NodeInfo> {
+    let cas_base = crate::redact::cas_base_for(peer.map(|p| p.0.0), &s.info.cas_base);
     // Peers found by discovery are peers too.
-    Json(NodeInfo { peers: s.cluster.peers().addresses(), ..s.info.clone() })
+    Json(NodeInfo { peers: s.cluster.peers().addresses(), cas_base, ..s.info.clone() })
 }
 
 async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {
     Json(s.cluster.peers().snapshot())
 }
 
-async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
-    Ok(Json(s.cluster.cluster_manifests().await?))
+/// Names the peers whose listing `/v1/cluster/manifests` left out.
+pub const SKIPPED_PEERS_HEADER: &str = "x-cairn-skipped-peers";
+
+async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (all, skipped) = s.cluster.cluster_manifests_report().await?;
+    let mut resp = Json(all).into_response();
+    if !skipped.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&skipped.join(", "))
+    {
+        resp.headers_mut().insert(SKIPPED_PEERS_HEADER, v);
+    }
+    Ok(resp)
 }
 
 async fn cluster_stats(State(s): State<Arc<AppState>>) -> Result<Json<ClusterStats>, ApiError> {

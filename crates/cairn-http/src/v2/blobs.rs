@@ -66,7 +66,7 @@ async fn stream_miss(st: &V2State, repo: &RepoName, d: Digest, missing: V2Error)
         Ok(None) => return Err(missing),
         Err(err) => {
             tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote blob fetch failed");
-            return Err(missing);
+            return Err(V2Error::remote_failed(&d, &err));
         }
     };
     // Joins the transfer streaming now, and links the blob to the
@@ -94,10 +94,10 @@ async fn stream_miss(st: &V2State, repo: &RepoName, d: Digest, missing: V2Error)
 /// remote source, links it to the repository, and returns its size.
 async fn fetch_whole(st: &V2State, repo: &RepoName, d: Digest, missing: V2Error) -> Result<u64, V2Error> {
     let fetched = match &st.remote {
-        Some(src) => src.fetch_blob(repo, &d).await.unwrap_or_else(|err| {
+        Some(src) => src.fetch_blob(repo, &d).await.map_err(|err| {
             tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote blob fetch failed");
-            false
-        }),
+            V2Error::remote_failed(&d, &err)
+        })?,
         None => false,
     };
     if !fetched {

@@ -72,6 +72,16 @@ impl V2Error {
         self
     }
 
+    /// A request body that went silent (408) or was cut (400), under `code`.
+    pub fn body(code: &'static Code, what: &str, e: crate::body::BodyError) -> Self {
+        let status = match e {
+            crate::body::BodyError::Idle { .. } => StatusCode::REQUEST_TIMEOUT,
+            crate::body::BodyError::Cut { .. } => StatusCode::BAD_REQUEST,
+            crate::body::BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        V2Error::new(code, format!("{what}: {e}")).with_status(status)
+    }
+
     /// A blob `Range` with no byte inside the blob: 416, `Content-Range: bytes */<size>`.
     pub fn range_outside_blob(size: u64) -> Self {
         V2Error::new(&SIZE_INVALID, format!("requested range is outside the blob of {size} bytes"))
@@ -81,8 +91,13 @@ impl V2Error {
 
     /// An upload chunk whose `Content-Range` does not parse: 416.
     pub fn malformed_chunk_range(text: &str) -> Self {
-        V2Error::new(&BLOB_UPLOAD_INVALID, format!("malformed Content-Range {text:?}; send <start>-<end>"))
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+        V2Error::new(
+            &BLOB_UPLOAD_INVALID,
+            format!(
+                "malformed Content-Range {text:?}; send <start>-<end> (inclusive, start <= end, at most 2^64-1 bytes)"
+            ),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
     }
 
     /// A pagination `n` that is not a count: 400.
@@ -107,6 +122,15 @@ impl V2Error {
             &MANIFEST_UNKNOWN,
             format!("the manifest is {media_type}, which is not in the request's Accept header"),
         )
+    }
+
+    /// A remote source that failed rather than found nothing (wrong bytes,
+    /// an upstream error): 502 with its error, which names the upstream or
+    /// peer; 507 when it is this node's disk that is full.
+    pub fn remote_failed(d: &cairn_store::Digest, err: &crate::v2::RemoteError) -> Self {
+        let disk_full = err.downcast_ref::<cairn_cluster::ClusterError>().is_some_and(|e| e.is_disk_full());
+        let status = if disk_full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::BAD_GATEWAY };
+        V2Error::new(&UNKNOWN, json!({"digest": d.oci(), "reason": err.to_string()})).with_status(status)
     }
 
     /// Points a 416 answer of an upload at its session, so the client knows where to resume.
@@ -197,14 +221,30 @@ pub fn error_body(entries: &[(&'static Code, Value)]) -> Vec<u8> {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        let mut r =
-            (self.status, [(header::CONTENT_TYPE, "application/json")], error_body(&self.entries)).into_response();
+        // Remote callers never see the node's paths (the log has the full
+        // error); a 400 only echoes the caller's own input.
+        let entries: Vec<_> = if self.status == StatusCode::BAD_REQUEST {
+            self.entries.clone()
+        } else {
+            self.entries.iter().map(|(c, d)| (*c, redact_paths(d))).collect()
+        };
+        let mut r = (self.status, [(header::CONTENT_TYPE, "application/json")], error_body(&entries)).into_response();
         for (n, v) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 r.headers_mut().insert(n, v);
             }
         }
         r
+    }
+}
+
+/// `v` with absolute paths redacted from every string in it.
+fn redact_paths(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(crate::redact::error_message(s)),
+        Value::Array(a) => Value::Array(a.iter().map(redact_paths).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), redact_paths(v))).collect()),
+        v => v.clone(),
     }
 }
 

@@ -8,8 +8,8 @@ use cairn_store::oci::index::StoredManifest;
 use cairn_store::oci::manifest::{MANIFEST_TYPES, MAX_MANIFEST_SIZE, bare_media_type};
 use cairn_store::oci::{OciError, Reference, RepoName, Tag};
 
-use crate::v2::body::read_limited;
-use crate::v2::errors::{MANIFEST_UNKNOWN, V2Error};
+use crate::body::read_limited;
+use crate::v2::errors::{MANIFEST_INVALID, MANIFEST_UNKNOWN, V2Error};
 use crate::v2::{DIGEST_HEADER, SUBJECT_HEADER, V2State, blocking, oci_digest, resp};
 
 fn reference(s: &str) -> Result<Reference, V2Error> {
@@ -90,10 +90,10 @@ async fn fetch_manifest(
     repo: RepoName,
     d: Digest,
 ) -> Result<Option<StoredManifest>, V2Error> {
-    let media_type = src.fetch_manifest(&repo, &d).await.unwrap_or_else(|err| {
+    let media_type = src.fetch_manifest(&repo, &d).await.map_err(|err| {
         tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote manifest fetch failed");
-        None
-    });
+        V2Error::remote_failed(&d, &err)
+    })?;
     let Some(mt) = media_type else { return Ok(None) };
     let reg = st.registry.clone();
     let m = blocking(move || {
@@ -112,9 +112,9 @@ pub async fn put(st: V2State, repo: RepoName, r: String, h: &HeaderMap, body: Bo
     if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE as u64) {
         return Err(too_large());
     }
-    let bytes = read_limited(body, MAX_MANIFEST_SIZE)
+    let bytes = read_limited(body, MAX_MANIFEST_SIZE, st.body_timeout)
         .await
-        .map_err(|e| OciError::ManifestInvalid(format!("reading the manifest body failed: {e}")))?
+        .map_err(|e| V2Error::body(&MANIFEST_INVALID, "reading the manifest body failed", e))?
         .ok_or_else(too_large)?;
     let ct = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (reg, rp) = (st.registry.clone(), repo.clone());

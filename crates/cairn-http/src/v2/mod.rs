@@ -7,7 +7,6 @@
 //! [`errors::V2Error`].
 
 pub mod blobs;
-pub mod body;
 pub mod errors;
 pub mod lists;
 pub mod manifests;
@@ -40,6 +39,10 @@ pub struct V2State {
     pub registry: Registry,
     /// Consulted on a blob or manifest-by-digest miss (the mirror); `None`: a miss is a 404.
     pub remote: Option<Arc<dyn RemoteSource>>,
+    /// Longest a request body may send nothing (see [`crate::body`]).
+    pub body_timeout: std::time::Duration,
+    /// Largest blob an upload may make (`max_blob_size`).
+    pub max_blob_size: u64,
     /// Who may do what, checked by [`registry_app`] (the merged app checks it itself).
     pub auth: Arc<crate::auth::Auth>,
 }
@@ -47,7 +50,13 @@ pub struct V2State {
 impl V2State {
     /// State with no remote source.
     pub fn new(registry: Registry) -> Self {
-        V2State { registry, remote: None, auth: Arc::default() }
+        V2State {
+            registry,
+            remote: None,
+            body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
+            max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
+            auth: Arc::default(),
+        }
     }
 }
 

@@ -2,16 +2,17 @@
 //! finish, cancel.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::IpAddr;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use cairn_store::Digest;
-use cairn_store::oci::{OciError, RepoName, UploadId};
+use cairn_store::oci::{Append, OciError, RepoName, UploadId};
+use cairn_store::{BlobWriter, Digest, StoreError};
 
-use crate::v2::body::body_reader;
-use crate::v2::errors::{NAME_INVALID, V2Error};
+use crate::body::{Batches, PumpError, pump};
+use crate::v2::errors::{BLOB_UPLOAD_INVALID, NAME_INVALID, UNKNOWN, V2Error};
 use crate::v2::range::chunk_range;
 use crate::v2::{DIGEST_HEADER, UPLOAD_UUID, V2State, blocking, oci_digest, resp};
 
@@ -43,8 +44,7 @@ fn chunk(h: &HeaderMap) -> Result<(Option<u64>, Option<u64>), V2Error> {
     let cl = content_length(h);
     let Some(v) = h.get(header::CONTENT_RANGE) else { return Ok((None, cl)) };
     let text = v.to_str().unwrap_or_default();
-    let Some((start, end)) = chunk_range(text) else { return Err(V2Error::malformed_chunk_range(text)) };
-    let len = end - start + 1;
+    let Some((start, len)) = chunk_range(text) else { return Err(V2Error::malformed_chunk_range(text)) };
     if let Some(cl) = cl
         && cl != len
     {
@@ -80,9 +80,11 @@ pub async fn start(
         }
     } else if let Some(dg) = q.get("digest") {
         let d = oci_digest(dg)?;
-        let (reg, rp, r) = (st.registry.clone(), repo.clone(), body_reader(body));
+        let w = body_to_blob(&st, body, &d).await?;
+        let (reg, rp) = (st.registry.clone(), repo.clone());
+        // A mismatch drops the temp file; nothing is stored.
         blocking(move || {
-            reg.store().put_reader(r, Some(&d))?;
+            w.commit(Some(&d))?;
             reg.link_blob(&rp, &d)
         })
         .await?;
@@ -104,11 +106,10 @@ pub async fn status(st: V2State, repo: RepoName, id: String) -> Result<Response,
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: appends a chunk (in order).
 pub async fn patch(st: V2State, repo: RepoName, id: String, h: &HeaderMap, body: Body) -> Result<Response, V2Error> {
     let id = UploadId::parse(&id)?;
-    let (start, len) = chunk(h)?;
-    let (reg, rp, i, r) = (st.registry.clone(), repo.clone(), id.clone(), body_reader(body));
-    let size = blocking(move || reg.append_upload(&rp, &i, start, len, r))
-        .await
-        .map_err(|e| e.at_session(format!("/v2/{repo}/blobs/uploads/{id}")))?;
+    let at = format!("/v2/{repo}/blobs/uploads/{id}");
+    let (start, len) = chunk(h).map_err(|e| e.at_session(at.clone()))?;
+    let a = append_body(&st, &repo, &id, start, body).await.map_err(|e| e.at_session(at.clone()))?;
+    let size = blocking(move || a.finish(len)).await.map_err(|e| e.at_session(at))?;
     Ok(session(&repo, &id, size, StatusCode::ACCEPTED))
 }
 
@@ -124,15 +125,57 @@ pub async fn finish(
     let id = UploadId::parse(&id)?;
     let d = oci_digest(q.get("digest").ok_or(OciError::DigestMissing)?)?;
     let (start, len) = chunk(h)?;
-    let (reg, rp, r) = (st.registry.clone(), repo.clone(), body_reader(body));
+    // Always: a declared length is checked against the body, never trusted to skip it.
+    let a = append_body(&st, &repo, &id, start, body).await?;
+    let (reg, rp) = (st.registry.clone(), repo.clone());
     blocking(move || {
-        if len != Some(0) {
-            reg.append_upload(&rp, &id, start, len, r)?;
-        }
+        a.finish(len)?;
         reg.finish_upload(&rp, &id, &d)
     })
     .await?;
     Ok(created(&repo, &d))
+}
+
+/// Reads `body` into a new temp blob, batch by batch (see [`crate::body`]);
+/// any failure removes the temp file.
+async fn body_to_blob(st: &V2State, body: Body, d: &Digest) -> Result<BlobWriter, V2Error> {
+    let store = st.registry.store().clone();
+    let w = blocking(move || Ok(store.writer()?)).await?;
+    let mut batches = Batches::new(body, st.body_timeout).limit(st.max_blob_size);
+    let what = format!("upload of blob {}", d.oci());
+    pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| {
+        pump_error(e, &what, |source| {
+            let path = st.registry.store().layout().tmp_dir();
+            OciError::from(StoreError::Io { op: "write temp blob", path, source }).into()
+        })
+    })
+}
+
+/// Appends `body` to upload `id` as one chunk starting at `start`; a failure rolls it back.
+async fn append_body(
+    st: &V2State,
+    repo: &RepoName,
+    id: &UploadId,
+    start: Option<u64>,
+    body: Body,
+) -> Result<Append, V2Error> {
+    let (reg, rp, i) = (st.registry.clone(), repo.clone(), id.clone());
+    let a = blocking(move || reg.begin_append(&rp, &i, start)).await?;
+    // The whole session, not this chunk alone, must stay within the limit.
+    let room = st.max_blob_size.saturating_sub(a.session_size());
+    let mut batches = Batches::new(body, st.body_timeout).limit(room);
+    let what = format!("chunk of upload {id}");
+    pump(&mut batches, a, |a, batch| batch.iter().try_for_each(|c| a.write(c)))
+        .await
+        .map_err(|e| pump_error(e, &what, V2Error::from))
+}
+
+fn pump_error<E>(e: PumpError<E>, what: &str, sink: impl FnOnce(E) -> V2Error) -> V2Error {
+    match e {
+        PumpError::Body(b) => V2Error::body(&BLOB_UPLOAD_INVALID, what, b),
+        PumpError::Sink(e) => sink(e),
+        PumpError::Task(t) => V2Error::new(&UNKNOWN, format!("registry worker failed: {t}")),
+    }
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`.

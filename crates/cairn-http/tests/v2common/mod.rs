@@ -30,12 +30,12 @@ pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Se
     // The manifest cache keeps even just-written files, so every test runs through it.
     let registry =
         Registry::new(store, RegistryOptions::default()).unwrap().with_cache_settle(std::time::Duration::ZERO);
-    let state = V2State { registry: registry.clone(), remote, auth: Default::default() };
+    let state = V2State { remote, ..V2State::new(registry.clone()) };
     // Bound before serving: the address accepts connections once this returns.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
-        axum::serve(listener, registry_app(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        cairn_http::serve(listener, registry_app(state), std::future::pending(), std::time::Duration::ZERO)
             .await
             .unwrap();
     });

@@ -18,7 +18,7 @@
 //! stepped back by more than [`SETTLED`] defeats it, as it does git's).
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -62,7 +62,7 @@ impl Stamp {
 
     /// The stamp of the file now at `p`; `None` when it cannot be stat'ed.
     pub(crate) fn of(p: &Path) -> Option<Stamp> {
-        std::fs::metadata(p).ok().map(|m| Stamp::from_meta(&m))
+        std::fs::symlink_metadata(p).ok().map(|m| Stamp::from_meta(&m))
     }
 
     /// True when the file was last changed at least `settle` before now.
@@ -77,9 +77,14 @@ impl Stamp {
 /// Reads a small metadata file and stamps the inode it read.
 /// `Ok(None)` when the file does not exist.
 pub(crate) fn read_stamped(p: &Path) -> io::Result<Option<(String, Stamp)>> {
-    let mut f = match File::open(p) {
+    let mut f = match crate::nofollow::open(p) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // The registry never makes symlinks: a planted one stands for nothing.
+        Err(e) if crate::nofollow::is_symlink_error(&e) => {
+            tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     let stamp = Stamp::from_meta(&f.metadata()?);

@@ -1,7 +1,6 @@
 //! The repository index: which manifests and blobs each repository holds,
 //! its tags, and the catalog of repositories.
 
-use std::fs;
 use std::io;
 
 use serde_json::json;
@@ -44,9 +43,14 @@ fn parse_tag_file(p: &std::path::Path, s: &str) -> OciResult<Digest> {
 }
 
 fn read_small(p: &std::path::Path) -> OciResult<Option<String>> {
-    match fs::read_to_string(p) {
+    match crate::nofollow::read_to_string(p) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // The registry never makes symlinks: a planted one stands for nothing.
+        Err(e) if crate::nofollow::is_symlink_error(&e) => {
+            tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
+            Ok(None)
+        }
         Err(e) => Err(StoreError::Io { op: "read", path: p.to_owned(), source: e }.into()),
     }
 }
@@ -81,7 +85,9 @@ impl Registry {
         missing.extend(
             m.manifests
                 .iter()
-                .filter(|c| !(layout.repo_manifest(repo, &c.digest).is_file() && self.store.exists(&c.digest)))
+                .filter(|c| {
+                    !(crate::nofollow::is_file(&layout.repo_manifest(repo, &c.digest)) && self.store.exists(&c.digest))
+                })
                 .map(|c| c.digest),
         );
         if !missing.is_empty() {
@@ -153,7 +159,7 @@ impl Registry {
         let lp = layout.repo_manifest(repo, &digest);
         let (media_type, link) = read_stamped(&lp).map_err(StoreError::io("read", &lp))?.ok_or_else(unknown)?;
         let p = layout.object(&digest);
-        let bytes = match fs::read(&p) {
+        let bytes = match crate::nofollow::read(&p) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(StoreError::Io { op: "read", path: p, source: e }.into()),
@@ -195,7 +201,7 @@ impl Registry {
                 }
             }
             Reference::Digest(d) => {
-                if !layout.repo_manifest(repo, d).is_file() {
+                if !crate::nofollow::is_file(&layout.repo_manifest(repo, d)) {
                     return Err(Self::unknown_manifest(repo, reference));
                 }
                 for t in self.tags(repo)? {
@@ -204,7 +210,7 @@ impl Registry {
                         remove_if_present(&layout.repo_tag(repo, &t))?;
                     }
                 }
-                if let Ok(bytes) = fs::read(layout.object(d))
+                if let Ok(bytes) = crate::nofollow::read(&layout.object(d))
                     && let Ok(m) = parse_manifest(&bytes, None)
                     && let Some(s) = m.subject
                 {
@@ -252,7 +258,7 @@ impl Registry {
     /// Links a stored blob into `repo` (idempotent).
     pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
         let p = self.store.layout().repo_blob(repo, d);
-        if !p.is_file() {
+        if !crate::nofollow::is_file(&p) {
             self.store.write_atomic(&p, b"")?;
         }
         Ok(())
@@ -261,14 +267,15 @@ impl Registry {
     /// True when `repo` holds the blob (pushed, mounted, or a manifest of it) and it is stored.
     pub fn has_blob(&self, repo: &RepoName, d: &Digest) -> bool {
         let l = self.store.layout();
-        (l.repo_blob(repo, d).is_file() || l.repo_manifest(repo, d).is_file()) && self.store.exists(d)
+        (crate::nofollow::is_file(&l.repo_blob(repo, d)) || crate::nofollow::is_file(&l.repo_manifest(repo, d)))
+            && self.store.exists(d)
     }
 
     /// The size of a blob of `repo`.
     pub fn blob_size(&self, repo: &RepoName, d: &Digest) -> OciResult<u64> {
         let unknown = || OciError::BlobUnknown { repo: repo.clone(), digest: *d };
         let l = self.store.layout();
-        if !(l.repo_blob(repo, d).is_file() || l.repo_manifest(repo, d).is_file()) {
+        if !(crate::nofollow::is_file(&l.repo_blob(repo, d)) || crate::nofollow::is_file(&l.repo_manifest(repo, d))) {
             return Err(unknown());
         }
         self.store.size(d).map_err(|e| if e.is_not_found() { unknown() } else { e.into() })

@@ -36,7 +36,7 @@ pub use error::{OciError, OciResult};
 pub use index::PushedManifest;
 pub use manifest::{Descriptor, ParsedManifest};
 pub use repo::{Reference, RepoName, RepoNameError, Tag, TagError};
-pub use upload::UploadId;
+pub use upload::{Append, UploadId};
 
 use crate::digest::Hasher;
 use crate::error::{Result, StoreError};

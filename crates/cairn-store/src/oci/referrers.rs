@@ -18,11 +18,11 @@ impl Registry {
         for n in dir_names(&layout.repo_referrers_dir(repo, subject))? {
             let Ok(d) = Digest::parse(&n) else { continue };
             // A referrer deleted since (or collected) is not listed.
-            if !layout.repo_manifest(repo, &d).is_file() {
+            if !crate::nofollow::is_file(&layout.repo_manifest(repo, &d)) {
                 continue;
             }
             let p = layout.repo_referrer(repo, subject, &d);
-            let desc: Value = match std::fs::read(&p) {
+            let desc: Value = match crate::nofollow::read(&p) {
                 Ok(b) => match serde_json::from_slice(&b) {
                     Ok(v) => v,
                     Err(e) => {

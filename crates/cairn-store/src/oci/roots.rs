@@ -14,7 +14,8 @@ use crate::oci::{Registry, RegistryOptions, dir_names};
 use crate::store::Store;
 
 fn young(p: &std::path::Path, grace: Duration) -> bool {
-    let age = fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+    let age =
+        fs::symlink_metadata(p).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
     // A clock step backwards makes a file look young: keeping it is the safe side.
     age.is_none_or(|a| a < grace)
 }
@@ -75,7 +76,7 @@ impl Store {
                 }
                 keep.insert(d);
                 let p = layout.object(&d);
-                let bytes = fs::read(&p).map_err(StoreError::io("read", &p))?;
+                let bytes = crate::nofollow::read(&p).map_err(crate::nofollow::error("read", &p))?;
                 let m = parse_manifest(&bytes, None).map_err(|e| StoreError::InvalidManifest {
                     what: format!("{} in repository {repo}", d.oci()),
                     reason: e.to_string(),
@@ -84,7 +85,7 @@ impl Store {
                 queue.extend(m.manifests.iter().map(|c| c.digest));
                 for r in dir_names(&layout.repo_referrers_dir(&repo, &d))? {
                     if let Ok(rd) = Digest::parse(&r)
-                        && layout.repo_manifest(&repo, &rd).is_file()
+                        && crate::nofollow::is_file(&layout.repo_manifest(&repo, &rd))
                     {
                         queue.push_back(rd);
                     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -224,7 +224,7 @@ impl Registry {
         let l = self.store.layout();
         let unknown = || OciError::UploadUnknown(id.to_string());
         let info_p = l.upload_info(id);
-        let info: Info = match fs::read(&info_p) {
+        let info: Info = match crate::nofollow::read(&info_p) {
             Ok(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("read", &info_p)(e)),
@@ -233,7 +233,7 @@ impl Registry {
             return Err(unknown());
         }
         let data = l.upload_data(id);
-        let f = match OpenOptions::new().read(true).write(true).open(&data) {
+        let f = match crate::nofollow::read_options().write(true).open(&data) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
             Err(e) => return Err(io_err("open", &data)(e)),
@@ -303,9 +303,8 @@ impl Registry {
         Ok(h)
     }
 
-    /// Appends a chunk. `start`, from `Content-Range`, must equal the bytes
-    /// already received; `declared` (the chunk's length, when known) must
-    /// match what arrives. On any failure the session keeps its old length.
+    /// Appends a chunk read from `body` (see [`Registry::begin_append`]).
+    /// On any failure the session keeps its old length.
     pub fn append_upload(
         &self,
         repo: &RepoName,
@@ -314,6 +313,25 @@ impl Registry {
         declared: Option<u64>,
         mut body: impl Read,
     ) -> OciResult<u64> {
+        let mut a = self.begin_append(repo, id, start)?;
+        let mut buf = vec![0u8; COPY_BUF];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(OciError::Body { received: a.received, reason: e.to_string() }),
+            };
+            a.write(&buf[..n])?;
+        }
+        a.finish(declared)
+    }
+
+    /// Opens a session to append one chunk: `start`, from `Content-Range`,
+    /// must equal the bytes already received. The session stays locked
+    /// until the [`Append`] is finished or dropped; dropping it unfinished
+    /// (a cut or stalled body) truncates the data back to its old length.
+    pub fn begin_append(&self, repo: &RepoName, id: &UploadId, start: Option<u64>) -> OciResult<Append> {
         let mut f = self.open_upload(repo, id)?;
         let p = self.store.layout().upload_data(id);
         let size = f.metadata().map_err(io_err("stat", &p))?.len();
@@ -322,38 +340,20 @@ impl Registry {
         {
             return Err(OciError::UploadRange { id: id.to_string(), start: s, size });
         }
-        let mut h = self.hasher_for(id, &mut f, size)?;
+        let hasher = self.hasher_for(id, &mut f, size)?;
         f.seek(SeekFrom::Start(size)).map_err(io_err("seek", &p))?;
-        let mut buf = vec![0u8; COPY_BUF];
-        let mut received = 0u64;
         // Without write-back, finishing a large upload waited for one fsync of all of it.
-        let mut wb = WriteBack::new(self.store.inner.opts.fsync, size);
-        let res = loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(OciError::Body { received, reason: e.to_string() }),
-            };
-            if let Err(e) = f.write_all(&buf[..n]).and_then(|()| wb.wrote(&f, n as u64)) {
-                break Err(io_err("write", &p)(e));
-            }
-            h.update(&buf[..n]);
-            received += n as u64;
-        };
-        let flushed = wb.finish().map_err(io_err("fsync", &p));
-        let res = match (res.and(flushed), declared) {
-            (Ok(()), Some(d)) if d != received => Err(OciError::SizeInvalid { what: "chunk", declared: d, received }),
-            (res, _) => res,
-        };
-        if let Err(e) = res {
-            // Back to the last good length, so the client can resend the chunk.
-            f.set_len(size).map_err(io_err("truncate", &p))?;
-            return Err(e);
-        }
-        let total = size + received;
-        self.hashers.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), (total, h));
-        Ok(total)
+        let writeback = WriteBack::new(self.store.inner.opts.fsync, size);
+        Ok(Append {
+            reg: self.clone(),
+            id: id.clone(),
+            file: Some(f),
+            path: p,
+            size,
+            received: 0,
+            hasher: Some(hasher),
+            writeback,
+        })
     }
 
     /// Finishes a session: the bytes must hash to `expected`. On success the
@@ -392,7 +392,7 @@ impl Registry {
         for n in dir_names(&dir)? {
             let Ok(id) = UploadId::parse(&n) else { continue };
             let data = self.store.layout().upload_data(&id);
-            let stale = match File::open(&data) {
+            let stale = match crate::nofollow::open(&data) {
                 // A session with a request writing to it is not idle.
                 Ok(f) => self.expired(&f) && f.try_lock().is_ok(),
                 // A session killed between mkdir and its data file.
@@ -411,6 +411,84 @@ impl Registry {
             tracing::info!(removed, "removed expired upload sessions");
         }
         Ok(removed)
+    }
+}
+
+/// One chunk being appended to an upload session (see
+/// [`Registry::begin_append`]): feed it with [`Append::write`], then
+/// [`Append::finish`]. Dropped unfinished, it rolls the session back.
+pub struct Append {
+    reg: Registry,
+    id: UploadId,
+    file: Option<File>,
+    path: std::path::PathBuf,
+    /// The session's length before this chunk.
+    size: u64,
+    received: u64,
+    hasher: Option<Hasher>,
+    writeback: WriteBack,
+}
+
+impl Append {
+    /// The session's length before this chunk.
+    pub fn session_size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes of this chunk written so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Appends `bytes` (already received: this only writes to disk).
+    pub fn write(&mut self, bytes: &[u8]) -> OciResult<()> {
+        let (Some(f), Some(h)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+            return Err(io_err("write", &self.path)(io::Error::other("upload chunk already finished")));
+        };
+        f.write_all(bytes)
+            .and_then(|()| self.writeback.wrote(f, bytes.len() as u64))
+            .map_err(io_err("write", &self.path))?;
+        h.update(bytes);
+        self.received = self.received.checked_add(bytes.len() as u64).ok_or(OciError::SizeInvalid {
+            what: "chunk (past 2^64-1 bytes)",
+            declared: u64::MAX,
+            received: self.received,
+        })?;
+        Ok(())
+    }
+
+    /// Ends the chunk: `declared` (its length, when known) must match what
+    /// arrived. Returns the session's new length.
+    pub fn finish(mut self, declared: Option<u64>) -> OciResult<u64> {
+        let received = self.received;
+        self.writeback.finish().map_err(io_err("fsync", &self.path))?;
+        if let Some(d) = declared
+            && d != received
+        {
+            return Err(OciError::SizeInvalid { what: "chunk", declared: d, received });
+        }
+        let total = self.size.checked_add(received).ok_or(OciError::SizeInvalid {
+            what: "upload (past 2^64-1 bytes)",
+            declared: self.size,
+            received,
+        })?;
+        let h = self.hasher.take().unwrap_or_default();
+        self.file = None;
+        self.reg.hashers.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id.to_string(), (total, h));
+        Ok(total)
+    }
+}
+
+impl Drop for Append {
+    fn drop(&mut self) {
+        let Some(f) = self.file.take() else { return };
+        let _ = self.writeback.finish();
+        // Back to the last good length, so the client can resend the chunk.
+        if let Err(e) = f.set_len(self.size) {
+            tracing::warn!(upload = %self.id, error = %e, "could not roll an upload back to its last good length");
+            // The cached hash no longer describes the file; it is rebuilt from disk next time.
+            self.reg.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(self.id.as_str());
+        }
     }
 }
 

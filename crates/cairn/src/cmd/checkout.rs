@@ -1,4 +1,4 @@
-//! `cairn checkout NAME DIR [--link]`: rebuild a manifest's tree.
+//! `cairn checkout NAME DIR [--link] [--preserve-special-bits]`: rebuild a manifest's tree.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,12 +7,12 @@ use anyhow::Context;
 use cairn_store::CheckoutOptions;
 use indicatif::HumanBytes;
 
-pub fn run(data_dir: &Path, name: &str, dir: &Path, link: bool) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: &Path, name: &str, dir: &Path, opts: CheckoutOptions) -> anyhow::Result<ExitCode> {
     let store = super::common::open_ro(data_dir)?;
     let rf = super::common::resolve(&store, name)?;
     let bar = super::common::bar(0, "checkout");
     let progress = super::common::on_progress(&bar);
-    let res = store.checkout(&rf, dir, CheckoutOptions { link }, &progress);
+    let res = store.checkout(&rf, dir, opts, &progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }

@@ -20,6 +20,7 @@ mod verify;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use cairn_store::CheckoutOptions;
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -33,7 +34,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Has { digest } => has::run(&data_dir, &digest),
         Command::Ls { json } => ls::run(&data_dir, json),
         Command::Snapshot { dir, name } => snapshot::run(&data_dir, &dir, &name),
-        Command::Checkout { name, dir, link } => checkout::run(&data_dir, &name, &dir, link),
+        Command::Checkout { name, dir, link, preserve_special_bits } => {
+            checkout::run(&data_dir, &name, &dir, CheckoutOptions { link, preserve_special_bits })
+        }
         Command::Manifests { json } => manifests::run(&data_dir, json),
         Command::Manifest(cmd) => manifest::run(&data_dir, cmd),
         Command::Gc { dry_run, grace } => gc::run(&data_dir, dry_run, &grace),

@@ -43,10 +43,10 @@ fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> 
             data_dir.display()
         );
         let sweeper = cairn_http::v2::spawn_upload_sweeper(registry.clone());
-        // With connect info: the per-client upload session cap counts by address.
-        let app = registry_app(V2State::new(registry)).into_make_service_with_connect_info::<SocketAddr>();
-        let res = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
+        // The node's connection layer: header and idle timeouts, a connection cap, and the
+        // client address (the per-client upload session cap counts by it).
+        let app = registry_app(V2State::new(registry));
+        let res = cairn_http::serve(listener, app, shutdown(), std::time::Duration::from_secs(30))
             .await
             .with_context(|| format!("serving the registry on {local}"));
         sweeper.abort();

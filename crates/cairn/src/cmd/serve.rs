@@ -10,9 +10,32 @@ use cairn_store::Store;
 use crate::config::NodeConfig;
 
 pub fn run(cfg: NodeConfig) -> anyhow::Result<ExitCode> {
+    // Before the runtime's threads exist, so every one of them inherits it.
+    let nofile = match cairn_http::server::raise_nofile_limit() {
+        Ok(n) => {
+            tracing::info!(limit = ?n, "open files: soft limit raised to the hard limit");
+            n
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-file limit; connections are capped lower");
+            cairn_http::server::nofile_limit()
+        }
+    };
+    let limits = cairn_http::ServeLimits {
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+        max_connections: cfg.max_connections.unwrap_or_else(|| cairn_http::ServeLimits::fitting(nofile)),
+    };
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        body_timeout = ?cfg.body_timeout,
+        "connection limits"
+    );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let grace = cfg.shutdown_grace;
-    let res = rt.block_on(serve(cfg));
+    let res = rt.block_on(serve(cfg, limits));
     // Blocking store work still running (a temp blob being written) gets
     // the same deadline; an unfinished temp file is never made visible.
     rt.shutdown_timeout(grace);
@@ -20,7 +43,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
+async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Result<()> {
     let dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
@@ -36,7 +59,7 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
     let local = listener.local_addr().context("reading the bound address")?;
     let registry = match (cfg.registry_bind, state.v2_state()) {
-        (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr).await?),
+        (Some(addr), Some(v2)) => Some(registry_listener(&cfg, v2, addr, limits).await?),
         _ => None,
     };
     let reload = spawn_auth_reload(&cfg, Arc::clone(&state.auth));
@@ -51,9 +74,15 @@ async fn serve(cfg: NodeConfig) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(),
         "cairn node serving"
     );
-    cairn_http::serve(listener, cairn_http::app(Arc::clone(&state)), shutdown_signal(), cfg.shutdown_grace)
-        .await
-        .context("serving")?;
+    cairn_http::serve_with(
+        listener,
+        cairn_http::app(Arc::clone(&state)),
+        shutdown_signal(),
+        cfg.shutdown_grace,
+        limits,
+    )
+    .await
+    .context("serving")?;
     health.abort();
     if let Some(r) = reload {
         r.abort();
@@ -152,12 +181,13 @@ async fn registry_listener(
     cfg: &NodeConfig,
     v2: cairn_http::v2::V2State,
     addr: std::net::SocketAddr,
+    limits: cairn_http::ServeLimits,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     tracing::info!(registry = %listener.local_addr().unwrap_or(addr), "OCI registry serving /v2");
     let app = cairn_http::v2::registry_app(v2);
-    Ok(tokio::spawn(cairn_http::serve(listener, app, shutdown_signal(), cfg.shutdown_grace)))
+    Ok(tokio::spawn(cairn_http::serve_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -212,3 +212,32 @@ fn checkout_with_link_onto_another_filesystem_copies_instead() {
     assert!(stdout(&out).contains("0 linked") && stdout(&out).contains("1 copied"), "{}", stdout(&out));
     assert_eq!(fs::read(dest.join("a")).unwrap(), b"cross-device");
 }
+
+#[test]
+fn checkout_drops_setuid_bits_a_snapshot_records_unless_preserve_special_bits_is_given() {
+    let env = Env::new();
+    let tool = env.write("src/bin/tool", b"#!/bin/sh\n");
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o4755)).unwrap();
+    env.cairn().arg("snapshot").arg(env.path("src")).args(["--name", "suid"]).assert().success();
+    let shown = stdout(&env.cairn().args(["manifest", "show", "suid"]).assert().success());
+    assert!(shown.contains("2541"), "the manifest records the bits: {shown}");
+    let mode = |p: &str| fs::metadata(env.path(p)).unwrap().permissions().mode() & 0o7777;
+    env.cairn().args(["checkout", "suid"]).arg(env.path("plain")).assert().success();
+    assert_eq!(mode("plain/bin/tool"), 0o755);
+    env.cairn().args(["checkout", "--preserve-special-bits", "suid"]).arg(env.path("kept")).assert().success();
+    assert_eq!(mode("kept/bin/tool"), 0o4755);
+}
+
+#[test]
+fn snapshot_names_are_accepted_up_to_237_bytes_so_the_ref_file_fits_255() {
+    let env = Env::new();
+    env.write("src/f", b"f");
+    let name = "n".repeat(237);
+    let out = env.cairn().arg("snapshot").arg(env.path("src")).args(["--name", &name]).assert().success();
+    let rf = stdout(&out).trim().to_owned();
+    assert!(rf.contains(&format!("{name}-")), "{rf}");
+    let listed = stdout(&env.cairn().args(["manifests"]).assert().success());
+    assert!(listed.contains(&name), "{listed}");
+    let out = env.cairn().arg("snapshot").arg(env.path("src")).args(["--name", &"n".repeat(238)]).assert().code(2);
+    assert!(stderr(&out).contains("at most 237"), "{}", stderr(&out));
+}

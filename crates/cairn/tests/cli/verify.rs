@@ -58,3 +58,18 @@ fn verify_of_given_digests_checks_only_those_and_reports_missing_ones() {
     assert!(stderr(&out).contains(&absent), "{}", stderr(&out));
     env.cairn().args(["verify", &good, &bad]).assert().code(3);
 }
+
+#[test]
+fn verify_quarantines_a_symlink_planted_in_objects_without_reading_through_it() {
+    let env = Env::new();
+    env.put(b"good blob");
+    let secret = env.write("outside/secret", b"root:x:0:0\n");
+    let hex = Digest::of(b"root:x:0:0\n").to_string();
+    std::os::unix::fs::symlink(&secret, env.object(&hex)).unwrap();
+    env.cairn().args(["get", &hex]).assert().code(1);
+    let out = env.cairn().arg("verify").assert().code(3);
+    assert!(stderr(&out).contains(&hex), "{}", stderr(&out));
+    assert!(fs::symlink_metadata(env.data.join("quarantine").join(&hex)).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(env.object(&hex)).is_err());
+    assert_eq!(fs::read(&secret).unwrap(), b"root:x:0:0\n");
+}
