@@ -62,6 +62,17 @@ pub enum ApiError {
         /// The tag.
         tag: String,
     },
+    /// No or wrong credentials (401 with a Basic challenge).
+    #[error("{msg}")]
+    Unauthorized {
+        /// The realm of the challenge.
+        realm: String,
+        /// What was missing or wrong, and what to do.
+        msg: String,
+    },
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A request body that went silent (408) or was cut (400).
     #[error("{what}: {source}")]
     Body {
@@ -118,6 +129,8 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnknownTag { .. } | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Body { source: crate::body::BodyError::Idle { .. }, .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Body { source: crate::body::BodyError::TooLarge { .. }, .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body { .. } => StatusCode::BAD_REQUEST,
@@ -161,6 +174,11 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
         }
+        if let ApiError::Unauthorized { realm, .. } = &self
+            && let Ok(v) = format!("Basic realm=\"{realm}\"").parse()
+        {
+            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, v);
+        }
         resp
     }
 }
@@ -181,6 +199,8 @@ mod tests {
             (ApiError::Store(StoreError::MissingBlobs { name: "n".into(), missing: vec![d] }), 409),
             (ApiError::TooLarge { what: "manifest".into(), limit: 1 }, 413),
             (ApiError::MethodNotAllowed("DELETE".into()), 405),
+            (ApiError::Unauthorized { realm: "r".into(), msg: "m".into() }, 401),
+            (ApiError::Forbidden("m".into()), 403),
             (ApiError::Cluster(ClusterError::NotFound { digest: d, tried: vec![] }), 404),
             (ApiError::Cluster(ClusterError::Unavailable { digest: d, tried: vec![] }), 502),
             (ApiError::Cluster(ClusterError::Store(StoreError::BlobNotFound(d))), 404),

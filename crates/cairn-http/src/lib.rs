@@ -7,9 +7,11 @@
 //! - [`error`]: the one mapping from errors to HTTP status + JSON body.
 //! - [`v2`]: the OCI distribution API (registry) and its error codes.
 //! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
+//! - [`auth`]: who may do what: request kinds, credentials, rights.
 //! - [`conn`]: the connection layer (caps, header and idle timeouts, client address).
 //! - [`body`]: request bodies, read asynchronously and written in batches.
 
+pub mod auth;
 pub mod body;
 pub mod client;
 pub mod conn;

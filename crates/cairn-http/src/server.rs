@@ -27,6 +27,8 @@ pub struct AppState {
     pub node_header: HeaderValue,
     /// The OCI registry on the same store, when this node serves `/v2`.
     pub registry: Option<Registry>,
+    /// Who may do what; loopback-only until [`crate::auth::Auth::set`] installs a policy.
+    pub auth: Arc<crate::auth::Auth>,
     /// `/v1/health`'s check that the store still answers.
     pub store_probe: StoreProbe,
 }
@@ -101,7 +103,14 @@ impl AppState {
         };
         let client = Client::for_peers(cfg.peer_timeout);
         let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe: StoreProbe::default() }))
+        Ok(Arc::new(AppState {
+            cluster,
+            info,
+            node_header,
+            registry,
+            store_probe: StoreProbe::default(),
+            auth: Arc::default(),
+        }))
     }
 
     /// The `/v2` state: the registry, with the cluster pipeline as its
@@ -115,6 +124,7 @@ impl AppState {
             remote: Some(Arc::new(remote)),
             body_timeout: cfg.body_timeout,
             max_blob_size: cfg.max_blob_size,
+            auth: Arc::clone(&self.auth),
         })
     }
 }
@@ -127,7 +137,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     if let Some(v2) = state.v2_state() {
         app = app.merge(crate::v2::router(v2));
     }
-    app.fallback(no_endpoint).layer(middleware::from_fn(log_request))
+    app.fallback(no_endpoint)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.auth), crate::auth::check))
+        .layer(middleware::from_fn(log_request))
 }
 
 /// Any other path: a JSON 404 in the body format of the API the path is under.

@@ -78,6 +78,9 @@ pub struct FileConfig {
     /// Cairn: when peers are asked for a tag while registry origins are
     /// configured: `never`, `fallback` (default; after the upstreams) or `first`.
     pub peer_tags: Option<String>,
+    /// Cairn: who may do what (users, tokens, rights); without it pulls are
+    /// open and the rest is loopback-only (README: "Exposing a node").
+    pub auth: Option<cairn_http::auth::AuthConfig>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -259,6 +262,8 @@ pub struct NodeConfig {
     pub max_connections: Option<usize>,
     /// When peers are asked for a tag while registry origins are configured.
     pub peer_tags: cairn_cluster::mirror::PeerTags,
+    /// The `auth` section, when there is one (its files are read at start).
+    pub auth: Option<cairn_http::auth::AuthConfig>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -456,6 +461,7 @@ impl NodeConfig {
             idle_timeout,
             max_connections: file.max_connections,
             peer_tags,
+            auth: file.auth,
         })
     }
 
@@ -779,6 +785,20 @@ mod tests {
         assert!(e.contains("origins[0].timeout"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());
         assert!(e.contains("retry"), "{e}");
+    }
+
+    #[test]
+    fn the_auth_section_is_read_and_its_unknown_keys_are_errors_naming_them() {
+        assert_eq!(merged("").unwrap().auth, None, "no auth section: the loopback-only default");
+        let c = merged(
+            "auth:\n  realm: r\n  htpasswd_file: /h\n  anonymous: [pull]\n  users:\n    ci: {push: [\"team/*\"]}\n",
+        )
+        .unwrap();
+        let a = c.auth.unwrap();
+        assert_eq!((a.realm.as_deref(), a.htpasswd_file.as_deref()), (Some("r"), Some(Path::new("/h"))));
+        assert!(a.users.contains_key("ci"));
+        let e = format!("{:#}", merged("auth:\n  htpasswd: /h\n").unwrap_err());
+        assert!(e.contains("htpasswd") && e.contains("htpasswd_file"), "{e}");
     }
 
     #[test]

@@ -106,6 +106,11 @@ impl V2Error {
             .with_status(StatusCode::BAD_REQUEST)
     }
 
+    /// No or wrong credentials: 401 with the Basic challenge clients log in on.
+    pub fn unauthorized(realm: &str, detail: impl Into<Value>) -> Self {
+        V2Error::new(&UNAUTHORIZED, detail).with_header(header::WWW_AUTHENTICATE, format!("Basic realm=\"{realm}\""))
+    }
+
     /// A `/v2` path that is no endpoint: 404.
     pub fn no_endpoint(path: &str) -> Self {
         V2Error::new(&UNSUPPORTED, format!("no /v2 endpoint at {path}")).with_status(StatusCode::NOT_FOUND)

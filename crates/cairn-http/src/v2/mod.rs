@@ -43,6 +43,8 @@ pub struct V2State {
     pub body_timeout: std::time::Duration,
     /// Largest blob an upload may make (`max_blob_size`).
     pub max_blob_size: u64,
+    /// Who may do what, checked by [`registry_app`] (the merged app checks it itself).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl V2State {
@@ -53,6 +55,7 @@ impl V2State {
             remote: None,
             body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
+            auth: Arc::default(),
         }
     }
 }
@@ -73,7 +76,8 @@ pub fn router(state: V2State) -> Router {
 /// [`router`] for a listener that serves only /v2: every other path is an
 /// OCI-style JSON 404.
 pub fn registry_app(state: V2State) -> Router {
-    router(state).fallback(unknown_path)
+    let auth = Arc::clone(&state.auth);
+    router(state).fallback(unknown_path).layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
 }
 
 /// A path that is no /v2 endpoint: 404 with the OCI error body.

@@ -36,7 +36,12 @@ fn serve(data_dir: &Path, addr: SocketAddr, upload_ttl: std::time::Duration) -> 
             .await
             .with_context(|| format!("binding {addr} (is another registry running there? try --port)"))?;
         let local = listener.local_addr().with_context(|| format!("reading the bound address of {addr}"))?;
-        eprintln!("cairn registry listening on http://{local} (data dir {})", data_dir.display());
+        // One line: callers read it to learn the address.
+        eprintln!(
+            "cairn registry listening on http://{local} (data dir {}); pulls are open, pushes and deletes are \
+             accepted from this host only (to take them from others: `cairn serve` with `auth`, README: Exposing a node)",
+            data_dir.display()
+        );
         let sweeper = cairn_http::v2::spawn_upload_sweeper(registry.clone());
         // The node's connection layer: header and idle timeouts, a connection cap, and the
         // client address (the per-client upload session cap counts by it).

@@ -53,6 +53,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     let registry = open_registry(&cfg, store.clone()).await?;
     let state =
         AppState::with_registry(store, cfg.cluster(), &cfg.listen_addr, Some(registry)).map_err(anyhow::Error::msg)?;
+    install_auth(&cfg, &state)?;
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .with_context(|| format!("binding listen_addr {} ({})", cfg.listen_addr, cfg.bind))?;
@@ -64,6 +65,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         }
         _ => (None, None),
     };
+    let reload = spawn_auth_reload(&cfg, Arc::clone(&state.auth));
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
     let mdns = start_discovery(&cfg, &state.cluster)?;
@@ -80,7 +82,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         data_dir = %cfg.data_dir.display(),
         peers = ?cfg.peers,
         discovery = %discovery,
-        auth = ?auth_mode(&cfg),
+        auth = ?auth_mode(&state),
         tls = %"off",
         "cairn node serving"
     );
@@ -94,6 +96,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     .await
     .context("serving")?;
     health.abort();
+    if let Some(r) = reload {
+        r.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -107,9 +112,54 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
 }
 
 /// Who may do what, for the start line.
-// No `auth` section exists yet: the built-in default is the only mode.
-fn auth_mode(_cfg: &NodeConfig) -> String {
-    "default (pulls open, writes loopback-only)".to_owned()
+fn auth_mode(state: &AppState) -> String {
+    state.auth.policy().describe().to_string()
+}
+
+/// Installs the `auth` section's policy (reading its files), or keeps the
+/// loopback-only default, and logs which one is on.
+fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
+    if let Some(a) = &cfg.auth {
+        state.auth.set(cairn_http::auth::Policy::from_config(a)?);
+    }
+    // The mode itself is in the start line.
+    let policy = state.auth.policy();
+    let has_peers = !cfg.peers.is_empty() || cfg.discovery == cairn_cluster::discovery::Discovery::Mdns;
+    if has_peers && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
+        tracing::warn!(
+            "auth.anonymous cannot pull \"*\", and peers send no credentials yet: peers will get 401 from this node; \
+             give anonymous pull on \"*\" while the node has peers"
+        );
+    }
+    Ok(())
+}
+
+/// On SIGHUP, reads the `auth` section's htpasswd and tokens files again
+/// (rights come from the config as loaded at start). A file that no longer
+/// loads keeps the rules in force, with a warning.
+fn spawn_auth_reload(cfg: &NodeConfig, auth: Arc<cairn_http::auth::Auth>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let section = cfg.auth.clone()?;
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; auth files are read at start only");
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match cairn_http::auth::Policy::from_config(&section) {
+                Ok(p) => {
+                    auth.set(p);
+                    tracing::info!(mode = %auth.policy().describe(), "SIGHUP: auth files reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: auth files not reloaded; the previous rules stay in force")
+                }
+            }
+        }
+    }))
 }
 
 /// Starts mDNS when `discovery: mdns`; the peers it finds join the peer set.
