@@ -78,7 +78,7 @@ sample_rss() {
 log "soak: ${SOAK_SECONDS}s, $((SOAK_SECONDS / KILL_EVERY)) kills, gc every ${GC_EVERY}s"
 python3 "$BENCH_DIR/soak.py" "$SOAK_SECONDS" "$STATE" >"$TMP/report.json" &
 DRIVER=$!
-start=$SECONDS kills=0 gcs=0 gc_fail=0 victim=0 next_kill=$KILL_EVERY next_gc=$GC_EVERY
+start=$SECONDS kills=0 gcs=0 gc_fail=0 victim=0 next_kill=$KILL_EVERY next_gc=$GC_EVERY next_rss=60
 while kill -0 "$DRIVER" 2>/dev/null; do
     sample_rss
     el=$((SECONDS - start))
@@ -89,6 +89,10 @@ while kill -0 "$DRIVER" 2>/dev/null; do
         kill -KILL "${PID[$n]}"
         wait "${PID[$n]}" 2>/dev/null || true
         start_node "$n"
+    fi
+    if [ "$el" -ge "$next_rss" ]; then
+        next_rss=$((next_rss + 60))
+        log "RSS MiB: $(for n in "${NAMES[@]}"; do printf '%s=%s ' "$n" "$(awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/${PID[$n]}/status" 2>/dev/null)"; done)"
     fi
     if [ "$el" -ge "$next_gc" ]; then
         n=${NAMES[$((RANDOM % 3))]}

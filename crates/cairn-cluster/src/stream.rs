@@ -4,9 +4,12 @@
 //! Reads are [`READ_CHUNK`] long, into page-aligned buffers, on the blocking
 //! pool, one read ahead of the consumer so the disk read of the next chunk
 //! overlaps the socket write of this one. No thread is held between reads,
-//! so a slow client costs no thread. Buffers come back to the stream when
-//! the server has written them: zeroing a fresh megabyte per chunk cost
-//! about a fifth of the server's CPU per byte served.
+//! so a slow client costs no thread. Buffers come back to one pool shared by
+//! every stream when the server has written them: zeroing a fresh megabyte
+//! per chunk cost about a fifth of the server's CPU per byte served, and
+//! many short downloads that each allocated their own buffers on the
+//! blocking pool (freed on another thread) left the allocator holding
+//! about a gigabyte.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -25,36 +28,50 @@ use crate::error::{ClusterError, Result};
 use crate::fetch::READ_CHUNK;
 use crate::peer::ByteStream;
 
-/// Free buffers a stream keeps: the chunks the server may hold at once
-/// (one being written, one read ahead) plus slack.
-const KEEP_BUFFERS: usize = 4;
+/// Free [`READ_CHUNK`] buffers kept for all streams together: enough for
+/// 16 downloads at full speed (one chunk being written, one read ahead),
+/// and the most memory idle buffers hold.
+const KEEP_BUFFERS: usize = 32;
 
 /// Streams `remaining` bytes of `file` from its current position. `path`
 /// names the file in errors. A file that ends early ends the stream with an
 /// error, so a client never takes a short body for a whole one.
 pub fn file_stream(file: File, remaining: u64, path: PathBuf) -> ByteStream {
-    let mut s = FileStream { file: Some(file), left: remaining, reading: None, pool: Arc::default(), path };
+    stream_from(file, remaining, path, shared_pool())
+}
+
+fn stream_from(file: File, remaining: u64, path: PathBuf, pool: Arc<Pool>) -> ByteStream {
+    let mut s = FileStream { file: Some(file), left: remaining, reading: None, pool, path };
     s.start_read();
     Box::pin(s)
 }
 
-/// Buffers returned by the chunks a stream produced.
+fn shared_pool() -> Arc<Pool> {
+    static POOL: std::sync::OnceLock<Arc<Pool>> = std::sync::OnceLock::new();
+    Arc::clone(POOL.get_or_init(Arc::default))
+}
+
+/// Buffers returned by the chunks streams produced.
 #[derive(Default)]
 struct Pool {
     free: Mutex<Vec<AlignedBuf>>,
 }
 
 impl Pool {
-    /// A free buffer whose region holds `want` bytes, or a fresh one.
+    /// A free buffer whose region holds `want` bytes, or a fresh one (of
+    /// [`READ_CHUNK`] bytes when it is that long, so it can be kept).
     fn take(&self, want: usize) -> AlignedBuf {
-        let reused = lock(&self.free).pop().filter(|b| b.region.len() >= want);
-        reused.unwrap_or_else(|| {
-            let (raw, region) = cairn_store::blob::aligned_buf(want);
+        lock(&self.free).pop().unwrap_or_else(|| {
+            let (raw, region) = cairn_store::blob::aligned_buf(want.max(1));
             AlignedBuf { raw, region }
         })
     }
 
+    /// Keeps a whole-chunk buffer while the pool has room; drops the rest.
     fn give_back(&self, buf: AlignedBuf) {
+        if buf.region.len() < READ_CHUNK {
+            return;
+        }
         let mut free = lock(&self.free);
         if free.len() < KEEP_BUFFERS {
             free.push(buf);
@@ -111,7 +128,11 @@ impl FileStream {
         let want = self.left.min(READ_CHUNK as u64) as usize;
         self.left -= want as u64;
         let pool = Arc::clone(&self.pool);
-        self.reading = Some(tokio::task::spawn_blocking(move || read_chunk(file, want, pool)));
+        // Taken here, on the async side where the chunks are also dropped:
+        // memory allocated on a blocking thread and freed on another is
+        // slow to come back to the allocator.
+        let buf = pool.take(want);
+        self.reading = Some(tokio::task::spawn_blocking(move || read_chunk(file, want, buf, pool)));
     }
 
     fn io_error(&self, source: io::Error) -> ClusterError {
@@ -119,9 +140,8 @@ impl FileStream {
     }
 }
 
-/// Reads exactly `want` bytes into a pooled buffer; fewer is an error.
-fn read_chunk(mut file: File, want: usize, pool: Arc<Pool>) -> ReadResult {
-    let mut buf = pool.take(want);
+/// Reads exactly `want` bytes into `buf` (from `pool`); fewer is an error.
+fn read_chunk(mut file: File, want: usize, mut buf: AlignedBuf, pool: Arc<Pool>) -> ReadResult {
     let start = buf.region.start;
     let dst = &mut buf.raw[start..start + want];
     let mut got = 0;
@@ -239,10 +259,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn chunks_hand_their_buffer_back_to_the_stream_when_dropped() {
+    async fn short_downloads_reuse_the_shared_buffers_and_idle_ones_stay_bounded() {
+        let pool = Arc::new(Pool::default());
+        let data = seeded(READ_CHUNK + 100);
+        let (t, _) = temp_file(&data);
+        // One download: its buffers go back to the pool when it ends.
+        let (out, _, err) =
+            collect(stream_from(File::open(t.path()).unwrap(), data.len() as u64, t.path().into(), Arc::clone(&pool)))
+                .await;
+        assert!(err.is_none() && out == data);
+        let kept: Vec<usize> = lock(&pool.free).iter().map(|b| b.raw.as_ptr() as usize).collect();
+        assert_eq!(kept.len(), 1, "the whole-chunk buffer is kept, the short one is not");
+        // The next download reads into the kept buffer instead of a fresh one.
+        let mut s = stream_from(File::open(t.path()).unwrap(), data.len() as u64, t.path().into(), Arc::clone(&pool));
+        let first = s.next().await.unwrap().unwrap();
+        assert_eq!(first.as_ptr() as usize & !4095, kept[0] + 4096 & !4095, "a kept buffer is reused across downloads");
+        drop((first, s));
+        // Many downloads at once: what stays idle afterwards is bounded.
+        let streams: Vec<ByteStream> = (0..3 * KEEP_BUFFERS)
+            .map(|_| stream_from(File::open(t.path()).unwrap(), data.len() as u64, t.path().into(), Arc::clone(&pool)))
+            .collect();
+        for (out, _, err) in futures_util::future::join_all(streams.into_iter().map(collect)).await {
+            assert!(err.is_none() && out == data);
+        }
+        let idle = lock(&pool.free).len();
+        assert!(idle <= KEEP_BUFFERS, "{idle} idle buffers kept, at most {KEEP_BUFFERS}");
+    }
+
+    #[tokio::test]
+    async fn chunks_hand_their_buffer_back_to_the_pool_when_dropped() {
         let data = seeded(4 * READ_CHUNK);
         let (t, f) = temp_file(&data);
-        let mut s = file_stream(f, data.len() as u64, t.path().into());
+        let mut s = stream_from(f, data.len() as u64, t.path().into(), Arc::default());
         let first = s.next().await.unwrap().unwrap();
         let first_ptr = first.as_ptr();
         drop(first);
