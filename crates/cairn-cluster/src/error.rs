@@ -138,7 +138,7 @@ pub enum ClusterError {
     },
     /// A sync left blobs missing; the manifest was not saved.
     #[error(
-        "sync of {ref_file} from peer {peer} fetched {fetched} blob(s) but {failed} failed (first: {first}); the manifest was not saved, run the sync again to resume"
+        "sync of {ref_file} from peer {peer} fetched {fetched} blob(s) but {failed} failed (first: {first}) and {not_tried} were not tried after that many failures; the manifest was not saved, run the sync again to resume"
     )]
     SyncIncomplete {
         /// The peer.
@@ -149,6 +149,8 @@ pub enum ClusterError {
         fetched: usize,
         /// Blobs that failed.
         failed: usize,
+        /// Blobs not tried because enough had failed already.
+        not_tried: usize,
         /// The first failure.
         first: String,
     },

@@ -22,8 +22,13 @@ impl Cluster {
         let (rf, b) = (ref_file.clone(), bytes.clone());
         let missing = blocking(move || store.check_ref_free(&rf, &b).map(|()| store.missing(&ds))).await??;
         let bound = self.config().max_concurrent_fetches.max(1);
+        let gate = crate::sync::FailFast::new(bound);
+        // Past the fail-fast limit the rest is reported missing without asking any source.
         let still: Vec<Digest> = futures_util::stream::iter(missing)
-            .map(|d| async move { self.ensure_local(d, None).await.err().map(|_| d) })
+            .map(|d| {
+                let gate = &gate;
+                async move { gate.run(self.ensure_local(d, None)).await.is_none_or(|r| r.is_err()).then_some(d) }
+            })
             .buffer_unordered(bound)
             .filter_map(|x| async move { x })
             .collect()

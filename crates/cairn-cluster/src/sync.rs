@@ -84,29 +84,39 @@ impl Cluster {
         progress(SyncEvent::Planned { total: digests.len(), missing: missing.len() });
 
         let bound = self.config().max_concurrent_fetches.max(1);
-        let results: Vec<Result<u64>> = stream::iter(missing)
+        let gate = FailFast::new(bound);
+        let results: Vec<Option<Result<u64>>> = stream::iter(missing)
             .map(|d| {
-                let progress = Arc::clone(&progress);
+                let (progress, gate) = (Arc::clone(&progress), &gate);
                 async move {
-                    self.ensure_local(d, Some(peer)).await?;
-                    let bytes = self.local_size(d).await?.unwrap_or(0);
-                    progress(SyncEvent::Fetched { digest: d, bytes });
-                    Ok(bytes)
+                    let r = gate
+                        .run(async {
+                            self.ensure_local(d, Some(peer)).await?;
+                            self.local_size(d).await
+                        })
+                        .await?;
+                    Some(r.map(|size| {
+                        let bytes = size.unwrap_or(0);
+                        progress(SyncEvent::Fetched { digest: d, bytes });
+                        bytes
+                    }))
                 }
             })
             .buffer_unordered(bound)
             .collect()
             .await;
         let mut fetched = 0;
-        let mut total_bytes = 0;
+        let mut total_bytes = 0u64;
         let mut failures = Vec::new();
+        let mut not_tried = 0;
         for r in results {
             match r {
-                Ok(b) => {
+                Some(Ok(b)) => {
                     fetched += 1;
-                    total_bytes += b;
+                    total_bytes = total_bytes.saturating_add(b);
                 }
-                Err(e) => failures.push(e),
+                Some(Err(e)) => failures.push(e),
+                None => not_tried += 1,
             }
         }
         if let Some(first) = failures.first() {
@@ -115,6 +125,7 @@ impl Cluster {
                 ref_file: ref_file.clone(),
                 fetched,
                 failed: failures.len(),
+                not_tried,
                 first: first.to_string(),
             });
         }
@@ -129,6 +140,35 @@ impl Cluster {
             bytes: total_bytes,
             peer: peer.to_owned(),
         })
+    }
+}
+
+/// Stops a sync or manifest push from starting new fetches once enough
+/// have failed: a manifest that lists blobs no source has (hostile or just
+/// stale) costs a bounded number of remote requests, not one per object.
+/// What was fetched stays, so running it again resumes.
+pub(crate) struct FailFast {
+    failed: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl FailFast {
+    /// Gives up after `2 × concurrency` failures (at least 16).
+    pub(crate) fn new(concurrency: usize) -> Self {
+        FailFast { failed: Default::default(), limit: concurrency.saturating_mul(2).max(16) }
+    }
+
+    /// Runs `f` unless the limit was reached (`None`: not tried); counts its failure.
+    pub(crate) async fn run<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Option<Result<T>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.failed.load(Relaxed) >= self.limit {
+            return None;
+        }
+        let r = f.await;
+        if r.is_err() {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        Some(r)
     }
 }
 

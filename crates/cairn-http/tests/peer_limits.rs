@@ -366,3 +366,29 @@ fn tcp_buffer_max(name: &str) -> u64 {
         .and_then(|s| s.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
         .unwrap_or(8 << 20)
 }
+
+#[tokio::test]
+async fn a_manifest_of_blobs_no_source_has_costs_a_bounded_number_of_requests() {
+    // The peer serves a manifest (written as a legacy file) of 2,000 blobs nobody has.
+    let src = TestNode::start(NodeSpec::default());
+    let ds: Vec<Digest> = (0..2_000u64).map(|i| Digest::of(&i.to_le_bytes())).collect();
+    let json = manifest_json("ghost", &ds);
+    let rf = ref_for("ghost", &json);
+    std::fs::write(src.dir().join("refs").join(rf.as_str()), &json).unwrap();
+    let node = TestNode::start(limited(vec![src.addr()], vec![], |_| {}));
+    let asked = || src.counters.get("HEAD /v1/blobs") + src.counters.get("GET /v1/blobs");
+
+    let (status, body) = sync_raw(&node, rf.as_str(), &src.addr()).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("not tried"), "{body}");
+    let after_sync = asked();
+    assert!(after_sync <= 100, "a sync of 2,000 unfetchable blobs asked the peer {after_sync} times");
+
+    // A push reports every missing blob, but asks sources for a bounded number of them.
+    let r = reqwest::Client::new().put(format!("{}/v1/manifests/{rf}", node.url())).body(json).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["missing"].as_array().map(Vec::len), Some(2_000));
+    let by_push = asked() - after_sync;
+    assert!(by_push <= 100, "a push of 2,000 unfetchable blobs asked the peer {by_push} times");
+}
