@@ -14,7 +14,7 @@ build_release
 export CAIRN BENCH_RESULTS=$TMP/all.tsv
 : >"$BENCH_RESULTS"
 scripts=("$@")
-[ ${#scripts[@]} -gt 0 ] || scripts=(store node registry)
+[ ${#scripts[@]} -gt 0 ] || scripts=(store node registry auth)
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u '+%Y-%m-%d %H:%M')
