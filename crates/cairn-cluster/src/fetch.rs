@@ -138,7 +138,7 @@ pub struct Cluster {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) cfg: ClusterConfig,
-    pub(crate) peers: PeerSet,
+    pub(crate) peers: Arc<PeerSet>,
     pub(crate) api: Arc<dyn PeerApi>,
     http: reqwest::Client,
     inflight: Mutex<HashMap<(Digest, Route), Arc<Transfer>>>,
@@ -163,7 +163,8 @@ impl Cluster {
             .connect_timeout(cfg.peer_timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let peers = PeerSet::new(&cfg.peers, cfg.health_interval);
+        let peers = Arc::new(PeerSet::new(&cfg.peers, cfg.health_interval));
+        let api: Arc<dyn PeerApi> = Arc::new(crate::peer::Tracked { api, peers: Arc::clone(&peers) });
         let permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let via_permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let egress = cfg.egress_limit.map(|r| Arc::new(TokenBucket::new(r)));
@@ -552,6 +553,10 @@ struct Sources {
     oci: Option<OciHint>,
     tried: Vec<String>,
     only_absent: bool,
+    /// Peers already asked for the blob.
+    asked: Vec<String>,
+    /// Whether the unhealthy peers are still to be asked.
+    late_pending: bool,
 }
 
 impl Sources {
@@ -576,6 +581,8 @@ impl Sources {
             oci,
             tried: Vec::new(),
             only_absent: true,
+            asked: Vec::new(),
+            late_pending: true,
         }
     }
 
@@ -608,11 +615,10 @@ impl Sources {
         }
     }
 
-    fn fan_out(&self) -> FuturesUnordered<HeadFut> {
-        let timeout = self.inner.cfg.peer_timeout;
-        self.inner
-            .peers
-            .healthy()
+    /// HEADs to `addrs` (less the preferred peer, already tried), each
+    /// answer awaited at most `timeout`.
+    fn fan_out(&self, addrs: Vec<String>, timeout: Duration) -> FuturesUnordered<HeadFut> {
+        addrs
             .into_iter()
             .filter(|a| Some(a) != self.skip.as_ref())
             .map(|addr| {
@@ -634,10 +640,23 @@ impl Sources {
             return Some(Source::Peer { addr, size: None });
         }
         if self.heads.is_none() {
-            self.heads = Some(self.fan_out());
+            let healthy = self.inner.peers.healthy();
+            self.asked.extend(healthy.iter().cloned());
+            self.heads = Some(self.fan_out(healthy, self.inner.cfg.peer_timeout));
         }
         while let Some(heads) = self.heads.as_mut() {
             let Some((addr, res)) = heads.next().await else {
+                // Unhealthy peers last, briefly: one that failed a probe may
+                // be up by now (a cluster booting together).
+                if std::mem::take(&mut self.late_pending) {
+                    let late: Vec<String> =
+                        self.inner.peers.unhealthy().into_iter().filter(|a| !self.asked.contains(a)).collect();
+                    if !late.is_empty() {
+                        let timeout = self.inner.cfg.peer_timeout.min(crate::peer::UNHEALTHY_TIMEOUT);
+                        self.heads = Some(self.fan_out(late, timeout));
+                        continue;
+                    }
+                }
                 break;
             };
             {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -131,6 +131,10 @@ pub struct PeerStatus {
     pub healthy: bool,
     /// Last health probe round trip, nanoseconds.
     pub latency: u64,
+    /// Milliseconds since the last successful answer from this peer (any
+    /// request); `None` when it never answered.
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -141,10 +145,40 @@ struct PeerState {
     last_error: Option<String>,
     /// Added by discovery (not configured): removed when it leaves.
     discovered: bool,
+    /// The last successful answer from it.
+    last_contact: Option<Instant>,
+}
+
+impl PeerState {
+    fn new(address: &str, node_id: &str, now: Instant, discovered: bool) -> Self {
+        PeerState {
+            status: PeerStatus {
+                address: address.to_owned(),
+                node_id: node_id.to_owned(),
+                healthy: true,
+                latency: 0,
+                last_contact_ms: None,
+            },
+            failures: 0,
+            next_probe: now,
+            last_error: None,
+            discovered,
+            last_contact: None,
+        }
+    }
+
+    fn status(&self, now: Instant) -> PeerStatus {
+        let age =
+            self.last_contact.map(|t| u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX));
+        PeerStatus { last_contact_ms: age, ..self.status.clone() }
+    }
 }
 
 /// First re-probe delay after a failure; doubles up to the health interval.
-pub const FIRST_REPROBE: Duration = Duration::from_secs(1);
+pub const FIRST_REPROBE: Duration = Duration::from_millis(500);
+
+/// Longest an unhealthy peer is waited on when it is tried last.
+pub const UNHEALTHY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The configured peers and what is known of each.
 #[derive(Debug)]
@@ -166,13 +200,7 @@ impl PeerSet {
                 seen.push(*a);
                 new
             })
-            .map(|a| PeerState {
-                status: PeerStatus { address: a.clone(), node_id: String::new(), healthy: true, latency: 0 },
-                failures: 0,
-                next_probe: now,
-                last_error: None,
-                discovered: false,
-            })
+            .map(|a| PeerState::new(a, "", now, false))
             .collect();
         PeerSet { peers: Mutex::new(peers), interval: health_interval }
     }
@@ -186,7 +214,28 @@ impl PeerSet {
 
     /// Every peer, in configuration order.
     pub fn snapshot(&self) -> Vec<PeerStatus> {
-        self.with(|v| v.iter().map(|p| p.status.clone()).collect())
+        let now = Instant::now();
+        self.with(|v| v.iter().map(|p| p.status(now)).collect())
+    }
+
+    /// Addresses of unhealthy peers: still tried, last and briefly, before
+    /// a fetch gives up on the peers.
+    pub fn unhealthy(&self) -> Vec<String> {
+        self.with(|v| v.iter().filter(|p| !p.status.healthy).map(|p| p.status.address.clone()).collect())
+    }
+
+    /// Records a successful answer from a peer to any request. One marked
+    /// down is re-probed at once: it answers again.
+    pub fn contact(&self, address: &str) {
+        let now = Instant::now();
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                p.last_contact = Some(now);
+                if !p.status.healthy {
+                    p.next_probe = p.next_probe.min(now);
+                }
+            }
+        });
     }
 
     /// Addresses of every peer.
@@ -216,18 +265,7 @@ impl PeerSet {
                 }
                 return;
             }
-            v.push(PeerState {
-                status: PeerStatus {
-                    address: address.to_owned(),
-                    node_id: node_id.to_owned(),
-                    healthy: true,
-                    latency: 0,
-                },
-                failures: 0,
-                next_probe: Instant::now(),
-                last_error: None,
-                discovered: true,
-            });
+            v.push(PeerState::new(address, node_id, Instant::now(), true));
         });
     }
 
@@ -291,6 +329,7 @@ impl PeerSet {
                 p.failures = 0;
                 p.last_error = None;
                 p.next_probe = now + self.interval;
+                p.last_contact = Some(now);
             }
         });
     }
@@ -328,6 +367,56 @@ impl PeerSet {
                 p.next_probe = p.next_probe.max(until);
             }
         });
+    }
+}
+
+/// The peer client as the cluster uses it: every answer of a peer is a
+/// contact, and a refused connection (of any request, not only probes)
+/// marks it down at once. Health probes record their own outcome.
+pub(crate) struct Tracked {
+    pub(crate) api: Arc<dyn PeerApi>,
+    pub(crate) peers: Arc<PeerSet>,
+}
+
+impl Tracked {
+    fn note<T>(&self, peer: &str, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => self.peers.contact(peer),
+            // A status or a bad answer still came from a live peer.
+            Err(e) if e.peer_is_down() => self.peers.mark_down(peer, &e.to_string()),
+            Err(ClusterError::PeerStatus { .. } | ClusterError::PeerBadAnswer { .. }) => self.peers.contact(peer),
+            Err(_) => {}
+        }
+        r
+    }
+}
+
+impl PeerApi for Tracked {
+    fn health<'a>(&'a self, peer: &'a str) -> BoxFut<'a, PeerHealth> {
+        self.api.health(peer)
+    }
+    fn head_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, Option<u64>> {
+        Box::pin(async move { self.note(peer, self.api.head_blob(peer, digest).await) })
+    }
+    fn get_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(async move { self.note(peer, self.api.get_blob(peer, digest).await) })
+    }
+    fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>> {
+        Box::pin(async move { self.note(peer, self.api.list_manifests(peer).await) })
+    }
+    fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>> {
+        Box::pin(async move { self.note(peer, self.api.get_manifest(peer, ref_file).await) })
+    }
+    fn fetch_via<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(async move { self.note(peer, self.api.fetch_via(peer, digest).await) })
+    }
+    fn resolve_tag<'a>(
+        &'a self,
+        peer: &'a str,
+        repo: &'a str,
+        tag: &'a str,
+    ) -> BoxFut<'a, Option<crate::mirror::TagTarget>> {
+        Box::pin(async move { self.note(peer, self.api.resolve_tag(peer, repo, tag).await) })
     }
 }
 
