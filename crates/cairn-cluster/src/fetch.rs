@@ -150,6 +150,8 @@ pub(crate) struct Inner {
     egress: Option<Arc<TokenBucket>>,
     /// Peer manifest listings being read at once, node-wide.
     pub(crate) listings: Semaphore,
+    /// A random id of this process, sent in health answers.
+    pub(crate) instance: String,
 }
 
 /// Peer manifest listings read at once: with the client's size cap, the
@@ -164,6 +166,8 @@ impl Cluster {
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let peers = Arc::new(PeerSet::new(&cfg.peers, cfg.health_interval));
+        peers.set_own_id(&cfg.node_id);
+        let instance = format!("{:016x}", rand::random::<u64>());
         let api: Arc<dyn PeerApi> = Arc::new(crate::peer::Tracked { api, peers: Arc::clone(&peers) });
         let permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let via_permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
@@ -171,7 +175,19 @@ impl Cluster {
         let inflight = Mutex::new(HashMap::new());
         let listings = Semaphore::new(LISTINGS_AT_ONCE);
         Cluster {
-            inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress, listings }),
+            inner: Arc::new(Inner {
+                store,
+                cfg,
+                peers,
+                api,
+                http,
+                inflight,
+                permits,
+                via_permits,
+                egress,
+                listings,
+                instance,
+            }),
         }
     }
 
@@ -207,6 +223,25 @@ impl Cluster {
     /// The peers and their health.
     pub fn peers(&self) -> &PeerSet {
         &self.inner.peers
+    }
+
+    /// A random id of this process, sent in `/v1/health` answers so a node
+    /// can tell itself (reached at another address) from a duplicate id.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Problems of the cluster's membership that need an operator: node
+    /// ids held by more than one node. Empty when all is well.
+    pub fn membership_warnings(&self) -> Vec<String> {
+        self.inner
+            .peers
+            .duplicate_ids()
+            .into_iter()
+            .map(|id| {
+                format!("duplicate node_id {id:?}: more than one node answers with it; give each node its own node_id")
+            })
+            .collect()
     }
 
     /// The peer client.

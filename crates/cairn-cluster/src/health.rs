@@ -17,6 +17,20 @@ const MAX_NAP: Duration = Duration::from_millis(500);
 pub(crate) async fn probe(inner: &Inner, addr: &str) {
     let start = Instant::now();
     let res = within(inner.cfg.peer_timeout, addr, || "GET /v1/health".into(), inner.api.health(addr)).await;
+    if let Ok(h) = &res
+        && h.node_id == inner.cfg.node_id
+    {
+        if h.instance.as_deref() == Some(inner.instance.as_str()) {
+            inner.peers.mark_self(addr);
+            return;
+        }
+        tracing::warn!(
+            peer = addr,
+            node_id = %h.node_id,
+            "DUPLICATE NODE ID: a peer answers with this node's node_id; owner election needs unique ids \
+             (give each node its own node_id)"
+        );
+    }
     record(&inner.peers, addr, res.map(|h| h.node_id), start.elapsed());
 }
 

@@ -65,6 +65,10 @@ pub struct PeerHealth {
     pub node_id: String,
     /// The peer's clock, RFC 3339.
     pub time: String,
+    /// A random id of the peer's running process (Cairn's addition): tells
+    /// a node reached at another address apart from a duplicate node id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One entry of `/v1/manifests` (exact seed field names).
@@ -135,6 +139,10 @@ pub struct PeerStatus {
     /// request); `None` when it never answered.
     #[serde(default)]
     pub last_contact_ms: Option<u64>,
+    /// True when its node id is also this node's or another peer's: owner
+    /// election needs unique ids.
+    #[serde(default)]
+    pub duplicate_node_id: bool,
 }
 
 #[derive(Debug)]
@@ -147,6 +155,9 @@ struct PeerState {
     discovered: bool,
     /// The last successful answer from it.
     last_contact: Option<Instant>,
+    /// It answered with this node's own node id and instance: it is this
+    /// node under another address, never asked.
+    is_self: bool,
 }
 
 impl PeerState {
@@ -158,12 +169,14 @@ impl PeerState {
                 healthy: true,
                 latency: 0,
                 last_contact_ms: None,
+                duplicate_node_id: false,
             },
             failures: 0,
             next_probe: now,
             last_error: None,
             discovered,
             last_contact: None,
+            is_self: false,
         }
     }
 
@@ -185,6 +198,11 @@ pub const UNHEALTHY_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct PeerSet {
     peers: Mutex<Vec<PeerState>>,
     interval: Duration,
+    own_id: Mutex<String>,
+}
+
+fn lock_str(m: &Mutex<String>) -> String {
+    m.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 impl PeerSet {
@@ -202,7 +220,7 @@ impl PeerSet {
             })
             .map(|a| PeerState::new(a, "", now, false))
             .collect();
-        PeerSet { peers: Mutex::new(peers), interval: health_interval }
+        PeerSet { peers: Mutex::new(peers), interval: health_interval, own_id: Mutex::new(String::new()) }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Vec<PeerState>) -> R) -> R {
@@ -215,13 +233,61 @@ impl PeerSet {
     /// Every peer, in configuration order.
     pub fn snapshot(&self) -> Vec<PeerStatus> {
         let now = Instant::now();
-        self.with(|v| v.iter().map(|p| p.status(now)).collect())
+        let dups = self.duplicate_ids();
+        self.with(|v| {
+            v.iter()
+                .map(|p| PeerStatus { duplicate_node_id: dups.contains(&p.status.node_id), ..p.status(now) })
+                .collect()
+        })
+    }
+
+    /// Node ids held by more than one node: this one and a peer, or two
+    /// peers at different addresses.
+    pub fn duplicate_ids(&self) -> Vec<String> {
+        let own = lock_str(&self.own_id);
+        self.with(|v| {
+            let mut dups: Vec<String> = Vec::new();
+            for (i, p) in v.iter().enumerate() {
+                let id = &p.status.node_id;
+                if id.is_empty() || p.is_self || dups.contains(id) {
+                    continue;
+                }
+                let twin = v[i + 1..].iter().any(|q| !q.is_self && &q.status.node_id == id);
+                if *id == own || twin {
+                    dups.push(id.clone());
+                }
+            }
+            dups
+        })
+    }
+
+    /// Names this node, so answers carrying its id are told apart.
+    pub fn set_own_id(&self, node_id: &str) {
+        *self.own_id.lock().unwrap_or_else(|e| e.into_inner()) = node_id.to_owned();
+    }
+
+    /// Records that the peer at `address` is this node itself (it answered
+    /// with this node's id and instance): never asked again; one found by
+    /// discovery is dropped.
+    pub fn mark_self(&self, address: &str) {
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if !p.is_self {
+                    tracing::warn!(peer = address, "this peer address reaches this node itself; it is never asked");
+                }
+                p.is_self = true;
+                p.status.healthy = false;
+                p.last_error = Some("this node itself".into());
+                p.next_probe = Instant::now() + self.interval;
+            }
+            v.retain(|p| !(p.discovered && p.is_self));
+        });
     }
 
     /// Addresses of unhealthy peers: still tried, last and briefly, before
     /// a fetch gives up on the peers.
     pub fn unhealthy(&self) -> Vec<String> {
-        self.with(|v| v.iter().filter(|p| !p.status.healthy).map(|p| p.status.address.clone()).collect())
+        self.with(|v| v.iter().filter(|p| !p.status.healthy && !p.is_self).map(|p| p.status.address.clone()).collect())
     }
 
     /// Records a successful answer from a peer to any request. One marked
@@ -258,6 +324,10 @@ impl PeerSet {
     /// id, so it is asked and elected at once (its first probe runs now).
     /// A peer already known (configured or found) is left as it is.
     pub fn add_discovered(&self, address: &str, node_id: &str) {
+        if node_id == lock_str(&self.own_id) {
+            tracing::warn!(peer = address, node_id, "ignoring a discovered peer with this node's own node_id");
+            return;
+        }
         self.with(|v| {
             if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
                 if p.status.node_id.is_empty() {
@@ -477,6 +547,20 @@ mod tests {
         s.apply(&PeerEvent::Down { node_id: "nc".into(), address: "c:3".into() });
         s.apply(&PeerEvent::Down { node_id: "na".into(), address: "a:1".into() });
         assert_eq!(s.addresses(), ["a:1", "b:2"], "a configured peer is never removed by discovery");
+    }
+
+    #[test]
+    fn a_discovered_peer_with_this_nodes_id_is_ignored_and_duplicate_ids_are_listed() {
+        let s = set();
+        s.set_own_id("me");
+        s.add_discovered("c:3", "me");
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "an announcement of this node's own id adds nothing");
+        s.mark_up("a:1", "x", Duration::from_millis(1));
+        s.mark_up("b:2", "x", Duration::from_millis(1));
+        assert_eq!(s.duplicate_ids(), ["x"]);
+        s.mark_self("b:2");
+        assert!(s.duplicate_ids().is_empty(), "this node itself is no duplicate");
+        assert!(s.unhealthy().is_empty(), "this node itself is never asked");
     }
 
     #[test]

@@ -96,3 +96,49 @@ async fn peers_endpoint_shows_the_age_of_each_peers_last_answer() {
     assert!(p["last_contact_ms"].as_u64().is_some_and(|ms| ms < 10_000), "{p}");
     assert_eq!(p["healthy"], true);
 }
+
+async fn json(url: String) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_peer_with_this_nodes_node_id_is_reported_in_peers_and_health() {
+    let b = TestNode::start(NodeSpec { node_id: Some("same".into()), ..Default::default() });
+    let a = TestNode::start(NodeSpec { node_id: Some("same".into()), peers: vec![b.addr()], ..Default::default() });
+    assert!(json(format!("{}/v1/health", a.url())).await.get("warnings").is_none(), "no warning before any answer");
+    a.state.cluster.probe_all().await;
+    let peers = json(format!("{}/v1/peers", a.url())).await;
+    assert_eq!(peers[0]["duplicate_node_id"], true, "{peers}");
+    let h = json(format!("{}/v1/health", a.url())).await;
+    assert_eq!(h["status"], "ok", "the node still serves: {h}");
+    assert!(h["warnings"][0].as_str().unwrap().contains("duplicate node_id \"same\""), "{h}");
+}
+
+#[tokio::test]
+async fn two_peers_with_one_node_id_are_both_flagged() {
+    let b = TestNode::start(NodeSpec { node_id: Some("twin".into()), ..Default::default() });
+    let c = TestNode::start(NodeSpec { node_id: Some("twin".into()), ..Default::default() });
+    let a = TestNode::start(NodeSpec { peers: vec![b.addr(), c.addr()], ..Default::default() });
+    a.state.cluster.probe_all().await;
+    let snap = a.state.cluster.peers().snapshot();
+    assert!(snap.iter().all(|p| p.duplicate_node_id), "{snap:?}");
+    let h = json(format!("{}/v1/health", a.url())).await;
+    assert!(h["warnings"][0].as_str().unwrap().contains("\"twin\""), "{h}");
+}
+
+#[tokio::test]
+async fn a_peer_address_that_reaches_the_node_itself_is_never_asked_and_is_no_duplicate() {
+    let (l, addr) = reserve();
+    let a = TestNode::start_on(
+        l,
+        NodeSpec { peers: vec![addr.clone()], ..Default::default() },
+        tempfile::tempdir().unwrap(),
+    );
+    a.state.cluster.probe_all().await;
+    let p = peer_of(&a, &addr);
+    assert!(!p.healthy && !p.duplicate_node_id, "{p:?}");
+    assert!(json(format!("{}/v1/health", a.url())).await.get("warnings").is_none());
+    let before = a.counters.get("HEAD /v1/blobs");
+    assert!(a.state.cluster.fetch(Digest::of(b"nowhere")).await.is_err());
+    assert_eq!(a.counters.get("HEAD /v1/blobs"), before, "the node never asks itself");
+}

@@ -301,6 +301,31 @@ pub fn bind_addr(listen: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("listen_addr {listen:?} resolves to no address"))
 }
 
+/// Why peer entry `p` names this node itself, if it does: its node id, its
+/// listen or advertised address, or its port on a loopback or unspecified
+/// host (or on the address it binds).
+fn self_peer(p: &str, node_id: &str, listen: &str, bind: SocketAddr, advertise: &str) -> Option<String> {
+    if p == node_id {
+        return Some("this node's node_id".into());
+    }
+    if p == listen || p == advertise || p == client_addr(listen) {
+        return Some("this node's listen or advertised address".into());
+    }
+    let (host, port) = p.rsplit_once(':')?;
+    if port.parse::<u16>().ok()? != bind.port() {
+        return None;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host == node_id {
+        return Some(format!("this node's node_id with its port {}", bind.port()));
+    }
+    let local = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified() || ip == bind.ip(),
+        Err(_) => host.is_empty() || host.eq_ignore_ascii_case("localhost"),
+    };
+    local.then(|| format!("this host's port {}, where this node listens", bind.port()))
+}
+
 /// Where a client reaches the node listening on `listen`.
 pub fn client_addr(listen: &str) -> String {
     match listen.strip_prefix(':') {
@@ -351,6 +376,11 @@ impl NodeConfig {
                 None => format!("127.0.0.1:{}", bind.port()),
             },
         };
+        for p in &peers {
+            if let Some(why) = self_peer(p, &node_id, &listen_addr, bind, &advertise_addr) {
+                bail!("peers: {p:?} is this node itself ({why}); remove it from peers (a node is never its own peer)");
+            }
+        }
         let peer_timeout = match flags.peer_timeout.as_deref().or(file.peer_timeout.as_deref()) {
             Some(v) => duration("peer_timeout", v)?,
             None => Duration::from_secs(10),
@@ -584,6 +614,32 @@ mod tests {
             let e = format!("{:#}", merged(yaml).unwrap_err());
             assert!(e.contains(key), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn a_node_refuses_its_own_address_or_node_id_in_peers_naming_the_entry() {
+        let base = "node_id: n1\nlisten_addr: \":7425\"\nadvertise_addr: \"10.0.0.9:7425\"\n";
+        for own in [
+            "127.0.0.1:7425",
+            "localhost:7425",
+            ":7425",
+            "0.0.0.0:7425",
+            "10.0.0.9:7425",
+            "n1:7425",
+            "n1",
+            "[::1]:7425",
+        ] {
+            let yaml = format!("{base}peers: [\"a:1\", \"{own}\"]\n");
+            let e = format!("{:#}", merged(&yaml).unwrap_err());
+            assert!(e.contains(&format!("{own:?}")) && e.contains("this node itself"), "{own}: {e}");
+        }
+        let c = merged(&format!("{base}peers: [\"127.0.0.1:7426\", \"n2:7425\", \"10.0.0.8:7425\"]\n")).unwrap();
+        assert_eq!(c.peers.len(), 3, "other ports, hosts and ids are peers");
+        let e = format!(
+            "{:#}",
+            merged("node_id: n1\nlisten_addr: \"127.0.0.1:7427\"\npeers: [\"127.0.0.1:7427\"]\n").unwrap_err()
+        );
+        assert!(e.contains("this node itself"), "{e}");
     }
 
     #[test]

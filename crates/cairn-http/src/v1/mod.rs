@@ -56,6 +56,13 @@ pub struct Health {
     /// Why the node is degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A random id of this node's process (Cairn's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Cluster problems an operator must fix, e.g. a duplicate node_id
+    /// (Cairn's addition; absent when none). The node still serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The answer to `PUT /v1/blobs/{digest}`.
@@ -248,7 +255,14 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
         Ok(()) => ("ok", StatusCode::OK, None),
         Err(reason) => ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(reason)),
     };
-    let h = Health { status: status.into(), node_id: s.info.node_id.clone(), time: now_rfc3339(), reason };
+    let h = Health {
+        status: status.into(),
+        node_id: s.info.node_id.clone(),
+        time: now_rfc3339(),
+        reason,
+        instance: Some(s.cluster.instance().to_owned()),
+        warnings: s.cluster.membership_warnings(),
+    };
     (code, Json(h)).into_response()
 }
 
