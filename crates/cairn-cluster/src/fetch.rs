@@ -82,6 +82,9 @@ pub struct ClusterConfig {
     pub body_timeout: Duration,
     /// When peers are asked for a tag while registry origins are configured.
     pub peer_tags: crate::mirror::PeerTags,
+    /// The shared cluster secret (`cluster_secret_file`): peers prove
+    /// membership with it; `None` leaves peers unauthenticated.
+    pub cluster_secret: Option<crate::membership::ClusterSecret>,
 }
 
 /// Default `min_transfer_rate`: 64 KiB/s.
@@ -114,6 +117,7 @@ impl Default for ClusterConfig {
             max_manifest_objects: DEFAULT_MAX_MANIFEST_OBJECTS,
             body_timeout: Duration::from_secs(30),
             peer_tags: crate::mirror::PeerTags::default(),
+            cluster_secret: None,
         }
     }
 }
@@ -167,6 +171,7 @@ impl Cluster {
             .unwrap_or_else(|_| reqwest::Client::new());
         let peers = Arc::new(PeerSet::new(&cfg.peers, cfg.health_interval));
         peers.set_own_id(&cfg.node_id);
+        peers.require_proof(cfg.cluster_secret.is_some());
         let instance = format!("{:016x}", rand::random::<u64>());
         let api: Arc<dyn PeerApi> = Arc::new(crate::peer::Tracked { api, peers: Arc::clone(&peers) });
         let permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));

@@ -31,6 +31,22 @@ pub(crate) async fn probe(inner: &Inner, addr: &str) {
              (give each node its own node_id)"
         );
     }
+    // A peer refusing this node's proof is of another cluster too.
+    if let Err(ClusterError::PeerStatus { status: 401 | 403, .. }) = &res
+        && inner.cfg.cluster_secret.is_some()
+    {
+        inner.peers.mark_unproven(addr);
+        return;
+    }
+    if let Ok(h) = &res
+        && inner.cfg.cluster_secret.is_some()
+    {
+        if h.proven != Some(true) {
+            inner.peers.mark_unproven(addr);
+            return;
+        }
+        inner.peers.mark_proven(addr);
+    }
     record(&inner.peers, addr, res.map(|h| h.node_id), start.elapsed());
 }
 

@@ -69,6 +69,10 @@ pub struct PeerHealth {
     /// a node reached at another address apart from a duplicate node id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Whether the answer proved cluster membership (set by the client,
+    /// never read from the body); `None` when no secret is configured.
+    #[serde(skip)]
+    pub proven: Option<bool>,
 }
 
 /// One entry of `/v1/manifests` (exact seed field names).
@@ -143,6 +147,10 @@ pub struct PeerStatus {
     /// election needs unique ids.
     #[serde(default)]
     pub duplicate_node_id: bool,
+    /// With a cluster secret: whether its last health answer proved
+    /// membership (`None` before the first answer, or without a secret).
+    #[serde(default)]
+    pub proven: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -170,6 +178,7 @@ impl PeerState {
                 latency: 0,
                 last_contact_ms: None,
                 duplicate_node_id: false,
+                proven: None,
             },
             failures: 0,
             next_probe: now,
@@ -199,6 +208,12 @@ pub struct PeerSet {
     peers: Mutex<Vec<PeerState>>,
     interval: Duration,
     own_id: Mutex<String>,
+    /// A cluster secret is configured: only proven peers count for tags,
+    /// and unproven ones are not asked at all.
+    proof_required: std::sync::atomic::AtomicBool,
+    /// Discovered addresses that failed the membership proof: their
+    /// announcements no longer add them.
+    refused: Mutex<Vec<String>>,
 }
 
 fn lock_str(m: &Mutex<String>) -> String {
@@ -220,7 +235,13 @@ impl PeerSet {
             })
             .map(|a| PeerState::new(a, "", now, false))
             .collect();
-        PeerSet { peers: Mutex::new(peers), interval: health_interval, own_id: Mutex::new(String::new()) }
+        PeerSet {
+            peers: Mutex::new(peers),
+            interval: health_interval,
+            own_id: Mutex::new(String::new()),
+            proof_required: Default::default(),
+            refused: Mutex::new(Vec::new()),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Vec<PeerState>) -> R) -> R {
@@ -261,6 +282,66 @@ impl PeerSet {
         })
     }
 
+    /// Whether peers must prove membership (a cluster secret is configured).
+    pub fn require_proof(&self, on: bool) {
+        self.proof_required.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn proof_required(&self) -> bool {
+        self.proof_required.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records a health answer without a valid membership proof: the peer is
+    /// never asked (for tags or blobs); one found by discovery is dropped
+    /// and its address ignored from now on.
+    pub fn mark_unproven(&self, address: &str) {
+        let mut drop_it = false;
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if p.status.proven != Some(false) {
+                    tracing::warn!(
+                        peer = address,
+                        "peer failed the cluster membership proof (no or another cluster secret); it is not asked"
+                    );
+                }
+                p.status.proven = Some(false);
+                p.status.healthy = false;
+                p.last_contact = Some(Instant::now());
+                p.last_error = Some("did not prove cluster membership".into());
+                p.next_probe = Instant::now() + self.interval;
+                drop_it = p.discovered;
+            }
+            if drop_it {
+                v.retain(|p| p.status.address != address);
+            }
+        });
+        if drop_it {
+            let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            if !r.iter().any(|a| a == address) {
+                r.push(address.to_owned());
+            }
+        }
+    }
+
+    /// Records a health answer with a valid membership proof.
+    pub fn mark_proven(&self, address: &str) {
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                p.status.proven = Some(true);
+            }
+        });
+    }
+
+    /// The peers whose word on a tag counts: healthy ones, and with a
+    /// cluster secret only those whose last health answer proved membership.
+    pub fn tag_peers(&self) -> Vec<String> {
+        let need = self.proof_required();
+        let proven: Vec<String> = self.with(|v| {
+            v.iter().filter(|p| !need || p.status.proven == Some(true)).map(|p| p.status.address.clone()).collect()
+        });
+        self.healthy().into_iter().filter(|a| proven.contains(a)).collect()
+    }
+
     /// Names this node, so answers carrying its id are told apart.
     pub fn set_own_id(&self, node_id: &str) {
         *self.own_id.lock().unwrap_or_else(|e| e.into_inner()) = node_id.to_owned();
@@ -287,7 +368,12 @@ impl PeerSet {
     /// Addresses of unhealthy peers: still tried, last and briefly, before
     /// a fetch gives up on the peers.
     pub fn unhealthy(&self) -> Vec<String> {
-        self.with(|v| v.iter().filter(|p| !p.status.healthy && !p.is_self).map(|p| p.status.address.clone()).collect())
+        self.with(|v| {
+            v.iter()
+                .filter(|p| !p.status.healthy && !p.is_self && p.status.proven != Some(false))
+                .map(|p| p.status.address.clone())
+                .collect()
+        })
     }
 
     /// Records a successful answer from a peer to any request. One marked
@@ -326,6 +412,10 @@ impl PeerSet {
     pub fn add_discovered(&self, address: &str, node_id: &str) {
         if node_id == lock_str(&self.own_id) {
             tracing::warn!(peer = address, node_id, "ignoring a discovered peer with this node's own node_id");
+            return;
+        }
+        if self.refused.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|a| a == address) {
+            tracing::debug!(peer = address, "ignoring the announcement of a host that failed the membership proof");
             return;
         }
         self.with(|v| {
@@ -561,6 +651,28 @@ mod tests {
         s.mark_self("b:2");
         assert!(s.duplicate_ids().is_empty(), "this node itself is no duplicate");
         assert!(s.unhealthy().is_empty(), "this node itself is never asked");
+    }
+
+    #[test]
+    fn a_discovered_host_that_fails_the_membership_proof_is_dropped_and_its_announcements_ignored() {
+        use crate::discovery::PeerEvent;
+        let s = set();
+        s.require_proof(true);
+        s.apply(&PeerEvent::Up { node_id: "imp".into(), address: "i:9".into() });
+        assert!(s.addresses().contains(&"i:9".to_owned()));
+        assert!(s.tag_peers().is_empty(), "no peer's word on tags counts before it proves membership");
+        s.mark_unproven("i:9");
+        s.apply(&PeerEvent::Up { node_id: "imp".into(), address: "i:9".into() });
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "its announcements no longer add it");
+        s.mark_up("a:1", "na", Duration::from_millis(1));
+        s.mark_proven("a:1");
+        s.mark_up("b:2", "nb", Duration::from_millis(1));
+        assert_eq!(s.tag_peers(), ["a:1"], "only proven peers are asked for tags");
+        s.mark_unproven("b:2");
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "a configured peer stays, unproven");
+        assert!(!s.healthy().contains(&"b:2".to_owned()) && !s.unhealthy().contains(&"b:2".to_owned()));
+        s.require_proof(false);
+        assert_eq!(s.tag_peers(), ["a:1"], "without a secret every healthy peer counts");
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct FileConfig {
     /// Cairn: who may do what (users, tokens, rights); without it pulls are
     /// open and the rest is loopback-only (README: "Exposing a node").
     pub auth: Option<cairn_http::auth::AuthConfig>,
+    /// Cairn: a file holding the shared cluster secret peers prove
+    /// membership with (README: "Cluster membership"; default: none).
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -264,6 +267,8 @@ pub struct NodeConfig {
     pub peer_tags: cairn_cluster::mirror::PeerTags,
     /// The `auth` section, when there is one (its files are read at start).
     pub auth: Option<cairn_http::auth::AuthConfig>,
+    /// The shared cluster secret, read from `cluster_secret_file`.
+    pub cluster_secret: Option<cairn_cluster::membership::ClusterSecret>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -461,6 +466,17 @@ impl NodeConfig {
             Some(v) => v.trim().parse().map_err(|e: String| anyhow::anyhow!("peer_tags: {e}"))?,
             None => cairn_cluster::mirror::PeerTags::default(),
         };
+        let cluster_secret = match &file.cluster_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| {
+                    format!("cluster_secret_file: reading {} (create it with `openssl rand -hex 32`)", path.display())
+                })?;
+                let secret = cairn_cluster::membership::ClusterSecret::new(&bytes)
+                    .map_err(|e| anyhow::anyhow!("cluster_secret_file {}: {e}", path.display()))?;
+                Some(secret)
+            }
+            None => None,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -492,6 +508,7 @@ impl NodeConfig {
             max_connections: file.max_connections,
             peer_tags,
             auth: file.auth,
+            cluster_secret,
         })
     }
 
@@ -514,6 +531,7 @@ impl NodeConfig {
             max_manifest_objects: self.max_manifest_objects,
             body_timeout: self.body_timeout,
             peer_tags: self.peer_tags,
+            cluster_secret: self.cluster_secret.clone(),
         }
     }
 }
@@ -614,6 +632,21 @@ mod tests {
             let e = format!("{:#}", merged(yaml).unwrap_err());
             assert!(e.contains(key), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn cluster_secret_file_is_read_and_a_short_or_missing_one_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cluster.secret");
+        assert!(merged("").unwrap().cluster().cluster_secret.is_none(), "no secret by default");
+        std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let c = merged(&format!("cluster_secret_file: \"{}\"\n", f.display())).unwrap();
+        assert!(c.cluster().cluster_secret.is_some());
+        std::fs::write(&f, "short\n").unwrap();
+        let e = format!("{:#}", merged(&format!("cluster_secret_file: \"{}\"\n", f.display())).unwrap_err());
+        assert!(e.contains("cluster_secret_file") && e.contains("fewer than 16"), "{e}");
+        let e = format!("{:#}", merged("cluster_secret_file: \"/nonexistent/cairn.secret\"\n").unwrap_err());
+        assert!(e.contains("cluster_secret_file") && e.contains("/nonexistent/cairn.secret"), "{e}");
     }
 
     #[test]

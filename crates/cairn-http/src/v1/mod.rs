@@ -250,7 +250,7 @@ async fn sync_manifest(
     Ok(Json(s.cluster.sync(peer, &rf, Arc::new(|_| {})).await?))
 }
 
-async fn health(State(s): State<Arc<AppState>>) -> Response {
+async fn health(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (status, code, reason) = match s.store_probe.check(s.cluster.store()).await {
         Ok(()) => ("ok", StatusCode::OK, None),
         Err(reason) => ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(reason)),
@@ -263,7 +263,16 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
         instance: Some(s.cluster.instance().to_owned()),
         warnings: s.cluster.membership_warnings(),
     };
-    (code, Json(h)).into_response()
+    let mut resp = (code, Json(h)).into_response();
+    // The proof that this node holds the cluster secret, over the asker's nonce.
+    let nonce = headers.get(cairn_cluster::membership::NONCE_HEADER).and_then(|v| v.to_str().ok());
+    if let (Some(secret), Some(n)) = (&s.cluster.config().cluster_secret, nonce)
+        && n.len() <= cairn_cluster::membership::MAX_NONCE
+        && let Ok(v) = HeaderValue::from_str(&secret.nonce_proof(n, &s.info.node_id))
+    {
+        resp.headers_mut().insert(cairn_cluster::membership::NONCE_PROOF_HEADER, v);
+    }
+    resp
 }
 
 async fn info(
