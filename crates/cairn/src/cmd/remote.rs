@@ -37,15 +37,14 @@ pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
         println!("{:<28} {:<20} {:<9} {:>12} {:>14}", "ADDRESS", "NODE ID", "HEALTHY", "LATENCY", "LAST CONTACT");
         for p in list {
             let lat = humantime::format_duration(Duration::from_micros(p.latency / 1000)).to_string();
-            let healthy = if p.healthy { "yes" } else { "no" };
-            println!(
-                "{:<28} {:<20} {:<9} {:>12} {:>14}",
-                p.address,
-                p.node_id,
-                healthy,
-                lat,
-                contact_age(p.last_contact_ms)
-            );
+            let healthy = match (p.healthy, p.proven) {
+                (_, Some(false)) => "unproven",
+                (true, _) => "yes",
+                (false, _) => "no",
+            };
+            // Owner election needs unique ids: say so where the operator looks.
+            let id = if p.duplicate_node_id { format!("{} (DUPLICATE ID)", p.node_id) } else { p.node_id.clone() };
+            println!("{:<28} {:<20} {:<9} {:>12} {:>14}", p.address, id, healthy, lat, contact_age(p.last_contact_ms));
         }
     }
     Ok(ExitCode::SUCCESS)
