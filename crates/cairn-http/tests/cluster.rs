@@ -542,7 +542,7 @@ async fn peers_endpoint_has_the_seed_fields_with_latency_in_nanoseconds() {
     let p = &v.as_array().unwrap()[0];
     let mut keys: Vec<&String> = p.as_object().unwrap().keys().collect();
     keys.sort();
-    assert_eq!(keys, ["address", "healthy", "last_contact_ms", "latency", "node_id"]);
+    assert_eq!(keys, ["address", "duplicate_node_id", "healthy", "last_contact_ms", "latency", "node_id", "proven"]);
     assert_eq!(p["address"], nodes[1].addr());
     assert_eq!(p["node_id"], format!("node-{}", nodes[1].addr().rsplit(':').next().unwrap()));
     assert_eq!(p["healthy"], true);
