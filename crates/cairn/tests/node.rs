@@ -162,6 +162,7 @@ fn serve_logs_one_start_line_with_every_setting_and_no_ansi_colour_when_stderr_i
         format!("data_dir={}", data.display()),
         format!("peers=[\"127.0.0.1:{dead}\"]"),
         "discovery=static".to_owned(),
+        "cluster_secret=\"off: peers unauthenticated\"".to_owned(),
         "auth=\"no auth section: pulls are open to anyone; push, delete and admin requests are accepted from loopback clients only".to_owned(),
         "tls=off".to_owned(),
     ] {

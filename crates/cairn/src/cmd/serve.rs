@@ -82,6 +82,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         data_dir = %cfg.data_dir.display(),
         peers = ?cfg.peers,
         discovery = %discovery,
+        cluster_secret = if cfg.cluster_secret.is_some() { "on: peers prove membership" } else { "off: peers unauthenticated" },
         auth = ?auth_mode(&state),
         tls = %"off",
         "cairn node serving"
