@@ -110,7 +110,7 @@ impl Mdns {
         let me = node_id.to_owned();
         std::thread::Builder::new()
             .name("cairn-mdns".into())
-            .spawn(move || browse_loop(&me, events, on_event))
+            .spawn(move || browse_loop(&me, &addr, events, on_event))
             .map_err(|e| mdns_err("start its browser thread", e))?;
         tracing::info!(node_id, %advertise, service = SERVICE_TYPE, "mDNS discovery started");
         Ok(Mdns { daemon, fullname })
@@ -149,7 +149,7 @@ fn restrict_to(daemon: &ServiceDaemon, ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-fn browse_loop(me: &str, events: mdns_sd::Receiver<ServiceEvent>, on_event: impl Fn(PeerEvent)) {
+fn browse_loop(me: &str, my_addr: &str, events: mdns_sd::Receiver<ServiceEvent>, on_event: impl Fn(PeerEvent)) {
     // fullname -> (node_id, address), to turn a removal into its peer.
     let mut known: HashMap<String, (String, String)> = HashMap::new();
     while let Ok(ev) = events.recv() {
@@ -160,6 +160,9 @@ fn browse_loop(me: &str, events: mdns_sd::Receiver<ServiceEvent>, on_event: impl
                     continue;
                 };
                 if node_id == me {
+                    if address != my_addr {
+                        tracing::warn!(%address, %node_id, "ignoring an mDNS announcement of this node's own node_id from another address: duplicate node_id?");
+                    }
                     continue;
                 }
                 let entry = (node_id.clone(), address.clone());

@@ -113,7 +113,7 @@ pub enum ClusterError {
         reason: String,
     },
     /// No source holds the blob.
-    #[error("blob {digest} is not on this node, its healthy peers or its origins (tried: {})", tried_list(tried))]
+    #[error("blob {digest} is not on this node, its peers or its origins (tried: {})", tried_list(tried))]
     NotFound {
         /// The blob.
         digest: Digest,

@@ -82,6 +82,9 @@ pub struct ClusterConfig {
     pub body_timeout: Duration,
     /// When peers are asked for a tag while registry origins are configured.
     pub peer_tags: crate::mirror::PeerTags,
+    /// The shared cluster secret (`cluster_secret_file`): peers prove
+    /// membership with it; `None` leaves peers unauthenticated.
+    pub cluster_secret: Option<crate::membership::ClusterSecret>,
 }
 
 /// Default `min_transfer_rate`: 64 KiB/s.
@@ -114,6 +117,7 @@ impl Default for ClusterConfig {
             max_manifest_objects: DEFAULT_MAX_MANIFEST_OBJECTS,
             body_timeout: Duration::from_secs(30),
             peer_tags: crate::mirror::PeerTags::default(),
+            cluster_secret: None,
         }
     }
 }
@@ -138,7 +142,7 @@ pub struct Cluster {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) cfg: ClusterConfig,
-    pub(crate) peers: PeerSet,
+    pub(crate) peers: Arc<PeerSet>,
     pub(crate) api: Arc<dyn PeerApi>,
     http: reqwest::Client,
     inflight: Mutex<HashMap<(Digest, Route), Arc<Transfer>>>,
@@ -150,6 +154,8 @@ pub(crate) struct Inner {
     egress: Option<Arc<TokenBucket>>,
     /// Peer manifest listings being read at once, node-wide.
     pub(crate) listings: Semaphore,
+    /// A random id of this process, sent in health answers.
+    pub(crate) instance: String,
 }
 
 /// Peer manifest listings read at once: with the client's size cap, the
@@ -163,14 +169,30 @@ impl Cluster {
             .connect_timeout(cfg.peer_timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let peers = PeerSet::new(&cfg.peers, cfg.health_interval);
+        let peers = Arc::new(PeerSet::new(&cfg.peers, cfg.health_interval));
+        peers.set_own_id(&cfg.node_id);
+        peers.require_proof(cfg.cluster_secret.is_some());
+        let instance = format!("{:016x}", rand::random::<u64>());
+        let api: Arc<dyn PeerApi> = Arc::new(crate::peer::Tracked { api, peers: Arc::clone(&peers) });
         let permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let via_permits = Semaphore::new(cfg.max_concurrent_fetches.max(1));
         let egress = cfg.egress_limit.map(|r| Arc::new(TokenBucket::new(r)));
         let inflight = Mutex::new(HashMap::new());
         let listings = Semaphore::new(LISTINGS_AT_ONCE);
         Cluster {
-            inner: Arc::new(Inner { store, cfg, peers, api, http, inflight, permits, via_permits, egress, listings }),
+            inner: Arc::new(Inner {
+                store,
+                cfg,
+                peers,
+                api,
+                http,
+                inflight,
+                permits,
+                via_permits,
+                egress,
+                listings,
+                instance,
+            }),
         }
     }
 
@@ -206,6 +228,25 @@ impl Cluster {
     /// The peers and their health.
     pub fn peers(&self) -> &PeerSet {
         &self.inner.peers
+    }
+
+    /// A random id of this process, sent in `/v1/health` answers so a node
+    /// can tell itself (reached at another address) from a duplicate id.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Problems of the cluster's membership that need an operator: node
+    /// ids held by more than one node. Empty when all is well.
+    pub fn membership_warnings(&self) -> Vec<String> {
+        self.inner
+            .peers
+            .duplicate_ids()
+            .into_iter()
+            .map(|id| {
+                format!("duplicate node_id {id:?}: more than one node answers with it; give each node its own node_id")
+            })
+            .collect()
     }
 
     /// The peer client.
@@ -552,6 +593,10 @@ struct Sources {
     oci: Option<OciHint>,
     tried: Vec<String>,
     only_absent: bool,
+    /// Peers already asked for the blob.
+    asked: Vec<String>,
+    /// Whether the unhealthy peers are still to be asked.
+    late_pending: bool,
 }
 
 impl Sources {
@@ -576,6 +621,8 @@ impl Sources {
             oci,
             tried: Vec::new(),
             only_absent: true,
+            asked: Vec::new(),
+            late_pending: true,
         }
     }
 
@@ -608,11 +655,10 @@ impl Sources {
         }
     }
 
-    fn fan_out(&self) -> FuturesUnordered<HeadFut> {
-        let timeout = self.inner.cfg.peer_timeout;
-        self.inner
-            .peers
-            .healthy()
+    /// HEADs to `addrs` (less the preferred peer, already tried), each
+    /// answer awaited at most `timeout`.
+    fn fan_out(&self, addrs: Vec<String>, timeout: Duration) -> FuturesUnordered<HeadFut> {
+        addrs
             .into_iter()
             .filter(|a| Some(a) != self.skip.as_ref())
             .map(|addr| {
@@ -634,10 +680,23 @@ impl Sources {
             return Some(Source::Peer { addr, size: None });
         }
         if self.heads.is_none() {
-            self.heads = Some(self.fan_out());
+            let healthy = self.inner.peers.healthy();
+            self.asked.extend(healthy.iter().cloned());
+            self.heads = Some(self.fan_out(healthy, self.inner.cfg.peer_timeout));
         }
         while let Some(heads) = self.heads.as_mut() {
             let Some((addr, res)) = heads.next().await else {
+                // Unhealthy peers last, briefly: one that failed a probe may
+                // be up by now (a cluster booting together).
+                if std::mem::take(&mut self.late_pending) {
+                    let late: Vec<String> =
+                        self.inner.peers.unhealthy().into_iter().filter(|a| !self.asked.contains(a)).collect();
+                    if !late.is_empty() {
+                        let timeout = self.inner.cfg.peer_timeout.min(crate::peer::UNHEALTHY_TIMEOUT);
+                        self.heads = Some(self.fan_out(late, timeout));
+                        continue;
+                    }
+                }
                 break;
             };
             {

@@ -17,6 +17,36 @@ const MAX_NAP: Duration = Duration::from_millis(500);
 pub(crate) async fn probe(inner: &Inner, addr: &str) {
     let start = Instant::now();
     let res = within(inner.cfg.peer_timeout, addr, || "GET /v1/health".into(), inner.api.health(addr)).await;
+    if let Ok(h) = &res
+        && h.node_id == inner.cfg.node_id
+    {
+        if h.instance.as_deref() == Some(inner.instance.as_str()) {
+            inner.peers.mark_self(addr);
+            return;
+        }
+        tracing::warn!(
+            peer = addr,
+            node_id = %h.node_id,
+            "DUPLICATE NODE ID: a peer answers with this node's node_id; owner election needs unique ids \
+             (give each node its own node_id)"
+        );
+    }
+    // A peer refusing this node's proof is of another cluster too.
+    if let Err(ClusterError::PeerStatus { status: 401 | 403, .. }) = &res
+        && inner.cfg.cluster_secret.is_some()
+    {
+        inner.peers.mark_unproven(addr);
+        return;
+    }
+    if let Ok(h) = &res
+        && inner.cfg.cluster_secret.is_some()
+    {
+        if h.proven != Some(true) {
+            inner.peers.mark_unproven(addr);
+            return;
+        }
+        inner.peers.mark_proven(addr);
+    }
     record(&inner.peers, addr, res.map(|h| h.node_id), start.elapsed());
 }
 

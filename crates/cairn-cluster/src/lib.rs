@@ -23,6 +23,7 @@ pub mod error;
 pub mod fetch;
 pub mod health;
 pub mod listing;
+pub mod membership;
 pub mod mirror;
 pub mod origin;
 pub mod peer;

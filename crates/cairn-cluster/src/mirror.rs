@@ -146,11 +146,10 @@ impl Cluster {
         }
     }
 
-    /// The peers whose word on a tag counts.
-    // Seam for cluster membership: once peers prove they belong to the
-    // cluster, only those that did are returned here.
+    /// The peers whose word on a tag counts: with a cluster secret, only
+    /// those that proved membership.
     fn tag_peers(&self) -> Vec<String> {
-        self.inner.peers.healthy()
+        self.inner.peers.tag_peers()
     }
 
     /// Asks every peer of [`Self::tag_peers`] at once; the first that knows

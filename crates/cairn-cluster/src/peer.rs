@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -65,6 +65,14 @@ pub struct PeerHealth {
     pub node_id: String,
     /// The peer's clock, RFC 3339.
     pub time: String,
+    /// A random id of the peer's running process (Cairn's addition): tells
+    /// a node reached at another address apart from a duplicate node id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Whether the answer proved cluster membership (set by the client,
+    /// never read from the body); `None` when no secret is configured.
+    #[serde(skip)]
+    pub proven: Option<bool>,
 }
 
 /// One entry of `/v1/manifests` (exact seed field names).
@@ -131,6 +139,18 @@ pub struct PeerStatus {
     pub healthy: bool,
     /// Last health probe round trip, nanoseconds.
     pub latency: u64,
+    /// Milliseconds since the last successful answer from this peer (any
+    /// request); `None` when it never answered.
+    #[serde(default)]
+    pub last_contact_ms: Option<u64>,
+    /// True when its node id is also this node's or another peer's: owner
+    /// election needs unique ids.
+    #[serde(default)]
+    pub duplicate_node_id: bool,
+    /// With a cluster secret: whether its last health answer proved
+    /// membership (`None` before the first answer, or without a secret).
+    #[serde(default)]
+    pub proven: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -141,16 +161,63 @@ struct PeerState {
     last_error: Option<String>,
     /// Added by discovery (not configured): removed when it leaves.
     discovered: bool,
+    /// The last successful answer from it.
+    last_contact: Option<Instant>,
+    /// It answered with this node's own node id and instance: it is this
+    /// node under another address, never asked.
+    is_self: bool,
+}
+
+impl PeerState {
+    fn new(address: &str, node_id: &str, now: Instant, discovered: bool) -> Self {
+        PeerState {
+            status: PeerStatus {
+                address: address.to_owned(),
+                node_id: node_id.to_owned(),
+                healthy: true,
+                latency: 0,
+                last_contact_ms: None,
+                duplicate_node_id: false,
+                proven: None,
+            },
+            failures: 0,
+            next_probe: now,
+            last_error: None,
+            discovered,
+            last_contact: None,
+            is_self: false,
+        }
+    }
+
+    fn status(&self, now: Instant) -> PeerStatus {
+        let age =
+            self.last_contact.map(|t| u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX));
+        PeerStatus { last_contact_ms: age, ..self.status.clone() }
+    }
 }
 
 /// First re-probe delay after a failure; doubles up to the health interval.
-pub const FIRST_REPROBE: Duration = Duration::from_secs(1);
+pub const FIRST_REPROBE: Duration = Duration::from_millis(500);
+
+/// Longest an unhealthy peer is waited on when it is tried last.
+pub const UNHEALTHY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The configured peers and what is known of each.
 #[derive(Debug)]
 pub struct PeerSet {
     peers: Mutex<Vec<PeerState>>,
     interval: Duration,
+    own_id: Mutex<String>,
+    /// A cluster secret is configured: only proven peers count for tags,
+    /// and unproven ones are not asked at all.
+    proof_required: std::sync::atomic::AtomicBool,
+    /// Discovered addresses that failed the membership proof: their
+    /// announcements no longer add them.
+    refused: Mutex<Vec<String>>,
+}
+
+fn lock_str(m: &Mutex<String>) -> String {
+    m.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 impl PeerSet {
@@ -166,15 +233,15 @@ impl PeerSet {
                 seen.push(*a);
                 new
             })
-            .map(|a| PeerState {
-                status: PeerStatus { address: a.clone(), node_id: String::new(), healthy: true, latency: 0 },
-                failures: 0,
-                next_probe: now,
-                last_error: None,
-                discovered: false,
-            })
+            .map(|a| PeerState::new(a, "", now, false))
             .collect();
-        PeerSet { peers: Mutex::new(peers), interval: health_interval }
+        PeerSet {
+            peers: Mutex::new(peers),
+            interval: health_interval,
+            own_id: Mutex::new(String::new()),
+            proof_required: Default::default(),
+            refused: Mutex::new(Vec::new()),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Vec<PeerState>) -> R) -> R {
@@ -186,7 +253,141 @@ impl PeerSet {
 
     /// Every peer, in configuration order.
     pub fn snapshot(&self) -> Vec<PeerStatus> {
-        self.with(|v| v.iter().map(|p| p.status.clone()).collect())
+        let now = Instant::now();
+        let dups = self.duplicate_ids();
+        self.with(|v| {
+            v.iter()
+                .map(|p| PeerStatus { duplicate_node_id: dups.contains(&p.status.node_id), ..p.status(now) })
+                .collect()
+        })
+    }
+
+    /// Node ids held by more than one node: this one and a peer, or two
+    /// peers at different addresses.
+    pub fn duplicate_ids(&self) -> Vec<String> {
+        let own = lock_str(&self.own_id);
+        self.with(|v| {
+            let mut dups: Vec<String> = Vec::new();
+            for (i, p) in v.iter().enumerate() {
+                let id = &p.status.node_id;
+                if id.is_empty() || p.is_self || dups.contains(id) {
+                    continue;
+                }
+                let twin = v[i + 1..].iter().any(|q| !q.is_self && &q.status.node_id == id);
+                if *id == own || twin {
+                    dups.push(id.clone());
+                }
+            }
+            dups
+        })
+    }
+
+    /// Whether peers must prove membership (a cluster secret is configured).
+    pub fn require_proof(&self, on: bool) {
+        self.proof_required.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn proof_required(&self) -> bool {
+        self.proof_required.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records a health answer without a valid membership proof: the peer is
+    /// never asked (for tags or blobs); one found by discovery is dropped
+    /// and its address ignored from now on.
+    pub fn mark_unproven(&self, address: &str) {
+        let mut drop_it = false;
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if p.status.proven != Some(false) {
+                    tracing::warn!(
+                        peer = address,
+                        "peer failed the cluster membership proof (no or another cluster secret); it is not asked"
+                    );
+                }
+                p.status.proven = Some(false);
+                p.status.healthy = false;
+                p.last_contact = Some(Instant::now());
+                p.last_error = Some("did not prove cluster membership".into());
+                p.next_probe = Instant::now() + self.interval;
+                drop_it = p.discovered;
+            }
+            if drop_it {
+                v.retain(|p| p.status.address != address);
+            }
+        });
+        if drop_it {
+            let mut r = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            if !r.iter().any(|a| a == address) {
+                r.push(address.to_owned());
+            }
+        }
+    }
+
+    /// Records a health answer with a valid membership proof.
+    pub fn mark_proven(&self, address: &str) {
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                p.status.proven = Some(true);
+            }
+        });
+    }
+
+    /// The peers whose word on a tag counts: healthy ones, and with a
+    /// cluster secret only those whose last health answer proved membership.
+    pub fn tag_peers(&self) -> Vec<String> {
+        let need = self.proof_required();
+        let proven: Vec<String> = self.with(|v| {
+            v.iter().filter(|p| !need || p.status.proven == Some(true)).map(|p| p.status.address.clone()).collect()
+        });
+        self.healthy().into_iter().filter(|a| proven.contains(a)).collect()
+    }
+
+    /// Names this node, so answers carrying its id are told apart.
+    pub fn set_own_id(&self, node_id: &str) {
+        *self.own_id.lock().unwrap_or_else(|e| e.into_inner()) = node_id.to_owned();
+    }
+
+    /// Records that the peer at `address` is this node itself (it answered
+    /// with this node's id and instance): never asked again; one found by
+    /// discovery is dropped.
+    pub fn mark_self(&self, address: &str) {
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                if !p.is_self {
+                    tracing::warn!(peer = address, "this peer address reaches this node itself; it is never asked");
+                }
+                p.is_self = true;
+                p.status.healthy = false;
+                p.last_error = Some("this node itself".into());
+                p.next_probe = Instant::now() + self.interval;
+            }
+            v.retain(|p| !(p.discovered && p.is_self));
+        });
+    }
+
+    /// Addresses of unhealthy peers: still tried, last and briefly, before
+    /// a fetch gives up on the peers.
+    pub fn unhealthy(&self) -> Vec<String> {
+        self.with(|v| {
+            v.iter()
+                .filter(|p| !p.status.healthy && !p.is_self && p.status.proven != Some(false))
+                .map(|p| p.status.address.clone())
+                .collect()
+        })
+    }
+
+    /// Records a successful answer from a peer to any request. One marked
+    /// down is re-probed at once: it answers again.
+    pub fn contact(&self, address: &str) {
+        let now = Instant::now();
+        self.with(|v| {
+            if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
+                p.last_contact = Some(now);
+                if !p.status.healthy {
+                    p.next_probe = p.next_probe.min(now);
+                }
+            }
+        });
     }
 
     /// Addresses of every peer.
@@ -209,6 +410,14 @@ impl PeerSet {
     /// id, so it is asked and elected at once (its first probe runs now).
     /// A peer already known (configured or found) is left as it is.
     pub fn add_discovered(&self, address: &str, node_id: &str) {
+        if node_id == lock_str(&self.own_id) {
+            tracing::warn!(peer = address, node_id, "ignoring a discovered peer with this node's own node_id");
+            return;
+        }
+        if self.refused.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|a| a == address) {
+            tracing::debug!(peer = address, "ignoring the announcement of a host that failed the membership proof");
+            return;
+        }
         self.with(|v| {
             if let Some(p) = v.iter_mut().find(|p| p.status.address == address) {
                 if p.status.node_id.is_empty() {
@@ -216,18 +425,7 @@ impl PeerSet {
                 }
                 return;
             }
-            v.push(PeerState {
-                status: PeerStatus {
-                    address: address.to_owned(),
-                    node_id: node_id.to_owned(),
-                    healthy: true,
-                    latency: 0,
-                },
-                failures: 0,
-                next_probe: Instant::now(),
-                last_error: None,
-                discovered: true,
-            });
+            v.push(PeerState::new(address, node_id, Instant::now(), true));
         });
     }
 
@@ -291,6 +489,7 @@ impl PeerSet {
                 p.failures = 0;
                 p.last_error = None;
                 p.next_probe = now + self.interval;
+                p.last_contact = Some(now);
             }
         });
     }
@@ -328,6 +527,56 @@ impl PeerSet {
                 p.next_probe = p.next_probe.max(until);
             }
         });
+    }
+}
+
+/// The peer client as the cluster uses it: every answer of a peer is a
+/// contact, and a refused connection (of any request, not only probes)
+/// marks it down at once. Health probes record their own outcome.
+pub(crate) struct Tracked {
+    pub(crate) api: Arc<dyn PeerApi>,
+    pub(crate) peers: Arc<PeerSet>,
+}
+
+impl Tracked {
+    fn note<T>(&self, peer: &str, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => self.peers.contact(peer),
+            // A status or a bad answer still came from a live peer.
+            Err(e) if e.peer_is_down() => self.peers.mark_down(peer, &e.to_string()),
+            Err(ClusterError::PeerStatus { .. } | ClusterError::PeerBadAnswer { .. }) => self.peers.contact(peer),
+            Err(_) => {}
+        }
+        r
+    }
+}
+
+impl PeerApi for Tracked {
+    fn health<'a>(&'a self, peer: &'a str) -> BoxFut<'a, PeerHealth> {
+        self.api.health(peer)
+    }
+    fn head_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, Option<u64>> {
+        Box::pin(async move { self.note(peer, self.api.head_blob(peer, digest).await) })
+    }
+    fn get_blob<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(async move { self.note(peer, self.api.get_blob(peer, digest).await) })
+    }
+    fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>> {
+        Box::pin(async move { self.note(peer, self.api.list_manifests(peer).await) })
+    }
+    fn get_manifest<'a>(&'a self, peer: &'a str, ref_file: &'a RefFile) -> BoxFut<'a, Vec<u8>> {
+        Box::pin(async move { self.note(peer, self.api.get_manifest(peer, ref_file).await) })
+    }
+    fn fetch_via<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        Box::pin(async move { self.note(peer, self.api.fetch_via(peer, digest).await) })
+    }
+    fn resolve_tag<'a>(
+        &'a self,
+        peer: &'a str,
+        repo: &'a str,
+        tag: &'a str,
+    ) -> BoxFut<'a, Option<crate::mirror::TagTarget>> {
+        Box::pin(async move { self.note(peer, self.api.resolve_tag(peer, repo, tag).await) })
     }
 }
 
@@ -388,6 +637,42 @@ mod tests {
         s.apply(&PeerEvent::Down { node_id: "nc".into(), address: "c:3".into() });
         s.apply(&PeerEvent::Down { node_id: "na".into(), address: "a:1".into() });
         assert_eq!(s.addresses(), ["a:1", "b:2"], "a configured peer is never removed by discovery");
+    }
+
+    #[test]
+    fn a_discovered_peer_with_this_nodes_id_is_ignored_and_duplicate_ids_are_listed() {
+        let s = set();
+        s.set_own_id("me");
+        s.add_discovered("c:3", "me");
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "an announcement of this node's own id adds nothing");
+        s.mark_up("a:1", "x", Duration::from_millis(1));
+        s.mark_up("b:2", "x", Duration::from_millis(1));
+        assert_eq!(s.duplicate_ids(), ["x"]);
+        s.mark_self("b:2");
+        assert!(s.duplicate_ids().is_empty(), "this node itself is no duplicate");
+        assert!(s.unhealthy().is_empty(), "this node itself is never asked");
+    }
+
+    #[test]
+    fn a_discovered_host_that_fails_the_membership_proof_is_dropped_and_its_announcements_ignored() {
+        use crate::discovery::PeerEvent;
+        let s = set();
+        s.require_proof(true);
+        s.apply(&PeerEvent::Up { node_id: "imp".into(), address: "i:9".into() });
+        assert!(s.addresses().contains(&"i:9".to_owned()));
+        assert!(s.tag_peers().is_empty(), "no peer's word on tags counts before it proves membership");
+        s.mark_unproven("i:9");
+        s.apply(&PeerEvent::Up { node_id: "imp".into(), address: "i:9".into() });
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "its announcements no longer add it");
+        s.mark_up("a:1", "na", Duration::from_millis(1));
+        s.mark_proven("a:1");
+        s.mark_up("b:2", "nb", Duration::from_millis(1));
+        assert_eq!(s.tag_peers(), ["a:1"], "only proven peers are asked for tags");
+        s.mark_unproven("b:2");
+        assert_eq!(s.addresses(), ["a:1", "b:2"], "a configured peer stays, unproven");
+        assert!(!s.healthy().contains(&"b:2".to_owned()) && !s.unhealthy().contains(&"b:2".to_owned()));
+        s.require_proof(false);
+        assert_eq!(s.tag_peers(), ["a:1"], "without a secret every healthy peer counts");
     }
 
     #[test]

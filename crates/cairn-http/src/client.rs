@@ -2,6 +2,7 @@
 //! Every answer is shape-checked; a malformed one is an error naming the
 //! peer, never a crash.
 
+use cairn_cluster::membership::{ClusterSecret, NONCE_HEADER, NONCE_PROOF_HEADER, PEER_HEADER};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +37,9 @@ pub struct Client {
     /// CLI talking to its node, never for a node talking to peers (their
     /// pages would be relayed to this node's callers).
     quote_errors: bool,
+    /// This node's id and the cluster secret: every request carries a
+    /// membership proof, and health answers must prove theirs.
+    membership: Option<(String, ClusterSecret)>,
 }
 
 /// `http://host:port` for an address given as `host:port`, `:port` or a URL.
@@ -59,7 +63,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { http, timeout, quote_errors: true }
+        Client { http, timeout, quote_errors: true, membership: None }
     }
 
     /// A node's client of its peers: like [`Client::new`], but a peer's
@@ -67,6 +71,29 @@ impl Client {
     /// only logged here.
     pub fn for_peers(timeout: Duration) -> Self {
         Client { quote_errors: false, ..Client::new(timeout) }
+    }
+
+    /// This client proves membership of the cluster of `secret` as node
+    /// `node_id` on every request, and checks the proof of health answers.
+    pub fn with_membership(self, node_id: &str, secret: ClusterSecret) -> Self {
+        Client { membership: Some((node_id.to_owned(), secret)), ..self }
+    }
+
+    /// Sends `req`, with the membership proof when a secret is set.
+    async fn execute(&self, req: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+        let Some((node_id, secret)) = &self.membership else { return req.send().await };
+        let (client, req) = req.build_split();
+        let mut req = req?;
+        let url = req.url();
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let proof = secret.request_proof(node_id, req.method().as_str(), &path);
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&proof) {
+            req.headers_mut().insert(PEER_HEADER, v);
+        }
+        client.execute(req).await
     }
 
     fn transport(&self, peer: &str, what: &str, e: reqwest::Error) -> ClusterError {
@@ -86,7 +113,7 @@ impl Client {
     }
 
     async fn send(&self, peer: &str, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| self.transport(peer, what, e))?;
+        let resp = self.execute(req).await.map_err(|e| self.transport(peer, what, e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -162,7 +189,19 @@ impl Client {
 
     /// `GET /v1/health`.
     pub async fn health(&self, peer: &str) -> Result<PeerHealth> {
-        let h: PeerHealth = self.json(peer, "GET /v1/health", self.http.get(Self::url(peer, "/v1/health"))).await?;
+        let what = "GET /v1/health";
+        let nonce = self.membership.as_ref().map(|_| cairn_cluster::membership::nonce());
+        let mut req = self.http.get(Self::url(peer, "/v1/health")).timeout(self.timeout);
+        if let Some(n) = &nonce {
+            req = req.header(NONCE_HEADER, n);
+        }
+        let resp = self.send(peer, what, req).await?;
+        let proof = resp.headers().get(NONCE_PROOF_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = self.body(peer, what, resp, MAX_JSON_BYTES).await?;
+        let mut h: PeerHealth = serde_json::from_slice(&bytes).map_err(|e| self.bad_json(peer, what, &e))?;
+        if let (Some((_, secret)), Some(n)) = (&self.membership, &nonce) {
+            h.proven = Some(proof.is_some_and(|p| secret.check_nonce_proof(n, &h.node_id, &p)));
+        }
         if h.status != "ok" {
             return Err(ClusterError::PeerBadAnswer {
                 peer: peer.to_owned(),

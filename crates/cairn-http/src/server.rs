@@ -101,16 +101,14 @@ impl AppState {
             peers: cfg.peers.clone(),
             cas_base: store.root().display().to_string(),
         };
-        let client = Client::for_peers(cfg.peer_timeout);
+        let mut client = Client::for_peers(cfg.peer_timeout);
+        let auth = Arc::new(crate::auth::Auth::default());
+        if let Some(secret) = &cfg.cluster_secret {
+            client = client.with_membership(&cfg.node_id, secret.clone());
+            auth.set_cluster_secret(secret.clone());
+        }
         let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState {
-            cluster,
-            info,
-            node_header,
-            registry,
-            store_probe: StoreProbe::default(),
-            auth: Arc::default(),
-        }))
+        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe: StoreProbe::default(), auth }))
     }
 
     /// The `/v2` state: the registry, with the cluster pipeline as its

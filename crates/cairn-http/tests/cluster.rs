@@ -542,7 +542,7 @@ async fn peers_endpoint_has_the_seed_fields_with_latency_in_nanoseconds() {
     let p = &v.as_array().unwrap()[0];
     let mut keys: Vec<&String> = p.as_object().unwrap().keys().collect();
     keys.sort();
-    assert_eq!(keys, ["address", "healthy", "latency", "node_id"]);
+    assert_eq!(keys, ["address", "duplicate_node_id", "healthy", "last_contact_ms", "latency", "node_id", "proven"]);
     assert_eq!(p["address"], nodes[1].addr());
     assert_eq!(p["node_id"], format!("node-{}", nodes[1].addr().rsplit(':').next().unwrap()));
     assert_eq!(p["healthy"], true);
@@ -604,16 +604,15 @@ async fn client_reads_a_seed_shaped_node_list_and_health() {
 }
 
 #[tokio::test]
-async fn unhealthy_peer_is_not_asked_until_a_probe_heals_it() {
+async fn unhealthy_peer_is_still_asked_after_the_healthy_ones_before_giving_up() {
     let holder = TestNode::start(NodeSpec::default());
+    let empty = TestNode::start(NodeSpec::default());
     let d = holder.put(b"held");
-    let c = TestNode::start(spec(vec![holder.addr()], vec![]));
+    let c = TestNode::start(spec(vec![holder.addr(), empty.addr()], vec![]));
     c.state.cluster.peers().mark_down(&holder.addr(), "test: marked down");
-    assert_eq!(fetch(&c, &d).await.status(), 404);
-    assert_eq!(holder.counters.get("HEAD /v1/blobs") + holder.counters.get("GET /v1/blobs"), 0);
-    c.state.cluster.probe_all().await;
-    assert!(c.state.cluster.peers().snapshot()[0].healthy);
     let r = fetch(&c, &d).await;
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-cairn-source"], format!("peer {}", holder.addr()).as_str());
     assert_eq!(r.bytes().await.unwrap(), &b"held"[..]);
+    assert_eq!(empty.counters.get("HEAD /v1/blobs"), 1, "the healthy peer was asked too");
 }

@@ -29,7 +29,7 @@ async fn health_answers_ok_with_node_id_and_utc_rfc3339_time() {
     let n = node();
     let (status, v) = get_json(&format!("{}/v1/health", n.url())).await;
     assert_eq!(status, 200);
-    assert_eq!(keys(&v), ["node_id", "status", "time"]);
+    assert_eq!(keys(&v), ["instance", "node_id", "status", "time"], "the seed's fields, and Cairn's instance id");
     assert_eq!(v["status"], "ok");
     assert_eq!(v["node_id"], "node-a");
     let t = v["time"].as_str().unwrap();

@@ -81,6 +81,9 @@ pub struct FileConfig {
     /// Cairn: who may do what (users, tokens, rights); without it pulls are
     /// open and the rest is loopback-only (README: "Exposing a node").
     pub auth: Option<cairn_http::auth::AuthConfig>,
+    /// Cairn: a file holding the shared cluster secret peers prove
+    /// membership with (README: "Cluster membership"; default: none).
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -264,6 +267,8 @@ pub struct NodeConfig {
     pub peer_tags: cairn_cluster::mirror::PeerTags,
     /// The `auth` section, when there is one (its files are read at start).
     pub auth: Option<cairn_http::auth::AuthConfig>,
+    /// The shared cluster secret, read from `cluster_secret_file`.
+    pub cluster_secret: Option<cairn_cluster::membership::ClusterSecret>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -299,6 +304,31 @@ pub fn bind_addr(listen: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("listen_addr {listen:?} is not host:port or :port"))?
         .next()
         .with_context(|| format!("listen_addr {listen:?} resolves to no address"))
+}
+
+/// Why peer entry `p` names this node itself, if it does: its node id, its
+/// listen or advertised address, or its port on a loopback or unspecified
+/// host (or on the address it binds).
+fn self_peer(p: &str, node_id: &str, listen: &str, bind: SocketAddr, advertise: &str) -> Option<String> {
+    if p == node_id {
+        return Some("this node's node_id".into());
+    }
+    if p == listen || p == advertise || p == client_addr(listen) {
+        return Some("this node's listen or advertised address".into());
+    }
+    let (host, port) = p.rsplit_once(':')?;
+    if port.parse::<u16>().ok()? != bind.port() {
+        return None;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host == node_id {
+        return Some(format!("this node's node_id with its port {}", bind.port()));
+    }
+    let local = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified() || ip == bind.ip(),
+        Err(_) => host.is_empty() || host.eq_ignore_ascii_case("localhost"),
+    };
+    local.then(|| format!("this host's port {}, where this node listens", bind.port()))
 }
 
 /// Where a client reaches the node listening on `listen`.
@@ -351,6 +381,11 @@ impl NodeConfig {
                 None => format!("127.0.0.1:{}", bind.port()),
             },
         };
+        for p in &peers {
+            if let Some(why) = self_peer(p, &node_id, &listen_addr, bind, &advertise_addr) {
+                bail!("peers: {p:?} is this node itself ({why}); remove it from peers (a node is never its own peer)");
+            }
+        }
         let peer_timeout = match flags.peer_timeout.as_deref().or(file.peer_timeout.as_deref()) {
             Some(v) => duration("peer_timeout", v)?,
             None => Duration::from_secs(10),
@@ -431,6 +466,17 @@ impl NodeConfig {
             Some(v) => v.trim().parse().map_err(|e: String| anyhow::anyhow!("peer_tags: {e}"))?,
             None => cairn_cluster::mirror::PeerTags::default(),
         };
+        let cluster_secret = match &file.cluster_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| {
+                    format!("cluster_secret_file: reading {} (create it with `openssl rand -hex 32`)", path.display())
+                })?;
+                let secret = cairn_cluster::membership::ClusterSecret::new(&bytes)
+                    .map_err(|e| anyhow::anyhow!("cluster_secret_file {}: {e}", path.display()))?;
+                Some(secret)
+            }
+            None => None,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -462,6 +508,7 @@ impl NodeConfig {
             max_connections: file.max_connections,
             peer_tags,
             auth: file.auth,
+            cluster_secret,
         })
     }
 
@@ -484,6 +531,7 @@ impl NodeConfig {
             max_manifest_objects: self.max_manifest_objects,
             body_timeout: self.body_timeout,
             peer_tags: self.peer_tags,
+            cluster_secret: self.cluster_secret.clone(),
         }
     }
 }
@@ -584,6 +632,47 @@ mod tests {
             let e = format!("{:#}", merged(yaml).unwrap_err());
             assert!(e.contains(key), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn cluster_secret_file_is_read_and_a_short_or_missing_one_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cluster.secret");
+        assert!(merged("").unwrap().cluster().cluster_secret.is_none(), "no secret by default");
+        std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let c = merged(&format!("cluster_secret_file: \"{}\"\n", f.display())).unwrap();
+        assert!(c.cluster().cluster_secret.is_some());
+        std::fs::write(&f, "short\n").unwrap();
+        let e = format!("{:#}", merged(&format!("cluster_secret_file: \"{}\"\n", f.display())).unwrap_err());
+        assert!(e.contains("cluster_secret_file") && e.contains("fewer than 16"), "{e}");
+        let e = format!("{:#}", merged("cluster_secret_file: \"/nonexistent/cairn.secret\"\n").unwrap_err());
+        assert!(e.contains("cluster_secret_file") && e.contains("/nonexistent/cairn.secret"), "{e}");
+    }
+
+    #[test]
+    fn a_node_refuses_its_own_address_or_node_id_in_peers_naming_the_entry() {
+        let base = "node_id: n1\nlisten_addr: \":7425\"\nadvertise_addr: \"10.0.0.9:7425\"\n";
+        for own in [
+            "127.0.0.1:7425",
+            "localhost:7425",
+            ":7425",
+            "0.0.0.0:7425",
+            "10.0.0.9:7425",
+            "n1:7425",
+            "n1",
+            "[::1]:7425",
+        ] {
+            let yaml = format!("{base}peers: [\"a:1\", \"{own}\"]\n");
+            let e = format!("{:#}", merged(&yaml).unwrap_err());
+            assert!(e.contains(&format!("{own:?}")) && e.contains("this node itself"), "{own}: {e}");
+        }
+        let c = merged(&format!("{base}peers: [\"127.0.0.1:7426\", \"n2:7425\", \"10.0.0.8:7425\"]\n")).unwrap();
+        assert_eq!(c.peers.len(), 3, "other ports, hosts and ids are peers");
+        let e = format!(
+            "{:#}",
+            merged("node_id: n1\nlisten_addr: \"127.0.0.1:7427\"\npeers: [\"127.0.0.1:7427\"]\n").unwrap_err()
+        );
+        assert!(e.contains("this node itself"), "{e}");
     }
 
     #[test]

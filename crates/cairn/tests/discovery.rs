@@ -14,10 +14,15 @@ use cairn_testkit::netns::Lab;
 const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 
 fn start(lab: &Lab, i: usize, dir: &Path) -> Node {
+    start_with(lab, i, dir, "")
+}
+
+/// [`start`] with extra config lines.
+fn start_with(lab: &Lab, i: usize, dir: &Path, extra: &str) -> Node {
     let addr = format!("{}:7420", lab.ip(i));
     // No peers and no advertise_addr: discovery and address detection alone.
     let cfg = format!(
-        "node_id: n{i}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\ndiscovery: mdns\nhealth_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n",
+        "node_id: n{i}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\ndiscovery: mdns\nhealth_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n{extra}",
         dir.join("data").display()
     );
     let path = dir.join("cairn.yaml");
@@ -112,4 +117,41 @@ fn three_nodes_in_namespaces_find_each_other_by_mdns_share_a_blob_and_drop_a_sto
     }
     drop(nodes);
     drop(lab);
+}
+
+#[test]
+fn an_mdns_impostor_without_the_cluster_secret_is_dropped_after_its_failed_proof_and_members_stay() {
+    let Some(lab) = Lab::new_or_skip(3, "mDNS impostor test") else { return };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let secret_line = |i: usize, secret: &str| {
+        let f = dirs[i].path().join("cluster.secret");
+        std::fs::write(&f, secret).unwrap();
+        format!("cluster_secret_file: \"{}\"\n", f.display())
+    };
+    let members = "0123456789abcdef-members-secret\n";
+    let mut nodes = vec![
+        start_with(&lab, 0, dirs[0].path(), &secret_line(0, members)),
+        start_with(&lab, 1, dirs[1].path(), &secret_line(1, members)),
+        // The impostor announces `_cairn._tcp` like a member, with another secret.
+        start_with(&lab, 2, dirs[2].path(), &secret_line(2, "fedcba9876543210-impostor-secret\n")),
+    ];
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for (i, a) in addrs.iter().enumerate() {
+        wait_for(Duration::from_secs(20), &format!("node {i} answers"), || peers(&lab, i, a).is_some());
+    }
+    for (i, other) in [(0, 1), (1, 0)] {
+        let a = &addrs[i];
+        let log = || log_of(dirs[i].path());
+        wait_for(Duration::from_secs(10), &format!("node {i} refuses the impostor; its log:\n{}", log()), || {
+            log().contains("failed the cluster membership proof") && log().contains(&addrs[2])
+        });
+        wait_for(Duration::from_secs(10), &format!("node {i} lists only node {other}; its log:\n{}", log()), || {
+            peers(&lab, i, a) == Some(vec![(addrs[other].clone(), true)])
+        });
+    }
+    for n in &mut nodes {
+        let pid = n.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let _ = n.child.wait();
+    }
 }

@@ -162,6 +162,7 @@ fn serve_logs_one_start_line_with_every_setting_and_no_ansi_colour_when_stderr_i
         format!("data_dir={}", data.display()),
         format!("peers=[\"127.0.0.1:{dead}\"]"),
         "discovery=static".to_owned(),
+        "cluster_secret=\"off: peers unauthenticated\"".to_owned(),
         "auth=\"no auth section: pulls are open to anyone; push, delete and admin requests are accepted from loopback clients only".to_owned(),
         "tls=off".to_owned(),
     ] {
@@ -263,6 +264,29 @@ fn two_served_nodes_share_blobs_through_fetch_sync_and_the_cluster_commands() {
 
     assert!(sigterm(&mut b).success());
     assert!(sigterm(&mut a).success());
+}
+
+#[test]
+fn cairn_peers_shows_each_peers_last_contact_age() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb) = (free_port(), free_port());
+    let mut b = serve(db.path(), &node_config(db.path(), pb, &[]));
+    let mut a = serve(da.path(), &node_config(da.path(), pa, &[b.addr.clone()]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let table = loop {
+        let out = cairn(&["peers", "--node", &a.addr]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let table = String::from_utf8_lossy(&out.stdout).to_string();
+        if table.contains(" ago") || Instant::now() > deadline {
+            break table;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(table.lines().next().unwrap().contains("LAST CONTACT"), "{table}");
+    let row = table.lines().find(|l| l.starts_with(&b.addr)).unwrap();
+    assert!(row.ends_with(" ago"), "the peer's last answer is shown with its age: {table}");
+    assert!(sigterm(&mut a).success());
+    assert!(sigterm(&mut b).success());
 }
 
 #[test]

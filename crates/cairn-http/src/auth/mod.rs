@@ -96,14 +96,16 @@ pub struct AuthConfig {
     pub users: BTreeMap<String, RightsSpec>,
 }
 
-/// Who a request comes from, once its credentials are checked. (Cluster
-/// peers proving membership will be a third kind.)
+/// Who a request comes from, once its credentials are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// No credentials.
     Anonymous,
     /// An htpasswd user or a token, by name.
     User(String),
+    /// A node of the cluster (a valid `X-Cairn-Peer` proof), by node id:
+    /// it may pull, and otherwise has anonymous rights.
+    Peer(String),
 }
 
 /// What [`decide`] says about one request.
@@ -335,8 +337,13 @@ pub fn decide(policy: &Policy, who: &Principal, client: Option<IpAddr>, access: 
         }
         Mode::Configured(c) => c,
     };
+    if let Principal::Peer(_) = who
+        && access.kind == Kind::Pull
+    {
+        return Decision::Allow;
+    }
     let user = match who {
-        Principal::Anonymous => None,
+        Principal::Anonymous | Principal::Peer(_) => None,
         Principal::User(name) => Some(name.as_str()),
     };
     if access.ping {
@@ -373,18 +380,43 @@ pub fn decide(policy: &Policy, who: &Principal, client: Option<IpAddr>, access: 
 #[derive(Debug)]
 pub struct Auth {
     policy: RwLock<Arc<Policy>>,
+    /// The cluster secret peers prove membership with, when configured.
+    cluster_secret: RwLock<Option<cairn_cluster::membership::ClusterSecret>>,
 }
 
 impl Default for Auth {
     fn default() -> Self {
-        Auth { policy: RwLock::new(Arc::new(Policy::loopback_only())) }
+        Auth::new(Policy::loopback_only())
     }
 }
 
 impl Auth {
     /// A handle on `policy`.
     pub fn new(policy: Policy) -> Auth {
-        Auth { policy: RwLock::new(Arc::new(policy)) }
+        Auth { policy: RwLock::new(Arc::new(policy)), cluster_secret: RwLock::new(None) }
+    }
+
+    /// Accepts requests proving membership of the cluster of `secret` as
+    /// [`Principal::Peer`].
+    pub fn set_cluster_secret(&self, secret: cairn_cluster::membership::ClusterSecret) {
+        match self.cluster_secret.write() {
+            Ok(mut s) => *s = Some(secret),
+            Err(poisoned) => *poisoned.into_inner() = Some(secret),
+        }
+    }
+
+    /// The peer a request's `X-Cairn-Peer` proof names; `Ok(None)` without
+    /// a header or without a secret configured; an error for a bad proof.
+    fn peer(&self, req: &Request) -> Result<Option<String>, String> {
+        let Some(h) = req.headers().get(cairn_cluster::membership::PEER_HEADER) else { return Ok(None) };
+        let secret = match self.cluster_secret.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let Some(secret) = secret else { return Ok(None) };
+        let path = req.uri().path_and_query().map_or_else(|| req.uri().path(), |pq| pq.as_str());
+        let value = h.to_str().map_err(|_| "the X-Cairn-Peer header is not text".to_owned())?;
+        secret.check_request(value, req.method().as_str(), path).map(Some).map_err(|e| e.to_string())
     }
 
     /// The policy now in force.
@@ -415,7 +447,18 @@ pub async fn check(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
         return next.run(req).await;
     }
     let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let who = match policy.authenticate(req.headers()).await {
+    let peer = match auth.peer(&req) {
+        Ok(p) => p,
+        Err(msg) => {
+            tracing::warn!(uri = %req.uri(), ?client, %msg, "cluster membership proof refused");
+            return policy.refusal(access.api, true, format!("{msg}; this node does not take it as a cluster peer"));
+        }
+    };
+    let who = match peer {
+        Some(node_id) => Ok(Principal::Peer(node_id)),
+        None => policy.authenticate(req.headers()).await,
+    };
+    let who = match who {
         Ok(who) => who,
         Err(msg) => {
             tracing::debug!(uri = %req.uri(), %msg, "credentials refused");

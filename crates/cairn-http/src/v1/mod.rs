@@ -56,6 +56,13 @@ pub struct Health {
     /// Why the node is degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A random id of this node's process (Cairn's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Cluster problems an operator must fix, e.g. a duplicate node_id
+    /// (Cairn's addition; absent when none). The node still serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The answer to `PUT /v1/blobs/{digest}`.
@@ -243,13 +250,29 @@ async fn sync_manifest(
     Ok(Json(s.cluster.sync(peer, &rf, Arc::new(|_| {})).await?))
 }
 
-async fn health(State(s): State<Arc<AppState>>) -> Response {
+async fn health(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (status, code, reason) = match s.store_probe.check(s.cluster.store()).await {
         Ok(()) => ("ok", StatusCode::OK, None),
         Err(reason) => ("degraded", StatusCode::SERVICE_UNAVAILABLE, Some(reason)),
     };
-    let h = Health { status: status.into(), node_id: s.info.node_id.clone(), time: now_rfc3339(), reason };
-    (code, Json(h)).into_response()
+    let h = Health {
+        status: status.into(),
+        node_id: s.info.node_id.clone(),
+        time: now_rfc3339(),
+        reason,
+        instance: Some(s.cluster.instance().to_owned()),
+        warnings: s.cluster.membership_warnings(),
+    };
+    let mut resp = (code, Json(h)).into_response();
+    // The proof that this node holds the cluster secret, over the asker's nonce.
+    let nonce = headers.get(cairn_cluster::membership::NONCE_HEADER).and_then(|v| v.to_str().ok());
+    if let (Some(secret), Some(n)) = (&s.cluster.config().cluster_secret, nonce)
+        && n.len() <= cairn_cluster::membership::MAX_NONCE
+        && let Ok(v) = HeaderValue::from_str(&secret.nonce_proof(n, &s.info.node_id))
+    {
+        resp.headers_mut().insert(cairn_cluster::membership::NONCE_PROOF_HEADER, v);
+    }
+    resp
 }
 
 async fn info(

@@ -34,13 +34,29 @@ pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
     } else if list.is_empty() {
         println!("no peers configured on {node}");
     } else {
-        println!("{:<28} {:<20} {:<9} {:>12}", "ADDRESS", "NODE ID", "HEALTHY", "LATENCY");
+        println!("{:<28} {:<20} {:<9} {:>12} {:>14}", "ADDRESS", "NODE ID", "HEALTHY", "LATENCY", "LAST CONTACT");
         for p in list {
             let lat = humantime::format_duration(Duration::from_micros(p.latency / 1000)).to_string();
-            println!("{:<28} {:<20} {:<9} {:>12}", p.address, p.node_id, if p.healthy { "yes" } else { "no" }, lat);
+            let healthy = match (p.healthy, p.proven) {
+                (_, Some(false)) => "unproven",
+                (true, _) => "yes",
+                (false, _) => "no",
+            };
+            // Owner election needs unique ids: say so where the operator looks.
+            let id = if p.duplicate_node_id { format!("{} (DUPLICATE ID)", p.node_id) } else { p.node_id.clone() };
+            println!("{:<28} {:<20} {:<9} {:>12} {:>14}", p.address, id, healthy, lat, contact_age(p.last_contact_ms));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "3s ago" (whole seconds; "<1s ago" below), or "never".
+fn contact_age(ms: Option<u64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(ms) if ms < 1000 => "<1s ago".into(),
+        Some(ms) => format!("{} ago", humantime::format_duration(Duration::from_secs(ms / 1000))),
+    }
 }
 
 /// `cairn cluster ...`.

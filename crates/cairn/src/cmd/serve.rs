@@ -82,6 +82,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         data_dir = %cfg.data_dir.display(),
         peers = ?cfg.peers,
         discovery = %discovery,
+        cluster_secret = if cfg.cluster_secret.is_some() { "on: peers prove membership" } else { "off: peers unauthenticated" },
         auth = ?auth_mode(&state),
         tls = %"off",
         "cairn node serving"
@@ -125,10 +126,12 @@ fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
     // The mode itself is in the start line.
     let policy = state.auth.policy();
     let has_peers = !cfg.peers.is_empty() || cfg.discovery == cairn_cluster::discovery::Discovery::Mdns;
-    if has_peers && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
+    // With a cluster secret, peers prove membership and may pull anyway.
+    if has_peers && cfg.cluster_secret.is_none() && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
         tracing::warn!(
-            "auth.anonymous cannot pull \"*\", and peers send no credentials yet: peers will get 401 from this node; \
-             give anonymous pull on \"*\" while the node has peers"
+            "auth.anonymous cannot pull \"*\", and without cluster_secret_file peers send no credentials: peers \
+             will get 401 from this node; set cluster_secret_file on every node (README: \"Cluster membership\"), \
+             or give anonymous pull on \"*\""
         );
     }
     Ok(())
