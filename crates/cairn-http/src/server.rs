@@ -93,6 +93,18 @@ impl AppState {
         listen_addr: &str,
         registry: Option<Registry>,
     ) -> Result<Arc<Self>, String> {
+        let client = Client::for_peers(cfg.peer_timeout);
+        AppState::with_peer_client(store, cfg, listen_addr, registry, client)
+    }
+
+    /// [`AppState::with_registry`] calling peers through `client` (e.g. one over TLS).
+    pub fn with_peer_client(
+        store: Store,
+        cfg: ClusterConfig,
+        listen_addr: &str,
+        registry: Option<Registry>,
+        client: Client,
+    ) -> Result<Arc<Self>, String> {
         let node_header = HeaderValue::from_str(&cfg.node_id)
             .map_err(|_| format!("node_id {:?} is not a valid HTTP header value", cfg.node_id))?;
         let info = NodeInfo {
@@ -101,7 +113,6 @@ impl AppState {
             peers: cfg.peers.clone(),
             cas_base: store.root().display().to_string(),
         };
-        let client = Client::for_peers(cfg.peer_timeout);
         let cluster = Cluster::new(store, cfg, Arc::new(client));
         Ok(Arc::new(AppState {
             cluster,
