@@ -25,19 +25,31 @@ fn curl(args: &[&str]) -> (u16, Vec<u8>) {
     (status, body)
 }
 
-/// The config the README's "TLS" snippet shows, on `port` (and `reg` for /v2).
+/// The YAML block after the `tls-example` marker in the README.
+fn readme_tls_snippet() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let after = &readme[readme.find("<!-- tls-example").expect("tls-example marker in README")..];
+    let start = after.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let end = start + after[start..].find("```").unwrap();
+    after[start..end].to_owned()
+}
+
+/// The README's "TLS" snippet with the test's files, on `port` (and `reg`
+/// for /v2); without `client_ca` its `client_ca_file` line is left out.
 fn tls_config(dir: &Path, port: u16, reg: u16, node: &CertFiles, client_ca: Option<&Path>) -> String {
-    let mut c = format!(
-        "listen_addr: \"127.0.0.1:{port}\"\nregistry_addr: \"127.0.0.1:{reg}\"\ndata_dir: \"{}\"\n\
-         tls:\n  cert_file: \"{}\"\n  key_file: \"{}\"\n",
-        dir.join("data").display(),
-        node.cert.display(),
-        node.key.display()
-    );
-    if let Some(ca) = client_ca {
-        c.push_str(&format!("  client_ca_file: \"{}\"\n", ca.display()));
-    }
-    c
+    let snippet = readme_tls_snippet()
+        .lines()
+        .filter(|l| client_ca.is_some() || !l.contains("client_ca_file"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("/etc/cairn/tls/node.pem", &node.cert.display().to_string())
+        .replace("/etc/cairn/tls/node.key", &node.key.display().to_string())
+        .replace("/etc/cairn/tls/ca.pem", &client_ca.map(|p| p.display().to_string()).unwrap_or_default());
+    assert!(!snippet.contains("/etc/cairn"), "every path of the snippet is replaced: {snippet}");
+    format!(
+        "listen_addr: \"127.0.0.1:{port}\"\nregistry_addr: \"127.0.0.1:{reg}\"\ndata_dir: \"{}\"\n{snippet}",
+        dir.join("data").display()
+    )
 }
 
 /// Starts `cairn serve` (stderr kept); ready when `ready()` says so.
