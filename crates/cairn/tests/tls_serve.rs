@@ -241,3 +241,62 @@ async fn sighup_swaps_the_certificate_for_new_connections_while_an_open_connecti
     assert!(log.lock().unwrap().contains("SIGHUP: tls certificate reloaded"));
     drop(node);
 }
+
+#[test]
+fn containerd_pulls_over_https_through_a_hosts_toml_with_ca() {
+    use cairn_testkit::registry::{oci_layout_image, skopeo, skopeo_policy, tool_available};
+    if !tool_available("/usr/bin/skopeo") {
+        return;
+    }
+    let Some(ctd) = cairn_testkit::containerd::Containerd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let (port, reg) = (free_port(), free_port());
+    let cacert = ca.cert.to_str().unwrap().to_owned();
+    let health = format!("https://127.0.0.1:{port}/v1/health");
+    let cfg = tls_config(dir.path(), port, reg, &ca.issue("node"), None);
+    let _node =
+        serve(dir.path(), &cfg, &format!("127.0.0.1:{port}"), || curl(&["--cacert", &cacert, &health]).0 == 200);
+
+    let pol = skopeo_policy(dir.path());
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(&ca.cert, certs.join("ca.crt")).unwrap();
+    let src = dir.path().join("oci");
+    let image = oci_layout_image(&src, "v1", &[("hello.txt", b"pulled by containerd over https".to_vec())]);
+    let host = format!("127.0.0.1:{reg}");
+    let dest = format!("docker://{host}/tls/ctd:v1");
+    skopeo(&pol, &["copy", "--dest-cert-dir", certs.to_str().unwrap(), &format!("oci:{}:v1", src.display()), &dest]);
+
+    // The README's hosts.toml, with the test's address and CA.
+    let hosts = |with_ca: bool| {
+        let d = dir.path().join(if with_ca { "hosts-ca" } else { "hosts-plain" });
+        std::fs::create_dir_all(d.join(&host)).unwrap();
+        let ca_line = if with_ca { format!("  ca = \"{cacert}\"\n") } else { String::new() };
+        std::fs::write(
+            d.join(&host).join("hosts.toml"),
+            format!("server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{ca_line}"),
+        )
+        .unwrap();
+        d
+    };
+    let reference = format!("{host}/tls/ctd:v1");
+    let plain = hosts(false);
+    let out = ctd.ctr(&[
+        "-n",
+        cairn_testkit::containerd::NAMESPACE,
+        "images",
+        "pull",
+        "--snapshotter",
+        "native",
+        "--hosts-dir",
+        plain.to_str().unwrap(),
+        &reference,
+    ]);
+    assert!(!out.status.success(), "containerd trusted the node without its CA");
+    ctd.pull(&hosts(true), &reference);
+    let got = ctd.content_digests();
+    for d in &image.layers {
+        assert!(got.contains(&d.oci()), "layer {d} pulled over HTTPS: {got:?}");
+    }
+}
