@@ -353,7 +353,12 @@ async fn serve_conn(
         return serve_http(TokioIo::new(watched), peer, app, limits, stop, act).await;
     };
     match tokio::time::timeout(limits.header_timeout, acceptor.accept(watched)).await {
-        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), peer, app, limits, stop, act).await,
+        Ok(Ok(stream)) => {
+            // The handshake's bytes were no request: the idle clock starts now.
+            act.head.store(0, Ordering::Release);
+            act.last.store(act.now(), Ordering::Relaxed);
+            serve_http(TokioIo::new(stream), peer, app, limits, stop, act).await
+        }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake not done within header_timeout; closing"),
     }

@@ -98,6 +98,30 @@ async fn a_tls_handshake_that_never_comes_is_closed_after_header_timeout() {
     assert_eq!(n, 0, "closed, nothing sent");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_quiet_after_its_handshake_gets_idle_timeout_not_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "cluster");
+    let limits = cairn_http::ServeLimits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let (addr, _d) = https_node(ServerTls::load(files(&ca.issue("a"), None, None)).unwrap(), limits).await;
+    let cfg = ServerTls::load(files(&ca.issue("b"), None, Some(&ca.cert))).unwrap().peer_client_config().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    // Quiet for longer than header_timeout: what is measured, not a wait for something.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    tls.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+}
+
 #[test]
 fn a_bad_new_certificate_file_keeps_the_one_in_force() {
     let dir = tempfile::tempdir().unwrap();
