@@ -25,14 +25,22 @@ fn files(c: &CertFiles, client_ca: Option<&Path>, peer_ca: Option<&Path>) -> Tls
 
 /// A node serving HTTPS with `tls` on 127.0.0.1; returns its `host:port`.
 async fn https_node(tls: Arc<ServerTls>, limits: cairn_http::ServeLimits) -> (String, tempfile::TempDir) {
+    let (addr, dir, _store) = https_node_with_store(tls, limits).await;
+    (addr, dir)
+}
+
+async fn https_node_with_store(
+    tls: Arc<ServerTls>,
+    limits: cairn_http::ServeLimits,
+) -> (String, tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let state = AppState::new(store, ClusterConfig::default(), "127.0.0.1:0").unwrap();
+    let state = AppState::new(store.clone(), ClusterConfig::default(), "127.0.0.1:0").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let app = cairn_http::app(state);
     tokio::spawn(cairn_http::serve_tls_with(listener, app, std::future::pending(), Duration::ZERO, limits, Some(tls)));
-    (addr, dir)
+    (addr, dir, store)
 }
 
 /// The peer client of a node whose `tls` section is `f`.
@@ -64,6 +72,30 @@ async fn a_peer_with_a_certificate_from_another_ca_is_refused_when_client_ca_fil
     // And a plain HTTP client gets nothing either.
     let plain = Client::for_peers(Duration::from_secs(5));
     assert!(plain.health(&format!("http://{addr}")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fetches_a_blob_from_its_peer_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "cluster");
+    let tls = ServerTls::load(files(&ca.issue("a"), Some(&ca.cert), None)).unwrap();
+    let (addr, _d, store) = https_node_with_store(tls, Default::default()).await;
+    let data = blob(9, 3 << 20);
+    let d = store.put_reader(&data[..], None).unwrap().digest;
+
+    let bdir = tempfile::tempdir().unwrap();
+    let cfg = ClusterConfig { peers: vec![addr.clone()], enable_cdn_fallback: false, ..Default::default() };
+    let client = peer_client(files(&ca.issue("b"), Some(&ca.cert), None));
+    let b = Cluster::new(Store::open(bdir.path()).unwrap(), cfg, Arc::new(client));
+    b.probe_all().await;
+    let body = b.fetch(d).await.unwrap();
+    assert_eq!(body.source, format!("peer {addr}"), "from the peer");
+    let mut got = Vec::new();
+    let mut s = body.stream;
+    while let Some(c) = s.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == data, "the peer's blob, verified");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
