@@ -2,7 +2,7 @@
 # Every system benchmark (store, node, registry) with one release build, then
 # one markdown table of all results. A script that fails (e.g. a command not
 # merged yet) is reported and the others still run.
-#   bench/run.sh [store|node|registry ...]      e.g. REPS=3 bench/run.sh store
+#   bench/run.sh [store|node|registry|tls ...]      e.g. REPS=3 bench/run.sh store
 # Timed commands are single-quoted on purpose: bash -c expands them later.
 # shellcheck disable=SC2016
 set -euo pipefail
@@ -14,7 +14,7 @@ build_release
 export CAIRN BENCH_RESULTS=$TMP/all.tsv
 : >"$BENCH_RESULTS"
 scripts=("$@")
-[ ${#scripts[@]} -gt 0 ] || scripts=(store node registry auth)
+[ ${#scripts[@]} -gt 0 ] || scripts=(store node registry auth tls)
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u '+%Y-%m-%d %H:%M')

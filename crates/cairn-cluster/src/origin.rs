@@ -1,6 +1,7 @@
 //! Origins: where a blob comes from when no peer has it. Tried in the
 //! configured order after the peers.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub enum Origin {
         timeout: Option<Duration>,
         /// Extra tries after a transport error or a 5xx (never after wrong bytes or a 404).
         retries: u32,
+        /// Its own HTTPS client, when it has a `ca_file` or skips verification.
+        tls: Option<Arc<OriginTls>>,
     },
     /// An upstream OCI registry; used only for digests asked for through
     /// `/v2`, which name their repository.
@@ -55,7 +58,7 @@ impl Origin {
         if !url_template.contains("{digest}") {
             return Err(format!("origin url {url_template:?} must contain {{digest}}"));
         }
-        Ok(Origin::Http { url_template: url_template.to_owned(), timeout: None, retries: DEFAULT_RETRIES })
+        Ok(Origin::Http { url_template: url_template.to_owned(), timeout: None, retries: DEFAULT_RETRIES, tls: None })
     }
 
     /// The same origin with its own timeout (a registry origin keeps its
@@ -74,6 +77,18 @@ impl Origin {
             *retries = n;
         }
         self
+    }
+
+    /// The same origin trusting the CA certificates in `ca_file` besides
+    /// the system trust store, or (`insecure`) any certificate at all.
+    pub fn with_tls(mut self, ca_file: Option<&Path>, insecure: bool) -> Result<Self, String> {
+        if let Origin::Http { tls, url_template, .. } = &mut self {
+            let http = https_client(url_template, ca_file, insecure)?
+                .build()
+                .map_err(|e| format!("origin {url_template}: cannot build its HTTPS client: {}", error_chain(&e)))?;
+            *tls = Some(Arc::new(OriginTls { ca_file: ca_file.map(Path::to_owned), insecure, http }));
+        }
+        Ok(self)
     }
 
     /// Its timeout, if it has its own.
@@ -120,7 +135,11 @@ impl Origin {
             return Err(err("a registry origin needs the repository; it serves only /v2 requests".into()));
         }
         let url = self.url(d);
-        let resp = http.get(&url).send().await.map_err(|e| err(format!("GET {url}: {e}")))?;
+        let http = match self {
+            Origin::Http { tls: Some(t), .. } => &t.http,
+            _ => http,
+        };
+        let resp = http.get(&url).send().await.map_err(|e| err(format!("GET {url}: {}", error_chain(&e))))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(ClusterError::NotFound { digest: *d, tried: vec![format!("{}: 404", self.name())] });
@@ -137,6 +156,68 @@ impl Origin {
         }
         Ok(RemoteBlob::from_response(resp, self.name(), *d))
     }
+}
+
+/// The HTTPS settings of one origin, with the client built from them.
+pub struct OriginTls {
+    ca_file: Option<PathBuf>,
+    insecure: bool,
+    http: reqwest::Client,
+}
+
+impl PartialEq for OriginTls {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.ca_file, self.insecure) == (&other.ca_file, other.insecure)
+    }
+}
+
+impl Eq for OriginTls {}
+
+impl std::fmt::Debug for OriginTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginTls").field("ca_file", &self.ca_file).field("insecure", &self.insecure).finish()
+    }
+}
+
+/// A client builder for an origin or registry called `name`: the system
+/// trust store, plus the CA certificates of `ca_file`; with `insecure`,
+/// no certificate check at all (warned about once, here).
+pub fn https_client(name: &str, ca_file: Option<&Path>, insecure: bool) -> Result<reqwest::ClientBuilder, String> {
+    let mut b = reqwest::Client::builder();
+    if let Some(p) = ca_file {
+        let pem = std::fs::read(p).map_err(|e| format!("ca_file {}: cannot read it: {e}", p.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {}: not PEM certificates: {e}", p.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: holds no PEM certificate", p.display()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if insecure {
+        tracing::warn!(origin = name, "insecure_skip_verify: true: any certificate is accepted from this origin");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    Ok(b)
+}
+
+/// A transport error with its causes, and what to do when the cause is an
+/// untrusted certificate.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text = format!("{text}: {s}");
+        src = s.source();
+    }
+    if text.contains("certificate") {
+        text.push_str(
+            " (the server's TLS certificate is not trusted: give its CA in this origin's ca_file, \
+             or set insecure_skip_verify: true to skip the check)",
+        );
+    }
+    text
 }
 
 #[cfg(test)]

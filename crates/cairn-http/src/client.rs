@@ -40,17 +40,25 @@ pub struct Client {
     /// This node's id and the cluster secret: every request carries a
     /// membership proof, and health answers must prove theirs.
     membership: Option<(String, ClusterSecret)>,
+    /// The scheme of a peer given as bare `host:port`: `https` when the
+    /// node has `tls` (a cluster is all TLS or all plain HTTP).
+    scheme: &'static str,
 }
 
 /// `http://host:port` for an address given as `host:port`, `:port` or a URL.
 pub fn base_url(addr: &str) -> String {
+    base_url_with(addr, "http")
+}
+
+/// [`base_url`] with `scheme` for an address without one.
+pub fn base_url_with(addr: &str, scheme: &str) -> String {
     let a = addr.trim_end_matches('/');
     if a.starts_with("http://") || a.starts_with("https://") {
         a.to_owned()
     } else if let Some(port) = a.strip_prefix(':') {
-        format!("http://127.0.0.1:{port}")
+        format!("{scheme}://127.0.0.1:{port}")
     } else {
-        format!("http://{a}")
+        format!("{scheme}://{a}")
     }
 }
 
@@ -63,7 +71,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { http, timeout, quote_errors: true, membership: None }
+        Client { http, timeout, quote_errors: true, membership: None, scheme: "http" }
     }
 
     /// A node's client of its peers: like [`Client::new`], but a peer's
@@ -94,6 +102,19 @@ impl Client {
             req.headers_mut().insert(PEER_HEADER, v);
         }
         client.execute(req).await
+    }
+
+    /// [`Client::for_peers`] over TLS: bare `host:port` peers are called
+    /// with `https://`, verified and answered with `tls` (see
+    /// [`crate::tls::ServerTls::peer_client_config`]).
+    pub fn for_peers_tls(timeout: Duration, tls: rustls::ClientConfig) -> std::result::Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|e| format!("building the TLS peer client: {e}"))?;
+        Ok(Client { http, timeout, quote_errors: false, membership: None, scheme: "https" })
     }
 
     fn transport(&self, peer: &str, what: &str, e: reqwest::Error) -> ClusterError {
@@ -183,15 +204,15 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| self.bad_json(peer, what, &e))
     }
 
-    fn url(peer: &str, path: &str) -> String {
-        format!("{}{path}", base_url(peer))
+    fn url(&self, peer: &str, path: &str) -> String {
+        format!("{}{path}", base_url_with(peer, self.scheme))
     }
 
     /// `GET /v1/health`.
     pub async fn health(&self, peer: &str) -> Result<PeerHealth> {
         let what = "GET /v1/health";
         let nonce = self.membership.as_ref().map(|_| cairn_cluster::membership::nonce());
-        let mut req = self.http.get(Self::url(peer, "/v1/health")).timeout(self.timeout);
+        let mut req = self.http.get(self.url(peer, "/v1/health")).timeout(self.timeout);
         if let Some(n) = &nonce {
             req = req.header(NONCE_HEADER, n);
         }
@@ -214,13 +235,13 @@ impl Client {
 
     /// `GET /v1/info`.
     pub async fn info(&self, peer: &str) -> Result<NodeInfo> {
-        self.json(peer, "GET /v1/info", self.http.get(Self::url(peer, "/v1/info"))).await
+        self.json(peer, "GET /v1/info", self.http.get(self.url(peer, "/v1/info"))).await
     }
 
     /// `HEAD /v1/blobs/{digest}`: the size, or `None` when absent.
     pub async fn head_blob(&self, peer: &str, d: &Digest) -> Result<Option<u64>> {
         let what = format!("HEAD /v1/blobs/{d}");
-        let req = self.http.head(Self::url(peer, &format!("/v1/blobs/{d}"))).timeout(self.timeout);
+        let req = self.http.head(self.url(peer, &format!("/v1/blobs/{d}"))).timeout(self.timeout);
         match self.send(peer, &what, req).await {
             Ok(resp) => match resp.headers().get(reqwest::header::CONTENT_LENGTH) {
                 Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
@@ -253,56 +274,56 @@ impl Client {
 
     /// `GET /v1/blobs/{digest}` (only the node's local store).
     pub async fn get_blob(&self, peer: &str, d: &Digest) -> Result<RemoteBlob> {
-        self.stream(peer, format!("GET /v1/blobs/{d}"), Self::url(peer, &format!("/v1/blobs/{d}"))).await
+        self.stream(peer, format!("GET /v1/blobs/{d}"), self.url(peer, &format!("/v1/blobs/{d}"))).await
     }
 
     /// `GET /v1/fetch/{digest}`: through the node's pull-through pipeline.
     pub async fn fetch(&self, node: &str, d: &Digest) -> Result<RemoteBlob> {
-        self.stream(node, format!("GET /v1/fetch/{d}"), Self::url(node, &format!("/v1/fetch/{d}"))).await
+        self.stream(node, format!("GET /v1/fetch/{d}"), self.url(node, &format!("/v1/fetch/{d}"))).await
     }
 
     /// `GET /v1/fetch/{digest}` as a peer that elected `node` owner of the
     /// digest: the node fetches it itself, never forwarding again.
     pub async fn fetch_via(&self, node: &str, d: &Digest) -> Result<RemoteBlob> {
-        let req = self.http.get(Self::url(node, &format!("/v1/fetch/{d}"))).header(crate::v1::FORWARDED_HEADER, "1");
+        let req = self.http.get(self.url(node, &format!("/v1/fetch/{d}"))).header(crate::v1::FORWARDED_HEADER, "1");
         self.stream_req(node, format!("GET /v1/fetch/{d} (forwarded)"), req).await
     }
 
     /// `GET /v1/manifests`, at most [`MAX_LISTING_BYTES`].
     pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
-        let req = self.http.get(Self::url(peer, "/v1/manifests"));
+        let req = self.http.get(self.url(peer, "/v1/manifests"));
         self.json_within(peer, "GET /v1/manifests", req, MAX_LISTING_BYTES).await
     }
 
     /// `GET /v1/manifests/{ref_file}`: the raw bytes.
     pub async fn manifest(&self, peer: &str, rf: &RefFile) -> Result<Vec<u8>> {
         let what = format!("GET /v1/manifests/{rf}");
-        let req = self.http.get(Self::url(peer, &format!("/v1/manifests/{rf}"))).timeout(self.timeout);
+        let req = self.http.get(self.url(peer, &format!("/v1/manifests/{rf}"))).timeout(self.timeout);
         let resp = self.send(peer, &what, req).await?;
         self.body(peer, &what, resp, MAX_MANIFEST_BYTES).await
     }
 
     /// `GET /v1/peers`.
     pub async fn peers(&self, node: &str) -> Result<Vec<PeerStatus>> {
-        self.json(node, "GET /v1/peers", self.http.get(Self::url(node, "/v1/peers"))).await
+        self.json(node, "GET /v1/peers", self.http.get(self.url(node, "/v1/peers"))).await
     }
 
     /// `GET /v1/cluster/manifests`.
     pub async fn cluster_manifests(&self, node: &str) -> Result<Vec<ManifestEntry>> {
-        let url = Self::url(node, "/v1/cluster/manifests");
+        let url = self.url(node, "/v1/cluster/manifests");
         self.json(node, "GET /v1/cluster/manifests", self.http.get(url)).await
     }
 
     /// `GET /v1/cluster/stats`.
     pub async fn cluster_stats(&self, node: &str) -> Result<ClusterStats> {
-        self.json(node, "GET /v1/cluster/stats", self.http.get(Self::url(node, "/v1/cluster/stats"))).await
+        self.json(node, "GET /v1/cluster/stats", self.http.get(self.url(node, "/v1/cluster/stats"))).await
     }
 
     /// `POST /v1/manifests/{ref_file}/sync?peer=PEER` on `node`. No
     /// timeout: a sync of a large manifest takes as long as it takes.
     pub async fn sync(&self, node: &str, peer: &str, rf: &RefFile) -> Result<SyncReport> {
         let what = format!("POST /v1/manifests/{rf}/sync");
-        let req = self.http.post(Self::url(node, &format!("/v1/manifests/{rf}/sync"))).query(&[("peer", peer)]);
+        let req = self.http.post(self.url(node, &format!("/v1/manifests/{rf}/sync"))).query(&[("peer", peer)]);
         let resp = self.send(node, &what, req).await?;
         let bytes = self.body(node, &what, resp, MAX_JSON_BYTES).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClusterError::PeerBadAnswer {
@@ -315,7 +336,7 @@ impl Client {
     /// `PUT /v1/blobs/{digest}` with a body.
     pub async fn put_blob(&self, node: &str, d: &Digest, body: impl Into<reqwest::Body>) -> Result<PutOutcome> {
         let what = format!("PUT /v1/blobs/{d}");
-        let req = self.http.put(Self::url(node, &format!("/v1/blobs/{d}"))).body(body);
+        let req = self.http.put(self.url(node, &format!("/v1/blobs/{d}"))).body(body);
         let resp = self.send(node, &what, req).await?;
         let bytes = self.body(node, &what, resp, MAX_JSON_BYTES).await?;
         let a: PutBlobAnswer = serde_json::from_slice(&bytes).map_err(|e| ClusterError::PeerBadAnswer {
@@ -328,7 +349,7 @@ impl Client {
 
     /// `PUT /v1/manifests/{ref_file}`.
     pub async fn put_manifest(&self, node: &str, rf: &RefFile, json: Bytes) -> Result<ManifestEntry> {
-        let req = self.http.put(Self::url(node, &format!("/v1/manifests/{rf}"))).body(json);
+        let req = self.http.put(self.url(node, &format!("/v1/manifests/{rf}"))).body(json);
         self.json(node, &format!("PUT /v1/manifests/{rf}"), req).await
     }
 
@@ -336,7 +357,7 @@ impl Client {
     /// tag; `None` on 404 (also what a peer without the endpoint answers).
     pub async fn resolve_tag(&self, peer: &str, repo: &str, tag: &str) -> Result<Option<TagTarget>> {
         let what = format!("GET /v1/oci/tag {repo}:{tag}");
-        let req = self.http.get(Self::url(peer, "/v1/oci/tag")).query(&[("repo", repo), ("tag", tag)]);
+        let req = self.http.get(self.url(peer, "/v1/oci/tag")).query(&[("repo", repo), ("tag", tag)]);
         let a: TagAnswer = match self.json(peer, &what, req).await {
             Ok(a) => a,
             Err(ClusterError::PeerStatus { status: 404, .. }) => return Ok(None),

@@ -11,6 +11,8 @@
 //! - Accept errors (e.g. out of file descriptors) back off instead of
 //!   spinning, and never stop the server.
 //! - Every request carries [`ConnectInfo<SocketAddr>`] of its client.
+//! - With TLS, the handshake runs in the connection's task (a slow one
+//!   never holds up the accept loop) and must finish within `header_timeout`.
 
 use std::future::Future;
 use std::io;
@@ -77,6 +79,18 @@ pub async fn serve_with(
     grace: Duration,
     limits: ServeLimits,
 ) -> io::Result<()> {
+    serve_tls_with(listener, app, shutdown, grace, limits, None).await
+}
+
+/// [`serve_with`], over TLS when `tls` is given.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: ServeLimits,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -97,7 +111,8 @@ pub async fn serve_with(
         match accepted {
             Ok((sock, peer)) => {
                 backoff.reset();
-                tokio::spawn(serve_conn(sock, peer, app.clone(), limits, stop_rx.clone(), slot));
+                let acceptor = tls.as_ref().map(|t| t.acceptor());
+                tokio::spawn(serve_conn(sock, peer, app.clone(), limits, stop_rx.clone(), slot, acceptor));
             }
             Err(e) => {
                 drop(slot);
@@ -327,12 +342,39 @@ async fn serve_conn(
     peer: SocketAddr,
     app: Router,
     limits: ServeLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let _ = sock.set_nodelay(true);
     let act = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { sock, act: Arc::clone(&act) });
+    let watched = Watched { sock, act: Arc::clone(&act) };
+    let Some(acceptor) = tls else {
+        return serve_http(TokioIo::new(watched), peer, app, limits, stop, act).await;
+    };
+    match tokio::time::timeout(limits.header_timeout, acceptor.accept(watched)).await {
+        Ok(Ok(stream)) => {
+            // The handshake's bytes were no request: the idle clock starts now.
+            act.head.store(0, Ordering::Release);
+            act.last.store(act.now(), Ordering::Relaxed);
+            serve_http(TokioIo::new(stream), peer, app, limits, stop, act).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not done within header_timeout; closing"),
+    }
+}
+
+/// Serves HTTP/1.1 on one (plain or TLS) connection, watched by `act`.
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    app: Router,
+    limits: ServeLimits,
+    mut stop: watch::Receiver<bool>,
+    act: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc_act = Arc::clone(&act);
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let busy = svc_act.begin();

@@ -9,6 +9,7 @@
 //! - [`mirror`]: the `/v2` mirror's HTTP side (peer tag lookups).
 //! - [`auth`]: who may do what: request kinds, credentials, rights.
 //! - [`conn`]: the connection layer (caps, header and idle timeouts, client address).
+//! - [`tls`]: HTTPS for the listeners and the peer client, reloadable certificates.
 //! - [`body`]: request bodies, read asynchronously and written in batches.
 
 pub mod auth;
@@ -19,10 +20,11 @@ pub mod error;
 pub mod mirror;
 pub mod redact;
 pub mod server;
+pub mod tls;
 pub mod v1;
 pub mod v2;
 
 pub use client::Client;
-pub use conn::{ServeLimits, serve_with};
+pub use conn::{ServeLimits, serve_tls_with, serve_with};
 pub use error::ApiError;
 pub use server::{AppState, app, serve};

@@ -93,6 +93,20 @@ impl AppState {
         listen_addr: &str,
         registry: Option<Registry>,
     ) -> Result<Arc<Self>, String> {
+        let client = Client::for_peers(cfg.peer_timeout);
+        AppState::with_peer_client(store, cfg, listen_addr, registry, client)
+    }
+
+    /// [`AppState::with_registry`] calling peers through `client` (e.g. one
+    /// over TLS). With a cluster secret, the client proves membership on
+    /// every request and the auth layer accepts peers that prove theirs.
+    pub fn with_peer_client(
+        store: Store,
+        cfg: ClusterConfig,
+        listen_addr: &str,
+        registry: Option<Registry>,
+        mut client: Client,
+    ) -> Result<Arc<Self>, String> {
         let node_header = HeaderValue::from_str(&cfg.node_id)
             .map_err(|_| format!("node_id {:?} is not a valid HTTP header value", cfg.node_id))?;
         let info = NodeInfo {
@@ -101,7 +115,6 @@ impl AppState {
             peers: cfg.peers.clone(),
             cas_base: store.root().display().to_string(),
         };
-        let mut client = Client::for_peers(cfg.peer_timeout);
         let auth = Arc::new(crate::auth::Auth::default());
         if let Some(secret) = &cfg.cluster_secret {
             client = client.with_membership(&cfg.node_id, secret.clone());

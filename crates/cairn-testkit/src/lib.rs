@@ -14,6 +14,7 @@
 //!   pusher, and the skopeo helpers.
 //! - [`netns`]: network namespaces for mDNS tests.
 //! - [`containerd`]: a real containerd and `ctr`, every path in a temp dir.
+//! - [`tls`]: a test CA and the certificates it signs, as PEM files.
 //! - [`paced`]: an origin with a first-byte delay and shared bandwidth.
 //! - [`NodeProcess`], [`free_port`]: a `cairn serve` process killed on drop.
 //! - [`blob`], [`read_all`], [`dead_addr`]: seeded bytes, whole bodies, a
@@ -144,6 +145,15 @@ pub struct Server {
 impl Server {
     /// Serves `app` on an already bound listener.
     pub fn spawn(listener: std::net::TcpListener, app: Router) -> Server {
+        Server::spawn_tls(listener, app, None)
+    }
+
+    /// Binds `127.0.0.1:0` and serves `app` over HTTPS with `tls`.
+    pub fn start_tls(app: Router, tls: Arc<cairn_http::tls::ServerTls>) -> Server {
+        Server::spawn_tls(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"), app, Some(tls))
+    }
+
+    fn spawn_tls(listener: std::net::TcpListener, app: Router, tls: Option<Arc<cairn_http::tls::ServerTls>>) -> Server {
         let addr = listener.local_addr().expect("local addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -151,7 +161,8 @@ impl Server {
             let _g = rt.enter();
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
             // The node's own connection layer, so handlers see client addresses as in production.
-            rt.spawn(cairn_http::serve(l, app, std::future::pending(), Duration::ZERO));
+            let limits = cairn_http::ServeLimits::default();
+            rt.spawn(cairn_http::serve_tls_with(l, app, std::future::pending(), Duration::ZERO, limits, tls));
         }
         Server { addr, rt: Some(rt) }
     }
@@ -473,6 +484,7 @@ struct OriginState {
 pub struct TestOrigin {
     server: Server,
     state: Arc<OriginState>,
+    scheme: &'static str,
 }
 
 impl TestOrigin {
@@ -484,12 +496,23 @@ impl TestOrigin {
             hits: AtomicUsize::new(0),
         });
         let app = Router::new().route("/blobs/{digest}", get(origin_get)).with_state(Arc::clone(&state));
-        TestOrigin { server: Server::start(app), state }
+        TestOrigin { server: Server::start(app), state, scheme: "http" }
+    }
+
+    /// An origin holding `blobs`, over HTTPS with `tls`.
+    pub fn start_https(blobs: &[Vec<u8>], tls: Arc<cairn_http::tls::ServerTls>) -> TestOrigin {
+        let state = Arc::new(OriginState {
+            blobs: blobs.iter().map(|b| (Digest::of(b), Bytes::from(b.clone()))).collect(),
+            mode: OriginMode::Good,
+            hits: AtomicUsize::new(0),
+        });
+        let app = Router::new().route("/blobs/{digest}", get(origin_get)).with_state(Arc::clone(&state));
+        TestOrigin { server: Server::start_tls(app, tls), state, scheme: "https" }
     }
 
     /// The URL template for a node's config.
     pub fn template(&self) -> String {
-        format!("http://{}/blobs/{{digest}}", self.server.addr())
+        format!("{}://{}/blobs/{{digest}}", self.scheme, self.server.addr())
     }
 
     /// Requests received.
@@ -739,3 +762,4 @@ async fn hostile_get(State(s): State<Arc<HostileState>>, Path(d): Path<String>) 
 use futures_util::StreamExt as _;
 pub mod netns;
 pub mod paced;
+pub mod tls;

@@ -84,6 +84,9 @@ pub struct FileConfig {
     /// Cairn: a file holding the shared cluster secret peers prove
     /// membership with (README: "Cluster membership"; default: none).
     pub cluster_secret_file: Option<PathBuf>,
+    /// Cairn: HTTPS on every listener and to peers: `{cert_file, key_file,
+    /// client_ca_file?, peer_ca_file?}` (README: "TLS").
+    pub tls: Option<cairn_http::tls::TlsFiles>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -108,6 +111,14 @@ pub struct OriginConfig {
     /// A URL origin: extra tries after a transport error or a 5xx, with
     /// backoff and jitter (default 2).
     pub retries: Option<u32>,
+    /// PEM CA certificates trusted for this origin, besides the system trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate from this origin (default false; logged as a warning).
+    pub insecure_skip_verify: Option<bool>,
+    /// A registry: a file holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// A registry: an environment variable holding the password.
+    pub password_env: Option<String>,
 }
 
 impl OriginConfig {
@@ -120,6 +131,8 @@ impl OriginConfig {
                     ("username", self.username.is_some()),
                     ("password", self.password.is_some()),
                     ("tag_ttl", self.tag_ttl.is_some()),
+                    ("password_file", self.password_file.is_some()),
+                    ("password_env", self.password_env.is_some()),
                 ] {
                     if set {
                         bail!("{}: only a registry origin takes {key}", at(key));
@@ -131,6 +144,11 @@ impl OriginConfig {
                 }
                 if let Some(n) = self.retries {
                     origin = origin.with_retries(n);
+                }
+                if self.ca_file.is_some() || self.insecure_skip_verify == Some(true) {
+                    origin = origin
+                        .with_tls(self.ca_file.as_deref(), self.insecure_skip_verify.unwrap_or(false))
+                        .map_err(|e| anyhow::anyhow!("origins[{index}]: {e}"))?;
                 }
                 Ok(origin)
             }
@@ -149,12 +167,15 @@ impl OriginConfig {
                     Some(v) => duration(&at("timeout"), v)?,
                     None => defaults.timeout,
                 };
+                let password = self.password(index)?;
                 Origin::registry(cairn_cluster::upstream::UpstreamConfig {
                     url: registry.clone(),
                     username: self.username.clone(),
-                    password: self.password.clone(),
+                    password,
                     tag_ttl,
                     timeout,
+                    ca_file: self.ca_file.clone(),
+                    insecure_skip_verify: self.insecure_skip_verify.unwrap_or(false),
                 })
                 .map_err(|e| anyhow::anyhow!("{}: {e}", at("registry")))
             }
@@ -163,6 +184,39 @@ impl OriginConfig {
                 bail!("origins[{index}]: give url (a template with {{digest}}) or registry (a registry URL)")
             }
         }
+    }
+}
+
+impl OriginConfig {
+    /// The registry password: inline, from `password_file`, or from the
+    /// variable `password_env`; at most one of them.
+    fn password(&self, index: usize) -> anyhow::Result<Option<String>> {
+        let given = [self.password.is_some(), self.password_file.is_some(), self.password_env.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            bail!("origins[{index}]: give one of password, password_file and password_env");
+        }
+        if let Some(p) = &self.password_file {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("origins[{index}].password_file: reading {}", p.display()))?;
+            let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+            if pw.is_empty() {
+                bail!("origins[{index}].password_file: {} is empty", p.display());
+            }
+            return Ok(Some(pw));
+        }
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(pw) if !pw.is_empty() => Ok(Some(pw)),
+                _ => bail!("origins[{index}].password_env: the environment variable {var} is not set or empty"),
+            };
+        }
+        if self.password.is_some() {
+            tracing::warn!(
+                origin = index,
+                "origins[{index}].password is written in the config; prefer password_file or password_env"
+            );
+        }
+        Ok(self.password.clone())
     }
 }
 
@@ -269,6 +323,8 @@ pub struct NodeConfig {
     pub auth: Option<cairn_http::auth::AuthConfig>,
     /// The shared cluster secret, read from `cluster_secret_file`.
     pub cluster_secret: Option<cairn_cluster::membership::ClusterSecret>,
+    /// The `tls` section, when there is one (its files are read at start and on SIGHUP).
+    pub tls: Option<cairn_http::tls::TlsFiles>,
 }
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
@@ -509,6 +565,7 @@ impl NodeConfig {
             peer_tags,
             auth: file.auth,
             cluster_secret,
+            tls: file.tls,
         })
     }
 
@@ -923,6 +980,59 @@ mod tests {
         assert_eq!(merged(r#"{"peer_tags": "first"}"#).unwrap().cluster().peer_tags, PeerTags::First);
         let e = format!("{:#}", merged("peer_tags: always\n").unwrap_err());
         assert!(e.contains("peer_tags") && e.contains("never, fallback, first"), "{e}");
+    }
+
+    #[test]
+    fn the_tls_section_is_read_and_its_unknown_keys_are_errors() {
+        assert_eq!(merged("").unwrap().tls, None, "no tls section: plain HTTP");
+        let c = merged("tls:\n  cert_file: /c.pem\n  key_file: /k.pem\n  client_ca_file: /ca.pem\n").unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!((t.cert_file.as_path(), t.key_file.as_path()), (Path::new("/c.pem"), Path::new("/k.pem")));
+        assert_eq!((t.client_ca_file.as_deref(), t.peer_ca_file), (Some(Path::new("/ca.pem")), None));
+        let e = format!("{:#}", merged("tls:\n  cert_file: /c\n  key_file: /k\n  ca_file: /x\n").unwrap_err());
+        assert!(e.contains("ca_file"), "{e}");
+        let e = format!("{:#}", merged("tls:\n  cert_file: /c\n").unwrap_err());
+        assert!(e.contains("key_file"), "{e}");
+    }
+
+    #[test]
+    fn registry_passwords_come_from_a_file_or_an_environment_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let reg = |extra: &str| merged(&format!("origins:\n  - registry: \"http://r\"\n    username: u\n{extra}"));
+        let password = |c: NodeConfig| match &c.origins[0] {
+            cairn_cluster::Origin::Registry(up) => up.config().password.clone(),
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(password(reg(&format!("    password_file: \"{}\"\n", pw.display())).unwrap()).unwrap(), "s3cret");
+        // PATH is always set; the test cannot set a variable (no unsafe code).
+        assert_eq!(password(reg("    password_env: PATH\n").unwrap()), std::env::var("PATH").ok());
+        let e = format!("{:#}", reg("    password_env: CAIRN_NO_SUCH_VARIABLE_7\n").unwrap_err());
+        assert!(e.contains("origins[0].password_env") && e.contains("CAIRN_NO_SUCH_VARIABLE_7"), "{e}");
+        let e = format!("{:#}", reg("    password_file: /nonexistent/pw\n").unwrap_err());
+        assert!(e.contains("origins[0].password_file") && e.contains("/nonexistent/pw"), "{e}");
+        let e = format!("{:#}", reg("    password: p\n    password_env: PATH\n").unwrap_err());
+        assert!(e.contains("one of password, password_file and password_env"), "{e}");
+        let e =
+            format!("{:#}", merged("origins:\n  - url: \"http://x/{digest}\"\n    password_env: PATH\n").unwrap_err());
+        assert!(e.contains("only a registry origin takes password_env"), "{e}");
+    }
+
+    #[test]
+    fn an_origin_ca_file_that_cannot_be_read_is_an_error_naming_the_origin() {
+        let e = format!(
+            "{:#}",
+            merged("origins:\n  - url: \"https://x/{digest}\"\n    ca_file: /nonexistent/ca.pem\n").unwrap_err()
+        );
+        assert!(e.contains("origins[0]") && e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = format!(
+            "{:#}",
+            merged("origins:\n  - registry: \"https://r\"\n    ca_file: /nonexistent/ca.pem\n").unwrap_err()
+        );
+        assert!(e.contains("origins[0]") && e.contains("/nonexistent/ca.pem"), "{e}");
+        let c = merged("origins:\n  - url: \"https://x/{digest}\"\n    insecure_skip_verify: true\n").unwrap();
+        assert!(format!("{:?}", c.origins[0]).contains("insecure: true"));
     }
 
     #[test]

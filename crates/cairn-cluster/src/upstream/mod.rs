@@ -44,6 +44,10 @@ pub struct UpstreamConfig {
     pub tag_ttl: Duration,
     /// Connect timeout, and the limit on waiting for an answer's headers.
     pub timeout: Duration,
+    /// PEM CA certificates trusted besides the system trust store.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate (only when set explicitly).
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -54,6 +58,8 @@ impl Default for UpstreamConfig {
             password: None,
             tag_ttl: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
+            ca_file: None,
+            insecure_skip_verify: false,
         }
     }
 }
@@ -67,6 +73,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tag_ttl", &self.tag_ttl)
             .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
             .finish()
     }
 }
@@ -264,7 +272,8 @@ impl Upstream {
         }
         let base = cfg.url.trim_end_matches('/').to_owned();
         let docker_hub = matches!(url.host_str(), Some("registry-1.docker.io" | "docker.io" | "index.docker.io"));
-        let http = reqwest::Client::builder()
+        let http = crate::origin::https_client(&cfg.url, cfg.ca_file.as_deref(), cfg.insecure_skip_verify)
+            .map_err(|e| format!("registry {}: {e}", cfg.url))?
             .connect_timeout(cfg.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -606,13 +615,7 @@ fn content_type(resp: &reqwest::Response) -> Option<String> {
 
 /// An error with its sources, which is where reqwest puts the useful part.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s = format!("{s}: {inner}");
-        src = inner.source();
-    }
-    s
+    crate::origin::error_chain(e)
 }
 
 /// Reads a body of at most `limit` bytes.

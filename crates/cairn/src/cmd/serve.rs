@@ -51,8 +51,21 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         .with_context(|| format!("opening data dir {}", cfg.data_dir.display()))?;
     // Every node is also a registry: /v2 on listen_addr, and on registry_addr when set.
     let registry = open_registry(&cfg, store.clone()).await?;
-    let state =
-        AppState::with_registry(store, cfg.cluster(), &cfg.listen_addr, Some(registry)).map_err(anyhow::Error::msg)?;
+    let tls = match &cfg.tls {
+        Some(files) => {
+            Some(cairn_http::tls::ServerTls::load(files.clone()).context("loading the tls section's files")?)
+        }
+        None => None,
+    };
+    let client = match &tls {
+        Some(t) => {
+            let c = t.peer_client_config().context("the peer client's TLS")?;
+            cairn_http::Client::for_peers_tls(cfg.peer_timeout, c).map_err(anyhow::Error::msg)?
+        }
+        None => cairn_http::Client::for_peers(cfg.peer_timeout),
+    };
+    let state = AppState::with_peer_client(store, cfg.cluster(), &cfg.listen_addr, Some(registry), client)
+        .map_err(anyhow::Error::msg)?;
     install_auth(&cfg, &state)?;
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
@@ -60,12 +73,12 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     let local = listener.local_addr().context("reading the bound address")?;
     let (registry, registry_addr) = match (cfg.registry_bind, state.v2_state()) {
         (Some(addr), Some(v2)) => {
-            let (task, bound) = registry_listener(&cfg, v2, addr, limits).await?;
+            let (task, bound) = registry_listener(&cfg, v2, addr, limits, tls.clone()).await?;
             (Some(task), Some(bound))
         }
         _ => (None, None),
     };
-    let reload = spawn_auth_reload(&cfg, Arc::clone(&state.auth));
+    let reload = spawn_reload(&cfg, Arc::clone(&state.auth), tls.clone());
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
     let mdns = start_discovery(&cfg, &state.cluster)?;
@@ -84,15 +97,16 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         discovery = %discovery,
         cluster_secret = if cfg.cluster_secret.is_some() { "on: peers prove membership" } else { "off: peers unauthenticated" },
         auth = ?auth_mode(&state),
-        tls = %"off",
+        tls = %tls.as_ref().map_or("off", |t| t.mode()),
         "cairn node serving"
     );
-    cairn_http::serve_with(
+    cairn_http::serve_tls_with(
         listener,
         cairn_http::app(Arc::clone(&state)),
         shutdown_signal(),
         cfg.shutdown_grace,
         limits,
+        tls,
     )
     .await
     .context("serving")?;
@@ -138,27 +152,45 @@ fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
 }
 
 /// On SIGHUP, reads the `auth` section's htpasswd and tokens files again
-/// (rights come from the config as loaded at start). A file that no longer
-/// loads keeps the rules in force, with a warning.
-fn spawn_auth_reload(cfg: &NodeConfig, auth: Arc<cairn_http::auth::Auth>) -> Option<tokio::task::JoinHandle<()>> {
+/// (rights come from the config as loaded at start) and the `tls` files.
+/// A file that no longer loads keeps what is in force, with a warning.
+fn spawn_reload(
+    cfg: &NodeConfig,
+    auth: Arc<cairn_http::auth::Auth>,
+    tls: Option<Arc<cairn_http::tls::ServerTls>>,
+) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let section = cfg.auth.clone()?;
+    let section = cfg.auth.clone();
+    if section.is_none() && tls.is_none() {
+        return None;
+    }
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; auth files are read at start only");
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; auth and tls files are read at start only");
             return None;
         }
     };
     Some(tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match cairn_http::auth::Policy::from_config(&section) {
-                Ok(p) => {
-                    auth.set(p);
-                    tracing::info!(mode = %auth.policy().describe(), "SIGHUP: auth files reloaded");
+            if let Some(section) = &section {
+                match cairn_http::auth::Policy::from_config(section) {
+                    Ok(p) => {
+                        auth.set(p);
+                        tracing::info!(mode = %auth.policy().describe(), "SIGHUP: auth files reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: auth files not reloaded; the previous rules stay in force")
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "SIGHUP: auth files not reloaded; the previous rules stay in force")
+            }
+            if let Some(t) = &tls {
+                match t.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: tls certificate reloaded; new connections use it"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "SIGHUP: tls files not reloaded; the previous certificate stays in force"
+                    ),
                 }
             }
         }
@@ -203,12 +235,14 @@ async fn registry_listener(
     v2: cairn_http::v2::V2State,
     addr: std::net::SocketAddr,
     limits: cairn_http::ServeLimits,
+    tls: Option<Arc<cairn_http::tls::ServerTls>>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<std::io::Result<()>>, std::net::SocketAddr)> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     let app = cairn_http::v2::registry_app(v2);
-    Ok((tokio::spawn(cairn_http::serve_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits)), bound))
+    let serving = cairn_http::serve_tls_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits, tls);
+    Ok((tokio::spawn(serving), bound))
 }
 
 /// Resolves on SIGINT or SIGTERM.
