@@ -130,11 +130,16 @@ impl Cluster {
                 }
             }
         }
-        if mode == PeerTags::Fallback
-            && let Some(t) = self.peer_tag(repo, tag, &mut tried, &mut failed).await
-        {
-            tracing::info!(repo, tag, source = %t.source, tried = ?tried, "no upstream answered for the tag; a peer's answer is used");
-            return Ok(Some(t));
+        // A stale fallback for an upstream that failed, never for one that
+        // answered (a tag it lacks is not the peers' to define), and only
+        // from peers that proved membership of the cluster.
+        if mode == PeerTags::Fallback && failed {
+            if !self.inner.peers.proof_required() {
+                tried.push("peers: not asked (without cluster_secret_file peers are unauthenticated; set it, or peer_tags: first)".into());
+            } else if let Some(t) = self.peer_tag(repo, tag, &mut tried, &mut failed).await {
+                tracing::info!(repo, tag, source = %t.source, tried = ?tried, "no upstream answered for the tag; a member peer's answer is used");
+                return Ok(Some(t));
+            }
         }
         if mode == PeerTags::Never {
             tried.push("peers: not asked (peer_tags: never)".into());

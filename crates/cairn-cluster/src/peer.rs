@@ -287,7 +287,8 @@ impl PeerSet {
         self.proof_required.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn proof_required(&self) -> bool {
+    /// True when the node has a cluster secret: peers count only once proven.
+    pub fn proof_required(&self) -> bool {
         self.proof_required.load(std::sync::atomic::Ordering::Relaxed)
     }
 

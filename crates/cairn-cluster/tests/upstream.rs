@@ -468,10 +468,10 @@ async fn by_default_a_tag_the_upstream_knows_asks_no_peer() {
     let t = cluster.resolve_tag("team/app", "v1").await.unwrap().unwrap();
     assert_eq!(t.digest, img.manifest, "{}", t.source);
     assert_eq!(peer.asked.load(Ordering::SeqCst), 0, "the peer was asked although the upstream answered");
-    // The upstream lacks it: the peer is asked (and lacks it too).
+    // The upstream lacks it: that is its answer, not a failure for peers to cover.
     let e = cluster.resolve_tag("team/app", "nope").await;
     assert!(matches!(e, Ok(None)), "{e:?}");
-    assert_eq!(peer.asked.load(Ordering::SeqCst), 1, "a tag the upstream lacks is asked of the peers");
+    assert_eq!(peer.asked.load(Ordering::SeqCst), 0, "a tag the upstream lacks was asked of the peers");
 }
 
 async fn unavailable() -> Response {
@@ -479,7 +479,7 @@ async fn unavailable() -> Response {
 }
 
 #[tokio::test]
-async fn an_upstream_answering_5xx_falls_back_to_the_peers_unless_peer_tags_is_never() {
+async fn an_upstream_answering_5xx_falls_back_only_to_member_peers_and_to_none_when_peer_tags_is_never() {
     let srv = Server::start(Router::new().route("/v2/{*rest}", get(unavailable)));
     let peer = Arc::new(TagPeer { digest: Digest::of(b"the peer's manifest"), asked: AtomicUsize::new(0) });
     let with = |peer_tags| {
@@ -494,8 +494,14 @@ async fn an_upstream_answering_5xx_falls_back_to_the_peers_unless_peer_tags_is_n
         (cairn_cluster::Cluster::new(cairn_store::Store::open(dir.path()).unwrap(), cfg, api), dir)
     };
 
+    // Without a cluster secret no peer has proved membership: none stands in.
     let (fallback, _d1) = with(PeerTags::Fallback);
-    let t = fallback.resolve_tag("team/app", "v1").await.unwrap().unwrap();
+    let e = fallback.resolve_tag("team/app", "v1").await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 503") && e.contains("cluster_secret_file"), "{e}");
+    assert_eq!(peer.asked.load(Ordering::SeqCst), 0, "an unauthenticated peer was asked for a tag");
+    // An operator who trusts the peers says so.
+    let (first, _d3) = with(PeerTags::First);
+    let t = first.resolve_tag("team/app", "v1").await.unwrap().unwrap();
     assert_eq!((t.digest, t.source.as_str()), (peer.digest, "peer peer-a:1"));
 
     let (never, _d2) = with(PeerTags::Never);

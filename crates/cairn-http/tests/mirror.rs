@@ -158,7 +158,8 @@ async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_with_no_object
         return;
     }
     let Some(reg) = TestRegistry::start(RegistryAuth::None) else { return };
-    let spec = mirror_spec(upstream(&reg.url(), Duration::from_secs(3600)));
+    // The cluster's own tags first: an image pushed to one node under a mirrored name.
+    let spec = NodeSpec { peer_tags: PeerTags::First, ..mirror_spec(upstream(&reg.url(), Duration::from_secs(3600))) };
     let nodes = start_cluster(3, spec);
     let layers = vec![blob(47, 4 << 20), blob(48, 64 << 10)];
     let img = push_image(&nodes[0].url(), None, "team/app", "v1", &layers).await;
@@ -179,10 +180,9 @@ async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_with_no_object
     }
     assert!(!nodes[1].store.exists(&img.layers[0]), "node B was not involved");
     assert!(nodes[0].counters.get("GET /v1/blobs") >= 3, "node A served the manifest, config and layers");
-    // The upstream is the authority on tags: it is asked first, says it has
-    // no such tag, and then the peers answer; no object comes from it.
+    // The peers answered the tag first: nothing at all came from the upstream.
     let reads = upstream_reads(&reg);
-    assert!(reads.iter().all(|r| r.contains("/manifests/v1")), "only the tag was asked upstream: {reads:?}");
+    assert!(reads.is_empty(), "the upstream was asked: {reads:?}");
 }
 
 /// The scenario: node A (no upstream) holds a different manifest
@@ -193,17 +193,30 @@ async fn image_pushed_to_node_a_is_pulled_with_skopeo_from_node_c_with_no_object
 async fn mirrored_tag_resolves_at_the_upstream_before_any_peer_and_peers_stand_in_only_as_peer_tags_says() {
     let Some(mut reg) = TestRegistry::start(RegistryAuth::None) else { return };
     let real = push_image(&reg.url(), None, "library/alpine", "latest", &[blob(50, 1000)]).await;
-    let a = TestNode::start(NodeSpec { v2: true, ..Default::default() });
+    // Members of one cluster (a shared secret): a peer's tag counts only then.
+    fn member(c: &mut cairn_cluster::ClusterConfig) {
+        c.cluster_secret =
+            Some(cairn_cluster::membership::ClusterSecret::new(cairn_testkit::SECRET.as_bytes()).unwrap());
+    }
+    let a = TestNode::start(NodeSpec { v2: true, tune: Some(member), ..Default::default() });
     let spoof = push_image(&a.url(), None, "library/alpine", "latest", &[blob(51, 1000)]).await;
     let local = push_image(&a.url(), None, "library/alpine", "cluster-only", &[blob(52, 1000)]).await;
     assert_ne!(real.manifest, spoof.manifest);
-    let spec =
-        |peer_tags| NodeSpec { peers: vec![a.addr()], peer_tags, ..mirror_spec(upstream(&reg.url(), Duration::ZERO)) };
+    let spec = |peer_tags| NodeSpec {
+        peers: vec![a.addr()],
+        peer_tags,
+        tune: Some(member),
+        ..mirror_spec(upstream(&reg.url(), Duration::ZERO))
+    };
     let b = TestNode::start(spec(PeerTags::Fallback));
     let first = TestNode::start(spec(PeerTags::First));
     let never = TestNode::start(spec(PeerTags::Never));
     // Asks nothing until the upstream is down, so it has no cached answer.
     let late = TestNode::start(spec(PeerTags::Fallback));
+    // Each has proved a's membership (and a theirs) before anything is asked.
+    for n in [&b, &first, &never, &late] {
+        n.state.cluster.probe_all().await;
+    }
 
     let latest = "library/alpine/manifests/latest";
     let (status, digest, body) = get(&b, latest).await;
@@ -214,10 +227,12 @@ async fn mirrored_tag_resolves_at_the_upstream_before_any_peer_and_peers_stand_i
     let (_, digest, _) = get(&first, latest).await;
     assert_eq!(digest, Some(spoof.manifest.oci()), "peer_tags: first takes the peer's word");
 
-    // A tag the upstream does not have: an image pushed to the cluster.
+    // A tag the upstream does not have: its answer stands, only `first` takes the cluster's.
     let cluster_only = "library/alpine/manifests/cluster-only";
-    let (status, digest, _) = get(&b, cluster_only).await;
-    assert_eq!((status, digest), (200, Some(local.manifest.oci())), "fallback: a peer fills a tag the upstream lacks");
+    let (status, _, _) = get(&b, cluster_only).await;
+    assert_eq!(status, 404, "fallback: a tag the upstream says it lacks is not taken from a peer");
+    let (status, digest, _) = get(&first, cluster_only).await;
+    assert_eq!((status, digest), (200, Some(local.manifest.oci())), "peer_tags: first takes the cluster's tag");
     let (status, _, _) = get(&never, cluster_only).await;
     assert_eq!(status, 404, "peer_tags: never asks no peer");
 
