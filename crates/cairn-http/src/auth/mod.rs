@@ -229,25 +229,16 @@ impl Policy {
         let Mode::Configured(c) = &self.mode else { return Ok(Principal::Anonymous) };
         let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Principal::Anonymous) };
         let text = value.to_str().map_err(|_| "the Authorization header is not ASCII text".to_owned())?;
-        let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return match c.tokens.find(rest) {
-                Some(name) => Ok(Principal::User(name.to_owned())),
-                None => Err("the bearer token is not one of this node's tokens".to_owned()),
-            };
-        }
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(format!("Authorization scheme {scheme:?} is not supported; use Basic or Bearer"));
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| "the Basic credentials are not base64 of user:password".to_owned())?;
-        let Some((user, password)) = decoded.split_once(':') else {
-            return Err("the Basic credentials are not user:password".to_owned());
+        let (user, password) = match parse_authorization(text)? {
+            Credentials::Bearer(token) => {
+                return match c.tokens.find(token) {
+                    Some(name) => Ok(Principal::User(name.to_owned())),
+                    None => Err("the bearer token is not one of this node's tokens".to_owned()),
+                };
+            }
+            Credentials::Basic { user, password } => (user, password),
         };
+        let (user, password) = (user.as_str(), password.as_str());
         let key = c.cache.key(user, password);
         if c.cache.hit(&key) {
             return Ok(Principal::User(user.to_owned()));
@@ -534,6 +525,43 @@ impl CredentialCache {
         }
         seen.insert(key, Instant::now());
     }
+}
+
+/// What an `Authorization` header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// `Bearer <token>`.
+    Bearer(&'a str),
+    /// `Basic <base64 of user:password>`, decoded.
+    Basic {
+        /// The user (no `:`).
+        user: String,
+        /// The password (may contain `:`).
+        password: String,
+    },
+}
+
+/// Parses an `Authorization` header value; the error says what is wrong
+/// with it (the 401's message). Never panics, whatever the bytes.
+pub fn parse_authorization(text: &str) -> Result<Credentials<'_>, String> {
+    let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(Credentials::Bearer(rest));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        let shown: String = scheme.chars().take(32).collect();
+        return Err(format!("Authorization scheme {shown:?} is not supported; use Basic or Bearer"));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| "the Basic credentials are not base64 of user:password".to_owned())?;
+    let Some((user, password)) = decoded.split_once(':') else {
+        return Err("the Basic credentials are not user:password".to_owned());
+    };
+    Ok(Credentials::Basic { user: user.to_owned(), password: password.to_owned() })
 }
 
 #[cfg(test)]

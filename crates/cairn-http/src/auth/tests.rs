@@ -179,3 +179,38 @@ fn config_errors_name_the_key_and_say_what_to_do() {
     let e = Policy::from_config(&md5).unwrap_err().to_string();
     assert!(e.contains("htpasswd -B") && e.contains("line 1") && e.contains("MD5"), "{e}");
 }
+
+mod authorization_header {
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    use super::super::{Credentials, parse_authorization};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_header_text_parses_or_is_refused_without_a_panic(text in any::<String>()) {
+            let _ = parse_authorization(&text);
+        }
+
+        #[test]
+        fn near_valid_headers_never_panic(scheme in "(?i)(basic|bearer|digest|)", rest in "[ -~]{0,80}") {
+            let _ = parse_authorization(&format!("{scheme} {rest}"));
+        }
+
+        #[test]
+        fn basic_credentials_round_trip(user in "[^:\\x00]{0,40}", password in any::<String>()) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let header = format!("Basic {b64}");
+            let got = parse_authorization(&header).unwrap();
+            prop_assert_eq!(got, Credentials::Basic { user: user.clone(), password: password.clone() });
+        }
+
+        #[test]
+        fn bearer_tokens_round_trip(token in "[!-~]{1,80}") {
+            let header = format!("Bearer {token}");
+            prop_assert_eq!(parse_authorization(&header).unwrap(), Credentials::Bearer(&token));
+        }
+    }
+}
