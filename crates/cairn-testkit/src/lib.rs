@@ -107,6 +107,23 @@ impl NodeProcess {
     }
 }
 
+impl NodeProcess {
+    /// Like [`NodeProcess::serve`], with `RUST_LOG=info` and stderr kept
+    /// (piped), for tests that read the node's log.
+    pub fn serve_logged(bin: &str, cfg: &std::path::Path, addr: &str) -> NodeProcess {
+        let child = std::process::Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("CAIRN_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start cairn serve");
+        NodeProcess { child, addr: addr.to_owned() }
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

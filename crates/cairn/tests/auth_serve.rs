@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -39,17 +39,7 @@ fn basic(user: &str, password: &str) -> String {
 fn serve(dir: &Path, config: &str, addr: &str) -> Node {
     let cfg = dir.join("cairn.yaml");
     std::fs::write(&cfg, config).unwrap();
-    let child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env_remove("CAIRN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut node = Node { child, addr: addr.to_owned() };
+    let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     while raw(addr, "GET", "/v1/health", None, b"").0 != 200 {
         if let Some(st) = node.child.try_wait().unwrap() {
@@ -240,17 +230,7 @@ fn serve_warns_when_auth_shuts_out_peers_that_send_no_credentials() {
     let cfg = tmp.path().join("cairn.yaml");
     let text = format!("{}peers: [\"127.0.0.1:1\"]\nauth:\n  anonymous: []\n", base_config(tmp.path(), port));
     std::fs::write(&cfg, text).unwrap();
-    let child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env_remove("CAIRN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut node = Node { child, addr: addr.clone() };
+    let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     // Ready when it answers; anonymous callers get 401 even for /v1/health.
     while raw(&addr, "GET", "/v1/health", None, b"").0 != 401 {

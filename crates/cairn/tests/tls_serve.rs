@@ -4,10 +4,9 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
 use cairn_testkit::tls::{CertFiles, TestCa};
 use cairn_testkit::{NodeProcess as Node, free_port};
 
@@ -56,17 +55,7 @@ fn tls_config(dir: &Path, port: u16, reg: u16, node: &CertFiles, client_ca: Opti
 fn serve(dir: &Path, config: &str, addr: &str, ready: impl Fn() -> bool) -> Node {
     let cfg = dir.join("cairn.yaml");
     std::fs::write(&cfg, config).unwrap();
-    let child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env_remove("CAIRN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut node = Node { child, addr: addr.to_owned() };
+    let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, addr);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready() {
         if let Some(st) = node.child.try_wait().unwrap() {
