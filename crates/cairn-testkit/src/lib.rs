@@ -122,6 +122,34 @@ impl NodeProcess {
             .expect("start cairn serve");
         NodeProcess { child, addr: addr.to_owned() }
     }
+
+    /// Polls `ready` until it holds; panics with the node's log if the
+    /// process exits first or is not ready within 20 s.
+    pub fn wait_ready(&mut self, ready: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ready() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("cairn serve exited with {st}: {}", self.stop_and_log());
+            }
+            if std::time::Instant::now() >= deadline {
+                let addr = self.addr.clone();
+                panic!("node on {addr} not ready within 20 s: {}", self.stop_and_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the node and returns what it logged (with [`NodeProcess::serve_logged`]).
+    pub fn stop_and_log(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
 }
 
 impl Drop for NodeProcess {

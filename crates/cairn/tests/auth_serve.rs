@@ -40,26 +40,8 @@ fn serve(dir: &Path, config: &str, addr: &str) -> Node {
     let cfg = dir.join("cairn.yaml");
     std::fs::write(&cfg, config).unwrap();
     let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while raw(addr, "GET", "/v1/health", None, b"").0 != 200 {
-        if let Some(st) = node.child.try_wait().unwrap() {
-            panic!("cairn serve exited with {st}: {}", stderr_of(&mut node));
-        }
-        assert!(Instant::now() < deadline, "node on {addr} not ready within 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    node.wait_ready(|| raw(addr, "GET", "/v1/health", None, b"").0 == 200);
     node
-}
-
-/// Stops the node and returns what it logged.
-fn stderr_of(node: &mut Node) -> String {
-    let _ = node.child.kill();
-    let _ = node.child.wait();
-    let mut err = String::new();
-    if let Some(mut e) = node.child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    err
 }
 
 fn base_config(dir: &Path, port: u16) -> String {
@@ -83,7 +65,7 @@ fn serve_without_auth_logs_the_loopback_rule_and_takes_pushes_from_loopback() {
     let d = cairn_store::Digest::of(b"local push");
     let (status, out) = raw(&addr, "PUT", &format!("/v1/blobs/{d}"), None, b"local push");
     assert_eq!(status, 201, "{out}");
-    let log = stderr_of(&mut node);
+    let log = node.stop_and_log();
     assert!(log.contains("cairn node serving") && log.contains("loopback clients only"), "{log}");
 }
 
@@ -129,7 +111,7 @@ fn the_readme_auth_snippet_runs_a_node_that_asks_for_credentials_and_grants_its_
     // deployer (a token): everything.
     let bearer = format!("Bearer {TOKEN}");
     assert_eq!(raw(&addr, "PUT", &format!("/v1/blobs/{d}"), Some(&bearer), b"by token").0, 201);
-    let log = stderr_of(&mut node);
+    let log = node.stop_and_log();
     assert!(log.contains("auth on") && log.contains("1 htpasswd users, 1 tokens"), "{log}");
 }
 
@@ -231,12 +213,8 @@ fn serve_warns_when_auth_shuts_out_peers_that_send_no_credentials() {
     let text = format!("{}peers: [\"127.0.0.1:1\"]\nauth:\n  anonymous: []\n", base_config(tmp.path(), port));
     std::fs::write(&cfg, text).unwrap();
     let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
     // Ready when it answers; anonymous callers get 401 even for /v1/health.
-    while raw(&addr, "GET", "/v1/health", None, b"").0 != 401 {
-        assert!(Instant::now() < deadline, "node on {addr} not answering 401 within 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = stderr_of(&mut node);
+    node.wait_ready(|| raw(&addr, "GET", "/v1/health", None, b"").0 == 401);
+    let log = node.stop_and_log();
     assert!(log.contains("peers will get 401"), "{log}");
 }

@@ -56,26 +56,8 @@ fn serve(dir: &Path, config: &str, addr: &str, ready: impl Fn() -> bool) -> Node
     let cfg = dir.join("cairn.yaml");
     std::fs::write(&cfg, config).unwrap();
     let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        if let Some(st) = node.child.try_wait().unwrap() {
-            panic!("cairn serve exited with {st}: {}", stderr_of(&mut node));
-        }
-        assert!(Instant::now() < deadline, "node on {addr} not ready within 20 s: {}", stderr_of(&mut node));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    node.wait_ready(ready);
     node
-}
-
-/// Stops the node and returns what it logged.
-fn stderr_of(node: &mut Node) -> String {
-    let _ = node.child.kill();
-    let _ = node.child.wait();
-    let mut err = String::new();
-    if let Some(mut e) = node.child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    err
 }
 
 #[test]
@@ -128,7 +110,7 @@ fn an_https_node_serves_a_blob_and_health_to_curl_and_skopeo_on_both_listeners()
         let out = Command::new("skopeo").args(["--policy"]).arg(&pol).args(["inspect", &dest]).output().unwrap();
         assert!(!out.status.success(), "skopeo trusted an unknown CA");
     }
-    let log = stderr_of(&mut node);
+    let log = node.stop_and_log();
     assert!(log.contains("tls=on"), "the start line says TLS is on: {log}");
 }
 
@@ -151,7 +133,7 @@ fn with_client_ca_file_a_client_needs_a_certificate_from_that_ca() {
     assert_eq!(with(&member), 200);
     assert_ne!(with(&stranger), 200, "a certificate from another CA is refused");
     assert_ne!(curl(&["--cacert", &cacert, &health]).0, 200, "no certificate, no answer");
-    let log = stderr_of(&mut node);
+    let log = node.stop_and_log();
     assert!(log.contains("tls=mtls"), "{log}");
 }
 
