@@ -343,28 +343,6 @@ async fn htpasswd_b_files_are_accepted_and_md5_files_are_refused_with_the_fix() 
     }
 }
 
-/// A tar archive holding one regular file (ustar headers, written here).
-fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    let mut put = |at: usize, field: &[u8]| h[at..at + field.len()].copy_from_slice(field);
-    put(0, name.as_bytes());
-    put(100, b"0000644\0");
-    put(108, b"0000000\0");
-    put(116, b"0000000\0");
-    put(124, format!("{:011o}\0", content.len()).as_bytes());
-    put(136, b"00000000000\0");
-    put(148, b"        ");
-    put(156, b"0");
-    put(257, b"ustar\0");
-    put(263, b"00");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(content);
-    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
-    out
-}
-
 /// A one-layer OCI layout in `dir` tagged `v1`, for skopeo to copy from;
 /// returns the layer's digest.
 fn oci_layout(dir: &Path) -> Digest {
@@ -375,7 +353,7 @@ fn oci_layout(dir: &Path) -> Digest {
         std::fs::write(blobs.join(d.hex()), bytes).unwrap();
         d
     };
-    let tar = tar_one_file("hello.txt", b"hello from an authenticated push\n");
+    let tar = cairn_testkit::registry::tar_one_file("hello.txt", b"hello from an authenticated push\n");
     let layer = cairn_testkit::registry::gzip_stored(&tar);
     let ld = write(&layer);
     let config = format!(
