@@ -61,7 +61,7 @@ fn serve(dir: &Path, id: &str, upstream: &str, peers: &[&str]) -> NodeProcess {
     let cfg = dir.join(format!("{id}.yaml"));
     std::fs::write(&cfg, yaml).unwrap();
     let mut node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
-    wait_for(&mut node, "health", || http_get(&addr, "/v1/health").is_some_and(|(s, _)| s == 200));
+    assert!(http_get(&addr, "/v1/health").is_some_and(|(s, _)| s == 200), "a fresh node is healthy");
     let want = peers.len();
     wait_for(&mut node, "peers healthy", || {
         let Some((200, body)) = http_get(&addr, "/v1/peers") else { return false };
