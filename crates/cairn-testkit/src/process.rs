@@ -123,9 +123,10 @@ fn answers(addr: &str) -> bool {
     if s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
         return true;
     }
+    // Data or a close both prove it; only a silent timeout does not.
     let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(_) => true,
+    match s.read_exact(&mut b) {
+        Ok(()) => true,
         Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }
