@@ -15,11 +15,13 @@
 //! - [`netns`]: network namespaces for mDNS tests.
 //! - [`containerd`]: a real containerd and `ctr`, every path in a temp dir.
 //! - [`tls`]: a test CA and the certificates it signs, as PEM files.
+//! - [`BrokenRegistry`]: an upstream registry that tampers, is down or hangs.
 //! - [`paced`]: an origin with a first-byte delay and shared bandwidth.
 //! - [`NodeProcess`], [`free_port`]: a `cairn serve` process killed on drop.
 //! - [`blob`], [`read_all`], [`dead_addr`]: seeded bytes, whole bodies, a
 //!   refused address.
 
+mod broken;
 pub mod containerd;
 mod data;
 mod hostile;
@@ -32,6 +34,7 @@ pub mod registry;
 mod server;
 pub mod tls;
 
+pub use broken::{Breakage, BrokenRegistry};
 pub use data::{blob, dead_addr, free_port, read_all, ref_file_for};
 pub use hostile::{HUGE_LENGTH, HostilePeer, Hostility, SECRET};
 pub use node::{NodeSpec, TestNode, start_cluster};

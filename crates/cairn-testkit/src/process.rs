@@ -99,6 +99,19 @@ impl NodeProcess {
         }
     }
 
+    /// A memory figure of the node from `/proc/PID/status`, in MiB: `VmRSS`
+    /// (resident now) or `VmHWM` (the peak).
+    pub fn memory_mib(&self, field: &str) -> u64 {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the node's /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+        kib / 1024
+    }
+
     /// Stops the node and returns what it logged.
     pub fn stop_and_log(&mut self) -> String {
         let _ = self.child.kill();

@@ -10,16 +10,6 @@ const DOWNLOADS_EACH: usize = 100;
 const BLOBS: usize = 40;
 const LIMIT_MIB: u64 = 192;
 
-fn vm_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read node status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/pid/status");
-    kib / 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_short_downloads_leave_the_node_holding_bounded_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -56,7 +46,7 @@ async fn many_short_downloads_leave_the_node_holding_bounded_memory() {
     for t in futures_util::future::join_all(tasks).await {
         t.expect("download task").expect("download");
     }
-    let rss = vm_rss_mib(node.child.id());
+    let rss = node.memory_mib("VmRSS");
     eprintln!("node RSS after {} downloads: {rss} MiB", DOWNLOADERS * DOWNLOADS_EACH);
     assert!(rss < LIMIT_MIB, "node holds {rss} MiB after many short downloads (limit {LIMIT_MIB} MiB)");
 }
