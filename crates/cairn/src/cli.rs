@@ -131,6 +131,17 @@ pub enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Print a shell completion script, e.g. `cairn completions bash > /etc/bash_completion.d/cairn`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: cairn(1) and one per command (cairn-serve(1), ...).
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// `cairn manifest ...`.

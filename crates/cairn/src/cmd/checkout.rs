@@ -17,7 +17,7 @@ pub fn run(data_dir: &Path, name: &str, dir: &Path, opts: CheckoutOptions) -> an
         b.finish_and_clear();
     }
     let r = res.with_context(|| format!("checkout {rf} into {}", dir.display()))?;
-    println!(
+    outln!(
         "{rf} -> {}: {} files ({}; {} linked, {} cloned, {} copied), {} symlinks, {} directories",
         dir.display(),
         r.files,

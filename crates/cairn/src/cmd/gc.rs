@@ -18,9 +18,9 @@ pub fn run(data_dir: &Path, dry_run: bool, grace: &str) -> anyhow::Result<ExitCo
     let r = store.gc(GcOptions { grace, dry_run }).with_context(|| format!("gc of data dir {}", data_dir.display()))?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for (d, size) in &r.blobs {
-        println!("{verb} {d}  {size}");
+        outln!("{verb} {d}  {size}");
     }
-    println!(
+    outln!(
         "gc: {verb} {} blobs, {} ({} bytes); kept {} referenced and {} younger than {}",
         r.blobs.len(),
         HumanBytes(r.bytes),

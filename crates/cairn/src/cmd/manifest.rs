@@ -16,9 +16,9 @@ pub fn run(data_dir: &Path, cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
             let rf = super::common::resolve(&store, &name)?;
             let bytes = store.manifest_bytes(&rf).with_context(|| format!("reading manifest {rf}"))?;
             let mut out = io::stdout().lock();
-            out.write_all(&bytes).context("writing to stdout")?;
+            out.write_all(&bytes).context(crate::exit::STDOUT)?;
             if !bytes.ends_with(b"\n") {
-                out.write_all(b"\n").context("writing to stdout")?;
+                out.write_all(b"\n").context(crate::exit::STDOUT)?;
             }
         }
         ManifestCommand::Rm { name, all } => {
@@ -31,7 +31,7 @@ pub fn run(data_dir: &Path, cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
             }
             for rf in doomed {
                 store.delete_manifest(&rf).with_context(|| format!("removing manifest {rf}"))?;
-                println!("removed {rf}");
+                outln!("removed {rf}");
             }
         }
     }

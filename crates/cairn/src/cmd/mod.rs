@@ -1,7 +1,20 @@
 //! One module per command.
 
+/// `println!` for command output: a reader that went away (`cairn ls | head`)
+/// ends the command quietly with success, as it does for coreutils, instead
+/// of a panic; another write error is reported as one.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::cmd::stdout_failed(e);
+        }
+    }};
+}
+
 mod checkout;
 mod common;
+mod docs;
 mod gc;
 mod get;
 mod has;
@@ -51,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch { digest, output, target } => {
             remote::fetch(&target.node()?, &digest, output.as_deref(), target.json)
         }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(&out),
     }
 }
 
@@ -72,4 +87,13 @@ pub fn data_dir(flag: Option<std::path::PathBuf>) -> std::path::PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
     std::path::PathBuf::from(home).join(".local/share/cairn")
+}
+
+/// Ends the process after a failed write to standard output.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("cairn: {}: {e}", crate::exit::STDOUT);
+    std::process::exit(i32::from(crate::exit::NOT_FOUND));
 }

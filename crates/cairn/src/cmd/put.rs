@@ -22,8 +22,8 @@ pub fn run(data_dir: &Path, files: &[std::path::PathBuf]) -> anyhow::Result<Exit
     for f in files {
         match put_one(&store, f) {
             Ok(o) => {
-                out.write_all(&line(&o.digest, f.as_os_str().as_bytes())).context("writing to stdout")?;
-                out.flush().context("writing to stdout")?;
+                out.write_all(&line(&o.digest, f.as_os_str().as_bytes())).context(crate::exit::STDOUT)?;
+                out.flush().context(crate::exit::STDOUT)?;
             }
             Err(e) => {
                 eprintln!("cairn: {e:#}");

@@ -73,7 +73,7 @@ async fn shutdown() {
 fn ls(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let reg = open_read_only(data_dir)?;
     for r in reg.catalog().with_context(|| format!("listing repositories in {}", data_dir.display()))? {
-        println!("{r}");
+        outln!("{r}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -88,7 +88,7 @@ fn tags(data_dir: &Path, repo: &str) -> anyhow::Result<ExitCode> {
     for t in tags {
         let tag = Tag::parse(&t).with_context(|| format!("tag file {t:?} of {repo}"))?;
         let target = reg.tag_target(&name, &tag).with_context(|| format!("reading tag {repo}:{t}"))?;
-        println!("{t}\t{}", target.map(|d| d.oci()).unwrap_or_default());
+        outln!("{t}\t{}", target.map(|d| d.oci()).unwrap_or_default());
     }
     Ok(ExitCode::SUCCESS)
 }

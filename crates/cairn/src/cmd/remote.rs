@@ -22,7 +22,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -32,9 +32,9 @@ pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_json(&list)?;
     } else if list.is_empty() {
-        println!("no peers configured on {node}");
+        outln!("no peers configured on {node}");
     } else {
-        println!("{:<28} {:<20} {:<9} {:>12} {:>14}", "ADDRESS", "NODE ID", "HEALTHY", "LATENCY", "LAST CONTACT");
+        outln!("{:<28} {:<20} {:<9} {:>12} {:>14}", "ADDRESS", "NODE ID", "HEALTHY", "LATENCY", "LAST CONTACT");
         for p in list {
             let lat = humantime::format_duration(Duration::from_micros(p.latency / 1000)).to_string();
             let healthy = match (p.healthy, p.proven) {
@@ -44,7 +44,7 @@ pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
             };
             // Owner election needs unique ids: say so where the operator looks.
             let id = if p.duplicate_node_id { format!("{} (DUPLICATE ID)", p.node_id) } else { p.node_id.clone() };
-            println!("{:<28} {:<20} {:<9} {:>12} {:>14}", p.address, id, healthy, lat, contact_age(p.last_contact_ms));
+            outln!("{:<28} {:<20} {:<9} {:>12} {:>14}", p.address, id, healthy, lat, contact_age(p.last_contact_ms));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -70,9 +70,12 @@ pub fn cluster(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             if target.json {
                 print_json(&s)?;
             } else {
-                println!(
+                outln!(
                     "nodes:            {} ({} healthy)\nmanifests:        {}\nunique manifests: {}",
-                    s.total_nodes, s.healthy_nodes, s.total_manifests, s.unique_manifests
+                    s.total_nodes,
+                    s.healthy_nodes,
+                    s.total_manifests,
+                    s.unique_manifests
                 );
             }
         }
@@ -82,9 +85,9 @@ pub fn cluster(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             if target.json {
                 print_json(&list)?;
             } else {
-                println!("{:<24} {:<40} {:>6}  NODE", "NAME", "REF FILE", "BLOBS");
+                outln!("{:<24} {:<40} {:>6}  NODE", "NAME", "REF FILE", "BLOBS");
                 for m in list {
-                    println!("{:<24} {:<40} {:>6}  {}", m.name, m.ref_file, m.blob_count, m.node_id);
+                    outln!("{:<24} {:<40} {:>6}  {}", m.name, m.ref_file, m.blob_count, m.node_id);
                 }
             }
         }

@@ -20,7 +20,7 @@ pub fn run(data_dir: &Path, dir: &Path, name: &str) -> anyhow::Result<ExitCode> 
     for p in &r.skipped {
         eprintln!("cairn: snapshot: skipped {} (sockets, FIFOs, devices and the data dir are not stored)", p.display());
     }
-    println!("{}", r.ref_file);
+    outln!("{}", r.ref_file);
     eprintln!(
         "{name}: {} files ({}), {} new blobs, {} symlinks, {} directories",
         r.files,

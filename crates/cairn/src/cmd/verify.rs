@@ -29,7 +29,7 @@ pub fn run(data_dir: &Path, digests: &[String]) -> anyhow::Result<ExitCode> {
     for d in &r.missing {
         eprintln!("cairn: blob {d} not found in the store (list stored blobs with `cairn ls`)");
     }
-    println!(
+    outln!(
         "verified {} blobs ({}): {} corrupt, {} missing",
         r.checked,
         HumanBytes(r.bytes),

@@ -4,6 +4,7 @@ mod blobs;
 mod compat;
 mod concurrency;
 mod crash;
+mod docs;
 mod gc;
 mod manifests;
 mod trees;
