@@ -44,7 +44,16 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert_ne!(local, text, "the unit starts /usr/local/bin/cairn");
     let path = dir.path().join("cairn.service");
     std::fs::write(&path, local).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    // Documentation= names man pages: install them where `man` looks.
+    let man1 = dir.path().join("man/man1");
+    let pages = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["man", "--out"]).arg(&man1).output().unwrap();
+    assert!(pages.status.success(), "cairn man: {}", String::from_utf8_lossy(&pages.stderr));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .env("MANPATH", dir.path().join("man"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify: {err}");
 }
