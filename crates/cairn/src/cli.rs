@@ -131,6 +131,9 @@ pub enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Point container runtimes at this node as their registry mirror.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// Print a shell completion script, e.g. `cairn completions bash > /etc/bash_completion.d/cairn`.
     Completions {
         /// The shell.
@@ -141,6 +144,38 @@ pub enum Command {
         /// Directory to write the pages to (created if missing).
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
+    },
+}
+
+/// `cairn mirror ...`.
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Write a runtime's mirror configuration.
+    #[command(subcommand)]
+    Configure(ConfigureTarget),
+}
+
+/// Runtimes `cairn mirror configure` knows.
+#[derive(Debug, Subcommand)]
+pub enum ConfigureTarget {
+    /// containerd: one `hosts.toml` per registry under its `config_path`
+    /// (idempotent; a file not written by cairn is kept as `hosts.toml.orig`).
+    Containerd {
+        /// Registry to mirror, as in image references (docker.io, ghcr.io, registry.example:5000); repeatable.
+        #[arg(long = "registry", value_name = "HOST", required = true)]
+        registries: Vec<String>,
+        /// The Cairn node containerd should ask first.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7420")]
+        node: String,
+        /// containerd's `config_path`.
+        #[arg(long, value_name = "DIR", default_value = "/etc/containerd/certs.d")]
+        config_path: PathBuf,
+        /// The upstream containerd falls back to [default: https://registry-1.docker.io for docker.io, else https://HOST]; only with one --registry.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -21,6 +21,7 @@ mod has;
 mod ls;
 mod manifest;
 mod manifests;
+mod mirror;
 mod put;
 mod registry;
 mod remote;
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch { digest, output, target } => {
             remote::fetch(&target.node()?, &digest, output.as_deref(), target.json)
         }
+        Command::Mirror(crate::cli::MirrorCommand::Configure(t)) => mirror::configure(t),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(&out),
     }

@@ -7,6 +7,7 @@ mod crash;
 mod docs;
 mod gc;
 mod manifests;
+mod mirror;
 mod trees;
 mod util;
 mod verify;
