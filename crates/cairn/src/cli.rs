@@ -30,6 +30,9 @@ pub enum Command {
         /// Files to store; `-` reads standard input.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a blob to standard output or a file.
     Get {
@@ -57,6 +60,9 @@ pub enum Command {
         /// The manifest name ([A-Za-z0-9._-], at most 255 bytes).
         #[arg(long)]
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild a manifest's tree in a new or empty directory.
     Checkout {
@@ -70,6 +76,9 @@ pub enum Command {
         /// Keep setuid, setgid and sticky bits the manifest gives (dropped by default).
         #[arg(long)]
         preserve_special_bits: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List manifests.
     Manifests {
@@ -88,12 +97,18 @@ pub enum Command {
         /// Keep unreferenced blobs younger than this (e.g. 30m, 1h, 2days).
         #[arg(long, default_value = "1h", value_name = "DURATION")]
         grace: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-hash blobs; corrupt ones are moved to quarantine/.
     Verify {
         /// Only these blobs (default: all).
         #[arg(value_name = "DIGEST")]
         digests: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a node: the /v1 API, peer health, verified pull-through.
     Serve(crate::config::Overrides),
@@ -194,6 +209,9 @@ pub enum ManifestCommand {
         /// Remove every version of the name.
         #[arg(long)]
         all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -249,10 +267,17 @@ pub enum RegistryCommand {
         upload_ttl: std::time::Duration,
     },
     /// List repositories.
-    Ls,
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the tags of a repository, with the digest each points at.
     Tags {
         /// Repository name, e.g. library/alpine.
         repo: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

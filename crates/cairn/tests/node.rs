@@ -226,7 +226,7 @@ fn cairn_peers_shows_each_peers_last_contact_age() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(table.lines().next().unwrap().contains("LAST CONTACT"), "{table}");
+    assert!(table.lines().next().unwrap().contains("LAST_CONTACT"), "{table}");
     let row = table.lines().find(|l| l.starts_with(&b.addr)).unwrap();
     assert!(row.ends_with(" ago"), "the peer's last answer is shown with its age: {table}");
     assert!(sigterm(&mut a).success());

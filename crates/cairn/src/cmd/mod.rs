@@ -29,6 +29,7 @@ mod serve;
 mod snapshot;
 mod status;
 mod sync;
+mod table;
 mod verify;
 
 use std::process::ExitCode;
@@ -43,18 +44,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status { json } => status::run(&data_dir, json),
         Command::Registry { command } => registry::run(&data_dir, command),
-        Command::Put { files } => put::run(&data_dir, &files),
+        Command::Put { files, json } => put::run(&data_dir, &files, json),
         Command::Get { digest, output } => get::run(&data_dir, &digest, output.as_deref()),
         Command::Has { digest } => has::run(&data_dir, &digest),
         Command::Ls { json } => ls::run(&data_dir, json),
-        Command::Snapshot { dir, name } => snapshot::run(&data_dir, &dir, &name),
-        Command::Checkout { name, dir, link, preserve_special_bits } => {
-            checkout::run(&data_dir, &name, &dir, CheckoutOptions { link, preserve_special_bits })
+        Command::Snapshot { dir, name, json } => snapshot::run(&data_dir, &dir, &name, json),
+        Command::Checkout { name, dir, link, preserve_special_bits, json } => {
+            checkout::run(&data_dir, &name, &dir, CheckoutOptions { link, preserve_special_bits }, json)
         }
         Command::Manifests { json } => manifests::run(&data_dir, json),
         Command::Manifest(cmd) => manifest::run(&data_dir, cmd),
-        Command::Gc { dry_run, grace } => gc::run(&data_dir, dry_run, &grace),
-        Command::Verify { digests } => verify::run(&data_dir, &digests),
+        Command::Gc { dry_run, grace, json } => gc::run(&data_dir, dry_run, &grace, json),
+        Command::Verify { digests, json } => verify::run(&data_dir, &digests, json),
         Command::Serve(flags) => serve::run(crate::config::NodeConfig::load(&flags, data_dir_flag)?),
         Command::Sync { peer, ref_file, config, json } => {
             let flags = crate::config::Overrides { config, ..Default::default() };
@@ -98,4 +99,11 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
     }
     eprintln!("cairn: {}: {e}", crate::exit::STDOUT);
     std::process::exit(i32::from(crate::exit::NOT_FOUND));
+}
+
+/// Prints `v` as pretty JSON: the `--json` output of every command.
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| anyhow::anyhow!("encoding the JSON output: {e}"))?;
+    outln!("{text}");
+    Ok(())
 }

@@ -6,6 +6,7 @@ mod concurrency;
 mod crash;
 mod docs;
 mod gc;
+mod json;
 mod manifests;
 mod mirror;
 mod trees;
