@@ -18,6 +18,7 @@ pub mod client;
 pub mod conn;
 pub mod error;
 pub mod mirror;
+pub mod range;
 pub mod redact;
 pub mod server;
 pub mod tls;

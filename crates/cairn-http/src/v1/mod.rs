@@ -2,8 +2,6 @@
 //! in the README). Handlers extract typed input, call one cluster or store
 //! function, and map the result; statuses come from [`crate::error`].
 
-pub mod range;
-
 use std::io::Write;
 use std::sync::Arc;
 
@@ -21,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::body::{Batches, PumpError, pump};
 use crate::error::ApiError;
+use crate::range;
 use crate::server::AppState;
 
 /// The header naming the node that served a blob or manifest.
@@ -141,7 +140,7 @@ async fn get_blob(
     let mut resp = blob_response(&s, Body::from_stream(stream), Some(len));
     *resp.status_mut() = status;
     if status == StatusCode::PARTIAL_CONTENT {
-        let cr = format!("bytes {start}-{}/{size}", start + len - 1);
+        let cr = range::content_range(start, len, size);
         resp.headers_mut().insert(
             header::CONTENT_RANGE,
             HeaderValue::from_str(&cr).map_err(|e| ApiError::BadRequest(e.to_string()))?,

@@ -7,7 +7,7 @@ use cairn_cluster::stream::file_stream;
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 
-use crate::v1::range::{ByteRange, parse as blob_range};
+use crate::range::{ByteRange, content_range, parse as blob_range};
 use crate::v2::errors::{BLOB_UNKNOWN, V2Error};
 use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
 
@@ -31,7 +31,7 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
     let (status, start, len) = match blob_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size) {
         ByteRange::Full => (StatusCode::OK, 0, size),
         ByteRange::Part { start, len } => {
-            hs.push((header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1)));
+            hs.push((header::CONTENT_RANGE, content_range(start, len, size)));
             (StatusCode::PARTIAL_CONTENT, start, len)
         }
         ByteRange::Unsatisfiable => return Err(V2Error::range_outside_blob(size)),

@@ -10,7 +10,6 @@ pub mod blobs;
 pub mod errors;
 pub mod lists;
 pub mod manifests;
-pub mod range;
 pub mod remote;
 pub mod route;
 pub mod uploads;

@@ -12,8 +12,8 @@ use cairn_store::oci::{Append, OciError, RepoName, UploadId};
 use cairn_store::{BlobWriter, Digest, StoreError};
 
 use crate::body::{Batches, PumpError, pump};
+use crate::range::chunk_range;
 use crate::v2::errors::{BLOB_UPLOAD_INVALID, NAME_INVALID, UNKNOWN, V2Error};
-use crate::v2::range::chunk_range;
 use crate::v2::{DIGEST_HEADER, UPLOAD_UUID, V2State, blocking, oci_digest, resp};
 
 fn session(repo: &RepoName, id: &UploadId, size: u64, status: StatusCode) -> Response {
