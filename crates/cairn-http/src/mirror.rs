@@ -1,76 +1,18 @@
 //! The cluster-wide `/v2` mirror's HTTP side: the registry's remote source
-//! backed by the cluster pipeline, and the `/v1/oci/tag` answer peers give
-//! each other when one of them lacks a tag.
+//! backed by the cluster pipeline. The answer peers give each other when
+//! one of them lacks a tag is `/v1/oci/tag` ([`crate::v1::oci`]).
 
 use std::io::Read;
-use std::sync::Arc;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::routing::get;
 use cairn_cluster::Cluster;
-use cairn_cluster::mirror::TagTarget;
 use cairn_cluster::upstream::{ObjectKind, OciHint};
 use cairn_store::oci::manifest::{MAX_MANIFEST_SIZE, parse_manifest};
-use cairn_store::oci::{Reference, RepoName, Tag};
+use cairn_store::oci::{RepoName, Tag};
 use cairn_store::{Digest, Store};
 use futures_util::future::BoxFuture;
 use futures_util::stream::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-use crate::server::AppState;
 use crate::v2::{RemoteBody, RemoteError, RemoteSource};
-
-/// `GET /v1/oci/tag?repo=R&tag=T`: what this node's registry has for a tag
-/// (its own tags and its fresh upstream answers). 404 when it has none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagAnswer {
-    /// The repository asked for.
-    pub repo: String,
-    /// The tag asked for.
-    pub tag: String,
-    /// The manifest digest, `sha256:<hex>`.
-    pub digest: String,
-    /// The manifest's media type, when known.
-    pub media_type: Option<String>,
-}
-
-/// The query of `GET /v1/oci/tag`.
-#[derive(Debug, Deserialize)]
-pub struct TagQuery {
-    /// Repository name.
-    pub repo: String,
-    /// Tag.
-    pub tag: String,
-}
-
-/// The mirror's `/v1` route.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().route("/v1/oci/tag", get(tag)).with_state(state)
-}
-
-/// `GET /v1/oci/tag`: the local tag, else a fresh cached upstream answer.
-/// Never asks anyone else, so peers asking each other cannot loop.
-async fn tag(State(st): State<Arc<AppState>>, Query(q): Query<TagQuery>) -> Result<Json<TagAnswer>, ApiError> {
-    let repo = RepoName::parse(&q.repo).map_err(|e| ApiError::BadRequest(format!("repo {:?}: {e}", q.repo)))?;
-    let tag = Tag::parse(&q.tag).map_err(|e| ApiError::BadRequest(format!("tag {:?}: {e}", q.tag)))?;
-    let found = match st.registry.clone() {
-        Some(reg) => tokio::task::spawn_blocking(move || reg.resolve(&repo, &Reference::Tag(tag)).ok())
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("registry worker failed: {e}")))?,
-        None => None,
-    };
-    let (digest, media_type) = match found {
-        Some((d, mt)) => (d, Some(mt)),
-        None => match st.cluster.cached_tag(&q.repo, &q.tag) {
-            Some(TagTarget { digest, media_type, .. }) => (digest, media_type),
-            None => return Err(ApiError::UnknownTag { repo: q.repo, tag: q.tag }),
-        },
-    };
-    Ok(Json(TagAnswer { repo: q.repo, tag: q.tag, digest: digest.oci(), media_type }))
-}
 
 /// The `/v2` remote source of a node: a miss goes through the cluster
 /// pipeline (peers, then origins; registry origins get the repository).

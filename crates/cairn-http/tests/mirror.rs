@@ -140,7 +140,7 @@ async fn peer_tag_endpoint_answers_local_tags_and_refuses_bad_names() {
     };
     let r = ask("team/app", "v1").await.unwrap();
     assert_eq!(r.status(), 200);
-    let a: cairn_http::mirror::TagAnswer = r.json().await.unwrap();
+    let a: cairn_http::v1::wire::TagAnswer = r.json().await.unwrap();
     assert_eq!((a.digest, a.media_type.as_deref()), (img.manifest.oci(), Some(OCI_MANIFEST)));
     assert_eq!(ask("team/app", "v2").await.unwrap().status(), 404);
     assert_eq!(ask("Team/App", "v1").await.unwrap().status(), 400);

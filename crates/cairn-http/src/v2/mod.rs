@@ -27,37 +27,10 @@ use axum::routing::{any, get};
 use cairn_store::Digest;
 use cairn_store::oci::{OciError, Registry};
 
+pub use crate::state::V2State;
 pub use errors::V2Error;
 pub use remote::{RemoteBody, RemoteError, RemoteSource};
 use route::Target;
-
-/// Shared state of the /v2 router.
-#[derive(Clone)]
-pub struct V2State {
-    /// The registry on the local store.
-    pub registry: Registry,
-    /// Consulted on a blob or manifest-by-digest miss (the mirror); `None`: a miss is a 404.
-    pub remote: Option<Arc<dyn RemoteSource>>,
-    /// Longest a request body may send nothing (see [`crate::body`]).
-    pub body_timeout: std::time::Duration,
-    /// Largest blob an upload may make (`max_blob_size`).
-    pub max_blob_size: u64,
-    /// Who may do what, checked by [`registry_app`] (the merged app checks it itself).
-    pub auth: Arc<crate::auth::Auth>,
-}
-
-impl V2State {
-    /// State with no remote source.
-    pub fn new(registry: Registry) -> Self {
-        V2State {
-            registry,
-            remote: None,
-            body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
-            max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
-            auth: Arc::default(),
-        }
-    }
-}
 
 /// The /v2 router (no fallback: [`crate::app`] merges it and answers other
 /// paths; a listener serving only /v2 uses [`registry_app`]).
