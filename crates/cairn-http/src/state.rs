@@ -10,10 +10,10 @@ use cairn_store::Store;
 use cairn_store::oci::Registry;
 
 use crate::client::Client;
-use crate::mirror::ClusterRemote;
+use crate::mirror::{ClusterRemote, Mirrored, RemoteSource};
 use crate::server::StoreProbe;
 use crate::v1::wire::NodeInfo;
-use crate::v2::RemoteSource;
+use crate::v2::store::{LocalRegistry, RegistryStore};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -83,11 +83,10 @@ impl AppState {
         let remote = ClusterRemote::new(self.cluster.clone());
         let cfg = self.cluster.config();
         Some(V2State {
-            registry,
-            remote: Some(Arc::new(remote)),
             body_timeout: cfg.body_timeout,
             max_blob_size: cfg.max_blob_size,
             auth: Arc::clone(&self.auth),
+            ..V2State::new(registry).with_remote(Arc::new(remote))
         })
     }
 }
@@ -95,27 +94,33 @@ impl AppState {
 /// Shared state of the /v2 router.
 #[derive(Clone)]
 pub struct V2State {
-    /// The registry on the local store.
+    /// The registry on the local store: uploads, pushes, deletes, listings.
     pub registry: Registry,
-    /// Consulted on a blob or manifest-by-digest miss (the mirror); `None`: a miss is a 404.
-    pub remote: Option<Arc<dyn RemoteSource>>,
+    /// Blob and manifest reads: the local registry, or the mirror over it.
+    pub reads: Arc<dyn RegistryStore>,
     /// Longest a request body may send nothing (see [`crate::body`]).
     pub body_timeout: std::time::Duration,
     /// Largest blob an upload may make (`max_blob_size`).
     pub max_blob_size: u64,
-    /// Who may do what, checked by [`registry_app`] (the merged app checks it itself).
+    /// Who may do what, checked by [`crate::v2::registry_app`] (the merged app checks it itself).
     pub auth: Arc<crate::auth::Auth>,
 }
 
 impl V2State {
-    /// State with no remote source.
+    /// State with no remote source: a miss is a 404.
     pub fn new(registry: Registry) -> Self {
         V2State {
+            reads: Arc::new(LocalRegistry::new(registry.clone())),
             registry,
-            remote: None,
             body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
             auth: Arc::default(),
         }
+    }
+
+    /// This state with its registry mirrored: a miss is asked of `remote`.
+    pub fn with_remote(self, remote: Arc<dyn RemoteSource>) -> Self {
+        let local = LocalRegistry::new(self.registry.clone());
+        V2State { reads: Arc::new(Mirrored::new(local, remote)), ..self }
     }
 }

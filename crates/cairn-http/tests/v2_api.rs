@@ -5,7 +5,7 @@ mod v2common;
 
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteBody, RemoteError, RemoteSource};
+use cairn_http::mirror::{RemoteBody, RemoteError, RemoteSource};
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 use futures_util::StreamExt;

@@ -1,17 +1,20 @@
 //! The OCI distribution API (`/v2`, distribution-spec v1.1) over the store.
 //!
 //! Repository names contain `/`, so one catch-all route hands the path to
-//! [`route::parse`], and [`dispatch`] is the route table: (method, target)
-//! -> handler. Handlers parse their input, call one [`Registry`] function on
-//! a blocking thread, and shape the answer; every error goes through
-//! [`errors::V2Error`].
+//! [`route::parse`], and `dispatch` is the route table: (method, target)
+//! -> handler. Handlers parse their input, make one call, and shape the
+//! answer: reads of blobs and manifests go through [`V2State::reads`] (a
+//! [`store::RegistryStore`]: the local registry, or the mirror over it, so
+//! handlers do not know which), writes and listings call one [`Registry`]
+//! function on a blocking thread. Every error goes through
+//! [`errors::V2Error`], whose statuses `v2/errors.rs` alone decides.
 
 pub mod blobs;
 pub mod errors;
 pub mod lists;
 pub mod manifests;
-pub mod remote;
 pub mod route;
+pub mod store;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -29,7 +32,6 @@ use cairn_store::oci::{OciError, Registry};
 
 pub use crate::state::V2State;
 pub use errors::V2Error;
-pub use remote::{RemoteBody, RemoteError, RemoteSource};
 use route::Target;
 
 /// The /v2 router (no fallback: [`crate::app`] merges it and answers other
