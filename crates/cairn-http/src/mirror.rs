@@ -19,11 +19,8 @@ use cairn_store::{Digest, Store};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, StreamExt};
 
+pub use crate::v2::store::RemoteError;
 use crate::v2::store::{BlobStream, LocalRegistry, ReadError, ReadFuture, RegistryStore};
-
-/// Why a remote source failed (rather than found nothing): logged, and
-/// answered with the status [`crate::v2::errors::remote_status`] gives it.
-pub type RemoteError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A blob streaming in from elsewhere while it is verified and stored. An
 /// `Err` item means the body is cut: the response must be aborted, never

@@ -9,8 +9,7 @@ use cairn_store::StoreError;
 use cairn_store::oci::OciError;
 use serde_json::{Value, json};
 
-use crate::mirror::RemoteError;
-use crate::v2::store::ReadError;
+use crate::v2::store::{ReadError, RemoteError};
 
 /// One registered error code.
 #[derive(Debug, PartialEq, Eq)]

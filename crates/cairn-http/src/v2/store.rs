@@ -13,7 +13,10 @@ use cairn_store::{Digest, StoreError};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{BoxStream, StreamExt};
 
-use crate::mirror::RemoteError;
+/// Why a remote source failed (rather than found nothing), or why a blob
+/// stream was cut: logged, and answered with the status
+/// [`crate::v2::errors::remote_status`] gives it.
+pub type RemoteError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A blob's bytes on their way to the client. An `Err` item means the body
 /// is cut: the response must be aborted, never ended cleanly.
