@@ -13,6 +13,7 @@
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
 //! - [`rendezvous`]: the owner ranking of a digest over the healthy nodes.
 //! - [`owner`]: one origin fetch per cluster (misses go to the digest's owner).
+//! - [`net`]: HTTP client helpers shared by peers, origins and upstreams.
 //! - [`discovery`]: static peers and mDNS (`_cairn._tcp.local.`).
 //! - [`advertise`]: the address a node announces.
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
@@ -25,11 +26,14 @@ pub mod health;
 pub mod listing;
 pub mod membership;
 pub mod mirror;
+pub mod net;
 pub mod origin;
 pub mod peer;
 pub mod push;
 pub mod sync;
 pub mod upstream;
+
+pub use fetch::owner;
 
 pub use error::{ClusterError, Result};
 pub use fetch::{BlobBody, Cluster, ClusterConfig};
@@ -39,7 +43,6 @@ pub use peer::{ByteStream, ManifestEntry, PeerApi, PeerHealth, PeerSet, PeerStat
 pub use sync::{SyncEvent, SyncReport};
 pub mod advertise;
 pub mod discovery;
-pub mod owner;
 pub mod ratelimit;
 pub mod rendezvous;
 pub mod stream;
