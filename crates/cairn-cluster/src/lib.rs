@@ -5,7 +5,8 @@
 //! - [`peer`]: the [`PeerApi`] trait and the [`PeerSet`] (health, latency).
 //! - [`health`]: the probe loop with backoff.
 //! - [`origin`]: origins tried after the peers.
-//! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
+//! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through;
+//!   its sources share one trait (see the module's "Where a new source goes").
 //! - [`push`]: client uploads of blobs and manifests.
 //! - [`listing`]: manifest listings across the cluster and cluster stats.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
@@ -19,6 +20,10 @@
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
 //! - [`error`]: the cluster's error type, [`ClusterError`].
+//!
+//! Layers, lowest first; no module imports one above it: `error`, `net`,
+//! `discovery`, `membership`, `rendezvous`; `peer`; `ratelimit`, `stream`,
+//! `health`, `upstream`, `origin`; `fetch`; `listing`, `sync`, `push`, `mirror`.
 
 pub mod error;
 pub mod fetch;

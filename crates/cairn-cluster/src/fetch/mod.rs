@@ -1,10 +1,10 @@
 //! The fetch pipeline: local -> peers -> origins (DESIGN.md section 4).
 //!
-//! A miss starts one transfer per digest (single-flight, [`flight`]). Its
-//! driver tries sources in the order [`order`] gives (the only place that
-//! decides it); each try ([`attempt`]) writes the bytes to a temp blob while
+//! A miss starts one transfer per digest (single-flight, `flight.rs`). Its
+//! driver tries sources in the order `order.rs` gives (the only place that
+//! decides it); each try (`attempt.rs`) writes the bytes to a temp blob while
 //! they stream, and forwards them to every caller that joined before the
-//! first byte ([`fanout`]). The last [`HOLD_BACK`] bytes are held until the
+//! first byte (`fanout.rs`). The last [`HOLD_BACK`] bytes are held until the
 //! store has verified the digest, so a caller never receives a
 //! complete-looking wrong body. Callers that join later wait for the
 //! transfer and then read the committed blob.
@@ -15,16 +15,16 @@
 //!
 //! # Where a new source goes
 //!
-//! A place a blob can come from is a [`source::Source`]: a name, the peer
+//! A place a blob can come from is a `Source` (`source.rs`): a name, the peer
 //! behind it (if any), how long its body may pause, `open(digest)` giving a
 //! [`RemoteBlob`](crate::peer::RemoteBlob), and what its failure means to the order
-//! ([`source::OnFailure`]: next source, retry after a wait, or skip the rest
+//! (`OnFailure`: next source, retry after a wait, or skip the rest
 //! of the owner ranking). A new kind (an object-store tier, a piece swarm)
 //! is one file under `fetch/source/` implementing the trait, plus the line
-//! in [`order::Sources::next`] that decides where it is tried. Everything
+//! in `Sources::next` (`order.rs`) that decides where it is tried. Everything
 //! else (size limits, rate watch, verification, hold-back, caller fan-out,
-//! marking a peer down) is done for every source alike by [`attempt`] and
-//! [`flight`].
+//! marking a peer down) is done for every source alike by `attempt.rs` and
+//! `flight.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

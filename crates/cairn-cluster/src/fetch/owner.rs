@@ -6,13 +6,13 @@
 //! does not own the digest asks the owner (`GET /v1/fetch/{digest}` marked
 //! as forwarded) instead of the origins. The owner fetches once, through
 //! its own single-flight, and streams to every asker. A forwarded request
-//! is served by a [`Route::Direct`] transfer, which never forwards again,
+//! is served by a `Route::Direct` transfer, which never forwards again,
 //! so two nodes that briefly disagree on the owner cannot wait on each
 //! other. When the owner fails (down, or dies mid-transfer) the asker moves
 //! down the ranking; when it reaches itself it fetches directly, so all
 //! askers of a dead owner converge on the same next node.
 //!
-//! The asking itself is a source: [`super::source::OwnerSource`].
+//! The asking itself is a source: `OwnerSource` (`fetch/source/owner.rs`).
 
 use cairn_store::Digest;
 
