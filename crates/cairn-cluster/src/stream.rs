@@ -25,8 +25,10 @@ use futures_util::Stream;
 use tokio::task::JoinHandle;
 
 use crate::error::{ClusterError, Result};
-use crate::fetch::READ_CHUNK;
 use crate::peer::ByteStream;
+
+/// Chunk size used to stream local blobs: large reads, few hand-offs.
+pub const READ_CHUNK: usize = 1 << 20;
 
 /// Free [`READ_CHUNK`] buffers kept for all streams together: enough for
 /// 16 downloads at full speed (one chunk being written, one read ahead),
