@@ -146,6 +146,9 @@ pub enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Check a config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Point container runtimes at this node as their registry mirror.
     #[command(subcommand)]
     Mirror(MirrorCommand),
@@ -159,6 +162,17 @@ pub enum Command {
         /// Directory to write the pages to (created if missing).
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
+    },
+}
+
+/// `cairn config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and print the effective config, every default
+    /// filled in (JSON, which is also valid YAML and a loadable config file).
+    Check {
+        /// The config file (YAML or JSON).
+        file: PathBuf,
     },
 }
 

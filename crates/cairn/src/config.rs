@@ -87,6 +87,11 @@ pub struct FileConfig {
     /// Cairn: HTTPS on every listener and to peers: `{cert_file, key_file,
     /// client_ca_file?, peer_ca_file?}` (README: "TLS").
     pub tls: Option<cairn_http::tls::TlsFiles>,
+    /// Cairn: `text` (default) or `json` (one object per line) for `serve`'s log.
+    pub log_format: Option<String>,
+    /// Cairn: what `serve` logs, as `RUST_LOG` takes it (`info`, `warn,cairn=debug`;
+    /// default `warn` plus the start and stop lines). `$RUST_LOG` overrides it.
+    pub log_level: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -325,7 +330,25 @@ pub struct NodeConfig {
     pub cluster_secret: Option<cairn_cluster::membership::ClusterSecret>,
     /// The `tls` section, when there is one (its files are read at start and on SIGHUP).
     pub tls: Option<cairn_http::tls::TlsFiles>,
+    /// The log's format.
+    pub log_format: LogFormat,
+    /// The log filter (`RUST_LOG` syntax).
+    pub log_level: String,
 }
+
+/// How `serve` writes its log (config key `log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The log filter when neither `log_level` nor `$RUST_LOG` says otherwise:
+/// warnings, plus `serve`'s own start and stop lines.
+pub const DEFAULT_LOG_LEVEL: &str = "warn,cairn::cmd::serve=info";
 
 /// Reads a config file: JSON when it starts with `{`, YAML otherwise.
 pub fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -536,6 +559,15 @@ impl NodeConfig {
             }
             None => None,
         };
+        let log_format = match file.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format {other:?} is not one of: text, json"),
+        };
+        let log_level = file.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            bail!("log_level {log_level:?} is not a log filter ({e}); use e.g. info, warn or warn,cairn=debug");
+        }
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -569,6 +601,8 @@ impl NodeConfig {
             auth: file.auth,
             cluster_secret,
             tls: file.tls,
+            log_format,
+            log_level,
         })
     }
 

@@ -15,7 +15,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing();
+    // `serve` sets up its log once its config (log_format, log_level) is read.
+    if !matches!(cli.command, cli::Command::Serve(_)) {
+        init_tracing(config::DEFAULT_LOG_LEVEL, config::LogFormat::Text);
+    }
     match cmd::run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`cairn ls | head`): done, not failed.
@@ -27,15 +30,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Sets up the log on stderr: `$RUST_LOG` if set, else `level`.
+pub fn init_tracing(level: &str, format: config::LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    // Warnings, plus `serve`'s own start and stop lines.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,cairn::cmd::serve=info"));
-    // Colour codes only for a person at a terminal, never into a log file or journal.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Json => log.json().init(),
+        // Colour codes only for a person at a terminal, never into a log file or journal.
+        config::LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }

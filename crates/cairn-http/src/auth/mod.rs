@@ -80,7 +80,7 @@ pub enum AuthError {
 }
 
 /// The `auth` section of the config file. See the README, "Exposing a node".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The realm clients are shown (`WWW-Authenticate: Basic realm="..."`).

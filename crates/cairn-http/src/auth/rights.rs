@@ -166,7 +166,7 @@ pub struct RightsConfig {
 /// on every repository), or a map `{pull: [patterns], push: [...],
 /// delete: [...], admin: true}`. Read loosely and checked by
 /// [`RightsSpec::rights`], so a mistake gets a message naming it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum RightsSpec {
     /// Kind names, each on every repository (`*`).

@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod checkout;
 mod common;
+mod config;
 mod docs;
 mod gc;
 mod get;
@@ -56,7 +57,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manifest(cmd) => manifest::run(&data_dir, cmd),
         Command::Gc { dry_run, grace, json } => gc::run(&data_dir, dry_run, &grace, json),
         Command::Verify { digests, json } => verify::run(&data_dir, &digests, json),
-        Command::Serve(flags) => serve::run(crate::config::NodeConfig::load(&flags, data_dir_flag)?),
+        Command::Serve(flags) => {
+            let cfg = crate::config::NodeConfig::load(&flags, data_dir_flag)?;
+            crate::init_tracing(&cfg.log_level, cfg.log_format);
+            serve::run(cfg)
+        }
         Command::Sync { peer, ref_file, config, json } => {
             let flags = crate::config::Overrides { config, ..Default::default() };
             sync::run(crate::config::NodeConfig::load(&flags, data_dir_flag)?, &peer, &ref_file, json)
@@ -66,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch { digest, output, target } => {
             remote::fetch(&target.node()?, &digest, output.as_deref(), target.json)
         }
+        Command::Config(crate::cli::ConfigCommand::Check { file }) => config::check(&file),
         Command::Mirror(crate::cli::MirrorCommand::Configure(t)) => mirror::configure(t),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out } => docs::man(&out),
