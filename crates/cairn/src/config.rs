@@ -92,6 +92,10 @@ pub struct FileConfig {
     /// Cairn: what `serve` logs, as `RUST_LOG` takes it (`info`, `warn,cairn=debug`;
     /// default `warn` plus the start and stop lines). `$RUST_LOG` overrides it.
     pub log_level: Option<String>,
+    /// Cairn: `serve` runs a GC this often (default `off`).
+    pub gc_interval: Option<String>,
+    /// Cairn: the scheduled GC keeps unreferenced blobs younger than this (default `1h`).
+    pub gc_grace: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -334,6 +338,10 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// The log filter (`RUST_LOG` syntax).
     pub log_level: String,
+    /// How often `serve` runs a GC (`None`: never).
+    pub gc_interval: Option<Duration>,
+    /// Grace of the scheduled GC.
+    pub gc_grace: Duration,
 }
 
 /// How `serve` writes its log (config key `log_format`).
@@ -565,6 +573,19 @@ impl NodeConfig {
             Some(other) => bail!("log_format {other:?} is not one of: text, json"),
         };
         let log_level = file.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        let gc_interval = match file.gc_interval.as_deref() {
+            None | Some("off") => None,
+            Some(v) => match duration("gc_interval", v)? {
+                d if d.is_zero() => {
+                    bail!("gc_interval 0 would run GC without pause; give a duration such as 6h, or off")
+                }
+                d => Some(d),
+            },
+        };
+        let gc_grace = match file.gc_grace.as_deref() {
+            Some(v) => duration("gc_grace", v)?,
+            None => cairn_store::gc::DEFAULT_GRACE,
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             bail!("log_level {log_level:?} is not a log filter ({e}); use e.g. info, warn or warn,cairn=debug");
         }
@@ -603,6 +624,8 @@ impl NodeConfig {
             tls: file.tls,
             log_format,
             log_level,
+            gc_interval,
+            gc_grace,
         })
     }
 

@@ -287,3 +287,35 @@ fn sigterm_wait(node: &mut Node) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn serve_runs_gc_on_its_schedule_and_keeps_referenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn")).arg("--data-dir").arg(&data).args(args).output().unwrap();
+        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("kept.txt"), b"referenced by a manifest").unwrap();
+    cli(&["snapshot", tree.to_str().unwrap(), "--name", "kept"]);
+    let loose = dir.path().join("loose.txt");
+    std::fs::write(&loose, b"referenced by nothing").unwrap();
+    let hex = cli(&["put", loose.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned();
+    let kept = Digest::of(b"referenced by a manifest").to_string();
+    let config = format!(
+        "listen_addr: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\ngc_interval: 200ms\ngc_grace: 1ms\n",
+        data.display()
+    );
+    let node = serve(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while data.join("objects").join(&hex).exists() {
+        assert!(Instant::now() < deadline, "the unreferenced blob is still there: {}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(data.join("objects").join(&kept).exists(), "the scheduled gc deleted a referenced blob");
+    node.wait_log("scheduled gc finished");
+}

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use cairn_http::AppState;
@@ -81,6 +82,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     let reload = spawn_reload(&cfg, Arc::clone(&state.auth), tls.clone());
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
+    let gc = cfg.gc_interval.map(|every| spawn_gc(state.cluster.store().clone(), every, cfg.gc_grace));
     let mdns = start_discovery(&cfg, &state.cluster)?;
     let discovery = match cfg.discovery {
         cairn_cluster::discovery::Discovery::Static => "static",
@@ -115,6 +117,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     if let Some(r) = reload {
         r.abort();
     }
+    if let Some(g) = gc {
+        g.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -125,6 +130,32 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     }
     tracing::info!("cairn node stopped");
     Ok(())
+}
+
+/// Runs a GC every `every` (first after one interval). GC takes the same
+/// locks as `cairn gc`, so it is safe beside pushes and pulls; a failed run
+/// is logged and the next one tried.
+fn spawn_gc(store: Store, every: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let s = store.clone();
+            let opts = cairn_store::GcOptions { grace, dry_run: false };
+            match tokio::task::spawn_blocking(move || s.gc(opts)).await {
+                Ok(Ok(r)) => tracing::info!(
+                    deleted = r.blobs.len(),
+                    bytes = r.bytes,
+                    referenced = r.referenced,
+                    young = r.young,
+                    "scheduled gc finished"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled gc failed; the next run is in gc_interval"),
+                Err(e) => tracing::warn!(error = %e, "scheduled gc task failed; the next run is in gc_interval"),
+            }
+        }
+    })
 }
 
 /// Who may do what, for the start line.
