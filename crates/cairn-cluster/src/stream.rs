@@ -1,4 +1,4 @@
-//! Streaming a local blob file as a response body: the one path `/v1` and
+//! Streaming a local blob as a response body: the one path `/v1` and
 //! `/v2` GETs share.
 //!
 //! Reads are [`READ_CHUNK`] long, into page-aligned buffers, on the blocking
@@ -11,7 +11,6 @@
 //! blocking pool (freed on another thread) left the allocator holding
 //! about a gigabyte.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -20,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use cairn_store::StoreError;
+use cairn_store::{BlobReader, StoreError};
 use futures_util::Stream;
 use tokio::task::JoinHandle;
 
@@ -33,15 +32,16 @@ use crate::peer::ByteStream;
 /// and the most memory idle buffers hold.
 const KEEP_BUFFERS: usize = 32;
 
-/// Streams `remaining` bytes of `file` from its current position. `path`
-/// names the file in errors. A file that ends early ends the stream with an
-/// error, so a client never takes a short body for a whole one.
-pub fn file_stream(file: File, remaining: u64, path: PathBuf) -> ByteStream {
-    stream_from(file, remaining, path, shared_pool())
+/// Streams the bytes `blob` has left. A blob that ends early ends the
+/// stream with an error naming it, so a client never takes a short body for
+/// a whole one.
+pub fn file_stream(blob: BlobReader) -> ByteStream {
+    stream_from(blob, shared_pool())
 }
 
-fn stream_from(file: File, remaining: u64, path: PathBuf, pool: Arc<Pool>) -> ByteStream {
-    let mut s = FileStream { file: Some(file), left: remaining, reading: None, pool, path };
+fn stream_from(blob: BlobReader, pool: Arc<Pool>) -> ByteStream {
+    let (remaining, path) = (blob.remaining(), blob.location().to_owned());
+    let mut s = FileStream { file: Some(blob), left: remaining, reading: None, pool, path };
     s.start_read();
     Box::pin(s)
 }
@@ -106,11 +106,11 @@ impl Drop for Chunk {
     }
 }
 
-type ReadResult = io::Result<(File, Bytes)>;
+type ReadResult = io::Result<(BlobReader, Bytes)>;
 
 struct FileStream {
-    /// The file, when no read holds it.
-    file: Option<File>,
+    /// The blob, when no read holds it.
+    file: Option<BlobReader>,
     /// Bytes not yet asked of a read.
     left: u64,
     reading: Option<JoinHandle<ReadResult>>,
@@ -141,7 +141,7 @@ impl FileStream {
 }
 
 /// Reads exactly `want` bytes into `buf` (from `pool`); fewer is an error.
-fn read_chunk(mut file: File, want: usize, mut buf: AlignedBuf, pool: Arc<Pool>) -> ReadResult {
+fn read_chunk(mut file: BlobReader, want: usize, mut buf: AlignedBuf, pool: Arc<Pool>) -> ReadResult {
     let start = buf.region.start;
     let dst = &mut buf.raw[start..start + want];
     let mut got = 0;
@@ -189,7 +189,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Seek, SeekFrom, Write};
+    use std::fs::File;
+    use std::io::Write;
 
     use futures_util::StreamExt;
 
@@ -204,6 +205,14 @@ mod tests {
         t.write_all(bytes).unwrap();
         let f = File::open(t.path()).unwrap();
         (t, f)
+    }
+
+    /// A reader promising `remaining` bytes of `f` from `offset`.
+    fn blob(t: &tempfile::NamedTempFile, mut f: File, offset: u64, remaining: u64) -> BlobReader {
+        use std::io::{Seek, SeekFrom};
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        let size = f.metadata().unwrap().len();
+        BlobReader::from_reader(Box::new(f), t.path().into(), size, offset, remaining)
     }
 
     async fn collect(mut s: ByteStream) -> (Vec<u8>, Vec<usize>, Option<ClusterError>) {
@@ -224,7 +233,7 @@ mod tests {
     async fn file_stream_yields_every_byte_in_read_chunk_pieces_when_the_file_spans_several_chunks() {
         let data = seeded(2 * READ_CHUNK + 12345);
         let (t, f) = temp_file(&data);
-        let (out, sizes, err) = collect(file_stream(f, data.len() as u64, t.path().into())).await;
+        let (out, sizes, err) = collect(file_stream(blob(&t, f, 0, data.len() as u64))).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(out, data);
         assert_eq!(sizes, vec![READ_CHUNK, READ_CHUNK, 12345]);
@@ -233,9 +242,8 @@ mod tests {
     #[tokio::test]
     async fn file_stream_yields_only_the_range_when_started_at_an_offset_with_fewer_bytes_left() {
         let data = seeded(READ_CHUNK + 5000);
-        let (t, mut f) = temp_file(&data);
-        f.seek(SeekFrom::Start(777)).unwrap();
-        let (out, _, err) = collect(file_stream(f, READ_CHUNK as u64, t.path().into())).await;
+        let (t, f) = temp_file(&data);
+        let (out, _, err) = collect(file_stream(blob(&t, f, 777, READ_CHUNK as u64))).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(out, &data[777..777 + READ_CHUNK]);
     }
@@ -244,7 +252,7 @@ mod tests {
     async fn file_stream_ends_with_an_error_naming_the_file_when_it_is_shorter_than_promised() {
         let data = seeded(READ_CHUNK + 10);
         let (t, f) = temp_file(&data);
-        let (out, _, err) = collect(file_stream(f, data.len() as u64 + 100, t.path().into())).await;
+        let (out, _, err) = collect(file_stream(blob(&t, f, 0, data.len() as u64 + 100))).await;
         let err = err.expect("a short file must end the stream with an error");
         assert!(err.to_string().contains(&t.path().display().to_string()), "{err}");
         assert!(out.len() < data.len() + 100);
@@ -254,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn file_stream_of_zero_bytes_ends_at_once() {
         let (t, f) = temp_file(b"abc");
-        let (out, sizes, err) = collect(file_stream(f, 0, t.path().into())).await;
+        let (out, sizes, err) = collect(file_stream(blob(&t, f, 0, 0))).await;
         assert!(out.is_empty() && sizes.is_empty() && err.is_none());
     }
 
@@ -265,19 +273,19 @@ mod tests {
         let (t, _) = temp_file(&data);
         // One download: its buffers go back to the pool when it ends.
         let (out, _, err) =
-            collect(stream_from(File::open(t.path()).unwrap(), data.len() as u64, t.path().into(), Arc::clone(&pool)))
+            collect(stream_from(blob(&t, File::open(t.path()).unwrap(), 0, data.len() as u64), Arc::clone(&pool)))
                 .await;
         assert!(err.is_none() && out == data);
         let kept: Vec<usize> = lock(&pool.free).iter().map(|b| b.raw[b.region.clone()].as_ptr() as usize).collect();
         assert_eq!(kept.len(), 1, "the whole-chunk buffer is kept, the short one is not");
         // The next download reads into the kept buffer instead of a fresh one.
-        let mut s = stream_from(File::open(t.path()).unwrap(), data.len() as u64, t.path().into(), Arc::clone(&pool));
+        let mut s = stream_from(blob(&t, File::open(t.path()).unwrap(), 0, data.len() as u64), Arc::clone(&pool));
         let first = s.next().await.unwrap().unwrap();
         assert_eq!(first.as_ptr() as usize, kept[0], "a kept buffer is reused across downloads");
         drop((first, s));
         // Many downloads at once: what stays idle afterwards is bounded.
         let streams: Vec<ByteStream> = (0..3 * KEEP_BUFFERS)
-            .map(|_| stream_from(File::open(t.path()).unwrap(), data.len() as u64, t.path().into(), Arc::clone(&pool)))
+            .map(|_| stream_from(blob(&t, File::open(t.path()).unwrap(), 0, data.len() as u64), Arc::clone(&pool)))
             .collect();
         for (out, _, err) in futures_util::future::join_all(streams.into_iter().map(collect)).await {
             assert!(err.is_none() && out == data);
@@ -290,7 +298,7 @@ mod tests {
     async fn chunks_hand_their_buffer_back_to_the_pool_when_dropped() {
         let data = seeded(4 * READ_CHUNK);
         let (t, f) = temp_file(&data);
-        let mut s = stream_from(f, data.len() as u64, t.path().into(), Arc::default());
+        let mut s = stream_from(blob(&t, f, 0, data.len() as u64), Arc::default());
         let first = s.next().await.unwrap().unwrap();
         let first_ptr = first.as_ptr();
         drop(first);

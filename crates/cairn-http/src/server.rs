@@ -56,9 +56,9 @@ impl StoreProbe {
         }
         self.running.store(true, Ordering::Release);
         let running = Arc::clone(&self.running);
-        let dir = store.layout().objects_dir();
+        let store = store.clone();
         let stat = tokio::task::spawn_blocking(move || {
-            let r = std::fs::metadata(&dir);
+            let r = store.probe();
             running.store(false, Ordering::Release);
             r
         });
@@ -71,10 +71,17 @@ impl StoreProbe {
                 self.running.store(false, Ordering::Release);
                 Err(format!("the store check failed: {e}"))
             }
+            Ok(Ok(Err(cairn_store::StoreError::Io { source, .. })))
+                if source.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                Err("the objects directory is not a directory".into())
+            }
             // The error kind only: remote callers are not shown local paths.
-            Ok(Ok(Err(e))) => Err(format!("stat of the objects directory failed: {}", e.kind())),
-            Ok(Ok(Ok(m))) if !m.is_dir() => Err("the objects directory is not a directory".into()),
-            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(cairn_store::StoreError::Io { source, .. }))) => {
+                Err(format!("stat of the objects directory failed: {}", source.kind()))
+            }
+            Ok(Ok(Err(e))) => Err(format!("the store check failed: {e}")),
+            Ok(Ok(Ok(()))) => Ok(()),
         }
     }
 }

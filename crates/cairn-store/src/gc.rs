@@ -8,8 +8,6 @@
 //! manifest save started to reference is kept.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs;
-use std::io;
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
@@ -66,7 +64,7 @@ impl Store {
     /// without its roots could delete blobs it needs.
     pub fn gc_roots(&self) -> Result<HashSet<Digest>> {
         let mut roots = HashSet::new();
-        for name in crate::oci::dir_names(&self.layout().refs_dir())? {
+        for name in self.backend().children(crate::backend::keys::REFS)? {
             if !name.ends_with(".json") {
                 continue;
             }
@@ -133,7 +131,7 @@ impl Store {
             }
         }
         if !report.blobs.is_empty() {
-            self.sync_dir(&self.layout().objects_dir())?;
+            self.backend().sync_deletes()?;
         }
         Ok(report)
     }
@@ -148,12 +146,7 @@ impl Store {
 
     /// Size and mtime of a blob; `None` when it is gone.
     fn blob_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
-        let p = self.layout().object(d);
-        match fs::symlink_metadata(&p) {
-            Ok(m) => Ok(Some((m.len(), m.modified().map_err(StoreError::io("read mtime", &p))?))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
-        }
+        self.backend().stat_mtime(d)
     }
 }
 
@@ -162,6 +155,7 @@ mod tests {
     use super::*;
     use crate::name::RefName;
     use crate::refs::Manifest;
+    use std::fs;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -170,7 +164,7 @@ mod tests {
     }
 
     fn age(s: &Store, d: &Digest, secs: u64) {
-        let f = fs::File::open(s.layout().object(d)).unwrap();
+        let f = fs::File::open(s.root().join("objects").join(d.to_string())).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
     }
 
@@ -201,7 +195,7 @@ mod tests {
         let (_t, s) = store();
         let d = s.put_reader(&b"x"[..], None).unwrap().digest;
         age(&s, &d, 7200);
-        fs::write(s.layout().refs_dir().join("broken-000000000000.json"), b"{not json").unwrap();
+        fs::write(s.root().join("refs").join("broken-000000000000.json"), b"{not json").unwrap();
         let e = s.gc(GcOptions::default()).unwrap_err().to_string();
         assert!(e.contains("broken-000000000000.json") && e.contains("GC refuses"), "{e}");
         assert!(s.exists(&d));
@@ -212,7 +206,7 @@ mod tests {
         let (_t, s) = store();
         let d = s.put_reader(&b"x"[..], None).unwrap().digest;
         let json = format!(r#"{{"Name":"old","Objects":{{"/abs/../path":"{d}"}}}}"#);
-        fs::write(s.layout().refs_dir().join("old-000000000000.json"), json).unwrap();
+        fs::write(s.root().join("refs").join("old-000000000000.json"), json).unwrap();
         assert!(s.gc_roots().unwrap().contains(&d));
     }
 }

@@ -105,7 +105,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn corrupt(s: &Store, d: &Digest) {
-        let p = s.layout().object(d);
+        let p = s.root().join("objects").join(d.to_string());
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&p, b"flipped").unwrap();
     }
@@ -126,8 +126,11 @@ mod tests {
             .unwrap();
         assert_eq!(r.checked, 2);
         assert_eq!(calls.load(Ordering::Relaxed), 2);
-        assert_eq!(r.corrupt, vec![Corrupt { digest: bad, quarantined: s.layout().quarantined(&bad) }]);
-        assert!(!s.exists(&bad) && s.layout().quarantined(&bad).is_file());
+        assert_eq!(
+            r.corrupt,
+            vec![Corrupt { digest: bad, quarantined: s.root().join("quarantine").join(bad.to_string()) }]
+        );
+        assert!(!s.exists(&bad) && s.root().join("quarantine").join(bad.to_string()).is_file());
         assert!(s.exists(&good));
         assert!(s.verify(None, &|_, _| {}).unwrap().is_clean());
     }

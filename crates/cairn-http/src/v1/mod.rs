@@ -177,11 +177,7 @@ async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, bod
     let w =
         pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| match e {
             PumpError::Body(source) => ApiError::Body { what: format!("upload of blob {d}"), source },
-            PumpError::Sink(e) => ApiError::Store(StoreError::Io {
-                op: "write temp blob",
-                path: s.cluster.store().layout().tmp_dir(),
-                source: e,
-            }),
+            PumpError::Sink(e) => ApiError::Store(s.cluster.store().write_error(e)),
             PumpError::Task(e) => ApiError::Cluster(cairn_cluster::ClusterError::Task(e)),
         })?;
     // A mismatch drops the temp file; nothing is stored.

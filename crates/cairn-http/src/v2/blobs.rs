@@ -42,9 +42,7 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
     }
     let reg = st.registry.clone();
     let reader = blocking(move || reg.open_blob(&repo, &d, start, Some(len))).await?;
-    let (file, len) = reader.into_parts();
-    let path = st.registry.store().layout().object(&d);
-    Ok(resp(status, hs, Body::from_stream(file_stream(file, len, path))))
+    Ok(resp(status, hs, Body::from_stream(file_stream(reader))))
 }
 
 /// The headers every blob answer carries.
