@@ -349,6 +349,8 @@ impl Store {
 enum Source {
     /// A file, read directly (keeps std's kernel-copy fast paths).
     File(File),
+    /// Bytes in memory: exactly the rest of the range, handed out without a copy.
+    Shared(bytes::Bytes),
     /// Anything else a backend hands out.
     Other(Box<dyn Read + Send>),
 }
@@ -378,6 +380,21 @@ impl BlobReader {
     pub(crate) fn from_file(f: File, path: PathBuf, size: u64, offset: u64, remaining: u64) -> Self {
         BlobReader { src: Source::File(f), path, size, offset, remaining }
     }
+    /// A reader over bytes in memory: `rest` is exactly the range's bytes.
+    pub fn from_bytes(rest: bytes::Bytes, path: PathBuf, size: u64, offset: u64) -> Self {
+        let remaining = rest.len() as u64;
+        BlobReader { src: Source::Shared(rest), path, size, offset, remaining }
+    }
+    /// The rest of the range when it is already in memory.
+    pub(crate) fn take_shared(&mut self) -> Option<bytes::Bytes> {
+        match &mut self.src {
+            Source::Shared(b) => {
+                self.remaining = 0;
+                Some(std::mem::take(b))
+            }
+            _ => None,
+        }
+    }
     /// A reader over any byte source positioned at `offset`.
     pub fn from_reader(r: Box<dyn Read + Send>, path: PathBuf, size: u64, offset: u64, remaining: u64) -> Self {
         BlobReader { src: Source::Other(r), path, size, offset, remaining }
@@ -404,6 +421,7 @@ impl BlobReader {
         match self.src {
             // `Take<File>` keeps std's copy_file_range fast path.
             Source::File(f) => io::copy(&mut f.take(self.remaining), out),
+            Source::Shared(b) => out.write_all(&b).map(|()| b.len() as u64),
             Source::Other(r) => io::copy(&mut r.take(self.remaining), out),
         }
     }
@@ -417,6 +435,12 @@ impl Read for BlobReader {
         let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = match &mut self.src {
             Source::File(f) => f.read(&mut buf[..max])?,
+            Source::Shared(b) => {
+                let n = max.min(b.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                bytes::Buf::advance(b, n);
+                n
+            }
             Source::Other(r) => r.read(&mut buf[..max])?,
         };
         self.remaining -= n as u64;

@@ -17,9 +17,13 @@
 //! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
 //!   upload sessions, and the registry's GC roots.
 //!
-//! The store knows nothing of HTTP or peers; everything here is blocking
-//! I/O, meant for `spawn_blocking` in async callers.
+//! - [`aio`]: for async callers, [`Store::run`] (the one hand-off to the
+//!   blocking pool) and [`Store::read_stream`] (a range as a stream).
+//!
+//! The store knows nothing of HTTP or peers; apart from [`aio`], everything
+//! here is blocking I/O, reached from async code through [`Store::run`].
 
+pub mod aio;
 pub mod backend;
 pub mod blob;
 pub mod checkout;
@@ -32,8 +36,11 @@ pub mod oci;
 pub mod refs;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod verify;
 
+pub use aio::BlobStream;
 pub use blob::{BlobIter, BlobReader, BlobWriter, PutOutcome, VerifiedBlob};
 pub use checkout::{CheckoutOptions, CheckoutReport};
 pub use digest::{Digest, DigestError, Hasher};

@@ -186,10 +186,12 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Env, both_backends};
     use std::os::unix::fs::symlink;
 
-    #[test]
-    fn snapshot_records_files_modes_symlinks_and_empty_dirs() {
+    both_backends!(snapshot_records_files_modes_symlinks_and_empty_dirs, snapshot_of_a_file_is_refused);
+
+    fn snapshot_records_files_modes_symlinks_and_empty_dirs(env: &Env) {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         fs::create_dir_all(src.join("a/empty")).unwrap();
@@ -198,7 +200,7 @@ mod tests {
         fs::write(src.join("run.sh"), b"#!/bin/sh\n").unwrap();
         fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
         symlink("a/one", src.join("link")).unwrap();
-        let s = Store::open(t.path().join("data")).unwrap();
+        let s = env.store();
         let r = s.snapshot(&src, &RefName::parse("tree").unwrap(), &|_, _| {}).unwrap();
         assert_eq!((r.files, r.bytes, r.new_blobs, r.symlinks, r.dirs), (3, 18, 2, 1, 2));
         let m = s.load_manifest(&r.ref_file).unwrap();
@@ -210,6 +212,7 @@ mod tests {
         assert_eq!(s.temporaries().unwrap(), 0);
     }
 
+    /// Filesystem only: a data dir inside the tree.
     #[test]
     fn snapshot_of_a_tree_holding_the_data_dir_leaves_the_store_out() {
         let t = tempfile::tempdir().unwrap();
@@ -221,11 +224,10 @@ mod tests {
         assert_eq!(r.skipped, vec![t.path().join("data")]);
     }
 
-    #[test]
-    fn snapshot_of_a_file_is_refused() {
+    fn snapshot_of_a_file_is_refused(env: &Env) {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("f"), b"x").unwrap();
-        let s = Store::open(t.path().join("data")).unwrap();
+        let s = env.store();
         let e = s.snapshot(&t.path().join("f"), &RefName::parse("x").unwrap(), &|_, _| {}).unwrap_err();
         assert!(e.to_string().contains("not a directory"), "{e}");
         assert!(s.list_manifests().unwrap().is_empty());

@@ -104,12 +104,17 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
+    use crate::testing::{Env, both_backends};
+
+    both_backends!(verify_of_given_digests_reports_missing_ones);
+
     fn corrupt(s: &Store, d: &Digest) {
         let p = s.root().join("objects").join(d.to_string());
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&p, b"flipped").unwrap();
     }
 
+    /// Filesystem only: corrupts an object file in place.
     #[test]
     fn verify_quarantines_corrupt_blobs_and_keeps_good_ones() {
         let dir = tempfile::tempdir().unwrap();
@@ -135,10 +140,8 @@ mod tests {
         assert!(s.verify(None, &|_, _| {}).unwrap().is_clean());
     }
 
-    #[test]
-    fn verify_of_given_digests_reports_missing_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+    fn verify_of_given_digests_reports_missing_ones(env: &Env) {
+        let s = env.store();
         let good = s.put_reader(&b"good"[..], None).unwrap().digest;
         let absent = Digest::of(b"absent");
         let r = s.verify(Some(&[good, absent]), &|_, _| {}).unwrap();

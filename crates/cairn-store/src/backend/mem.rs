@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use super::{Backend, BlobBackend, BlobSink, Guard, MetaBackend, UploadBackend, UploadData};
 use crate::blob::BlobReader;
 use crate::digest::Digest;
@@ -36,7 +38,7 @@ struct State {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    bytes: Arc<[u8]>,
+    bytes: Bytes,
     mtime: SystemTime,
     version: u64,
 }
@@ -93,12 +95,12 @@ impl BlobBackend for MemBackend {
     }
 
     fn read(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<BlobReader> {
-        let bytes = self.state().blobs.get(d).map(|e| Arc::clone(&e.bytes)).ok_or(StoreError::BlobNotFound(*d))?;
+        let bytes = self.state().blobs.get(d).map(|e| e.bytes.clone()).ok_or(StoreError::BlobNotFound(*d))?;
         let size = bytes.len() as u64;
         let remaining = crate::blob::check_range(d, offset, len, size)?;
-        let mut cur = io::Cursor::new(bytes);
-        cur.set_position(offset);
-        Ok(BlobReader::from_reader(Box::new(cur), self.at(&format!("objects/{d}")), size, offset, remaining))
+        // In range, so both ends fit in usize.
+        let (start, end) = (offset as usize, (offset + remaining) as usize);
+        Ok(BlobReader::from_bytes(bytes.slice(start..end), self.at(&format!("objects/{d}")), size, offset))
     }
 
     fn create(&self) -> Result<Box<dyn BlobSink>> {
@@ -152,7 +154,7 @@ impl BlobSink for MemSink {
     }
 
     fn commit(mut self: Box<Self>, d: &Digest) -> Result<bool> {
-        let bytes: Arc<[u8]> = std::mem::take(&mut self.buf).into();
+        let bytes = Bytes::from(std::mem::take(&mut self.buf));
         let mut s = self.be.state();
         let now = SystemTime::now();
         match s.blobs.get_mut(d) {
@@ -214,7 +216,7 @@ impl MetaBackend for MemBackend {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let mut s = self.state();
         s.version += 1;
-        let e = Entry { bytes: bytes.into(), mtime: SystemTime::now(), version: s.version };
+        let e = Entry { bytes: Bytes::copy_from_slice(bytes), mtime: SystemTime::now(), version: s.version };
         s.meta.insert(key.to_owned(), e);
         Ok(())
     }
@@ -346,7 +348,7 @@ impl UploadData for MemUpload {
             e.mtime = now;
             return Ok(true);
         }
-        s.blobs.insert(*d, Entry { bytes: data.into(), mtime: now, version: 0 });
+        s.blobs.insert(*d, Entry { bytes: Bytes::from(data), mtime: now, version: 0 });
         Ok(false)
     }
 
