@@ -50,6 +50,42 @@ fn a_put_replaces_a_planted_symlink_with_the_verified_bytes() {
 }
 
 #[test]
+fn a_finished_upload_replaces_a_planted_symlink_with_the_verified_bytes() {
+    use cairn_store::oci::{Registry, RegistryOptions, RepoName};
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("data")).unwrap();
+    let (secret, d) = outside(&t, b"pushed bytes");
+    let obj = t.path().join("data/objects").join(d.to_string());
+    symlink(&secret, &obj).unwrap();
+    let r = Registry::new(s.clone(), RegistryOptions::default()).unwrap();
+    let rp = RepoName::parse("a").unwrap();
+    let id = r.start_upload(&rp).unwrap();
+    r.append_upload(&rp, &id, None, None, &b"pushed bytes"[..]).unwrap();
+    let out = r.finish_upload(&rp, &id, &d).unwrap();
+    assert!(!out.existed);
+    assert!(fs::symlink_metadata(&obj).unwrap().is_file());
+    assert!(s.verify_blob(&d).unwrap() && r.has_blob(&rp, &d));
+    assert_eq!(fs::read(&secret).unwrap(), b"pushed bytes");
+}
+
+#[test]
+fn a_snapshot_replaces_a_planted_symlink_with_the_verified_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path().join("data")).unwrap();
+    let (secret, d) = outside(&t, b"tree file");
+    let obj = t.path().join("data/objects").join(d.to_string());
+    symlink(&secret, &obj).unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"tree file").unwrap();
+    let r = s.snapshot(&src, &RefName::parse("tree").unwrap(), &|_, _| {}).unwrap();
+    assert_eq!(r.new_blobs, 1);
+    assert!(fs::symlink_metadata(&obj).unwrap().is_file());
+    assert!(s.verify_blob(&d).unwrap());
+    assert_eq!(fs::read(&secret).unwrap(), b"tree file");
+}
+
+#[test]
 fn a_symlink_planted_in_refs_is_not_read_listed_or_resolved() {
     let t = tempfile::tempdir().unwrap();
     let s = Store::open(t.path().join("data")).unwrap();
