@@ -22,11 +22,11 @@ use crate::origin::Origin;
 use crate::owner::Route;
 use crate::peer::{ByteStream, PeerApi, PeerSet, RemoteBlob};
 use crate::ratelimit::TokenBucket;
-use crate::stream::file_stream;
+use crate::stream::byte_stream;
 use crate::upstream::{OciHint, Upstream, UpstreamError};
 
 /// Chunk size used to stream local blobs: large reads, few hand-offs.
-pub const READ_CHUNK: usize = 1 << 20;
+pub const READ_CHUNK: usize = cairn_store::aio::READ_CHUNK;
 
 /// Bytes of a remote body held back until the digest is verified: a blob
 /// this small is never released unverified (its callers see a clean error
@@ -257,10 +257,8 @@ impl Cluster {
     /// Streams `len` bytes (or the rest) of a local blob from `offset`.
     /// Returns the whole blob's size and the stream.
     pub async fn local_blob(&self, d: Digest, offset: u64, len: Option<u64>) -> Result<(u64, u64, ByteStream)> {
-        let store = self.inner.store.clone();
-        let r = blocking(move || store.get_range(&d, offset, len)).await??;
-        let (size, remaining) = (r.blob_size(), r.remaining());
-        Ok((size, remaining, file_stream(r)))
+        let (size, remaining, s) = self.inner.store.read_stream(d, offset, len).await?;
+        Ok((size, remaining, byte_stream(s)))
     }
 
     /// The size of a local blob, `None` when absent.

@@ -3,7 +3,7 @@
 //! ahead, no thread held between reads) is the store's
 //! ([`cairn_store::aio`]); this adapts its errors.
 
-use cairn_store::BlobReader;
+use cairn_store::{BlobReader, BlobStream};
 use futures_util::TryStreamExt;
 
 use crate::error::ClusterError;
@@ -13,5 +13,10 @@ use crate::peer::ByteStream;
 /// stream with an error naming it, so a client never takes a short body for
 /// a whole one.
 pub fn file_stream(blob: BlobReader) -> ByteStream {
-    Box::pin(cairn_store::aio::blob_stream(blob).map_err(ClusterError::Store))
+    byte_stream(cairn_store::aio::blob_stream(blob))
+}
+
+/// A store stream (e.g. from [`cairn_store::Store::read_stream`]) as a body stream.
+pub fn byte_stream(s: BlobStream) -> ByteStream {
+    Box::pin(s.map_err(ClusterError::Store))
 }
