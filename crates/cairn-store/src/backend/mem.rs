@@ -36,6 +36,14 @@ struct State {
     version: u64,
 }
 
+impl State {
+    fn put_meta(&mut self, key: &str, bytes: &[u8]) {
+        self.version += 1;
+        let e = Entry { bytes: Bytes::copy_from_slice(bytes), mtime: SystemTime::now(), version: self.version };
+        self.meta.insert(key.to_owned(), e);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     bytes: Bytes,
@@ -214,19 +222,18 @@ impl MetaBackend for MemBackend {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let mut s = self.state();
-        s.version += 1;
-        let e = Entry { bytes: Bytes::copy_from_slice(bytes), mtime: SystemTime::now(), version: s.version };
-        s.meta.insert(key.to_owned(), e);
+        self.state().put_meta(key, bytes);
         Ok(())
     }
 
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool> {
-        if self.state().meta.contains_key(key) {
+        // Checked and written under one lock: two racing writers cannot both win.
+        let mut s = self.state();
+        if s.meta.contains_key(key) {
             return Ok(false);
         }
-        // One lock would do; two keep `put` the only writer.
-        self.put(key, bytes).map(|()| true)
+        s.put_meta(key, bytes);
+        Ok(true)
     }
 
     fn delete(&self, key: &str) -> Result<bool> {

@@ -163,3 +163,108 @@ pub trait Backend: BlobBackend + MetaBackend + UploadBackend + fmt::Debug + Send
         None
     }
 }
+
+/// What every backend must do, checked on both.
+#[cfg(test)]
+mod contract {
+    use std::io::Read;
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn fs() -> (tempfile::TempDir, Box<dyn Backend>) {
+        let t = tempfile::tempdir().unwrap();
+        let b = fs::FsBackend::open(t.path(), &StoreOptions::default()).unwrap();
+        (t, Box::new(b))
+    }
+
+    fn mem() -> (tempfile::TempDir, Box<dyn Backend>) {
+        (tempfile::tempdir().unwrap(), Box::new(mem::MemBackend::new()))
+    }
+
+    fn read_all(b: &dyn Backend, d: &Digest) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.read(d, 0, None).unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    fn a_commit_never_replaces_an_existing_object(b: &dyn Backend) {
+        let d = Digest::of(b"first");
+        let mut s = b.create().unwrap();
+        s.write(b"first").unwrap();
+        assert!(!s.commit(&d).unwrap());
+        let mut s = b.create().unwrap();
+        s.write(b"second").unwrap();
+        assert!(s.commit(&d).unwrap(), "an existing object is reported, not replaced");
+        assert_eq!(read_all(b, &d), b"first");
+        assert_eq!(b.list_blobs().unwrap().map(Result::unwrap).collect::<Vec<_>>(), vec![d]);
+        assert_eq!(b.temporaries().unwrap(), 0);
+    }
+
+    fn a_dropped_sink_leaves_nothing(b: &dyn Backend) {
+        let mut s = b.create().unwrap();
+        s.write(b"partial").unwrap();
+        assert_eq!(b.temporaries().unwrap(), 1);
+        drop(s);
+        assert_eq!(b.temporaries().unwrap(), 0);
+        assert_eq!(b.list_blobs().unwrap().count(), 0);
+    }
+
+    fn create_only_put_never_replaces_and_put_does(b: &dyn Backend) {
+        assert!(b.put_new("refs/a.json", b"one").unwrap());
+        assert!(!b.put_new("refs/a.json", b"two").unwrap());
+        assert_eq!(b.get("refs/a.json", 100).unwrap().unwrap(), b"one");
+        b.put("registry/repositories/x/_tags/v1", b"d1").unwrap();
+        b.put("registry/repositories/x/_tags/v1", b"d2").unwrap();
+        b.put("registry/repositories/x/_tags/v2", b"d3").unwrap();
+        assert_eq!(b.get("registry/repositories/x/_tags/v1", 100).unwrap().unwrap(), b"d2");
+        assert_eq!(b.children("registry/repositories/x/_tags").unwrap(), vec!["v1", "v2"]);
+        assert_eq!(b.children("registry/repositories").unwrap(), vec!["x"]);
+        assert!(b.is_dir("registry/repositories/x") && !b.is_dir("registry/repositories/y"));
+        assert!(b.exists("refs/a.json") && !b.exists("registry/repositories/x"));
+        assert!(b.delete("registry/repositories/x/_tags/v1").unwrap());
+        assert!(!b.delete("registry/repositories/x/_tags/v1").unwrap());
+        assert_eq!(b.get("refs/absent.json", 100).unwrap(), None);
+        assert!(b.children("nowhere").unwrap().is_empty());
+        // A stamp names one version: a rewrite changes it.
+        let before = b.stamp("registry/repositories/x/_tags/v2").unwrap();
+        b.put("registry/repositories/x/_tags/v2", b"d4").unwrap();
+        assert_ne!(b.stamp("registry/repositories/x/_tags/v2"), Some(before));
+    }
+
+    fn upload_data_appends_truncates_and_commits_as_a_blob(b: &dyn Backend) {
+        b.create_upload("u1").unwrap();
+        let mut u = b.open_upload("u1").unwrap().unwrap();
+        assert!(u.try_lock().unwrap());
+        assert!(!b.open_upload("u1").unwrap().unwrap().try_lock().unwrap(), "one writer at a time");
+        u.begin_append(0).unwrap();
+        u.append(b"hello").unwrap();
+        u.append(b" world!").unwrap();
+        u.end_append().unwrap();
+        u.truncate(11).unwrap();
+        assert_eq!(u.len().unwrap(), 11);
+        let mut seen = Vec::new();
+        u.read_prefix(5, &mut |c| seen.extend_from_slice(c)).unwrap();
+        assert_eq!(seen, b"hello");
+        let d = Digest::of(b"hello world");
+        assert!(!u.commit(&d).unwrap());
+        drop(u);
+        b.remove_upload("u1").unwrap();
+        assert!(b.open_upload("u1").unwrap().is_none());
+        assert_eq!(read_all(b, &d), b"hello world");
+    }
+
+    macro_rules! on_both {
+        ($($t:ident),* $(,)?) => {
+            mod on_fs { $(#[test] fn $t() { let (_t, b) = super::fs(); super::$t(&*b) })* }
+            mod on_mem { $(#[test] fn $t() { let (_t, b) = super::mem(); super::$t(&*b) })* }
+        };
+    }
+
+    on_both!(
+        a_commit_never_replaces_an_existing_object,
+        a_dropped_sink_leaves_nothing,
+        create_only_put_never_replaces_and_put_does,
+        upload_data_appends_truncates_and_commits_as_a_blob,
+    );
+}
