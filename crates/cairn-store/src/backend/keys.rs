@@ -7,51 +7,51 @@ use crate::name::RefFile;
 use crate::oci::{RepoName, Tag};
 
 /// `refs`.
-pub(crate) const REFS: &str = "refs";
+pub const REFS: &str = "refs";
 /// `registry/repositories`.
-pub(crate) const REPOS: &str = "registry/repositories";
+pub const REPOS: &str = "registry/repositories";
 
 /// `refs/<ref_file>`.
-pub(crate) fn ref_file(r: &RefFile) -> String {
+pub fn ref_file(r: &RefFile) -> String {
     format!("{REFS}/{}", r.as_str())
 }
 /// `registry/repositories/<repo>` (the name's components are checked safe).
-pub(crate) fn repo(r: &RepoName) -> String {
+pub fn repo(r: &RepoName) -> String {
     format!("{REPOS}/{}", r.as_str())
 }
 /// `<repo>/_manifests`.
-pub(crate) fn repo_manifests(r: &RepoName) -> String {
+pub fn repo_manifests(r: &RepoName) -> String {
     format!("{}/_manifests", repo(r))
 }
 /// `<repo>/_manifests/<hex>`.
-pub(crate) fn repo_manifest(r: &RepoName, d: &Digest) -> String {
+pub fn repo_manifest(r: &RepoName, d: &Digest) -> String {
     format!("{}/{d}", repo_manifests(r))
 }
 /// `<repo>/_blobs`.
-pub(crate) fn repo_blobs(r: &RepoName) -> String {
+pub fn repo_blobs(r: &RepoName) -> String {
     format!("{}/_blobs", repo(r))
 }
 /// `<repo>/_blobs/<hex>`.
-pub(crate) fn repo_blob(r: &RepoName, d: &Digest) -> String {
+pub fn repo_blob(r: &RepoName, d: &Digest) -> String {
     format!("{}/{d}", repo_blobs(r))
 }
 /// `<repo>/_tags`.
-pub(crate) fn repo_tags(r: &RepoName) -> String {
+pub fn repo_tags(r: &RepoName) -> String {
     format!("{}/_tags", repo(r))
 }
 /// `<repo>/_tags/<tag>`.
-pub(crate) fn repo_tag(r: &RepoName, t: &Tag) -> String {
+pub fn repo_tag(r: &RepoName, t: &Tag) -> String {
     format!("{}/{}", repo_tags(r), t.as_str())
 }
 /// `<repo>/_referrers/<subject hex>`.
-pub(crate) fn repo_referrers(r: &RepoName, subject: &Digest) -> String {
+pub fn repo_referrers(r: &RepoName, subject: &Digest) -> String {
     format!("{}/_referrers/{subject}", repo(r))
 }
 /// `<repo>/_referrers/<subject hex>/<hex>`.
-pub(crate) fn repo_referrer(r: &RepoName, subject: &Digest, d: &Digest) -> String {
+pub fn repo_referrer(r: &RepoName, subject: &Digest, d: &Digest) -> String {
     format!("{}/{d}", repo_referrers(r, subject))
 }
 /// `registry/uploads/<id>/info.json`.
-pub(crate) fn upload_info(id: &str) -> String {
+pub fn upload_info(id: &str) -> String {
     format!("registry/uploads/{id}/info.json")
 }

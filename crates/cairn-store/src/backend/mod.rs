@@ -19,7 +19,7 @@
 //! is `None`.
 
 pub mod fs;
-pub(crate) mod keys;
+pub mod keys;
 pub mod mem;
 
 use std::any::Any;

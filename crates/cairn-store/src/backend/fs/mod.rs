@@ -22,7 +22,7 @@
 //! Durability: every file is written under `tmp/` (same filesystem), fsynced,
 //! then hard-linked (blobs, refs: a link never replaces) or renamed
 //! (registry metadata) into place, and the directory fsynced. Nothing under
-//! the data dir is opened through a symlink ([`crate::nofollow`]).
+//! the data dir is opened through a symlink (`O_NOFOLLOW`).
 
 mod blobs;
 mod meta;
