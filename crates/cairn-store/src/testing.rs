@@ -43,6 +43,19 @@ impl Env {
         }
     }
 
+    /// Overwrites a blob's bytes behind the store's back (bit rot).
+    pub(crate) fn corrupt(&self, d: &Digest, bytes: &[u8]) {
+        match self {
+            Env::Fs(dir) => {
+                use std::os::unix::fs::PermissionsExt;
+                let p = dir.path().join("data/objects").join(d.to_string());
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+                std::fs::write(&p, bytes).unwrap();
+            }
+            Env::Mem(m) => m.corrupt(d, bytes),
+        }
+    }
+
     /// Writes a metadata document behind the store's back.
     pub(crate) fn plant(&self, key: &str, bytes: &[u8]) {
         match self {

@@ -73,6 +73,14 @@ impl MemBackend {
         }
     }
 
+    /// Replaces a stored blob's bytes, as a failing disk would.
+    #[cfg(test)]
+    pub(crate) fn corrupt(&self, d: &Digest, bytes: &[u8]) {
+        if let Some(e) = self.state().blobs.get_mut(d) {
+            e.bytes = Bytes::copy_from_slice(bytes);
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Every update below leaves the maps consistent, even if a caller panicked.
         self.s.lock().unwrap_or_else(|p| p.into_inner())
