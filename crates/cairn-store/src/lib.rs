@@ -16,7 +16,6 @@
 //! - [`verify`]: re-hash blobs, quarantine the corrupt ones.
 //! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
 //!   upload sessions, and the registry's GC roots.
-//!
 //! - [`aio`]: for async callers, [`Store::run`] (the one hand-off to the
 //!   blocking pool) and [`Store::read_stream`] (a range as a stream).
 //!
