@@ -7,18 +7,30 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::error::ClusterError;
-use crate::fetch::Inner;
-use crate::peer::{PeerSet, within};
+use crate::peer::{PeerApi, PeerSet, within};
 
 /// Longest the loop sleeps, so a peer marked down passively is re-probed on time.
 const MAX_NAP: Duration = Duration::from_millis(500);
 
+/// What probing needs of the cluster. The cluster owns the only strong
+/// reference, so the loop ends when the cluster is dropped.
+pub(crate) struct Prober {
+    pub(crate) peers: Arc<PeerSet>,
+    pub(crate) api: Arc<dyn PeerApi>,
+    pub(crate) peer_timeout: Duration,
+    pub(crate) node_id: String,
+    /// A random id of this process, sent in health answers.
+    pub(crate) instance: String,
+    /// Whether peers must prove membership (a cluster secret is set).
+    pub(crate) proof: bool,
+}
+
 /// Probes one peer and records the result.
-pub(crate) async fn probe(inner: &Inner, addr: &str) {
+pub(crate) async fn probe(inner: &Prober, addr: &str) {
     let start = Instant::now();
-    let res = within(inner.cfg.peer_timeout, addr, || "GET /v1/health".into(), inner.api.health(addr)).await;
+    let res = within(inner.peer_timeout, addr, || "GET /v1/health".into(), inner.api.health(addr)).await;
     if let Ok(h) = &res
-        && h.node_id == inner.cfg.node_id
+        && h.node_id == inner.node_id
     {
         if h.instance.as_deref() == Some(inner.instance.as_str()) {
             inner.peers.mark_self(addr);
@@ -33,13 +45,13 @@ pub(crate) async fn probe(inner: &Inner, addr: &str) {
     }
     // A peer refusing this node's proof is of another cluster too.
     if let Err(ClusterError::PeerStatus { status: 401 | 403, .. }) = &res
-        && inner.cfg.cluster_secret.is_some()
+        && inner.proof
     {
         inner.peers.mark_unproven(addr);
         return;
     }
     if let Ok(h) = &res
-        && inner.cfg.cluster_secret.is_some()
+        && inner.proof
     {
         if h.proven != Some(true) {
             inner.peers.mark_unproven(addr);
@@ -58,13 +70,13 @@ fn record(peers: &PeerSet, addr: &str, res: Result<String, ClusterError>, took: 
 }
 
 /// Runs until the cluster is dropped.
-pub(crate) async fn run(weak: Weak<Inner>) {
+pub(crate) async fn run(weak: Weak<Prober>) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let now = Instant::now();
         let (due, next) = inner.peers.due(now);
         for a in &due {
-            inner.peers.probing(a, now + inner.cfg.peer_timeout + MAX_NAP);
+            inner.peers.probing(a, now + inner.peer_timeout + MAX_NAP);
         }
         let inner2 = Arc::clone(&inner);
         join_all(due.iter().map(|a| probe(&inner2, a))).await;

@@ -5,7 +5,8 @@
 //! - [`peer`]: the [`PeerApi`] trait and the [`PeerSet`] (health, latency).
 //! - [`health`]: the probe loop with backoff.
 //! - [`origin`]: origins tried after the peers.
-//! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through.
+//! - [`fetch`]: the [`Cluster`] and its single-flight, verified pull-through;
+//!   its sources share one trait (see the module's "Where a new source goes").
 //! - [`push`]: client uploads of blobs and manifests.
 //! - [`listing`]: manifest listings across the cluster and cluster stats.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
@@ -13,11 +14,16 @@
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
 //! - [`rendezvous`]: the owner ranking of a digest over the healthy nodes.
 //! - [`owner`]: one origin fetch per cluster (misses go to the digest's owner).
+//! - [`net`]: HTTP client helpers shared by peers, origins and upstreams.
 //! - [`discovery`]: static peers and mDNS (`_cairn._tcp.local.`).
 //! - [`advertise`]: the address a node announces.
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
 //! - [`error`]: the cluster's error type, [`ClusterError`].
+//!
+//! Layers, lowest first; no module imports one above it: `error`, `net`,
+//! `discovery`, `membership`, `rendezvous`; `peer`; `ratelimit`, `stream`,
+//! `health`, `upstream`, `origin`; `fetch`; `listing`, `sync`, `push`, `mirror`.
 
 pub mod error;
 pub mod fetch;
@@ -25,11 +31,14 @@ pub mod health;
 pub mod listing;
 pub mod membership;
 pub mod mirror;
+pub mod net;
 pub mod origin;
 pub mod peer;
 pub mod push;
 pub mod sync;
 pub mod upstream;
+
+pub use fetch::owner;
 
 pub use error::{ClusterError, Result};
 pub use fetch::{BlobBody, Cluster, ClusterConfig};
@@ -39,7 +48,6 @@ pub use peer::{ByteStream, ManifestEntry, PeerApi, PeerHealth, PeerSet, PeerStat
 pub use sync::{SyncEvent, SyncReport};
 pub mod advertise;
 pub mod discovery;
-pub mod owner;
 pub mod ratelimit;
 pub mod rendezvous;
 pub mod stream;

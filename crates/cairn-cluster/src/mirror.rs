@@ -7,11 +7,8 @@
 //! changes that order). The manifest it points to is then fetched by digest
 //! through the pipeline, so it is verified.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use cairn_store::Digest;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::{ClusterError, Result};
@@ -19,55 +16,10 @@ use crate::fetch::Cluster;
 use crate::origin::Origin;
 use crate::upstream::{ResolvedTag, Upstream};
 
-/// What a tag points to, and who said so.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagTarget {
-    /// The manifest digest.
-    pub digest: Digest,
-    /// Its media type, when the source knew it.
-    pub media_type: Option<String>,
-    /// Who answered: `peer ADDR`, `registry URL`, `registry URL (cached)`.
-    pub source: String,
-}
-
-/// When peers are asked for a tag while registry origins are configured
-/// (`peer_tags`). Without registry origins the peers are the only source of
-/// tags and are always asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PeerTags {
-    /// Never: a tag no upstream answers is an error or a miss.
-    Never,
-    /// After the upstreams, when none had an answer (unreachable, an error,
-    /// or no such tag, e.g. an image pushed to a node of the cluster). A tag
-    /// an upstream knows, even from a stale cache, is never taken from a peer.
-    #[default]
-    Fallback,
-    /// Before the upstreams: a peer's answer wins.
-    First,
-}
-
-impl FromStr for PeerTags {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "never" => Ok(PeerTags::Never),
-            "fallback" => Ok(PeerTags::Fallback),
-            "first" => Ok(PeerTags::First),
-            other => Err(format!("{other:?} is not one of never, fallback, first")),
-        }
-    }
-}
-
-impl fmt::Display for PeerTags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PeerTags::Never => "never",
-            PeerTags::Fallback => "fallback",
-            PeerTags::First => "first",
-        })
-    }
-}
+// Defined below the cluster layer (the peer client and the settings use
+// them); re-exported here, where they belong to the reader.
+pub use crate::fetch::PeerTags;
+pub use crate::peer::TagTarget;
 
 impl TagTarget {
     fn from_upstream(up: &Upstream, t: ResolvedTag) -> Self {

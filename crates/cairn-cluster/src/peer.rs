@@ -36,7 +36,7 @@ impl RemoteBlob {
         let body = resp.bytes_stream().map_err(move |e| ClusterError::Truncated {
             source_name: source_name.clone(),
             digest,
-            reason: crate::upstream::error_chain(&e),
+            reason: crate::net::error_chain(&e),
         });
         RemoteBlob { size, body: Box::pin(body) }
     }
@@ -88,6 +88,17 @@ pub struct ManifestEntry {
     pub node_id: String,
 }
 
+/// What a tag points to, and who said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagTarget {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// Its media type, when the source knew it.
+    pub media_type: Option<String>,
+    /// Who answered: `peer ADDR`, `registry URL`, `registry URL (cached)`.
+    pub source: String,
+}
+
 /// How the cluster calls a peer's `/v1` API. Implemented over HTTP by
 /// `cairn-http`'s client; every answer must already be shape-checked.
 pub trait PeerApi: Send + Sync + 'static {
@@ -117,12 +128,7 @@ pub trait PeerApi: Send + Sync + 'static {
     /// `GET /v1/oci/tag`: the manifest a peer's registry has for
     /// `repo:tag` (its own tags and its fresh upstream answers), `None` when
     /// it has none. Peers that predate the mirror have none.
-    fn resolve_tag<'a>(
-        &'a self,
-        _peer: &'a str,
-        _repo: &'a str,
-        _tag: &'a str,
-    ) -> BoxFut<'a, Option<crate::mirror::TagTarget>> {
+    fn resolve_tag<'a>(&'a self, _peer: &'a str, _repo: &'a str, _tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(async { Ok(None) })
     }
 }
@@ -571,12 +577,7 @@ impl PeerApi for Tracked {
     fn fetch_via<'a>(&'a self, peer: &'a str, digest: &'a Digest) -> BoxFut<'a, RemoteBlob> {
         Box::pin(async move { self.note(peer, self.api.fetch_via(peer, digest).await) })
     }
-    fn resolve_tag<'a>(
-        &'a self,
-        peer: &'a str,
-        repo: &'a str,
-        tag: &'a str,
-    ) -> BoxFut<'a, Option<crate::mirror::TagTarget>> {
+    fn resolve_tag<'a>(&'a self, peer: &'a str, repo: &'a str, tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(async move { self.note(peer, self.api.resolve_tag(peer, repo, tag).await) })
     }
 }

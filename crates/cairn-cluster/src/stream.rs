@@ -9,6 +9,9 @@ use futures_util::TryStreamExt;
 use crate::error::ClusterError;
 use crate::peer::ByteStream;
 
+/// Chunk size used to stream local blobs: large reads, few hand-offs.
+pub const READ_CHUNK: usize = cairn_store::aio::READ_CHUNK;
+
 /// Streams the bytes `blob` has left. A blob that ends early ends the
 /// stream with an error naming it, so a client never takes a short body for
 /// a whole one.

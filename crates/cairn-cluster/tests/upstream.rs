@@ -15,7 +15,7 @@ use cairn_cluster::mirror::PeerTags;
 use cairn_cluster::upstream::{Freshness, ObjectKind, Upstream, UpstreamConfig, UpstreamError};
 use cairn_store::Digest;
 use cairn_testkit::registry::{RegistryAuth, TestRegistry, TokenOptions, TokenServer, push_image};
-use cairn_testkit::{Server, blob, dead_addr};
+use cairn_testkit::{Breakage, BrokenRegistry, Server, blob, dead_addr};
 use futures_util::StreamExt;
 
 fn upstream(url: &str) -> Upstream {
@@ -346,18 +346,12 @@ async fn tag_resolution_fails_clearly_when_the_only_upstream_is_down_and_nothing
     assert!(e.to_string().contains("tag team/app:v1 could not be resolved"), "{e}");
 }
 
-async fn wrong_blob(Path((_, d)): Path<(String, String)>) -> Response {
-    let mut body = format!("not the bytes of {d}").into_bytes();
-    body.resize(4096, b'x');
-    body.into_response()
-}
-
 #[tokio::test]
 async fn registry_origin_sending_wrong_bytes_stores_nothing() {
-    let app = Router::new().route("/v2/{repo}/blobs/{digest}", get(wrong_blob));
-    let srv = Server::start(app);
-    let (cluster, _dir) = cluster_with(vec![registry_origin(&format!("http://{}", srv.addr()))]);
-    let d = Digest::of(&blob(21, 4096));
+    let data = blob(21, 4096);
+    let srv = BrokenRegistry::start(Breakage::Tamper, std::slice::from_ref(&data));
+    let (cluster, _dir) = cluster_with(vec![registry_origin(&srv.url())]);
+    let d = Digest::of(&data);
     let e = cluster.ensure_local_oci(d, hint("repo", ObjectKind::Blob)).await.unwrap_err();
     assert!(e.to_string().contains("wrong bytes"), "{e}");
     assert!(cluster.local_size(d).await.unwrap().is_none());
@@ -474,18 +468,14 @@ async fn by_default_a_tag_the_upstream_knows_asks_no_peer() {
     assert_eq!(peer.asked.load(Ordering::SeqCst), 0, "a tag the upstream lacks was asked of the peers");
 }
 
-async fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response()
-}
-
 #[tokio::test]
 async fn an_upstream_answering_5xx_falls_back_only_to_member_peers_and_to_none_when_peer_tags_is_never() {
-    let srv = Server::start(Router::new().route("/v2/{*rest}", get(unavailable)));
+    let srv = BrokenRegistry::start(Breakage::Unavailable, &[]);
     let peer = Arc::new(TagPeer { digest: Digest::of(b"the peer's manifest"), asked: AtomicUsize::new(0) });
     let with = |peer_tags| {
         let cfg = cairn_cluster::ClusterConfig {
             peers: vec!["peer-a:1".into()],
-            origins: vec![registry_origin(&format!("http://{}", srv.addr()))],
+            origins: vec![registry_origin(&srv.url())],
             peer_tags,
             ..Default::default()
         };

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 pub const BATCH_BYTES: usize = 1 << 20;
 
 /// Default of `body_timeout`: the longest a request body may send nothing.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BODY_TIMEOUT: Duration = cairn_cluster::fetch::DEFAULT_BODY_TIMEOUT;
 
 /// Why a request body did not arrive whole.
 #[derive(Debug, Clone, thiserror::Error)]

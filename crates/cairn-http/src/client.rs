@@ -16,8 +16,7 @@ use cairn_store::{Digest, PutOutcome, RefFile};
 use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::mirror::TagAnswer;
-use crate::v1::{NodeInfo, PutBlobAnswer};
+use crate::v1::wire::{FORWARDED_HEADER, NodeInfo, PutBlobAnswer, TagAnswer};
 
 /// Largest JSON answer read from a peer (manifest lists can be long).
 const MAX_JSON_BYTES: u64 = 64 << 20;
@@ -285,7 +284,7 @@ impl Client {
     /// `GET /v1/fetch/{digest}` as a peer that elected `node` owner of the
     /// digest: the node fetches it itself, never forwarding again.
     pub async fn fetch_via(&self, node: &str, d: &Digest) -> Result<RemoteBlob> {
-        let req = self.http.get(self.url(node, &format!("/v1/fetch/{d}"))).header(crate::v1::FORWARDED_HEADER, "1");
+        let req = self.http.get(self.url(node, &format!("/v1/fetch/{d}"))).header(FORWARDED_HEADER, "1");
         self.stream_req(node, format!("GET /v1/fetch/{d} (forwarded)"), req).await
     }
 

@@ -100,7 +100,9 @@ fn store_status(e: &StoreError) -> StatusCode {
     }
 }
 
-fn cluster_status(e: &ClusterError) -> StatusCode {
+/// The status of a cluster error, for `/v1` and for `/v2`'s remote
+/// failures alike (see [`crate::v2::errors::remote_status`]).
+pub(crate) fn cluster_status(e: &ClusterError) -> StatusCode {
     match e {
         ClusterError::Store(s) => store_status(s),
         ClusterError::Shared(e) => cluster_status(e),

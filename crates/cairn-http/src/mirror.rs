@@ -1,75 +1,192 @@
-//! The cluster-wide `/v2` mirror's HTTP side: the registry's remote source
-//! backed by the cluster pipeline, and the `/v1/oci/tag` answer peers give
-//! each other when one of them lacks a tag.
+//! The cluster-wide `/v2` mirror, on the HTTP side: [`Mirrored`] wraps
+//! the local registry's reads ([`LocalRegistry`]) and, on a miss, asks a
+//! [`RemoteSource`]: on a node, [`ClusterRemote`], the cluster pipeline
+//! (peers, then origins; registry origins get the repository). Where a tag
+//! the node lacks is looked up is the cluster's business
+//! ([`cairn_cluster::mirror`]); the answer peers give each other is
+//! `/v1/oci/tag` ([`crate::v1::oci`]).
 
 use std::io::Read;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Query, State};
-use axum::routing::get;
-use cairn_cluster::Cluster;
-use cairn_cluster::mirror::TagTarget;
+use bytes::Bytes;
 use cairn_cluster::upstream::{ObjectKind, OciHint};
+use cairn_cluster::{Cluster, ClusterError};
+use cairn_store::oci::index::StoredManifest;
 use cairn_store::oci::manifest::{MAX_MANIFEST_SIZE, parse_manifest};
 use cairn_store::oci::{Reference, RepoName, Tag};
 use cairn_store::{Digest, Store};
 use futures_util::future::BoxFuture;
-use futures_util::stream::StreamExt;
-use serde::{Deserialize, Serialize};
+use futures_util::stream::{BoxStream, StreamExt};
 
-use crate::error::ApiError;
-use crate::server::AppState;
-use crate::v2::{RemoteBody, RemoteError, RemoteSource};
+pub use crate::v2::store::RemoteError;
+use crate::v2::store::{BlobStream, LocalRegistry, ReadError, ReadFuture, RegistryStore};
 
-/// `GET /v1/oci/tag?repo=R&tag=T`: what this node's registry has for a tag
-/// (its own tags and its fresh upstream answers). 404 when it has none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagAnswer {
-    /// The repository asked for.
-    pub repo: String,
-    /// The tag asked for.
-    pub tag: String,
-    /// The manifest digest, `sha256:<hex>`.
-    pub digest: String,
-    /// The manifest's media type, when known.
-    pub media_type: Option<String>,
+/// A blob streaming in from elsewhere while it is verified and stored. An
+/// `Err` item means the body is cut: the response must be aborted, never
+/// ended cleanly.
+pub struct RemoteBody {
+    /// Its length, when known before the bytes.
+    pub size: Option<u64>,
+    /// The bytes.
+    pub stream: BoxStream<'static, Result<Bytes, RemoteError>>,
 }
 
-/// The query of `GET /v1/oci/tag`.
-#[derive(Debug, Deserialize)]
-pub struct TagQuery {
-    /// Repository name.
-    pub repo: String,
-    /// Tag.
-    pub tag: String,
+/// Somewhere to fetch missing content from (peers, an upstream registry).
+/// Implementations verify bytes against `digest` before storing them.
+pub trait RemoteSource: Send + Sync + 'static {
+    /// Brings blob `digest` of `repo` into the local store. `Ok(true)` when
+    /// it is now stored; `Ok(false)` when no source has it.
+    fn fetch_blob<'a>(&'a self, repo: &'a RepoName, digest: &'a Digest) -> BoxFuture<'a, Result<bool, RemoteError>>;
+
+    /// Streams blob `digest` of `repo` to the caller while it is fetched,
+    /// verified and stored; `Ok(None)` when no source has it. The blob is
+    /// stored (and [`RemoteSource::fetch_blob`] returns at once) soon after
+    /// the stream ends.
+    fn open_blob<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<RemoteBody>, RemoteError>>;
+
+    /// Brings manifest `digest` of `repo` into the local store; returns its
+    /// media type when it is now stored, `None` when no source has it.
+    fn fetch_manifest<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<String>, RemoteError>>;
+
+    /// The manifest digest `repo:tag` points to elsewhere (peers, an
+    /// upstream), for a tag the local registry lacks; `None` when no source
+    /// knows it. The tag is not stored locally, so it is asked again later.
+    fn resolve_tag<'a>(
+        &'a self,
+        _repo: &'a RepoName,
+        _tag: &'a Tag,
+    ) -> BoxFuture<'a, Result<Option<Digest>, RemoteError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
-/// The mirror's `/v1` route.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().route("/v1/oci/tag", get(tag)).with_state(state)
+/// A mirrored registry: the local one, and a remote source for what it
+/// lacks. What is fetched is stored and linked to the repository it was
+/// asked for in, so the next read is local; tags resolved remotely are not
+/// stored (they are asked again, the upstream being their authority).
+pub struct Mirrored {
+    local: LocalRegistry,
+    remote: Arc<dyn RemoteSource>,
 }
 
-/// `GET /v1/oci/tag`: the local tag, else a fresh cached upstream answer.
-/// Never asks anyone else, so peers asking each other cannot loop.
-async fn tag(State(st): State<Arc<AppState>>, Query(q): Query<TagQuery>) -> Result<Json<TagAnswer>, ApiError> {
-    let repo = RepoName::parse(&q.repo).map_err(|e| ApiError::BadRequest(format!("repo {:?}: {e}", q.repo)))?;
-    let tag = Tag::parse(&q.tag).map_err(|e| ApiError::BadRequest(format!("tag {:?}: {e}", q.tag)))?;
-    let found = match st.registry.clone() {
-        Some(reg) => tokio::task::spawn_blocking(move || reg.resolve(&repo, &Reference::Tag(tag)).ok())
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("registry worker failed: {e}")))?,
-        None => None,
-    };
-    let (digest, media_type) = match found {
-        Some((d, mt)) => (d, Some(mt)),
-        None => match st.cluster.cached_tag(&q.repo, &q.tag) {
-            Some(TagTarget { digest, media_type, .. }) => (digest, media_type),
-            None => return Err(ApiError::UnknownTag { repo: q.repo, tag: q.tag }),
-        },
-    };
-    Ok(Json(TagAnswer { repo: q.repo, tag: q.tag, digest: digest.oci(), media_type }))
+impl Mirrored {
+    /// `local`, falling back to `remote` on a miss.
+    pub fn new(local: LocalRegistry, remote: Arc<dyn RemoteSource>) -> Self {
+        Mirrored { local, remote }
+    }
+
+    /// Brings blob `d` (its local miss is `missing`) in through the remote
+    /// source, links it to `repo`, and returns its size.
+    async fn fetch_blob(&self, repo: &RepoName, d: Digest, missing: ReadError) -> Result<u64, ReadError> {
+        match self.remote.fetch_blob(repo, &d).await {
+            Ok(true) => self.local.link_blob(repo, d).await,
+            Ok(false) => Err(missing),
+            Err(e) => Err(remote_failed(repo, "digest", d.oci(), e)),
+        }
+    }
+
+    /// Streams blob `d` (its local miss is `missing`) to the caller while
+    /// the remote source fetches, verifies and stores it (a bad source cuts
+    /// the stream), then links it to `repo`.
+    async fn stream_blob(&self, repo: &RepoName, d: Digest, missing: ReadError) -> Result<BlobStream, ReadError> {
+        let body = match self.remote.open_blob(repo, &d).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(missing),
+            Err(e) => return Err(remote_failed(repo, "digest", d.oci(), e)),
+        };
+        // Joins the transfer streaming now, and links the blob to the
+        // repository once it is stored, without delaying the response's end.
+        let (remote, local, repo) = (Arc::clone(&self.remote), self.local.clone(), repo.clone());
+        tokio::spawn(async move {
+            match remote.fetch_blob(&repo, &d).await {
+                Ok(true) => {
+                    if let Err(e) = local.link_blob(&repo, d).await {
+                        tracing::warn!(digest = %d.oci(), error = %e, "linking a mirrored blob failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(digest = %d.oci(), error = %e, "a mirrored blob was not stored"),
+            }
+        });
+        Ok(BlobStream { len: body.size, stored: false, stream: body.stream })
+    }
+
+    /// Manifest `r` of `repo` (its local miss is `missing`): a tag resolved
+    /// remotely, then the manifest fetched by digest and linked to `repo`.
+    async fn fetch_manifest(
+        &self,
+        repo: &RepoName,
+        r: &Reference,
+        missing: ReadError,
+    ) -> Result<StoredManifest, ReadError> {
+        let d = match r {
+            Reference::Digest(d) => *d,
+            Reference::Tag(t) => match self.remote.resolve_tag(repo, t).await {
+                Ok(Some(d)) => d,
+                Ok(None) => return Err(missing),
+                Err(e) => return Err(remote_failed(repo, "tag", format!("{repo}:{}", t.as_str()), e)),
+            },
+        };
+        if let Reference::Tag(_) = r
+            && let Ok(m) = self.local.get_manifest(repo, &Reference::Digest(d)).await
+        {
+            return Ok(m);
+        }
+        match self.remote.fetch_manifest(repo, &d).await {
+            Ok(Some(media_type)) => self.local.link_manifest(repo, d, media_type).await,
+            Ok(None) => Err(missing),
+            Err(e) => Err(remote_failed(repo, "digest", d.oci(), e)),
+        }
+    }
+}
+
+/// A remote source that failed rather than found nothing: logged here,
+/// answered with the status `v2/errors.rs` gives it.
+fn remote_failed(repo: &RepoName, kind: &'static str, subject: String, source: RemoteError) -> ReadError {
+    tracing::warn!(repo = %repo, kind, subject = %subject, error = %source, "remote fetch failed");
+    ReadError::Remote { kind, subject, source }
+}
+
+impl RegistryStore for Mirrored {
+    fn stat_blob<'a>(&'a self, repo: &'a RepoName, d: &'a Digest) -> ReadFuture<'a, u64> {
+        Box::pin(async move {
+            match self.local.stat_blob(repo, d).await {
+                Err(e) if e.is_blob_unknown() => self.fetch_blob(repo, *d, e).await,
+                r => r,
+            }
+        })
+    }
+
+    fn open_blob<'a>(&'a self, repo: &'a RepoName, d: &'a Digest) -> ReadFuture<'a, BlobStream> {
+        Box::pin(async move {
+            match self.local.open_blob(repo, d).await {
+                Err(e) if e.is_blob_unknown() => self.stream_blob(repo, *d, e).await,
+                r => r,
+            }
+        })
+    }
+
+    fn read_blob<'a>(&'a self, repo: &'a RepoName, d: &'a Digest, start: u64, len: u64) -> ReadFuture<'a, BlobStream> {
+        self.local.read_blob(repo, d, start, len)
+    }
+
+    fn get_manifest<'a>(&'a self, repo: &'a RepoName, r: &'a Reference) -> ReadFuture<'a, StoredManifest> {
+        Box::pin(async move {
+            match self.local.get_manifest(repo, r).await {
+                Err(e) if e.is_manifest_unknown() => self.fetch_manifest(repo, r, e).await,
+                res => res,
+            }
+        })
+    }
 }
 
 /// The `/v2` remote source of a node: a miss goes through the cluster
@@ -130,7 +247,9 @@ impl RemoteSource for ClusterRemote {
             // The bytes are verified by now; the media type is the manifest's own.
             let store = self.cluster.store().clone();
             let d = *digest;
-            let bytes = tokio::task::spawn_blocking(move || read_manifest(&store, &d)).await??;
+            let bytes = tokio::task::spawn_blocking(move || read_manifest(&store, &d))
+                .await
+                .map_err(|e| ClusterError::Task(format!("reading fetched manifest {}: {e}", d.oci())))??;
             Ok(Some(parse_manifest(&bytes, None)?.media_type))
         })
     }

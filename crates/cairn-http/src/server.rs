@@ -7,31 +7,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Uri};
+use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_store::Store;
-use cairn_store::oci::Registry;
 
-use crate::client::Client;
-use crate::v1::NodeInfo;
-
-/// What every handler can reach.
-pub struct AppState {
-    /// The cluster (and through it the store).
-    pub cluster: Cluster,
-    /// `/v1/info`'s answer.
-    pub info: NodeInfo,
-    /// `X-Volt-Node`, prepared once.
-    pub node_header: HeaderValue,
-    /// The OCI registry on the same store, when this node serves `/v2`.
-    pub registry: Option<Registry>,
-    /// Who may do what; loopback-only until [`crate::auth::Auth::set`] installs a policy.
-    pub auth: Arc<crate::auth::Auth>,
-    /// `/v1/health`'s check that the store still answers.
-    pub store_probe: StoreProbe,
-}
+use crate::state::AppState;
 
 /// How long `/v1/health` waits for the store to answer a stat.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -85,72 +66,10 @@ impl StoreProbe {
     }
 }
 
-impl AppState {
-    /// A node over `store`: builds the peer client and the cluster.
-    /// `listen_addr` is shown as configured (e.g. `:7420`).
-    pub fn new(store: Store, cfg: ClusterConfig, listen_addr: &str) -> Result<Arc<Self>, String> {
-        AppState::with_registry(store, cfg, listen_addr, None)
-    }
-
-    /// A node that also serves `registry` on `/v2` (see [`AppState::v2_state`]).
-    pub fn with_registry(
-        store: Store,
-        cfg: ClusterConfig,
-        listen_addr: &str,
-        registry: Option<Registry>,
-    ) -> Result<Arc<Self>, String> {
-        let client = Client::for_peers(cfg.peer_timeout);
-        AppState::with_peer_client(store, cfg, listen_addr, registry, client)
-    }
-
-    /// [`AppState::with_registry`] calling peers through `client` (e.g. one
-    /// over TLS). With a cluster secret, the client proves membership on
-    /// every request and the auth layer accepts peers that prove theirs.
-    pub fn with_peer_client(
-        store: Store,
-        cfg: ClusterConfig,
-        listen_addr: &str,
-        registry: Option<Registry>,
-        mut client: Client,
-    ) -> Result<Arc<Self>, String> {
-        let node_header = HeaderValue::from_str(&cfg.node_id)
-            .map_err(|_| format!("node_id {:?} is not a valid HTTP header value", cfg.node_id))?;
-        let info = NodeInfo {
-            node_id: cfg.node_id.clone(),
-            listen_addr: listen_addr.to_owned(),
-            peers: cfg.peers.clone(),
-            cas_base: store.root().display().to_string(),
-        };
-        let auth = Arc::new(crate::auth::Auth::default());
-        if let Some(secret) = &cfg.cluster_secret {
-            client = client.with_membership(&cfg.node_id, secret.clone());
-            auth.set_cluster_secret(secret.clone());
-        }
-        let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe: StoreProbe::default(), auth }))
-    }
-
-    /// The `/v2` state: the registry, with the cluster pipeline as its
-    /// remote source, so a miss is fetched from peers and origins (the mirror).
-    pub fn v2_state(&self) -> Option<crate::v2::V2State> {
-        let registry = self.registry.clone()?;
-        let remote = crate::mirror::ClusterRemote::new(self.cluster.clone());
-        let cfg = self.cluster.config();
-        Some(crate::v2::V2State {
-            registry,
-            remote: Some(Arc::new(remote)),
-            body_timeout: cfg.body_timeout,
-            max_blob_size: cfg.max_blob_size,
-            auth: Arc::clone(&self.auth),
-        })
-    }
-}
-
 /// Every API, merged (one `.merge` line per API), with one debug log line
 /// per request. `/v2` is there when the node has a registry.
 pub fn app(state: Arc<AppState>) -> Router {
-    let mut app =
-        Router::new().merge(crate::v1::router(Arc::clone(&state))).merge(crate::mirror::router(Arc::clone(&state)));
+    let mut app = Router::new().merge(crate::v1::router(Arc::clone(&state)));
     if let Some(v2) = state.v2_state() {
         app = app.merge(crate::v2::router(v2));
     }

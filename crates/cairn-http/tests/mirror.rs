@@ -102,10 +102,11 @@ async fn image_is_pulled_through_a_node_from_a_token_auth_upstream_with_credenti
     pull(&node, "private/app", "v1", &img, &layers).await;
     assert_eq!(tokens.requests(), 1, "one token for the repository, reused for every request");
 
-    // Without credentials the token endpoint refuses, and the client sees a miss.
+    // Without credentials the token endpoint refuses: the upstream failed
+    // (502), it did not say the tag is absent (which would be a 404).
     let anonymous = TestNode::start(mirror_spec(upstream(&reg.url(), Duration::from_secs(3600))));
-    let (status, _, _) = get(&anonymous, "private/app/manifests/v1").await;
-    assert_eq!(status, 404);
+    let (status, _, body) = get(&anonymous, "private/app/manifests/v1").await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     assert!(!anonymous.store.exists(&img.manifest));
 }
 
@@ -127,7 +128,7 @@ async fn cached_tag_is_served_while_the_upstream_is_stopped() {
     assert_eq!((status, digest), (200, Some(moved.manifest.oci())));
     assert_eq!(body, moved.manifest_bytes);
     let (status, _, _) = get(&node, "team/app/manifests/never-pulled").await;
-    assert_eq!(status, 404, "a tag never resolved cannot be served from the cache");
+    assert_eq!(status, 502, "a tag never resolved cannot be served from the cache: the upstream's outage shows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +141,7 @@ async fn peer_tag_endpoint_answers_local_tags_and_refuses_bad_names() {
     };
     let r = ask("team/app", "v1").await.unwrap();
     assert_eq!(r.status(), 200);
-    let a: cairn_http::mirror::TagAnswer = r.json().await.unwrap();
+    let a: cairn_http::v1::wire::TagAnswer = r.json().await.unwrap();
     assert_eq!((a.digest, a.media_type.as_deref()), (img.manifest.oci(), Some(OCI_MANIFEST)));
     assert_eq!(ask("team/app", "v2").await.unwrap().status(), 404);
     assert_eq!(ask("Team/App", "v1").await.unwrap().status(), 400);
@@ -242,7 +243,7 @@ async fn mirrored_tag_resolves_at_the_upstream_before_any_peer_and_peers_stand_i
     let (status, digest, _) = get(&b, latest).await;
     assert_eq!((status, digest), (200, Some(real.manifest.oci())), "the upstream's own last answer beats a peer's");
     let (status, _, _) = get(&never, latest).await;
-    assert_eq!(status, 404, "peer_tags: never, upstream down, nothing cached: a miss");
+    assert_eq!(status, 502, "peer_tags: never, upstream down, nothing cached: the outage, not a miss");
 }
 
 /// A peer whose tag answers are wrong in the way `mode` says.
@@ -269,4 +270,45 @@ async fn peer_tag_answers_of_the_wrong_shape_are_errors_naming_the_peer() {
         let e = c.resolve_tag(&srv.addr(), "team/app", "v1").await.unwrap_err().to_string();
         assert!(e.contains(&srv.addr()) && e.contains(says), "{mode}: {e}");
     }
+}
+
+/// An address where nothing listens: connections to it are refused.
+fn dead_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+/// The bug: `/v2` answered 404 for a tag while its upstream was
+/// down, where `/v1/fetch` answers 502. Every remote failure is now the
+/// status `/v1` gives it; only an upstream's "no such thing" is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_upstream_outage_is_502_not_404() {
+    let dead = dead_address();
+    let spec = NodeSpec {
+        origins: vec![format!("{dead}/blobs/{{digest}}")],
+        origin_retries: Some(0),
+        ..mirror_spec(upstream(&dead, Duration::from_secs(3600)))
+    };
+    let node = TestNode::start(spec);
+    let c = reqwest::Client::new();
+    let absent = Digest::of(b"somewhere upstream");
+    for path in [
+        "team/app/manifests/v1".to_owned(),
+        format!("team/app/manifests/{}", absent.oci()),
+        format!("team/app/blobs/{}", absent.oci()),
+    ] {
+        let r = c.get(format!("{}/v2/{path}", node.url())).header("accept", OCI_MANIFEST).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 502, "GET {path}: {body}");
+        assert_eq!(body["errors"][0]["code"], "UNKNOWN", "{path}: {body}");
+        assert!(body.to_string().contains("unreachable"), "the answer names the failure: {body}");
+    }
+    let r = c.head(format!("{}/v2/team/app/blobs/{}", node.url(), absent.oci())).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 502, "HEAD of a blob");
+    // The same outage on /v1 (the URL origin; a bare digest names no repository).
+    let r = c.get(format!("{}/v1/fetch/{}", node.url(), absent)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 502, "/v1/fetch");
 }

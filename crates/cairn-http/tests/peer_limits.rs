@@ -289,38 +289,11 @@ async fn a_full_local_disk_fails_the_fetch_once_without_retrying_the_origin() {
     assert_eq!(common::tmp_entries(node.dir()), 0);
 }
 
-/// An upstream registry serving every blob and manifest with its last byte flipped.
-fn tampering_registry(blobs: &[Vec<u8>]) -> cairn_testkit::Server {
-    use axum::extract::{Path, State};
-    use axum::response::IntoResponse;
-    use std::collections::HashMap;
-    use std::sync::Arc;
-    let map: Arc<HashMap<String, Vec<u8>>> = Arc::new(blobs.iter().map(|b| (Digest::of(b).oci(), b.clone())).collect());
-    async fn object(
-        State(m): State<Arc<HashMap<String, Vec<u8>>>>,
-        Path(rest): Path<String>,
-    ) -> axum::response::Response {
-        let Some(b) = rest.rsplit('/').next().and_then(|d| m.get(d)) else {
-            return axum::http::StatusCode::NOT_FOUND.into_response();
-        };
-        let mut v = b.clone();
-        if let Some(x) = v.last_mut() {
-            *x ^= 0xff;
-        }
-        ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], v).into_response()
-    }
-    let app = axum::Router::new()
-        .route("/v2/", axum::routing::get(|| async { "{}" }))
-        .route("/v2/{*rest}", axum::routing::get(object))
-        .with_state(map);
-    cairn_testkit::Server::start(app)
-}
-
 #[tokio::test]
 async fn tampered_upstream_bytes_are_502_naming_the_upstream_not_unknown() {
     let data = blob(9, 50_000);
     let d = Digest::of(&data);
-    let up = tampering_registry(std::slice::from_ref(&data));
+    let up = cairn_testkit::BrokenRegistry::start(cairn_testkit::Breakage::Tamper, std::slice::from_ref(&data));
     let registry =
         cairn_cluster::upstream::UpstreamConfig { url: format!("http://{}", up.addr()), ..Default::default() };
     let node = TestNode::start(NodeSpec { registries: vec![registry], v2: true, ..Default::default() });

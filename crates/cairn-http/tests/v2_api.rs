@@ -5,7 +5,7 @@ mod v2common;
 
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteBody, RemoteError, RemoteSource};
+use cairn_http::mirror::{RemoteBody, RemoteError, RemoteSource};
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 use futures_util::StreamExt;
@@ -653,4 +653,65 @@ async fn registry_errors_do_not_reveal_the_data_dir() {
     let body = r.text().await.unwrap();
     assert!(body.contains("<path on the node>"), "{body}");
     assert!(!body.contains(&d.path().display().to_string()) && !body.contains("/tmp/"), "{body}");
+}
+
+/// A remote source whose every call times out the way a peer does.
+struct TimedOutRemote;
+
+fn peer_timeout() -> RemoteError {
+    Box::new(cairn_cluster::ClusterError::PeerTimeout {
+        peer: "10.0.0.9:7420".into(),
+        what: "GET /v1/oci/tag".into(),
+        after: std::time::Duration::from_secs(5),
+    })
+}
+
+impl RemoteSource for TimedOutRemote {
+    fn fetch_blob<'a>(&'a self, _r: &'a RepoName, _d: &'a Digest) -> BoxFuture<'a, Result<bool, RemoteError>> {
+        Box::pin(async { Err(peer_timeout()) })
+    }
+    fn open_blob<'a>(
+        &'a self,
+        _r: &'a RepoName,
+        _d: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<RemoteBody>, RemoteError>> {
+        Box::pin(async { Err(peer_timeout()) })
+    }
+    fn fetch_manifest<'a>(
+        &'a self,
+        _r: &'a RepoName,
+        _d: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<String>, RemoteError>> {
+        Box::pin(async { Err(peer_timeout()) })
+    }
+    fn resolve_tag<'a>(
+        &'a self,
+        _r: &'a RepoName,
+        _t: &'a cairn_store::oci::Tag,
+    ) -> BoxFuture<'a, Result<Option<Digest>, RemoteError>> {
+        Box::pin(async { Err(peer_timeout()) })
+    }
+}
+
+/// A remote that timed out is a 504 on every /v2 read, as on /v1 (it was
+/// a 502 for blobs and manifests, and a 404 for a tag).
+#[tokio::test]
+async fn v2_remote_timeout_is_504_like_v1() {
+    let d = tempfile::tempdir().unwrap();
+    let s = v2common::start_with(d.path(), Some(Arc::new(TimedOutRemote))).await;
+    let c = Client::new();
+    let absent = Digest::of(b"far away").oci();
+    for (method, path) in [
+        (Method::GET, "manifests/v1".to_owned()),
+        (Method::GET, format!("manifests/{absent}")),
+        (Method::GET, format!("blobs/{absent}")),
+        (Method::HEAD, format!("blobs/{absent}")),
+    ] {
+        let r = c.request(method.clone(), format!("{}/v2/mirror/x/{path}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT, "{method} {path}");
+        if method == Method::GET {
+            let body = r.text().await.unwrap();
+            assert!(body.contains("UNKNOWN") && body.contains("10.0.0.9:7420"), "{path}: {body}");
+        }
+    }
 }

@@ -30,6 +30,9 @@ pub enum Command {
         /// Files to store; `-` reads standard input.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a blob to standard output or a file.
     Get {
@@ -57,6 +60,9 @@ pub enum Command {
         /// The manifest name ([A-Za-z0-9._-], at most 255 bytes).
         #[arg(long)]
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild a manifest's tree in a new or empty directory.
     Checkout {
@@ -70,6 +76,9 @@ pub enum Command {
         /// Keep setuid, setgid and sticky bits the manifest gives (dropped by default).
         #[arg(long)]
         preserve_special_bits: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List manifests.
     Manifests {
@@ -88,12 +97,18 @@ pub enum Command {
         /// Keep unreferenced blobs younger than this (e.g. 30m, 1h, 2days).
         #[arg(long, default_value = "1h", value_name = "DURATION")]
         grace: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Re-hash blobs; corrupt ones are moved to quarantine/.
     Verify {
         /// Only these blobs (default: all).
         #[arg(value_name = "DIGEST")]
         digests: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a node: the /v1 API, peer health, verified pull-through.
     Serve(crate::config::Overrides),
@@ -131,6 +146,52 @@ pub enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Point container runtimes at this node as their registry mirror.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+    /// Print a shell completion script, e.g. `cairn completions bash > /etc/bash_completion.d/cairn`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: cairn(1) and one per command (cairn-serve(1), ...).
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+/// `cairn mirror ...`.
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Write a runtime's mirror configuration.
+    #[command(subcommand)]
+    Configure(ConfigureTarget),
+}
+
+/// Runtimes `cairn mirror configure` knows.
+#[derive(Debug, Subcommand)]
+pub enum ConfigureTarget {
+    /// containerd: one `hosts.toml` per registry under its `config_path`
+    /// (idempotent; a file not written by cairn is kept as `hosts.toml.orig`).
+    Containerd {
+        /// Registry to mirror, as in image references (docker.io, ghcr.io, registry.example:5000); repeatable.
+        #[arg(long = "registry", value_name = "HOST", required = true)]
+        registries: Vec<String>,
+        /// The Cairn node containerd should ask first.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7420")]
+        node: String,
+        /// containerd's `config_path`.
+        #[arg(long, value_name = "DIR", default_value = "/etc/containerd/certs.d")]
+        config_path: PathBuf,
+        /// The upstream containerd falls back to [default: https://registry-1.docker.io for docker.io, else https://HOST]; only with one --registry.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `cairn manifest ...`.
@@ -148,6 +209,9 @@ pub enum ManifestCommand {
         /// Remove every version of the name.
         #[arg(long)]
         all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -203,10 +267,17 @@ pub enum RegistryCommand {
         upload_ttl: std::time::Duration,
     },
     /// List repositories.
-    Ls,
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the tags of a repository, with the digest each points at.
     Tags {
         /// Repository name, e.g. library/alpine.
         repo: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -418,6 +418,8 @@ impl NodeConfig {
 
     /// Applies flags over `file` over the defaults.
     pub fn merge(file: FileConfig, flags: &Overrides, data_dir_flag: Option<PathBuf>) -> anyhow::Result<NodeConfig> {
+        // The cluster's defaults are set in one place: `ClusterConfig::default`.
+        let defaults = cairn_cluster::ClusterConfig::default();
         let node_id = flags.node_id.clone().or(file.node_id).unwrap_or_else(hostname);
         if node_id.is_empty() || !node_id.chars().all(|c| c.is_ascii_graphic()) {
             bail!("node_id {node_id:?} must be non-empty printable ASCII without spaces");
@@ -444,11 +446,11 @@ impl NodeConfig {
         }
         let peer_timeout = match flags.peer_timeout.as_deref().or(file.peer_timeout.as_deref()) {
             Some(v) => duration("peer_timeout", v)?,
-            None => Duration::from_secs(10),
+            None => defaults.peer_timeout,
         };
         let health_interval = match flags.health_interval.as_deref().or(file.health_interval.as_deref()) {
             Some(v) => duration("health_interval", v)?,
-            None => Duration::from_secs(30),
+            None => defaults.health_interval,
         };
         let shutdown_grace = match file.shutdown_grace.as_deref() {
             Some(v) => duration("shutdown_grace", v)?,
@@ -467,11 +469,13 @@ impl NodeConfig {
         if file.egress_limit == Some(0) {
             bail!("egress_limit must be at least 1 byte per second (leave it out for no limit)");
         }
-        let max_concurrent_fetches = flags.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(16);
+        let max_concurrent_fetches =
+            flags.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(defaults.max_concurrent_fetches);
         if max_concurrent_fetches == 0 {
             bail!("max_concurrent_fetches must be at least 1");
         }
-        let enable_cdn_fallback = !flags.no_cdn_fallback && file.enable_cdn_fallback.unwrap_or(true);
+        let enable_cdn_fallback =
+            !flags.no_cdn_fallback && file.enable_cdn_fallback.unwrap_or(defaults.enable_cdn_fallback);
         let data_dir = data_dir_flag.or(file.data_dir).unwrap_or_else(|| crate::cmd::data_dir(None));
         let registry_bind = match flags.registry_addr.clone().or(file.registry_addr).filter(|a| !a.is_empty()) {
             Some(a) => Some(bind_addr(&a).with_context(|| format!("registry_addr {a:?}"))?),
@@ -483,14 +487,13 @@ impl NodeConfig {
         };
         let rate_window = match file.rate_window.as_deref() {
             Some(v) => duration("rate_window", v)?,
-            None => cairn_cluster::fetch::DEFAULT_RATE_WINDOW,
+            None => defaults.rate_window,
         };
-        let max_blob_size = file.max_blob_size.unwrap_or(cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE);
+        let max_blob_size = file.max_blob_size.unwrap_or(defaults.max_blob_size);
         if max_blob_size == 0 {
             bail!("max_blob_size must be at least 1 byte");
         }
-        let max_manifest_objects =
-            file.max_manifest_objects.unwrap_or(cairn_cluster::fetch::DEFAULT_MAX_MANIFEST_OBJECTS);
+        let max_manifest_objects = file.max_manifest_objects.unwrap_or(defaults.max_manifest_objects);
         if max_manifest_objects == 0 {
             bail!("max_manifest_objects must be at least 1");
         }
@@ -505,7 +508,7 @@ impl NodeConfig {
         }
         let body_timeout = match file.body_timeout.as_deref() {
             Some(v) => duration("body_timeout", v)?,
-            None => cairn_http::body::DEFAULT_BODY_TIMEOUT,
+            None => defaults.body_timeout,
         };
         let header_timeout = match file.header_timeout.as_deref() {
             Some(v) => duration("header_timeout", v)?,
@@ -520,7 +523,7 @@ impl NodeConfig {
         }
         let peer_tags = match file.peer_tags.as_deref() {
             Some(v) => v.trim().parse().map_err(|e: String| anyhow::anyhow!("peer_tags: {e}"))?,
-            None => cairn_cluster::mirror::PeerTags::default(),
+            None => defaults.peer_tags,
         };
         let cluster_secret = match &file.cluster_secret_file {
             Some(path) => {
@@ -547,16 +550,16 @@ impl NodeConfig {
             max_concurrent_fetches,
             shutdown_grace,
             discovery,
-            egress_limit: file.egress_limit,
-            elect_owner: file.elect_owner.unwrap_or(true),
+            egress_limit: file.egress_limit.or(defaults.egress_limit),
+            elect_owner: file.elect_owner.unwrap_or(defaults.elect_owner),
             registry_bind,
             upload_ttl,
             max_upload_sessions,
             max_upload_sessions_per_client,
-            min_transfer_rate: file.min_transfer_rate.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_TRANSFER_RATE),
+            min_transfer_rate: file.min_transfer_rate.unwrap_or(defaults.min_transfer_rate),
             rate_window,
             max_blob_size,
-            min_free_space: file.min_free_space.unwrap_or(cairn_cluster::fetch::DEFAULT_MIN_FREE_SPACE),
+            min_free_space: file.min_free_space.unwrap_or(defaults.min_free_space),
             max_manifest_objects,
             body_timeout,
             header_timeout,
@@ -625,6 +628,15 @@ mod tests {
         assert!(c.peers.is_empty() && c.origins.is_empty());
         assert!(!c.node_id.is_empty());
         assert!(c.advertise_addr.ends_with(":7420"));
+    }
+
+    #[test]
+    fn an_empty_config_gives_exactly_the_cluster_defaults() {
+        let mut c = merged("").unwrap().cluster();
+        let d = cairn_cluster::ClusterConfig::default();
+        // The node id defaults to the hostname, by design.
+        c.node_id.clone_from(&d.node_id);
+        assert_eq!(format!("{c:?}"), format!("{d:?}"), "the node's defaults and the cluster's differ");
     }
 
     #[test]

@@ -27,6 +27,19 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(code_num(err))
 }
 
+/// The context of every failed write to standard output.
+pub const STDOUT: &str = "writing to stdout";
+
+/// True when `err` comes from writing command output into a pipe whose
+/// reader is gone. A broken pipe elsewhere (a node that hung up) is a
+/// failure like any other.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let pipe = err
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));
+    pipe && err.chain().any(|c| c.to_string().ends_with(STDOUT))
+}
+
 /// [`code_for`] as a number, so several failures can be compared.
 pub fn code_num(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {

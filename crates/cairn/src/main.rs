@@ -18,6 +18,8 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     match cmd::run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`cairn ls | head`): done, not failed.
+        Err(err) if exit::is_broken_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cairn: {err:#}");
             exit::code_for(&err)

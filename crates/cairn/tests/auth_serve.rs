@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 use cairn_testkit::registry::base64_std;
@@ -35,12 +35,12 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64_std(format!("{user}:{password}").as_bytes()))
 }
 
-/// Starts `cairn serve` on `config` (stderr kept), ready when /v1/health answers.
+/// Starts `cairn serve` on `config` with its log kept.
 fn serve(dir: &Path, config: &str, addr: &str) -> Node {
     let cfg = dir.join("cairn.yaml");
     std::fs::write(&cfg, config).unwrap();
-    let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, addr);
-    node.wait_ready(|| raw(addr, "GET", "/v1/health", None, b"").0 == 200);
+    let node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, addr);
+    assert_eq!(raw(addr, "GET", "/v1/health", None, b"").0, 200, "health is open to loopback callers");
     node
 }
 
@@ -158,27 +158,7 @@ fn sighup_rereads_the_htpasswd_and_tokens_files_and_forgets_cached_passwords() {
         .replace("/etc/cairn/tokens", tokens.to_str().unwrap());
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut node = serve(tmp.path(), &format!("{}{snippet}", base_config(tmp.path(), port)), &addr);
-    // The log, as it is written.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut err = node.child.stderr.take().unwrap();
-    let sink = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let wait_log = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log.lock().unwrap().contains(what) {
-            assert!(Instant::now() < deadline, "no {what:?} in the log within 10 s: {}", log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let node = serve(tmp.path(), &format!("{}{snippet}", base_config(tmp.path(), port)), &addr);
     let ping = |auth: &str| raw(&addr, "GET", "/v2/", Some(auth), b"").0;
     let hup = || {
         let pid = node.child.id().to_string();
@@ -191,7 +171,7 @@ fn sighup_rereads_the_htpasswd_and_tokens_files_and_forgets_cached_passwords() {
     std::fs::write(&tokens, format!("deployer {new_token}\n")).unwrap();
     assert_eq!(ping(&old_pw), 200, "files are read at start and on SIGHUP only");
     hup();
-    wait_log("SIGHUP: auth files reloaded");
+    node.wait_log("SIGHUP: auth files reloaded");
     assert_eq!(ping(&new_pw), 200);
     assert_eq!(ping(&old_pw), 401, "the cached old password is forgotten");
     assert_eq!(ping(&format!("Bearer {new_token}")), 200);
@@ -199,7 +179,7 @@ fn sighup_rereads_the_htpasswd_and_tokens_files_and_forgets_cached_passwords() {
     // A file that no longer loads keeps the rules in force.
     std::fs::write(&tokens, "deployer short\n").unwrap();
     hup();
-    wait_log("not reloaded");
+    node.wait_log("not reloaded");
     assert_eq!(ping(&format!("Bearer {new_token}")), 200);
     assert_eq!(ping(&new_pw), 200);
 }
@@ -213,8 +193,7 @@ fn serve_warns_when_auth_shuts_out_peers_that_send_no_credentials() {
     let text = format!("{}peers: [\"127.0.0.1:1\"]\nauth:\n  anonymous: []\n", base_config(tmp.path(), port));
     std::fs::write(&cfg, text).unwrap();
     let mut node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
-    // Ready when it answers; anonymous callers get 401 even for /v1/health.
-    node.wait_ready(|| raw(&addr, "GET", "/v1/health", None, b"").0 == 401);
+    assert_eq!(raw(&addr, "GET", "/v1/health", None, b"").0, 401, "anonymous callers get 401 even for /v1/health");
     let log = node.stop_and_log();
     assert!(log.contains("peers will get 401"), "{log}");
 }

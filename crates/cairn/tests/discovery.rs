@@ -27,17 +27,10 @@ fn start_with(lab: &Lab, i: usize, dir: &Path, extra: &str) -> Node {
     );
     let path = dir.join("cairn.yaml");
     std::fs::write(&path, cfg).unwrap();
-    let log = std::fs::File::create(dir.join("log")).unwrap();
-    let child = lab
-        .command(i, CAIRN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Node { child, addr }
+    let mut cmd = lab.command(i, CAIRN);
+    cmd.args(["serve", "--config"]).arg(&path).env("RUST_LOG", "info");
+    let ready = || peers(lab, i, &addr).is_some();
+    Node::spawn_until(cmd, &addr, ready)
 }
 
 /// Runs `cairn ARGS --node ADDR` inside namespace `i`.
@@ -66,10 +59,6 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-}
-
 #[test]
 fn three_nodes_in_namespaces_find_each_other_by_mdns_share_a_blob_and_drop_a_stopped_node() {
     let Some(lab) = Lab::new_or_skip(3, "mDNS discovery test") else { return };
@@ -79,17 +68,13 @@ fn three_nodes_in_namespaces_find_each_other_by_mdns_share_a_blob_and_drop_a_sto
 
     let mut nodes: Vec<Node> = (0..3).map(|i| start(&lab, i, dirs[i].path())).collect();
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    for (i, a) in addrs.iter().enumerate() {
-        wait_for(Duration::from_secs(20), &format!("node {i} answers"), || peers(&lab, i, a).is_some());
-    }
-
     // Each sees the other two within 5 s of all being up.
     let start = Instant::now();
     for (i, a) in addrs.iter().enumerate() {
         let mut others: Vec<(String, bool)> = addrs.iter().filter(|x| *x != a).map(|x| (x.clone(), true)).collect();
         others.sort();
         let left = Duration::from_secs(5).saturating_sub(start.elapsed());
-        let log = || log_of(dirs[i].path());
+        let log = || nodes[i].log();
         wait_for(left, &format!("node {i} sees {others:?}; its log:\n{}", log()), || {
             peers(&lab, i, a).as_ref() == Some(&others)
         });
@@ -136,12 +121,9 @@ fn an_mdns_impostor_without_the_cluster_secret_is_dropped_after_its_failed_proof
         start_with(&lab, 2, dirs[2].path(), &secret_line(2, "fedcba9876543210-impostor-secret\n")),
     ];
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    for (i, a) in addrs.iter().enumerate() {
-        wait_for(Duration::from_secs(20), &format!("node {i} answers"), || peers(&lab, i, a).is_some());
-    }
     for (i, other) in [(0, 1), (1, 0)] {
         let a = &addrs[i];
-        let log = || log_of(dirs[i].path());
+        let log = || nodes[i].log();
         wait_for(Duration::from_secs(10), &format!("node {i} refuses the impostor; its log:\n{}", log()), || {
             log().contains("failed the cluster membership proof") && log().contains(&addrs[2])
         });

@@ -14,30 +14,6 @@ const STALLED_V1: usize = 300;
 const STALLED_V2: usize = 300;
 const BUDGET: Duration = Duration::from_secs(2);
 
-async fn wait_ready(http: &reqwest::Client, addr: &str, node: &mut NodeProcess) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("http://{addr}/v1/health")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(node.child.try_wait().expect("poll node").is_none(), "the node exited during start-up");
-        assert!(Instant::now() < deadline, "node on {addr} not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn vm_hwm_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read node status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/pid/status");
-    kib / 1024
-}
-
 /// Sends the head of a request declaring a large body, and one byte of it.
 fn stalled_upload(addr: &str, head: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect stalled upload");
@@ -80,9 +56,9 @@ async fn a_normal_client_is_served_within_two_seconds_while_sockets_idle_uploads
         ),
     )
     .expect("write config");
-    let mut node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
+    let node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-    wait_ready(&http, &addr, &mut node).await;
+    assert!(http.get(format!("http://{addr}/v1/health")).send().await.is_ok_and(|r| r.status().is_success()));
     let base = format!("http://{addr}");
 
     // What the normal client will read: a blob, a manifest, and an image on /v2.
@@ -179,7 +155,7 @@ async fn a_normal_client_is_served_within_two_seconds_while_sockets_idle_uploads
             .await;
     assert_eq!(Digest::of(&got.expect("pull-through")), od);
 
-    let rss = vm_hwm_mib(node.child.id());
+    let rss = node.memory_mib("VmHWM");
     eprintln!("node peak RSS: {rss} MiB");
     assert!(rss < 256, "node peak RSS {rss} MiB under hostile load (limit 256 MiB)");
     assert!(!trickle_fetch.is_finished(), "the trickled fetch must still be running during the measurement");

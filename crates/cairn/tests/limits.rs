@@ -1,10 +1,9 @@
 //! `cairn serve` raises its open-file soft limit to the hard limit, so a
 //! default of 1024 descriptors does not make a busy node unreachable.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use cairn_testkit::{NodeProcess, free_port, health_ok};
+use cairn_testkit::{NodeProcess, free_port};
 
 /// (soft, hard) "Max open files" of a process, from `/proc/<pid>/limits`.
 fn nofile(pid: &str) -> (String, String) {
@@ -28,22 +27,13 @@ fn serve_raises_the_open_file_soft_limit_to_the_hard_limit() {
     let data = dir.path().join("data");
     std::fs::write(&cfg, format!("listen_addr: \"{addr}\"\ndata_dir: \"{}\"\n", data.display())).unwrap();
     // The child starts with a low soft limit; this process's own limits are untouched.
-    let child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg("ulimit -Sn 256 && exec \"$0\" serve --config \"$1\"")
         .arg(env!("CARGO_BIN_EXE_cairn"))
         .arg(&cfg)
-        .env_remove("CAIRN_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let node = NodeProcess { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health_ok(&node.addr) {
-        assert!(Instant::now() < deadline, "node on {} not ready within 20 s", node.addr);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .env_remove("CAIRN_CONFIG");
+    let node = NodeProcess::spawn(cmd, &addr);
     let (soft, hard) = nofile(&node.child.id().to_string());
     assert_eq!(soft, hard, "the node's soft open-file limit was not raised to its hard limit");
 }

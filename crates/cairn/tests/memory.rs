@@ -2,8 +2,6 @@
 //! and reused, so what the node holds afterwards does not grow with the
 //! number of downloads it served.
 
-use std::time::{Duration, Instant};
-
 use cairn_store::Digest;
 use cairn_testkit::{NodeProcess, blob, free_port, health_ok};
 
@@ -11,16 +9,6 @@ const DOWNLOADERS: usize = 8;
 const DOWNLOADS_EACH: usize = 100;
 const BLOBS: usize = 40;
 const LIMIT_MIB: u64 = 192;
-
-fn vm_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read node status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/pid/status");
-    kib / 1024
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_short_downloads_leave_the_node_holding_bounded_memory() {
@@ -30,13 +18,8 @@ async fn many_short_downloads_leave_the_node_holding_bounded_memory() {
     let config =
         format!("node_id: mem\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\n", dir.path().join("data").display());
     std::fs::write(&cfg, config).expect("write config");
-    let mut node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health_ok(&addr) {
-        assert!(node.child.try_wait().expect("poll node").is_none(), "the node exited during start-up");
-        assert!(Instant::now() < deadline, "node on {addr} not ready within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
+    assert!(health_ok(&addr), "a fresh node is healthy");
     // A connection per download, as many short-lived clients do.
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
     // Blobs of many sizes up to two read chunks, as a registry serves.
@@ -63,7 +46,7 @@ async fn many_short_downloads_leave_the_node_holding_bounded_memory() {
     for t in futures_util::future::join_all(tasks).await {
         t.expect("download task").expect("download");
     }
-    let rss = vm_rss_mib(node.child.id());
+    let rss = node.memory_mib("VmRSS");
     eprintln!("node RSS after {} downloads: {rss} MiB", DOWNLOADERS * DOWNLOADS_EACH);
     assert!(rss < LIMIT_MIB, "node holds {rss} MiB after many short downloads (limit {LIMIT_MIB} MiB)");
 }

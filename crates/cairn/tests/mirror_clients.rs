@@ -61,7 +61,7 @@ fn serve(dir: &Path, id: &str, upstream: &str, peers: &[&str]) -> NodeProcess {
     let cfg = dir.join(format!("{id}.yaml"));
     std::fs::write(&cfg, yaml).unwrap();
     let mut node = NodeProcess::serve(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
-    wait_for(&mut node, "health", || http_get(&addr, "/v1/health").is_some_and(|(s, _)| s == 200));
+    assert!(http_get(&addr, "/v1/health").is_some_and(|(s, _)| s == 200), "a fresh node is healthy");
     let want = peers.len();
     wait_for(&mut node, "peers healthy", || {
         let Some((200, body)) = http_get(&addr, "/v1/peers") else { return false };
@@ -126,15 +126,18 @@ impl Upstream {
     }
 }
 
-/// `<dir>/<upstream>/hosts.toml`: the README's containerd snippet with
-/// `server` the upstream and the mirror host the given node.
+/// `<dir>/<upstream>/hosts.toml` as `cairn mirror configure containerd`
+/// writes it: `server` the upstream, the mirror host the given node.
 fn hosts_dir(dir: &Path, name: &str, upstream: &str, node: &str) -> PathBuf {
     let hosts = dir.join(name);
-    std::fs::create_dir_all(hosts.join(upstream)).unwrap();
-    let toml = format!(
-        "server = \"http://{upstream}\"\n\n[host.\"http://{node}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-    );
-    std::fs::write(hosts.join(upstream).join("hosts.toml"), toml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["mirror", "configure", "containerd", "--registry", upstream])
+        .args(["--server", &format!("http://{upstream}"), "--node", &format!("http://{node}"), "--config-path"])
+        .arg(&hosts)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cairn mirror configure: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(hosts.join(upstream).join("hosts.toml").is_file());
     hosts
 }
 

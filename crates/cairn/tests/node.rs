@@ -2,7 +2,7 @@
 //! config file, stop on SIGTERM, and the cluster commands against it.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
@@ -14,21 +14,8 @@ fn serve(dir: &Path, config: &str) -> Node {
     std::fs::write(&cfg, config).unwrap();
     let addr =
         config.lines().find_map(|l| l.strip_prefix("listen_addr: ")).map(|a| a.trim_matches('"').to_owned()).unwrap();
-    let child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let node = Node { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health_ok(&node.addr) {
-        assert!(Instant::now() < deadline, "node on {} not ready within 20 s", node.addr);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let node = Node::serve_logged(env!("CARGO_BIN_EXE_cairn"), &cfg, &addr);
+    assert!(health_ok(&node.addr), "a fresh node is healthy");
     node
 }
 
@@ -100,7 +87,6 @@ fn a_manifest_with_the_longest_allowed_name_is_pushed_served_and_listed_by_the_c
 /// terminal (a journal, a file).
 #[test]
 fn serve_logs_one_start_line_with_every_setting_and_no_ansi_colour_when_stderr_is_not_a_terminal() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let (port, reg_port, dead) = (free_port(), free_port(), free_port());
     let data = dir.path().join("data");
@@ -114,46 +100,13 @@ fn serve_logs_one_start_line_with_every_setting_and_no_ansi_colour_when_stderr_i
         ),
     )
     .unwrap();
-    let mut child = Command::cargo_bin("cairn")
-        .unwrap()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut node = Node { child, addr: format!("127.0.0.1:{port}") };
-    // Lines as they come, until the process exits.
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let reader = std::thread::spawn(move || {
-        let mut r = std::io::BufReader::new(stderr);
-        loop {
-            let mut line = Vec::new();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen: Vec<u8> = Vec::new();
-    let start = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            panic!("no start line within 20 s; stderr so far:\n{}", String::from_utf8_lossy(&seen))
-        };
-        seen.extend_from_slice(&line);
-        let text = String::from_utf8_lossy(&line).into_owned();
-        if text.contains("cairn node serving") {
-            break text;
-        }
-    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["serve", "--config"]).arg(&cfg).env_remove("RUST_LOG").env_remove("CAIRN_CONFIG");
+    let mut node = Node::spawn(cmd, &format!("127.0.0.1:{port}"));
+    // Logged before the node serves, so it is there once it answers.
+    let log = node.log();
+    let start =
+        log.lines().find(|l| l.contains("cairn node serving")).unwrap_or_else(|| panic!("no start line: {log}"));
     for field in [
         "INFO".to_owned(),
         "node_id=start-line".to_owned(),
@@ -168,20 +121,11 @@ fn serve_logs_one_start_line_with_every_setting_and_no_ansi_colour_when_stderr_i
     ] {
         assert!(start.contains(&field), "{field} is missing from the start line: {start}");
     }
-    // SIGTERM is handled once the node serves.
-    while !health_ok(&node.addr) {
-        assert!(Instant::now() < deadline, "node on {} not ready within 20 s", node.addr);
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let status = sigterm(&mut node);
     assert!(status.success(), "exit status {status:?}");
-    reader.join().unwrap();
-    for line in rx.try_iter() {
-        seen.extend_from_slice(&line);
-    }
-    let all = String::from_utf8_lossy(&seen);
+    let all = node.log();
     assert_eq!(all.matches("cairn node serving").count(), 1, "{all}");
-    assert!(!seen.contains(&0x1b), "an ANSI escape in a piped log:\n{all}");
+    assert!(!all.contains('\x1b'), "an ANSI escape in a log written to a file:\n{all}");
 }
 
 #[test]
@@ -282,7 +226,7 @@ fn cairn_peers_shows_each_peers_last_contact_age() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(table.lines().next().unwrap().contains("LAST CONTACT"), "{table}");
+    assert!(table.lines().next().unwrap().contains("LAST_CONTACT"), "{table}");
     let row = table.lines().find(|l| l.starts_with(&b.addr)).unwrap();
     assert!(row.ends_with(" ago"), "the peer's last answer is shown with its age: {table}");
     assert!(sigterm(&mut a).success());

@@ -47,6 +47,22 @@ fn registry_ls_and_tags_list_what_was_pushed() {
 }
 
 #[test]
+fn registry_ls_and_tags_print_json_with_json() {
+    let d = tempfile::tempdir().unwrap();
+    let m = seed(d.path());
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = Command::cargo_bin("cairn").unwrap().args(args).arg("--data-dir").arg(d.path()).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(run(&["registry", "ls", "--json"]), serde_json::json!(["team/app"]));
+    assert_eq!(
+        run(&["registry", "tags", "team/app", "--json"]),
+        serde_json::json!([{"tag": "latest", "digest": m.oci()}, {"tag": "v1", "digest": m.oci()}])
+    );
+}
+
+#[test]
 fn registry_tags_of_bad_or_unknown_repository_fails_with_a_reason() {
     let d = tempfile::tempdir().unwrap();
     seed(d.path());

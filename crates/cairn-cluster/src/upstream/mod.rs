@@ -272,7 +272,7 @@ impl Upstream {
         }
         let base = cfg.url.trim_end_matches('/').to_owned();
         let docker_hub = matches!(url.host_str(), Some("registry-1.docker.io" | "docker.io" | "index.docker.io"));
-        let http = crate::origin::https_client(&cfg.url, cfg.ca_file.as_deref(), cfg.insecure_skip_verify)
+        let http = crate::net::https_client(&cfg.url, cfg.ca_file.as_deref(), cfg.insecure_skip_verify)
             .map_err(|e| format!("registry {}: {e}", cfg.url))?
             .connect_timeout(cfg.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -615,7 +615,7 @@ fn content_type(resp: &reqwest::Response) -> Option<String> {
 
 /// An error with its sources, which is where reqwest puts the useful part.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    crate::origin::error_chain(e)
+    crate::net::error_chain(e)
 }
 
 /// Reads a body of at most `limit` bytes.

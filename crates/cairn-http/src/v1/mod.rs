@@ -2,8 +2,6 @@
 //! in the README). Handlers extract typed input, call one cluster or store
 //! function, and map the result; statuses come from [`crate::error`].
 
-pub mod range;
-
 use std::io::Write;
 use std::sync::Arc;
 
@@ -17,64 +15,18 @@ use axum::{Router, http::Method};
 use cairn_cluster::{ClusterStats, ManifestEntry, PeerStatus, SyncReport};
 use cairn_store::refs::{MAX_MANIFEST_BYTES, now_rfc3339};
 use cairn_store::{Digest, RefFile, StoreError};
-use serde::{Deserialize, Serialize};
 
 use crate::body::{Batches, PumpError, pump};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::range;
+use crate::state::AppState;
 
-/// The header naming the node that served a blob or manifest.
-pub const NODE_HEADER: &str = "x-volt-node";
-/// The header naming where `/v1/fetch` got the bytes (Cairn's addition).
-pub const SOURCE_HEADER: &str = "x-cairn-source";
-/// Set by a node asking the owner of a digest to fetch it: the owner
-/// fetches it itself and never forwards the request again (Cairn's addition).
-pub const FORWARDED_HEADER: &str = "x-cairn-forwarded";
+pub mod oci;
+pub mod wire;
 
-/// `GET /v1/info` (exact seed field names).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// The node id.
-    pub node_id: String,
-    /// The configured listen address, e.g. `:7420`.
-    pub listen_addr: String,
-    /// Peer addresses.
-    pub peers: Vec<String>,
-    /// The data directory, for loopback callers; empty for others.
-    pub cas_base: String,
-}
-
-/// `GET /v1/health` (exact seed field names, plus `reason` when degraded).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// `ok` (200), or `degraded` (503) when the store does not answer.
-    pub status: String,
-    /// The node id.
-    pub node_id: String,
-    /// Now, RFC 3339 UTC.
-    pub time: String,
-    /// Why the node is degraded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// A random id of this node's process (Cairn's addition).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    /// Cluster problems an operator must fix, e.g. a duplicate node_id
-    /// (Cairn's addition; absent when none). The node still serves.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// The answer to `PUT /v1/blobs/{digest}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutBlobAnswer {
-    /// The digest stored.
-    pub digest: Digest,
-    /// Its size.
-    pub size: u64,
-    /// True when it was already there.
-    pub existed: bool,
-}
+use wire::{
+    FORWARDED_HEADER, Health, NODE_HEADER, NodeInfo, PutBlobAnswer, SKIPPED_PEERS_HEADER, SOURCE_HEADER, SyncQuery,
+};
 
 /// The `/v1` routes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -89,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cluster/manifests", only(get(cluster_manifests)))
         .route("/v1/cluster/stats", only(get(cluster_stats)))
         .route("/v1/fetch/{digest}", only(get(fetch)))
+        .route("/v1/oci/tag", only(get(oci::tag)))
         .with_state(state)
 }
 
@@ -141,7 +94,7 @@ async fn get_blob(
     let mut resp = blob_response(&s, Body::from_stream(stream), Some(len));
     *resp.status_mut() = status;
     if status == StatusCode::PARTIAL_CONTENT {
-        let cr = format!("bytes {start}-{}/{size}", start + len - 1);
+        let cr = range::content_range(start, len, size);
         resp.headers_mut().insert(
             header::CONTENT_RANGE,
             HeaderValue::from_str(&cr).map_err(|e| ApiError::BadRequest(e.to_string()))?,
@@ -219,13 +172,6 @@ async fn read_limited(body: Body, limit: u64, idle: std::time::Duration, what: &
     }
 }
 
-/// `?peer=ADDR` of a sync.
-#[derive(Debug, Deserialize)]
-pub struct SyncQuery {
-    /// The peer to pull from.
-    pub peer: String,
-}
-
 async fn sync_manifest(
     State(s): State<Arc<AppState>>,
     RefFilePath(rf): RefFilePath,
@@ -275,9 +221,6 @@ async fn info(
 async fn peers(State(s): State<Arc<AppState>>) -> Json<Vec<PeerStatus>> {
     Json(s.cluster.peers().snapshot())
 }
-
-/// Names the peers whose listing `/v1/cluster/manifests` left out.
-pub const SKIPPED_PEERS_HEADER: &str = "x-cairn-skipped-peers";
 
 async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let (all, skipped) = s.cluster.cluster_manifests_report().await?;

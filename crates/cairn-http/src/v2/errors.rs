@@ -4,9 +4,12 @@
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cairn_cluster::ClusterError;
 use cairn_store::StoreError;
 use cairn_store::oci::OciError;
 use serde_json::{Value, json};
+
+use crate::v2::store::{ReadError, RemoteError};
 
 /// One registered error code.
 #[derive(Debug, PartialEq, Eq)]
@@ -124,15 +127,6 @@ impl V2Error {
         )
     }
 
-    /// A remote source that failed rather than found nothing (wrong bytes,
-    /// an upstream error): 502 with its error, which names the upstream or
-    /// peer; 507 when it is this node's disk that is full.
-    pub fn remote_failed(d: &cairn_store::Digest, err: &crate::v2::RemoteError) -> Self {
-        let disk_full = err.downcast_ref::<cairn_cluster::ClusterError>().is_some_and(|e| e.is_disk_full());
-        let status = if disk_full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::BAD_GATEWAY };
-        V2Error::new(&UNKNOWN, json!({"digest": d.oci(), "reason": err.to_string()})).with_status(status)
-    }
-
     /// Points a 416 answer of an upload at its session, so the client knows where to resume.
     pub fn at_session(self, location: String) -> Self {
         if self.status == StatusCode::RANGE_NOT_SATISFIABLE {
@@ -212,6 +206,33 @@ fn from_store(s: StoreError) -> V2Error {
     }
 }
 
+/// A failed read of the registry: the registry's own error, a remote
+/// source's failure, or a dead worker.
+impl From<ReadError> for V2Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Registry(e) => e.into(),
+            ReadError::Remote { kind, subject, source } => {
+                V2Error::new(&UNKNOWN, json!({kind: subject, "reason": source.to_string()}))
+                    .with_status(remote_status(&source))
+            }
+            ReadError::Worker(e) => V2Error::new(&UNKNOWN, format!("registry worker failed: {e}")),
+        }
+    }
+}
+
+/// The status of a remote source's failure (one that is not "absent"):
+/// the cluster's errors get the status `/v1` gives them ([`crate::error`]):
+/// 502 for an upstream or a peer that failed, 503 when this node's store
+/// cannot take writes, 504 for one that timed out, 507 when this node's
+/// disk is full, 500 for this node's own faults. Anything else is 502.
+pub fn remote_status(e: &RemoteError) -> StatusCode {
+    match e.downcast_ref::<ClusterError>() {
+        Some(e) => crate::error::cluster_status(e),
+        None => StatusCode::BAD_GATEWAY,
+    }
+}
+
 /// Writes the spec's error body for `entries`.
 pub fn error_body(entries: &[(&'static Code, Value)]) -> Vec<u8> {
     let errors: Vec<Value> =
@@ -268,5 +289,40 @@ mod tests {
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["message"], "blob unknown to registry");
         assert_eq!(v["errors"][0]["detail"]["digest"], "sha256:x");
+    }
+
+    /// The issue's bug: `/v2` gave every remote failure 502 (or a 404 for
+    /// a tag), where `/v1` tells a timeout (504) and an unavailable store
+    /// (503) apart. Each kind now gets the one status `/v1` gives it.
+    #[test]
+    fn v2_remote_failures_get_the_status_v1_gives_them() {
+        use std::time::Duration;
+        let d = cairn_store::Digest::of(b"x");
+        let secs = Duration::from_secs(1);
+        let timeout = || ClusterError::PeerTimeout { peer: "p:1".into(), what: "GET".into(), after: secs };
+        let cases: Vec<(ClusterError, u16)> = vec![
+            (ClusterError::Unavailable { digest: d, tried: vec!["registry r: unreachable".into()] }, 502),
+            (ClusterError::TagUnavailable { repo: "r".into(), tag: "t".into(), tried: vec![] }, 502),
+            (ClusterError::Origin { origin: "o".into(), digest: d, reason: "HTTP 500".into() }, 502),
+            (ClusterError::PeerUnreachable { peer: "p:1".into(), reason: "refused".into() }, 502),
+            (ClusterError::Corrupt { source_name: "o".into(), expected: d, actual: d }, 502),
+            (timeout(), 504),
+            (ClusterError::Shared(std::sync::Arc::new(timeout())), 504),
+            (ClusterError::Stalled { source_name: "o".into(), digest: d, after: secs }, 504),
+            (ClusterError::TooSlow { source_name: "o".into(), digest: d, bytes: 1, over: secs, min: 2 }, 504),
+            (ClusterError::Store(StoreError::ReadOnly("/data".into())), 503),
+            (ClusterError::DiskFull { digest: d, need: 2, free: 1, reserve: 1 }, 507),
+            (ClusterError::Task("worker died".into()), 500),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            let v1 = crate::error::cluster_status(&e);
+            let v2 = V2Error::from(ReadError::Remote { kind: "digest", subject: d.oci(), source: Box::new(e) });
+            assert_eq!((v2.status().as_u16(), v1.as_u16()), (want, want), "{shown}");
+            assert_eq!(v2.code(), &UNKNOWN, "{shown}");
+        }
+        let other = V2Error::from(ReadError::Remote { kind: "tag", subject: "r:t".into(), source: "refused".into() });
+        assert_eq!(other.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(V2Error::from(ReadError::Worker("panicked".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -3,8 +3,6 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use cairn_store::Digest;
-use cairn_store::oci::index::StoredManifest;
 use cairn_store::oci::manifest::{MANIFEST_TYPES, MAX_MANIFEST_SIZE, bare_media_type};
 use cairn_store::oci::{OciError, Reference, RepoName, Tag};
 
@@ -53,7 +51,7 @@ fn check_accept(h: &HeaderMap, media_type: &str) -> Result<(), V2Error> {
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.
 pub async fn get(st: V2State, repo: RepoName, r: String, h: &HeaderMap, head: bool) -> Result<Response, V2Error> {
     let r = read_reference(&r)?;
-    let m = manifest_or_fetch(&st, repo, r).await?;
+    let m = st.reads.get_manifest(&repo, &r).await?;
     check_accept(h, &m.media_type)?;
     let hs = vec![
         (header::CONTENT_TYPE, m.media_type.clone()),
@@ -62,62 +60,6 @@ pub async fn get(st: V2State, repo: RepoName, r: String, h: &HeaderMap, head: bo
         (header::ETAG, format!("\"{}\"", m.digest.oci())),
     ];
     Ok(resp(StatusCode::OK, hs, if head { Body::empty() } else { Body::from(m.bytes) }))
-}
-
-/// The local manifest, else (with a remote source) a tag resolved remotely
-/// and the manifest fetched by digest, linked to `repo` but not tagged.
-async fn manifest_or_fetch(st: &V2State, repo: RepoName, r: Reference) -> Result<StoredManifest, V2Error> {
-    // A cache hit costs a few stats: cheaper inline than a blocking-pool hop.
-    let local = match st.registry.cached_manifest(&repo, &r) {
-        Some(m) => Ok(m),
-        None => {
-            let (reg, rp, rr) = (st.registry.clone(), repo.clone(), r.clone());
-            blocking(move || reg.get_manifest(&rp, &rr)).await
-        }
-    };
-    let (e, src) = match (local, &st.remote) {
-        (Err(e), Some(src)) if e.code() == &MANIFEST_UNKNOWN => (e, src),
-        (res, _) => return res,
-    };
-    let d = match &r {
-        Reference::Digest(d) => *d,
-        Reference::Tag(t) => match src.resolve_tag(&repo, t).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(e),
-            Err(err) => {
-                tracing::warn!(repo = %repo, tag = %t.as_str(), error = %err, "remote tag resolution failed");
-                return Err(e);
-            }
-        },
-    };
-    if let Reference::Tag(_) = r {
-        let (reg, rp) = (st.registry.clone(), repo.clone());
-        if let Ok(m) = blocking(move || reg.get_manifest(&rp, &Reference::Digest(d))).await {
-            return Ok(m);
-        }
-    }
-    fetch_manifest(st, src.as_ref(), repo, d).await?.ok_or(e)
-}
-
-/// Fetches manifest `d` through the remote source and links it to `repo`.
-async fn fetch_manifest(
-    st: &V2State,
-    src: &dyn crate::v2::RemoteSource,
-    repo: RepoName,
-    d: Digest,
-) -> Result<Option<StoredManifest>, V2Error> {
-    let media_type = src.fetch_manifest(&repo, &d).await.map_err(|err| {
-        tracing::warn!(repo = %repo, digest = %d.oci(), error = %err, "remote manifest fetch failed");
-        V2Error::remote_failed(&d, &err)
-    })?;
-    let Some(mt) = media_type else { return Ok(None) };
-    let reg = st.registry.clone();
-    let m = blocking(move || {
-        reg.link_manifest(&repo, &d, &mt)?;
-        reg.get_manifest(&repo, &Reference::Digest(d))
-    })
-    .await?;
-    Ok(Some(m))
 }
 
 /// `PUT /v2/<name>/manifests/<reference>`.
@@ -157,6 +99,7 @@ pub async fn delete(st: V2State, repo: RepoName, r: String) -> Result<Response, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_store::Digest;
     use proptest::prelude::*;
 
     proptest! {

@@ -1,18 +1,20 @@
 //! The OCI distribution API (`/v2`, distribution-spec v1.1) over the store.
 //!
 //! Repository names contain `/`, so one catch-all route hands the path to
-//! [`route::parse`], and [`dispatch`] is the route table: (method, target)
-//! -> handler. Handlers parse their input, call one [`Registry`] function on
-//! a blocking thread, and shape the answer; every error goes through
-//! [`errors::V2Error`].
+//! [`route::parse`], and `dispatch` is the route table: (method, target)
+//! -> handler. Handlers parse their input, make one call, and shape the
+//! answer: reads of blobs and manifests go through [`V2State::reads`] (a
+//! [`store::RegistryStore`]: the local registry, or the mirror over it, so
+//! handlers do not know which), writes and listings call one [`Registry`]
+//! function on a blocking thread. Every error goes through
+//! [`errors::V2Error`], whose statuses `v2/errors.rs` alone decides.
 
 pub mod blobs;
 pub mod errors;
 pub mod lists;
 pub mod manifests;
-pub mod range;
-pub mod remote;
 pub mod route;
+pub mod store;
 pub mod uploads;
 
 use std::collections::HashMap;
@@ -28,37 +30,9 @@ use axum::routing::{any, get};
 use cairn_store::Digest;
 use cairn_store::oci::{OciError, Registry};
 
+pub use crate::state::V2State;
 pub use errors::V2Error;
-pub use remote::{RemoteBody, RemoteError, RemoteSource};
 use route::Target;
-
-/// Shared state of the /v2 router.
-#[derive(Clone)]
-pub struct V2State {
-    /// The registry on the local store.
-    pub registry: Registry,
-    /// Consulted on a blob or manifest-by-digest miss (the mirror); `None`: a miss is a 404.
-    pub remote: Option<Arc<dyn RemoteSource>>,
-    /// Longest a request body may send nothing (see [`crate::body`]).
-    pub body_timeout: std::time::Duration,
-    /// Largest blob an upload may make (`max_blob_size`).
-    pub max_blob_size: u64,
-    /// Who may do what, checked by [`registry_app`] (the merged app checks it itself).
-    pub auth: Arc<crate::auth::Auth>,
-}
-
-impl V2State {
-    /// State with no remote source.
-    pub fn new(registry: Registry) -> Self {
-        V2State {
-            registry,
-            remote: None,
-            body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
-            max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
-            auth: Arc::default(),
-        }
-    }
-}
 
 /// The /v2 router (no fallback: [`crate::app`] merges it and answers other
 /// paths; a listener serving only /v2 uses [`registry_app`]).

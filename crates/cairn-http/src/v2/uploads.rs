@@ -12,8 +12,8 @@ use cairn_store::oci::{Append, OciError, RepoName, UploadId};
 use cairn_store::{BlobWriter, Digest};
 
 use crate::body::{Batches, PumpError, pump};
+use crate::range::chunk_range;
 use crate::v2::errors::{BLOB_UPLOAD_INVALID, NAME_INVALID, UNKNOWN, V2Error};
-use crate::v2::range::chunk_range;
 use crate::v2::{DIGEST_HEADER, UPLOAD_UUID, V2State, blocking, oci_digest, resp};
 
 fn session(repo: &RepoName, id: &UploadId, size: u64, status: StatusCode) -> Response {
@@ -69,13 +69,7 @@ pub async fn start(
     body: Body,
 ) -> Result<Response, V2Error> {
     if let Some(m) = q.get("mount") {
-        let d = oci_digest(m)?;
-        let from = q
-            .get("from")
-            .map(|f| RepoName::parse(f).map_err(|e| V2Error::new(&NAME_INVALID, e.to_string())))
-            .transpose()?;
-        let (reg, rp) = (st.registry.clone(), repo.clone());
-        if blocking(move || reg.mount_blob(&rp, &d, from.as_ref())).await? {
+        if let Some(d) = mount(&st, &repo, m, q.get("from")).await? {
             return Ok(created(&repo, &d));
         }
     } else if let Some(dg) = q.get("digest") {
@@ -93,6 +87,15 @@ pub async fn start(
     let (reg, rp) = (st.registry.clone(), repo.clone());
     let id = blocking(move || reg.start_upload_for(&rp, client)).await?;
     Ok(session(&repo, &id, 0, StatusCode::ACCEPTED))
+}
+
+/// `?mount=<digest>&from=<repo>`: links the blob to `repo` when `from`
+/// holds it and returns its digest; `None` when it cannot be mounted.
+async fn mount(st: &V2State, repo: &RepoName, m: &str, from: Option<&String>) -> Result<Option<Digest>, V2Error> {
+    let d = oci_digest(m)?;
+    let from = from.map(|f| RepoName::parse(f).map_err(|e| V2Error::new(&NAME_INVALID, e.to_string()))).transpose()?;
+    let (reg, rp) = (st.registry.clone(), repo.clone());
+    Ok(blocking(move || reg.mount_blob(&rp, &d, from.as_ref())).await?.then_some(d))
 }
 
 /// `GET /v2/<name>/blobs/uploads/<id>`: how far the upload got.

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_http::v2::{RemoteSource, V2State, registry_app};
+use cairn_http::mirror::RemoteSource;
+use cairn_http::v2::{V2State, registry_app};
 use cairn_store::oci::{Registry, RegistryOptions};
 use cairn_store::{Store, StoreOptions};
 
@@ -30,7 +31,10 @@ pub async fn start_with(dir: &Path, remote: Option<Arc<dyn RemoteSource>>) -> Se
     // The manifest cache keeps even just-written files, so every test runs through it.
     let registry =
         Registry::new(store, RegistryOptions::default()).unwrap().with_cache_settle(std::time::Duration::ZERO);
-    let state = V2State { remote, ..V2State::new(registry.clone()) };
+    let state = match remote {
+        Some(r) => V2State::new(registry.clone()).with_remote(r),
+        None => V2State::new(registry.clone()),
+    };
     // Bound before serving: the address accepts connections once this returns.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -7,7 +7,7 @@ use anyhow::Context;
 use cairn_store::CheckoutOptions;
 use indicatif::HumanBytes;
 
-pub fn run(data_dir: &Path, name: &str, dir: &Path, opts: CheckoutOptions) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: &Path, name: &str, dir: &Path, opts: CheckoutOptions, json: bool) -> anyhow::Result<ExitCode> {
     let store = super::common::open_ro(data_dir)?;
     let rf = super::common::resolve(&store, name)?;
     let bar = super::common::bar(0, "checkout");
@@ -17,7 +17,21 @@ pub fn run(data_dir: &Path, name: &str, dir: &Path, opts: CheckoutOptions) -> an
         b.finish_and_clear();
     }
     let r = res.with_context(|| format!("checkout {rf} into {}", dir.display()))?;
-    println!(
+    if json {
+        super::print_json(&serde_json::json!({
+            "ref_file": rf.as_str(),
+            "dir": dir,
+            "files": r.files,
+            "bytes": r.bytes,
+            "linked": r.linked,
+            "cloned": r.cloned,
+            "copied": r.copied,
+            "symlinks": r.symlinks,
+            "dirs": r.dirs,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
         "{rf} -> {}: {} files ({}; {} linked, {} cloned, {} copied), {} symlinks, {} directories",
         dir.display(),
         r.files,

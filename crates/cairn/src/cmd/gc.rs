@@ -9,18 +9,31 @@ use indicatif::HumanBytes;
 
 use crate::exit::{BAD_INPUT, Exit};
 
-pub fn run(data_dir: &Path, dry_run: bool, grace: &str) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: &Path, dry_run: bool, grace: &str, json: bool) -> anyhow::Result<ExitCode> {
     let grace = humantime::parse_duration(grace).map_err(|e| Exit {
         code: BAD_INPUT,
         msg: format!("bad --grace {grace:?}: {e}; give a duration such as 30m, 1h or 2days"),
     })?;
     let store = super::common::open_rw(data_dir)?;
     let r = store.gc(GcOptions { grace, dry_run }).with_context(|| format!("gc of data dir {}", data_dir.display()))?;
+    if json {
+        let blobs: Vec<_> =
+            r.blobs.iter().map(|(d, size)| serde_json::json!({"digest": d.oci(), "size": size})).collect();
+        super::print_json(&serde_json::json!({
+            "dry_run": dry_run,
+            "deleted": blobs,
+            "bytes": r.bytes,
+            "referenced": r.referenced,
+            "young": r.young,
+            "grace_seconds": grace.as_secs(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let verb = if dry_run { "would delete" } else { "deleted" };
     for (d, size) in &r.blobs {
-        println!("{verb} {d}  {size}");
+        outln!("{verb} {d}  {size}");
     }
-    println!(
+    outln!(
         "gc: {verb} {} blobs, {} ({} bytes); kept {} referenced and {} younger than {}",
         r.blobs.len(),
         HumanBytes(r.bytes),

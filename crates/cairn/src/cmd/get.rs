@@ -24,7 +24,7 @@ pub fn run(data_dir: &Path, digest: &str, output: Option<&Path>) -> anyhow::Resu
     let mut src = blob;
     match output {
         None => {
-            let ctx = || format!("get {d}: writing to stdout");
+            let ctx = || format!("get {d}: {}", crate::exit::STDOUT);
             // std's kernel-copy path splices into a pipe 64 KiB at a time (half
             // cat's speed); large plain writes to the raw fd keep up with cat.
             let mut out = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned().with_context(ctx)?);

@@ -10,7 +10,7 @@ use cairn_store::StoreError;
 pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let store = super::common::open_ro(data_dir)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let w = "writing to stdout";
+    let w = crate::exit::STDOUT;
     if json {
         out.write_all(b"[").context(w)?;
     }

@@ -16,12 +16,12 @@ pub fn run(data_dir: &Path, cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
             let rf = super::common::resolve(&store, &name)?;
             let bytes = store.manifest_bytes(&rf).with_context(|| format!("reading manifest {rf}"))?;
             let mut out = io::stdout().lock();
-            out.write_all(&bytes).context("writing to stdout")?;
+            out.write_all(&bytes).context(crate::exit::STDOUT)?;
             if !bytes.ends_with(b"\n") {
-                out.write_all(b"\n").context("writing to stdout")?;
+                out.write_all(b"\n").context(crate::exit::STDOUT)?;
             }
         }
-        ManifestCommand::Rm { name, all } => {
+        ManifestCommand::Rm { name, all, json } => {
             let store = super::common::open_rw(data_dir)?;
             let rf = super::common::resolve(&store, &name)?;
             let mut doomed = vec![rf];
@@ -29,9 +29,16 @@ pub fn run(data_dir: &Path, cmd: ManifestCommand) -> anyhow::Result<ExitCode> {
                 let versions = store.list_manifests().context("listing manifests")?;
                 doomed = versions.into_iter().filter(|s| s.name == n.as_str()).map(|s| s.ref_file).collect();
             }
+            let mut removed = Vec::new();
             for rf in doomed {
                 store.delete_manifest(&rf).with_context(|| format!("removing manifest {rf}"))?;
-                println!("removed {rf}");
+                if !json {
+                    outln!("removed {rf}");
+                }
+                removed.push(rf.as_str().to_owned());
+            }
+            if json {
+                super::print_json(&serde_json::json!({ "removed": removed }))?;
             }
         }
     }

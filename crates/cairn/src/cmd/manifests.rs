@@ -10,14 +10,13 @@ pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let list =
         store.list_manifests().with_context(|| format!("listing manifests in data dir {}", data_dir.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).context("encoding the manifest list")?);
+        outln!("{}", serde_json::to_string_pretty(&list).context("encoding the manifest list")?);
         return Ok(ExitCode::SUCCESS);
     }
-    let w_name = list.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
-    let w_file = list.iter().map(|s| s.ref_file.as_str().len()).max().unwrap_or(0).max(8);
-    println!("{:w_name$}  {:w_file$}  {:>6}  CREATED_AT", "NAME", "REF_FILE", "BLOBS");
+    let mut t = super::table::Table::new(&["NAME", "REF_FILE", "BLOBS", "CREATED_AT"]).right(2);
     for s in &list {
-        println!("{:w_name$}  {:w_file$}  {:>6}  {}", s.name, s.ref_file.as_str(), s.blob_count, s.created_at);
+        t.row(vec![s.name.clone(), s.ref_file.as_str().to_owned(), s.blob_count.to_string(), s.created_at.clone()]);
     }
+    t.print();
     Ok(ExitCode::SUCCESS)
 }

@@ -13,23 +13,34 @@ use crate::exit;
 /// Files smaller than this get no progress bar.
 const BAR_MIN: u64 = 64 << 20;
 
-pub fn run(data_dir: &Path, files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: &Path, files: &[std::path::PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let store = super::common::open_rw(data_dir)?;
     let mut out = io::stdout().lock();
     let mut code = 0u8;
+    let mut stored = Vec::new();
     // Like sha256sum: one bad file does not stop the others; the exit code
     // is the worst failure's.
     for f in files {
         match put_one(&store, f) {
+            Ok(o) if json => stored.push(serde_json::json!({
+                "file": f.to_string_lossy(),
+                "digest": o.digest.oci(),
+                "size": o.size,
+                "existed": o.existed,
+            })),
             Ok(o) => {
-                out.write_all(&line(&o.digest, f.as_os_str().as_bytes())).context("writing to stdout")?;
-                out.flush().context("writing to stdout")?;
+                out.write_all(&line(&o.digest, f.as_os_str().as_bytes())).context(crate::exit::STDOUT)?;
+                out.flush().context(crate::exit::STDOUT)?;
             }
             Err(e) => {
                 eprintln!("cairn: {e:#}");
                 code = code.max(exit::code_num(&e));
             }
         }
+    }
+    drop(out);
+    if json {
+        super::print_json(&stored)?;
     }
     Ok(ExitCode::from(code))
 }

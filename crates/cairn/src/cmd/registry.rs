@@ -15,8 +15,8 @@ use crate::exit::{BAD_INPUT, Exit};
 pub fn run(data_dir: &Path, cmd: RegistryCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RegistryCommand::Serve { port, bind, upload_ttl } => serve(data_dir, SocketAddr::new(bind, port), upload_ttl),
-        RegistryCommand::Ls => ls(data_dir),
-        RegistryCommand::Tags { repo } => tags(data_dir, &repo),
+        RegistryCommand::Ls { json } => ls(data_dir, json),
+        RegistryCommand::Tags { repo, json } => tags(data_dir, &repo, json),
     }
 }
 
@@ -70,25 +70,39 @@ async fn shutdown() {
     }
 }
 
-fn ls(data_dir: &Path) -> anyhow::Result<ExitCode> {
+fn ls(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let reg = open_read_only(data_dir)?;
-    for r in reg.catalog().with_context(|| format!("listing repositories in {}", data_dir.display()))? {
-        println!("{r}");
+    let repos = reg.catalog().with_context(|| format!("listing repositories in {}", data_dir.display()))?;
+    if json {
+        super::print_json(&repos)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in repos {
+        outln!("{r}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn tags(data_dir: &Path, repo: &str) -> anyhow::Result<ExitCode> {
+fn tags(data_dir: &Path, repo: &str, json: bool) -> anyhow::Result<ExitCode> {
     let name = RepoName::parse(repo).map_err(|e| Exit { code: BAD_INPUT, msg: e.to_string() })?;
     let reg = open_read_only(data_dir)?;
     let tags = match reg.tags(&name) {
         Err(e @ OciError::NameUnknown(_)) => return Err(anyhow::Error::new(e).context("see `cairn registry ls`")),
         r => r.with_context(|| format!("listing tags of {repo}"))?,
     };
+    let mut rows = Vec::new();
     for t in tags {
         let tag = Tag::parse(&t).with_context(|| format!("tag file {t:?} of {repo}"))?;
         let target = reg.tag_target(&name, &tag).with_context(|| format!("reading tag {repo}:{t}"))?;
-        println!("{t}\t{}", target.map(|d| d.oci()).unwrap_or_default());
+        rows.push((t, target.map(|d| d.oci())));
+    }
+    if json {
+        let v: Vec<_> = rows.iter().map(|(t, d)| serde_json::json!({"tag": t, "digest": d})).collect();
+        super::print_json(&v)?;
+    } else {
+        for (t, d) in rows {
+            outln!("{t}\t{}", d.unwrap_or_default());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

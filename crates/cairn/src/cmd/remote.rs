@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::table::Table;
 use anyhow::{Context, bail};
 use cairn_http::Client;
 use cairn_store::{Digest, Hasher};
@@ -21,10 +22,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
+use super::print_json;
 
 /// `cairn peers`.
 pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -32,9 +30,9 @@ pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_json(&list)?;
     } else if list.is_empty() {
-        println!("no peers configured on {node}");
+        outln!("no peers configured on {node}");
     } else {
-        println!("{:<28} {:<20} {:<9} {:>12} {:>14}", "ADDRESS", "NODE ID", "HEALTHY", "LATENCY", "LAST CONTACT");
+        let mut t = Table::new(&["ADDRESS", "NODE_ID", "HEALTHY", "LATENCY", "LAST_CONTACT"]).right(3).right(4);
         for p in list {
             let lat = humantime::format_duration(Duration::from_micros(p.latency / 1000)).to_string();
             let healthy = match (p.healthy, p.proven) {
@@ -44,8 +42,9 @@ pub fn peers(node: &str, json: bool) -> anyhow::Result<ExitCode> {
             };
             // Owner election needs unique ids: say so where the operator looks.
             let id = if p.duplicate_node_id { format!("{} (DUPLICATE ID)", p.node_id) } else { p.node_id.clone() };
-            println!("{:<28} {:<20} {:<9} {:>12} {:>14}", p.address, id, healthy, lat, contact_age(p.last_contact_ms));
+            t.row(vec![p.address, id, healthy.to_owned(), lat, contact_age(p.last_contact_ms)]);
         }
+        t.print();
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,9 +69,12 @@ pub fn cluster(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             if target.json {
                 print_json(&s)?;
             } else {
-                println!(
+                outln!(
                     "nodes:            {} ({} healthy)\nmanifests:        {}\nunique manifests: {}",
-                    s.total_nodes, s.healthy_nodes, s.total_manifests, s.unique_manifests
+                    s.total_nodes,
+                    s.healthy_nodes,
+                    s.total_manifests,
+                    s.unique_manifests
                 );
             }
         }
@@ -82,10 +84,11 @@ pub fn cluster(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             if target.json {
                 print_json(&list)?;
             } else {
-                println!("{:<24} {:<40} {:>6}  NODE", "NAME", "REF FILE", "BLOBS");
+                let mut t = Table::new(&["NAME", "REF_FILE", "BLOBS", "NODE_ID"]).right(2);
                 for m in list {
-                    println!("{:<24} {:<40} {:>6}  {}", m.name, m.ref_file, m.blob_count, m.node_id);
+                    t.row(vec![m.name.to_string(), m.ref_file.to_string(), m.blob_count.to_string(), m.node_id]);
                 }
+                t.print();
             }
         }
     }

@@ -100,6 +100,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         tls = %tls.as_ref().map_or("off", |t| t.mode()),
         "cairn node serving"
     );
+    notify_systemd(sd_notify::NotifyState::Ready);
     cairn_http::serve_tls_with(
         listener,
         cairn_http::app(Arc::clone(&state)),
@@ -265,4 +266,14 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+    notify_systemd(sd_notify::NotifyState::Stopping);
+}
+
+/// Tells systemd (`Type=notify`, `$NOTIFY_SOCKET` set) where the node is:
+/// ready once its listeners are bound, stopping on a signal. Without
+/// systemd this does nothing.
+fn notify_systemd(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "could not notify systemd through $NOTIFY_SOCKET");
+    }
 }

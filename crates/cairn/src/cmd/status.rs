@@ -11,9 +11,9 @@ pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let st = store.stats().with_context(|| format!("counting blobs in {}", data_dir.display()))?;
     if json {
         let v = serde_json::json!({"data_dir": data_dir, "blobs": st.blobs, "bytes": st.bytes, "manifests": st.refs});
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "data dir:  {}\nblobs:     {}\nbytes:     {} ({})\nmanifests: {}",
             data_dir.display(),
             st.blobs,

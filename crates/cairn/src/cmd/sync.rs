@@ -21,11 +21,15 @@ pub fn run(cfg: NodeConfig, peer: &str, ref_file: &str, json: bool) -> anyhow::R
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = rt.block_on(sync(store, &cfg, peer, &rf))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "synced {} ({} blobs) from {}: fetched {} blob(s), {} bytes",
-            report.ref_file, report.blob_count, report.peer, report.fetched, report.bytes
+            report.ref_file,
+            report.blob_count,
+            report.peer,
+            report.fetched,
+            report.bytes
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@ use indicatif::HumanBytes;
 
 use crate::exit::{CORRUPT, NOT_FOUND};
 
-pub fn run(data_dir: &Path, digests: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: &Path, digests: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let only = digests.iter().map(|d| super::common::digest(d)).collect::<anyhow::Result<Vec<_>>>()?;
     let store = super::common::open_rw(data_dir)?;
     let bar = super::common::bar(0, "verify");
@@ -29,13 +29,28 @@ pub fn run(data_dir: &Path, digests: &[String]) -> anyhow::Result<ExitCode> {
     for d in &r.missing {
         eprintln!("cairn: blob {d} not found in the store (list stored blobs with `cairn ls`)");
     }
-    println!(
-        "verified {} blobs ({}): {} corrupt, {} missing",
-        r.checked,
-        HumanBytes(r.bytes),
-        r.corrupt.len(),
-        r.missing.len()
-    );
+    if json {
+        let corrupt: Vec<_> = r
+            .corrupt
+            .iter()
+            .map(|c| serde_json::json!({"digest": c.digest.oci(), "quarantined": c.quarantined}))
+            .collect();
+        let missing: Vec<_> = r.missing.iter().map(|d| d.oci()).collect();
+        super::print_json(&serde_json::json!({
+            "checked": r.checked,
+            "bytes": r.bytes,
+            "corrupt": corrupt,
+            "missing": missing,
+        }))?;
+    } else {
+        outln!(
+            "verified {} blobs ({}): {} corrupt, {} missing",
+            r.checked,
+            HumanBytes(r.bytes),
+            r.corrupt.len(),
+            r.missing.len()
+        );
+    }
     Ok(if !r.corrupt.is_empty() {
         ExitCode::from(CORRUPT)
     } else if !r.missing.is_empty() {

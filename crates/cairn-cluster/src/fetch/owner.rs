@@ -6,19 +6,17 @@
 //! does not own the digest asks the owner (`GET /v1/fetch/{digest}` marked
 //! as forwarded) instead of the origins. The owner fetches once, through
 //! its own single-flight, and streams to every asker. A forwarded request
-//! is served by a [`Route::Direct`] transfer, which never forwards again,
+//! is served by a `Route::Direct` transfer, which never forwards again,
 //! so two nodes that briefly disagree on the owner cannot wait on each
 //! other. When the owner fails (down, or dies mid-transfer) the asker moves
 //! down the ranking; when it reaches itself it fetches directly, so all
 //! askers of a dead owner converge on the same next node.
-
-use std::time::Duration;
+//!
+//! The asking itself is a source: `OwnerSource` (`fetch/source/owner.rs`).
 
 use cairn_store::Digest;
 
-use crate::error::{ClusterError, Result};
-use crate::fetch::Inner;
-use crate::peer::RemoteBlob;
+use super::{Cluster, Inner};
 use crate::rendezvous::{Member, rank};
 
 /// How a transfer gets a blob no peer holds.
@@ -52,37 +50,7 @@ impl Inner {
     }
 }
 
-/// Starts a forwarded fetch on the owner at `addr`. The owner answers when
-/// its first verified bytes are ready, which can take longer than the peer
-/// timeout on a slow origin, so the wait goes on as long as the owner keeps
-/// answering health probes; an owner that stops answering is given up.
-pub(crate) async fn open(inner: &Inner, addr: &str, d: &Digest) -> Result<RemoteBlob> {
-    let timeout = inner.cfg.peer_timeout;
-    let mut fut = inner.api.fetch_via(addr, d);
-    loop {
-        if let Ok(r) = tokio::time::timeout(timeout, &mut fut).await {
-            return r;
-        }
-        let alive = matches!(tokio::time::timeout(timeout, inner.api.health(addr)).await, Ok(Ok(_)));
-        if !alive {
-            return Err(ClusterError::PeerTimeout {
-                peer: addr.to_owned(),
-                what: format!("GET /v1/fetch/{d} (as the owner) and GET /v1/health"),
-                after: timeout,
-            });
-        }
-        tracing::debug!(owner = addr, digest = %d, "owner still fetching; waiting");
-    }
-}
-
-/// Idle time allowed in a body from an owner: its own source may pause
-/// for up to its timeout before the owner gives up on it.
-pub(crate) fn idle(inner: &Inner) -> Duration {
-    let slowest = inner.cfg.origins.iter().filter_map(|o| o.timeout()).max().unwrap_or_default();
-    slowest.max(inner.cfg.peer_timeout).saturating_mul(2)
-}
-
-impl crate::fetch::Cluster {
+impl Cluster {
     /// Node ids ranked for `d`, owner first, over this node and its healthy
     /// peers whose id is known: what this node would ask, in order.
     pub fn ranking(&self, d: &Digest) -> Vec<String> {

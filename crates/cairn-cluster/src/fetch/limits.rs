@@ -1,0 +1,125 @@
+//! The limits of a transfer: the source's rate, and the data dir's free space.
+
+use std::time::Duration;
+
+use cairn_store::Digest;
+
+use super::{Inner, blocking};
+use crate::error::{ClusterError, Result};
+
+/// Watches a source's transfer rate: after its first byte, each
+/// `window` of time spent waiting on it must bring `min` bytes per second.
+/// Time spent on the disk or the callers is not the source's and is not
+/// counted.
+pub(crate) struct RateWatch {
+    min: u64,
+    window: Duration,
+    started: bool,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl RateWatch {
+    pub(crate) fn new(min: u64, window: Duration) -> Self {
+        RateWatch {
+            min,
+            window: window.max(Duration::from_millis(1)),
+            started: false,
+            waited: Duration::ZERO,
+            bytes: 0,
+        }
+    }
+
+    /// How long the next wait on the source may last: the idle timeout,
+    /// cut at the end of the current window.
+    pub(crate) fn budget(&self, idle: Duration) -> Duration {
+        if self.min == 0 || !self.started {
+            return idle;
+        }
+        idle.min(self.window.saturating_sub(self.waited).max(Duration::from_millis(1)))
+    }
+
+    /// Records `bytes` received after `waited`. Returns the bytes and time
+    /// of a finished window that fell short of the minimum rate.
+    pub(crate) fn record(&mut self, bytes: u64, waited: Duration) -> Option<(u64, Duration)> {
+        if self.min == 0 {
+            return None;
+        }
+        if !self.started {
+            // The first byte's wait is the idle timeout's business.
+            self.started = bytes > 0;
+            return None;
+        }
+        self.waited = self.waited.saturating_add(waited);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.waited < self.window {
+            return None;
+        }
+        let need = u128::from(self.min).saturating_mul(self.waited.as_millis());
+        let short = u128::from(self.bytes).saturating_mul(1000) < need;
+        let seen = (self.bytes, self.waited);
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        short.then_some(seen)
+    }
+}
+
+/// True when `need` bytes fit in `free` while keeping `reserve` free.
+pub(crate) fn room_for(need: u64, free: u64, reserve: u64) -> bool {
+    free.checked_sub(reserve).is_some_and(|room| need <= room)
+}
+
+/// Refuses a blob of `size` bytes that would leave the data dir with less
+/// than `min_free_space` free.
+pub(crate) async fn check_free_space(inner: &Inner, d: Digest, size: u64) -> Result<()> {
+    let reserve = inner.cfg.min_free_space;
+    let store = inner.store.clone();
+    let free = match blocking(move || store.free_space()).await? {
+        // A backend without a local disk has no free space to keep.
+        None => return Ok(()),
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            // Not knowing is no reason to refuse: the write reports a full disk itself.
+            tracing::warn!(error = %e, "could not read the data dir's free space");
+            return Ok(());
+        }
+    };
+    if room_for(size, free, reserve) {
+        Ok(())
+    } else {
+        Err(ClusterError::DiskFull { digest: d, need: size, free, reserve })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_check_keeps_the_reserve_and_never_overflows() {
+        assert!(room_for(100, 1_000, 900));
+        assert!(!room_for(101, 1_000, 900));
+        assert!(!room_for(1, 100, 200), "less free than the reserve fits nothing");
+        assert!(!room_for(u64::MAX, u64::MAX, 1));
+        assert!(room_for(0, 0, 0));
+        let t = tempfile::tempdir().unwrap();
+        let free = cairn_store::Store::open(t.path()).unwrap().free_space().unwrap().unwrap();
+        assert!(free > 0 && !room_for(free.saturating_add(1), free, 0), "a blob over the free space is refused");
+    }
+
+    #[test]
+    fn rate_watch_gives_the_first_byte_grace_and_judges_each_full_window() {
+        let ms = Duration::from_millis;
+        let mut w = RateWatch::new(1000, ms(1000));
+        assert_eq!(w.budget(ms(5000)), ms(5000), "the first byte waits the idle timeout");
+        assert_eq!(w.record(1, ms(4000)), None, "a slow first byte is not judged by the rate");
+        assert_eq!(w.budget(ms(5000)), ms(1000), "later waits end with the window");
+        assert_eq!(w.record(600, ms(600)), None);
+        assert_eq!(w.budget(ms(5000)), ms(400));
+        assert_eq!(w.record(500, ms(400)), None, "1100 bytes in 1 s is fast enough");
+        assert_eq!(w.record(10, ms(1000)), Some((10, ms(1000))), "10 bytes in 1 s is too slow");
+        let mut off = RateWatch::new(0, ms(1000));
+        off.record(1, ms(1));
+        assert_eq!(off.record(0, ms(60_000)), None, "0 turns the check off");
+    }
+}

@@ -1,0 +1,48 @@
+//! Seeded bytes, whole response bodies, free and dead addresses.
+
+/// Deterministic pseudo-random bytes (xorshift), so big blobs are generated, not committed.
+pub fn blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The ref file a manifest named `name` with these exact bytes must be
+/// saved under: `<name>-<first 12 hex of their SHA-256>.json`.
+pub fn ref_file_for(name: &str, bytes: &[u8]) -> cairn_store::RefFile {
+    let name = cairn_store::RefName::parse(name).unwrap_or_else(|e| panic!("test manifest name {name:?}: {e}"));
+    cairn_store::RefFile::for_manifest(&name, bytes).unwrap_or_else(|e| panic!("test ref file for {name}: {e}"))
+}
+
+/// Reads a response body to the end; `Err` when the server cut it.
+pub async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// A port that was free a moment ago, for a process that must be told
+/// its address up front (in-process servers bind port 0 instead).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// An address nothing listens on (connections are refused).
+pub fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a.to_string()
+}
