@@ -37,9 +37,8 @@ impl StoreProbe {
         }
         self.running.store(true, Ordering::Release);
         let running = Arc::clone(&self.running);
-        let dir = store.layout().objects_dir();
-        let stat = tokio::task::spawn_blocking(move || {
-            let r = std::fs::metadata(&dir);
+        let stat = store.run(move |s| {
+            let r = s.probe();
             running.store(false, Ordering::Release);
             r
         });
@@ -48,14 +47,21 @@ impl StoreProbe {
                 "the store did not answer a stat of its objects directory within {}s (disk or blocking pool stuck)",
                 STORE_PROBE_TIMEOUT.as_secs()
             )),
-            Ok(Err(e)) => {
+            Ok(Err(e @ cairn_store::StoreError::Task(_))) => {
                 self.running.store(false, Ordering::Release);
                 Err(format!("the store check failed: {e}"))
             }
+            Ok(Err(cairn_store::StoreError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                Err("the objects directory is not a directory".into())
+            }
             // The error kind only: remote callers are not shown local paths.
-            Ok(Ok(Err(e))) => Err(format!("stat of the objects directory failed: {}", e.kind())),
-            Ok(Ok(Ok(m))) if !m.is_dir() => Err("the objects directory is not a directory".into()),
-            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Err(cairn_store::StoreError::Io { source, .. })) => {
+                Err(format!("stat of the objects directory failed: {}", source.kind()))
+            }
+            Ok(Err(e)) => Err(format!("the store check failed: {e}")),
+            Ok(Ok(())) => Ok(()),
         }
     }
 }

@@ -234,8 +234,7 @@ pub(crate) fn write_blob(
     while let Some(m) = rx.blocking_recv() {
         match m {
             WriteMsg::Chunk(c) => {
-                let tmp = store.layout().tmp_dir();
-                w.write_owned(c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
+                w.write_owned(c).map_err(|source| store.write_error(source))?;
             }
             WriteMsg::Commit(verified) => {
                 let v = w.verify(Some(&d))?;

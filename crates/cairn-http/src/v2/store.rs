@@ -111,9 +111,8 @@ impl LocalRegistry {
     async fn read(&self, repo: &RepoName, d: Digest, start: u64, len: u64) -> Result<BlobStream, ReadError> {
         let (reg, repo) = (self.registry.clone(), repo.clone());
         let reader = blocking(move || reg.open_blob(&repo, &d, start, Some(len))).await?;
-        let (file, len) = reader.into_parts();
-        let path = self.registry.store().layout().object(&d);
-        let stream = file_stream(file, len, path).map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
+        let len = reader.remaining();
+        let stream = file_stream(reader).map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
         Ok(BlobStream { len: Some(len), stored: true, stream })
     }
 

@@ -253,9 +253,9 @@ async fn open_registry(cfg: &NodeConfig, store: Store) -> anyhow::Result<cairn_s
         max_upload_sessions: cfg.max_upload_sessions,
         max_upload_sessions_per_client: cfg.max_upload_sessions_per_client,
     };
-    tokio::task::spawn_blocking(move || cairn_store::oci::Registry::new(store, opts))
+    store
+        .run(move |s| cairn_store::oci::Registry::new(s.clone(), opts))
         .await
-        .context("opening the registry")?
         .with_context(|| format!("cleaning expired uploads in {}", cfg.data_dir.display()))
 }
 
