@@ -247,7 +247,7 @@ impl RemoteSource for ClusterRemote {
             // The bytes are verified by now; the media type is the manifest's own.
             let store = self.cluster.store().clone();
             let d = *digest;
-            let bytes = tokio::task::spawn_blocking(move || read_manifest(&store, &d))
+            let bytes = cairn_store::aio::blocking(move || read_manifest(&store, &d))
                 .await
                 .map_err(|e| ClusterError::Task(format!("reading fetched manifest {}: {e}", d.oci())))??;
             Ok(Some(parse_manifest(&bytes, None)?.media_type))

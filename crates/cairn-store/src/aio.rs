@@ -42,8 +42,11 @@ const KEEP_BUFFERS: usize = 32;
 /// promised) ends it with an error.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
-fn task_error(e: tokio::task::JoinError) -> StoreError {
-    StoreError::Task(e.to_string())
+/// Runs `f` on the blocking pool: the workspace's one hand-off of disk
+/// work, so every caller gets the same answer for a task that panicked or
+/// was cancelled, [`StoreError::Task`] (an internal error, never bad input).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Task(e.to_string()))
 }
 
 impl Store {
@@ -56,10 +59,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let s = self.clone();
-        match tokio::task::spawn_blocking(move || f(&s)).await {
-            Ok(r) => r,
-            Err(e) => Err(task_error(e).into()),
-        }
+        blocking(move || f(&s)).await?
     }
 
     /// Streams `len` bytes (or the rest) of blob `d` from `offset`.
@@ -79,10 +79,7 @@ impl Registry {
         E: From<StoreError> + Send + 'static,
     {
         let r = self.clone();
-        match tokio::task::spawn_blocking(move || f(&r)).await {
-            Ok(r) => r,
-            Err(e) => Err(task_error(e).into()),
-        }
+        blocking(move || f(&r)).await?
     }
 }
 
@@ -231,7 +228,7 @@ impl Stream for FileStream {
             }
             Err(e) => {
                 self.left = 0;
-                Poll::Ready(Some(Err(task_error(e))))
+                Poll::Ready(Some(Err(StoreError::Task(e.to_string()))))
             }
         }
     }

@@ -52,6 +52,7 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
     }
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
     let store = inner.store.clone();
+    // A spawned handle, not a lazy future: the writer must drain the channel while bytes arrive.
     let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
     let mut run = Receive {
         inner,

@@ -316,5 +316,5 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs blocking store work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ClusterError::Task(e.to_string()))
+    cairn_store::aio::blocking(f).await.map_err(|e| ClusterError::Task(e.to_string()))
 }

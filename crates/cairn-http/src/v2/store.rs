@@ -175,7 +175,7 @@ impl RegistryStore for LocalRegistry {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OciError> + Send + 'static,
 ) -> Result<T, ReadError> {
-    match tokio::task::spawn_blocking(f).await {
+    match cairn_store::aio::blocking(f).await {
         Ok(r) => Ok(r?),
         Err(e) => Err(ReadError::Worker(e.to_string())),
     }

@@ -141,18 +141,16 @@ fn spawn_gc(store: Store, every: Duration, grace: Duration) -> tokio::task::Join
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let s = store.clone();
             let opts = cairn_store::GcOptions { grace, dry_run: false };
-            match tokio::task::spawn_blocking(move || s.gc(opts)).await {
-                Ok(Ok(r)) => tracing::info!(
+            match store.run(move |s| s.gc(opts)).await {
+                Ok(r) => tracing::info!(
                     deleted = r.blobs.len(),
                     bytes = r.bytes,
                     referenced = r.referenced,
                     young = r.young,
                     "scheduled gc finished"
                 ),
-                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled gc failed; the next run is in gc_interval"),
-                Err(e) => tracing::warn!(error = %e, "scheduled gc task failed; the next run is in gc_interval"),
+                Err(e) => tracing::warn!(error = %e, "scheduled gc failed; the next run is in gc_interval"),
             }
         }
     })
