@@ -171,13 +171,7 @@ impl Store {
             }
         }
         let mut src = crate::nofollow::open(&obj).map_err(crate::nofollow::error("open", &obj))?;
-        // create_new never follows a symlink at the final component.
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dest)
-            .map_err(StoreError::io("create", dest))?;
+        let mut out = create_new(dest)?;
         let how = if rustix::fs::ioctl_ficlone(&out, &src).is_ok() {
             How::Cloned
         } else {
@@ -191,13 +185,7 @@ impl Store {
     /// Copies the object's bytes through a reader (backends without files).
     fn copy_object(&self, d: &Digest, dest: &Path, mode: u32) -> Result<How> {
         let src = self.get(d)?;
-        // create_new never follows a symlink at the final component.
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dest)
-            .map_err(StoreError::io("create", dest))?;
+        let mut out = create_new(dest)?;
         src.copy_to_file(&mut out).map_err(StoreError::io("copy object to", dest))?;
         out.set_permissions(fs::Permissions::from_mode(mode)).map_err(StoreError::io("chmod", dest))?;
         Ok(How::Copied)
@@ -268,6 +256,12 @@ fn check_target(target: &Path) -> Result<()> {
             if rd.next().is_some() { Err(not_empty()) } else { Ok(()) }
         }
     }
+}
+
+/// A new private file at `dest`; create_new never follows a symlink at the
+/// final component, so a planted link cannot redirect the write.
+fn create_new(dest: &Path) -> Result<fs::File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(StoreError::io("create", dest))
 }
 
 #[cfg(test)]
