@@ -25,6 +25,7 @@
 pub mod aio;
 pub mod backend;
 pub mod blob;
+pub mod cache;
 pub mod checkout;
 pub mod digest;
 pub mod error;
