@@ -170,12 +170,21 @@ impl Metrics {
             "HTTP requests answered, by API, route and status class (2xx, 4xx, ...)",
             m.http_requests.clone(),
         );
+        // Every fixed label set at 0: a dashboard sees the series before the first event.
         for api in APIS {
             let _ = m.cache_hits.get_or_create(&[("api", api)]);
             let _ = m.cache_misses.get_or_create(&[("api", api)]);
+            for k in SourceKind::ALL {
+                let _ = m.served_bytes.get_or_create(&[("api", api), ("source", k.as_str())]);
+                let _ = m.served_blobs.get_or_create(&[("api", api), ("source", k.as_str())]);
+            }
         }
         for k in SourceKind::ALL.into_iter().filter(|k| *k != SourceKind::Local) {
             let _ = m.verification_failures.get_or_create(&[("source", k.as_str())]);
+            let _ = m.received_bytes.get_or_create(&[("source", k.as_str())]);
+            for res in AttemptResult::ALL {
+                let _ = m.attempts.get_or_create(&[("source", k.as_str()), ("result", res.as_str())]);
+            }
             if k.is_origin() {
                 let _ = m.origin_egress_bytes.get_or_create(&[("source", k.as_str())]);
                 let _ = m.origin_requests.get_or_create(&[("source", k.as_str())]);

@@ -92,6 +92,9 @@ pub struct FileConfig {
     /// Cairn: what `serve` logs, as `RUST_LOG` takes it (`info`, `warn,cairn=debug`;
     /// default `warn` plus the start and stop lines). `$RUST_LOG` overrides it.
     pub log_level: Option<String>,
+    /// Cairn: a listener serving only `GET /metrics`, `host:port` or `:port`;
+    /// `/metrics` is always served on `listen_addr` too (default: none).
+    pub metrics_addr: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -334,6 +337,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// The log filter (`RUST_LOG` syntax).
     pub log_level: String,
+    /// The listener serving only `/metrics`, when there is one.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// How `serve` writes its log (config key `log_format`).
@@ -568,6 +573,10 @@ impl NodeConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             bail!("log_level {log_level:?} is not a log filter ({e}); use e.g. info, warn or warn,cairn=debug");
         }
+        let metrics_bind = match file.metrics_addr.filter(|a| !a.is_empty()) {
+            Some(a) => Some(bind_addr(&a).with_context(|| format!("metrics_addr {a:?}"))?),
+            None => None,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -603,6 +612,7 @@ impl NodeConfig {
             tls: file.tls,
             log_format,
             log_level,
+            metrics_bind,
         })
     }
 

@@ -73,6 +73,7 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
             LogFormat::Json => "json",
         },
         "log_level": node.log_level,
+        "metrics_addr": node.metrics_bind.map(|a| a.to_string()),
     })
 }
 

@@ -78,6 +78,13 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         }
         _ => (None, None),
     };
+    let (metrics, metrics_addr) = match cfg.metrics_bind {
+        Some(addr) => {
+            let (task, bound) = metrics_listener(&cfg, &state, addr, limits, tls.clone()).await?;
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    };
     let reload = spawn_reload(&cfg, Arc::clone(&state.auth), tls.clone());
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
@@ -91,6 +98,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         node_id = %cfg.node_id,
         listen = %local,
         registry = %registry_addr.map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        metrics = %metrics_addr.map_or_else(|| "listen_addr only".to_owned(), |a| a.to_string()),
         advertise = %cfg.advertise_addr,
         data_dir = %cfg.data_dir.display(),
         peers = ?cfg.peers,
@@ -122,6 +130,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     drop(mdns);
     if let Some(r) = registry {
         r.await.context("registry listener task")?.context("serving the registry")?;
+    }
+    if let Some(m) = metrics {
+        m.await.context("metrics listener task")?.context("serving metrics")?;
     }
     tracing::info!("cairn node stopped");
     Ok(())
@@ -242,6 +253,22 @@ async fn registry_listener(
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     let app = cairn_http::v2::registry_app(v2);
+    let serving = cairn_http::serve_tls_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits, tls);
+    Ok((tokio::spawn(serving), bound))
+}
+
+/// Serves only `GET /metrics` on its own listener until SIGINT/SIGTERM.
+/// Returns the task and the bound address.
+async fn metrics_listener(
+    cfg: &NodeConfig,
+    state: &Arc<AppState>,
+    addr: std::net::SocketAddr,
+    limits: cairn_http::ServeLimits,
+    tls: Option<Arc<cairn_http::tls::ServerTls>>,
+) -> anyhow::Result<(tokio::task::JoinHandle<std::io::Result<()>>, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_addr {addr}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let app = cairn_http::metrics::app(Arc::clone(state));
     let serving = cairn_http::serve_tls_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits, tls);
     Ok((tokio::spawn(serving), bound))
 }
