@@ -296,3 +296,19 @@ async fn promtool_check_metrics_accepts_the_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_readme_metrics_table_names_every_exported_metric() {
+    let holder = TestNode::start(NodeSpec::default());
+    let c = TestNode::start(NodeSpec { v2: true, ..node_spec(vec![holder.addr()], vec![]) });
+    c.state.metrics.record_gc(&cairn_store::GcReport::default());
+    let d = holder.put(b"for the table");
+    get_ok(&format!("{}/v1/fetch/{d}", c.url())).await;
+    let text = scrape_text(&c).await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("### Metrics").nth(1).expect("README has a ### Metrics section");
+    let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    assert!(names.len() >= 20, "{names:?}");
+    let missing: Vec<&&str> = names.iter().filter(|n| !section.contains(&format!("`{n}`"))).collect();
+    assert!(missing.is_empty(), "README's Metrics section lacks {missing:?}");
+}

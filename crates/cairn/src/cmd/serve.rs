@@ -98,7 +98,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         node_id = %cfg.node_id,
         listen = %local,
         registry = %registry_addr.map_or_else(|| "none".to_owned(), |a| a.to_string()),
-        metrics = %metrics_addr.map_or_else(|| "listen_addr only".to_owned(), |a| a.to_string()),
+        metrics = %metrics_addr.map_or_else(|| "listen_addr".to_owned(), |a| a.to_string()),
         advertise = %cfg.advertise_addr,
         data_dir = %cfg.data_dir.display(),
         peers = ?cfg.peers,
