@@ -24,7 +24,16 @@
 //! in `Sources::next` (`order.rs`) that decides where it is tried. Everything
 //! else (size limits, rate watch, verification, hold-back, caller fan-out,
 //! marking a peer down) is done for every source alike by `attempt.rs` and
-//! `flight.rs`.
+//! `flight.rs`. A source also names its [`SourceKind`] (a fixed set, for
+//! observers).
+//!
+//! # Observers
+//!
+//! The driver reports each try of a source, and a streaming caller that
+//! joined a running transfer, to the cluster's [`Recorder`] (`record.rs`;
+//! installed with [`Cluster::set_recorder`], none by default). Sources are
+//! watched through a wrapper, so no source and no step of `attempt.rs`
+//! knows it is observed; metrics live above this crate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
