@@ -2,7 +2,7 @@
 //! points: each source tried ([`Recorder::attempt`]) and each caller that
 //! joined a running transfer ([`Recorder::joined`]). The pipeline never
 //! waits on an observer and does not know what it does; the default does
-//! nothing. Sources are observed by a wrapper ([`observe`]), so no source
+//! nothing. Sources are observed by a wrapper (`observe`), so no source
 //! and no step of the attempt knows it is watched.
 
 use std::fmt;
