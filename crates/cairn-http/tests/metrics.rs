@@ -312,3 +312,15 @@ async fn the_readme_metrics_table_names_every_exported_metric() {
     let missing: Vec<&&str> = names.iter().filter(|n| !section.contains(&format!("`{n}`"))).collect();
     assert!(missing.is_empty(), "README's Metrics section lacks {missing:?}");
 }
+
+#[tokio::test]
+async fn requests_on_the_registry_only_listener_are_counted_in_the_nodes_metrics() {
+    let node = TestNode::start(NodeSpec { v2: true, ..Default::default() });
+    let app = cairn_http::v2::registry_app(node.state.v2_state().unwrap());
+    let registry = Server::spawn(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), app);
+    let series = r#"cairn_http_requests_total{api="v2",route="base",status="2xx"}"#;
+    let before = scrape(&node).await.get(series);
+    let r = reqwest::get(format!("http://{}/v2/", registry.addr())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(scrape(&node).await.get(series) - before, 1.0);
+}
