@@ -67,14 +67,17 @@ impl StoreProbe {
 }
 
 /// Every API, merged (one `.merge` line per API), with one debug log line
-/// per request. `/v2` is there when the node has a registry.
+/// per request and every request counted in the metrics. `/v2` is there
+/// when the node has a registry.
 pub fn app(state: Arc<AppState>) -> Router {
     let mut app = Router::new().merge(crate::v1::router(Arc::clone(&state)));
     if let Some(v2) = state.v2_state() {
         app = app.merge(crate::v2::router(v2));
     }
+    app = app.merge(crate::metrics::router(Arc::clone(&state)));
     app.fallback(no_endpoint)
         .layer(middleware::from_fn_with_state(Arc::clone(&state.auth), crate::auth::check))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), crate::metrics::track))
         .layer(middleware::from_fn(log_request))
 }
 

@@ -96,6 +96,9 @@ pub struct FileConfig {
     pub gc_interval: Option<String>,
     /// Cairn: the scheduled GC keeps unreferenced blobs younger than this (default `1h`).
     pub gc_grace: Option<String>,
+    /// Cairn: a listener serving only `GET /metrics`, `host:port` or `:port`;
+    /// `/metrics` is always served on `listen_addr` too (default: none).
+    pub metrics_addr: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -342,6 +345,8 @@ pub struct NodeConfig {
     pub gc_interval: Option<Duration>,
     /// Grace of the scheduled GC.
     pub gc_grace: Duration,
+    /// The listener serving only `/metrics`, when there is one.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// How `serve` writes its log (config key `log_format`).
@@ -589,6 +594,10 @@ impl NodeConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             bail!("log_level {log_level:?} is not a log filter ({e}); use e.g. info, warn or warn,cairn=debug");
         }
+        let metrics_bind = match file.metrics_addr.filter(|a| !a.is_empty()) {
+            Some(a) => Some(bind_addr(&a).with_context(|| format!("metrics_addr {a:?}"))?),
+            None => None,
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -626,6 +635,7 @@ impl NodeConfig {
             log_level,
             gc_interval,
             gc_grace,
+            metrics_bind,
         })
     }
 

@@ -58,6 +58,7 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
         inner,
         t,
         name,
+        kind: src.kind(),
         size: remote.size,
         idle: src.idle(),
         tx,
@@ -95,6 +96,7 @@ struct Receive<'a> {
     inner: &'a Inner,
     t: &'a Transfer,
     name: String,
+    kind: super::SourceKind,
     /// The size the source declared.
     size: Option<u64>,
     idle: Duration,
@@ -121,7 +123,7 @@ impl Receive<'_> {
             {
                 self.held_bytes -= front.len() as u64;
                 if let Some(c) = self.held.pop_front() {
-                    release.send(self.t, Msg::Chunk(c), self.size, &self.name).await;
+                    release.send(self.t, Msg::Chunk(c), self.size, (&self.name, self.kind)).await;
                 }
             }
         }
@@ -191,7 +193,7 @@ impl Receive<'_> {
         writer: JoinHandle<Result<cairn_store::PutOutcome, StoreError>>,
         release: &mut Release,
     ) -> Result<()> {
-        let Receive { t, name, received, held, tx, .. } = self;
+        let Receive { t, name, kind, received, held, tx, .. } = self;
         // The writer's own errors are reported by its join below.
         let (verified_tx, verified) = oneshot::channel();
         let _ = tx.send(WriteMsg::Commit(Some(verified_tx))).await;
@@ -199,9 +201,9 @@ impl Receive<'_> {
         let released = verified.await.is_ok();
         if released {
             for c in held {
-                release.send(t, Msg::Chunk(c), Some(received), &name).await;
+                release.send(t, Msg::Chunk(c), Some(received), (&name, kind)).await;
             }
-            release.send(t, Msg::End, Some(received), &name).await;
+            release.send(t, Msg::End, Some(received), (&name, kind)).await;
         }
         let outcome = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
         match outcome {

@@ -28,7 +28,9 @@ impl Cluster {
 
     pub(super) async fn try_local(&self, d: Digest) -> Result<Option<BlobBody>> {
         match self.local_blob(d, 0, None).await {
-            Ok((size, _, stream)) => Ok(Some(BlobBody { size: Some(size), source: "local".into(), stream })),
+            Ok((size, _, stream)) => {
+                Ok(Some(BlobBody { size: Some(size), source: "local".into(), kind: super::SourceKind::Local, stream }))
+            }
             Err(ClusterError::Store(StoreError::BlobNotFound(_))) => Ok(None),
             Err(e) => Err(e),
         }

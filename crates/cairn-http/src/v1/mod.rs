@@ -12,12 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Router, http::Method};
+use cairn_cluster::fetch::SourceKind;
 use cairn_cluster::{ClusterStats, ManifestEntry, PeerStatus, SyncReport};
 use cairn_store::refs::{MAX_MANIFEST_BYTES, now_rfc3339};
 use cairn_store::{Digest, RefFile, StoreError};
 
 use crate::body::{Batches, PumpError, pump};
 use crate::error::ApiError;
+use crate::metrics::ServedFrom;
 use crate::range;
 use crate::state::AppState;
 
@@ -92,6 +94,7 @@ async fn get_blob(
     // This route is the peer protocol: its bytes count against egress_limit.
     let stream = s.cluster.egress(stream);
     let mut resp = blob_response(&s, Body::from_stream(stream), Some(len));
+    resp.extensions_mut().insert(ServedFrom(SourceKind::Local));
     *resp.status_mut() = status;
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = range::content_range(start, len, size);
@@ -245,6 +248,7 @@ async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, h: Hea
         s.cluster.fetch(d).await?
     };
     let mut resp = blob_response(&s, Body::from_stream(b.stream), b.size);
+    resp.extensions_mut().insert(ServedFrom(b.kind));
     if let Ok(v) = HeaderValue::from_str(&b.source) {
         resp.headers_mut().insert(SOURCE_HEADER, v);
     }

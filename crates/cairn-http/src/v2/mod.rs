@@ -51,7 +51,11 @@ pub fn router(state: V2State) -> Router {
 /// OCI-style JSON 404.
 pub fn registry_app(state: V2State) -> Router {
     let auth = Arc::clone(&state.auth);
-    router(state).fallback(unknown_path).layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
+    let metrics = Arc::clone(&state.metrics);
+    router(state)
+        .fallback(unknown_path)
+        .layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
 }
 
 /// A path that is no /v2 endpoint: 404 with the OCI error body.

@@ -26,6 +26,8 @@ pub struct BlobStream {
     /// True when the bytes come from the local store, so byte ranges of
     /// the blob can be served (false for a miss streamed while fetched).
     pub stored: bool,
+    /// Where the bytes come from: `Local` when `stored`.
+    pub source: cairn_cluster::fetch::SourceKind,
     /// The bytes.
     pub stream: BoxStream<'static, Result<Bytes, RemoteError>>,
 }
@@ -113,7 +115,7 @@ impl LocalRegistry {
         let reader = blocking(move || reg.open_blob(&repo, &d, start, Some(len))).await?;
         let len = reader.remaining();
         let stream = file_stream(reader).map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
-        Ok(BlobStream { len: Some(len), stored: true, stream })
+        Ok(BlobStream { len: Some(len), stored: true, source: cairn_cluster::fetch::SourceKind::Local, stream })
     }
 
     /// Links blob `d`, now in the store, to `repo`, and returns its size.
