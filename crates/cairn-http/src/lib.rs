@@ -18,6 +18,7 @@
 //!   [`mirror::RemoteSource`] on a miss ([`mirror::ClusterRemote`]: the
 //!   cluster pipeline). Another kind of remote (e.g. a test fake) is a new
 //!   `RemoteSource`; another kind of read wrapper is a new `RegistryStore`.
+//! - [`status`]: the status page for people (`GET /`) and `GET /v1/status`.
 //! - [`range`]: byte ranges (`Range`, `Content-Range`, upload chunks) for both APIs.
 //! - [`auth`]: who may do what: request kinds, credentials, rights.
 //! - [`conn`]: the connection layer (caps, header and idle timeouts, client address).
@@ -37,6 +38,7 @@ pub mod range;
 pub mod redact;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod tls;
 pub mod v1;
 pub mod v2;

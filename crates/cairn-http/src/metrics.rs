@@ -66,7 +66,13 @@ pub struct Metrics {
     gc_deleted_blobs: Counter,
     gc_deleted_bytes: Counter,
     http_requests: Family<Labels<3>, Counter>,
+    /// The last transfers, newest last, for the status page.
+    recent: std::sync::Mutex<std::collections::VecDeque<crate::v1::wire::RecentTransfer>>,
+    started: std::time::Instant,
 }
+
+/// Transfers the status page lists.
+pub const RECENT_TRANSFERS: usize = 20;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +110,8 @@ impl Metrics {
             gc_deleted_blobs: Counter::default(),
             gc_deleted_bytes: Counter::default(),
             http_requests: Family::default(),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RECENT_TRANSFERS)),
+            started: std::time::Instant::now(),
             registry: Registry::default(),
         };
         r.register(
@@ -217,6 +225,7 @@ impl Metrics {
 
 impl Recorder for Metrics {
     fn attempt(&self, r: &AttemptReport) {
+        self.remember(r);
         let source = r.kind.as_str();
         self.attempts.get_or_create(&[("source", source), ("result", r.result.as_str())]).inc();
         self.received_bytes.get_or_create(&[("source", source)]).inc_by(r.bytes);
@@ -238,6 +247,61 @@ impl Recorder for Metrics {
     fn joined(&self) {
         self.joins.inc();
     }
+}
+
+impl Metrics {
+    fn remember(&self, r: &AttemptReport) {
+        let secs = r.elapsed.as_secs_f64();
+        let entry = crate::v1::wire::RecentTransfer {
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            digest: r.digest.oci(),
+            source: r.source.clone(),
+            kind: r.kind.as_str().to_owned(),
+            result: r.result.as_str().to_owned(),
+            bytes: r.bytes,
+            seconds: secs,
+            bytes_per_second: if secs > 0.0 { (r.bytes as f64 / secs) as u64 } else { 0 },
+        };
+        // The data is a plain list, valid after a panic elsewhere.
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT_TRANSFERS {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    /// The last transfers, newest first.
+    pub fn recent(&self) -> Vec<crate::v1::wire::RecentTransfer> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().cloned().collect()
+    }
+
+    /// Seconds since these metrics started (the node's uptime).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// Requests answered from the local store and from elsewhere, both APIs.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        let sum = |f: &Family<Labels<1>, Counter>| APIS.iter().map(|a| f.get_or_create(&[("api", *a)]).get()).sum();
+        (sum(&self.cache_hits), sum(&self.cache_misses))
+    }
+
+    /// Bytes received from URL origins and upstream registries.
+    pub fn origin_egress(&self) -> u64 {
+        ["origin", "upstream"].iter().map(|s| self.origin_egress_bytes.get_or_create(&[("source", *s)]).get()).sum()
+    }
+}
+
+/// The data dir's filesystem: size, used and free bytes (one `statvfs`).
+pub fn disk(root: &std::path::Path) -> std::io::Result<(u64, u64, u64)> {
+    let s = rustix::fs::statvfs(root)?;
+    let frsize = s.f_frsize;
+    let total = s.f_blocks.saturating_mul(frsize);
+    let used = s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(frsize);
+    let free = s.f_bavail.saturating_mul(frsize);
+    Ok((total, used, free))
 }
 
 fn gauge_i64(v: u64) -> i64 {
@@ -269,12 +333,8 @@ fn sampled(state: &AppState) -> Registry {
         "Seconds since the peer last answered any request (absent: never)",
         age,
     );
-    match rustix::fs::statvfs(state.cluster.store().root()) {
-        Ok(s) => {
-            let frsize = s.f_frsize;
-            let total = s.f_blocks.saturating_mul(frsize);
-            let used = s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(frsize);
-            let free = s.f_bavail.saturating_mul(frsize);
+    match disk(state.cluster.store().root()) {
+        Ok((total, used, free)) => {
             for (name, help, v) in [
                 ("cairn_disk_size_bytes", "Size of the data dir's filesystem", total),
                 ("cairn_disk_used_bytes", "Bytes used on the data dir's filesystem", used),

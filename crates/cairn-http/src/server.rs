@@ -75,6 +75,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         app = app.merge(crate::v2::router(v2));
     }
     app = app.merge(crate::metrics::router(Arc::clone(&state)));
+    app = app.merge(crate::status::router(Arc::clone(&state)));
     app.fallback(no_endpoint)
         .layer(middleware::from_fn_with_state(Arc::clone(&state.auth), crate::auth::check))
         .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), crate::metrics::track))

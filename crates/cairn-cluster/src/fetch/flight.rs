@@ -115,7 +115,7 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
             Step::Try(src) => {
                 let (src, probe) = observe(src);
                 let res = attempt(inner, t, src.as_ref(), &mut release).await;
-                inner.recorder().attempt(&probe.report(src.kind(), &res));
+                inner.recorder().attempt(&probe.report(d, src.as_ref(), &res));
                 (Some(src), res)
             }
             Step::AwaitDirect => {

@@ -102,6 +102,10 @@ impl AttemptResult {
 /// One try of one source, as an observer sees it.
 #[derive(Debug, Clone)]
 pub struct AttemptReport {
+    /// The blob asked for.
+    pub digest: cairn_store::Digest,
+    /// The source, as logs name it (`peer ADDR`, an origin's URL).
+    pub source: String,
     /// What kind of source it was.
     pub kind: SourceKind,
     /// How it ended.
@@ -139,9 +143,11 @@ pub(crate) struct Probe {
 
 impl Probe {
     /// The report of the try that ended with `res`.
-    pub(crate) fn report(&self, kind: SourceKind, res: &Result<()>) -> AttemptReport {
+    pub(crate) fn report(&self, digest: cairn_store::Digest, src: &dyn Source, res: &Result<()>) -> AttemptReport {
         AttemptReport {
-            kind,
+            digest,
+            source: src.name(),
+            kind: src.kind(),
             result: AttemptResult::of(res),
             bytes: self.bytes.load(Ordering::Relaxed),
             ttfb: self.first.get().copied(),

@@ -98,3 +98,53 @@ pub struct TagQuery {
     /// Tag.
     pub tag: String,
 }
+
+/// One remote transfer, as `GET /v1/status` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentTransfer {
+    /// When it ended, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The blob, `sha256:<hex>`.
+    pub digest: String,
+    /// The source as logs name it (`peer ADDR`, an origin's URL).
+    pub source: String,
+    /// `peer`, `owner`, `origin` or `upstream`.
+    pub kind: String,
+    /// `ok`, `corrupt`, `absent` or `failed`.
+    pub result: String,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// From asking to the end.
+    pub seconds: f64,
+    /// `bytes / seconds`.
+    pub bytes_per_second: u64,
+}
+
+/// `GET /v1/status`: what the status page shows besides peers and health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node id.
+    pub node_id: String,
+    /// Cairn's version.
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime_seconds: u64,
+    /// Size of the data dir's filesystem, bytes (absent when it cannot be read).
+    pub disk_size_bytes: Option<u64>,
+    /// Bytes used on it.
+    pub disk_used_bytes: Option<u64>,
+    /// Bytes free for this node on it.
+    pub disk_free_bytes: Option<u64>,
+    /// The cache's cap, bytes; absent without one.
+    pub cache_max_bytes: Option<u64>,
+    /// Blob requests answered from the local store.
+    pub hits: u64,
+    /// Blob requests that needed a remote transfer.
+    pub misses: u64,
+    /// Bytes received from URL origins and upstream registries.
+    pub origin_egress_bytes: u64,
+    /// Remote transfers running now.
+    pub transfers_in_flight: u64,
+    /// The last transfers, newest first.
+    pub recent_transfers: Vec<RecentTransfer>,
+}
