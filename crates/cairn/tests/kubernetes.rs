@@ -262,8 +262,8 @@ fn the_daemonsets_serve_command_starts_a_node_that_answers_the_probes_path() {
     let (pod, cfg_text) = pod_and_config();
     let node = pod["containers"].as_array().unwrap().iter().find(|c| command_line(c).contains(&"serve".into()));
     let mut cmd = command_line(node.unwrap());
-    // On loopback, with a temp data dir; the name resolves to this node
-    // itself (left out), so nothing is asked of any DNS server.
+    // On loopback, with a temp data dir; the name is this node's own
+    // address (left out), so nothing is asked of any DNS server.
     let tmp = tempfile::tempdir().unwrap();
     let port = cairn_testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -272,7 +272,7 @@ fn the_daemonsets_serve_command_starts_a_node_that_answers_the_probes_path() {
     assert!(listen.starts_with(':'), "every interface, as the port rewrite assumes");
     cfg.insert("listen_addr".into(), addr.clone().into());
     cfg.insert("data_dir".into(), tmp.path().join("data").to_string_lossy().into_owned().into());
-    cfg.insert("dns_name".into(), format!("localhost:{port}").into());
+    cfg.insert("dns_name".into(), addr.clone().into());
     let f = tmp.path().join("cairn.yaml");
     std::fs::write(&f, serde_json::to_string(&cfg).unwrap()).unwrap();
     let new_port = format!(":{port}");
@@ -290,5 +290,5 @@ fn the_daemonsets_serve_command_starts_a_node_that_answers_the_probes_path() {
     let mut n = cairn_testkit::NodeProcess::spawn(c, &addr);
     assert!(cairn_testkit::health_ok(&addr), "GET /v1/health answers 200");
     let log = n.stop_and_log();
-    assert!(log.contains("node-a") && log.contains("dns localhost"), "{log}");
+    assert!(log.contains("node-a") && log.contains(&format!("dns {addr}")), "{log}");
 }
