@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pkg_bin in skopeo:skopeo docker-registry:docker-registry iproute2:ip openssl:openssl gzip:gzip curl:curl \
     containerd:containerd containerd:ctr apache2-utils:htpasswd podman:podman \
-    systemd:systemd-analyze; do
+    systemd:systemd-analyze prometheus:promtool; do
     pkg=${pkg_bin%%:*} bin=${pkg_bin##*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/usr/bin/$bin" ] || need_apt+=("$pkg")
 done

@@ -6,7 +6,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::fetch::{Cluster, blocking};
+use crate::fetch::Cluster;
 use crate::peer::ManifestEntry;
 
 /// `GET /v1/cluster/stats` (exact field names).
@@ -25,8 +25,7 @@ pub struct ClusterStats {
 impl Cluster {
     /// This node's manifests as `/v1/manifests` lists them.
     pub async fn local_manifests(&self) -> Result<Vec<ManifestEntry>> {
-        let store = self.store().clone();
-        let list = blocking(move || store.list_manifests()).await??;
+        let list = self.store().run(|s| s.list_manifests()).await?;
         let node_id = self.config().node_id.clone();
         Ok(list
             .into_iter()

@@ -6,7 +6,7 @@ use cairn_store::{Digest, StoreError};
 use futures_util::stream::StreamExt;
 
 use crate::error::Result;
-use crate::fetch::{Cluster, blocking};
+use crate::fetch::Cluster;
 
 impl Cluster {
     /// Saves a manifest pushed by a client under `ref_file`, after
@@ -17,10 +17,9 @@ impl Cluster {
         let m = cairn_store::Manifest::from_json_for(ref_file, &bytes, &format!("manifest {ref_file}"))?;
         self.check_object_count(&m, || format!("manifest {ref_file}"))?;
         let name = m.ref_name()?;
-        let store = self.store().clone();
         let ds = m.digests();
         let (rf, b) = (ref_file.clone(), bytes.clone());
-        let missing = blocking(move || store.check_ref_free(&rf, &b).map(|()| store.missing(&ds))).await??;
+        let missing = self.store().run(move |s| s.check_ref_free(&rf, &b).map(|()| s.missing(&ds))).await?;
         let bound = self.config().max_concurrent_fetches.max(1);
         let gate = crate::sync::FailFast::new(bound);
         // Past the fail-fast limit the rest is reported missing without asking any source.
@@ -38,9 +37,8 @@ impl Cluster {
             missing.sort_unstable();
             return Err(StoreError::MissingBlobs { name: m.name, missing }.into());
         }
-        let store = self.store().clone();
         let rf = ref_file.clone();
-        let saved = blocking(move || store.save_manifest_bytes(&rf, &bytes)).await??;
+        let saved = self.store().run(move |s| s.save_manifest_bytes(&rf, &bytes)).await?;
         Ok(crate::ManifestEntry {
             name,
             ref_file: ref_file.clone(),

@@ -10,7 +10,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClusterError, Result};
-use crate::fetch::{Cluster, blocking};
+use crate::fetch::Cluster;
 
 /// Progress of a sync, for a progress bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +76,14 @@ impl Cluster {
             Manifest::from_json_for(ref_file, &bytes, &format!("{ref_file} from peer {peer}")).map_err(bad)?;
         self.check_object_count(&manifest, || format!("manifest {ref_file} from peer {peer}"))?;
         let digests = manifest.digests();
-        let store = self.store().clone();
         let ds = digests.clone();
         let (rf, b) = (ref_file.clone(), bytes.clone());
-        let missing =
-            blocking(move || store.check_ref_free(&rf, &b).map(|()| store.missing(&ds))).await?.map_err(bad)?;
+        // A failed task is the store's (500); only the check's own answer is the peer's.
+        let missing = self
+            .store()
+            .run(move |s| Ok::<_, StoreError>(s.check_ref_free(&rf, &b).map(|()| s.missing(&ds))))
+            .await?
+            .map_err(bad)?;
         progress(SyncEvent::Planned { total: digests.len(), missing: missing.len() });
 
         let bound = self.config().max_concurrent_fetches.max(1);
@@ -129,9 +132,8 @@ impl Cluster {
                 first: first.to_string(),
             });
         }
-        let store = self.store().clone();
         let rf = ref_file.clone();
-        blocking(move || store.save_manifest_bytes(&rf, &bytes)).await?.map_err(bad)?;
+        self.store().run(move |s| Ok::<_, StoreError>(s.save_manifest_bytes(&rf, &bytes))).await?.map_err(bad)?;
         Ok(SyncReport {
             ref_file: ref_file.clone(),
             name: manifest.name,

@@ -206,6 +206,8 @@ mod tests {
             (ApiError::Cluster(ClusterError::NotFound { digest: d, tried: vec![] }), 404),
             (ApiError::Cluster(ClusterError::Unavailable { digest: d, tried: vec![] }), 502),
             (ApiError::Cluster(ClusterError::Store(StoreError::BlobNotFound(d))), 404),
+            (ApiError::Store(StoreError::Task("panicked".into())), 500),
+            (ApiError::Cluster(ClusterError::Store(StoreError::Task("cancelled".into()))), 500),
             (ApiError::UnknownTag { repo: "r".into(), tag: "t".into() }, 404),
             (
                 ApiError::Body {

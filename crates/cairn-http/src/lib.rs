@@ -24,12 +24,14 @@
 //! - [`tls`]: HTTPS for the listeners and the peer client, reloadable certificates.
 //! - [`body`]: request bodies, read asynchronously and written in batches.
 //! - [`redact`]: what of an error remote callers may see.
+//! - [`metrics`]: `GET /metrics` (Prometheus), the pipeline's recorder and the request counting layer.
 
 pub mod auth;
 pub mod body;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod metrics;
 pub mod mirror;
 pub mod range;
 pub mod redact;

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cairn_cluster::fetch::SourceKind;
 use cairn_cluster::upstream::{ObjectKind, OciHint};
 use cairn_cluster::{Cluster, ClusterError};
 use cairn_store::oci::index::StoredManifest;
@@ -28,6 +29,8 @@ use crate::v2::store::{BlobStream, LocalRegistry, ReadError, ReadFuture, Registr
 pub struct RemoteBody {
     /// Its length, when known before the bytes.
     pub size: Option<u64>,
+    /// Where it comes from (for the metrics).
+    pub source: SourceKind,
     /// The bytes.
     pub stream: BoxStream<'static, Result<Bytes, RemoteError>>,
 }
@@ -117,7 +120,7 @@ impl Mirrored {
                 Err(e) => tracing::warn!(digest = %d.oci(), error = %e, "a mirrored blob was not stored"),
             }
         });
-        Ok(BlobStream { len: body.size, stored: false, stream: body.stream })
+        Ok(BlobStream { len: body.size, stored: false, source: body.source, stream: body.stream })
     }
 
     /// Manifest `r` of `repo` (its local miss is `missing`): a tag resolved
@@ -227,7 +230,7 @@ impl RemoteSource for ClusterRemote {
                 Ok(b) => {
                     tracing::debug!(repo = %repo, digest = %digest.oci(), source = %b.source, "streaming a /v2 miss");
                     let stream = b.stream.map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
-                    Ok(Some(RemoteBody { size: b.size, stream }))
+                    Ok(Some(RemoteBody { size: b.size, source: b.kind, stream }))
                 }
                 Err(e) if e.is_not_found() => Ok(None),
                 Err(e) => Err(Box::new(e) as RemoteError),
@@ -247,7 +250,7 @@ impl RemoteSource for ClusterRemote {
             // The bytes are verified by now; the media type is the manifest's own.
             let store = self.cluster.store().clone();
             let d = *digest;
-            let bytes = tokio::task::spawn_blocking(move || read_manifest(&store, &d))
+            let bytes = cairn_store::aio::blocking(move || read_manifest(&store, &d))
                 .await
                 .map_err(|e| ClusterError::Task(format!("reading fetched manifest {}: {e}", d.oci())))??;
             Ok(Some(parse_manifest(&bytes, None)?.media_type))

@@ -37,9 +37,8 @@ impl StoreProbe {
         }
         self.running.store(true, Ordering::Release);
         let running = Arc::clone(&self.running);
-        let dir = store.layout().objects_dir();
-        let stat = tokio::task::spawn_blocking(move || {
-            let r = std::fs::metadata(&dir);
+        let stat = store.run(move |s| {
+            let r = s.probe();
             running.store(false, Ordering::Release);
             r
         });
@@ -48,27 +47,37 @@ impl StoreProbe {
                 "the store did not answer a stat of its objects directory within {}s (disk or blocking pool stuck)",
                 STORE_PROBE_TIMEOUT.as_secs()
             )),
-            Ok(Err(e)) => {
+            Ok(Err(e @ cairn_store::StoreError::Task(_))) => {
                 self.running.store(false, Ordering::Release);
                 Err(format!("the store check failed: {e}"))
             }
+            Ok(Err(cairn_store::StoreError::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                Err("the objects directory is not a directory".into())
+            }
             // The error kind only: remote callers are not shown local paths.
-            Ok(Ok(Err(e))) => Err(format!("stat of the objects directory failed: {}", e.kind())),
-            Ok(Ok(Ok(m))) if !m.is_dir() => Err("the objects directory is not a directory".into()),
-            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Err(cairn_store::StoreError::Io { source, .. })) => {
+                Err(format!("stat of the objects directory failed: {}", source.kind()))
+            }
+            Ok(Err(e)) => Err(format!("the store check failed: {e}")),
+            Ok(Ok(())) => Ok(()),
         }
     }
 }
 
 /// Every API, merged (one `.merge` line per API), with one debug log line
-/// per request. `/v2` is there when the node has a registry.
+/// per request and every request counted in the metrics. `/v2` is there
+/// when the node has a registry.
 pub fn app(state: Arc<AppState>) -> Router {
     let mut app = Router::new().merge(crate::v1::router(Arc::clone(&state)));
     if let Some(v2) = state.v2_state() {
         app = app.merge(crate::v2::router(v2));
     }
+    app = app.merge(crate::metrics::router(Arc::clone(&state)));
     app.fallback(no_endpoint)
         .layer(middleware::from_fn_with_state(Arc::clone(&state.auth), crate::auth::check))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.metrics), crate::metrics::track))
         .layer(middleware::from_fn(log_request))
 }
 

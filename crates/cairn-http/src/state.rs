@@ -29,6 +29,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// `/v1/health`'s check that the store still answers.
     pub store_probe: StoreProbe,
+    /// The node's metrics (`GET /metrics`); also the cluster's recorder.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -73,7 +75,10 @@ impl AppState {
             auth.set_cluster_secret(secret.clone());
         }
         let cluster = Cluster::new(store, cfg, Arc::new(client));
-        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe: StoreProbe::default(), auth }))
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        cluster.set_recorder(Arc::clone(&metrics) as Arc<dyn cairn_cluster::fetch::Recorder>);
+        let store_probe = StoreProbe::default();
+        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe, auth, metrics }))
     }
 
     /// The `/v2` state: the registry, with the cluster pipeline as its
@@ -86,6 +91,7 @@ impl AppState {
             body_timeout: cfg.body_timeout,
             max_blob_size: cfg.max_blob_size,
             auth: Arc::clone(&self.auth),
+            metrics: Arc::clone(&self.metrics),
             ..V2State::new(registry).with_remote(Arc::new(remote))
         })
     }
@@ -104,6 +110,8 @@ pub struct V2State {
     pub max_blob_size: u64,
     /// Who may do what, checked by [`crate::v2::registry_app`] (the merged app checks it itself).
     pub auth: Arc<crate::auth::Auth>,
+    /// The node's metrics, counted by [`crate::v2::registry_app`] (the merged app counts itself).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl V2State {
@@ -115,6 +123,7 @@ impl V2State {
             body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             max_blob_size: cairn_cluster::fetch::DEFAULT_MAX_BLOB_SIZE,
             auth: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 

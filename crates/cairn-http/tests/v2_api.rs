@@ -576,7 +576,11 @@ impl RemoteSource for FakeRemote {
             }
             let bytes = bytes::Bytes::from(self.blob.clone());
             let stream = futures_util::stream::iter([Ok(bytes)]).boxed();
-            Ok(Some(RemoteBody { size: Some(self.blob.len() as u64), stream }))
+            Ok(Some(RemoteBody {
+                size: Some(self.blob.len() as u64),
+                source: cairn_cluster::fetch::SourceKind::Upstream,
+                stream,
+            }))
         })
     }
     fn fetch_manifest<'a>(

@@ -1,21 +1,20 @@
 //! Blobs: immutable bytes named by their SHA-256.
 //!
-//! A blob is written to `tmp/` while it is hashed, fsynced, then hard-linked
-//! into `objects/` (a link never replaces an existing object, so a
-//! concurrent writer of the same blob cannot disturb a reader or a hard link
-//! taken elsewhere) and the temp name removed. A blob whose bytes do not
-//! match the expected digest never appears in `objects/`.
+//! The store hashes a blob while its backend's sink keeps the bytes; the
+//! sink's commit makes them durable and visible, never replacing an
+//! existing object. A blob whose bytes do not match the expected digest is
+//! never visible.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
+use crate::backend::BlobSink;
+use crate::backend::fs::FsStaged;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Result, StoreError};
-use crate::nofollow;
 use crate::store::Store;
 
 /// Size of the buffer used to copy streams into the store.
@@ -49,10 +48,6 @@ pub fn read_aligned(r: &mut impl Read, want: usize) -> io::Result<(Vec<u8>, std:
     Ok((raw, start..end))
 }
 
-/// Start background writeback after this many unsynced bytes, so the final
-/// fsync of a large blob does not wait for all of it at once.
-const FLUSH_EVERY: u64 = 64 << 20;
-
 /// What a finished put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -70,13 +65,13 @@ pub struct PutOutcome {
 /// [`commit`]: BlobWriter::commit
 pub struct BlobWriter {
     store: Store,
-    file: Option<File>,
+    sink: Option<Box<dyn BlobSink>>,
+    /// Where the bytes go, for error messages.
     tmp: PathBuf,
     hasher: Hasher,
     /// Set once [`BlobWriter::write_owned`] is used: the hasher moved there.
     hash_thread: Option<HashThread>,
     len: u64,
-    writeback: WriteBack,
 }
 
 /// A chunk handed to the hash thread.
@@ -106,89 +101,13 @@ impl HashThread {
     }
 }
 
-struct Flusher {
-    tx: mpsc::SyncSender<()>,
-    handle: JoinHandle<io::Result<()>>,
-}
-
-impl Flusher {
-    fn start(file: &File) -> io::Result<Flusher> {
-        let f = file.try_clone()?;
-        let (tx, rx) = mpsc::sync_channel::<()>(1);
-        let handle = std::thread::Builder::new().name("cairn-flush".into()).spawn(move || {
-            for () in rx {
-                f.sync_data()?;
-            }
-            Ok(())
-        })?;
-        Ok(Flusher { tx, handle })
-    }
-}
-
-/// Background write-back of a file being filled, so its final fsync does
-/// not wait for all of it at once: each time the file grows past another
-/// [`FLUSH_EVERY`] bytes, a flusher thread runs `sync_data` while writing
-/// goes on. Shared by [`BlobWriter`] and registry uploads.
-pub(crate) struct WriteBack {
-    enabled: bool,
-    unflushed: u64,
-    flusher: Option<Flusher>,
-}
-
-impl WriteBack {
-    /// Write-back for a file already `len` bytes long (when `enabled`, i.e.
-    /// the store fsyncs at all). Flushes fall on multiples of
-    /// [`FLUSH_EVERY`] of the file, however the writes are split.
-    pub(crate) fn new(enabled: bool, len: u64) -> Self {
-        WriteBack { enabled, unflushed: len % FLUSH_EVERY, flusher: None }
-    }
-
-    /// Counts `n` bytes just written to `file`; starts a flush past the threshold.
-    pub(crate) fn wrote(&mut self, file: &File, n: u64) -> io::Result<()> {
-        self.unflushed += n;
-        if self.unflushed >= FLUSH_EVERY && self.enabled {
-            self.unflushed %= FLUSH_EVERY;
-            if self.flusher.is_none() {
-                self.flusher = Some(Flusher::start(file)?);
-            }
-            if let Some(fl) = &self.flusher {
-                // A flush already queued covers these bytes too.
-                let _ = fl.tx.try_send(());
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for the flusher: a failed background flush is reported here,
-    /// since a later fsync through another descriptor may not see it.
-    pub(crate) fn finish(&mut self) -> io::Result<()> {
-        let Some(f) = self.flusher.take() else { return Ok(()) };
-        drop(f.tx);
-        f.handle.join().map_err(|_| io::Error::other("flush thread panicked"))?
-    }
-}
-
 impl Store {
     /// Starts writing a new blob.
     pub fn writer(&self) -> Result<BlobWriter> {
         self.check_writable()?;
-        let dir = self.layout().tmp_dir();
-        let name = format!("{:016x}.part", rand::random::<u64>());
-        let tmp = dir.join(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(StoreError::io("create temp file", &tmp))?;
-        Ok(BlobWriter {
-            store: self.clone(),
-            file: Some(file),
-            tmp,
-            hasher: Hasher::new(),
-            hash_thread: None,
-            len: 0,
-            writeback: WriteBack::new(self.inner.opts.fsync, 0),
-        })
+        let sink = self.backend().create()?;
+        let tmp = sink.location().to_owned();
+        Ok(BlobWriter { store: self.clone(), sink: Some(sink), tmp, hasher: Hasher::new(), hash_thread: None, len: 0 })
     }
 
     /// Stores everything `r` yields. With `expected`, a mismatch stores nothing.
@@ -219,20 +138,13 @@ impl Store {
 
     /// True when the blob is present.
     pub fn exists(&self, d: &Digest) -> bool {
-        nofollow::is_file(&self.layout().object(d))
+        self.backend().stat(d).is_ok()
     }
 
     /// The blob's size, or `BlobNotFound`; a symlink in its place is
     /// [`StoreError::Symlink`] (which counts as not found).
     pub fn size(&self, d: &Digest) -> Result<u64> {
-        let p = self.layout().object(d);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => Ok(m.len()),
-            Ok(m) if m.is_symlink() => Err(StoreError::Symlink(p)),
-            Ok(_) => Err(StoreError::BlobNotFound(*d)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*d)),
-            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
-        }
+        self.backend().stat(d)
     }
 
     /// Opens the whole blob for streaming.
@@ -242,56 +154,24 @@ impl Store {
 
     /// Opens `len` bytes (or the rest) of the blob from `offset`.
     pub fn get_range(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<BlobReader> {
-        let p = self.layout().object(d);
-        let mut f = match nofollow::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobNotFound(*d)),
-            Err(e) => return Err(nofollow::error("open", &p)(e)),
-        };
-        if !f.metadata().map_err(StoreError::io("stat", &p))?.is_file() {
-            return Err(StoreError::BlobNotFound(*d));
-        }
-        let size = f.metadata().map_err(StoreError::io("stat", &p))?.len();
-        let end = match len {
-            Some(l) => offset.checked_add(l),
-            None => Some(size),
-        };
-        match end {
-            Some(end) if offset <= size && end <= size => {}
-            _ => return Err(StoreError::Range { digest: *d, offset, len, size }),
-        }
-        let remaining = end.unwrap_or(size) - offset;
-        if offset > 0 {
-            f.seek(SeekFrom::Start(offset)).map_err(StoreError::io("seek", &p))?;
-        }
-        Ok(BlobReader { file: f, size, offset, remaining })
+        self.backend().read(d, offset, len)
     }
 
-    /// Every blob digest in `objects/`, lazily; files with other names are skipped.
+    /// Every stored blob digest, lazily.
     pub fn list(&self) -> Result<BlobIter> {
-        let dir = self.layout().objects_dir();
-        let rd = fs::read_dir(&dir).map_err(StoreError::io("read directory", &dir))?;
-        Ok(BlobIter { rd, dir })
+        Ok(BlobIter(self.backend().list_blobs()?))
     }
 
     /// Removes a blob (GC, registry delete). Absent blobs are not an error.
     pub fn remove_blob(&self, d: &Digest) -> Result<bool> {
         self.check_writable()?;
-        let p = self.layout().object(d);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::Io { op: "remove", path: p, source: e }),
-        }
+        self.backend().delete_blob(d)
     }
 
-    /// Moves a blob out of `objects/` into `quarantine/`, so it is no longer served.
+    /// Moves a blob aside (`quarantine/`), so it is no longer served.
     pub fn quarantine(&self, d: &Digest) -> Result<PathBuf> {
         self.check_writable()?;
-        let from = self.layout().object(d);
-        let to = self.layout().quarantined(d);
-        fs::rename(&from, &to).map_err(StoreError::io("quarantine", &from))?;
-        Ok(to)
+        self.backend().quarantine(d)
     }
 
     /// Hashes the stored bytes of `d` and reports whether they match its name.
@@ -300,7 +180,7 @@ impl Store {
         let mut h = Hasher::new();
         let mut buf = vec![0u8; COPY_BUF];
         loop {
-            let n = r.read(&mut buf).map_err(StoreError::io("read", self.layout().object(d)))?;
+            let n = r.read(&mut buf).map_err(StoreError::io("read", r.path.clone()))?;
             if n == 0 {
                 break;
             }
@@ -311,9 +191,20 @@ impl Store {
 
     /// Marks a blob as recently used (GC grace).
     pub(crate) fn touch(&self, d: &Digest) -> Result<()> {
-        let p = self.layout().object(d);
-        let f = nofollow::open(&p).map_err(nofollow::error("open", &p))?;
-        f.set_modified(SystemTime::now()).map_err(StoreError::io("set mtime", &p))
+        self.backend().touch(d)
+    }
+}
+
+/// Checks that `len` bytes (or the rest) from `offset` lie inside a blob of
+/// `size` bytes; returns how many bytes that is.
+pub(crate) fn check_range(d: &Digest, offset: u64, len: Option<u64>, size: u64) -> Result<u64> {
+    let end = match len {
+        Some(l) => offset.checked_add(l),
+        None => Some(size),
+    };
+    match end {
+        Some(end) if offset <= size && end <= size => Ok(end - offset),
+        _ => Err(StoreError::Range { digest: *d, offset, len, size }),
     }
 }
 
@@ -347,22 +238,20 @@ impl BlobWriter {
         Ok(VerifiedBlob { w: self, digest })
     }
 
-    /// Finishes hashing and closes the temp file without making the blob
-    /// visible: for batches (snapshot) that sync once and then publish all
-    /// their blobs with [`Store::publish`].
-    pub(crate) fn stage(mut self) -> Result<Staged> {
+    /// Finishes hashing and closes the blob without making it visible: for
+    /// batches (snapshot) that sync once and then publish all their blobs
+    /// with [`Store::publish`]. Filesystem backend only (the caller checks).
+    pub(crate) fn stage(mut self) -> Result<FsStaged> {
         let digest = self.finish_hash()?;
-        self.stop_flusher()?;
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
-            op: "stage",
-            path: self.tmp.clone(),
-            source: io::Error::other("blob writer already finished"),
-        })?;
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
-            .map_err(StoreError::io("chmod", &self.tmp))?;
-        // The staged value now owns the temp name; this writer's drop must not remove it.
-        let tmp = std::mem::take(&mut self.tmp);
-        Ok(Staged { tmp, digest })
+        let sink = self.take_sink("stage")?;
+        let Some(fs) = self.store.backend().fs() else {
+            return Err(StoreError::Io {
+                op: "stage",
+                path: self.tmp.clone(),
+                source: io::Error::other("staging needs the filesystem backend"),
+            });
+        };
+        fs.stage(sink, digest)
     }
 
     /// Writes a chunk the caller hands over: it is hashed on a second
@@ -379,10 +268,18 @@ impl BlobWriter {
 
     /// Copies all of `buf` into the temp file (not hashed here).
     fn write_file(&mut self, buf: &[u8]) -> io::Result<()> {
-        let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
-        f.write_all(buf)?;
+        let s = self.sink.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        s.write(buf)?;
         self.len += buf.len() as u64;
-        self.writeback.wrote(f, buf.len() as u64)
+        Ok(())
+    }
+
+    fn take_sink(&mut self, op: &'static str) -> Result<Box<dyn BlobSink>> {
+        self.sink.take().ok_or_else(|| StoreError::Io {
+            op,
+            path: self.tmp.clone(),
+            source: io::Error::other("blob writer already finished"),
+        })
     }
 
     fn finish_hash(&mut self) -> Result<Digest> {
@@ -399,10 +296,6 @@ impl BlobWriter {
         };
         Ok(hasher.finish())
     }
-
-    fn stop_flusher(&mut self) -> Result<()> {
-        self.writeback.finish().map_err(StoreError::io("fsync", &self.tmp))
-    }
 }
 
 /// A written blob whose digest matched, not yet durable nor visible.
@@ -413,50 +306,12 @@ pub struct VerifiedBlob {
 }
 
 impl VerifiedBlob {
-    /// Syncs the blob and links it into `objects/` (never replacing an
-    /// existing object).
+    /// Makes the blob durable and visible (never replacing an existing object).
     pub fn persist(mut self) -> Result<PutOutcome> {
         let (digest, size) = (self.digest, self.w.len);
-        let w = &mut self.w;
-        let file = w.file.take().ok_or_else(|| StoreError::Io {
-            op: "commit",
-            path: w.tmp.clone(),
-            source: io::Error::other("blob writer already finished"),
-        })?;
-        let store = w.store.clone();
-        let dest = store.layout().object(&digest);
-        let _gc = store.gc_shared()?;
-        if nofollow::is_file(&dest) {
-            drop(file);
-            w.stop_flusher()?;
-            store.touch(&digest)?;
-            return Ok(PutOutcome { digest, size, existed: true });
-        }
-        w.stop_flusher()?;
-        if store.inner.opts.fsync {
-            file.sync_all().map_err(StoreError::io("fsync", &w.tmp))?;
-        }
-        let mut perms = file.metadata().map_err(StoreError::io("stat", &w.tmp))?.permissions();
-        perms.set_readonly(true);
-        file.set_permissions(perms).map_err(StoreError::io("chmod", &w.tmp))?;
-        drop(file);
-        let existed = match fs::hard_link(&w.tmp, &dest) {
-            Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match store.touch(&digest) {
-                Ok(()) => true,
-                // A planted symlink holds the name: the verified bytes replace it
-                // (rename replaces the link itself, never its target).
-                Err(StoreError::Symlink(_)) => {
-                    fs::rename(&w.tmp, &dest).map_err(StoreError::io("replace symlink in objects", &dest))?;
-                    false
-                }
-                Err(e) => return Err(e),
-            },
-            Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
-        };
-        if !existed {
-            store.sync_dir(&store.layout().objects_dir())?;
-        }
+        let sink = self.w.take_sink("commit")?;
+        let _gc = self.w.store.gc_shared()?;
+        let existed = sink.commit(&digest)?;
         Ok(PutOutcome { digest, size, existed })
     }
 }
@@ -477,72 +332,73 @@ impl Write for BlobWriter {
     }
 }
 
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        let _ = self.stop_flusher();
-        self.file.take();
-        // The temp name is removed whether or not the blob was committed.
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// A blob hashed into `tmp/` but not yet visible; removed when dropped.
-#[derive(Debug)]
-pub(crate) struct Staged {
-    tmp: PathBuf,
-    pub(crate) digest: Digest,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.tmp);
-    }
-}
-
 impl Store {
-    /// Makes staged blobs visible: one `syncfs` makes all their bytes durable,
-    /// then each is linked into `objects/` (or, when already there, the
-    /// existing object's mtime is refreshed). Returns how many were new.
-    /// The caller holds the shared GC lock until the blobs are referenced.
-    pub(crate) fn publish(&self, staged: &[&Staged]) -> Result<usize> {
+    /// Makes staged blobs visible with one sync for all (see
+    /// [`crate::backend::fs::FsBackend::publish`]). Returns how many were
+    /// new. The caller holds the shared GC lock until they are referenced.
+    pub(crate) fn publish(&self, staged: &[&FsStaged]) -> Result<usize> {
         self.check_writable()?;
-        let tmp_dir = self.layout().tmp_dir();
-        if self.inner.opts.fsync && !staged.is_empty() {
-            let d = File::open(&tmp_dir).map_err(StoreError::io("open", &tmp_dir))?;
-            rustix::fs::syncfs(&d).map_err(|e| StoreError::Io {
-                op: "syncfs",
-                path: tmp_dir.clone(),
-                source: e.into(),
-            })?;
+        match self.backend().fs() {
+            Some(fs) => fs.publish(staged),
+            None => Ok(0),
         }
-        let mut new = 0;
-        for s in staged {
-            let dest = self.layout().object(&s.digest);
-            match fs::hard_link(&s.tmp, &dest) {
-                Ok(()) => new += 1,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.touch(&s.digest)?,
-                Err(e) => return Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
-            }
-        }
-        if new > 0 {
-            self.sync_dir(&self.layout().objects_dir())?;
-        }
-        Ok(new)
     }
+}
+
+/// Where a reader's bytes come from.
+enum Source {
+    /// A file, read directly (keeps std's kernel-copy fast paths).
+    File(File),
+    /// Bytes in memory: exactly the rest of the range, handed out without a copy.
+    Shared(bytes::Bytes),
+    /// Anything else a backend hands out.
+    Other(Box<dyn Read + Send>),
 }
 
 /// A streaming reader over (part of) a stored blob.
-#[derive(Debug)]
 pub struct BlobReader {
-    file: File,
+    src: Source,
+    path: PathBuf,
     size: u64,
     offset: u64,
     remaining: u64,
 }
 
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("offset", &self.offset)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BlobReader {
+    /// A reader over an open file positioned at `offset`.
+    pub(crate) fn from_file(f: File, path: PathBuf, size: u64, offset: u64, remaining: u64) -> Self {
+        BlobReader { src: Source::File(f), path, size, offset, remaining }
+    }
+    /// A reader over bytes in memory: `rest` is exactly the range's bytes.
+    pub fn from_bytes(rest: bytes::Bytes, path: PathBuf, size: u64, offset: u64) -> Self {
+        let remaining = rest.len() as u64;
+        BlobReader { src: Source::Shared(rest), path, size, offset, remaining }
+    }
+    /// The rest of the range when it is already in memory.
+    pub(crate) fn take_shared(&mut self) -> Option<bytes::Bytes> {
+        match &mut self.src {
+            Source::Shared(b) => {
+                self.remaining = 0;
+                Some(std::mem::take(b))
+            }
+            _ => None,
+        }
+    }
+    /// A reader over any byte source positioned at `offset`.
+    pub fn from_reader(r: Box<dyn Read + Send>, path: PathBuf, size: u64, offset: u64, remaining: u64) -> Self {
+        BlobReader { src: Source::Other(r), path, size, offset, remaining }
+    }
     /// The whole blob's size.
     pub fn blob_size(&self) -> u64 {
         self.size
@@ -555,10 +411,19 @@ impl BlobReader {
     pub fn remaining(&self) -> u64 {
         self.remaining
     }
-    /// The open file, positioned at the current offset, and the bytes left
-    /// (for callers that stream it themselves, e.g. an async server).
-    pub fn into_parts(self) -> (File, u64) {
-        (self.file, self.remaining)
+    /// Where the blob is, for error messages.
+    pub fn location(&self) -> &Path {
+        &self.path
+    }
+    /// Copies the rest into `out` (a file: the kernel copies file to file
+    /// without a round trip through user space when it can).
+    pub fn copy_to_file(self, out: &mut File) -> io::Result<u64> {
+        match self.src {
+            // `Take<File>` keeps std's copy_file_range fast path.
+            Source::File(f) => io::copy(&mut f.take(self.remaining), out),
+            Source::Shared(b) => out.write_all(&b).map(|()| b.len() as u64),
+            Source::Other(r) => io::copy(&mut r.take(self.remaining), out),
+        }
     }
 }
 
@@ -568,56 +433,27 @@ impl Read for BlobReader {
             return Ok(0);
         }
         let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.file.read(&mut buf[..max])?;
+        let n = match &mut self.src {
+            Source::File(f) => f.read(&mut buf[..max])?,
+            Source::Shared(b) => {
+                let n = max.min(b.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                bytes::Buf::advance(b, n);
+                n
+            }
+            Source::Other(r) => r.read(&mut buf[..max])?,
+        };
         self.remaining -= n as u64;
         Ok(n)
     }
 }
 
-/// Iterator over the digests in `objects/`.
-pub struct BlobIter {
-    rd: fs::ReadDir,
-    dir: PathBuf,
-}
+/// Iterator over the stored digests.
+pub struct BlobIter(Box<dyn Iterator<Item = Result<Digest>> + Send>);
 
 impl Iterator for BlobIter {
     type Item = Result<Digest>;
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let e = match self.rd.next()? {
-                Ok(e) => e,
-                Err(e) => return Some(Err(StoreError::Io { op: "read directory", path: self.dir.clone(), source: e })),
-            };
-            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::parse(n).ok()) {
-                return Some(Ok(d));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_back_starts_when_the_file_crosses_each_threshold_however_writes_are_split() {
-        let f = tempfile::tempfile().unwrap();
-        let mut wb = WriteBack::new(true, FLUSH_EVERY - 10);
-        wb.wrote(&f, 9).unwrap();
-        assert!(wb.flusher.is_none(), "below the threshold");
-        wb.wrote(&f, 2).unwrap();
-        assert!(wb.flusher.is_some(), "crossed it");
-        assert_eq!(wb.unflushed, 1);
-        wb.finish().unwrap();
-        assert!(wb.flusher.is_none());
-    }
-
-    #[test]
-    fn write_back_never_starts_when_the_store_does_not_fsync() {
-        let f = tempfile::tempfile().unwrap();
-        let mut wb = WriteBack::new(false, 0);
-        wb.wrote(&f, 3 * FLUSH_EVERY).unwrap();
-        assert!(wb.flusher.is_none());
-        wb.finish().unwrap();
+        self.0.next()
     }
 }

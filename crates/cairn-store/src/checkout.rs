@@ -95,11 +95,11 @@ impl Store {
         let mut objs: BTreeMap<Digest, (u64, u32)> = BTreeMap::new();
         let mut missing = Vec::new();
         for d in m.digests() {
-            match fs::symlink_metadata(self.layout().object(&d)) {
-                Ok(md) if md.is_file() => {
-                    objs.insert(d, (md.len(), md.permissions().mode()));
+            match self.backend().stat_mode(&d) {
+                Some(sm) => {
+                    objs.insert(d, sm);
                 }
-                _ => missing.push(d),
+                None => missing.push(d),
             }
         }
         if !missing.is_empty() {
@@ -153,7 +153,10 @@ impl Store {
     }
 
     fn write_file(&self, d: &Digest, dest: &Path, mode: u32, obj_mode: u32, link: bool) -> Result<How> {
-        let obj = self.layout().object(d);
+        // Hard links and reflinks need the object as a file (filesystem backend).
+        let Some(obj) = self.backend().fs().map(|fs| fs.object_path(d)) else {
+            return self.copy_object(d, dest, mode);
+        };
         if link {
             // A writable object (the original store wrote some) would let an
             // edit of the checkout corrupt the store, so it is copied.
@@ -168,13 +171,7 @@ impl Store {
             }
         }
         let mut src = crate::nofollow::open(&obj).map_err(crate::nofollow::error("open", &obj))?;
-        // create_new never follows a symlink at the final component.
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dest)
-            .map_err(StoreError::io("create", dest))?;
+        let mut out = create_new(dest)?;
         let how = if rustix::fs::ioctl_ficlone(&out, &src).is_ok() {
             How::Cloned
         } else {
@@ -183,6 +180,15 @@ impl Store {
         };
         out.set_permissions(fs::Permissions::from_mode(mode)).map_err(StoreError::io("chmod", dest))?;
         Ok(how)
+    }
+
+    /// Copies the object's bytes through a reader (backends without files).
+    fn copy_object(&self, d: &Digest, dest: &Path, mode: u32) -> Result<How> {
+        let src = self.get(d)?;
+        let mut out = create_new(dest)?;
+        src.copy_to_file(&mut out).map_err(StoreError::io("copy object to", dest))?;
+        out.set_permissions(fs::Permissions::from_mode(mode)).map_err(StoreError::io("chmod", dest))?;
+        Ok(How::Copied)
     }
 }
 
@@ -250,6 +256,12 @@ fn check_target(target: &Path) -> Result<()> {
             if rd.next().is_some() { Err(not_empty()) } else { Ok(()) }
         }
     }
+}
+
+/// A new private file at `dest`; create_new never follows a symlink at the
+/// final component, so a planted link cannot redirect the write.
+fn create_new(dest: &Path) -> Result<fs::File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest).map_err(StoreError::io("create", dest))
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ pub enum StoreError {
         /// Why.
         reason: &'static str,
     },
+    /// A blocking store task panicked or was cancelled (see [`crate::Store::run`]):
+    /// an internal error, never the caller's fault.
+    #[error("a store task on the blocking pool failed: {0}; see the log, and retry")]
+    Task(String),
     /// A checkout target that already exists and is not empty.
     #[error("checkout target {0} exists and is not empty; choose a new directory")]
     TargetNotEmpty(PathBuf),

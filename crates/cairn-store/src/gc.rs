@@ -8,8 +8,6 @@
 //! manifest save started to reference is kept.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs;
-use std::io;
 use std::time::{Duration, SystemTime};
 
 use crate::digest::Digest;
@@ -66,7 +64,7 @@ impl Store {
     /// without its roots could delete blobs it needs.
     pub fn gc_roots(&self) -> Result<HashSet<Digest>> {
         let mut roots = HashSet::new();
-        for name in crate::oci::dir_names(&self.layout().refs_dir())? {
+        for name in self.backend().children(crate::backend::keys::REFS)? {
             if !name.ends_with(".json") {
                 continue;
             }
@@ -133,7 +131,7 @@ impl Store {
             }
         }
         if !report.blobs.is_empty() {
-            self.sync_dir(&self.layout().objects_dir())?;
+            self.backend().sync_deletes()?;
         }
         Ok(report)
     }
@@ -148,12 +146,7 @@ impl Store {
 
     /// Size and mtime of a blob; `None` when it is gone.
     fn blob_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
-        let p = self.layout().object(d);
-        match fs::symlink_metadata(&p) {
-            Ok(m) => Ok(Some((m.len(), m.modified().map_err(StoreError::io("read mtime", &p))?))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
-        }
+        self.backend().stat_mtime(d)
     }
 }
 
@@ -162,29 +155,24 @@ mod tests {
     use super::*;
     use crate::name::RefName;
     use crate::refs::Manifest;
+    use crate::testing::{Env, both_backends};
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path().join("data")).unwrap();
-        (dir, s)
-    }
+    both_backends!(
+        gc_deletes_only_old_unreferenced_blobs,
+        gc_refuses_to_run_with_an_unreadable_manifest,
+        gc_roots_include_manifests_with_paths_checkout_would_refuse,
+    );
 
-    fn age(s: &Store, d: &Digest, secs: u64) {
-        let f = fs::File::open(s.layout().object(d)).unwrap();
-        f.set_modified(SystemTime::now() - Duration::from_secs(secs)).unwrap();
-    }
-
-    #[test]
-    fn gc_deletes_only_old_unreferenced_blobs() {
-        let (_t, s) = store();
+    fn gc_deletes_only_old_unreferenced_blobs(env: &Env) {
+        let s = env.store();
         let kept = s.put_reader(&b"kept"[..], None).unwrap().digest;
         let old = s.put_reader(&b"old garbage"[..], None).unwrap().digest;
         let young = s.put_reader(&b"young garbage"[..], None).unwrap().digest;
         let mut m = Manifest::new(&RefName::parse("m").unwrap());
         m.objects.insert("a".into(), kept);
         s.save_manifest(&m).unwrap();
-        age(&s, &kept, 7200);
-        age(&s, &old, 7200);
+        env.age(&kept, 7200);
+        env.age(&old, 7200);
 
         let dry = s.gc(GcOptions { dry_run: true, ..Default::default() }).unwrap();
         assert_eq!(dry.blobs, vec![(old, 11)]);
@@ -196,23 +184,21 @@ mod tests {
         assert!(s.exists(&kept) && s.exists(&young));
     }
 
-    #[test]
-    fn gc_refuses_to_run_with_an_unreadable_manifest() {
-        let (_t, s) = store();
+    fn gc_refuses_to_run_with_an_unreadable_manifest(env: &Env) {
+        let s = env.store();
         let d = s.put_reader(&b"x"[..], None).unwrap().digest;
-        age(&s, &d, 7200);
-        fs::write(s.layout().refs_dir().join("broken-000000000000.json"), b"{not json").unwrap();
+        env.age(&d, 7200);
+        env.plant("refs/broken-000000000000.json", b"{not json");
         let e = s.gc(GcOptions::default()).unwrap_err().to_string();
         assert!(e.contains("broken-000000000000.json") && e.contains("GC refuses"), "{e}");
         assert!(s.exists(&d));
     }
 
-    #[test]
-    fn gc_roots_include_manifests_with_paths_checkout_would_refuse() {
-        let (_t, s) = store();
+    fn gc_roots_include_manifests_with_paths_checkout_would_refuse(env: &Env) {
+        let s = env.store();
         let d = s.put_reader(&b"x"[..], None).unwrap().digest;
         let json = format!(r#"{{"Name":"old","Objects":{{"/abs/../path":"{d}"}}}}"#);
-        fs::write(s.layout().refs_dir().join("old-000000000000.json"), json).unwrap();
+        env.plant("refs/old-000000000000.json", json.as_bytes());
         assert!(s.gc_roots().unwrap().contains(&d));
     }
 }

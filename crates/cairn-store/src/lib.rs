@@ -1,9 +1,13 @@
 //! Cairn's local content-addressed store.
 //!
 //! - [`digest`]: the SHA-256 [`Digest`] type and incremental [`Hasher`].
-//! - [`layout`]: the data directory, drawn once; the only path builder.
-//! - [`store`]: opening a data dir ([`Store`]), locking, crash clean-up.
-//! - [`blob`]: put (hash while writing, fsync, link into place), get with
+//! - [`backend`]: the storage seam. Everything kept goes through the
+//!   [`backend::Backend`] traits (blobs, metadata, upload sessions); two
+//!   implementations: [`backend::fs`] (the data directory, the original
+//!   layout, drawn there) and [`backend::mem`] (in memory, the reference).
+//!   A new backend goes there and is opened with [`Store::with_backend`].
+//! - [`store`]: opening a store ([`Store`]).
+//! - [`blob`]: put (hash while writing, then the backend commits), get with
 //!   ranges, list, remove, quarantine.
 //! - [`name`]: checked manifest names and ref file names.
 //! - [`refs`]: blob manifests in the original store's format.
@@ -12,30 +16,36 @@
 //! - [`verify`]: re-hash blobs, quarantine the corrupt ones.
 //! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
 //!   upload sessions, and the registry's GC roots.
+//! - [`aio`]: for async callers, [`Store::run`] (the one hand-off to the
+//!   blocking pool) and [`Store::read_stream`] (a range as a stream).
 //!
-//! The store knows nothing of HTTP or peers; everything here is blocking
-//! I/O, meant for `spawn_blocking` in async callers.
+//! The store knows nothing of HTTP or peers; apart from [`aio`], everything
+//! here is blocking I/O, reached from async code through [`Store::run`].
 
+pub mod aio;
+pub mod backend;
 pub mod blob;
+pub mod cache;
 pub mod checkout;
 pub mod digest;
 pub mod error;
 pub mod gc;
-pub mod layout;
 pub mod name;
 mod nofollow;
 pub mod oci;
 pub mod refs;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod verify;
 
-pub use blob::{BlobReader, BlobWriter, PutOutcome, VerifiedBlob};
+pub use aio::BlobStream;
+pub use blob::{BlobIter, BlobReader, BlobWriter, PutOutcome, VerifiedBlob};
 pub use checkout::{CheckoutOptions, CheckoutReport};
 pub use digest::{Digest, DigestError, Hasher};
 pub use error::{Result, StoreError};
 pub use gc::{GcOptions, GcReport};
-pub use layout::Layout;
 pub use name::{NameError, RefFile, RefName};
 pub use refs::{Manifest, ManifestSummary};
 pub use snapshot::SnapshotReport;

@@ -26,19 +26,6 @@ pub(crate) fn open(p: &Path) -> io::Result<File> {
     read_options().open(p)
 }
 
-/// Reads all of `p`, refusing a symlink.
-pub(crate) fn read(p: &Path) -> io::Result<Vec<u8>> {
-    let mut f = open(p)?;
-    let mut buf = Vec::new();
-    io::Read::read_to_end(&mut f, &mut buf)?;
-    Ok(buf)
-}
-
-/// Reads `p` as UTF-8, refusing a symlink.
-pub(crate) fn read_to_string(p: &Path) -> io::Result<String> {
-    String::from_utf8(read(p)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
 /// True when `p` is a regular file itself (a symlink to one is not).
 pub(crate) fn is_file(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok_and(|m| m.is_file())

@@ -2,18 +2,16 @@
 //! original store's format (`refs/<name>-<12 hex>.json`, 2-space JSON).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
 use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::backend::keys;
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::name::{RefFile, RefName};
-use crate::nofollow;
 use crate::store::Store;
 
 /// Largest manifest accepted from a file, a peer or a client.
@@ -222,25 +220,13 @@ impl Store {
         for d in m.digests() {
             self.touch(&d)?;
         }
-        let tmp = self.layout().tmp_dir().join(format!("{:016x}.ref", rand::random::<u64>()));
-        let res = (|| {
-            let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
-            f.write_all(json).map_err(StoreError::io("write", &tmp))?;
-            if self.inner.opts.fsync {
-                f.sync_all().map_err(StoreError::io("fsync", &tmp))?;
-            }
-            let dest = self.layout().ref_path(rf);
-            // A link never replaces an existing file (nor a planted
-            // symlink), so two concurrent saves cannot overwrite each other.
-            match fs::hard_link(&tmp, &dest) {
-                Ok(()) => self.sync_dir(&self.layout().refs_dir()),
-                // Lost a race: fine only if the winner wrote the same bytes.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.check_ref_free(rf, json),
-                Err(e) => Err(StoreError::Io { op: "link into refs", path: dest, source: e }),
-            }
-        })();
-        let _ = fs::remove_file(&tmp);
-        res
+        // Create-only: two concurrent saves cannot overwrite each other.
+        if self.backend().put_new(&keys::ref_file(rf), json)? {
+            Ok(())
+        } else {
+            // Lost a race: fine only if the winner wrote the same bytes.
+            self.check_ref_free(rf, json)
+        }
     }
 
     /// The digests among `ds` that the store does not hold.
@@ -250,14 +236,9 @@ impl Store {
 
     /// The raw bytes of a manifest.
     pub fn manifest_bytes(&self, rf: &RefFile) -> Result<Vec<u8>> {
-        let p = self.layout().ref_path(rf);
-        let f = match nofollow::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::manifest_not_found(rf)),
-            Err(e) => return Err(nofollow::error("open", &p)(e)),
+        let Some(buf) = self.backend().get(&keys::ref_file(rf), MAX_MANIFEST_BYTES)? else {
+            return Err(StoreError::manifest_not_found(rf));
         };
-        let mut buf = Vec::new();
-        f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut buf).map_err(StoreError::io("read", &p))?;
         if buf.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(StoreError::InvalidManifest {
                 what: rf.to_string(),
@@ -276,7 +257,7 @@ impl Store {
     /// Unreadable ones are logged and skipped.
     pub fn list_manifests(&self) -> Result<Vec<ManifestSummary>> {
         let mut out = Vec::new();
-        for name in crate::oci::dir_names(&self.layout().refs_dir())? {
+        for name in self.backend().children(keys::REFS)? {
             let Ok(rf) = RefFile::parse(&name) else { continue };
             match self.load_manifest(&rf) {
                 Ok(m) => out.push(ManifestSummary {
@@ -295,7 +276,7 @@ impl Store {
     /// Resolves a ref file name, or a manifest name to its newest version.
     pub fn resolve(&self, name_or_file: &str) -> Result<RefFile> {
         if let Ok(rf) = RefFile::parse(name_or_file)
-            && nofollow::is_file(&self.layout().ref_path(&rf))
+            && self.backend().exists(&keys::ref_file(&rf))
         {
             return Ok(rf);
         }
@@ -311,12 +292,7 @@ impl Store {
     /// Deletes one manifest version.
     pub fn delete_manifest(&self, rf: &RefFile) -> Result<()> {
         self.check_writable()?;
-        let p = self.layout().ref_path(rf);
-        match fs::remove_file(&p) {
-            Ok(()) => self.sync_dir(&self.layout().refs_dir()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::manifest_not_found(rf)),
-            Err(e) => Err(StoreError::Io { op: "remove", path: p, source: e }),
-        }
+        if self.backend().delete(&keys::ref_file(rf))? { Ok(()) } else { Err(StoreError::manifest_not_found(rf)) }
     }
 }
 

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::blob::{COPY_BUF, Staged};
+use crate::backend::fs::FsStaged;
+use crate::blob::{BlobWriter, COPY_BUF};
 use crate::error::{Result, StoreError};
 use crate::name::{RefFile, RefName};
 use crate::refs::{Manifest, check_object_path};
@@ -63,27 +64,42 @@ impl Store {
 
         let total: u64 = files.iter().map(|f| f.size).sum();
         let done = AtomicU64::new(0);
-        let staged: Vec<Staged> = files
-            .par_iter()
-            .map(|f| {
-                let s = self.stage_file(&f.abs, f.size)?;
-                progress(done.fetch_add(f.size, Ordering::Relaxed) + f.size, total);
-                Ok(s)
-            })
-            .collect::<Result<_>>()?;
-        for (f, s) in files.iter().zip(&staged) {
-            m.objects.insert(f.rel.clone(), s.digest);
-        }
-
-        let _gc = self.gc_shared()?;
-        let mut distinct: Vec<&Staged> = Vec::with_capacity(staged.len());
-        let mut seen = std::collections::HashSet::new();
-        for s in &staged {
-            if seen.insert(s.digest) {
-                distinct.push(s);
+        let (new_blobs, _gc) = if self.backend().fs().is_some() {
+            let staged: Vec<FsStaged> = files
+                .par_iter()
+                .map(|f| {
+                    let s = self.write_file_blob(&f.abs, f.size)?.stage()?;
+                    progress(done.fetch_add(f.size, Ordering::Relaxed) + f.size, total);
+                    Ok(s)
+                })
+                .collect::<Result<_>>()?;
+            for (f, s) in files.iter().zip(&staged) {
+                m.objects.insert(f.rel.clone(), s.digest());
             }
-        }
-        let new_blobs = self.publish(&distinct)? as u64;
+            let gc = self.gc_shared()?;
+            let mut distinct: Vec<&FsStaged> = Vec::with_capacity(staged.len());
+            let mut seen = std::collections::HashSet::new();
+            for s in &staged {
+                if seen.insert(s.digest()) {
+                    distinct.push(s);
+                }
+            }
+            (self.publish(&distinct)? as u64, gc)
+        } else {
+            // No batch sync to save: each blob is committed as it is written.
+            let outs = files
+                .par_iter()
+                .map(|f| {
+                    let out = self.write_file_blob(&f.abs, f.size)?.commit(None)?;
+                    progress(done.fetch_add(f.size, Ordering::Relaxed) + f.size, total);
+                    Ok(out)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (f, o) in files.iter().zip(&outs) {
+                m.objects.insert(f.rel.clone(), o.digest);
+            }
+            (outs.iter().filter(|o| !o.existed).count() as u64, self.gc_shared()?)
+        };
         let ref_file = self.save_manifest(&m)?;
         Ok(SnapshotReport {
             ref_file,
@@ -96,7 +112,7 @@ impl Store {
         })
     }
 
-    fn stage_file(&self, path: &Path, size: u64) -> Result<Staged> {
+    fn write_file_blob(&self, path: &Path, size: u64) -> Result<BlobWriter> {
         let mut f = File::open(path).map_err(StoreError::io("open", path))?;
         let mut w = self.writer()?;
         let mut buf = vec![0u8; (size as usize).clamp(4096, COPY_BUF)];
@@ -109,7 +125,7 @@ impl Store {
             };
             w.write_all(&buf[..n]).map_err(StoreError::io("write temp file for", path))?;
         }
-        w.stage()
+        Ok(w)
     }
 }
 
@@ -170,10 +186,12 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{Env, both_backends};
     use std::os::unix::fs::symlink;
 
-    #[test]
-    fn snapshot_records_files_modes_symlinks_and_empty_dirs() {
+    both_backends!(snapshot_records_files_modes_symlinks_and_empty_dirs, snapshot_of_a_file_is_refused);
+
+    fn snapshot_records_files_modes_symlinks_and_empty_dirs(env: &Env) {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         fs::create_dir_all(src.join("a/empty")).unwrap();
@@ -182,7 +200,7 @@ mod tests {
         fs::write(src.join("run.sh"), b"#!/bin/sh\n").unwrap();
         fs::set_permissions(src.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
         symlink("a/one", src.join("link")).unwrap();
-        let s = Store::open(t.path().join("data")).unwrap();
+        let s = env.store();
         let r = s.snapshot(&src, &RefName::parse("tree").unwrap(), &|_, _| {}).unwrap();
         assert_eq!((r.files, r.bytes, r.new_blobs, r.symlinks, r.dirs), (3, 18, 2, 1, 2));
         let m = s.load_manifest(&r.ref_file).unwrap();
@@ -191,9 +209,10 @@ mod tests {
         assert_eq!(m.symlinks["link"], "a/one");
         assert_eq!(m.dirs, vec!["a".to_string(), "a/empty".to_string()]);
         assert_eq!(s.list().unwrap().count(), 2);
-        assert_eq!(fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+        assert_eq!(s.temporaries().unwrap(), 0);
     }
 
+    /// Filesystem only: a data dir inside the tree.
     #[test]
     fn snapshot_of_a_tree_holding_the_data_dir_leaves_the_store_out() {
         let t = tempfile::tempdir().unwrap();
@@ -205,11 +224,10 @@ mod tests {
         assert_eq!(r.skipped, vec![t.path().join("data")]);
     }
 
-    #[test]
-    fn snapshot_of_a_file_is_refused() {
+    fn snapshot_of_a_file_is_refused(env: &Env) {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("f"), b"x").unwrap();
-        let s = Store::open(t.path().join("data")).unwrap();
+        let s = env.store();
         let e = s.snapshot(&t.path().join("f"), &RefName::parse("x").unwrap(), &|_, _| {}).unwrap_err();
         assert!(e.to_string().contains("not a directory"), "{e}");
         assert!(s.list_manifests().unwrap().is_empty());

@@ -1,11 +1,12 @@
 //! Opening a data directory: creation, locking, crash clean-up.
 
-use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::backend::fs::FsBackend;
+use crate::backend::mem::MemBackend;
+use crate::backend::{Backend, Guard};
 use crate::error::{Result, StoreError};
-use crate::layout::Layout;
 
 /// How a process uses the data dir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +35,7 @@ impl Default for StoreOptions {
     }
 }
 
-/// A handle on one data directory; cheap to clone and share across threads.
+/// A handle on one store; cheap to clone and share across threads.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
@@ -42,12 +43,8 @@ pub struct Store {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) layout: Layout,
+    backend: Box<dyn Backend>,
     pub(crate) opts: StoreOptions,
-    // Held for the life of the handle: a shared flock tells other openers
-    // that temp files may belong to a live writer.
-    _lock: Option<File>,
-    pub(crate) gc_lock_path: PathBuf,
 }
 
 impl Store {
@@ -56,59 +53,33 @@ impl Store {
         Store::open_with(root, StoreOptions::default())
     }
 
-    /// Opens the store at `root` with `opts`.
+    /// Opens the data dir at `root` with `opts` (the filesystem backend).
     ///
     /// Read-write: creates the directories, takes a shared lock, and when no
     /// other process has the dir open, removes temp files left by a crash.
     pub fn open_with(root: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
-        let layout = Layout::new(root.as_ref());
-        let lock = match opts.access {
-            Access::ReadOnly => {
-                if !layout.root().is_dir() {
-                    return Err(StoreError::Io {
-                        op: "open data dir",
-                        path: layout.root().to_owned(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "no such directory (nothing has been stored yet?)",
-                        ),
-                    });
-                }
-                None
-            }
-            Access::ReadWrite => {
-                for d in layout.dirs() {
-                    fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
-                }
-                let path = layout.lock_file();
-                let f = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(StoreError::io("open lock file", &path))?;
-                // Exclusive means no live writer: any temp file is a crash leftover.
-                if f.try_lock().is_ok() {
-                    sweep_tmp(&layout)?;
-                    f.unlock().map_err(StoreError::io("unlock", &path))?;
-                }
-                f.lock_shared().map_err(StoreError::io("lock", &path))?;
-                Some(f)
-            }
-        };
-        let gc_lock_path = layout.gc_lock_file();
-        Ok(Store { inner: Arc::new(Inner { layout, opts, _lock: lock, gc_lock_path }) })
+        let fs = FsBackend::open(root.as_ref(), &opts)?;
+        Ok(Store::with_backend(Box::new(fs), opts))
     }
 
-    /// The paths of this store.
-    pub fn layout(&self) -> &Layout {
-        &self.inner.layout
+    /// A new, empty store held in memory (the reference backend).
+    pub fn in_memory() -> Store {
+        Store::with_backend(Box::new(MemBackend::new()), StoreOptions::default())
     }
 
-    /// The data directory.
+    /// A store over any [`Backend`].
+    pub fn with_backend(backend: Box<dyn Backend>, opts: StoreOptions) -> Store {
+        Store { inner: Arc::new(Inner { backend, opts }) }
+    }
+
+    /// The backend.
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.inner.backend
+    }
+
+    /// Where the store is (the data directory, or `<memory>`).
     pub fn root(&self) -> &Path {
-        self.inner.layout.root()
+        self.inner.backend.root()
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
@@ -120,33 +91,35 @@ impl Store {
 
     /// Shared GC lock: held while a put or manifest save makes data visible,
     /// so a GC sweep never deletes a blob between its check and its use.
-    pub(crate) fn gc_shared(&self) -> Result<File> {
-        self.gc_lock(false)
+    pub(crate) fn gc_shared(&self) -> Result<Guard> {
+        self.inner.backend.lock_gc(false)
     }
 
     /// Exclusive GC lock, for the delete phase of a GC.
-    pub(crate) fn gc_exclusive(&self) -> Result<File> {
-        self.gc_lock(true)
+    pub(crate) fn gc_exclusive(&self) -> Result<Guard> {
+        self.inner.backend.lock_gc(true)
     }
 
-    fn gc_lock(&self, exclusive: bool) -> Result<File> {
-        let p = &self.inner.gc_lock_path;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(p)
-            .map_err(StoreError::io("open gc lock", p))?;
-        if exclusive { f.lock() } else { f.lock_shared() }.map_err(StoreError::io("lock", p))?;
-        Ok(f)
+    /// A cheap check that the store answers (a stat of the objects directory).
+    pub fn probe(&self) -> Result<()> {
+        self.inner.backend.probe()
     }
 
-    pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
-        if self.inner.opts.fsync {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync directory", dir))?;
-        }
-        Ok(())
+    /// Bytes free for new blobs, when the backend knows (a local filesystem).
+    pub fn free_space(&self) -> Option<std::io::Result<u64>> {
+        self.inner.backend.fs().map(FsBackend::free_space)
+    }
+
+    /// Uncommitted blob writes and other temporaries the store holds now
+    /// (0 when no write is in progress and none leaked).
+    pub fn temporaries(&self) -> Result<usize> {
+        self.inner.backend.temporaries()
+    }
+
+    /// The error for a failed write of a temp blob (e.g. by a
+    /// [`crate::BlobWriter`] fed from a network body).
+    pub fn write_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io { op: "write temp blob", path: self.root().join("tmp"), source }
     }
 }
 
@@ -179,21 +152,4 @@ impl Store {
         st.refs = self.list_manifests()?.len() as u64;
         Ok(st)
     }
-}
-
-fn sweep_tmp(layout: &Layout) -> Result<()> {
-    let dir = layout.tmp_dir();
-    let entries = fs::read_dir(&dir).map_err(StoreError::io("read directory", &dir))?;
-    let mut removed = 0usize;
-    for e in entries {
-        let e = e.map_err(StoreError::io("read directory", &dir))?;
-        let p = e.path();
-        let res = if e.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-        res.map_err(StoreError::io("remove leftover temp file", &p))?;
-        removed += 1;
-    }
-    if removed > 0 {
-        tracing::info!(removed, dir = %dir.display(), "removed temp files left by an earlier crash");
-    }
-    Ok(())
 }

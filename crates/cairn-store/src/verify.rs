@@ -101,22 +101,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::testing::{Env, both_backends};
 
-    fn corrupt(s: &Store, d: &Digest) {
-        let p = s.layout().object(d);
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::write(&p, b"flipped").unwrap();
-    }
+    both_backends!(verify_quarantines_corrupt_blobs_and_keeps_good_ones, verify_of_given_digests_reports_missing_ones);
 
-    #[test]
-    fn verify_quarantines_corrupt_blobs_and_keeps_good_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+    fn verify_quarantines_corrupt_blobs_and_keeps_good_ones(env: &Env) {
+        let s = env.store();
         let good = s.put_reader(&b"good"[..], None).unwrap().digest;
         let bad = s.put_reader(&b"bad"[..], None).unwrap().digest;
-        corrupt(&s, &bad);
+        env.corrupt(&bad, b"flipped");
         let calls = AtomicU64::new(0);
         let r = s
             .verify(None, &|done, total| {
@@ -126,16 +119,18 @@ mod tests {
             .unwrap();
         assert_eq!(r.checked, 2);
         assert_eq!(calls.load(Ordering::Relaxed), 2);
-        assert_eq!(r.corrupt, vec![Corrupt { digest: bad, quarantined: s.layout().quarantined(&bad) }]);
-        assert!(!s.exists(&bad) && s.layout().quarantined(&bad).is_file());
+        let quarantined = s.root().join("quarantine").join(bad.to_string());
+        assert_eq!(r.corrupt, vec![Corrupt { digest: bad, quarantined: quarantined.clone() }]);
+        assert!(!s.exists(&bad));
+        if let Env::Fs(_) = env {
+            assert!(quarantined.is_file());
+        }
         assert!(s.exists(&good));
         assert!(s.verify(None, &|_, _| {}).unwrap().is_clean());
     }
 
-    #[test]
-    fn verify_of_given_digests_reports_missing_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+    fn verify_of_given_digests_reports_missing_ones(env: &Env) {
+        let s = env.store();
         let good = s.put_reader(&b"good"[..], None).unwrap().digest;
         let absent = Digest::of(b"absent");
         let r = s.verify(Some(&[good, absent]), &|_, _| {}).unwrap();

@@ -1,16 +1,19 @@
 //! GC with zero grace racing puts and manifest saves from another handle.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cairn_store::{GcOptions, Manifest, RefName, Store, StoreError, StoreOptions};
+use cairn_store::{GcOptions, Manifest, RefName, StoreError, StoreOptions};
+use common::Env;
 
-#[test]
-fn gc_with_zero_grace_never_deletes_a_blob_of_a_saved_manifest() {
-    let dir = tempfile::tempdir().unwrap();
+both_backends!(gc_with_zero_grace_never_deletes_a_blob_of_a_saved_manifest);
+
+fn gc_with_zero_grace_never_deletes_a_blob_of_a_saved_manifest(env: &Env) {
     // fsync is not what this test is about; without it the race runs hot.
     let opts = StoreOptions { fsync: false, ..Default::default() };
-    let writer = Store::open_with(dir.path(), opts.clone()).unwrap();
-    let collector = Store::open_with(dir.path(), opts).unwrap();
+    let writer = env.store_with(opts.clone());
+    let collector = env.store_with(opts);
     let done = AtomicBool::new(false);
     let zero = GcOptions { grace: std::time::Duration::ZERO, dry_run: false };
 

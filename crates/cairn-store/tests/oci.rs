@@ -1,12 +1,41 @@
-//! The registry metadata on a real data dir: manifests, tags, uploads, GC roots.
+//! The registry metadata: manifests, tags, uploads, GC roots, on both
+//! backends (filesystem-only ones say so).
+
+mod common;
 
 use std::time::Duration;
 
 use cairn_store::oci::manifest::{OCI_INDEX, OCI_MANIFEST};
 use cairn_store::oci::{OciError, Reference, Registry, RegistryOptions, RepoName, Tag, UploadId};
 use cairn_store::{Digest, Store, StoreOptions};
+use common::Env;
 
-fn open(dir: &std::path::Path) -> Registry {
+both_backends!(
+    manifest_with_missing_layer_is_refused_and_stores_nothing,
+    pushed_manifest_resolves_by_tag_and_digest_and_delete_removes_its_tags,
+    manifest_pushed_by_wrong_digest_is_a_mismatch,
+    chunked_upload_survives_a_new_registry_handle_and_rejects_out_of_order_chunks,
+    fsynced_chunked_upload_past_the_write_back_threshold_keeps_every_byte_and_a_cut_chunk_rolls_back,
+    upload_of_other_repository_or_malformed_id_is_unknown,
+    finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session,
+    idle_uploads_expire_after_the_ttl,
+    registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifests,
+    referrers_list_only_live_manifests_and_filter_by_artifact_type,
+    gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones,
+    tag_repointed_by_another_handle_is_served_at_its_new_manifest_by_a_caching_handle,
+    tag_or_manifest_deleted_by_another_handle_is_unknown_to_a_caching_handle,
+    manifest_object_removed_behind_a_caching_handle_is_unknown,
+    caching_handle_sees_its_own_repush_and_deletes,
+    default_handle_does_not_cache_a_tag_written_just_now,
+    upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart,
+);
+
+fn open(env: &Env) -> Registry {
+    Registry::new(env.store_with(StoreOptions { fsync: false, ..Default::default() }), RegistryOptions::default())
+        .unwrap()
+}
+
+fn open_dir(dir: &std::path::Path) -> Registry {
     let s = Store::open_with(dir, StoreOptions { fsync: false, ..Default::default() }).unwrap();
     Registry::new(s, RegistryOptions::default()).unwrap()
 }
@@ -44,10 +73,8 @@ fn index(children: &[Digest]) -> Vec<u8> {
     format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#, ms.join(",")).into_bytes()
 }
 
-#[test]
-fn manifest_with_missing_layer_is_refused_and_stores_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn manifest_with_missing_layer_is_refused_and_stores_nothing(env: &Env) {
+    let r = open(env);
     let c = put_blob(&r, b"{}");
     let missing = Digest::of(b"absent");
     let m = image(&c, &[missing], "");
@@ -59,10 +86,8 @@ fn manifest_with_missing_layer_is_refused_and_stores_nothing() {
     assert!(matches!(r.tags(&repo("a/b")), Err(OciError::NameUnknown(_))));
 }
 
-#[test]
-fn pushed_manifest_resolves_by_tag_and_digest_and_delete_removes_its_tags() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn pushed_manifest_resolves_by_tag_and_digest_and_delete_removes_its_tags(env: &Env) {
+    let r = open(env);
     let c = put_blob(&r, b"{}");
     let l = put_blob(&r, b"layer");
     let m = image(&c, &[l], "");
@@ -82,28 +107,24 @@ fn pushed_manifest_resolves_by_tag_and_digest_and_delete_removes_its_tags() {
     assert!(matches!(r.get_manifest(&rp, &Reference::Digest(pushed.digest)), Err(OciError::ManifestUnknown { .. })));
 }
 
-#[test]
-fn manifest_pushed_by_wrong_digest_is_a_mismatch() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn manifest_pushed_by_wrong_digest_is_a_mismatch(env: &Env) {
+    let r = open(env);
     let c = put_blob(&r, b"{}");
     let m = image(&c, &[], "");
     let e = r.put_manifest(&repo("x"), &Reference::Digest(Digest::of(b"other")), &m, None).unwrap_err();
     assert!(matches!(e, OciError::DigestMismatch { .. }));
 }
 
-#[test]
-fn chunked_upload_survives_a_new_registry_handle_and_rejects_out_of_order_chunks() {
-    let d = tempfile::tempdir().unwrap();
+fn chunked_upload_survives_a_new_registry_handle_and_rejects_out_of_order_chunks(env: &Env) {
     let rp = repo("up");
     let id = {
-        let r = open(d.path());
+        let r = open(env);
         let id = r.start_upload(&rp).unwrap();
         assert_eq!(r.append_upload(&rp, &id, Some(0), Some(5), &b"hello"[..]).unwrap(), 5);
         id
     };
     // A new handle has no cached hash state: it must rebuild it from the file.
-    let r = open(d.path());
+    let r = open(env);
     assert_eq!(r.upload_size(&rp, &id).unwrap(), 5);
     let e = r.append_upload(&rp, &id, Some(3), None, &b"xx"[..]).unwrap_err();
     assert!(matches!(e, OciError::UploadRange { start: 3, size: 5, .. }), "{e:?}");
@@ -136,11 +157,9 @@ impl std::io::Read for CutShort<'_> {
     }
 }
 
-#[test]
-fn fsynced_chunked_upload_past_the_write_back_threshold_keeps_every_byte_and_a_cut_chunk_rolls_back() {
+fn fsynced_chunked_upload_past_the_write_back_threshold_keeps_every_byte_and_a_cut_chunk_rolls_back(env: &Env) {
     const MIB: usize = 1 << 20;
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open_with(d.path(), StoreOptions { fsync: true, ..Default::default() }).unwrap();
+    let s = env.store_with(StoreOptions { fsync: true, ..Default::default() });
     let r = Registry::new(s, RegistryOptions::default()).unwrap();
     let rp = repo("big");
     let bytes: Vec<u8> = (0..70 * MIB + 3).map(|i| (i * 13 % 251) as u8).collect();
@@ -158,19 +177,15 @@ fn fsynced_chunked_upload_past_the_write_back_threshold_keeps_every_byte_and_a_c
     assert!(r.store().verify_blob(&want).unwrap());
 }
 
-#[test]
-fn upload_of_other_repository_or_malformed_id_is_unknown() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn upload_of_other_repository_or_malformed_id_is_unknown(env: &Env) {
+    let r = open(env);
     let id = r.start_upload(&repo("a")).unwrap();
     assert!(matches!(r.upload_size(&repo("b"), &id), Err(OciError::UploadUnknown(_))));
     assert!(matches!(UploadId::parse("../../etc"), Err(OciError::UploadUnknown(_))));
 }
 
-#[test]
-fn finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session(env: &Env) {
+    let r = open(env);
     let rp = repo("a");
     let id = r.start_upload(&rp).unwrap();
     r.append_upload(&rp, &id, None, None, &b"bytes"[..]).unwrap();
@@ -182,21 +197,17 @@ fn finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session() {
     assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
 }
 
-#[test]
-fn idle_uploads_expire_after_the_ttl() {
-    let d = tempfile::tempdir().unwrap();
+fn idle_uploads_expire_after_the_ttl(env: &Env) {
     let rp = repo("a");
-    let id = open(d.path()).start_upload(&rp).unwrap();
-    let s = Store::open_with(d.path(), StoreOptions { fsync: false, ..Default::default() }).unwrap();
+    let id = open(env).start_upload(&rp).unwrap();
+    let s = env.store_with(StoreOptions { fsync: false, ..Default::default() });
     let r = Registry::new(s, RegistryOptions { upload_ttl: Duration::ZERO, ..Default::default() }).unwrap();
     assert!(matches!(r.upload_size(&rp, &id), Err(OciError::UploadUnknown(_))));
-    assert!(!d.path().join("registry/uploads").join(id.as_str()).exists());
+    assert!(!env.children("registry/uploads").contains(&id.to_string()));
 }
 
-#[test]
-fn registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifests() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifests(env: &Env) {
+    let r = open(env);
     let rp = repo("gc/x");
     let c = put_blob(&r, b"{}");
     let l1 = put_blob(&r, b"l1");
@@ -224,10 +235,8 @@ fn registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifes
     assert!(young.contains(&orphan.digest) && young.contains(&l2), "within grace everything is kept");
 }
 
-#[test]
-fn referrers_list_only_live_manifests_and_filter_by_artifact_type() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn referrers_list_only_live_manifests_and_filter_by_artifact_type(env: &Env) {
+    let r = open(env);
     let rp = repo("ref");
     let c = put_blob(&r, b"{}");
     let subject = Digest::of(b"subject-not-pushed-yet");
@@ -250,10 +259,8 @@ fn referrers_list_only_live_manifests_and_filter_by_artifact_type() {
     assert_eq!(r.referrers(&rp, &subject, None).unwrap().len(), 1);
 }
 
-#[test]
-fn gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones(env: &Env) {
+    let r = open(env);
     let rp = repo("gc/run");
     let c = put_blob(&r, b"{\"config\":1}");
     let kept_layer = put_blob(&r, b"kept layer");
@@ -272,8 +279,8 @@ fn gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones() {
 }
 
 /// A handle whose manifest cache keeps files the test has just written.
-fn open_caching(dir: &std::path::Path) -> Registry {
-    open(dir).with_cache_settle(Duration::ZERO)
+fn open_caching(env: &Env) -> Registry {
+    open(env).with_cache_settle(Duration::ZERO)
 }
 
 /// Pushes an image with one distinct layer under `t` in `rp`; its manifest bytes.
@@ -285,10 +292,8 @@ fn push_image(r: &Registry, rp: &RepoName, t: &str, layer: &[u8]) -> Vec<u8> {
     m
 }
 
-#[test]
-fn tag_repointed_by_another_handle_is_served_at_its_new_manifest_by_a_caching_handle() {
-    let d = tempfile::tempdir().unwrap();
-    let (server, cli) = (open_caching(d.path()), open(d.path()));
+fn tag_repointed_by_another_handle_is_served_at_its_new_manifest_by_a_caching_handle(env: &Env) {
+    let (server, cli) = (open_caching(env), open(env));
     let rp = repo("x");
     let old = push_image(&cli, &rp, "v1", b"old layer");
     assert_eq!(server.get_manifest(&rp, &tag("v1")).unwrap().bytes, old);
@@ -300,10 +305,8 @@ fn tag_repointed_by_another_handle_is_served_at_its_new_manifest_by_a_caching_ha
     assert_eq!((got.digest, got.bytes), (Digest::of(&new), new));
 }
 
-#[test]
-fn tag_or_manifest_deleted_by_another_handle_is_unknown_to_a_caching_handle() {
-    let d = tempfile::tempdir().unwrap();
-    let (server, cli) = (open_caching(d.path()), open(d.path()));
+fn tag_or_manifest_deleted_by_another_handle_is_unknown_to_a_caching_handle(env: &Env) {
+    let (server, cli) = (open_caching(env), open(env));
     let rp = repo("x");
     let m = push_image(&cli, &rp, "v1", b"layer");
     cli.put_manifest(&rp, &tag("v2"), &m, None).unwrap();
@@ -321,24 +324,20 @@ fn tag_or_manifest_deleted_by_another_handle_is_unknown_to_a_caching_handle() {
     }
 }
 
-#[test]
-fn manifest_object_removed_behind_a_caching_handle_is_unknown() {
-    let d = tempfile::tempdir().unwrap();
-    let server = open_caching(d.path());
+fn manifest_object_removed_behind_a_caching_handle_is_unknown(env: &Env) {
+    let server = open_caching(env);
     let rp = repo("x");
     let m = push_image(&server, &rp, "v1", b"layer");
     server.get_manifest(&rp, &tag("v1")).unwrap();
     assert!(server.cached_manifest(&rp, &tag("v1")).is_some());
     // What a GC or verify in another process does to the object.
-    std::fs::remove_file(server.store().layout().object(&Digest::of(&m))).unwrap();
+    env.remove_blob_raw(&Digest::of(&m));
     assert!(server.cached_manifest(&rp, &tag("v1")).is_none());
     assert!(matches!(server.get_manifest(&rp, &tag("v1")), Err(OciError::ManifestUnknown { .. })));
 }
 
-#[test]
-fn caching_handle_sees_its_own_repush_and_deletes() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open_caching(d.path());
+fn caching_handle_sees_its_own_repush_and_deletes(env: &Env) {
+    let r = open_caching(env);
     let rp = repo("x");
     push_image(&r, &rp, "v1", b"one");
     r.get_manifest(&rp, &tag("v1")).unwrap();
@@ -348,10 +347,8 @@ fn caching_handle_sees_its_own_repush_and_deletes() {
     assert!(matches!(r.get_manifest(&rp, &tag("v1")), Err(OciError::ManifestUnknown { .. })));
 }
 
-#[test]
-fn default_handle_does_not_cache_a_tag_written_just_now() {
-    let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+fn default_handle_does_not_cache_a_tag_written_just_now(env: &Env) {
+    let r = open(env);
     let rp = repo("x");
     push_image(&r, &rp, "v1", b"one");
     r.get_manifest(&rp, &tag("v1")).unwrap();
@@ -359,14 +356,12 @@ fn default_handle_does_not_cache_a_tag_written_just_now() {
     assert!(r.cached_manifest(&rp, &tag("v1")).is_none());
 }
 
-#[test]
-fn upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart() {
-    let d = tempfile::tempdir().unwrap();
+fn upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart(env: &Env) {
     let rp = repo("a");
     let client: std::net::IpAddr = "2001:db8::1".parse().unwrap();
     let opts = RegistryOptions { max_upload_sessions: 3, max_upload_sessions_per_client: 2, ..Default::default() };
     let reopen = || {
-        let s = Store::open_with(d.path(), StoreOptions { fsync: false, ..Default::default() }).unwrap();
+        let s = env.store_with(StoreOptions { fsync: false, ..Default::default() });
         Registry::new(s, opts.clone()).unwrap()
     };
     let r = reopen();
@@ -384,26 +379,27 @@ fn upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart
     r.start_upload(&rp).unwrap();
 }
 
+/// Filesystem only: symlinks.
 #[test]
 fn symlinks_planted_in_the_registry_metadata_are_not_followed() {
     let d = tempfile::tempdir().unwrap();
-    let r = open(d.path());
+    let r = open_dir(d.path());
     let c = put_blob(&r, b"{}");
     let m = image(&c, &[], "");
     let x = repo("x");
     let pushed = r.put_manifest(&x, &tag("v1"), &m, Some(OCI_MANIFEST)).unwrap();
-    let layout = r.store().layout().clone();
+    let repos = d.path().join("registry/repositories");
     // A tag pointing at a file outside the data dir.
     let outside = d.path().join("outside-tag");
     std::fs::write(&outside, pushed.digest.oci()).unwrap();
     let t = Tag::parse("planted").unwrap();
-    std::os::unix::fs::symlink(&outside, layout.repo_tag(&x, &t)).unwrap();
+    std::os::unix::fs::symlink(&outside, repos.join("x/_tags").join(t.as_str())).unwrap();
     assert!(matches!(r.get_manifest(&x, &tag("planted")), Err(OciError::ManifestUnknown { .. })));
     // A manifest link in another repository borrowing x's through a symlink.
     let y = repo("y");
-    std::fs::create_dir_all(layout.repo_manifests_dir(&y)).unwrap();
-    std::os::unix::fs::symlink(layout.repo_manifest(&x, &pushed.digest), layout.repo_manifest(&y, &pushed.digest))
-        .unwrap();
+    std::fs::create_dir_all(repos.join("y/_manifests")).unwrap();
+    let hex = pushed.digest.to_string();
+    std::os::unix::fs::symlink(repos.join("x/_manifests").join(&hex), repos.join("y/_manifests").join(&hex)).unwrap();
     assert!(matches!(r.get_manifest(&y, &Reference::Digest(pushed.digest)), Err(OciError::ManifestUnknown { .. })));
     // The real ones still work.
     assert_eq!(r.get_manifest(&x, &tag("v1")).unwrap().bytes, m);

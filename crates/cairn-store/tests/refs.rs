@@ -1,9 +1,17 @@
 //! Ref files are bound to their bytes and never replaced.
 
-use std::fs;
+mod common;
 
 use cairn_store::name::MAX_REF_NAME_LEN;
-use cairn_store::{Digest, RefFile, RefName, Store, StoreError};
+use cairn_store::{Digest, RefFile, RefName, StoreError};
+use common::Env;
+
+both_backends!(
+    a_ref_file_not_named_after_its_bytes_and_inner_name_is_refused,
+    an_existing_ref_file_is_never_replaced_by_other_bytes,
+    concurrent_saves_of_one_ref_file_leave_one_intact_copy,
+    the_longest_allowed_name_is_saved_listed_and_resolved,
+);
 
 fn json(name: &str, d: &Digest, created: &str) -> Vec<u8> {
     format!(r#"{{"name":"{name}","created_at":"{created}","objects":{{"f":"{d}"}}}}"#).into_bytes()
@@ -13,10 +21,8 @@ fn rf_for(name: &str, bytes: &[u8]) -> RefFile {
     RefFile::for_manifest(&RefName::parse(name).unwrap(), bytes).unwrap()
 }
 
-#[test]
-fn a_ref_file_not_named_after_its_bytes_and_inner_name_is_refused() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Store::open(t.path()).unwrap();
+fn a_ref_file_not_named_after_its_bytes_and_inner_name_is_refused(env: &Env) {
+    let s = env.store();
     let d = s.put_reader(&b"x"[..], None).unwrap().digest;
     let bytes = json("app", &d, "2999-01-01T00:00:00Z");
     let right = rf_for("app", &bytes);
@@ -33,14 +39,12 @@ fn a_ref_file_not_named_after_its_bytes_and_inner_name_is_refused() {
             other => panic!("{bad}: {other:?}"),
         }
     }
-    assert_eq!(fs::read_dir(s.layout().refs_dir()).unwrap().count(), 0);
+    assert!(env.children("refs").is_empty());
     assert_eq!(s.save_manifest_bytes(&right, &bytes).unwrap().name, "app");
 }
 
-#[test]
-fn an_existing_ref_file_is_never_replaced_by_other_bytes() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Store::open(t.path()).unwrap();
+fn an_existing_ref_file_is_never_replaced_by_other_bytes(env: &Env) {
+    let s = env.store();
     let d = s.put_reader(&b"x"[..], None).unwrap().digest;
     let bytes = json("app", &d, "2024-01-01T00:00:00Z");
     let rf = rf_for("app", &bytes);
@@ -52,22 +56,19 @@ fn an_existing_ref_file_is_never_replaced_by_other_bytes() {
     // A file already there under that name with other bytes (one the original
     // wrote, or a 48-bit suffix collision) is kept as it is.
     let other = json("app", &d, "2023-01-01T00:00:00Z");
-    let p = s.layout().ref_path(&rf);
-    fs::remove_file(&p).unwrap();
-    fs::write(&p, &other).unwrap();
+    let key = format!("refs/{rf}");
+    env.plant(&key, &other);
     match s.save_manifest_bytes(&rf, &bytes) {
         Err(e @ StoreError::RefConflict(_)) => assert!(e.to_string().contains(rf.as_str()), "{e}"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(s.check_ref_free(&rf, &bytes), Err(StoreError::RefConflict(_))));
-    assert_eq!(fs::read(&p).unwrap(), other);
-    assert_eq!(fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0, "no temp file left");
+    assert_eq!(env.raw(&key), other);
+    assert_eq!(s.temporaries().unwrap(), 0, "no temp file left");
 }
 
-#[test]
-fn concurrent_saves_of_one_ref_file_leave_one_intact_copy() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Store::open(t.path()).unwrap();
+fn concurrent_saves_of_one_ref_file_leave_one_intact_copy(env: &Env) {
+    let s = env.store();
     let d = s.put_reader(&b"x"[..], None).unwrap().digest;
     let bytes = json("race", &d, "2024-01-01T00:00:00Z");
     let rf = rf_for("race", &bytes);
@@ -80,10 +81,8 @@ fn concurrent_saves_of_one_ref_file_leave_one_intact_copy() {
     assert_eq!(s.manifest_bytes(&rf).unwrap(), bytes);
 }
 
-#[test]
-fn the_longest_allowed_name_is_saved_listed_and_resolved() {
-    let t = tempfile::tempdir().unwrap();
-    let s = Store::open(t.path()).unwrap();
+fn the_longest_allowed_name_is_saved_listed_and_resolved(env: &Env) {
+    let s = env.store();
     let d = s.put_reader(&b"x"[..], None).unwrap().digest;
     let name = "n".repeat(MAX_REF_NAME_LEN);
     let bytes = json(&name, &d, "2024-01-01T00:00:00Z");
@@ -94,6 +93,6 @@ fn the_longest_allowed_name_is_saved_listed_and_resolved() {
     assert_eq!(s.resolve(&name).unwrap(), rf);
     // One byte more is refused as a name, before anything is written.
     let long = "n".repeat(MAX_REF_NAME_LEN + 1);
-    let e = Store::open(t.path()).unwrap().save_manifest_bytes(&rf, &json(&long, &d, "")).unwrap_err();
+    let e = env.store().save_manifest_bytes(&rf, &json(&long, &d, "")).unwrap_err();
     assert!(e.to_string().contains("at most 237"), "{e}");
 }

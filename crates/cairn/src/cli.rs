@@ -36,7 +36,7 @@ pub enum Command {
     },
     /// Write a blob to standard output or a file.
     Get {
-        /// The blob's digest (64 hex, or sha256:<hex>).
+        /// The blob's digest (64 hex, or sha256:HEX).
         digest: String,
         /// Write to this file (atomically: temp file, then rename).
         #[arg(short, long, value_name = "FILE")]
@@ -44,7 +44,7 @@ pub enum Command {
     },
     /// Exit 0 when the blob is present, 1 when it is not.
     Has {
-        /// The blob's digest (64 hex, or sha256:<hex>).
+        /// The blob's digest (64 hex, or sha256:HEX).
         digest: String,
     },
     /// List blobs with their sizes.
@@ -132,7 +132,7 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Fetch a blob through a running node's pipeline (local, peers, origins).
     Fetch {
-        /// The blob's digest (64 hex, or sha256:<hex>).
+        /// The blob's digest (64 hex, or sha256:HEX).
         digest: String,
         /// Write to this file (atomically) instead of standard output.
         #[arg(short, long, value_name = "FILE")]
@@ -199,7 +199,7 @@ pub enum ConfigureTarget {
         /// containerd's `config_path`.
         #[arg(long, value_name = "DIR", default_value = "/etc/containerd/certs.d")]
         config_path: PathBuf,
-        /// The upstream containerd falls back to [default: https://registry-1.docker.io for docker.io, else https://HOST]; only with one --registry.
+        /// The upstream containerd falls back to [default: registry-1.docker.io for docker.io, else the registry host, over HTTPS]; only with one --registry.
         #[arg(long, value_name = "URL")]
         server: Option<String>,
         /// Print JSON.

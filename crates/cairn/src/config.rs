@@ -93,6 +93,13 @@ pub struct FileConfig {
     /// Cairn: what `serve` logs, as `RUST_LOG` takes it (`info`, `warn,cairn=debug`;
     /// default `warn` plus the start and stop lines). `$RUST_LOG` overrides it.
     pub log_level: Option<String>,
+    /// Cairn: `serve` runs a GC this often (default `off`).
+    pub gc_interval: Option<String>,
+    /// Cairn: the scheduled GC keeps unreferenced blobs younger than this (default `1h`).
+    pub gc_grace: Option<String>,
+    /// Cairn: a listener serving only `GET /metrics`, `host:port` or `:port`;
+    /// `/metrics` is always served on `listen_addr` too (default: none).
+    pub metrics_addr: Option<String>,
     /// Cairn: with `discovery: dns` (the default when this is set), the
     /// `host:port` resolved every `health_interval`; each address is a peer
     /// (e.g. a Kubernetes headless Service, `cairn-peers.cairn.svc.cluster.local:7420`).
@@ -339,6 +346,12 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// The log filter (`RUST_LOG` syntax).
     pub log_level: String,
+    /// How often `serve` runs a GC (`None`: never).
+    pub gc_interval: Option<Duration>,
+    /// Grace of the scheduled GC.
+    pub gc_grace: Duration,
+    /// The listener serving only `/metrics`, when there is one.
+    pub metrics_bind: Option<SocketAddr>,
     /// The `host:port` whose addresses are peers (`discovery: dns`).
     pub dns_name: Option<String>,
 }
@@ -598,9 +611,26 @@ impl NodeConfig {
             Some(other) => bail!("log_format {other:?} is not one of: text, json"),
         };
         let log_level = file.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        let gc_interval = match file.gc_interval.as_deref() {
+            None | Some("off") => None,
+            Some(v) => match duration("gc_interval", v)? {
+                d if d.is_zero() => {
+                    bail!("gc_interval 0 would run GC without pause; give a duration such as 6h, or off")
+                }
+                d => Some(d),
+            },
+        };
+        let gc_grace = match file.gc_grace.as_deref() {
+            Some(v) => duration("gc_grace", v)?,
+            None => cairn_store::gc::DEFAULT_GRACE,
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             bail!("log_level {log_level:?} is not a log filter ({e}); use e.g. info, warn or warn,cairn=debug");
         }
+        let metrics_bind = match file.metrics_addr.filter(|a| !a.is_empty()) {
+            Some(a) => Some(bind_addr(&a).with_context(|| format!("metrics_addr {a:?}"))?),
+            None => None,
+        };
         let dns_name = dns_name(discovery, file.dns_name)?;
         Ok(NodeConfig {
             node_id,
@@ -637,6 +667,9 @@ impl NodeConfig {
             tls: file.tls,
             log_format,
             log_level,
+            gc_interval,
+            gc_grace,
+            metrics_bind,
             dns_name,
         })
     }

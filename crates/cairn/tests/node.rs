@@ -287,3 +287,81 @@ fn sigterm_wait(node: &mut Node) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn serve_runs_gc_on_its_schedule_and_keeps_referenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn")).arg("--data-dir").arg(&data).args(args).output().unwrap();
+        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("kept.txt"), b"referenced by a manifest").unwrap();
+    cli(&["snapshot", tree.to_str().unwrap(), "--name", "kept"]);
+    let loose = dir.path().join("loose.txt");
+    std::fs::write(&loose, b"referenced by nothing").unwrap();
+    let hex = cli(&["put", loose.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned();
+    let kept = Digest::of(b"referenced by a manifest").to_string();
+    let config = format!(
+        "listen_addr: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\ngc_interval: 200ms\ngc_grace: 1ms\n",
+        data.display()
+    );
+    let node = serve(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while data.join("objects").join(&hex).exists() {
+        assert!(Instant::now() < deadline, "the unreferenced blob is still there: {}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(data.join("objects").join(&kept).exists(), "the scheduled gc deleted a referenced blob");
+    node.wait_log("scheduled gc finished");
+    let (status, metrics) = http_get(&node.addr, "/metrics");
+    assert_eq!(status, 200);
+    let runs = metrics.lines().find_map(|l| l.strip_prefix("cairn_gc_runs_total ")).unwrap_or("0");
+    assert!(runs.parse::<u64>().is_ok_and(|n| n >= 1), "gc runs in /metrics: {runs}");
+    let deleted = metrics.lines().find_map(|l| l.strip_prefix("cairn_gc_deleted_blobs_total ")).unwrap_or("0");
+    assert!(deleted.parse::<u64>().is_ok_and(|n| n >= 1), "gc deletions in /metrics: {deleted}");
+}
+
+/// `GET path` over a plain TCP connection: the status and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+#[test]
+fn metrics_addr_serves_only_metrics_and_listen_addr_serves_them_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let mut node = serve(
+        dir.path(),
+        &format!(
+            "listen_addr: \"127.0.0.1:{port}\"\nmetrics_addr: \"127.0.0.1:{mport}\"\ndata_dir: \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    );
+    let metrics = format!("127.0.0.1:{mport}");
+    let (status, body) = http_get(&metrics, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("# TYPE cairn_served_bytes_total counter"), "{body}");
+    assert!(body.contains("cairn_disk_free_bytes "), "{body}");
+    for path in ["/v1/health", "/v1/peers", "/v2/", "/"] {
+        let (status, body) = http_get(&metrics, path);
+        assert_eq!(status, 404, "{path} on metrics_addr: {body}");
+    }
+    let (status, body) = http_get(&format!("127.0.0.1:{port}"), "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cairn_http_requests_total"), "{body}");
+    let log = node.log();
+    assert!(log.contains(&format!("metrics=127.0.0.1:{mport}")), "the start line names it: {log}");
+    assert!(sigterm(&mut node).success());
+}

@@ -52,11 +52,13 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
     }
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
     let store = inner.store.clone();
+    // A spawned handle, not a lazy future: the writer must drain the channel while bytes arrive.
     let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
     let mut run = Receive {
         inner,
         t,
         name,
+        kind: src.kind(),
         size: remote.size,
         idle: src.idle(),
         tx,
@@ -94,6 +96,7 @@ struct Receive<'a> {
     inner: &'a Inner,
     t: &'a Transfer,
     name: String,
+    kind: super::SourceKind,
     /// The size the source declared.
     size: Option<u64>,
     idle: Duration,
@@ -120,7 +123,7 @@ impl Receive<'_> {
             {
                 self.held_bytes -= front.len() as u64;
                 if let Some(c) = self.held.pop_front() {
-                    release.send(self.t, Msg::Chunk(c), self.size, &self.name).await;
+                    release.send(self.t, Msg::Chunk(c), self.size, (&self.name, self.kind)).await;
                 }
             }
         }
@@ -190,7 +193,7 @@ impl Receive<'_> {
         writer: JoinHandle<Result<cairn_store::PutOutcome, StoreError>>,
         release: &mut Release,
     ) -> Result<()> {
-        let Receive { t, name, received, held, tx, .. } = self;
+        let Receive { t, name, kind, received, held, tx, .. } = self;
         // The writer's own errors are reported by its join below.
         let (verified_tx, verified) = oneshot::channel();
         let _ = tx.send(WriteMsg::Commit(Some(verified_tx))).await;
@@ -198,9 +201,9 @@ impl Receive<'_> {
         let released = verified.await.is_ok();
         if released {
             for c in held {
-                release.send(t, Msg::Chunk(c), Some(received), &name).await;
+                release.send(t, Msg::Chunk(c), Some(received), (&name, kind)).await;
             }
-            release.send(t, Msg::End, Some(received), &name).await;
+            release.send(t, Msg::End, Some(received), (&name, kind)).await;
         }
         let outcome = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
         match outcome {
@@ -234,8 +237,7 @@ pub(crate) fn write_blob(
     while let Some(m) = rx.blocking_recv() {
         match m {
             WriteMsg::Chunk(c) => {
-                let tmp = store.layout().tmp_dir();
-                w.write_owned(c).map_err(|source| StoreError::Io { op: "write temp blob", path: tmp, source })?;
+                w.write_owned(c).map_err(|source| store.write_error(source))?;
             }
             WriteMsg::Commit(verified) => {
                 let v = w.verify(Some(&d))?;

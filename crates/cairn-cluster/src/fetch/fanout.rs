@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::flight::Transfer;
 use super::lock;
+use super::record::SourceKind;
 use crate::error::ClusterError;
 use crate::peer::ByteStream;
 
@@ -22,7 +23,7 @@ pub(crate) const CALLER_QUEUE: usize = 16;
 /// What a live caller receives.
 #[derive(Clone)]
 pub(crate) enum Msg {
-    Start { size: Option<u64>, source: String },
+    Start { size: Option<u64>, source: String, kind: SourceKind },
     Chunk(Bytes),
     End,
     Fail(String),
@@ -62,7 +63,7 @@ pub(crate) enum Release {
 }
 
 impl Release {
-    pub(crate) async fn send(&mut self, t: &Transfer, msg: Msg, size: Option<u64>, source: &str) {
+    pub(crate) async fn send(&mut self, t: &Transfer, msg: Msg, size: Option<u64>, source: (&str, SourceKind)) {
         if let Release::NotStarted = self {
             let subs = {
                 let mut s = lock(&t.shared);
@@ -70,7 +71,7 @@ impl Release {
                 std::mem::take(&mut s.subs)
             };
             *self = Release::Live(subs);
-            self.broadcast(Msg::Start { size, source: source.to_owned() }).await;
+            self.broadcast(Msg::Start { size, source: source.0.to_owned(), kind: source.1 }).await;
         }
         self.broadcast(msg).await;
     }

@@ -10,6 +10,7 @@ use super::attempt::attempt;
 use super::fanout::{CALLER_QUEUE, Msg, Release, Shared};
 use super::order::{Sources, Step};
 use super::owner::Route;
+use super::record::observe;
 use super::source::{OnFailure, Source};
 use super::{Cluster, Inner, blocking, lock};
 use crate::error::{ClusterError, Result};
@@ -36,6 +37,8 @@ pub(crate) struct Transfer {
     pub(crate) with_oci: bool,
     pub(crate) shared: Mutex<Shared>,
     pub(crate) done: watch::Sender<Outcome>,
+    /// Callers that streamed it: all but the first joined it.
+    pub(crate) followers: std::sync::atomic::AtomicUsize,
 }
 
 /// How a caller joined a transfer.
@@ -75,7 +78,8 @@ impl Cluster {
         }
         let (done, _) = watch::channel(None);
         let shared = Mutex::new(Shared::default());
-        let t = Arc::new(Transfer { digest: d, route, with_oci: oci.is_some(), shared, done });
+        let followers = std::sync::atomic::AtomicUsize::new(0);
+        let t = Arc::new(Transfer { digest: d, route, with_oci: oci.is_some(), shared, done, followers });
         map.insert((d, route), Arc::clone(&t));
         drop(map);
         let inner = Arc::clone(&self.inner);
@@ -109,7 +113,9 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
     while let Some(step) = sources.next().await {
         let (src, res) = match step {
             Step::Try(src) => {
+                let (src, probe) = observe(src);
                 let res = attempt(inner, t, src.as_ref(), &mut release).await;
+                inner.recorder().attempt(&probe.report(src.kind(), &res));
                 (Some(src), res)
             }
             Step::AwaitDirect => {

@@ -69,20 +69,16 @@ pub(crate) fn room_for(need: u64, free: u64, reserve: u64) -> bool {
     free.checked_sub(reserve).is_some_and(|room| need <= room)
 }
 
-/// Bytes available to this process on the file system of `dir`.
-pub(crate) fn free_space(dir: &std::path::Path) -> std::io::Result<u64> {
-    let st = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
 /// Refuses a blob of `size` bytes that would leave the data dir with less
 /// than `min_free_space` free.
 pub(crate) async fn check_free_space(inner: &Inner, d: Digest, size: u64) -> Result<()> {
     let reserve = inner.cfg.min_free_space;
-    let dir = inner.store.layout().tmp_dir();
-    let free = match blocking(move || free_space(&dir)).await? {
-        Ok(f) => f,
-        Err(e) => {
+    let store = inner.store.clone();
+    let free = match blocking(move || store.free_space()).await? {
+        // A backend without a local disk has no free space to keep.
+        None => return Ok(()),
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
             // Not knowing is no reason to refuse: the write reports a full disk itself.
             tracing::warn!(error = %e, "could not read the data dir's free space");
             return Ok(());
@@ -106,7 +102,8 @@ mod tests {
         assert!(!room_for(1, 100, 200), "less free than the reserve fits nothing");
         assert!(!room_for(u64::MAX, u64::MAX, 1));
         assert!(room_for(0, 0, 0));
-        let free = free_space(std::path::Path::new("/")).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let free = cairn_store::Store::open(t.path()).unwrap().free_space().unwrap().unwrap();
         assert!(free > 0 && !room_for(free.saturating_add(1), free, 0), "a blob over the free space is refused");
     }
 

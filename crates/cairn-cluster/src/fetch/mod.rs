@@ -24,7 +24,16 @@
 //! in `Sources::next` (`order.rs`) that decides where it is tried. Everything
 //! else (size limits, rate watch, verification, hold-back, caller fan-out,
 //! marking a peer down) is done for every source alike by `attempt.rs` and
-//! `flight.rs`.
+//! `flight.rs`. A source also names its [`SourceKind`] (a fixed set, for
+//! observers).
+//!
+//! # Observers
+//!
+//! The driver reports each try of a source, and a streaming caller that
+//! joined a running transfer, to the cluster's [`Recorder`] (`record.rs`;
+//! installed with [`Cluster::set_recorder`], none by default). Sources are
+//! watched through a wrapper, so no source and no step of `attempt.rs`
+//! knows it is observed; metrics live above this crate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +55,7 @@ pub(crate) mod limits;
 mod local;
 pub(crate) mod order;
 pub mod owner;
+pub mod record;
 pub(crate) mod source;
 #[cfg(test)]
 mod tests;
@@ -58,6 +68,7 @@ pub use config::{
 };
 use flight::{Transfer, wait_done};
 use owner::Route;
+pub use record::{AttemptReport, AttemptResult, NoRecorder, Recorder, SourceKind};
 
 /// Bytes of a remote body held back until the digest is verified: a blob
 /// this small is never released unverified (its callers see a clean error
@@ -70,6 +81,8 @@ pub struct BlobBody {
     pub size: Option<u64>,
     /// Where the bytes come from: `local`, a peer address or an origin.
     pub source: String,
+    /// The kind of that place.
+    pub kind: SourceKind,
     /// The bytes. An `Err` item means the body is cut: the caller must
     /// abort its own response.
     pub stream: ByteStream,
@@ -98,6 +111,18 @@ pub(crate) struct Inner {
     pub(crate) listings: Semaphore,
     /// The health prober; the cluster holds its only strong reference.
     pub(crate) health: Arc<Prober>,
+    /// The observer, once one is installed ([`Cluster::set_recorder`]).
+    recorder: std::sync::OnceLock<Arc<dyn Recorder>>,
+}
+
+impl Inner {
+    /// The observer, or one that does nothing.
+    pub(crate) fn recorder(&self) -> &dyn Recorder {
+        match self.recorder.get() {
+            Some(r) => r.as_ref(),
+            None => &NoRecorder,
+        }
+    }
 }
 
 /// Peer manifest listings read at once: with the client's size cap, the
@@ -142,6 +167,7 @@ impl Cluster {
                 egress,
                 listings,
                 health,
+                recorder: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -164,6 +190,12 @@ impl Cluster {
         let addrs = self.inner.peers.addresses();
         let p = &self.inner.health;
         futures_util::future::join_all(addrs.iter().map(|a| crate::health::probe(p, a))).await;
+    }
+
+    /// Installs the pipeline's observer (e.g. metrics). Only the first call
+    /// has an effect: returns false when one was installed already.
+    pub fn set_recorder(&self, r: Arc<dyn Recorder>) -> bool {
+        self.inner.recorder.set(r).is_ok()
     }
 
     /// The local store.
@@ -255,6 +287,9 @@ impl Cluster {
     /// (or found the blob local), the stored blob once it is done.
     async fn follow(&self, t: Arc<Transfer>) -> Result<BlobBody> {
         let d = t.digest;
+        if t.followers.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+            self.inner.recorder().joined();
+        }
         let (rx, mut done) = match t.join() {
             flight::Joined::Live(rx, done) => (Some(rx), done),
             flight::Joined::Wait(done) => (None, done),
@@ -262,8 +297,8 @@ impl Cluster {
         drop(t);
         if let Some(mut rx) = rx {
             // Anything else means the transfer found the blob local, or failed.
-            if let Some(fanout::Msg::Start { size, source }) = rx.recv().await {
-                return Ok(BlobBody { size, source, stream: fanout::live_stream(d, rx) });
+            if let Some(fanout::Msg::Start { size, source, kind }) = rx.recv().await {
+                return Ok(BlobBody { size, source, kind, stream: fanout::live_stream(d, rx) });
             }
         }
         wait_done(&mut done).await?;
@@ -316,5 +351,5 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs blocking store work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ClusterError::Task(e.to_string()))
+    cairn_store::aio::blocking(f).await.map_err(|e| ClusterError::Task(e.to_string()))
 }

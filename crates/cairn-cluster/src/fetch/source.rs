@@ -27,6 +27,9 @@ pub(crate) trait Source: Send + Sync {
     /// How logs and errors name it: `peer ADDR`, `owner ADDR`, an origin.
     fn name(&self) -> String;
 
+    /// What kind of place it is (for observers: a fixed set).
+    fn kind(&self) -> super::SourceKind;
+
     /// The peer behind it, if any: marked down when it fails by its own
     /// fault (down, or sent bad data).
     fn peer(&self) -> Option<&str> {

@@ -309,3 +309,47 @@ fn an_owner_that_answered_with_an_error_speaks_for_the_rest_of_the_ranking() {
     let down = ClusterError::PeerUnreachable { peer: "o:1".into(), reason: "refused".into() };
     assert!(matches!(o.on_failure(&down), OnFailure::Next), "a dead owner gives way to the next in the ranking");
 }
+
+/// A recorder keeping every report.
+#[derive(Default)]
+struct Reports {
+    tries: std::sync::Mutex<Vec<super::AttemptReport>>,
+    joins: std::sync::atomic::AtomicUsize,
+}
+
+impl super::Recorder for Reports {
+    fn attempt(&self, r: &super::AttemptReport) {
+        lock(&self.tries).push(r.clone());
+    }
+
+    fn joined(&self) {
+        self.joins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_recorder_sees_each_try_with_its_kind_result_and_bytes_and_nothing_for_a_local_read() {
+    use super::{AttemptResult, SourceKind};
+    let good = Peer { head_after: Some("a:1".into()), ..Peer::with(&blob(), Body::Good) };
+    let f = Peers::new(&blob(), vec![("a:1", Peer::with(&blob(), Body::Corrupt)), ("b:1", good)]);
+    let (c, _dir) = cluster(&f, &["a:1", "b:1"], |_| {});
+    let rec = Arc::new(Reports::default());
+    assert!(c.set_recorder(rec.clone()));
+    assert!(!c.set_recorder(Arc::new(super::NoRecorder)), "the first recorder stays");
+    let b = c.fetch(digest()).await.unwrap();
+    assert_eq!(b.kind, SourceKind::Peer);
+    assert_eq!(read(b).await.unwrap(), blob());
+    settled(&c).await;
+    let local = c.fetch(digest()).await.unwrap();
+    assert_eq!(local.kind, SourceKind::Local);
+    read(local).await.unwrap();
+    let tries = lock(&rec.tries).clone();
+    let seen: Vec<_> = tries.iter().map(|r| (r.kind, r.result, r.bytes)).collect();
+    assert_eq!(
+        seen,
+        vec![(SourceKind::Peer, AttemptResult::Corrupt, 3000), (SourceKind::Peer, AttemptResult::Ok, 3000)],
+        "one report per try, none for the local read"
+    );
+    assert!(tries.iter().all(|r| r.ttfb.is_some_and(|t| t <= r.elapsed)));
+    assert_eq!(rec.joins.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

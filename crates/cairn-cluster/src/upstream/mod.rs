@@ -1,6 +1,6 @@
 //! An upstream OCI registry as an origin: tags resolved upstream (and
 //! cached for a TTL), manifests and blobs fetched by digest, with the
-//! registry's token auth (see [`auth`]).
+//! registry's token auth (see `auth.rs`).
 //!
 //! Bytes fetched here are not trusted: manifests fetched by digest are
 //! checked against it, and blob bodies go through the fetch pipeline,

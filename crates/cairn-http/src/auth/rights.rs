@@ -366,6 +366,8 @@ mod tests {
             ("GET", "/v1/health".into(), None, Pull, None),
             ("GET", "/v1/info".into(), None, Pull, None),
             ("GET", "/v1/peers".into(), None, Pull, None),
+            // /metrics (crates/cairn-http/src/metrics.rs): the same rule as /v1/peers
+            ("GET", "/metrics".into(), None, Pull, None),
             ("GET", "/v1/cluster/manifests".into(), None, Pull, None),
             ("GET", "/v1/cluster/stats".into(), None, Pull, None),
             ("GET", format!("/v1/fetch/{D}"), None, Pull, None),

@@ -12,12 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Router, http::Method};
+use cairn_cluster::fetch::SourceKind;
 use cairn_cluster::{ClusterStats, ManifestEntry, PeerStatus, SyncReport};
 use cairn_store::refs::{MAX_MANIFEST_BYTES, now_rfc3339};
 use cairn_store::{Digest, RefFile, StoreError};
 
 use crate::body::{Batches, PumpError, pump};
 use crate::error::ApiError;
+use crate::metrics::ServedFrom;
 use crate::range;
 use crate::state::AppState;
 
@@ -92,6 +94,7 @@ async fn get_blob(
     // This route is the peer protocol: its bytes count against egress_limit.
     let stream = s.cluster.egress(stream);
     let mut resp = blob_response(&s, Body::from_stream(stream), Some(len));
+    resp.extensions_mut().insert(ServedFrom(SourceKind::Local));
     *resp.status_mut() = status;
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = range::content_range(start, len, size);
@@ -123,28 +126,19 @@ async fn head_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) ->
 }
 
 async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, body: Body) -> Result<Response, ApiError> {
-    let store = s.cluster.store().clone();
-    let w = tokio::task::spawn_blocking(move || store.writer()).await.map_err(task_failed)??;
+    let w = s.cluster.store().run(|s| s.writer()).await?;
     let cfg = s.cluster.config();
     let mut batches = Batches::new(body, cfg.body_timeout).limit(cfg.max_blob_size);
     let w =
         pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| match e {
             PumpError::Body(source) => ApiError::Body { what: format!("upload of blob {d}"), source },
-            PumpError::Sink(e) => ApiError::Store(StoreError::Io {
-                op: "write temp blob",
-                path: s.cluster.store().layout().tmp_dir(),
-                source: e,
-            }),
+            PumpError::Sink(e) => ApiError::Store(s.cluster.store().write_error(e)),
             PumpError::Task(e) => ApiError::Cluster(cairn_cluster::ClusterError::Task(e)),
         })?;
     // A mismatch drops the temp file; nothing is stored.
-    let out = tokio::task::spawn_blocking(move || w.commit(Some(&d))).await.map_err(task_failed)??;
+    let out = s.cluster.store().run(move |_| w.commit(Some(&d))).await?;
     let status = if out.existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(PutBlobAnswer { digest: out.digest, size: out.size, existed: out.existed })).into_response())
-}
-
-fn task_failed(e: tokio::task::JoinError) -> ApiError {
-    ApiError::Cluster(cairn_cluster::ClusterError::Task(e.to_string()))
 }
 
 async fn list_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<ManifestEntry>>, ApiError> {
@@ -152,10 +146,7 @@ async fn list_manifests(State(s): State<Arc<AppState>>) -> Result<Json<Vec<Manif
 }
 
 async fn get_manifest(State(s): State<Arc<AppState>>, RefFilePath(rf): RefFilePath) -> Result<Response, ApiError> {
-    let store = s.cluster.store().clone();
-    let bytes = tokio::task::spawn_blocking(move || store.manifest_bytes(&rf))
-        .await
-        .map_err(|e| ApiError::Cluster(cairn_cluster::ClusterError::Task(e.to_string())))??;
+    let bytes = s.cluster.store().run(move |s| s.manifest_bytes(&rf)).await?;
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
         (header::HeaderName::from_static(NODE_HEADER), s.node_header.clone()),
@@ -257,6 +248,7 @@ async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, h: Hea
         s.cluster.fetch(d).await?
     };
     let mut resp = blob_response(&s, Body::from_stream(b.stream), b.size);
+    resp.extensions_mut().insert(ServedFrom(b.kind));
     if let Ok(v) = HeaderValue::from_str(&b.source) {
         resp.headers_mut().insert(SOURCE_HEADER, v);
     }

@@ -22,7 +22,7 @@ pub(crate) async fn tag(
     let repo = RepoName::parse(&q.repo).map_err(|e| ApiError::BadRequest(format!("repo {:?}: {e}", q.repo)))?;
     let tag = Tag::parse(&q.tag).map_err(|e| ApiError::BadRequest(format!("tag {:?}: {e}", q.tag)))?;
     let found = match st.registry.clone() {
-        Some(reg) => tokio::task::spawn_blocking(move || reg.resolve(&repo, &Reference::Tag(tag)).ok())
+        Some(reg) => cairn_store::aio::blocking(move || reg.resolve(&repo, &Reference::Tag(tag)).ok())
             .await
             .map_err(worker_failed)?,
         None => None,
@@ -39,7 +39,7 @@ pub(crate) async fn tag(
 
 /// A registry worker that panicked or was cancelled: this node's fault
 /// (500), never the caller's.
-fn worker_failed(e: tokio::task::JoinError) -> ApiError {
+fn worker_failed(e: cairn_store::StoreError) -> ApiError {
     ApiError::Cluster(ClusterError::Task(format!("the registry worker resolving a tag failed: {e}")))
 }
 
@@ -49,7 +49,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicked_registry_worker_is_500_not_400() {
-        let join = tokio::task::spawn_blocking(|| panic!("worker died")).await.unwrap_err();
+        let join = cairn_store::aio::blocking(|| panic!("worker died")).await.unwrap_err();
         let e = worker_failed(join);
         assert_eq!(e.status().as_u16(), 500, "{e}");
     }

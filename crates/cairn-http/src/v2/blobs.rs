@@ -3,9 +3,11 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use cairn_cluster::fetch::SourceKind;
 use cairn_store::Digest;
 use cairn_store::oci::RepoName;
 
+use crate::metrics::ServedFrom;
 use crate::range::{ByteRange, content_range, parse as blob_range};
 use crate::v2::errors::V2Error;
 use crate::v2::{DIGEST_HEADER, V2State, blocking, oci_digest, resp};
@@ -32,7 +34,7 @@ pub async fn get(st: V2State, repo: RepoName, digest: String, h: &HeaderMap, hea
         return Ok(resp(status, hs, Body::empty()));
     }
     let b = st.reads.read_blob(&repo, &d, start, len).await?;
-    Ok(resp(status, hs, Body::from_stream(b.stream)))
+    Ok(served(resp(status, hs, Body::from_stream(b.stream)), b.source))
 }
 
 /// A whole-blob GET: streamed even while a mirror is still fetching it.
@@ -45,7 +47,13 @@ async fn whole(st: &V2State, repo: &RepoName, d: &Digest) -> Result<Response, V2
     if let Some(n) = b.len {
         hs.push((header::CONTENT_LENGTH, n.to_string()));
     }
-    Ok(resp(StatusCode::OK, hs, Body::from_stream(b.stream)))
+    Ok(served(resp(StatusCode::OK, hs, Body::from_stream(b.stream)), b.source))
+}
+
+/// `r`, marked with where its blob came from (for the metrics).
+fn served(mut r: Response, from: SourceKind) -> Response {
+    r.extensions_mut().insert(ServedFrom(from));
+    r
 }
 
 /// The headers every blob answer carries.

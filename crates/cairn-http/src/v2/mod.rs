@@ -51,7 +51,11 @@ pub fn router(state: V2State) -> Router {
 /// OCI-style JSON 404.
 pub fn registry_app(state: V2State) -> Router {
     let auth = Arc::clone(&state.auth);
-    router(state).fallback(unknown_path).layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
+    let metrics = Arc::clone(&state.metrics);
+    router(state)
+        .fallback(unknown_path)
+        .layer(axum::middleware::from_fn_with_state(auth, crate::auth::check))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::track))
 }
 
 /// A path that is no /v2 endpoint: 404 with the OCI error body.
@@ -106,11 +110,8 @@ pub fn spawn_upload_sweeper(registry: Registry) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let reg = registry.clone();
-            match tokio::task::spawn_blocking(move || reg.sweep_uploads()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired upload sessions failed"),
-                Err(e) => tracing::warn!(error = %e, "upload sweeper worker failed"),
+            if let Err(e) = registry.run(|r| r.sweep_uploads()).await {
+                tracing::warn!(error = %e, "sweeping expired upload sessions failed");
             }
         }
     })
@@ -129,9 +130,9 @@ async fn api_version(mut r: Response) -> Response {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OciError> + Send + 'static,
 ) -> Result<T, V2Error> {
-    match tokio::task::spawn_blocking(f).await {
+    match cairn_store::aio::blocking(f).await {
         Ok(r) => r.map_err(V2Error::from),
-        Err(e) => Err(V2Error::new(&errors::UNKNOWN, format!("registry worker failed: {e}"))),
+        Err(e) => Err(V2Error::from(store::ReadError::Worker(e.to_string()))),
     }
 }
 

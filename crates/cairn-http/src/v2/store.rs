@@ -26,6 +26,8 @@ pub struct BlobStream {
     /// True when the bytes come from the local store, so byte ranges of
     /// the blob can be served (false for a miss streamed while fetched).
     pub stored: bool,
+    /// Where the bytes come from: `Local` when `stored`.
+    pub source: cairn_cluster::fetch::SourceKind,
     /// The bytes.
     pub stream: BoxStream<'static, Result<Bytes, RemoteError>>,
 }
@@ -111,10 +113,9 @@ impl LocalRegistry {
     async fn read(&self, repo: &RepoName, d: Digest, start: u64, len: u64) -> Result<BlobStream, ReadError> {
         let (reg, repo) = (self.registry.clone(), repo.clone());
         let reader = blocking(move || reg.open_blob(&repo, &d, start, Some(len))).await?;
-        let (file, len) = reader.into_parts();
-        let path = self.registry.store().layout().object(&d);
-        let stream = file_stream(file, len, path).map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
-        Ok(BlobStream { len: Some(len), stored: true, stream })
+        let len = reader.remaining();
+        let stream = file_stream(reader).map(|r| r.map_err(|e| Box::new(e) as RemoteError)).boxed();
+        Ok(BlobStream { len: Some(len), stored: true, source: cairn_cluster::fetch::SourceKind::Local, stream })
     }
 
     /// Links blob `d`, now in the store, to `repo`, and returns its size.
@@ -176,7 +177,7 @@ impl RegistryStore for LocalRegistry {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OciError> + Send + 'static,
 ) -> Result<T, ReadError> {
-    match tokio::task::spawn_blocking(f).await {
+    match cairn_store::aio::blocking(f).await {
         Ok(r) => Ok(r?),
         Err(e) => Err(ReadError::Worker(e.to_string())),
     }

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use cairn_store::oci::{Append, OciError, RepoName, UploadId};
-use cairn_store::{BlobWriter, Digest, StoreError};
+use cairn_store::{BlobWriter, Digest};
 
 use crate::body::{Batches, PumpError, pump};
 use crate::range::chunk_range;
@@ -146,12 +146,9 @@ async fn body_to_blob(st: &V2State, body: Body, d: &Digest) -> Result<BlobWriter
     let w = blocking(move || Ok(store.writer()?)).await?;
     let mut batches = Batches::new(body, st.body_timeout).limit(st.max_blob_size);
     let what = format!("upload of blob {}", d.oci());
-    pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c))).await.map_err(|e| {
-        pump_error(e, &what, |source| {
-            let path = st.registry.store().layout().tmp_dir();
-            OciError::from(StoreError::Io { op: "write temp blob", path, source }).into()
-        })
-    })
+    pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c)))
+        .await
+        .map_err(|e| pump_error(e, &what, |source| OciError::from(st.registry.store().write_error(source)).into()))
 }
 
 /// Appends `body` to upload `id` as one chunk starting at `start`; a failure rolls it back.

@@ -19,9 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,7 +39,7 @@ pub const MAX_TAGS: usize = 4096;
 
 /// The identity of one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
+pub struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -50,7 +48,14 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    fn from_meta(m: &Metadata) -> Stamp {
+    /// A stamp from its parts (backends other than the filesystem number
+    /// their versions in `ino`).
+    pub fn new(dev: u64, ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64)) -> Stamp {
+        Stamp { dev, ino, size, mtime, ctime }
+    }
+
+    /// The stamp of a file's metadata.
+    pub(crate) fn from_meta(m: &Metadata) -> Stamp {
         Stamp {
             dev: m.dev(),
             ino: m.ino(),
@@ -60,11 +65,6 @@ impl Stamp {
         }
     }
 
-    /// The stamp of the file now at `p`; `None` when it cannot be stat'ed.
-    pub(crate) fn of(p: &Path) -> Option<Stamp> {
-        std::fs::symlink_metadata(p).ok().map(|m| Stamp::from_meta(&m))
-    }
-
     /// True when the file was last changed at least `settle` before now.
     fn settled(&self, settle: Duration) -> bool {
         let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else { return false };
@@ -72,25 +72,6 @@ impl Stamp {
         let ctime = Duration::new(secs, u32::try_from(self.ctime.1).unwrap_or(0));
         now.checked_sub(ctime).is_some_and(|age| age >= settle)
     }
-}
-
-/// Reads a small metadata file and stamps the inode it read.
-/// `Ok(None)` when the file does not exist.
-pub(crate) fn read_stamped(p: &Path) -> io::Result<Option<(String, Stamp)>> {
-    let mut f = match crate::nofollow::open(p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // The registry never makes symlinks: a planted one stands for nothing.
-        Err(e) if crate::nofollow::is_symlink_error(&e) => {
-            tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    let stamp = Stamp::from_meta(&f.metadata()?);
-    let mut s = String::new();
-    f.read_to_string(&mut s)?;
-    Ok(Some((s, stamp)))
 }
 
 struct TagEntry {

@@ -1,18 +1,16 @@
 //! The repository index: which manifests and blobs each repository holds,
 //! its tags, and the catalog of repositories.
 
-use std::io;
-
 use serde_json::json;
 
+use crate::backend::keys;
 use crate::blob::BlobReader;
 use crate::digest::Digest;
 use crate::error::StoreError;
-use crate::oci::cache::{Stamp, read_stamped};
+use crate::oci::Registry;
 use crate::oci::error::{OciError, OciResult};
 use crate::oci::manifest::{MAX_MANIFEST_SIZE, parse_manifest};
 use crate::oci::repo::{Reference, RepoName, Tag};
-use crate::oci::{Registry, dir_names, remove_if_present};
 
 /// What a manifest push stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +40,6 @@ fn parse_tag_file(p: &std::path::Path, s: &str) -> OciResult<Digest> {
     })
 }
 
-fn read_small(p: &std::path::Path) -> OciResult<Option<String>> {
-    match crate::nofollow::read_to_string(p) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        // The registry never makes symlinks: a planted one stands for nothing.
-        Err(e) if crate::nofollow::is_symlink_error(&e) => {
-            tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
-            Ok(None)
-        }
-        Err(e) => Err(StoreError::Io { op: "read", path: p.to_owned(), source: e }.into()),
-    }
-}
-
 impl Registry {
     /// Checks, stores and links a manifest pushed to `repo` under `reference`.
     /// Every blob and child manifest it references must already be present.
@@ -75,7 +60,6 @@ impl Registry {
             return Err(OciError::DigestMismatch { expected: *d, actual: digest });
         }
         let m = parse_manifest(bytes, content_type)?;
-        let layout = self.store.layout();
         // Held from the existence check until the links are written, so a GC
         // cannot delete a referenced blob in between (its second root scan
         // then sees the new, young manifest link).
@@ -86,7 +70,8 @@ impl Registry {
             m.manifests
                 .iter()
                 .filter(|c| {
-                    !(crate::nofollow::is_file(&layout.repo_manifest(repo, &c.digest)) && self.store.exists(&c.digest))
+                    !(self.store.backend().exists(&keys::repo_manifest(repo, &c.digest))
+                        && self.store.exists(&c.digest))
                 })
                 .map(|c| c.digest),
         );
@@ -106,11 +91,11 @@ impl Registry {
             if let Some(a) = &m.annotations {
                 desc["annotations"] = json!(a);
             }
-            self.store.write_atomic(&layout.repo_referrer(repo, &s.digest, &digest), desc.to_string().as_bytes())?;
+            self.store.write_atomic(&keys::repo_referrer(repo, &s.digest, &digest), desc.to_string().as_bytes())?;
         }
-        self.store.write_atomic(&layout.repo_manifest(repo, &digest), m.media_type.as_bytes())?;
+        self.store.write_atomic(&keys::repo_manifest(repo, &digest), m.media_type.as_bytes())?;
         if let Reference::Tag(t) = reference {
-            self.store.write_atomic(&layout.repo_tag(repo, t), format!("{}\n", digest.oci()).as_bytes())?;
+            self.store.write_atomic(&keys::repo_tag(repo, t), format!("{}\n", digest.oci()).as_bytes())?;
             self.cache.forget_tag(repo, t);
         }
         Ok(PushedManifest { digest, media_type: m.media_type, subject: m.subject.map(|s| s.digest) })
@@ -122,8 +107,8 @@ impl Registry {
 
     /// The digest a tag points at.
     pub fn tag_target(&self, repo: &RepoName, tag: &Tag) -> OciResult<Option<Digest>> {
-        let p = self.store.layout().repo_tag(repo, tag);
-        read_small(&p)?.map(|s| parse_tag_file(&p, &s)).transpose()
+        let k = keys::repo_tag(repo, tag);
+        self.store.read_meta(&k)?.map(|s| parse_tag_file(&self.store.backend().locate(&k), &s)).transpose()
     }
 
     /// Resolves a reference to a manifest held by `repo`: its digest and media type.
@@ -132,7 +117,9 @@ impl Registry {
             Reference::Digest(d) => *d,
             Reference::Tag(t) => self.tag_target(repo, t)?.ok_or_else(|| Self::unknown_manifest(repo, reference))?,
         };
-        let media_type = read_small(&self.store.layout().repo_manifest(repo, &digest))?
+        let media_type = self
+            .store
+            .read_meta(&keys::repo_manifest(repo, &digest))?
             .filter(|_| self.store.exists(&digest))
             .ok_or_else(|| Self::unknown_manifest(repo, reference))?;
         Ok((digest, media_type))
@@ -144,25 +131,25 @@ impl Registry {
         if let Some(m) = self.cached_manifest(repo, reference) {
             return Ok(m);
         }
-        let layout = self.store.layout();
+        let (store, be) = (&self.store, self.store.backend());
         let unknown = || Self::unknown_manifest(repo, reference);
         let digest = match reference {
             Reference::Digest(d) => *d,
             Reference::Tag(t) => {
-                let p = layout.repo_tag(repo, t);
-                let (s, stamp) = read_stamped(&p).map_err(StoreError::io("read", &p))?.ok_or_else(unknown)?;
-                let d = parse_tag_file(&p, &s)?;
+                let k = keys::repo_tag(repo, t);
+                let (b, stamp) = be.get_stamped(&k)?.ok_or_else(unknown)?;
+                let d = parse_tag_file(&be.locate(&k), &store.meta_text(&k, b)?)?;
                 self.cache.put_tag(repo, t, stamp, d);
                 d
             }
         };
-        let lp = layout.repo_manifest(repo, &digest);
-        let (media_type, link) = read_stamped(&lp).map_err(StoreError::io("read", &lp))?.ok_or_else(unknown)?;
-        let p = layout.object(&digest);
-        let bytes = match crate::nofollow::read(&p) {
+        let lk = keys::repo_manifest(repo, &digest);
+        let (b, link) = be.get_stamped(&lk)?.ok_or_else(unknown)?;
+        let media_type = store.meta_text(&lk, b)?;
+        let bytes = match store.read_blob(&digest) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
-            Err(e) => return Err(StoreError::Io { op: "read", path: p, source: e }.into()),
+            Err(StoreError::BlobNotFound(_)) => return Err(unknown()),
+            Err(e) => return Err(e.into()),
         };
         self.cache.put_manifest(repo, &digest, link, &media_type, &bytes);
         Ok(StoredManifest { digest, media_type, bytes })
@@ -173,12 +160,12 @@ impl Registry {
     /// Costs up to three stats and no reads, so it suits an async task;
     /// `None` means "ask [`Registry::get_manifest`]", not "absent".
     pub fn cached_manifest(&self, repo: &RepoName, reference: &Reference) -> Option<StoredManifest> {
-        let layout = self.store.layout();
+        let be = self.store.backend();
         let digest = match reference {
             Reference::Digest(d) => *d,
-            Reference::Tag(t) => self.cache.tag(repo, t, Stamp::of(&layout.repo_tag(repo, t))?)?,
+            Reference::Tag(t) => self.cache.tag(repo, t, be.stamp(&keys::repo_tag(repo, t))?)?,
         };
-        let m = self.cache.manifest(repo, &digest, Stamp::of(&layout.repo_manifest(repo, &digest))?)?;
+        let m = self.cache.manifest(repo, &digest, be.stamp(&keys::repo_manifest(repo, &digest))?)?;
         if !self.store.exists(&digest) {
             return None;
         }
@@ -187,36 +174,36 @@ impl Registry {
 
     /// Records that `repo` holds a manifest fetched from elsewhere (the mirror).
     pub fn link_manifest(&self, repo: &RepoName, digest: &Digest, media_type: &str) -> OciResult<()> {
-        Ok(self.store.write_atomic(&self.store.layout().repo_manifest(repo, digest), media_type.as_bytes())?)
+        Ok(self.store.write_atomic(&keys::repo_manifest(repo, digest), media_type.as_bytes())?)
     }
 
     /// Deletes a tag, or a manifest by digest (with its tags and its referrer entry).
     pub fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> OciResult<()> {
-        let layout = self.store.layout();
+        let store = &self.store;
         match reference {
             Reference::Tag(t) => {
                 self.cache.forget_tag(repo, t);
-                if !remove_if_present(&layout.repo_tag(repo, t))? {
+                if !store.remove_meta(&keys::repo_tag(repo, t))? {
                     return Err(Self::unknown_manifest(repo, reference));
                 }
             }
             Reference::Digest(d) => {
-                if !crate::nofollow::is_file(&layout.repo_manifest(repo, d)) {
+                if !store.backend().exists(&keys::repo_manifest(repo, d)) {
                     return Err(Self::unknown_manifest(repo, reference));
                 }
                 for t in self.tags(repo)? {
                     let t = Tag::parse(&t)?;
                     if self.tag_target(repo, &t)? == Some(*d) {
-                        remove_if_present(&layout.repo_tag(repo, &t))?;
+                        store.remove_meta(&keys::repo_tag(repo, &t))?;
                     }
                 }
-                if let Ok(bytes) = crate::nofollow::read(&layout.object(d))
+                if let Ok(bytes) = store.read_blob(d)
                     && let Ok(m) = parse_manifest(&bytes, None)
                     && let Some(s) = m.subject
                 {
-                    remove_if_present(&layout.repo_referrer(repo, &s.digest, d))?;
+                    store.remove_meta(&keys::repo_referrer(repo, &s.digest, d))?;
                 }
-                remove_if_present(&layout.repo_manifest(repo, d))?;
+                store.remove_meta(&keys::repo_manifest(repo, d))?;
                 self.cache.forget_manifest(repo, d);
             }
         }
@@ -225,27 +212,29 @@ impl Registry {
 
     /// The tags of `repo`, sorted; `NameUnknown` when the repository does not exist.
     pub fn tags(&self, repo: &RepoName) -> OciResult<Vec<String>> {
-        if !self.store.layout().repo_dir(repo).is_dir() {
+        let be = self.store.backend();
+        if !be.is_dir(&keys::repo(repo)) {
             return Err(OciError::NameUnknown(repo.clone()));
         }
-        Ok(dir_names(&self.store.layout().repo_tags_dir(repo))?.into_iter().filter(|t| Tag::parse(t).is_ok()).collect())
+        Ok(be.children(&keys::repo_tags(repo))?.into_iter().filter(|t| Tag::parse(t).is_ok()).collect())
     }
 
     /// Every repository, sorted.
     pub fn catalog(&self) -> OciResult<Vec<String>> {
+        let be = self.store.backend();
         let mut out = Vec::new();
-        let mut stack = vec![(self.store.layout().repos_dir(), String::new())];
+        let mut stack = vec![(keys::REPOS.to_owned(), String::new())];
         while let Some((dir, name)) = stack.pop() {
-            for n in dir_names(&dir)? {
+            for n in be.children(&dir)? {
                 if n.starts_with('_') {
                     continue;
                 }
                 let full = if name.is_empty() { n.clone() } else { format!("{name}/{n}") };
-                let p = dir.join(&n);
-                if !p.is_dir() || RepoName::parse(&full).is_err() {
+                let p = format!("{dir}/{n}");
+                if !be.is_dir(&p) || RepoName::parse(&full).is_err() {
                     continue;
                 }
-                if p.join("_manifests").is_dir() || p.join("_blobs").is_dir() {
+                if be.is_dir(&format!("{p}/_manifests")) || be.is_dir(&format!("{p}/_blobs")) {
                     out.push(full.clone());
                 }
                 stack.push((p, full));
@@ -257,25 +246,24 @@ impl Registry {
 
     /// Links a stored blob into `repo` (idempotent).
     pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
-        let p = self.store.layout().repo_blob(repo, d);
-        if !crate::nofollow::is_file(&p) {
-            self.store.write_atomic(&p, b"")?;
+        let k = keys::repo_blob(repo, d);
+        if !self.store.backend().exists(&k) {
+            self.store.write_atomic(&k, b"")?;
         }
         Ok(())
     }
 
     /// True when `repo` holds the blob (pushed, mounted, or a manifest of it) and it is stored.
     pub fn has_blob(&self, repo: &RepoName, d: &Digest) -> bool {
-        let l = self.store.layout();
-        (crate::nofollow::is_file(&l.repo_blob(repo, d)) || crate::nofollow::is_file(&l.repo_manifest(repo, d)))
-            && self.store.exists(d)
+        let be = self.store.backend();
+        (be.exists(&keys::repo_blob(repo, d)) || be.exists(&keys::repo_manifest(repo, d))) && self.store.exists(d)
     }
 
     /// The size of a blob of `repo`.
     pub fn blob_size(&self, repo: &RepoName, d: &Digest) -> OciResult<u64> {
         let unknown = || OciError::BlobUnknown { repo: repo.clone(), digest: *d };
-        let l = self.store.layout();
-        if !(crate::nofollow::is_file(&l.repo_blob(repo, d)) || crate::nofollow::is_file(&l.repo_manifest(repo, d))) {
+        let be = self.store.backend();
+        if !(be.exists(&keys::repo_blob(repo, d)) || be.exists(&keys::repo_manifest(repo, d))) {
             return Err(unknown());
         }
         self.store.size(d).map_err(|e| if e.is_not_found() { unknown() } else { e.into() })
@@ -292,7 +280,7 @@ impl Registry {
 
     /// Unlinks a blob from `repo`; the bytes stay until GC finds them unreferenced.
     pub fn delete_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
-        if remove_if_present(&self.store.layout().repo_blob(repo, d))? {
+        if self.store.remove_meta(&keys::repo_blob(repo, d))? {
             Ok(())
         } else {
             Err(OciError::BlobUnknown { repo: repo.clone(), digest: *d })

@@ -2,10 +2,10 @@
 //!
 //! Blobs and manifests are ordinary objects (the OCI digest is the CAS
 //! address). Everything else (which repository holds which manifest and
-//! blob, tags, referrers, upload sessions) is plain files under
-//! `registry/`, each written to `tmp/`, fsynced and renamed into place, so
+//! blob, tags, referrers, upload sessions) is metadata documents under
+//! `registry/` keys ([`crate::backend::keys`]), each written atomically, so
 //! several processes can share a data dir and a crash leaves either the old
-//! or the new file. [`crate::layout`] draws the tree.
+//! or the new document. [`crate::backend::fs`] draws the tree on disk.
 //!
 //! - [`repo`]: repository names, tags and references (the spec's grammar).
 //! - [`manifest`]: manifest media types and parsing.
@@ -25,9 +25,6 @@ pub mod roots;
 pub mod upload;
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +36,7 @@ pub use repo::{Reference, RepoName, RepoNameError, Tag, TagError};
 pub use upload::{Append, UploadId};
 
 use crate::digest::Hasher;
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::store::Store;
 
 /// Default lifetime of an idle upload session (no new bytes for this long).
@@ -133,58 +130,45 @@ impl Registry {
 }
 
 impl Store {
-    /// Writes `bytes` to `path` so readers see the old file or the new one,
-    /// never a part: temp file in `tmp/`, fsync, rename, fsync the directory.
-    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// Writes a metadata document atomically (see [`crate::backend::MetaBackend::put`]).
+    pub(crate) fn write_atomic(&self, key: &str, bytes: &[u8]) -> Result<()> {
         self.check_writable()?;
-        let dir = path.parent().ok_or_else(|| StoreError::Io {
-            op: "write",
-            path: path.to_owned(),
-            source: io::Error::other("path has no parent directory"),
-        })?;
-        fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
-        let tmp = self.layout().tmp_dir().join(format!("{:016x}.meta", rand::random::<u64>()));
-        let res = (|| {
-            let mut f =
-                OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(StoreError::io("create", &tmp))?;
-            f.write_all(bytes).map_err(StoreError::io("write", &tmp))?;
-            if self.inner.opts.fsync {
-                f.sync_all().map_err(StoreError::io("fsync", &tmp))?;
+        self.backend().put(key, bytes)
+    }
+
+    /// A metadata document as text; `None` when absent. The registry never
+    /// makes symlinks: a planted one stands for nothing.
+    pub(crate) fn read_meta(&self, key: &str) -> Result<Option<String>> {
+        let bytes = match self.backend().get(key, u64::MAX - 1) {
+            Ok(b) => b,
+            Err(crate::StoreError::Symlink(p)) => {
+                tracing::warn!(path = %p.display(), "ignoring a symlink in the registry metadata");
+                return Ok(None);
             }
-            fs::rename(&tmp, path).map_err(StoreError::io("rename into place", path))
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res?;
-        self.sync_dir(dir)
+            Err(e) => return Err(e),
+        };
+        bytes.map(|b| self.meta_text(key, b)).transpose()
     }
-}
 
-/// Removes a file; true when it existed.
-pub(crate) fn remove_if_present(p: &Path) -> Result<bool> {
-    match fs::remove_file(p) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(StoreError::Io { op: "remove", path: p.to_owned(), source: e }),
+    /// Metadata bytes as text.
+    pub(crate) fn meta_text(&self, key: &str, b: Vec<u8>) -> Result<String> {
+        String::from_utf8(b).map_err(|e| crate::StoreError::Io {
+            op: "read",
+            path: self.backend().locate(key),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
     }
-}
 
-/// Names of the entries of `dir` (UTF-8 ones), sorted; an absent dir is
-/// empty. Also lists `refs/` for manifests and GC.
-pub(crate) fn dir_names(dir: &Path) -> Result<Vec<String>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::Io { op: "read directory", path: dir.to_owned(), source: e }),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e.map_err(StoreError::io("read directory", dir))?;
-        if let Some(n) = e.file_name().to_str() {
-            out.push(n.to_owned());
-        }
+    /// All the bytes of a blob (small ones: manifests).
+    pub(crate) fn read_blob(&self, d: &crate::Digest) -> Result<Vec<u8>> {
+        let mut r = self.get(d)?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out).map_err(crate::StoreError::io("read", r.location().to_owned()))?;
+        Ok(out)
     }
-    out.sort();
-    Ok(out)
+
+    /// Removes a metadata document; true when it existed.
+    pub(crate) fn remove_meta(&self, key: &str) -> Result<bool> {
+        self.backend().delete(key)
+    }
 }

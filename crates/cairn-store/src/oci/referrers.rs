@@ -3,35 +3,35 @@
 
 use serde_json::{Value, json};
 
+use crate::backend::keys;
 use crate::digest::Digest;
+use crate::oci::Registry;
 use crate::oci::error::OciResult;
 use crate::oci::manifest::OCI_INDEX;
 use crate::oci::repo::RepoName;
-use crate::oci::{Registry, dir_names};
 
 impl Registry {
     /// Descriptors of the manifests in `repo` that refer to `subject`, sorted
     /// by digest; with `artifact_type`, only those of that type.
     pub fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> OciResult<Vec<Value>> {
-        let layout = self.store.layout();
+        let be = self.store.backend();
         let mut out = Vec::new();
-        for n in dir_names(&layout.repo_referrers_dir(repo, subject))? {
+        for n in be.children(&keys::repo_referrers(repo, subject))? {
             let Ok(d) = Digest::parse(&n) else { continue };
             // A referrer deleted since (or collected) is not listed.
-            if !crate::nofollow::is_file(&layout.repo_manifest(repo, &d)) {
+            if !be.exists(&keys::repo_manifest(repo, &d)) {
                 continue;
             }
-            let p = layout.repo_referrer(repo, subject, &d);
-            let desc: Value = match crate::nofollow::read(&p) {
-                Ok(b) => match serde_json::from_slice(&b) {
+            let k = keys::repo_referrer(repo, subject, &d);
+            let desc: Value = match be.get(&k, u64::MAX - 1)? {
+                Some(b) => match serde_json::from_slice(&b) {
                     Ok(v) => v,
                     Err(e) => {
-                        tracing::warn!(path = %p.display(), error = %e, "skipping unreadable referrer record");
+                        tracing::warn!(path = %be.locate(&k).display(), error = %e, "skipping unreadable referrer record");
                         continue;
                     }
                 },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(crate::error::StoreError::Io { op: "read", path: p, source: e }.into()),
+                None => continue,
             };
             if let Some(want) = artifact_type
                 && desc.get("artifactType").and_then(Value::as_str) != Some(want)

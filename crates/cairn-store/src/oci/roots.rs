@@ -3,19 +3,18 @@
 //! every kept manifest, and anything pushed or linked within the grace period.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::fs;
 use std::time::{Duration, SystemTime};
 
+use crate::backend::keys;
 use crate::digest::Digest;
 use crate::error::{Result, StoreError};
 use crate::oci::manifest::parse_manifest;
 use crate::oci::repo::{RepoName, Tag};
-use crate::oci::{Registry, RegistryOptions, dir_names};
+use crate::oci::{Registry, RegistryOptions};
 use crate::store::Store;
 
-fn young(p: &std::path::Path, grace: Duration) -> bool {
-    let age =
-        fs::symlink_metadata(p).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+fn young(store: &Store, key: &str, grace: Duration) -> bool {
+    let age = store.backend().modified(key).and_then(|t| SystemTime::now().duration_since(t).ok());
     // A clock step backwards makes a file look young: keeping it is the safe side.
     age.is_none_or(|a| a < grace)
 }
@@ -44,27 +43,27 @@ impl Store {
             cache: Default::default(),
             sessions: Default::default(),
         };
-        let layout = self.layout();
+        let be = self.backend();
         let mut keep = BTreeSet::new();
         for name in reg.catalog().map_err(to_store)? {
             let Ok(repo) = RepoName::parse(&name) else { continue };
             let mut queue = VecDeque::new();
-            for t in dir_names(&layout.repo_tags_dir(&repo))? {
+            for t in be.children(&keys::repo_tags(&repo))? {
                 let Ok(tag) = Tag::parse(&t) else { continue };
                 if let Some(d) = reg.tag_target(&repo, &tag).map_err(to_store)? {
                     queue.push_back(d);
                 }
             }
-            for n in dir_names(&layout.repo_manifests_dir(&repo))? {
+            for n in be.children(&keys::repo_manifests(&repo))? {
                 if let Ok(d) = Digest::parse(&n)
-                    && young(&layout.repo_manifest(&repo, &d), grace)
+                    && young(self, &keys::repo_manifest(&repo, &d), grace)
                 {
                     queue.push_back(d);
                 }
             }
-            for n in dir_names(&layout.repo_blobs_dir(&repo))? {
+            for n in be.children(&keys::repo_blobs(&repo))? {
                 if let Ok(d) = Digest::parse(&n)
-                    && young(&layout.repo_blob(&repo, &d), grace)
+                    && young(self, &keys::repo_blob(&repo, &d), grace)
                 {
                     keep.insert(d);
                 }
@@ -75,17 +74,16 @@ impl Store {
                     continue;
                 }
                 keep.insert(d);
-                let p = layout.object(&d);
-                let bytes = crate::nofollow::read(&p).map_err(crate::nofollow::error("read", &p))?;
+                let bytes = self.read_blob(&d)?;
                 let m = parse_manifest(&bytes, None).map_err(|e| StoreError::InvalidManifest {
                     what: format!("{} in repository {repo}", d.oci()),
                     reason: e.to_string(),
                 })?;
                 keep.extend(m.blobs.iter().filter(|b| !b.external).map(|b| b.digest));
                 queue.extend(m.manifests.iter().map(|c| c.digest));
-                for r in dir_names(&layout.repo_referrers_dir(&repo, &d))? {
+                for r in be.children(&keys::repo_referrers(&repo, &d))? {
                     if let Ok(rd) = Digest::parse(&r)
-                        && crate::nofollow::is_file(&layout.repo_manifest(&repo, &rd))
+                        && be.exists(&keys::repo_manifest(&repo, &rd))
                     {
                         queue.push_back(rd);
                     }

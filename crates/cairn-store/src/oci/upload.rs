@@ -1,22 +1,23 @@
-//! Resumable upload sessions: `registry/uploads/<id>/` holds the bytes
-//! received so far and who they are for, so a session survives a restart.
-//! Finishing checks the digest and hard-links the data file into
-//! `objects/`, so a large blob is never copied; a mismatch stores nothing.
+//! Resumable upload sessions: the backend keeps the bytes received so far
+//! (`registry/uploads/<id>/data` on disk) and who they are for, so a
+//! session survives a restart. Finishing checks the digest and links the
+//! data into the blobs (a hard link on disk, so a large blob is never
+//! copied); a mismatch stores nothing.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::blob::{COPY_BUF, PutOutcome, WriteBack};
+use crate::backend::{UploadData, keys};
+use crate::blob::{COPY_BUF, PutOutcome};
 use crate::digest::{Digest, Hasher};
 use crate::error::StoreError;
+use crate::oci::Registry;
 use crate::oci::error::{OciError, OciResult};
 use crate::oci::repo::RepoName;
-use crate::oci::{Registry, dir_names};
 
 /// Longest pause between sweeps of expired uploads by a running registry.
 const SWEEP_EVERY_SECS: u64 = 600;
@@ -180,27 +181,27 @@ impl Registry {
     }
 
     fn create_session(&self, repo: &RepoName, id: &UploadId, client: Option<IpAddr>) -> OciResult<()> {
-        let l = self.store.layout();
-        let dir = l.upload_dir(id);
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
-        let data = l.upload_data(id);
-        File::create(&data).map_err(io_err("create", &data))?;
+        let be = self.store.backend();
+        be.create_upload(id.as_str())?;
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let info_key = keys::upload_info(id.as_str());
         let info = serde_json::to_vec(&Info { repo: repo.as_str().to_owned(), started, client })
             .map_err(io::Error::other)
-            .map_err(io_err("encode", &dir))?;
-        self.store.write_atomic(&l.upload_info(id), &info)?;
+            .map_err(io_err("encode", &be.locate(&info_key)))?;
+        self.store.write_atomic(&info_key, &info)?;
         Ok(())
     }
 
-    /// Counts the sessions already on disk (left by an earlier run) against the caps.
+    /// Counts the sessions already stored (left by an earlier run) against the caps.
     pub(crate) fn count_open_uploads(&self) -> OciResult<()> {
-        let l = self.store.layout();
+        let be = self.store.backend();
         let mut t = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        for n in dir_names(&l.uploads_dir())? {
+        for n in be.list_uploads()? {
             let Ok(id) = UploadId::parse(&n) else { continue };
-            let client = fs::read(l.upload_info(&id))
+            let client = be
+                .get(&keys::upload_info(id.as_str()), u64::MAX - 1)
                 .ok()
+                .flatten()
                 .and_then(|b| serde_json::from_slice::<Info>(&b).ok())
                 .and_then(|i| i.client);
             t.insert(id.as_str(), client);
@@ -219,87 +220,64 @@ impl Registry {
         (self.opts.upload_ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
     }
 
-    /// Opens the data file of a live session of `repo`, locked for this request.
-    fn open_upload(&self, repo: &RepoName, id: &UploadId) -> OciResult<File> {
-        let l = self.store.layout();
+    /// Opens the data of a live session of `repo`, locked for this request.
+    fn open_upload(&self, repo: &RepoName, id: &UploadId) -> OciResult<Box<dyn UploadData>> {
+        let be = self.store.backend();
         let unknown = || OciError::UploadUnknown(id.to_string());
-        let info_p = l.upload_info(id);
-        let info: Info = match crate::nofollow::read(&info_p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
-            Err(e) => return Err(io_err("read", &info_p)(e)),
+        let info: Info = match be.get(&keys::upload_info(id.as_str()), u64::MAX - 1)? {
+            Some(b) => serde_json::from_slice(&b).map_err(|_| unknown())?,
+            None => return Err(unknown()),
         };
         if info.repo != repo.as_str() {
             return Err(unknown());
         }
-        let data = l.upload_data(id);
-        let f = match crate::nofollow::read_options().write(true).open(&data) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown()),
-            Err(e) => return Err(io_err("open", &data)(e)),
-        };
-        if self.expired(&f) {
+        let Some(mut f) = be.open_upload(id.as_str())? else { return Err(unknown()) };
+        if self.expired(&*f) {
             self.remove_upload(id)?;
             return Err(unknown());
         }
         match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(fs::TryLockError::WouldBlock) => Err(OciError::UploadInvalid {
+            Ok(true) => Ok(f),
+            Ok(false) => Err(OciError::UploadInvalid {
                 id: id.to_string(),
                 reason: "another request is writing to this upload; retry when it has finished".into(),
             }),
-            Err(fs::TryLockError::Error(e)) => Err(io_err("lock", &data)(e)),
+            Err(e) => Err(io_err("lock", f.location())(e)),
         }
     }
 
-    fn expired(&self, f: &File) -> bool {
-        let age = f.metadata().and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+    fn expired(&self, f: &dyn UploadData) -> bool {
+        let age = f.modified().and_then(|t| SystemTime::now().duration_since(t).ok());
         age.is_some_and(|a| a > self.opts.upload_ttl)
     }
 
     fn remove_upload(&self, id: &UploadId) -> OciResult<()> {
         self.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
-        let dir = self.store.layout().upload_dir(id);
-        let res = match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &dir)(e)),
-        };
+        let res = self.store.backend().remove_upload(id.as_str());
         // Only a session that is gone stops counting against the caps.
         if res.is_ok() {
             self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
         }
-        res
+        Ok(res?)
     }
 
     /// Bytes received so far by a session.
     pub fn upload_size(&self, repo: &RepoName, id: &UploadId) -> OciResult<u64> {
         let f = self.open_upload(repo, id)?;
-        let p = self.store.layout().upload_data(id);
-        Ok(f.metadata().map_err(io_err("stat", &p))?.len())
+        f.len().map_err(io_err("stat", f.location()))
     }
 
-    /// Hash state covering the first `len` bytes of the data file: cached
-    /// when this process wrote them, else rebuilt by reading the file.
-    fn hasher_for(&self, id: &UploadId, f: &mut File, len: u64) -> OciResult<Hasher> {
+    /// Hash state covering the first `len` bytes of the data: cached when
+    /// this process wrote them, else rebuilt by reading the data.
+    fn hasher_for(&self, id: &UploadId, f: &mut dyn UploadData, len: u64) -> OciResult<Hasher> {
         let cached = self.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(id.as_str());
         if let Some((n, h)) = cached
             && n == len
         {
             return Ok(h);
         }
-        let p = self.store.layout().upload_data(id);
-        f.seek(SeekFrom::Start(0)).map_err(io_err("seek", &p))?;
         let mut h = Hasher::new();
-        let mut r = f.take(len);
-        let mut buf = vec![0u8; COPY_BUF];
-        loop {
-            let n = r.read(&mut buf).map_err(io_err("read", &p))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        f.read_prefix(len, &mut |b| h.update(b)).map_err(io_err("read", f.location()))?;
         Ok(h)
     }
 
@@ -333,26 +311,23 @@ impl Registry {
     /// (a cut or stalled body) truncates the data back to its old length.
     pub fn begin_append(&self, repo: &RepoName, id: &UploadId, start: Option<u64>) -> OciResult<Append> {
         let mut f = self.open_upload(repo, id)?;
-        let p = self.store.layout().upload_data(id);
-        let size = f.metadata().map_err(io_err("stat", &p))?.len();
+        let p = f.location().to_owned();
+        let size = f.len().map_err(io_err("stat", &p))?;
         if let Some(s) = start
             && s != size
         {
             return Err(OciError::UploadRange { id: id.to_string(), start: s, size });
         }
-        let hasher = self.hasher_for(id, &mut f, size)?;
-        f.seek(SeekFrom::Start(size)).map_err(io_err("seek", &p))?;
-        // Without write-back, finishing a large upload waited for one fsync of all of it.
-        let writeback = WriteBack::new(self.store.inner.opts.fsync, size);
+        let hasher = self.hasher_for(id, &mut *f, size)?;
+        f.begin_append(size).map_err(io_err("seek", &p))?;
         Ok(Append {
             reg: self.clone(),
             id: id.clone(),
-            file: Some(f),
+            data: Some(f),
             path: p,
             size,
             received: 0,
             hasher: Some(hasher),
-            writeback,
         })
     }
 
@@ -361,17 +336,17 @@ impl Registry {
     /// stored and the session is gone.
     pub fn finish_upload(&self, repo: &RepoName, id: &UploadId, expected: &Digest) -> OciResult<PutOutcome> {
         let mut f = self.open_upload(repo, id)?;
-        let p = self.store.layout().upload_data(id);
-        let size = f.metadata().map_err(io_err("stat", &p))?.len();
-        let actual = self.hasher_for(id, &mut f, size)?.finish();
+        let size = f.len().map_err(io_err("stat", f.location()))?;
+        let actual = self.hasher_for(id, &mut *f, size)?.finish();
         if actual != *expected {
             drop(f);
             self.remove_upload(id)?;
             return Err(OciError::DigestMismatch { expected: *expected, actual });
         }
+        self.store.check_writable()?;
         // The data may be older than the GC grace: keep GC out until it is linked.
         let _gc = self.store.gc_shared()?;
-        let existed = self.store.commit_file_as_blob(&f, &p, expected)?;
+        let existed = f.commit(expected)?;
         drop(f);
         self.link_blob(repo, expected)?;
         self.remove_upload(id)?;
@@ -385,20 +360,18 @@ impl Registry {
     }
 
     /// Removes sessions idle for longer than the upload TTL (and sessions
-    /// left without a data file by a crash); returns how many were removed.
+    /// left without data by a crash); returns how many were removed.
     pub fn sweep_uploads(&self) -> OciResult<usize> {
-        let dir = self.store.layout().uploads_dir();
+        let be = self.store.backend();
         let mut removed = 0;
-        for n in dir_names(&dir)? {
+        for n in be.list_uploads()? {
             let Ok(id) = UploadId::parse(&n) else { continue };
-            let data = self.store.layout().upload_data(&id);
-            let stale = match crate::nofollow::open(&data) {
+            let stale = match be.open_upload(id.as_str()) {
                 // A session with a request writing to it is not idle.
-                Ok(f) => self.expired(&f) && f.try_lock().is_ok(),
+                Ok(Some(mut f)) => self.expired(&*f) && f.try_lock().is_ok_and(|got| got),
                 // A session killed between mkdir and its data file.
-                Err(_) => fs::metadata(self.store.layout().upload_dir(&id))
-                    .and_then(|m| m.modified())
-                    .ok()
+                _ => be
+                    .upload_created(id.as_str())
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_none_or(|a| a > Duration::from_secs(60)),
             };
@@ -420,13 +393,12 @@ impl Registry {
 pub struct Append {
     reg: Registry,
     id: UploadId,
-    file: Option<File>,
+    data: Option<Box<dyn UploadData>>,
     path: std::path::PathBuf,
     /// The session's length before this chunk.
     size: u64,
     received: u64,
     hasher: Option<Hasher>,
-    writeback: WriteBack,
 }
 
 impl Append {
@@ -442,12 +414,10 @@ impl Append {
 
     /// Appends `bytes` (already received: this only writes to disk).
     pub fn write(&mut self, bytes: &[u8]) -> OciResult<()> {
-        let (Some(f), Some(h)) = (self.file.as_mut(), self.hasher.as_mut()) else {
+        let (Some(f), Some(h)) = (self.data.as_mut(), self.hasher.as_mut()) else {
             return Err(io_err("write", &self.path)(io::Error::other("upload chunk already finished")));
         };
-        f.write_all(bytes)
-            .and_then(|()| self.writeback.wrote(f, bytes.len() as u64))
-            .map_err(io_err("write", &self.path))?;
+        f.append(bytes).map_err(io_err("write", &self.path))?;
         h.update(bytes);
         self.received = self.received.checked_add(bytes.len() as u64).ok_or(OciError::SizeInvalid {
             what: "chunk (past 2^64-1 bytes)",
@@ -461,7 +431,9 @@ impl Append {
     /// arrived. Returns the session's new length.
     pub fn finish(mut self, declared: Option<u64>) -> OciResult<u64> {
         let received = self.received;
-        self.writeback.finish().map_err(io_err("fsync", &self.path))?;
+        if let Some(f) = self.data.as_mut() {
+            f.end_append().map_err(io_err("fsync", &self.path))?;
+        }
         if let Some(d) = declared
             && d != received
         {
@@ -473,7 +445,7 @@ impl Append {
             received,
         })?;
         let h = self.hasher.take().unwrap_or_default();
-        self.file = None;
+        self.data = None;
         self.reg.hashers.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id.to_string(), (total, h));
         Ok(total)
     }
@@ -481,41 +453,13 @@ impl Append {
 
 impl Drop for Append {
     fn drop(&mut self) {
-        let Some(f) = self.file.take() else { return };
-        let _ = self.writeback.finish();
+        let Some(mut f) = self.data.take() else { return };
+        let _ = f.end_append();
         // Back to the last good length, so the client can resend the chunk.
-        if let Err(e) = f.set_len(self.size) {
+        if let Err(e) = f.truncate(self.size) {
             tracing::warn!(upload = %self.id, error = %e, "could not roll an upload back to its last good length");
-            // The cached hash no longer describes the file; it is rebuilt from disk next time.
+            // The cached hash no longer describes the data; it is rebuilt next time.
             self.reg.hashers.lock().unwrap_or_else(|p| p.into_inner()).remove(self.id.as_str());
-        }
-    }
-}
-
-impl crate::store::Store {
-    /// Makes the already-verified file `f` at `path` (inside the data dir)
-    /// the blob `digest`: fsync, read-only, hard link into `objects/`.
-    /// Returns true when the store already had the blob.
-    pub(crate) fn commit_file_as_blob(&self, f: &File, path: &std::path::Path, digest: &Digest) -> crate::Result<bool> {
-        self.check_writable()?;
-        if self.inner.opts.fsync {
-            f.sync_all().map_err(StoreError::io("fsync", path))?;
-        }
-        let mut perms = f.metadata().map_err(StoreError::io("stat", path))?.permissions();
-        perms.set_readonly(true);
-        f.set_permissions(perms).map_err(StoreError::io("chmod", path))?;
-        let dest = self.layout().object(digest);
-        let _gc = self.gc_shared()?;
-        match fs::hard_link(path, &dest) {
-            Ok(()) => {
-                self.sync_dir(&self.layout().objects_dir())?;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.touch(digest)?;
-                Ok(true)
-            }
-            Err(e) => Err(StoreError::Io { op: "link into objects", path: dest, source: e }),
         }
     }
 }

@@ -70,6 +70,9 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
             LogFormat::Json => "json",
         },
         "log_level": node.log_level,
+        "gc_interval": node.gc_interval.map_or(Value::from("off"), secs),
+        "gc_grace": secs(node.gc_grace),
+        "metrics_addr": node.metrics_bind.map(|a| a.to_string()),
         "dns_name": node.dns_name,
     })
 }

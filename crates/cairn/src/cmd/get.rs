@@ -21,9 +21,7 @@ pub fn run(data_dir: &Path, digest: &str, output: Option<&Path>) -> anyhow::Resu
         }
         res => res.with_context(|| format!("get {d}"))?,
     };
-    let (file, len) = blob.into_parts();
-    // `Take<File>` keeps std's copy_file_range/splice fast path.
-    let mut src = file.take(len);
+    let mut src = blob;
     match output {
         None => {
             let ctx = || format!("get {d}: {}", crate::exit::STDOUT);
@@ -49,7 +47,8 @@ pub fn run(data_dir: &Path, digest: &str, output: Option<&Path>) -> anyhow::Resu
                 _ => Path::new("."),
             };
             let mut tmp = tempfile::Builder::new().prefix(".cairn-get-").tempfile_in(dir).with_context(ctx)?;
-            io::copy(&mut src, tmp.as_file_mut()).with_context(ctx)?;
+            // A file to a file: the kernel copies (copy_file_range).
+            src.copy_to_file(tmp.as_file_mut()).with_context(ctx)?;
             tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).with_context(ctx)?;
             tmp.as_file().sync_all().with_context(ctx)?;
             tmp.persist(path).map_err(|e| e.error).with_context(ctx)?;

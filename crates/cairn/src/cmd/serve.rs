@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use cairn_http::AppState;
@@ -78,9 +79,19 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         }
         _ => (None, None),
     };
+    let (metrics, metrics_addr) = match cfg.metrics_bind {
+        Some(addr) => {
+            let (task, bound) = metrics_listener(&cfg, &state, addr, limits, tls.clone()).await?;
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    };
     let reload = spawn_reload(&cfg, Arc::clone(&state.auth), tls.clone());
     let health = state.cluster.spawn_health_loop();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
+    let gc = cfg
+        .gc_interval
+        .map(|every| spawn_gc(state.cluster.store().clone(), Arc::clone(&state.metrics), every, cfg.gc_grace));
     let mdns = start_discovery(&cfg, &state.cluster)?;
     let dns = start_dns_discovery(&cfg, &state.cluster, local);
     let discovery = match &cfg.dns_name {
@@ -92,6 +103,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         node_id = %cfg.node_id,
         listen = %local,
         registry = %registry_addr.map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        metrics = %metrics_addr.map_or_else(|| "listen_addr".to_owned(), |a| a.to_string()),
         advertise = %cfg.advertise_addr,
         data_dir = %cfg.data_dir.display(),
         peers = ?cfg.peers,
@@ -116,6 +128,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     if let Some(r) = reload {
         r.abort();
     }
+    if let Some(g) = gc {
+        g.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -127,8 +142,43 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     if let Some(r) = registry {
         r.await.context("registry listener task")?.context("serving the registry")?;
     }
+    if let Some(m) = metrics {
+        m.await.context("metrics listener task")?.context("serving metrics")?;
+    }
     tracing::info!("cairn node stopped");
     Ok(())
+}
+
+/// Runs a GC every `every` (first after one interval). GC takes the same
+/// locks as `cairn gc`, so it is safe beside pushes and pulls; a failed run
+/// is logged and the next one tried.
+fn spawn_gc(
+    store: Store,
+    metrics: Arc<cairn_http::metrics::Metrics>,
+    every: Duration,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let opts = cairn_store::GcOptions { grace, dry_run: false };
+            match store.run(move |s| s.gc(opts)).await {
+                Ok(r) => {
+                    metrics.record_gc(&r);
+                    tracing::info!(
+                        deleted = r.blobs.len(),
+                        bytes = r.bytes,
+                        referenced = r.referenced,
+                        young = r.young,
+                        "scheduled gc finished"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduled gc failed; the next run is in gc_interval"),
+            }
+        }
+    })
 }
 
 /// Who may do what, for the start line.
@@ -242,9 +292,9 @@ async fn open_registry(cfg: &NodeConfig, store: Store) -> anyhow::Result<cairn_s
         max_upload_sessions: cfg.max_upload_sessions,
         max_upload_sessions_per_client: cfg.max_upload_sessions_per_client,
     };
-    tokio::task::spawn_blocking(move || cairn_store::oci::Registry::new(store, opts))
+    store
+        .run(move |s| cairn_store::oci::Registry::new(s.clone(), opts))
         .await
-        .context("opening the registry")?
         .with_context(|| format!("cleaning expired uploads in {}", cfg.data_dir.display()))
 }
 
@@ -262,6 +312,22 @@ async fn registry_listener(
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding registry_addr {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     let app = cairn_http::v2::registry_app(v2);
+    let serving = cairn_http::serve_tls_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits, tls);
+    Ok((tokio::spawn(serving), bound))
+}
+
+/// Serves only `GET /metrics` on its own listener until SIGINT/SIGTERM.
+/// Returns the task and the bound address.
+async fn metrics_listener(
+    cfg: &NodeConfig,
+    state: &Arc<AppState>,
+    addr: std::net::SocketAddr,
+    limits: cairn_http::ServeLimits,
+    tls: Option<Arc<cairn_http::tls::ServerTls>>,
+) -> anyhow::Result<(tokio::task::JoinHandle<std::io::Result<()>>, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics_addr {addr}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let app = cairn_http::metrics::app(Arc::clone(state));
     let serving = cairn_http::serve_tls_with(listener, app, shutdown_signal(), cfg.shutdown_grace, limits, tls);
     Ok((tokio::spawn(serving), bound))
 }

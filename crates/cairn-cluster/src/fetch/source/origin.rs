@@ -29,6 +29,13 @@ impl Source for OriginSource {
         self.origin.name()
     }
 
+    fn kind(&self) -> crate::fetch::SourceKind {
+        match self.origin {
+            crate::origin::Origin::Registry(_) => crate::fetch::SourceKind::Upstream,
+            crate::origin::Origin::Http { .. } => crate::fetch::SourceKind::Origin,
+        }
+    }
+
     fn idle(&self) -> Duration {
         self.timeout()
     }

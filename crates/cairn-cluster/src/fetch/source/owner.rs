@@ -29,6 +29,10 @@ impl Source for OwnerSource {
         Some(&self.addr)
     }
 
+    fn kind(&self) -> crate::fetch::SourceKind {
+        crate::fetch::SourceKind::Owner
+    }
+
     fn idle(&self) -> Duration {
         self.idle
     }

@@ -31,6 +31,10 @@ impl Source for PeerSource {
         self.size
     }
 
+    fn kind(&self) -> crate::fetch::SourceKind {
+        crate::fetch::SourceKind::Peer
+    }
+
     fn idle(&self) -> Duration {
         self.timeout
     }

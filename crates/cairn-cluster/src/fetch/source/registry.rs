@@ -23,6 +23,10 @@ impl Source for RegistrySource {
         self.up.name()
     }
 
+    fn kind(&self) -> crate::fetch::SourceKind {
+        crate::fetch::SourceKind::Upstream
+    }
+
     fn idle(&self) -> Duration {
         self.timeout
     }
