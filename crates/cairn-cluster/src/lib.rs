@@ -15,7 +15,7 @@
 //! - [`rendezvous`]: the owner ranking of a digest over the healthy nodes.
 //! - [`owner`]: one origin fetch per cluster (misses go to the digest's owner).
 //! - [`net`]: HTTP client helpers shared by peers, origins and upstreams.
-//! - [`discovery`]: static peers and mDNS (`_cairn._tcp.local.`).
+//! - [`discovery`]: static peers, mDNS (`_cairn._tcp.local.`) and a DNS name's addresses.
 //! - [`advertise`]: the address a node announces.
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).

@@ -8,6 +8,10 @@
 //! deletes them all (also when the test panics); labs left by a killed test
 //! process are removed by the next one.
 //!
+//! [`Lab::etc_file`] gives one namespace its own file under `/etc` (e.g.
+//! `hosts`): `ip netns exec` bind-mounts `/etc/netns/<ns>/<file>` over
+//! `/etc/<file>`. Those files go with the lab too.
+//!
 //! Creating namespaces needs root. [`Lab::new_or_skip`] returns `None` with a
 //! message when that fails, unless `CAIRN_REQUIRE_TOOLS=1` (CI, root), where
 //! it panics.
@@ -18,6 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Prefix of every namespace a lab creates: `cairn-t<pid>-<n>-...`.
 const PREFIX: &str = "cairn-t";
+
+/// Where `ip netns exec` finds a namespace's own `/etc` files.
+const ETC_NETNS: &str = "/etc/netns";
 
 /// The lab subnet's first three octets; only ever used inside the lab.
 pub const SUBNET: [u8; 3] = [10, 231, 0];
@@ -115,6 +122,19 @@ impl Lab {
         c
     }
 
+    /// Writes `/etc/netns/<ns i>/<name>`: commands [`Lab::command`] runs in
+    /// namespace `i` see it as `/etc/<name>` (which must exist on the host,
+    /// as the bind mount's target). Removed when the lab is dropped.
+    pub fn etc_file(&self, i: usize, name: &str, contents: &str) -> Result<(), String> {
+        let dir = std::path::Path::new(ETC_NETNS).join(self.ns(i));
+        // Another lab's drop may remove an empty /etc/netns in between: try again once.
+        if std::fs::create_dir_all(&dir).is_err() {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
     /// Cuts namespace `i` off the bridge (its link goes down).
     pub fn unplug(&self, i: usize) -> Result<(), String> {
         ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "down"]).map(|_| ())
@@ -127,8 +147,21 @@ impl Drop for Lab {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 eprintln!("netns lab: could not delete {ns}: {e}");
             }
+            remove_etc(ns);
         }
     }
+}
+
+/// Removes namespace `ns`'s `/etc` files, and `/etc/netns` once empty.
+fn remove_etc(ns: &str) {
+    let dir = std::path::Path::new(ETC_NETNS).join(ns);
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        eprintln!("netns lab: could not remove {}: {e}", dir.display());
+    }
+    // Fails while another lab still has files there, as it should.
+    let _ = std::fs::remove_dir(ETC_NETNS);
 }
 
 /// True when `CAIRN_REQUIRE_TOOLS=1`: a test missing what it needs fails.
@@ -136,14 +169,25 @@ pub fn tools_required() -> bool {
     std::env::var("CAIRN_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
 
-/// Deletes namespaces of labs whose test process is gone.
+/// Deletes namespaces (and their `/etc` files) of labs whose test process is gone.
 fn remove_stale() {
-    let Ok(out) = ip(&["netns", "list"]) else { return };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else { continue };
-        let Some(pid) = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next()) else { continue };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = ip(&["netns", "del", name]);
+    let stale = |name: &str| {
+        let pid = name.strip_prefix(PREFIX).and_then(|r| r.split('-').next());
+        pid.is_some_and(|p| p.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    if let Ok(out) = ip(&["netns", "list"]) {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(name) = line.split_whitespace().next() else { continue };
+            if stale(name) {
+                let _ = ip(&["netns", "del", name]);
+                remove_etc(name);
+            }
+        }
+    }
+    for entry in std::fs::read_dir(ETC_NETNS).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if stale(&name) {
+            remove_etc(&name);
         }
     }
 }

@@ -40,8 +40,9 @@ pub struct FileConfig {
     pub max_concurrent_fetches: Option<usize>,
     /// Cairn: how long shutdown waits for in-flight requests (default `30s`).
     pub shutdown_grace: Option<String>,
-    /// Cairn: how peers are found: `static` (the `peers` list; default) or
-    /// `mdns` (the list plus DNS-SD on the advertised interface).
+    /// Cairn: how peers are found: `static` (the `peers` list; default),
+    /// `mdns` (the list plus DNS-SD on the advertised interface) or `dns`
+    /// (the list plus every address `dns_name` resolves to).
     pub discovery: Option<String>,
     /// Cairn: bytes per second this node sends to peers, all together (default: no limit).
     pub egress_limit: Option<u64>,
@@ -99,6 +100,10 @@ pub struct FileConfig {
     /// Cairn: a listener serving only `GET /metrics`, `host:port` or `:port`;
     /// `/metrics` is always served on `listen_addr` too (default: none).
     pub metrics_addr: Option<String>,
+    /// Cairn: with `discovery: dns` (the default when this is set), the
+    /// `host:port` resolved every `health_interval`; each address is a peer
+    /// (e.g. a Kubernetes headless Service, `cairn-peers.cairn.svc.cluster.local:7420`).
+    pub dns_name: Option<String>,
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -347,6 +352,8 @@ pub struct NodeConfig {
     pub gc_grace: Duration,
     /// The listener serving only `/metrics`, when there is one.
     pub metrics_bind: Option<SocketAddr>,
+    /// The `host:port` whose addresses are peers (`discovery: dns`).
+    pub dns_name: Option<String>,
 }
 
 /// How `serve` writes its log (config key `log_format`).
@@ -421,6 +428,30 @@ fn self_peer(p: &str, node_id: &str, listen: &str, bind: SocketAddr, advertise: 
         Err(_) => host.is_empty() || host.eq_ignore_ascii_case("localhost"),
     };
     local.then(|| format!("this host's port {}, where this node listens", bind.port()))
+}
+
+/// The checked `dns_name`: required with `discovery: dns`, refused with
+/// another discovery (it would be silently unused), and `host:port`.
+fn dns_name(discovery: cairn_cluster::discovery::Discovery, name: Option<String>) -> anyhow::Result<Option<String>> {
+    use cairn_cluster::discovery::Discovery;
+    let name = name.map(|n| n.trim().to_owned());
+    match (discovery, name) {
+        (Discovery::Dns, None) => bail!(
+            "discovery: dns needs dns_name, the host:port whose addresses are the peers \
+             (e.g. dns_name: \"cairn-peers.cairn.svc.cluster.local:7420\")"
+        ),
+        (Discovery::Dns, Some(n)) => {
+            let port = n.rsplit_once(':').filter(|(h, _)| !h.is_empty()).and_then(|(_, p)| p.parse::<u16>().ok());
+            if n.contains(char::is_whitespace) || n.contains('/') || !matches!(port, Some(p) if p > 0) {
+                bail!("dns_name {n:?} is not host:port (e.g. cairn-peers.cairn.svc.cluster.local:7420)");
+            }
+            Ok(Some(n))
+        }
+        (other, Some(n)) => {
+            bail!("dns_name {n:?} is set but discovery is {:?}; it is used only with discovery: dns", other.as_str())
+        }
+        (_, None) => Ok(None),
+    }
 }
 
 /// Where a client reaches the node listening on `listen`.
@@ -500,6 +531,8 @@ impl NodeConfig {
         let origins = entries.iter().enumerate().map(|(i, o)| o.to_origin(i)).collect::<anyhow::Result<Vec<_>>>()?;
         let discovery = match file.discovery.as_deref() {
             Some(v) => v.parse().map_err(|e: String| anyhow::anyhow!("discovery: {e}"))?,
+            // dns_name alone says which discovery is meant.
+            None if file.dns_name.is_some() => cairn_cluster::discovery::Discovery::Dns,
             None => cairn_cluster::discovery::Discovery::Static,
         };
         if file.egress_limit == Some(0) {
@@ -598,6 +631,7 @@ impl NodeConfig {
             Some(a) => Some(bind_addr(&a).with_context(|| format!("metrics_addr {a:?}"))?),
             None => None,
         };
+        let dns_name = dns_name(discovery, file.dns_name)?;
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -636,6 +670,7 @@ impl NodeConfig {
             gc_interval,
             gc_grace,
             metrics_bind,
+            dns_name,
         })
     }
 
@@ -889,6 +924,7 @@ mod tests {
             ("max_concurrent_fetches", number()),
             ("shutdown_grace", duration()),
             ("discovery", s(&["static", "mdns", "dns"])),
+            ("dns_name", s(&["peers.example:7420", "nope", ""])),
             ("egress_limit", number()),
             ("elect_owner", boolean()),
             ("registry_addr", addr()),
@@ -989,6 +1025,25 @@ mod tests {
     }
 
     #[test]
+    fn discovery_dns_takes_dns_name_as_host_port_and_refuses_it_missing_or_unused() {
+        use cairn_cluster::discovery::Discovery;
+        let c = merged("discovery: dns\ndns_name: \"cairn-peers.cairn.svc.cluster.local:7420\"\n").unwrap();
+        assert_eq!(c.discovery, Discovery::Dns);
+        assert_eq!(c.dns_name.as_deref(), Some("cairn-peers.cairn.svc.cluster.local:7420"));
+        assert_eq!(merged("").unwrap().dns_name, None);
+        let e = format!("{:#}", merged("discovery: dns\n").unwrap_err());
+        assert!(e.contains("dns_name") && e.contains("discovery: dns"), "{e}");
+        for bad in ["peers", "peers:", ":7420", "peers:0", "peers:99999", "http://peers:7420", "a b:1"] {
+            let e = format!("{:#}", merged(&format!("discovery: dns\ndns_name: \"{bad}\"\n")).unwrap_err());
+            assert!(e.contains("dns_name") && e.contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+        let e = format!("{:#}", merged("discovery: mdns\ndns_name: \"p:1\"\n").unwrap_err());
+        assert!(e.contains("dns_name") && e.contains("\"mdns\"") && e.contains("discovery: dns"), "{e}");
+        let c = merged("dns_name: \"p:1\"\n").unwrap();
+        assert_eq!((c.discovery, c.dns_name.as_deref()), (Discovery::Dns, Some("p:1")), "dns_name alone means dns");
+    }
+
+    #[test]
     fn origins_take_a_timeout_and_retries_each() {
         let c = merged(
             "origins:\n  - url: http://a/{digest}\n    timeout: 3s\n    retries: 5\n  - url: http://b/{digest}\n",
@@ -1002,8 +1057,8 @@ mod tests {
 
     #[test]
     fn bad_scale_values_are_errors_naming_the_key() {
-        let e = format!("{:#}", merged("discovery: dns\n").unwrap_err());
-        assert!(e.contains("discovery") && e.contains("\"dns\""), "{e}");
+        let e = format!("{:#}", merged("discovery: consul\n").unwrap_err());
+        assert!(e.contains("discovery") && e.contains("\"consul\""), "{e}");
         let e = format!("{:#}", merged("egress_limit: 0\n").unwrap_err());
         assert!(e.contains("egress_limit"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    timeout: soon\n").unwrap_err());

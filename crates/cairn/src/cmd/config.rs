@@ -45,10 +45,7 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
         "health_interval": secs(node.health_interval),
         "max_concurrent_fetches": node.max_concurrent_fetches,
         "shutdown_grace": secs(node.shutdown_grace),
-        "discovery": match node.discovery {
-            cairn_cluster::discovery::Discovery::Static => "static",
-            cairn_cluster::discovery::Discovery::Mdns => "mdns",
-        },
+        "discovery": node.discovery.as_str(),
         "egress_limit": node.egress_limit,
         "elect_owner": node.elect_owner,
         "registry_addr": node.registry_bind.map(|a| a.to_string()),
@@ -76,6 +73,7 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
         "gc_interval": node.gc_interval.map_or(Value::from("off"), secs),
         "gc_grace": secs(node.gc_grace),
         "metrics_addr": node.metrics_bind.map(|a| a.to_string()),
+        "dns_name": node.dns_name,
     })
 }
 

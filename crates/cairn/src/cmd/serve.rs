@@ -93,9 +93,10 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         .gc_interval
         .map(|every| spawn_gc(state.cluster.store().clone(), Arc::clone(&state.metrics), every, cfg.gc_grace));
     let mdns = start_discovery(&cfg, &state.cluster)?;
-    let discovery = match cfg.discovery {
-        cairn_cluster::discovery::Discovery::Static => "static",
-        cairn_cluster::discovery::Discovery::Mdns => "mdns",
+    let dns = start_dns_discovery(&cfg, &state.cluster, local);
+    let discovery = match &cfg.dns_name {
+        Some(name) => format!("dns {name}"),
+        None => cfg.discovery.as_str().to_owned(),
     };
     // The one start line: what an operator needs to see the node is set up as meant.
     tracing::info!(
@@ -132,6 +133,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     }
     if let Some(s) = sweeper {
         s.abort();
+    }
+    if let Some(d) = dns {
+        d.abort();
     }
     // Dropping the announcer sends the goodbye, so peers drop this node now.
     drop(mdns);
@@ -190,7 +194,7 @@ fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
     }
     // The mode itself is in the start line.
     let policy = state.auth.policy();
-    let has_peers = !cfg.peers.is_empty() || cfg.discovery == cairn_cluster::discovery::Discovery::Mdns;
+    let has_peers = !cfg.peers.is_empty() || cfg.discovery != cairn_cluster::discovery::Discovery::Static;
     // With a cluster secret, peers prove membership and may pull anyway.
     if has_peers && cfg.cluster_secret.is_none() && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
         tracing::warn!(
@@ -263,6 +267,22 @@ fn start_discovery(
     let m = cairn_cluster::discovery::Mdns::start(&cfg.node_id, addr, move |ev| c.peers().apply(&ev))
         .context("starting mDNS discovery")?;
     Ok(Some(m))
+}
+
+/// Starts the `dns_name` resolution loop when `discovery: dns`; the
+/// addresses it finds join the peer set, this node's own left out.
+fn start_dns_discovery(
+    cfg: &NodeConfig,
+    cluster: &cairn_cluster::Cluster,
+    bound: std::net::SocketAddr,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use cairn_cluster::discovery::{Discovery, OwnAddrs, SystemResolver, spawn_dns};
+    let name = cfg.dns_name.clone().filter(|_| cfg.discovery == Discovery::Dns)?;
+    let own = OwnAddrs { bound, advertise: cfg.advertise_addr.parse().ok() };
+    let c = cluster.clone();
+    // A lookup takes no longer than a peer request, nor than the period.
+    let timeout = cfg.peer_timeout.min(cfg.health_interval);
+    Some(spawn_dns(name, SystemResolver, own, cfg.health_interval, timeout, move |ev| c.peers().apply(&ev)))
 }
 
 /// The OCI registry on the node's store.
