@@ -46,3 +46,13 @@ pub fn dead_addr() -> String {
     drop(l);
     a.to_string()
 }
+
+/// Polls `cond` every 50 ms until it holds; fails the test after `limit`,
+/// saying `what` did not happen.
+pub fn wait_for(limit: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(std::time::Instant::now() < end, "{what} within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -225,3 +225,50 @@ mod tests {
         }
     }
 }
+
+/// The port every lab node listens on.
+pub const NODE_PORT: u16 = 7420;
+
+impl Lab {
+    /// `host:port` of the node in namespace `i`.
+    pub fn node_addr(&self, i: usize) -> String {
+        format!("{}:{NODE_PORT}", self.ip(i))
+    }
+
+    /// Runs `cairn serve` (the test's binary `bin`) in namespace `i` as node
+    /// `n<i>` on [`Lab::node_addr`], its data dir under `dir`, with the
+    /// config lines `extra` and `RUST_LOG=info`; returns once `cairn peers`
+    /// gets an answer from inside the namespace.
+    pub fn serve(&self, i: usize, bin: &str, dir: &std::path::Path, extra: &str) -> crate::NodeProcess {
+        let addr = self.node_addr(i);
+        let cfg =
+            format!("node_id: n{i}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\n{extra}", dir.join("data").display());
+        let path = dir.join("cairn.yaml");
+        std::fs::write(&path, cfg).expect("write the node's config");
+        let mut cmd = self.command(i, bin);
+        cmd.args(["serve", "--config"]).arg(&path).env("RUST_LOG", "info").env_remove("CAIRN_CONFIG");
+        crate::NodeProcess::spawn_until(cmd, &addr, || self.peers(i, bin, &addr).is_some())
+    }
+
+    /// Runs `cairn ARGS --node NODE` inside namespace `i`.
+    pub fn cli(&self, i: usize, bin: &str, node: &str, args: &[&str]) -> Output {
+        self.command(i, bin).args(args).args(["--node", node]).stdin(Stdio::null()).output().expect("run cairn")
+    }
+
+    /// The peers `node` lists (address, healthy), sorted, asked from inside
+    /// namespace `i`; `None` when it does not answer.
+    pub fn peers(&self, i: usize, bin: &str, node: &str) -> Option<Vec<(String, bool)>> {
+        let o = self.cli(i, bin, node, &["peers", "--json"]);
+        if !o.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let mut list: Vec<(String, bool)> = v
+            .as_array()?
+            .iter()
+            .filter_map(|p| Some((p["address"].as_str()?.to_owned(), p["healthy"] == true)))
+            .collect();
+        list.sort();
+        Some(list)
+    }
+}

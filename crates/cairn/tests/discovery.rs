@@ -4,59 +4,34 @@
 //! with a message without root; CI (root, CAIRN_REQUIRE_TOOLS=1) runs it.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_store::Store;
 use cairn_testkit::NodeProcess as Node;
 use cairn_testkit::netns::Lab;
+use cairn_testkit::wait_for;
 
 const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+const MDNS: &str = "discovery: mdns\nhealth_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n";
+
+/// Node `n<i>` in namespace `i`: no peers and no advertise_addr, so
+/// discovery and address detection alone; `extra` config lines after.
+fn start_with(lab: &Lab, i: usize, dir: &Path, extra: &str) -> Node {
+    lab.serve(i, CAIRN, dir, &format!("{MDNS}{extra}"))
+}
 
 fn start(lab: &Lab, i: usize, dir: &Path) -> Node {
     start_with(lab, i, dir, "")
 }
 
-/// [`start`] with extra config lines.
-fn start_with(lab: &Lab, i: usize, dir: &Path, extra: &str) -> Node {
-    let addr = format!("{}:7420", lab.ip(i));
-    // No peers and no advertise_addr: discovery and address detection alone.
-    let cfg = format!(
-        "node_id: n{i}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\ndiscovery: mdns\nhealth_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n{extra}",
-        dir.join("data").display()
-    );
-    let path = dir.join("cairn.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut cmd = lab.command(i, CAIRN);
-    cmd.args(["serve", "--config"]).arg(&path).env("RUST_LOG", "info");
-    let ready = || peers(lab, i, &addr).is_some();
-    Node::spawn_until(cmd, &addr, ready)
+fn cli(lab: &Lab, i: usize, node: &str, args: &[&str]) -> std::process::Output {
+    lab.cli(i, CAIRN, node, args)
 }
 
-/// Runs `cairn ARGS --node ADDR` inside namespace `i`.
-fn cli(lab: &Lab, i: usize, node: &str, args: &[&str]) -> Output {
-    lab.command(i, CAIRN).args(args).args(["--node", node]).stdin(Stdio::null()).output().unwrap()
-}
-
-/// The peers node `i` lists, with whether each is healthy, or `None` if it does not answer.
 fn peers(lab: &Lab, i: usize, node: &str) -> Option<Vec<(String, bool)>> {
-    let o = cli(lab, i, node, &["peers", "--json"]);
-    if !o.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-    let mut list: Vec<(String, bool)> =
-        v.as_array()?.iter().filter_map(|p| Some((p["address"].as_str()?.to_owned(), p["healthy"] == true))).collect();
-    list.sort();
-    Some(list)
-}
-
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.peers(i, CAIRN, node)
 }
 
 #[test]

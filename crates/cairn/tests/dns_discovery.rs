@@ -6,12 +6,12 @@
 //! CI (root, CAIRN_REQUIRE_TOOLS=1) runs it.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_store::Store;
 use cairn_testkit::NodeProcess as Node;
 use cairn_testkit::netns::Lab;
+use cairn_testkit::wait_for;
 
 const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
 const NAME: &str = "cairn-peers.cairn.svc.cluster.local";
@@ -25,46 +25,20 @@ fn hosts(lab: &Lab, members: &[usize]) -> String {
     h
 }
 
+/// Node `n<i>` in namespace `i`, with no peers: the name alone.
 fn start(lab: &Lab, i: usize, dir: &Path) -> Node {
-    let addr = format!("{}:7420", lab.ip(i));
-    // No peers: the name alone.
-    let cfg = format!(
-        "node_id: n{i}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\ndiscovery: dns\ndns_name: \"{NAME}:7420\"\n\
-         health_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n",
-        dir.join("data").display()
+    let dns = format!(
+        "discovery: dns\ndns_name: \"{NAME}:7420\"\nhealth_interval: 1s\npeer_timeout: 2s\nenable_cdn_fallback: false\n"
     );
-    let path = dir.join("cairn.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut cmd = lab.command(i, CAIRN);
-    cmd.args(["serve", "--config"]).arg(&path).env("RUST_LOG", "info");
-    let ready = || peers(lab, i, &addr).is_some();
-    Node::spawn_until(cmd, &addr, ready)
+    lab.serve(i, CAIRN, dir, &dns)
 }
 
-/// Runs `cairn ARGS --node ADDR` inside namespace `i`.
-fn cli(lab: &Lab, i: usize, node: &str, args: &[&str]) -> Output {
-    lab.command(i, CAIRN).args(args).args(["--node", node]).stdin(Stdio::null()).output().unwrap()
+fn cli(lab: &Lab, i: usize, node: &str, args: &[&str]) -> std::process::Output {
+    lab.cli(i, CAIRN, node, args)
 }
 
-/// The peers node `i` lists, with whether each is healthy, or `None` if it does not answer.
 fn peers(lab: &Lab, i: usize, node: &str) -> Option<Vec<(String, bool)>> {
-    let o = cli(lab, i, node, &["peers", "--json"]);
-    if !o.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-    let mut list: Vec<(String, bool)> =
-        v.as_array()?.iter().filter_map(|p| Some((p["address"].as_str()?.to_owned(), p["healthy"] == true))).collect();
-    list.sort();
-    Some(list)
-}
-
-fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.peers(i, CAIRN, node)
 }
 
 #[test]

@@ -29,23 +29,10 @@ fn curl(lab: &Lab, i: usize, url: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn start(lab: &Lab, i: usize, dir: &Path, id: &str, peers: &[String]) -> NodeProcess {
-    let addr = format!("{}:7420", lab.ip(i));
+/// Node `n<i>` in namespace `i` with `peers`.
+fn start(lab: &Lab, i: usize, dir: &Path, peers: &[String]) -> NodeProcess {
     let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
-    let cfg = dir.join("cairn.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node_id: {id}\nlisten_addr: \"{addr}\"\ndata_dir: \"{}\"\npeers: [{}]\nhealth_interval: 1s\npeer_timeout: 2s\n",
-            dir.join("data").display(),
-            peers.join(", ")
-        ),
-    )
-    .unwrap();
-    let mut cmd = lab.command(i, CAIRN);
-    cmd.args(["serve", "--config"]).arg(&cfg).env_remove("CAIRN_CONFIG");
-    let url = format!("http://{addr}/v1/health");
-    NodeProcess::spawn_until(cmd, &addr, || curl(lab, i, &url).is_some())
+    lab.serve(i, CAIRN, dir, &format!("peers: [{}]\nhealth_interval: 1s\npeer_timeout: 2s\n", peers.join(", ")))
 }
 
 /// Headless Chromium in namespace 0 with its own profile, nothing in the
@@ -79,17 +66,17 @@ fn chromium_renders_the_status_page_of_a_two_node_cluster_with_the_numbers_of_it
     let data = cairn_testkit::blob(95, 2 << 20);
     let d = Digest::of(&data);
     Store::open(db.path().join("data")).unwrap().put_reader(&data[..], None).unwrap();
-    let (a_addr, b_addr) = (format!("{}:7420", lab.ip(0)), format!("{}:7420", lab.ip(1)));
-    let _b = start(&lab, 1, db.path(), "node-b", &[]);
-    let _a = start(&lab, 0, da.path(), "node-a", std::slice::from_ref(&b_addr));
-    // One pull-through from B, and one local hit.
+    let (a_addr, b_addr) = (lab.node_addr(0), lab.node_addr(1));
+    let _b = start(&lab, 1, db.path(), &[]);
+    let _a = start(&lab, 0, da.path(), std::slice::from_ref(&b_addr));
+    // One pull-through from n1, and one local hit.
     for _ in 0..2 {
         let got = lab.command(0, "curl").args(["-sf", &format!("http://{a_addr}/v1/fetch/{d}")]).output().unwrap();
-        assert!(got.status.success() && got.stdout == data, "fetch through node-a");
+        assert!(got.status.success() && got.stdout == data, "fetch through n0");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !curl(&lab, 0, &format!("http://{a_addr}/v1/peers")).is_some_and(|p| p.contains("\"node_id\":\"node-b\"")) {
-        assert!(Instant::now() < deadline, "node-a never saw node-b healthy");
+    while !curl(&lab, 0, &format!("http://{a_addr}/v1/peers")).is_some_and(|p| p.contains("\"node_id\":\"n1\"")) {
+        assert!(Instant::now() < deadline, "n0 never saw n1 healthy");
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -103,7 +90,7 @@ fn chromium_renders_the_status_page_of_a_two_node_cluster_with_the_numbers_of_it
     );
     let status: serde_json::Value =
         serde_json::from_str(&curl(&lab, 0, &format!("http://{a_addr}/v1/status")).unwrap()).unwrap();
-    assert_eq!(text_of(&dom, "node-id"), "node-a");
+    assert_eq!(text_of(&dom, "node-id"), "n0");
     assert_eq!(text_of(&dom, "health"), "ok");
     assert_eq!(text_of(&dom, "version"), status["version"].as_str().unwrap());
     let (hits, misses) = (status["hits"].as_u64().unwrap(), status["misses"].as_u64().unwrap());
@@ -113,7 +100,7 @@ fn chromium_renders_the_status_page_of_a_two_node_cluster_with_the_numbers_of_it
     assert_eq!(text_of(&dom, "egress"), "0 B", "nothing came from an origin");
     // The peer table: B by address and id, healthy.
     let peers = &dom[dom.find("id=\"peers\"").unwrap()..dom.find("id=\"transfers\"").unwrap()];
-    assert!(peers.contains(&format!("<td>{b_addr}</td><td>node-b</td><td class=\"ok\">healthy</td>")), "{peers}");
+    assert!(peers.contains(&format!("<td>{b_addr}</td><td>n1</td><td class=\"ok\">healthy</td>")), "{peers}");
     // The transfer: from peer B, ok, 2 MiB.
     let transfers = &dom[dom.find("id=\"transfers\"").unwrap()..];
     assert!(
