@@ -192,40 +192,6 @@ fn remove_stale() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn namespaces_reach_each_other_over_the_bridge_and_are_gone_after_drop() {
-        let Some(lab) = Lab::new_or_skip(2, "netns harness") else { return };
-        let names: Vec<String> = (0..2).map(|i| lab.ns(i).to_owned()).collect();
-        // A TCP round trip from namespace 0 to a listener in namespace 1.
-        let server = "import socket,sys\ns=socket.socket();s.bind((sys.argv[1],7));s.listen();print('ready',flush=True)\nc,_=s.accept();c.sendall(b'pong');c.close()";
-        let mut srv = lab
-            .command(1, "python3")
-            .args(["-c", server, &lab.ip(1).to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(srv.stdout.take().unwrap()), &mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        let client =
-            "import socket,sys\nc=socket.create_connection((sys.argv[1],7),timeout=5);print(c.recv(4).decode())";
-        let o = lab.command(0, "python3").args(["-c", client, &lab.ip(1).to_string()]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "pong", "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(srv.wait().unwrap().success());
-        let root = String::from_utf8_lossy(&ip(&["addr"]).unwrap().stdout).to_string();
-        assert!(!root.contains("10.231.0."), "no lab address leaks into the root namespace");
-        drop(lab);
-        let list = String::from_utf8_lossy(&ip(&["netns", "list"]).unwrap().stdout).to_string();
-        for n in names {
-            assert!(!list.contains(&n), "{n} still exists");
-        }
-    }
-}
-
 /// The port every lab node listens on.
 pub const NODE_PORT: u16 = 7420;
 
@@ -270,5 +236,39 @@ impl Lab {
             .collect();
         list.sort();
         Some(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_reach_each_other_over_the_bridge_and_are_gone_after_drop() {
+        let Some(lab) = Lab::new_or_skip(2, "netns harness") else { return };
+        let names: Vec<String> = (0..2).map(|i| lab.ns(i).to_owned()).collect();
+        // A TCP round trip from namespace 0 to a listener in namespace 1.
+        let server = "import socket,sys\ns=socket.socket();s.bind((sys.argv[1],7));s.listen();print('ready',flush=True)\nc,_=s.accept();c.sendall(b'pong');c.close()";
+        let mut srv = lab
+            .command(1, "python3")
+            .args(["-c", server, &lab.ip(1).to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(srv.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let client =
+            "import socket,sys\nc=socket.create_connection((sys.argv[1],7),timeout=5);print(c.recv(4).decode())";
+        let o = lab.command(0, "python3").args(["-c", client, &lab.ip(1).to_string()]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "pong", "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(srv.wait().unwrap().success());
+        let root = String::from_utf8_lossy(&ip(&["addr"]).unwrap().stdout).to_string();
+        assert!(!root.contains("10.231.0."), "no lab address leaks into the root namespace");
+        drop(lab);
+        let list = String::from_utf8_lossy(&ip(&["netns", "list"]).unwrap().stdout).to_string();
+        for n in names {
+            assert!(!list.contains(&n), "{n} still exists");
+        }
     }
 }
