@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::fanout::{Msg, Release};
 use super::flight::Transfer;
-use super::limits::{RateWatch, check_free_space};
+use super::limits::{RateWatch, check_free_space, make_room};
 use super::source::Source;
 use super::{HOLD_BACK, Inner};
 use crate::error::{ClusterError, Result};
@@ -48,6 +48,7 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
         if size > max {
             return Err(ClusterError::TooLarge { source_name: name, digest: d, size, limit: max });
         }
+        make_room(inner, d, size).await?;
         check_free_space(inner, d, size).await?;
     }
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
@@ -233,7 +234,7 @@ pub(crate) fn write_blob(
     d: Digest,
     mut rx: mpsc::Receiver<WriteMsg>,
 ) -> Result<cairn_store::PutOutcome, StoreError> {
-    let mut w = store.writer()?;
+    let mut w = store.writer_for(cairn_store::cache::Provenance::Fetched)?;
     while let Some(m) = rx.blocking_recv() {
         match m {
             WriteMsg::Chunk(c) => {

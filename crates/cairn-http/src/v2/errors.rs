@@ -312,6 +312,7 @@ mod tests {
             (ClusterError::TooSlow { source_name: "o".into(), digest: d, bytes: 1, over: secs, min: 2 }, 504),
             (ClusterError::Store(StoreError::ReadOnly("/data".into())), 503),
             (ClusterError::DiskFull { digest: d, need: 2, free: 1, reserve: 1 }, 507),
+            (ClusterError::CacheFull { digest: d, need: 2, used: 1, max: 2 }, 507),
             (ClusterError::Task("worker died".into()), 500),
         ];
         for (e, want) in cases {
