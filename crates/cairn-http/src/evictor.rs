@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_store::cache::Watermarks;
+use cairn_store::cache::{EvictReport, Watermarks};
 
 use crate::state::AppState;
 
@@ -15,8 +15,13 @@ pub const EVICT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Starts the evictor of `state`'s store (whose cache must be on, see
 /// [`cairn_store::Store::enable_cache`]); `None` when it is off. A failed
-/// run is logged and the next one tried.
-pub fn spawn_evictor(state: Arc<AppState>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+/// run is logged and the next one tried. `on_run` sees every run's report
+/// (`serve` logs those that deleted something).
+pub fn spawn_evictor(
+    state: Arc<AppState>,
+    every: Duration,
+    on_run: impl Fn(&EvictReport) + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
     let store = state.cluster.store().clone();
     let w: Watermarks = store.cache_watermarks()?;
     let wake = store.cache_wakeup()?;
@@ -30,15 +35,8 @@ pub fn spawn_evictor(state: Arc<AppState>, every: Duration) -> Option<tokio::tas
             }
             match store.run(move |s| s.evict(w)).await {
                 Ok(r) => {
-                    if !r.blobs.is_empty() {
-                        tracing::info!(
-                            blobs = r.blobs.len(),
-                            bytes = r.bytes,
-                            pinned_over_cap = r.pinned_over_cap,
-                            "evicted least recently used blobs"
-                        );
-                    }
                     state.metrics.record_eviction(&r);
+                    on_run(&r);
                 }
                 Err(e) => tracing::warn!(error = %e, "eviction failed; it is tried again on the next write or tick"),
             }

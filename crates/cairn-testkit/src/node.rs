@@ -150,7 +150,7 @@ impl TestNode {
         }
         if spec.cache.is_some() {
             let st = Arc::clone(&state);
-            server.enter(|| cairn_http::evictor::spawn_evictor(st, cairn_http::evictor::EVICT_INTERVAL));
+            server.enter(|| cairn_http::evictor::spawn_evictor(st, cairn_http::evictor::EVICT_INTERVAL, |_| {}));
         }
         // As `cairn serve`: expired upload sessions go on a timer (stops with the runtime).
         if let Some(reg) = state.registry.clone() {

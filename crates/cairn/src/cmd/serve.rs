@@ -93,7 +93,16 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     let gc = cfg
         .gc_interval
         .map(|every| spawn_gc(state.cluster.store().clone(), Arc::clone(&state.metrics), every, cfg.gc_grace));
-    let evictor = cairn_http::evictor::spawn_evictor(Arc::clone(&state), cairn_http::evictor::EVICT_INTERVAL);
+    let evictor = cairn_http::evictor::spawn_evictor(Arc::clone(&state), cairn_http::evictor::EVICT_INTERVAL, |r| {
+        if !r.blobs.is_empty() {
+            tracing::info!(
+                blobs = r.blobs.len(),
+                bytes = r.bytes,
+                pinned_over_cap = r.pinned_over_cap,
+                "evicted least recently used blobs"
+            );
+        }
+    });
     let mdns = start_discovery(&cfg, &state.cluster)?;
     let dns = start_dns_discovery(&cfg, &state.cluster, local);
     let discovery = match &cfg.dns_name {
