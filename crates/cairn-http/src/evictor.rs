@@ -1,7 +1,8 @@
 //! The bounded cache's evictor: a task that runs [`cairn_store::Store::evict`]
 //! when a commit takes the store past `cache.max_bytes` (the store wakes
 //! it) and on a short interval (for `cache.min_free`, which other writers on
-//! the filesystem can pass), logging and counting what it deletes.
+//! the filesystem can pass). The store counts what it deletes (metrics read
+//! it when scraped); the caller sees each run's report.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,10 +35,7 @@ pub fn spawn_evictor(
                 _ = tick.tick() => {}
             }
             match store.run(move |s| s.evict(w)).await {
-                Ok(r) => {
-                    state.metrics.record_eviction(&r);
-                    on_run(&r);
-                }
+                Ok(r) => on_run(&r),
                 Err(e) => tracing::warn!(error = %e, "eviction failed; it is tried again on the next write or tick"),
             }
         }

@@ -65,9 +65,6 @@ pub struct Metrics {
     gc_runs: Counter,
     gc_deleted_blobs: Counter,
     gc_deleted_bytes: Counter,
-    evictions: Counter,
-    evicted_bytes: Counter,
-    pinned_over_cap: Gauge,
     http_requests: Family<Labels<3>, Counter>,
     /// The last transfers, newest last, for the status page.
     recent: std::sync::Mutex<std::collections::VecDeque<crate::v1::wire::RecentTransfer>>,
@@ -112,9 +109,6 @@ impl Metrics {
             gc_runs: Counter::default(),
             gc_deleted_blobs: Counter::default(),
             gc_deleted_bytes: Counter::default(),
-            evictions: Counter::default(),
-            evicted_bytes: Counter::default(),
-            pinned_over_cap: Gauge::default(),
             http_requests: Family::default(),
             recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RECENT_TRANSFERS)),
             started: std::time::Instant::now(),
@@ -179,13 +173,6 @@ impl Metrics {
         r.register("cairn_gc_runs", "Garbage collections run", m.gc_runs.clone());
         r.register("cairn_gc_deleted_blobs", "Blobs deleted by garbage collection", m.gc_deleted_blobs.clone());
         r.register("cairn_gc_deleted_bytes", "Bytes deleted by garbage collection", m.gc_deleted_bytes.clone());
-        r.register("cairn_evictions", "Blobs evicted by the bounded cache", m.evictions.clone());
-        r.register("cairn_evicted_bytes", "Bytes evicted by the bounded cache", m.evicted_bytes.clone());
-        r.register(
-            "cairn_cache_pinned_over_cap",
-            "1 when pinned blobs (refs, registry tags, blobs being read) alone pass cache.max_bytes, else 0",
-            m.pinned_over_cap.clone(),
-        );
         r.register(
             "cairn_http_requests",
             "HTTP requests answered, by API, route and status class (2xx, 4xx, ...)",
@@ -219,18 +206,6 @@ impl Metrics {
         self.gc_runs.inc();
         self.gc_deleted_blobs.inc_by(report.blobs.len() as u64);
         self.gc_deleted_bytes.inc_by(report.bytes);
-    }
-
-    /// Accounts for one eviction (by the evictor, or to make room for a fetch).
-    pub fn record_eviction(&self, report: &cairn_store::cache::EvictReport) {
-        self.evictions.inc_by(report.blobs.len() as u64);
-        self.evicted_bytes.inc_by(report.bytes);
-        self.pinned_over_cap.set(i64::from(report.pinned_over_cap));
-    }
-
-    /// Blobs and bytes evicted so far.
-    pub fn evicted(&self) -> (u64, u64) {
-        (self.evictions.get(), self.evicted_bytes.get())
     }
 
     /// The text of a scrape: the counters, then the gauges sampled now
@@ -271,10 +246,6 @@ impl Recorder for Metrics {
 
     fn joined(&self) {
         self.joins.inc();
-    }
-
-    fn evicted(&self, report: &cairn_store::cache::EvictReport) {
-        self.record_eviction(report);
     }
 }
 
@@ -367,10 +338,25 @@ fn sampled(state: &AppState) -> Registry {
         for (name, help, v) in [
             ("cairn_cache_max_bytes", "cache.max_bytes: the most bytes of blobs kept", w.max_bytes),
             ("cairn_cache_used_bytes", "Bytes of blobs the bounded cache holds", used),
+            (
+                "cairn_cache_pinned_over_cap",
+                "1 when pinned blobs (refs, registry tags, blobs being read) alone pass cache.max_bytes, else 0",
+                u64::from(store.cache_pinned_over_cap().unwrap_or(false)),
+            ),
         ] {
             let g: Gauge = Gauge::default();
             g.set(gauge_i64(v));
             r.register(name, help, g);
+        }
+        // Kept by the store, which evicts for the evictor and for fetches alike.
+        let (blobs, bytes) = store.cache_evicted().unwrap_or((0, 0));
+        for (name, help, v) in [
+            ("cairn_evictions", "Blobs evicted by the bounded cache", blobs),
+            ("cairn_evicted_bytes", "Bytes evicted by the bounded cache", bytes),
+        ] {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
         }
     }
     match disk(state.cluster.store().root()) {

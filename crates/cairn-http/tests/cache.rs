@@ -105,7 +105,7 @@ async fn pulling_four_times_the_cap_through_a_capped_node_evicts_lru_and_keeps_p
     let last = digests[digests.len() - 1];
     assert!(node.store.exists(&last) && node.store.exists(&hot), "the most recently used blobs survive");
     assert!(!node.store.exists(&digests[1]), "the least recently used blob was kept while 4x the cap went through");
-    let (evicted, bytes) = node.state.metrics.evicted();
+    let (evicted, bytes) = node.store.cache_evicted().unwrap();
     assert!(evicted >= 20 && bytes >= 20 * MIB as u64, "{evicted} blobs, {bytes} bytes evicted");
 
     // Larger than the cap: refused before any write, nothing half-written.
@@ -158,4 +158,47 @@ async fn a_put_past_the_cap_wakes_the_evictor_which_brings_the_store_back_under_
     let status: serde_json::Value =
         reqwest::get(format!("{}/v1/status", node.url())).await.unwrap().json().await.unwrap();
     assert_eq!(status["cache_max_bytes"], cap);
+}
+
+#[tokio::test]
+async fn a_push_that_cannot_fit_under_the_cap_is_507_on_v1_and_v2_and_nothing_is_stored() {
+    let origin = TestOrigin::start(&[], OriginMode::Good);
+    let node = TestNode::start(NodeSpec { v2: true, ..capped(&origin, MIB as u64) });
+    let pinned = node.put(&blob(5000, 900_000));
+    let mut m = Manifest::new(&RefName::parse("pinned").unwrap());
+    m.objects.insert("p".into(), pinned);
+    node.store.save_manifest(&m).unwrap();
+    let client = reqwest::Client::new();
+    let data = blob(5001, 500_000);
+    let d = Digest::of(&data);
+    let full = |what: &str, status: u16, body: &str| {
+        assert_eq!(status, 507, "{what}: {body}");
+        assert!(body.contains("cache is full"), "{what}: {body}");
+    };
+
+    let r = client.put(format!("{}/v1/blobs/{d}", node.url())).body(data.clone()).send().await.unwrap();
+    full("PUT /v1/blobs", r.status().as_u16(), &r.text().await.unwrap());
+
+    let r = client
+        .post(format!("{}/v2/app/blobs/uploads/?digest={}", node.url(), d.oci()))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    full("monolithic /v2 push", r.status().as_u16(), &r.text().await.unwrap());
+
+    let r = client.post(format!("{}/v2/app/blobs/uploads/", node.url())).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let url = if loc.starts_with("http") { loc } else { format!("{}{loc}", node.url()) };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = client.put(format!("{url}{sep}digest={}", d.oci())).body(data.clone()).send().await.unwrap();
+    full("/v2 session finish", r.status().as_u16(), &r.text().await.unwrap());
+
+    assert!(!node.store.exists(&d) && node.store.exists(&pinned));
+    assert_eq!(common::tmp_entries(node.dir()), 0, "a temp file was left behind");
+    // A blob that fits is still taken.
+    let small = blob(5002, 50_000);
+    let r = client.put(format!("{}/v1/blobs/{}", node.url(), Digest::of(&small))).body(small).send().await.unwrap();
+    assert_eq!(r.status(), 201);
 }

@@ -104,17 +104,11 @@ pub(crate) async fn make_room(inner: &Inner, d: Digest, size: u64) -> Result<()>
     match room {
         Room::Fits(r) => {
             if !r.blobs.is_empty() {
-                inner.recorder().evicted(&r);
                 tracing::info!(digest = %d, blobs = r.blobs.len(), bytes = r.bytes, "evicted to make room for a fetched blob");
             }
             Ok(())
         }
-        Room::Full { used, max, evicted } => {
-            if !evicted.blobs.is_empty() {
-                inner.recorder().evicted(&evicted);
-            }
-            Err(ClusterError::CacheFull { digest: d, need: size, used, max })
-        }
+        Room::Full { used, max, .. } => Err(ClusterError::CacheFull { digest: d, need: size, used, max }),
     }
 }
 

@@ -127,10 +127,6 @@ pub trait Recorder: Send + Sync + 'static {
     /// A caller streaming a blob joined a transfer another caller started
     /// (single-flight saved a transfer).
     fn joined(&self) {}
-
-    /// The pipeline evicted blobs to make room for a fetched one (the
-    /// bounded cache, `cache.max_bytes`).
-    fn evicted(&self, _report: &cairn_store::cache::EvictReport) {}
 }
 
 /// The recorder of a cluster nobody observes.

@@ -199,6 +199,7 @@ fn from_store(s: StoreError) -> V2Error {
         StoreError::BlobNotFound(d) => V2Error::new(&BLOB_UNKNOWN, json!({"digest": d.oci()})),
         StoreError::Io { op: "read input", .. } => V2Error::new(&BLOB_UPLOAD_INVALID, msg),
         StoreError::ReadOnly(_) => V2Error::new(&DENIED, msg),
+        StoreError::CacheFull { .. } => V2Error::new(&UNKNOWN, msg).with_status(StatusCode::INSUFFICIENT_STORAGE),
         _ => {
             tracing::error!(error = %msg, "registry request failed");
             V2Error::new(&UNKNOWN, msg)

@@ -7,13 +7,13 @@
 //! reference is kept.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::cache::policy::{Provenance, Recency, Watermarks};
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::store::Store;
 
 /// The cache's live state, shared by every clone of a [`Store`].
@@ -27,6 +27,9 @@ pub(crate) struct CacheState {
     wake: Arc<tokio::sync::Notify>,
     /// Whether pinned data alone passed the cap at the last eviction.
     pinned_over: AtomicBool,
+    /// Blobs and bytes evicted since the cache was enabled.
+    evicted_blobs: AtomicU64,
+    evicted_bytes: AtomicU64,
 }
 
 /// Held by a reader: the blob is not evicted while it lives.
@@ -114,6 +117,8 @@ impl Store {
             watermarks: w,
             wake: Arc::default(),
             pinned_over: AtomicBool::new(false),
+            evicted_blobs: AtomicU64::new(0),
+            evicted_bytes: AtomicU64::new(0),
         };
         let _ = self.inner.cache.set(Arc::new(state));
         Ok(())
@@ -131,6 +136,30 @@ impl Store {
     /// Bytes of blobs the cache counts, when it is on.
     pub fn cache_used(&self) -> Option<u64> {
         self.cache().map(|c| c.used())
+    }
+
+    /// Blobs and bytes evicted since the cache was enabled (by
+    /// [`Store::evict`] and [`Store::make_room`] alike).
+    pub fn cache_evicted(&self) -> Option<(u64, u64)> {
+        self.cache().map(|c| (c.evicted_blobs.load(Ordering::Relaxed), c.evicted_bytes.load(Ordering::Relaxed)))
+    }
+
+    /// True when, at the last eviction, pinned blobs alone passed the cap.
+    pub fn cache_pinned_over_cap(&self) -> Option<bool> {
+        self.cache().map(|c| c.pinned_over.load(Ordering::Relaxed))
+    }
+
+    /// Makes room for a blob `d` of `size` bytes about to be committed
+    /// ([`Store::make_room`]); [`StoreError::CacheFull`] when it cannot
+    /// fit. A blob already stored takes no room.
+    pub fn reserve(&self, d: &Digest, size: u64) -> Result<()> {
+        if self.cache().is_none() || self.exists(d) {
+            return Ok(());
+        }
+        match self.make_room(size)? {
+            Room::Fits(_) => Ok(()),
+            Room::Full { used, max, .. } => Err(StoreError::CacheFull { digest: *d, need: size, used, max }),
+        }
     }
 
     /// Notified when a commit takes the store past `max_bytes`; an evictor
@@ -232,6 +261,8 @@ impl Store {
             if !report.blobs.is_empty() {
                 self.backend().sync_deletes()?;
             }
+            c.evicted_blobs.fetch_add(report.blobs.len() as u64, Ordering::Relaxed);
+            c.evicted_bytes.fetch_add(report.bytes, Ordering::Relaxed);
         }
         let used = c.used();
         report.pinned_over_cap = used > max;
