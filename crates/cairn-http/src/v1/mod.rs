@@ -141,7 +141,7 @@ async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, bod
         .cluster
         .store()
         .run(move |s| {
-            s.reserve(&d, w.len())?;
+            let _room = s.reserve(&d, w.len())?;
             w.commit(Some(&d))
         })
         .await?;

@@ -78,7 +78,7 @@ pub async fn start(
         let (reg, rp) = (st.registry.clone(), repo.clone());
         // A mismatch drops the temp file; nothing is stored.
         blocking(move || {
-            reg.store().reserve(&d, w.len())?;
+            let _room = reg.store().reserve(&d, w.len())?;
             w.commit(Some(&d))?;
             reg.link_blob(&rp, &d)
         })
@@ -135,7 +135,7 @@ pub async fn finish(
     blocking(move || {
         let size = a.finish(len)?;
         // The session stays when the blob cannot fit: the client may retry.
-        reg.store().reserve(&d, size)?;
+        let _room = reg.store().reserve(&d, size)?;
         reg.finish_upload(&rp, &id, &d)
     })
     .await?;

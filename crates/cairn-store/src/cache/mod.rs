@@ -10,4 +10,4 @@ pub mod state;
 
 pub use policy::{Provenance, Recency, Watermarks};
 pub use size::{Limit, SizeError};
-pub use state::{EvictReport, InUse, Room};
+pub use state::{EvictReport, InUse, Reservation, Room};

@@ -30,6 +30,27 @@ pub(crate) struct CacheState {
     /// Blobs and bytes evicted since the cache was enabled.
     evicted_blobs: AtomicU64,
     evicted_bytes: AtomicU64,
+    /// Bytes of blobs being written that [`Store::make_room`] made room
+    /// for, so concurrent writes do not each count the same room.
+    reserved: AtomicU64,
+    /// One [`Store::make_room`] at a time: its check and its reservation
+    /// are one step.
+    rooms: Mutex<()>,
+}
+
+/// Room held under the cap for a blob being written; released when
+/// dropped (after the commit, which counts the blob itself).
+#[derive(Debug, Default)]
+pub struct Reservation {
+    held: Option<(Arc<CacheState>, u64)>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((c, n)) = self.held.take() {
+            c.reserved.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Held by a reader: the blob is not evicted while it lives.
@@ -63,10 +84,11 @@ pub struct EvictReport {
 }
 
 /// Whether a new blob fits the cache (see [`Store::make_room`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Room {
-    /// It fits (after the eviction reported, which may be empty).
-    Fits(EvictReport),
+    /// It fits (after the eviction reported, which may be empty); the
+    /// room is held until the reservation is dropped.
+    Fits(EvictReport, Reservation),
     /// It does not fit even after evicting every blob that may go.
     Full {
         /// Bytes of blobs stored after the eviction.
@@ -119,6 +141,8 @@ impl Store {
             pinned_over: AtomicBool::new(false),
             evicted_blobs: AtomicU64::new(0),
             evicted_bytes: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
+            rooms: Mutex::new(()),
         };
         let _ = self.inner.cache.set(Arc::new(state));
         Ok(())
@@ -152,12 +176,12 @@ impl Store {
     /// Makes room for a blob `d` of `size` bytes about to be committed
     /// ([`Store::make_room`]); [`StoreError::CacheFull`] when it cannot
     /// fit. A blob already stored takes no room.
-    pub fn reserve(&self, d: &Digest, size: u64) -> Result<()> {
+    pub fn reserve(&self, d: &Digest, size: u64) -> Result<Reservation> {
         if self.cache().is_none() || self.exists(d) {
-            return Ok(());
+            return Ok(Reservation::default());
         }
         match self.make_room(size)? {
-            Room::Fits(_) => Ok(()),
+            Room::Fits(_, held) => Ok(held),
             Room::Full { used, max, .. } => Err(StoreError::CacheFull { digest: *d, need: size, used, max }),
         }
     }
@@ -219,21 +243,24 @@ impl Store {
     /// cannot fit even with every evictable blob gone (nothing is evicted
     /// for a blob larger than the cap itself).
     pub fn make_room(&self, size: u64) -> Result<Room> {
-        let Some(c) = self.cache() else { return Ok(Room::Fits(EvictReport::default())) };
+        let Some(c) = self.cache() else { return Ok(Room::Fits(EvictReport::default(), Reservation::default())) };
+        let _one = lock(&c.rooms);
         let max = c.watermarks.max_bytes;
-        let used = c.used();
+        let taken = |c: &CacheState| c.used().saturating_add(c.reserved.load(Ordering::Relaxed));
         if size > max {
-            return Ok(Room::Full { used, max, evicted: EvictReport::default() });
+            return Ok(Room::Full { used: c.used(), max, evicted: EvictReport::default() });
         }
-        let after = used.saturating_add(size);
-        if after <= max {
-            return Ok(Room::Fits(EvictReport::default()));
+        let mut evicted = EvictReport::default();
+        let after = taken(c).saturating_add(size);
+        if after > max {
+            // Down to the low watermark with the new blob counted.
+            evicted = self.evict_bytes(c, w_low_gap(after, max), max)?;
         }
-        // Down to the low watermark with the new blob counted.
-        let need = w_low_gap(after, max);
-        let evicted = self.evict_bytes(c, need, max)?;
-        let used = c.used();
-        if used.saturating_add(size) <= max { Ok(Room::Fits(evicted)) } else { Ok(Room::Full { used, max, evicted }) }
+        if taken(c).saturating_add(size) > max {
+            return Ok(Room::Full { used: c.used(), max, evicted });
+        }
+        c.reserved.fetch_add(size, Ordering::Relaxed);
+        Ok(Room::Fits(evicted, Reservation { held: Some((Arc::clone(c), size)) }))
     }
 
     fn evict_bytes(&self, c: &Arc<CacheState>, need: u64, max: u64) -> Result<EvictReport> {
@@ -305,6 +332,7 @@ mod tests {
         make_room_evicts_for_a_new_blob_and_refuses_one_that_cannot_fit,
         enable_cache_seeds_the_order_oldest_first_and_removals_keep_the_count,
         a_read_stream_keeps_its_blob_from_eviction_until_dropped,
+        room_held_for_a_write_counts_against_the_cap_until_released,
     );
 
     const CAP: Watermarks = Watermarks { max_bytes: 100, min_free: 0 };
@@ -392,9 +420,12 @@ mod tests {
         let s = env.store();
         s.enable_cache(CAP).unwrap();
         let d: Vec<Digest> = (0..3).map(|n| fetched(&s, n)).collect();
-        assert_eq!(s.make_room(10).unwrap(), Room::Fits(EvictReport::default()), "90 + 10 is at the cap");
+        match s.make_room(10).unwrap() {
+            Room::Fits(r, _) => assert!(r.blobs.is_empty(), "90 + 10 is at the cap"),
+            other => panic!("{other:?}"),
+        }
         match s.make_room(30).unwrap() {
-            Room::Fits(r) => assert_eq!(r.blobs, vec![(d[0], 30)], "120 with the new blob, down to 90"),
+            Room::Fits(r, _) => assert_eq!(r.blobs, vec![(d[0], 30)], "120 with the new blob, down to 90"),
             other => panic!("{other:?}"),
         }
         match s.make_room(101).unwrap() {
@@ -444,5 +475,23 @@ mod tests {
         drop(stream);
         fetched(&s, 9);
         assert_eq!(s.evict(CAP).unwrap().blobs, vec![(d[0], 30)], "and may go once the stream is dropped");
+    }
+
+    fn room_held_for_a_write_counts_against_the_cap_until_released(env: &Env) {
+        let s = env.store();
+        s.enable_cache(CAP).unwrap();
+        let d: Vec<Digest> = (0..3).map(|n| fetched(&s, n)).collect();
+        let Room::Fits(r, held) = s.make_room(10).unwrap() else { panic!("90 + 10 fits") };
+        assert!(r.blobs.is_empty());
+        // A second writer at once: the first one's 10 bytes count.
+        match s.make_room(10).unwrap() {
+            Room::Fits(r, _) => assert_eq!(r.blobs, vec![(d[0], 30)], "110 with both writes, down to 90"),
+            other => panic!("{other:?}"),
+        }
+        drop(held);
+        match s.make_room(10).unwrap() {
+            Room::Fits(r, _) => assert!(r.blobs.is_empty(), "60 + 10 once both reservations are gone"),
+            other => panic!("{other:?}"),
+        }
     }
 }
