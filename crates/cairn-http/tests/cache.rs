@@ -84,6 +84,7 @@ async fn pulling_four_times_the_cap_through_a_capped_node_evicts_lru_and_keeps_p
     let mut m = Manifest::new(&RefName::parse("pinned").unwrap());
     for (i, (d, b)) in pinned.iter().zip(&pinned_data).enumerate() {
         assert_eq!(get(&fetch(d)).await, (200, b.clone()));
+        assert!(common::cached(&node.store, node.dir(), d).await);
         m.objects.insert(format!("p{i}"), *d);
     }
     node.store.save_manifest(&m).unwrap();
@@ -94,6 +95,8 @@ async fn pulling_four_times_the_cap_through_a_capped_node_evicts_lru_and_keeps_p
         let (status, body) = get(&fetch(d)).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert!(Digest::of(&body) == *d && body == *b, "pull of {d} did not verify");
+        // The response ends once the digest matched; the link into objects/ follows.
+        assert!(common::cached(&node.store, node.dir(), d).await, "{d} was not stored");
         // Read the hot blob after every pull: it stays the most recently used.
         let (status, body) = get(&format!("{}/v1/blobs/{hot}", node.url())).await;
         assert!(status == 200 && Digest::of(&body) == hot, "the recently read blob {hot} was evicted");
@@ -120,6 +123,7 @@ async fn pulling_four_times_the_cap_through_a_capped_node_evicts_lru_and_keeps_p
 
     // The node keeps serving, and everything it holds is whole.
     assert_eq!(get(&fetch(&digests[1])).await, (200, blobs[1].clone()));
+    assert!(common::cached(&node.store, node.dir(), &digests[1]).await);
     let mut kept = 0;
     for d in node.store.list().unwrap() {
         let d = d.unwrap();
