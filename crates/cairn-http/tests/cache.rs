@@ -199,3 +199,25 @@ async fn a_push_that_cannot_fit_under_the_cap_is_507_on_v1_and_v2_and_nothing_is
     let r = client.put(format!("{}/v1/blobs/{}", node.url(), Digest::of(&small))).body(small).send().await.unwrap();
     assert_eq!(r.status(), 201);
 }
+
+#[tokio::test]
+async fn pulls_onto_a_small_disk_evict_to_keep_min_free_and_all_succeed() {
+    let Some((_disk, dir)) = TinyDisk::mount("16m") else { return };
+    let min_free = 8 * MIB as u64;
+    let blobs: Vec<Vec<u8>> = (0..24).map(|i| blob(6000 + i, MIB)).collect();
+    let origin = TestOrigin::start(&blobs, OriginMode::Good);
+    let mut spec = capped(&origin, u64::MAX);
+    spec.cache = Some(Watermarks { max_bytes: u64::MAX, min_free });
+    let node = TestNode::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), spec, dir);
+    for b in &blobs {
+        let d = Digest::of(b);
+        let (status, body) = get(&format!("{}/v1/fetch/{d}", node.url())).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(body == *b, "pull of {d} did not verify");
+        assert!(common::cached(&node.store, node.dir(), &d).await, "{d} was not stored");
+        let free = node.store.free_space().unwrap().unwrap();
+        assert!(free + MIB as u64 >= min_free, "{free} bytes free, under min_free {min_free} by more than a blob");
+    }
+    let (evicted, _) = node.store.cache_evicted().unwrap();
+    assert!(evicted >= 12, "24 MiB through a 16 MiB disk keeping 8 MiB free: only {evicted} blobs evicted");
+}

@@ -239,9 +239,11 @@ impl Store {
     }
 
     /// Makes room for a new blob of `size` bytes under the cap: evicts when
-    /// the store plus the blob would pass it. [`Room::Full`] when the blob
-    /// cannot fit even with every evictable blob gone (nothing is evicted
-    /// for a blob larger than the cap itself).
+    /// the store plus the blob would pass it, or when writing it would leave
+    /// less than `min_free` free on the filesystem. [`Room::Full`] when the
+    /// blob cannot fit under the cap even with every evictable blob gone
+    /// (nothing is evicted for a blob larger than the cap itself); the free
+    /// space itself is the fetch pipeline's `min_free_space` check.
     pub fn make_room(&self, size: u64) -> Result<Room> {
         let Some(c) = self.cache() else { return Ok(Room::Fits(EvictReport::default(), Reservation::default())) };
         let _one = lock(&c.rooms);
@@ -252,9 +254,17 @@ impl Store {
         }
         let mut evicted = EvictReport::default();
         let after = taken(c).saturating_add(size);
-        if after > max {
-            // Down to the low watermark with the new blob counted.
-            evicted = self.evict_bytes(c, w_low_gap(after, max), max)?;
+        // Down to the low watermark of each limit, with the new blob counted.
+        let need_cap = if after > max { w_low_gap(after, max) } else { 0 };
+        let free = match self.free_space() {
+            Some(Ok(f)) => f,
+            _ => u64::MAX,
+        };
+        let free_after = free.saturating_sub(c.reserved.load(Ordering::Relaxed)).saturating_sub(size);
+        let need_free = Watermarks { max_bytes: u64::MAX, min_free: c.watermarks.min_free }.to_free(0, free_after);
+        let need = need_cap.max(need_free);
+        if need > 0 {
+            evicted = self.evict_bytes(c, need, max)?;
         }
         if taken(c).saturating_add(size) > max {
             return Ok(Room::Full { used: c.used(), max, evicted });
