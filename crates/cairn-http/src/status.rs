@@ -59,5 +59,6 @@ pub fn node_status(st: &AppState) -> NodeStatus {
         origin_egress_bytes: m.origin_egress(),
         transfers_in_flight: st.cluster.transfers_in_flight() as u64,
         recent_transfers: m.recent(),
+        cache_used_bytes: st.cluster.store().cache_used(),
     }
 }

@@ -155,6 +155,7 @@ async fn a_commit_past_the_cap_wakes_the_evictor_which_brings_the_store_back_und
     let status: serde_json::Value =
         reqwest::get(format!("{}/v1/status", node.url())).await.unwrap().json().await.unwrap();
     assert_eq!(status["cache_max_bytes"], cap);
+    assert!(status["cache_used_bytes"].as_u64().is_some_and(|u| u <= cap), "{status}");
 }
 
 #[tokio::test]
