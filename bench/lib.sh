@@ -327,6 +327,8 @@ start_cairn_node() {
     for p in "$@"; do peers+="\n  - \"$p\""; done
     printf 'node_id: "%s"\nlisten_addr: "127.0.0.1:%s"\ndata_dir: "%s"\npeer_timeout: "10s"\nenable_cdn_fallback: false\npeers:%b\n' \
         "$name" "$port" "$data" "${peers:- []}" >"$dir/config.yaml"
+    # NODE_EXTRA: more config lines (e.g. a cache section).
+    [ -z "${NODE_EXTRA:-}" ] || printf '%b\n' "$NODE_EXTRA" >>"$dir/config.yaml"
     start_bg "$dir/stderr.log" "$CAIRN" serve --config "$dir/config.yaml"
     NODE_PID=$STARTED_PID
     NODE_ADDR=127.0.0.1:$port

@@ -65,6 +65,39 @@ record node.pull_through "verified pull-through of 1 GiB from a peer (GET B/v1/f
     "$(gbps $GIB "$(median "${pt_c[@]}")")" "$(gbps $GIB "$(median "${pt_b[@]}")")" \
     "$(ratio_median pt_b pt_c time)" 0.8
 
+# Pull-through with the cache at its watermark (issue 13): node B holds
+# 1 GiB of unpinned blobs under a cap of 1.25 GiB, so taking the 1 GiB blob
+# first evicts most of them; baseline: the same pull-through into the same
+# filled node without a cache section (room to spare). Filling is untimed.
+filled_b() {
+    [ -n "${B_PID:-}" ] && stop_pid "$B_PID"
+    rm -rf "$B"
+    for ((f = 0; f < 8; f++)); do
+        make_file "$TMP/fill.bin" $((128 << 20)) $((100 + f))
+        "$CAIRN" --data-dir "$B" put "$TMP/fill.bin" >/dev/null
+    done
+    rm -f "$TMP/fill.bin"
+    NODE_EXTRA=$1 start_cairn_node b "$B" "$A_ADDR"
+    B_URL=$NODE_URL B_PID=$NODE_PID
+    export B_URL
+}
+load_reset
+ev_c=() ev_b=()
+for ((i = 0; i < REPS; i++)); do
+    run_timed ev_b 'filled_b ""; sync -f "$TMP"' 'curl -sf -o /dev/null "$B_URL/v1/fetch/$HEX"'
+    wait_file "$B/objects/$HEX"
+    run_timed ev_c 'filled_b "cache:\n  max_bytes: $((GIB + GIB / 4))"; sync -f "$TMP"' \
+        'curl -sf -o /dev/null "$B_URL/v1/fetch/$HEX"'
+    wait_file "$B/objects/$HEX"
+    left=$(find "$B/objects" -type f | wc -l)
+    [ "$left" -lt 8 ] || die "node B evicted nothing for the 1 GiB blob ($left files in objects/)"
+done
+[ "$(openssl dgst -sha256 -r "$B/objects/$HEX" | cut -c1-64)" = "$HEX" ] || die "node B cached wrong bytes"
+stop_pid "$B_PID"
+record node.pull_through_evicting "verified pull-through of 1 GiB into a node at its cache cap (evicting ~1 GiB first) vs the same node with room" \
+    "$(gbps $GIB "$(median "${ev_c[@]}")")" "$(gbps $GIB "$(median "${ev_b[@]}")")" \
+    "$(ratio_median ev_b ev_c time)" 0.9
+
 # HEAD rate on the blob, keep-alive, 64 connections.
 load_reset
 hd_c=() hd_b=()

@@ -222,6 +222,21 @@ pub enum ClusterError {
         /// `min_free_space`.
         reserve: u64,
     },
+    /// A fetched blob does not fit under the cache's cap even after evicting
+    /// every blob that may go (the rest is pinned or being read).
+    #[error(
+        "the cache is full: blob {digest} needs {need} bytes and {used} of cache.max_bytes {max} are pinned (refs, registry tags) or being read; raise cache.max_bytes, or remove refs or tags and retry"
+    )]
+    CacheFull {
+        /// The blob.
+        digest: Digest,
+        /// Its declared size.
+        need: u64,
+        /// Bytes stored after the eviction.
+        used: u64,
+        /// `cache.max_bytes`.
+        max: u64,
+    },
     /// This node could not store a blob a source was sending (a full disk,
     /// an I/O error): not the source's fault, so no other source is tried.
     #[error(
@@ -293,7 +308,7 @@ impl ClusterError {
     /// other source or retry can help.
     pub fn is_local(&self) -> bool {
         match self {
-            ClusterError::LocalWrite { .. } => true,
+            ClusterError::LocalWrite { .. } | ClusterError::CacheFull { .. } => true,
             ClusterError::Shared(e) => e.is_local(),
             _ => false,
         }
@@ -314,7 +329,7 @@ impl ClusterError {
     /// a write that ran out of space).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            ClusterError::DiskFull { .. } => true,
+            ClusterError::DiskFull { .. } | ClusterError::CacheFull { .. } => true,
             ClusterError::LocalWrite { source: StoreError::Io { source, .. }, .. } => {
                 source.kind() == std::io::ErrorKind::StorageFull
             }

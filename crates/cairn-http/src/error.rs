@@ -94,6 +94,7 @@ fn store_status(e: &StoreError) -> StatusCode {
         StoreError::MissingBlobs { .. } | StoreError::RefConflict(_) => StatusCode::CONFLICT,
         StoreError::Range { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         StoreError::ReadOnly(_) | StoreError::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::CacheFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         e if e.is_not_found() => StatusCode::NOT_FOUND,
         e if e.is_bad_input() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -26,12 +26,14 @@
 //! - [`body`]: request bodies, read asynchronously and written in batches.
 //! - [`redact`]: what of an error remote callers may see.
 //! - [`metrics`]: `GET /metrics` (Prometheus), the pipeline's recorder and the request counting layer.
+//! - [`evictor`]: the bounded cache's evictor task (woken by writes, and on a timer).
 
 pub mod auth;
 pub mod body;
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod evictor;
 pub mod metrics;
 pub mod mirror;
 pub mod range;

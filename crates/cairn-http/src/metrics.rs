@@ -333,6 +333,32 @@ fn sampled(state: &AppState) -> Registry {
         "Seconds since the peer last answered any request (absent: never)",
         age,
     );
+    let store = state.cluster.store();
+    if let (Some(w), Some(used)) = (store.cache_watermarks(), store.cache_used()) {
+        for (name, help, v) in [
+            ("cairn_cache_max_bytes", "cache.max_bytes: the most bytes of blobs kept", w.max_bytes),
+            ("cairn_cache_used_bytes", "Bytes of blobs the bounded cache holds", used),
+            (
+                "cairn_cache_pinned_over_cap",
+                "1 when pinned blobs (refs, registry tags, blobs being read) alone pass cache.max_bytes, else 0",
+                u64::from(store.cache_pinned_over_cap().unwrap_or(false)),
+            ),
+        ] {
+            let g: Gauge = Gauge::default();
+            g.set(gauge_i64(v));
+            r.register(name, help, g);
+        }
+        // Kept by the store, which evicts for the evictor and for fetches alike.
+        let (blobs, bytes) = store.cache_evicted().unwrap_or((0, 0));
+        for (name, help, v) in [
+            ("cairn_evictions", "Blobs evicted by the bounded cache", blobs),
+            ("cairn_evicted_bytes", "Bytes evicted by the bounded cache", bytes),
+        ] {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        }
+    }
     match disk(state.cluster.store().root()) {
         Ok((total, used, free)) => {
             for (name, help, v) in [

@@ -53,11 +53,12 @@ pub fn node_status(st: &AppState) -> NodeStatus {
         disk_size_bytes: disk.map(|d| d.0),
         disk_used_bytes: disk.map(|d| d.1),
         disk_free_bytes: disk.map(|d| d.2),
-        cache_max_bytes: None,
+        cache_max_bytes: st.cluster.store().cache_watermarks().map(|w| w.max_bytes).filter(|m| *m != u64::MAX),
         hits,
         misses,
         origin_egress_bytes: m.origin_egress(),
         transfers_in_flight: st.cluster.transfers_in_flight() as u64,
         recent_transfers: m.recent(),
+        cache_used_bytes: st.cluster.store().cache_used(),
     }
 }

@@ -273,7 +273,9 @@ async fn promtool_check_metrics_accepts_the_output() {
     let data = blob(85, 10_000);
     let holder = TestNode::start(NodeSpec::default());
     let d = holder.put(&data);
-    let c = TestNode::start(NodeSpec { v2: true, ..node_spec(vec![holder.addr()], vec![]) });
+    // With the bounded cache on, so its gauges and counters are checked too.
+    let cache = Some(cairn_store::cache::Watermarks { max_bytes: 1 << 30, min_free: 0 });
+    let c = TestNode::start(NodeSpec { v2: true, cache, ..node_spec(vec![holder.addr()], vec![]) });
     // Every family with samples: a fetch, a hit, a GC.
     get_ok(&format!("{}/v1/fetch/{d}", c.url())).await;
     get_ok(&format!("{}/v1/fetch/{d}", c.url())).await;
@@ -300,7 +302,8 @@ async fn promtool_check_metrics_accepts_the_output() {
 #[tokio::test]
 async fn the_readme_metrics_table_names_every_exported_metric() {
     let holder = TestNode::start(NodeSpec::default());
-    let c = TestNode::start(NodeSpec { v2: true, ..node_spec(vec![holder.addr()], vec![]) });
+    let cache = Some(cairn_store::cache::Watermarks { max_bytes: 1 << 30, min_free: 0 });
+    let c = TestNode::start(NodeSpec { v2: true, cache, ..node_spec(vec![holder.addr()], vec![]) });
     c.state.metrics.record_gc(&cairn_store::GcReport::default());
     let d = holder.put(b"for the table");
     get_ok(&format!("{}/v1/fetch/{d}", c.url())).await;

@@ -94,7 +94,12 @@ fn stream_from(mut blob: BlobReader, pool: Arc<Pool>) -> BlobStream {
     if let Some(b) = blob.take_shared() {
         let chunks: Vec<Result<Bytes>> =
             (0..b.len()).step_by(READ_CHUNK).map(|i| Ok(b.slice(i..(i + READ_CHUNK).min(b.len())))).collect();
-        return Box::pin(futures_util::stream::iter(chunks));
+        // The stream keeps the blob from eviction until it is dropped.
+        let hold = blob.hold.take();
+        return Box::pin(futures_util::StreamExt::map(futures_util::stream::iter(chunks), move |c| {
+            let _ = &hold;
+            c
+        }));
     }
     let (remaining, path) = (blob.remaining(), blob.location().to_owned());
     let mut s = FileStream { blob: Some(blob), left: remaining, reading: None, pool, path };

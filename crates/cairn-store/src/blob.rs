@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 
 use crate::backend::BlobSink;
 use crate::backend::fs::FsStaged;
+use crate::cache::policy::Provenance;
+use crate::cache::state::InUse;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Result, StoreError};
 use crate::store::Store;
@@ -72,6 +74,8 @@ pub struct BlobWriter {
     /// Set once [`BlobWriter::write_owned`] is used: the hasher moved there.
     hash_thread: Option<HashThread>,
     len: u64,
+    /// Where the bytes come from, for the cache's eviction order.
+    provenance: Provenance,
 }
 
 /// A chunk handed to the hash thread.
@@ -102,12 +106,26 @@ impl HashThread {
 }
 
 impl Store {
-    /// Starts writing a new blob.
+    /// Starts writing a new blob put on this node ([`Provenance::Local`]).
     pub fn writer(&self) -> Result<BlobWriter> {
+        self.writer_for(Provenance::Local)
+    }
+
+    /// Starts writing a new blob that came from `provenance` (the fetch
+    /// pipeline writes [`Provenance::Fetched`] copies, evicted first).
+    pub fn writer_for(&self, provenance: Provenance) -> Result<BlobWriter> {
         self.check_writable()?;
         let sink = self.backend().create()?;
         let tmp = sink.location().to_owned();
-        Ok(BlobWriter { store: self.clone(), sink: Some(sink), tmp, hasher: Hasher::new(), hash_thread: None, len: 0 })
+        Ok(BlobWriter {
+            store: self.clone(),
+            sink: Some(sink),
+            tmp,
+            hasher: Hasher::new(),
+            hash_thread: None,
+            len: 0,
+            provenance,
+        })
     }
 
     /// Stores everything `r` yields. With `expected`, a mismatch stores nothing.
@@ -154,7 +172,11 @@ impl Store {
 
     /// Opens `len` bytes (or the rest) of the blob from `offset`.
     pub fn get_range(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<BlobReader> {
-        self.backend().read(d, offset, len)
+        // Held before the open, so an eviction never deletes what is being opened.
+        let hold = self.cache_read(d);
+        let mut r = self.backend().read(d, offset, len)?;
+        r.hold = hold;
+        Ok(r)
     }
 
     /// Every stored blob digest, lazily.
@@ -165,13 +187,17 @@ impl Store {
     /// Removes a blob (GC, registry delete). Absent blobs are not an error.
     pub fn remove_blob(&self, d: &Digest) -> Result<bool> {
         self.check_writable()?;
-        self.backend().delete_blob(d)
+        let gone = self.backend().delete_blob(d)?;
+        self.cache_removed(d);
+        Ok(gone)
     }
 
     /// Moves a blob aside (`quarantine/`), so it is no longer served.
     pub fn quarantine(&self, d: &Digest) -> Result<PathBuf> {
         self.check_writable()?;
-        self.backend().quarantine(d)
+        let to = self.backend().quarantine(d)?;
+        self.cache_removed(d);
+        Ok(to)
     }
 
     /// Hashes the stored bytes of `d` and reports whether they match its name.
@@ -312,6 +338,8 @@ impl VerifiedBlob {
         let sink = self.w.take_sink("commit")?;
         let _gc = self.w.store.gc_shared()?;
         let existed = sink.commit(&digest)?;
+        // Under the GC lock, so an eviction sees every commit it follows.
+        self.w.store.cache_committed(digest, size, self.w.provenance);
         Ok(PutOutcome { digest, size, existed })
     }
 }
@@ -338,10 +366,19 @@ impl Store {
     /// new. The caller holds the shared GC lock until they are referenced.
     pub(crate) fn publish(&self, staged: &[&FsStaged]) -> Result<usize> {
         self.check_writable()?;
-        match self.backend().fs() {
-            Some(fs) => fs.publish(staged),
-            None => Ok(0),
+        let new = match self.backend().fs() {
+            Some(fs) => fs.publish(staged)?,
+            None => 0,
+        };
+        if self.cache_watermarks().is_some() {
+            for s in staged {
+                let d = s.digest();
+                if let Ok(size) = self.size(&d) {
+                    self.cache_committed(d, size, Provenance::Local);
+                }
+            }
         }
+        Ok(new)
     }
 }
 
@@ -362,6 +399,8 @@ pub struct BlobReader {
     size: u64,
     offset: u64,
     remaining: u64,
+    /// Keeps the blob from eviction while it is read.
+    pub(crate) hold: Option<InUse>,
 }
 
 impl std::fmt::Debug for BlobReader {
@@ -378,12 +417,12 @@ impl std::fmt::Debug for BlobReader {
 impl BlobReader {
     /// A reader over an open file positioned at `offset`.
     pub(crate) fn from_file(f: File, path: PathBuf, size: u64, offset: u64, remaining: u64) -> Self {
-        BlobReader { src: Source::File(f), path, size, offset, remaining }
+        BlobReader { src: Source::File(f), path, size, offset, remaining, hold: None }
     }
     /// A reader over bytes in memory: `rest` is exactly the range's bytes.
     pub fn from_bytes(rest: bytes::Bytes, path: PathBuf, size: u64, offset: u64) -> Self {
         let remaining = rest.len() as u64;
-        BlobReader { src: Source::Shared(rest), path, size, offset, remaining }
+        BlobReader { src: Source::Shared(rest), path, size, offset, remaining, hold: None }
     }
     /// The rest of the range when it is already in memory.
     pub(crate) fn take_shared(&mut self) -> Option<bytes::Bytes> {
@@ -397,7 +436,7 @@ impl BlobReader {
     }
     /// A reader over any byte source positioned at `offset`.
     pub fn from_reader(r: Box<dyn Read + Send>, path: PathBuf, size: u64, offset: u64, remaining: u64) -> Self {
-        BlobReader { src: Source::Other(r), path, size, offset, remaining }
+        BlobReader { src: Source::Other(r), path, size, offset, remaining, hold: None }
     }
     /// The whole blob's size.
     pub fn blob_size(&self) -> u64 {

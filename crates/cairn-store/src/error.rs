@@ -107,6 +107,21 @@ pub enum StoreError {
         "store at {0} is open read-only, so this write was refused; write through a command or node that opens it for writing"
     )]
     ReadOnly(PathBuf),
+    /// A blob that does not fit under the cache's cap even after evicting
+    /// every blob that may go (the rest is pinned or being read).
+    #[error(
+        "the cache is full: blob {digest} needs {need} bytes and {used} of cache.max_bytes {max} are pinned (refs, registry tags) or being read; raise cache.max_bytes, or remove refs or tags, and retry"
+    )]
+    CacheFull {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        need: u64,
+        /// Bytes stored after the eviction.
+        used: u64,
+        /// `cache.max_bytes`.
+        max: u64,
+    },
     /// A checkout path that would escape the target directory.
     #[error("unsafe path {path:?} in manifest {name:?}: {reason}; nothing was written for it")]
     UnsafePath {

@@ -14,6 +14,9 @@
 //! - [`snapshot`] / [`checkout`]: a directory tree to a manifest and back.
 //! - [`gc`]: delete unreferenced blobs ([`Store::gc_roots`] lists the roots).
 //! - [`verify`]: re-hash blobs, quarantine the corrupt ones.
+//! - [`cache`]: the bounded cache: recency fed by commits, reads and
+//!   removals ([`Store::enable_cache`]), eviction ([`Store::evict`],
+//!   [`Store::make_room`]) that keeps pinned and in-use blobs.
 //! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
 //!   upload sessions, and the registry's GC roots.
 //! - [`aio`]: for async callers, [`Store::run`] (the one hand-off to the

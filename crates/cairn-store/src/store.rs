@@ -45,6 +45,8 @@ pub struct Store {
 pub(crate) struct Inner {
     backend: Box<dyn Backend>,
     pub(crate) opts: StoreOptions,
+    /// The bounded cache's state, once [`Store::enable_cache`] turned it on.
+    pub(crate) cache: std::sync::OnceLock<Arc<crate::cache::state::CacheState>>,
 }
 
 impl Store {
@@ -69,7 +71,7 @@ impl Store {
 
     /// A store over any [`Backend`].
     pub fn with_backend(backend: Box<dyn Backend>, opts: StoreOptions) -> Store {
-        Store { inner: Arc::new(Inner { backend, opts }) }
+        Store { inner: Arc::new(Inner { backend, opts, cache: std::sync::OnceLock::new() }) }
     }
 
     /// The backend.

@@ -50,6 +50,8 @@ pub struct NodeSpec {
     pub body_timeout: Duration,
     /// When peers are asked for a tag while registry origins are configured.
     pub peer_tags: cairn_cluster::mirror::PeerTags,
+    /// The bounded cache's limits, with the evictor running as in `cairn serve`.
+    pub cache: Option<cairn_store::cache::Watermarks>,
 }
 
 impl Default for NodeSpec {
@@ -73,6 +75,7 @@ impl Default for NodeSpec {
             tune: None,
             body_timeout: Duration::from_secs(30),
             peer_tags: cairn_cluster::mirror::PeerTags::default(),
+            cache: None,
         }
     }
 }
@@ -132,6 +135,9 @@ impl TestNode {
         if let Some(tune) = spec.tune {
             tune(&mut cfg);
         }
+        if let Some(w) = spec.cache {
+            store.enable_cache(w).expect("enable cache");
+        }
         let registry =
             spec.v2.then(|| cairn_store::oci::Registry::new(store.clone(), spec.registry.clone()).expect("registry"));
         let state = AppState::with_registry(store.clone(), cfg, &format!(":{}", addr.port()), registry).expect("state");
@@ -141,6 +147,10 @@ impl TestNode {
         let server = Server::spawn(listener, app);
         if spec.health_loop {
             server.enter(|| state.cluster.spawn_health_loop());
+        }
+        if spec.cache.is_some() {
+            let st = Arc::clone(&state);
+            server.enter(|| cairn_http::evictor::spawn_evictor(st, cairn_http::evictor::EVICT_INTERVAL, |_| {}));
         }
         // As `cairn serve`: expired upload sessions go on a timer (stops with the runtime).
         if let Some(reg) = state.registry.clone() {

@@ -104,6 +104,59 @@ pub struct FileConfig {
     /// `host:port` resolved every `health_interval`; each address is a peer
     /// (e.g. a Kubernetes headless Service, `cairn-peers.cairn.svc.cluster.local:7420`).
     pub dns_name: Option<String>,
+    /// Cairn: the bounded cache, `{max_bytes, min_free}` (default: none, no cap).
+    pub cache: Option<CacheSection>,
+}
+
+/// The `cache` section: limits past which `serve` evicts least recently
+/// used blobs. Sizes are bytes, `500MB`, `50GiB`, or `10%` of the data
+/// dir's filesystem.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Most bytes of blobs kept (default: no cap).
+    pub max_bytes: Option<SizeText>,
+    /// Least free bytes left on the data dir's filesystem (default 0).
+    pub min_free: Option<SizeText>,
+}
+
+/// A size as written: a number, or text such as `50GiB` or `10%`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeText {
+    /// Bytes.
+    Bytes(u64),
+    /// Text for [`cairn_store::cache::Limit`].
+    Text(String),
+}
+
+impl SizeText {
+    fn limit(&self, key: &str) -> anyhow::Result<cairn_store::cache::Limit> {
+        match self {
+            SizeText::Bytes(n) => Ok(cairn_store::cache::Limit::Bytes(*n)),
+            SizeText::Text(t) => t.parse().with_context(|| format!("cache.{key}")),
+        }
+    }
+}
+
+/// The checked `cache` section; resolved to bytes against the data dir's
+/// filesystem when `serve` starts ([`CacheLimits::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// `cache.max_bytes`; `None`: no cap.
+    pub max_bytes: Option<cairn_store::cache::Limit>,
+    /// `cache.min_free`; `None`: 0.
+    pub min_free: Option<cairn_store::cache::Limit>,
+}
+
+impl CacheLimits {
+    /// The watermarks for a filesystem of `total` bytes.
+    pub fn resolve(&self, total: u64) -> cairn_store::cache::Watermarks {
+        cairn_store::cache::Watermarks {
+            max_bytes: self.max_bytes.map_or(u64::MAX, |l| l.resolve(total)),
+            min_free: self.min_free.map_or(0, |l| l.resolve(total)),
+        }
+    }
 }
 
 /// One origin entry: either `url` (a URL template) or `registry` (an
@@ -354,6 +407,8 @@ pub struct NodeConfig {
     pub metrics_bind: Option<SocketAddr>,
     /// The `host:port` whose addresses are peers (`discovery: dns`).
     pub dns_name: Option<String>,
+    /// The bounded cache's limits (`None`: no cache section, no cap).
+    pub cache: Option<CacheLimits>,
 }
 
 /// How `serve` writes its log (config key `log_format`).
@@ -632,6 +687,13 @@ impl NodeConfig {
             None => None,
         };
         let dns_name = dns_name(discovery, file.dns_name)?;
+        let cache = match &file.cache {
+            None => None,
+            Some(c) => Some(CacheLimits {
+                max_bytes: c.max_bytes.as_ref().map(|s| s.limit("max_bytes")).transpose()?,
+                min_free: c.min_free.as_ref().map(|s| s.limit("min_free")).transpose()?,
+            }),
+        };
         Ok(NodeConfig {
             node_id,
             listen_addr,
@@ -671,6 +733,7 @@ impl NodeConfig {
             gc_grace,
             metrics_bind,
             dns_name,
+            cache,
         })
     }
 

@@ -100,6 +100,25 @@ fn config_check_prints_a_config_that_loads_to_the_same_effective_config() {
 }
 
 #[test]
+fn config_check_reads_the_cache_section_and_prints_it_back_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(&f, "cache:\n  max_bytes: 50GiB\n  min_free: 10%\n").unwrap();
+    let first = check(&f);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["cache"], serde_json::json!({"max_bytes": (50u64 << 30).to_string(), "min_free": "10%"}), "{v}");
+    let again = dir.path().join("effective.json");
+    std::fs::write(&again, &first.stdout).unwrap();
+    let second = check(&again);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(first.stdout, second.stdout, "the effective config is a fixed point");
+    std::fs::write(&f, "node_id: n1\n").unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&check(&f).stdout).unwrap();
+    assert!(v["cache"].is_null(), "no cache section: no cap, {v}");
+}
+
+#[test]
 fn config_check_refuses_bad_values_naming_the_key_and_prints_no_password() {
     let dir = tempfile::tempdir().unwrap();
     for (yaml, says) in [
@@ -107,6 +126,8 @@ fn config_check_refuses_bad_values_naming_the_key_and_prints_no_password() {
         ("log_level: \"[[[\"\n", "log_level"),
         ("peer_timeout: soon\n", "peer_timeout"),
         ("listen_addr: nowhere\n", "listen_addr"),
+        ("cache:\n  max_bytes: 12 parsecs\n", "cache.max_bytes"),
+        ("cache:\n  min_free: 101%\n", "cache.min_free"),
     ] {
         let f = dir.path().join("bad.yaml");
         std::fs::write(&f, yaml).unwrap();

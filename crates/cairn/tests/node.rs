@@ -365,3 +365,41 @@ fn metrics_addr_serves_only_metrics_and_listen_addr_serves_them_too() {
     assert!(log.contains(&format!("metrics=127.0.0.1:{mport}")), "the start line names it: {log}");
     assert!(sigterm(&mut node).success());
 }
+
+#[test]
+fn serve_with_a_cache_section_evicts_past_max_bytes_and_keeps_referenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn")).arg("--data-dir").arg(&data).args(args).output().unwrap();
+        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let pinned = cairn_testkit::blob(1, 200_000);
+    std::fs::write(tree.join("kept.bin"), &pinned).unwrap();
+    cli(&["snapshot", tree.to_str().unwrap(), "--name", "kept"]);
+    let mut loose = Vec::new();
+    for i in 0..5u64 {
+        let f = dir.path().join(format!("loose{i}"));
+        std::fs::write(&f, cairn_testkit::blob(10 + i, 100_000)).unwrap();
+        loose.push(cli(&["put", f.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned());
+    }
+    let config =
+        format!("listen_addr: \"127.0.0.1:{port}\"\ndata_dir: \"{}\"\ncache:\n  max_bytes: 500KB\n", data.display());
+    let node = serve(dir.path(), &config);
+    node.wait_log("bounded cache on");
+    node.wait_log("evicted least recently used blobs");
+    let objects = |d: &str| data.join("objects").join(d).exists();
+    assert!(objects(&Digest::of(&pinned).to_string()), "the referenced blob was evicted");
+    let left = loose.iter().filter(|d| objects(d)).count();
+    assert_eq!(left, 2, "700 KB down to under 450 KB: 200 KB pinned and 2 of the 100 KB blobs");
+    let (status, metrics) = http_get(&node.addr, "/metrics");
+    assert_eq!(status, 200);
+    let max = metrics.lines().find_map(|l| l.strip_prefix("cairn_cache_max_bytes ")).unwrap_or("0");
+    assert_eq!(max, "500000", "{metrics}");
+    let evicted = metrics.lines().find_map(|l| l.strip_prefix("cairn_evictions_total ")).unwrap_or("0");
+    assert_eq!(evicted, "3");
+}

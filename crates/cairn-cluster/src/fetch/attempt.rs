@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::fanout::{Msg, Release};
 use super::flight::Transfer;
-use super::limits::{RateWatch, check_free_space};
+use super::limits::{RateWatch, check_free_space, make_room};
 use super::source::Source;
 use super::{HOLD_BACK, Inner};
 use crate::error::{ClusterError, Result};
@@ -44,16 +44,22 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
             reason: format!("HEAD said {head} bytes, GET says {get}"),
         });
     }
+    let mut room = cairn_store::cache::Reservation::default();
     if let Some(size) = remote.size {
         if size > max {
             return Err(ClusterError::TooLarge { source_name: name, digest: d, size, limit: max });
         }
+        room = make_room(inner, d, size).await?;
         check_free_space(inner, d, size).await?;
     }
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
     let store = inner.store.clone();
     // A spawned handle, not a lazy future: the writer must drain the channel while bytes arrive.
-    let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
+    let writer = tokio::task::spawn_blocking(move || {
+        // The room is held until the blob is committed (and counted) or dropped.
+        let _room = room;
+        write_blob(store, d, rx)
+    });
     let mut run = Receive {
         inner,
         t,
@@ -233,7 +239,7 @@ pub(crate) fn write_blob(
     d: Digest,
     mut rx: mpsc::Receiver<WriteMsg>,
 ) -> Result<cairn_store::PutOutcome, StoreError> {
-    let mut w = store.writer()?;
+    let mut w = store.writer_for(cairn_store::cache::Provenance::Fetched)?;
     while let Some(m) = rx.blocking_recv() {
         match m {
             WriteMsg::Chunk(c) => {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use cairn_store::Digest;
+use cairn_store::cache::{Reservation, Room};
 
 use super::{Inner, blocking};
 use crate::error::{ClusterError, Result};
@@ -88,6 +89,26 @@ pub(crate) async fn check_free_space(inner: &Inner, d: Digest, size: u64) -> Res
         Ok(())
     } else {
         Err(ClusterError::DiskFull { digest: d, need: size, free, reserve })
+    }
+}
+
+/// Makes room under the cache's cap (`cache.max_bytes`) for a fetched blob
+/// of `size` bytes, evicting least recently used blobs; refuses it when it
+/// cannot fit even then. Nothing to do when the cache is off.
+pub(crate) async fn make_room(inner: &Inner, d: Digest, size: u64) -> Result<Reservation> {
+    let store = inner.store.clone();
+    if store.cache_watermarks().is_none() {
+        return Ok(Reservation::default());
+    }
+    let room = blocking(move || store.make_room(size)).await??;
+    match room {
+        Room::Fits(r, held) => {
+            if !r.blobs.is_empty() {
+                tracing::info!(digest = %d, blobs = r.blobs.len(), bytes = r.bytes, "evicted to make room for a fetched blob");
+            }
+            Ok(held)
+        }
+        Room::Full { used, max, .. } => Err(ClusterError::CacheFull { digest: d, need: size, used, max }),
     }
 }
 

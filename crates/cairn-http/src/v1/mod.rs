@@ -135,8 +135,16 @@ async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, bod
             PumpError::Sink(e) => ApiError::Store(s.cluster.store().write_error(e)),
             PumpError::Task(e) => ApiError::Cluster(cairn_cluster::ClusterError::Task(e)),
         })?;
-    // A mismatch drops the temp file; nothing is stored.
-    let out = s.cluster.store().run(move |_| w.commit(Some(&d))).await?;
+    // A mismatch drops the temp file; nothing is stored. So does a blob
+    // that does not fit under the cache's cap even after eviction.
+    let out = s
+        .cluster
+        .store()
+        .run(move |s| {
+            let _room = s.reserve(&d, w.len())?;
+            w.commit(Some(&d))
+        })
+        .await?;
     let status = if out.existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(PutBlobAnswer { digest: out.digest, size: out.size, existed: out.existed })).into_response())
 }

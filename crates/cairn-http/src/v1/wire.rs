@@ -147,4 +147,7 @@ pub struct NodeStatus {
     pub transfers_in_flight: u64,
     /// The last transfers, newest first.
     pub recent_transfers: Vec<RecentTransfer>,
+    /// Bytes of blobs the cache holds (what counts against its cap); absent without one.
+    #[serde(default)]
+    pub cache_used_bytes: Option<u64>,
 }

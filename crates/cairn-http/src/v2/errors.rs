@@ -199,6 +199,7 @@ fn from_store(s: StoreError) -> V2Error {
         StoreError::BlobNotFound(d) => V2Error::new(&BLOB_UNKNOWN, json!({"digest": d.oci()})),
         StoreError::Io { op: "read input", .. } => V2Error::new(&BLOB_UPLOAD_INVALID, msg),
         StoreError::ReadOnly(_) => V2Error::new(&DENIED, msg),
+        StoreError::CacheFull { .. } => V2Error::new(&UNKNOWN, msg).with_status(StatusCode::INSUFFICIENT_STORAGE),
         _ => {
             tracing::error!(error = %msg, "registry request failed");
             V2Error::new(&UNKNOWN, msg)
@@ -312,6 +313,7 @@ mod tests {
             (ClusterError::TooSlow { source_name: "o".into(), digest: d, bytes: 1, over: secs, min: 2 }, 504),
             (ClusterError::Store(StoreError::ReadOnly("/data".into())), 503),
             (ClusterError::DiskFull { digest: d, need: 2, free: 1, reserve: 1 }, 507),
+            (ClusterError::CacheFull { digest: d, need: 2, used: 1, max: 2 }, 507),
             (ClusterError::Task("worker died".into()), 500),
         ];
         for (e, want) in cases {

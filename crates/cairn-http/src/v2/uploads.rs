@@ -78,6 +78,7 @@ pub async fn start(
         let (reg, rp) = (st.registry.clone(), repo.clone());
         // A mismatch drops the temp file; nothing is stored.
         blocking(move || {
+            let _room = reg.store().reserve(&d, w.len())?;
             w.commit(Some(&d))?;
             reg.link_blob(&rp, &d)
         })
@@ -132,7 +133,9 @@ pub async fn finish(
     let a = append_body(&st, &repo, &id, start, body).await?;
     let (reg, rp) = (st.registry.clone(), repo.clone());
     blocking(move || {
-        a.finish(len)?;
+        let size = a.finish(len)?;
+        // The session stays when the blob cannot fit: the client may retry.
+        let _room = reg.store().reserve(&d, size)?;
         reg.finish_upload(&rp, &id, &d)
     })
     .await?;

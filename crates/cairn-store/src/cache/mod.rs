@@ -1,10 +1,13 @@
-//! The bounded cache's pieces that need no disk: the eviction order
-//! ([`policy::Recency`]), the watermarks ([`policy::Watermarks`]) and sizes
-//! as the config writes them ([`size::Limit`]). The node feeds the order
-//! from the store's commits and reads, and deletes what it picks.
+//! The bounded cache: the eviction order ([`policy::Recency`]), the
+//! watermarks ([`policy::Watermarks`]), sizes as the config writes them
+//! ([`size::Limit`]), and the store's live state ([`state`]): the order fed
+//! by the store's commits, reads and removals, and eviction
+//! ([`crate::Store::evict`], [`crate::Store::make_room`]).
 
 pub mod policy;
 pub mod size;
+pub mod state;
 
 pub use policy::{Provenance, Recency, Watermarks};
 pub use size::{Limit, SizeError};
+pub use state::{EvictReport, InUse, Reservation, Room};

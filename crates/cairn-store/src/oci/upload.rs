@@ -347,6 +347,7 @@ impl Registry {
         // The data may be older than the GC grace: keep GC out until it is linked.
         let _gc = self.store.gc_shared()?;
         let existed = f.commit(expected)?;
+        self.store.cache_committed(*expected, size, crate::cache::Provenance::Local);
         drop(f);
         self.link_blob(repo, expected)?;
         self.remove_upload(id)?;

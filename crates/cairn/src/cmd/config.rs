@@ -74,6 +74,10 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
         "gc_grace": secs(node.gc_grace),
         "metrics_addr": node.metrics_bind.map(|a| a.to_string()),
         "dns_name": node.dns_name,
+        "cache": node.cache.map(|c| json!({
+            "max_bytes": c.max_bytes.map(|l| l.to_string()),
+            "min_free": c.min_free.map(|l| l.to_string()),
+        })),
     })
 }
 

@@ -50,6 +50,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         .await
         .context("opening the data dir")?
         .with_context(|| format!("opening data dir {}", cfg.data_dir.display()))?;
+    enable_cache(&cfg, &store).await?;
     // Every node is also a registry: /v2 on listen_addr, and on registry_addr when set.
     let registry = open_registry(&cfg, store.clone()).await?;
     let tls = match &cfg.tls {
@@ -92,6 +93,16 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     let gc = cfg
         .gc_interval
         .map(|every| spawn_gc(state.cluster.store().clone(), Arc::clone(&state.metrics), every, cfg.gc_grace));
+    let evictor = cairn_http::evictor::spawn_evictor(Arc::clone(&state), cairn_http::evictor::EVICT_INTERVAL, |r| {
+        if !r.blobs.is_empty() {
+            tracing::info!(
+                blobs = r.blobs.len(),
+                bytes = r.bytes,
+                pinned_over_cap = r.pinned_over_cap,
+                "evicted least recently used blobs"
+            );
+        }
+    });
     let mdns = start_discovery(&cfg, &state.cluster)?;
     let dns = start_dns_discovery(&cfg, &state.cluster, local);
     let discovery = match &cfg.dns_name {
@@ -131,6 +142,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     if let Some(g) = gc {
         g.abort();
     }
+    if let Some(e) = evictor {
+        e.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -146,6 +160,28 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         m.await.context("metrics listener task")?.context("serving metrics")?;
     }
     tracing::info!("cairn node stopped");
+    Ok(())
+}
+
+/// Turns on the bounded cache when the config has a `cache` section: its
+/// sizes resolved against the data dir's filesystem, the store listed once
+/// to learn what it holds.
+async fn enable_cache(cfg: &NodeConfig, store: &Store) -> anyhow::Result<()> {
+    let Some(limits) = cfg.cache else { return Ok(()) };
+    let total = cairn_http::metrics::disk(&cfg.data_dir)
+        .with_context(|| format!("cache: reading the size of {}'s filesystem", cfg.data_dir.display()))?
+        .0;
+    let w = limits.resolve(total);
+    store
+        .run(move |s| s.enable_cache(w))
+        .await
+        .with_context(|| format!("cache: listing the blobs in {}", cfg.data_dir.display()))?;
+    tracing::info!(
+        max_bytes = w.max_bytes,
+        min_free = w.min_free,
+        used = store.cache_used().unwrap_or(0),
+        "bounded cache on: least recently used blobs are evicted past these limits"
+    );
     Ok(())
 }
 
