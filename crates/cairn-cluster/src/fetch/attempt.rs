@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::fanout::{Msg, Release};
 use super::flight::Transfer;
-use super::limits::{RateWatch, check_free_space, make_room};
+use super::limits::{PendingRoom, RateWatch, room_for_blob};
 use super::source::Source;
 use super::{HOLD_BACK, Inner};
 use crate::error::{ClusterError, Result};
@@ -44,22 +44,17 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
             reason: format!("HEAD said {head} bytes, GET says {get}"),
         });
     }
-    let mut room = cairn_store::cache::Reservation::default();
+    let mut room = PendingRoom::Ready(cairn_store::cache::Reservation::default());
     if let Some(size) = remote.size {
         if size > max {
             return Err(ClusterError::TooLarge { source_name: name, digest: d, size, limit: max });
         }
-        room = make_room(inner, d, size).await?;
-        check_free_space(inner, d, size).await?;
+        room = room_for_blob(inner, d, size).await?;
     }
     let (tx, rx) = mpsc::channel::<WriteMsg>(8);
     let store = inner.store.clone();
     // A spawned handle, not a lazy future: the writer must drain the channel while bytes arrive.
-    let writer = tokio::task::spawn_blocking(move || {
-        // The room is held until the blob is committed (and counted) or dropped.
-        let _room = room;
-        write_blob(store, d, rx)
-    });
+    let writer = tokio::task::spawn_blocking(move || write_blob(store, d, rx));
     let mut run = Receive {
         inner,
         t,
@@ -67,6 +62,7 @@ pub(crate) async fn attempt(inner: &Inner, t: &Transfer, src: &dyn Source, relea
         kind: src.kind(),
         size: remote.size,
         idle: src.idle(),
+        room,
         tx,
         held: VecDeque::new(),
         held_bytes: 0,
@@ -106,6 +102,8 @@ struct Receive<'a> {
     /// The size the source declared.
     size: Option<u64>,
     idle: Duration,
+    /// Room under the cache's cap, awaited before the commit.
+    room: PendingRoom,
     tx: mpsc::Sender<WriteMsg>,
     held: VecDeque<Bytes>,
     held_bytes: u64,
@@ -199,7 +197,9 @@ impl Receive<'_> {
         writer: JoinHandle<Result<cairn_store::PutOutcome, StoreError>>,
         release: &mut Release,
     ) -> Result<()> {
-        let Receive { t, name, kind, received, held, tx, .. } = self;
+        let Receive { t, name, kind, received, held, tx, room, .. } = self;
+        // Held until the writer has committed (and counted) the blob.
+        let _room = room.ready().await?;
         // The writer's own errors are reported by its join below.
         let (verified_tx, verified) = oneshot::channel();
         let _ = tx.send(WriteMsg::Commit(Some(verified_tx))).await;

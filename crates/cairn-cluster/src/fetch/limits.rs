@@ -92,15 +92,71 @@ pub(crate) async fn check_free_space(inner: &Inner, d: Digest, size: u64) -> Res
     }
 }
 
+/// Room under the cache's cap for one fetched blob: made on the blocking
+/// pool while the blob's bytes arrive (eviction took a fifth of a 1 GiB
+/// pull when done first), so the store may pass its cap by this one blob
+/// meanwhile. The reservation is held until the blob is committed.
+pub(crate) enum PendingRoom {
+    /// Made (or no cache to make it in).
+    Ready(Reservation),
+    /// Being made.
+    Making(tokio::task::JoinHandle<Result<Reservation>>),
+}
+
+impl PendingRoom {
+    /// Waits for the room; an error when the blob cannot fit even after
+    /// eviction ([`ClusterError::CacheFull`]).
+    pub(crate) async fn ready(self) -> Result<Reservation> {
+        match self {
+            PendingRoom::Ready(r) => Ok(r),
+            PendingRoom::Making(h) => h.await.map_err(|e| ClusterError::Task(e.to_string()))?,
+        }
+    }
+}
+
+/// Checks a fetched blob of `size` bytes can be stored: under the cache's
+/// cap (eviction starts now and runs beside the transfer) and within the
+/// disk's free space. A blob larger than the cap itself is refused at once.
+pub(crate) async fn room_for_blob(inner: &Inner, d: Digest, size: u64) -> Result<PendingRoom> {
+    let store = inner.store.clone();
+    let Some(w) = store.cache_watermarks() else {
+        check_free_space(inner, d, size).await?;
+        return Ok(PendingRoom::Ready(Reservation::default()));
+    };
+    if size > w.max_bytes {
+        let used = store.cache_used().unwrap_or(0);
+        return Err(ClusterError::CacheFull { digest: d, need: size, used, max: w.max_bytes });
+    }
+    let (decided_tx, decided) = tokio::sync::oneshot::channel();
+    let making = PendingRoom::Making(tokio::spawn(make_room(store, d, size, decided_tx)));
+    // Whether it fits is known once the victims are picked; their deletes go on.
+    if decided.await == Ok(false) {
+        return making.ready().await.map(PendingRoom::Ready);
+    }
+    if check_free_space(inner, d, size).await.is_ok() {
+        return Ok(making);
+    }
+    // Eviction may be what frees the disk: wait for it, then look again.
+    let held = making.ready().await?;
+    check_free_space(inner, d, size).await?;
+    Ok(PendingRoom::Ready(held))
+}
+
 /// Makes room under the cache's cap (`cache.max_bytes`) for a fetched blob
 /// of `size` bytes, evicting least recently used blobs; refuses it when it
-/// cannot fit even then. Nothing to do when the cache is off.
-pub(crate) async fn make_room(inner: &Inner, d: Digest, size: u64) -> Result<Reservation> {
-    let store = inner.store.clone();
-    if store.cache_watermarks().is_none() {
-        return Ok(Reservation::default());
-    }
-    let room = blocking(move || store.make_room(size)).await??;
+/// cannot fit even then.
+async fn make_room(
+    store: cairn_store::Store,
+    d: Digest,
+    size: u64,
+    decided: tokio::sync::oneshot::Sender<bool>,
+) -> Result<Reservation> {
+    let room = blocking(move || {
+        store.make_room_then(size, |fits| {
+            let _ = decided.send(fits);
+        })
+    })
+    .await??;
     match room {
         Room::Fits(r, held) => {
             if !r.blobs.is_empty() {

@@ -80,7 +80,7 @@ pub async fn start(
         blocking(move || {
             let _room = reg.store().reserve(&d, w.len())?;
             w.commit(Some(&d))?;
-            reg.link_blob(&rp, &d)
+            reg.link_pushed_blob(&rp, &d)
         })
         .await?;
         return Ok(created(&repo, &d));

@@ -35,6 +35,15 @@ pub fn repo_blobs(r: &RepoName) -> String {
 pub fn repo_blob(r: &RepoName, d: &Digest) -> String {
     format!("{}/{d}", repo_blobs(r))
 }
+/// `<repo>/_pushed`: manifests a client pushed to this node (the mirror's
+/// fetched ones are only in `_manifests`), which the cache never evicts.
+pub fn repo_pushed_dir(r: &RepoName) -> String {
+    format!("{}/_pushed", repo(r))
+}
+/// `<repo>/_pushed/<hex>`.
+pub fn repo_pushed(r: &RepoName, d: &Digest) -> String {
+    format!("{}/{d}", repo_pushed_dir(r))
+}
 /// `<repo>/_tags`.
 pub fn repo_tags(r: &RepoName) -> String {
     format!("{}/_tags", repo(r))

@@ -9,7 +9,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use crate::cache::policy::{Provenance, Recency, Watermarks};
 use crate::digest::Digest;
@@ -235,7 +234,7 @@ impl Store {
             _ => u64::MAX,
         };
         let need = w.to_free(c.used(), free);
-        self.evict_bytes(c, need, w.max_bytes)
+        self.evict_bytes(c, need, w.max_bytes, &mut |_| {})
     }
 
     /// Makes room for a new blob of `size` bytes under the cap: evicts when
@@ -245,11 +244,33 @@ impl Store {
     /// (nothing is evicted for a blob larger than the cap itself); the free
     /// space itself is the fetch pipeline's `min_free_space` check.
     pub fn make_room(&self, size: u64) -> Result<Room> {
-        let Some(c) = self.cache() else { return Ok(Room::Fits(EvictReport::default(), Reservation::default())) };
+        self.make_room_then(size, |_| {})
+    }
+
+    /// [`Store::make_room`], calling `decided` with whether the blob will
+    /// fit as soon as that is known: after the victims are picked and before
+    /// they are deleted (unlinking a GiB takes a few hundred ms on ext4), so
+    /// a caller can go on with its transfer while the deletes run.
+    pub fn make_room_then(&self, size: u64, decided: impl FnOnce(bool)) -> Result<Room> {
+        let mut decided = Some(decided);
+        // The first answer given is kept: a blob said to fit is taken even if
+        // a read saved one of the victims (the cap is passed by one blob at most).
+        let mut promised: Option<bool> = None;
+        let mut tell = |fits: bool| {
+            if let Some(f) = decided.take() {
+                promised = Some(fits);
+                f(fits);
+            }
+        };
+        let Some(c) = self.cache() else {
+            tell(true);
+            return Ok(Room::Fits(EvictReport::default(), Reservation::default()));
+        };
         let _one = lock(&c.rooms);
         let max = c.watermarks.max_bytes;
         let taken = |c: &CacheState| c.used().saturating_add(c.reserved.load(Ordering::Relaxed));
         if size > max {
+            tell(false);
             return Ok(Room::Full { used: c.used(), max, evicted: EvictReport::default() });
         }
         let mut evicted = EvictReport::default();
@@ -264,27 +285,42 @@ impl Store {
         let need_free = Watermarks { max_bytes: u64::MAX, min_free: c.watermarks.min_free }.to_free(0, free_after);
         let need = need_cap.max(need_free);
         if need > 0 {
-            evicted = self.evict_bytes(c, need, max)?;
+            let before = taken(c);
+            evicted = self.evict_bytes(c, need, max, &mut |planned| {
+                tell(before.saturating_sub(planned).saturating_add(size) <= max);
+            })?;
         }
-        if taken(c).saturating_add(size) > max {
+        let fits_now = taken(c).saturating_add(size) <= max;
+        tell(fits_now);
+        let fits = promised.unwrap_or(fits_now);
+        if !fits {
             return Ok(Room::Full { used: c.used(), max, evicted });
         }
         c.reserved.fetch_add(size, Ordering::Relaxed);
         Ok(Room::Fits(evicted, Reservation { held: Some((Arc::clone(c), size)) }))
     }
 
-    fn evict_bytes(&self, c: &Arc<CacheState>, need: u64, max: u64) -> Result<EvictReport> {
+    /// Evicts at least `need` bytes if it can; `planned` hears how many
+    /// bytes the picked victims hold, before any is deleted.
+    fn evict_bytes(
+        &self,
+        c: &Arc<CacheState>,
+        need: u64,
+        max: u64,
+        planned: &mut dyn FnMut(u64),
+    ) -> Result<EvictReport> {
         let mut report = EvictReport::default();
         if need > 0 {
             let _lock = self.gc_exclusive()?;
             // Read under the lock: saves that finished before it are seen.
             let mut pinned: HashSet<Digest> = self.gc_roots()?;
-            pinned.extend(self.registry_roots(Duration::ZERO)?);
+            pinned.extend(self.registry_pins()?);
             let victims = {
                 let r = lock(&c.recency);
                 let used = lock(&c.in_use);
                 r.victims(need, |d| pinned.contains(d) || used.contains_key(d))
             };
+            planned(victims.iter().map(|v| v.1).sum());
             for (d, size) in victims {
                 // A read that started since the pick keeps its blob.
                 if lock(&c.in_use).contains_key(&d) {

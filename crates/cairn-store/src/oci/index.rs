@@ -94,6 +94,7 @@ impl Registry {
             self.store.write_atomic(&keys::repo_referrer(repo, &s.digest, &digest), desc.to_string().as_bytes())?;
         }
         self.store.write_atomic(&keys::repo_manifest(repo, &digest), m.media_type.as_bytes())?;
+        self.store.write_atomic(&keys::repo_pushed(repo, &digest), b"")?;
         if let Reference::Tag(t) = reference {
             self.store.write_atomic(&keys::repo_tag(repo, t), format!("{}\n", digest.oci()).as_bytes())?;
             self.cache.forget_tag(repo, t);
@@ -203,6 +204,7 @@ impl Registry {
                 {
                     store.remove_meta(&keys::repo_referrer(repo, &s.digest, d))?;
                 }
+                store.remove_meta(&keys::repo_pushed(repo, d))?;
                 store.remove_meta(&keys::repo_manifest(repo, d))?;
                 self.cache.forget_manifest(repo, d);
             }
@@ -244,6 +246,14 @@ impl Registry {
         Ok(out)
     }
 
+    /// Links a blob a client pushed (or mounted) into `repo`, marked as
+    /// pushed: the bounded cache keeps it while its manifest may still be
+    /// on its way (see [`Store::registry_pins`]).
+    pub fn link_pushed_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
+        self.link_blob(repo, d)?;
+        Ok(self.store.write_atomic(&keys::repo_pushed(repo, d), b"")?)
+    }
+
     /// Links a stored blob into `repo` (idempotent).
     pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
         let k = keys::repo_blob(repo, d);
@@ -281,6 +291,9 @@ impl Registry {
     /// Unlinks a blob from `repo`; the bytes stay until GC finds them unreferenced.
     pub fn delete_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
         if self.store.remove_meta(&keys::repo_blob(repo, d))? {
+            if !self.store.backend().exists(&keys::repo_manifest(repo, d)) {
+                self.store.remove_meta(&keys::repo_pushed(repo, d))?;
+            }
             Ok(())
         } else {
             Err(OciError::BlobUnknown { repo: repo.clone(), digest: *d })
@@ -296,7 +309,7 @@ impl Registry {
         let _gc = self.store.gc_shared()?;
         let ok = self.has_blob(from, d);
         if ok {
-            self.link_blob(repo, d)?;
+            self.link_pushed_blob(repo, d)?;
         }
         Ok(ok)
     }

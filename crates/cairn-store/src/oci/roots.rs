@@ -35,6 +35,20 @@ impl Store {
     /// A stored manifest that no longer parses is an error, so a GC stops
     /// rather than deleting what it might reference.
     pub fn registry_roots(&self, grace: Duration) -> Result<Vec<Digest>> {
+        self.collect_registry_roots(grace, false)
+    }
+
+    /// What the bounded cache never evicts from the registry: every tagged
+    /// manifest and every manifest a client pushed here (tagged or not),
+    /// each with its closure and referrers, and blobs pushed within the GC
+    /// grace (a push's layers come before its manifest). Manifests and blobs
+    /// the mirror fetched and left untagged are not pinned: they are cached
+    /// copies.
+    pub fn registry_pins(&self) -> Result<Vec<Digest>> {
+        self.collect_registry_roots(Duration::ZERO, true)
+    }
+
+    fn collect_registry_roots(&self, grace: Duration, pushed: bool) -> Result<Vec<Digest>> {
         let reg = Registry {
             store: self.clone(),
             opts: RegistryOptions::default(),
@@ -59,6 +73,17 @@ impl Store {
                     && young(self, &keys::repo_manifest(&repo, &d), grace)
                 {
                     queue.push_back(d);
+                }
+            }
+            if pushed {
+                for n in be.children(&keys::repo_pushed_dir(&repo))? {
+                    let Ok(d) = Digest::parse(&n) else { continue };
+                    if be.exists(&keys::repo_manifest(&repo, &d)) {
+                        queue.push_back(d);
+                    } else if young(self, &keys::repo_pushed(&repo, &d), crate::gc::DEFAULT_GRACE) {
+                        // A pushed layer whose manifest may still be on its way.
+                        keep.insert(d);
+                    }
                 }
             }
             for n in be.children(&keys::repo_blobs(&repo))? {

@@ -349,7 +349,7 @@ impl Registry {
         let existed = f.commit(expected)?;
         self.store.cache_committed(*expected, size, crate::cache::Provenance::Local);
         drop(f);
-        self.link_blob(repo, expected)?;
+        self.link_pushed_blob(repo, expected)?;
         self.remove_upload(id)?;
         Ok(PutOutcome { digest: *expected, size, existed })
     }

@@ -10,6 +10,7 @@
 //!     repositories/<repo name>/   one dir per repository (names may hold '/'; no component starts with '_')
 //!       _manifests/<64 hex>       manifest in this repo; content: its media type
 //!       _blobs/<64 hex>           blob linked into this repo (pushed, mounted or referenced); empty
+//!       _pushed/<64 hex>          a manifest or blob a client pushed here (not the mirror); empty
 //!       _tags/<tag>               content: sha256:<hex> of the tagged manifest
 //!       _referrers/<subject hex>/<64 hex>  descriptor JSON of a manifest whose subject is <subject hex>
 //!     uploads/<32 hex>/           one upload session
