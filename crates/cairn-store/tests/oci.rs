@@ -20,6 +20,7 @@ both_backends!(
     finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session,
     idle_uploads_expire_after_the_ttl,
     registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifests,
+    cache_pins_pushed_manifests_tagged_or_not_and_fresh_pushed_blobs_but_not_what_the_mirror_fetched,
     referrers_list_only_live_manifests_and_filter_by_artifact_type,
     gc_with_zero_grace_keeps_tagged_images_and_deletes_old_untagged_ones,
     tag_repointed_by_another_handle_is_served_at_its_new_manifest_by_a_caching_handle,
@@ -233,6 +234,36 @@ fn registry_roots_keep_tagged_closure_and_referrers_but_not_old_untagged_manifes
 
     let young = r.store().registry_roots(Duration::from_secs(3600)).unwrap();
     assert!(young.contains(&orphan.digest) && young.contains(&l2), "within grace everything is kept");
+}
+
+fn cache_pins_pushed_manifests_tagged_or_not_and_fresh_pushed_blobs_but_not_what_the_mirror_fetched(env: &Env) {
+    let r = open(env);
+    let rp = repo("pins/x");
+    let c = put_blob(&r, b"{}");
+    let l1 = put_blob(&r, b"pushed layer");
+    let pushed_m = image(&c, &[l1], "");
+    // Pushed by digest, no tag: a GC with no grace would take it, the cache must not.
+    let pushed = r.put_manifest(&rp, &Reference::Digest(Digest::of(&pushed_m)), &pushed_m, None).unwrap();
+    // What the mirror fetched: linked, never marked pushed.
+    let l2 = put_blob(&r, b"mirrored layer");
+    let mirrored_m = image(&c, &[l2], "");
+    let mirrored = put_blob(&r, &mirrored_m);
+    r.link_blob(&rp, &l2).unwrap();
+    r.link_manifest(&rp, &mirrored, OCI_MANIFEST).unwrap();
+    // A layer pushed just now whose manifest has not come yet.
+    let fresh = put_blob(&r, b"layer of a push in progress");
+    r.link_pushed_blob(&rp, &fresh).unwrap();
+
+    let pins = r.store().registry_pins().unwrap();
+    for k in [pushed.digest, c, l1, fresh] {
+        assert!(pins.contains(&k), "{k} should be pinned");
+    }
+    assert!(!pins.contains(&mirrored) && !pins.contains(&l2), "the mirror's copies are evictable");
+    let gc = r.store().registry_roots(Duration::ZERO).unwrap();
+    assert!(!gc.contains(&pushed.digest), "GC keeps its own rule: untagged and old is not a root");
+    // Deleting the pushed manifest unpins it.
+    r.delete_manifest(&rp, &Reference::Digest(pushed.digest)).unwrap();
+    assert!(!r.store().registry_pins().unwrap().contains(&pushed.digest));
 }
 
 fn referrers_list_only_live_manifests_and_filter_by_artifact_type(env: &Env) {
