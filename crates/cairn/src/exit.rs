@@ -27,6 +27,22 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(code_num(err))
 }
 
+/// Prints `err` for the user, with what to do when the cause says it.
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("cairn: {err:#}");
+    if is_disk_full(err) {
+        eprintln!(
+            "cairn: the data dir's filesystem is full; nothing of it was stored. Free space (`cairn gc`, \
+             `cairn manifest rm`) or move the data dir (--data-dir) to a larger disk"
+        );
+    }
+}
+
+/// True when `err` comes from a full filesystem (`ENOSPC`).
+fn is_disk_full(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull))
+}
+
 /// The context of every failed write to standard output.
 pub const STDOUT: &str = "writing to stdout";
 

@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         // The reader of our output went away (`cairn ls | head`): done, not failed.
         Err(err) if exit::is_broken_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("cairn: {err:#}");
+            exit::print_error(&err);
             exit::code_for(&err)
         }
     }

@@ -33,7 +33,7 @@ pub fn run(data_dir: &Path, files: &[std::path::PathBuf], json: bool) -> anyhow:
                 out.flush().context(crate::exit::STDOUT)?;
             }
             Err(e) => {
-                eprintln!("cairn: {e:#}");
+                exit::print_error(&e);
                 code = code.max(exit::code_num(&e));
             }
         }

@@ -5,6 +5,7 @@ mod compat;
 mod concurrency;
 mod crash;
 mod docs;
+mod full_disk;
 mod gc;
 mod json;
 mod manifests;
