@@ -8,43 +8,9 @@ use std::time::Duration;
 
 use cairn_store::cache::Watermarks;
 use cairn_store::{Digest, Manifest, RefName};
-use cairn_testkit::{NodeSpec, OriginMode, TestNode, TestOrigin, blob};
+use cairn_testkit::{NodeSpec, OriginMode, TestNode, TestOrigin, TinyDisk, blob};
 
 const MIB: usize = 1 << 20;
-
-/// A tmpfs of `size` mounted on a fresh temp dir (needs root; `None`
-/// otherwise, or a failure with `CAIRN_REQUIRE_TOOLS=1`). Lazily unmounted
-/// and removed on drop, after the node on it.
-struct TinyDisk {
-    path: std::path::PathBuf,
-}
-
-impl TinyDisk {
-    fn mount(size: &str) -> Option<(TinyDisk, tempfile::TempDir)> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(
-                std::env::var("CAIRN_REQUIRE_TOOLS").map_or(true, |v| v != "1"),
-                "mounting a tmpfs failed (needs root) and CAIRN_REQUIRE_TOOLS=1"
-            );
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        Some((TinyDisk { path: dir.path().to_owned() }, dir))
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
 
 /// Bytes of the files in `objects/`: what the blobs take, whatever the cache counts.
 fn objects_bytes(dir: &std::path::Path) -> u64 {

@@ -24,6 +24,7 @@
 mod broken;
 pub mod containerd;
 mod data;
+mod disk;
 mod hostile;
 pub mod netns;
 mod node;
@@ -36,6 +37,7 @@ pub mod tls;
 
 pub use broken::{Breakage, BrokenRegistry};
 pub use data::{blob, dead_addr, free_port, read_all, ref_file_for, wait_for};
+pub use disk::TinyDisk;
 pub use hostile::{HUGE_LENGTH, HostilePeer, Hostility, SECRET};
 pub use node::{NodeSpec, TestNode, start_cluster};
 pub use origin::{OriginMode, TestOrigin};

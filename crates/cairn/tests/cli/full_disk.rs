@@ -1,39 +1,15 @@
 //! A CLI write onto a full disk: exit 1 with a message saying what to do,
 //! and nothing half-written left in the store.
 
+use cairn_testkit::TinyDisk;
+
 use crate::util::{Env, bin};
-
-/// A 4 MiB tmpfs mounted on a temp dir (root only), unmounted on drop.
-struct TinyDisk(tempfile::TempDir);
-
-impl TinyDisk {
-    fn mount() -> Option<TinyDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(TinyDisk(dir));
-        }
-        assert!(std::env::var("CAIRN_REQUIRE_TOOLS").as_deref() != Ok("1"), "cannot mount a tmpfs (needs root)");
-        eprintln!("SKIPPED: cannot mount a tmpfs (needs root)");
-        None
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
 
 #[test]
 fn put_onto_a_full_disk_exits_1_saying_what_to_do_and_leaves_nothing_behind() {
-    let Some(disk) = TinyDisk::mount() else { return };
+    let Some((_disk, mount)) = TinyDisk::mount("4m") else { return };
     let env = Env::new();
-    let data = disk.0.path().join("data");
+    let data = mount.path().join("data");
     let big = env.write("big.bin", &cairn_testkit::blob(9, 6 << 20));
     let small = env.write("small.bin", b"fits");
     let out = std::process::Command::new(bin())
