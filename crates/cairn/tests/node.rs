@@ -288,16 +288,19 @@ fn sigterm_wait(node: &mut Node) -> std::process::ExitStatus {
     }
 }
 
+/// `cairn --data-dir DATA ARGS`, which must succeed: its stdout.
+fn cli_ok(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn")).arg("--data-dir").arg(data).args(args).output().unwrap();
+    assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn serve_runs_gc_on_its_schedule_and_keeps_referenced_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("data");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cairn")).arg("--data-dir").arg(&data).args(args).output().unwrap();
-        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli_ok(&data, args);
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("kept.txt"), b"referenced by a manifest").unwrap();
@@ -371,11 +374,7 @@ fn serve_with_a_cache_section_evicts_past_max_bytes_and_keeps_referenced_blobs()
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("data");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cairn")).arg("--data-dir").arg(&data).args(args).output().unwrap();
-        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli_ok(&data, args);
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
     let pinned = cairn_testkit::blob(1, 200_000);
