@@ -248,7 +248,7 @@ impl Registry {
 
     /// Links a blob a client pushed (or mounted) into `repo`, marked as
     /// pushed: the bounded cache keeps it while its manifest may still be
-    /// on its way (see [`Store::registry_pins`]).
+    /// on its way (see [`crate::Store::registry_pins`]).
     pub fn link_pushed_blob(&self, repo: &RepoName, d: &Digest) -> OciResult<()> {
         self.link_blob(repo, d)?;
         Ok(self.store.write_atomic(&keys::repo_pushed(repo, d), b"")?)
