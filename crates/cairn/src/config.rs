@@ -331,36 +331,21 @@ pub struct Overrides {
 /// The checked configuration of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Node id.
-    pub node_id: String,
+    /// What the cluster layer takes: node id, peers, origins, timeouts and
+    /// transfer limits (their defaults are `ClusterConfig::default`).
+    pub cluster: cairn_cluster::ClusterConfig,
     /// The listen address as configured (shown in `/v1/info`).
     pub listen_addr: String,
     /// The socket address to bind.
     pub bind: SocketAddr,
-    /// Peers.
-    pub peers: Vec<String>,
     /// Address advertised to peers.
     pub advertise_addr: String,
-    /// Peer timeout.
-    pub peer_timeout: Duration,
-    /// Use origins.
-    pub enable_cdn_fallback: bool,
     /// Data dir.
     pub data_dir: PathBuf,
-    /// Origins.
-    pub origins: Vec<Origin>,
-    /// Health interval.
-    pub health_interval: Duration,
-    /// Remote transfers at once.
-    pub max_concurrent_fetches: usize,
     /// Shutdown deadline.
     pub shutdown_grace: Duration,
     /// How peers are found.
     pub discovery: cairn_cluster::discovery::Discovery,
-    /// Egress limit to peers, bytes per second.
-    pub egress_limit: Option<u64>,
-    /// Owner election for one origin fetch per cluster.
-    pub elect_owner: bool,
     /// The registry's listener, when there is one.
     pub registry_bind: Option<SocketAddr>,
     /// Registry upload lifetime.
@@ -369,30 +354,14 @@ pub struct NodeConfig {
     pub max_upload_sessions: usize,
     /// Open registry upload sessions of one client address.
     pub max_upload_sessions_per_client: usize,
-    /// Minimum transfer rate of a source, bytes per second (0: none).
-    pub min_transfer_rate: u64,
-    /// Window of the minimum transfer rate.
-    pub rate_window: Duration,
-    /// Largest blob fetched.
-    pub max_blob_size: u64,
-    /// Free bytes kept in the data dir.
-    pub min_free_space: u64,
-    /// Most objects per synced or pushed manifest.
-    pub max_manifest_objects: usize,
-    /// Longest silence of a request body.
-    pub body_timeout: Duration,
     /// Longest time to receive a request's headers.
     pub header_timeout: Duration,
     /// Longest idle time of a keep-alive connection.
     pub idle_timeout: Duration,
     /// Open client connections at most, per listener (`None`: the default, from the fd limit).
     pub max_connections: Option<usize>,
-    /// When peers are asked for a tag while registry origins are configured.
-    pub peer_tags: cairn_cluster::mirror::PeerTags,
     /// The `auth` section, when there is one (its files are read at start).
     pub auth: Option<cairn_http::auth::AuthConfig>,
-    /// The shared cluster secret, read from `cluster_secret_file`.
-    pub cluster_secret: Option<cairn_cluster::membership::ClusterSecret>,
     /// The `tls` section, when there is one (its files are read at start and on SIGHUP).
     pub tls: Option<cairn_http::tls::TlsFiles>,
     /// The log's format.
@@ -695,37 +664,39 @@ impl NodeConfig {
             }),
         };
         Ok(NodeConfig {
-            node_id,
+            cluster: cairn_cluster::ClusterConfig {
+                node_id,
+                peers,
+                peer_timeout,
+                enable_cdn_fallback,
+                origins,
+                health_interval,
+                max_concurrent_fetches,
+                egress_limit: file.egress_limit.or(defaults.egress_limit),
+                elect_owner: file.elect_owner.unwrap_or(defaults.elect_owner),
+                min_transfer_rate: file.min_transfer_rate.unwrap_or(defaults.min_transfer_rate),
+                rate_window,
+                max_blob_size,
+                min_free_space: file.min_free_space.unwrap_or(defaults.min_free_space),
+                max_manifest_objects,
+                body_timeout,
+                peer_tags,
+                cluster_secret,
+            },
             listen_addr,
             bind,
-            peers,
             advertise_addr,
-            peer_timeout,
-            enable_cdn_fallback,
             data_dir,
-            origins,
-            health_interval,
-            max_concurrent_fetches,
             shutdown_grace,
             discovery,
-            egress_limit: file.egress_limit.or(defaults.egress_limit),
-            elect_owner: file.elect_owner.unwrap_or(defaults.elect_owner),
             registry_bind,
             upload_ttl,
             max_upload_sessions,
             max_upload_sessions_per_client,
-            min_transfer_rate: file.min_transfer_rate.unwrap_or(defaults.min_transfer_rate),
-            rate_window,
-            max_blob_size,
-            min_free_space: file.min_free_space.unwrap_or(defaults.min_free_space),
-            max_manifest_objects,
-            body_timeout,
             header_timeout,
             idle_timeout,
             max_connections: file.max_connections,
-            peer_tags,
             auth: file.auth,
-            cluster_secret,
             tls: file.tls,
             log_format,
             log_level,
@@ -739,25 +710,7 @@ impl NodeConfig {
 
     /// The cluster's part of the configuration.
     pub fn cluster(&self) -> cairn_cluster::ClusterConfig {
-        cairn_cluster::ClusterConfig {
-            node_id: self.node_id.clone(),
-            peers: self.peers.clone(),
-            peer_timeout: self.peer_timeout,
-            health_interval: self.health_interval,
-            enable_cdn_fallback: self.enable_cdn_fallback,
-            origins: self.origins.clone(),
-            max_concurrent_fetches: self.max_concurrent_fetches,
-            egress_limit: self.egress_limit,
-            elect_owner: self.elect_owner,
-            min_transfer_rate: self.min_transfer_rate,
-            rate_window: self.rate_window,
-            max_blob_size: self.max_blob_size,
-            min_free_space: self.min_free_space,
-            max_manifest_objects: self.max_manifest_objects,
-            body_timeout: self.body_timeout,
-            peer_tags: self.peer_tags,
-            cluster_secret: self.cluster_secret.clone(),
-        }
+        self.cluster.clone()
     }
 }
 
@@ -787,11 +740,11 @@ mod tests {
         let c = merged("").unwrap();
         assert_eq!(c.listen_addr, ":7420");
         assert_eq!(c.bind.port(), 7420);
-        assert_eq!(c.peer_timeout, Duration::from_secs(10));
-        assert_eq!(c.health_interval, Duration::from_secs(30));
-        assert!(c.enable_cdn_fallback);
-        assert!(c.peers.is_empty() && c.origins.is_empty());
-        assert!(!c.node_id.is_empty());
+        assert_eq!(c.cluster.peer_timeout, Duration::from_secs(10));
+        assert_eq!(c.cluster.health_interval, Duration::from_secs(30));
+        assert!(c.cluster.enable_cdn_fallback);
+        assert!(c.cluster.peers.is_empty() && c.cluster.origins.is_empty());
+        assert!(!c.cluster.node_id.is_empty());
         assert!(c.advertise_addr.ends_with(":7420"));
     }
 
@@ -812,21 +765,21 @@ mod tests {
              health_interval: 2s\nmax_concurrent_fetches: 3\n",
         )
         .unwrap();
-        assert_eq!(c.node_id, "n1");
+        assert_eq!(c.cluster.node_id, "n1");
         assert_eq!(c.bind, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(c.peers, ["a:1", "b:2"]);
+        assert_eq!(c.cluster.peers, ["a:1", "b:2"]);
         assert_eq!(c.advertise_addr, "10.0.0.1:9000");
-        assert_eq!(c.peer_timeout, Duration::from_millis(500));
-        assert!(!c.enable_cdn_fallback);
-        assert_eq!(c.origins, [Origin::http("http://cdn/blobs/{digest}").unwrap()]);
-        assert_eq!(c.health_interval, Duration::from_secs(2));
-        assert_eq!(c.max_concurrent_fetches, 3);
+        assert_eq!(c.cluster.peer_timeout, Duration::from_millis(500));
+        assert!(!c.cluster.enable_cdn_fallback);
+        assert_eq!(c.cluster.origins, [Origin::http("http://cdn/blobs/{digest}").unwrap()]);
+        assert_eq!(c.cluster.health_interval, Duration::from_secs(2));
+        assert_eq!(c.cluster.max_concurrent_fetches, 3);
     }
 
     #[test]
     fn json_config_is_accepted() {
         let c = merged(r#"{"node_id": "j", "peers": ["x:1"], "peer_timeout": "10s"}"#).unwrap();
-        assert_eq!((c.node_id.as_str(), c.peers.len()), ("j", 1));
+        assert_eq!((c.cluster.node_id.as_str(), c.cluster.peers.len()), ("j", 1));
     }
 
     #[test]
@@ -901,7 +854,7 @@ mod tests {
             assert!(e.contains(&format!("{own:?}")) && e.contains("this node itself"), "{own}: {e}");
         }
         let c = merged(&format!("{base}peers: [\"127.0.0.1:7426\", \"n2:7425\", \"10.0.0.8:7425\"]\n")).unwrap();
-        assert_eq!(c.peers.len(), 3, "other ports, hosts and ids are peers");
+        assert_eq!(c.cluster.peers.len(), 3, "other ports, hosts and ids are peers");
         let e = format!(
             "{:#}",
             merged("node_id: n1\nlisten_addr: \"127.0.0.1:7427\"\npeers: [\"127.0.0.1:7427\"]\n").unwrap_err()
@@ -916,12 +869,14 @@ mod tests {
              tag_ttl: 1m\n    timeout: 5s\n  - url: \"http://cdn/blobs/{digest}\"\n  - registry: \"http://127.0.0.1:5000\"\n",
         )
         .unwrap();
-        let cairn_cluster::Origin::Registry(hub) = &c.origins[0] else { panic!("{:?}", c.origins[0]) };
+        let cairn_cluster::Origin::Registry(hub) = &c.cluster.origins[0] else { panic!("{:?}", c.cluster.origins[0]) };
         let cfg = hub.config();
         assert_eq!((cfg.url.as_str(), cfg.username.as_deref()), ("https://registry-1.docker.io", Some("alice")));
         assert_eq!((cfg.tag_ttl, cfg.timeout), (Duration::from_secs(60), Duration::from_secs(5)));
-        assert_eq!(c.origins[1], Origin::http("http://cdn/blobs/{digest}").unwrap());
-        let cairn_cluster::Origin::Registry(local) = &c.origins[2] else { panic!("{:?}", c.origins[2]) };
+        assert_eq!(c.cluster.origins[1], Origin::http("http://cdn/blobs/{digest}").unwrap());
+        let cairn_cluster::Origin::Registry(local) = &c.cluster.origins[2] else {
+            panic!("{:?}", c.cluster.origins[2])
+        };
         assert_eq!(local.config().tag_ttl, Duration::from_secs(300), "default tag_ttl");
         assert!(!format!("{c:?}").contains("s3cret"), "the password never reaches a debug print");
     }
@@ -938,10 +893,10 @@ mod tests {
             ..Default::default()
         };
         let c = NodeConfig::merge(file, &flags, None).unwrap();
-        assert_eq!(c.node_id, "flag");
-        assert_eq!(c.peers, ["b:2"]);
-        assert_eq!(c.peer_timeout, Duration::from_secs(1));
-        assert!(!c.enable_cdn_fallback);
+        assert_eq!(c.cluster.node_id, "flag");
+        assert_eq!(c.cluster.peers, ["b:2"]);
+        assert_eq!(c.cluster.peer_timeout, Duration::from_secs(1));
+        assert!(!c.cluster.enable_cdn_fallback);
         assert_eq!(c.listen_addr, ":8000");
     }
 
@@ -1059,15 +1014,18 @@ mod tests {
         fn any_humantime_duration_round_trips(ms in 1u64..10_000_000) {
             let text = humantime::format_duration(Duration::from_millis(ms)).to_string();
             let c = merged(&format!("peer_timeout: \"{text}\"\n")).unwrap();
-            proptest::prop_assert_eq!(c.peer_timeout, Duration::from_millis(ms));
+            proptest::prop_assert_eq!(c.cluster.peer_timeout, Duration::from_millis(ms));
         }
     }
 
     #[test]
     fn limit_keys_have_defaults_and_are_read() {
         let c = merged("").unwrap();
-        assert_eq!((c.min_transfer_rate, c.rate_window), (64 << 10, Duration::from_secs(10)));
-        assert_eq!((c.max_blob_size, c.min_free_space, c.max_manifest_objects), (64 << 30, 256 << 20, 100_000));
+        assert_eq!((c.cluster.min_transfer_rate, c.cluster.rate_window), (64 << 10, Duration::from_secs(10)));
+        assert_eq!(
+            (c.cluster.max_blob_size, c.cluster.min_free_space, c.cluster.max_manifest_objects),
+            (64 << 30, 256 << 20, 100_000)
+        );
         let c = merged(
             "min_transfer_rate: 0\nrate_window: 2s\nmax_blob_size: 1000\nmin_free_space: 5\nmax_manifest_objects: 7\n",
         )
@@ -1081,10 +1039,10 @@ mod tests {
     fn scale_keys_default_to_static_discovery_no_egress_limit_and_owner_election() {
         let c = merged("").unwrap();
         assert_eq!(c.discovery, cairn_cluster::discovery::Discovery::Static, "mDNS is off by default");
-        assert_eq!((c.egress_limit, c.elect_owner), (None, true));
+        assert_eq!((c.cluster.egress_limit, c.cluster.elect_owner), (None, true));
         let c = merged("discovery: mdns\negress_limit: 1048576\nelect_owner: false\n").unwrap();
         assert_eq!(c.discovery, cairn_cluster::discovery::Discovery::Mdns);
-        assert_eq!((c.egress_limit, c.elect_owner), (Some(1 << 20), false));
+        assert_eq!((c.cluster.egress_limit, c.cluster.elect_owner), (Some(1 << 20), false));
     }
 
     #[test]
@@ -1112,10 +1070,10 @@ mod tests {
             "origins:\n  - url: http://a/{digest}\n    timeout: 3s\n    retries: 5\n  - url: http://b/{digest}\n",
         )
         .unwrap();
-        assert_eq!(c.origins[0].timeout(), Some(Duration::from_secs(3)));
-        assert_eq!(c.origins[0].retries(), 5);
-        assert_eq!(c.origins[1].timeout(), None);
-        assert_eq!(c.origins[1].url(&cairn_store::Digest::of(b"")).split('/').nth(2), Some("b"));
+        assert_eq!(c.cluster.origins[0].timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(c.cluster.origins[0].retries(), 5);
+        assert_eq!(c.cluster.origins[1].timeout(), None);
+        assert_eq!(c.cluster.origins[1].url(&cairn_store::Digest::of(b"")).split('/').nth(2), Some("b"));
     }
 
     #[test]
@@ -1147,14 +1105,14 @@ mod tests {
     #[test]
     fn connection_and_body_limits_have_defaults_and_are_read_from_the_file() {
         let c = merged("").unwrap();
-        assert_eq!(c.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.cluster.body_timeout, Duration::from_secs(30));
         assert_eq!(c.header_timeout, Duration::from_secs(10));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.max_connections, None);
         assert_eq!(c.cluster().body_timeout, Duration::from_secs(30));
         let c = merged("body_timeout: 5s\nheader_timeout: 2s\nidle_timeout: 1m\nmax_connections: 100\n").unwrap();
         assert_eq!(
-            (c.body_timeout, c.header_timeout, c.idle_timeout),
+            (c.cluster.body_timeout, c.header_timeout, c.idle_timeout),
             (Duration::from_secs(5), Duration::from_secs(2), Duration::from_secs(60))
         );
         assert_eq!(c.max_connections, Some(100));
@@ -1198,7 +1156,7 @@ mod tests {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "s3cret\n").unwrap();
         let reg = |extra: &str| merged(&format!("origins:\n  - registry: \"http://r\"\n    username: u\n{extra}"));
-        let password = |c: NodeConfig| match &c.origins[0] {
+        let password = |c: NodeConfig| match &c.cluster.origins[0] {
             cairn_cluster::Origin::Registry(up) => up.config().password.clone(),
             o => panic!("{o:?}"),
         };
@@ -1229,7 +1187,7 @@ mod tests {
         );
         assert!(e.contains("origins[0]") && e.contains("/nonexistent/ca.pem"), "{e}");
         let c = merged("origins:\n  - url: \"https://x/{digest}\"\n    insecure_skip_verify: true\n").unwrap();
-        assert!(format!("{:?}", c.origins[0]).contains("insecure: true"));
+        assert!(format!("{:?}", c.cluster.origins[0]).contains("insecure: true"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<ExitCode> {
         max_connections = limits.max_connections,
         header_timeout = ?limits.header_timeout,
         idle_timeout = ?limits.idle_timeout,
-        body_timeout = ?cfg.body_timeout,
+        body_timeout = ?cfg.cluster.body_timeout,
         "connection limits"
     );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -62,9 +62,9 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     let client = match &tls {
         Some(t) => {
             let c = t.peer_client_config().context("the peer client's TLS")?;
-            cairn_http::Client::for_peers_tls(cfg.peer_timeout, c).map_err(anyhow::Error::msg)?
+            cairn_http::Client::for_peers_tls(cfg.cluster.peer_timeout, c).map_err(anyhow::Error::msg)?
         }
-        None => cairn_http::Client::for_peers(cfg.peer_timeout),
+        None => cairn_http::Client::for_peers(cfg.cluster.peer_timeout),
     };
     let state = AppState::with_peer_client(store, cfg.cluster(), &cfg.listen_addr, Some(registry), client)
         .map_err(anyhow::Error::msg)?;
@@ -111,15 +111,15 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     };
     // The one start line: what an operator needs to see the node is set up as meant.
     tracing::info!(
-        node_id = %cfg.node_id,
+        node_id = %cfg.cluster.node_id,
         listen = %local,
         registry = %registry_addr.map_or_else(|| "none".to_owned(), |a| a.to_string()),
         metrics = %metrics_addr.map_or_else(|| "listen_addr".to_owned(), |a| a.to_string()),
         advertise = %cfg.advertise_addr,
         data_dir = %cfg.data_dir.display(),
-        peers = ?cfg.peers,
+        peers = ?cfg.cluster.peers,
         discovery = %discovery,
-        cluster_secret = if cfg.cluster_secret.is_some() { "on: peers prove membership" } else { "off: peers unauthenticated" },
+        cluster_secret = if cfg.cluster.cluster_secret.is_some() { "on: peers prove membership" } else { "off: peers unauthenticated" },
         auth = ?auth_mode(&state),
         tls = %tls.as_ref().map_or("off", |t| t.mode()),
         "cairn node serving"
@@ -230,9 +230,9 @@ fn install_auth(cfg: &NodeConfig, state: &AppState) -> anyhow::Result<()> {
     }
     // The mode itself is in the start line.
     let policy = state.auth.policy();
-    let has_peers = !cfg.peers.is_empty() || cfg.discovery != cairn_cluster::discovery::Discovery::Static;
+    let has_peers = !cfg.cluster.peers.is_empty() || cfg.discovery != cairn_cluster::discovery::Discovery::Static;
     // With a cluster secret, peers prove membership and may pull anyway.
-    if has_peers && cfg.cluster_secret.is_none() && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
+    if has_peers && cfg.cluster.cluster_secret.is_none() && !policy.anonymous_may(cairn_http::auth::Kind::Pull, None) {
         tracing::warn!(
             "auth.anonymous cannot pull \"*\", and without cluster_secret_file peers send no credentials: peers \
              will get 401 from this node; set cluster_secret_file on every node (README: \"Cluster membership\"), \
@@ -300,7 +300,7 @@ fn start_discovery(
         format!("discovery: mdns announces advertise_addr, which must be ip:port, not {:?}", cfg.advertise_addr)
     })?;
     let c = cluster.clone();
-    let m = cairn_cluster::discovery::Mdns::start(&cfg.node_id, addr, move |ev| c.peers().apply(&ev))
+    let m = cairn_cluster::discovery::Mdns::start(&cfg.cluster.node_id, addr, move |ev| c.peers().apply(&ev))
         .context("starting mDNS discovery")?;
     Ok(Some(m))
 }
@@ -317,8 +317,8 @@ fn start_dns_discovery(
     let own = OwnAddrs { bound, advertise: cfg.advertise_addr.parse().ok() };
     let c = cluster.clone();
     // A lookup takes no longer than a peer request, nor than the period.
-    let timeout = cfg.peer_timeout.min(cfg.health_interval);
-    Some(spawn_dns(name, SystemResolver, own, cfg.health_interval, timeout, move |ev| c.peers().apply(&ev)))
+    let timeout = cfg.cluster.peer_timeout.min(cfg.cluster.health_interval);
+    Some(spawn_dns(name, SystemResolver, own, cfg.cluster.health_interval, timeout, move |ev| c.peers().apply(&ev)))
 }
 
 /// The OCI registry on the node's store.

@@ -36,7 +36,7 @@ pub fn run(cfg: NodeConfig, peer: &str, ref_file: &str, json: bool) -> anyhow::R
 }
 
 async fn sync(store: Store, cfg: &NodeConfig, peer: &str, rf: &RefFile) -> anyhow::Result<cairn_cluster::SyncReport> {
-    let cluster = Cluster::new(store, cfg.cluster(), Arc::new(Client::new(cfg.peer_timeout)));
+    let cluster = Cluster::new(store, cfg.cluster(), Arc::new(Client::new(cfg.cluster.peer_timeout)));
     let bar = progress_bar();
     let b2 = bar.clone();
     let total_bytes = AtomicU64::new(0);
