@@ -19,10 +19,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 py=python3
-if ! $py -c 'import oras' >/dev/null 2>&1; then
-    $py -m pip install -q --disable-pip-version-check oras 2>/dev/null \
-        || $py -m pip install -q --disable-pip-version-check --break-system-packages oras
-fi
+pip_install() {
+    $py -m pip install -q --disable-pip-version-check "$@" 2>/dev/null \
+        || $py -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+}
+$py -c 'import oras' >/dev/null 2>&1 || pip_install oras
+# A real S3 server (moto) and an independent client (boto3) for the object-store tests.
+$py -c 'import moto.server, boto3' >/dev/null 2>&1 || pip_install 'moto[server]' boto3
 
 # Tests that need an external tool fail instead of skipping when it is absent.
 export CAIRN_REQUIRE_TOOLS=1

@@ -14,6 +14,7 @@
 //!   pusher, and the skopeo helpers.
 //! - [`netns`]: network namespaces for mDNS tests.
 //! - [`containerd`]: a real containerd and `ctr`, every path in a temp dir.
+//! - [`s3`]: a real S3 server (moto) with a bucket, and boto3 to check it.
 //! - [`tls`]: a test CA and the certificates it signs, as PEM files.
 //! - [`BrokenRegistry`]: an upstream registry that tampers, is down or hangs.
 //! - [`paced`]: an origin with a first-byte delay and shared bandwidth.
@@ -32,6 +33,7 @@ mod origin;
 pub mod paced;
 mod process;
 pub mod registry;
+pub mod s3;
 mod server;
 pub mod tls;
 
