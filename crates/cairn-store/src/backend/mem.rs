@@ -380,9 +380,9 @@ impl Drop for MemUpload {
     }
 }
 
-/// A readers-writer lock whose guards are owned values.
+/// A readers-writer lock whose guards are owned values (in-process only).
 #[derive(Debug, Default)]
-struct GcLock {
+pub(crate) struct GcLock {
     // (shared holders, exclusive held)
     state: Mutex<(usize, bool)>,
     cv: Condvar,
@@ -391,6 +391,22 @@ struct GcLock {
 struct GcGuard {
     lock: Arc<GcLock>,
     exclusive: bool,
+}
+
+impl GcLock {
+    /// Waits for the lock, shared or exclusive.
+    pub(crate) fn lock(this: &Arc<GcLock>, exclusive: bool) -> Guard {
+        let mut st = this.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.1 || (exclusive && st.0 > 0) {
+            st = this.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if exclusive {
+            st.1 = true;
+        } else {
+            st.0 += 1;
+        }
+        Box::new(GcGuard { lock: Arc::clone(this), exclusive })
+    }
 }
 
 impl Drop for GcGuard {
@@ -411,16 +427,7 @@ impl Backend for MemBackend {
     }
 
     fn lock_gc(&self, exclusive: bool) -> Result<Guard> {
-        let mut st = self.gc.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.1 || (exclusive && st.0 > 0) {
-            st = self.gc.cv.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        if exclusive {
-            st.1 = true;
-        } else {
-            st.0 += 1;
-        }
-        Ok(Box::new(GcGuard { lock: Arc::clone(&self.gc), exclusive }))
+        Ok(GcLock::lock(&self.gc, exclusive))
     }
 
     fn probe(&self) -> Result<()> {

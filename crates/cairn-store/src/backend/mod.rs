@@ -10,9 +10,10 @@
 //! - [`UploadBackend`]: registry upload sessions, appendable data that
 //!   lives across requests and is finished by linking it into the blobs.
 //!
-//! Two implementations: [`fs`] (the original store's on-disk layout, every
-//! durability rule) and [`mem`] (the short reference). A new backend (an
-//! object store, say) is a new module here implementing these traits, opened
+//! Three implementations: [`fs`] (the original store's on-disk layout, every
+//! durability rule), [`mem`] (the short reference) and [`object`] (a bucket
+//! of an object store such as S3). A new backend is a new module here
+//! implementing these traits, opened
 //! through [`crate::Store::with_backend`]. Filesystem-only features (hard
 //! links for checkout, one `syncfs` for a snapshot's batch, free space) are
 //! reached through [`Backend::fs`] and skipped or done generically when it
@@ -21,6 +22,7 @@
 pub mod fs;
 pub mod keys;
 pub mod mem;
+pub mod object;
 
 use std::any::Any;
 use std::fmt;
@@ -254,6 +256,28 @@ mod contract {
         assert_eq!(read_all(b, &d), b"hello world");
     }
 
+    fn a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced(b: &dyn Backend) {
+        // Two full parts and a bit: the object backend's multipart path.
+        let data: Vec<u8> = (0..2 * object::PART_SIZE + 12345).map(|i| (i % 253) as u8).collect();
+        let d = Digest::of(&data);
+        let mut s = b.create().unwrap();
+        for c in data.chunks(1 << 20) {
+            s.write(c).unwrap();
+        }
+        assert!(!s.commit(&d).unwrap());
+        assert_eq!(b.stat(&d).unwrap(), data.len() as u64);
+        assert!(read_all(b, &d) == data, "the blob reads back whole");
+        let (off, len) = (object::PART_SIZE as u64 - 10, 20);
+        let mut part = Vec::new();
+        b.read(&d, off, Some(len)).unwrap().read_to_end(&mut part).unwrap();
+        assert_eq!(part, &data[off as usize..(off + len) as usize], "a range across a part boundary");
+        let mut s = b.create().unwrap();
+        s.write(&data[..object::PART_SIZE + 1]).unwrap();
+        assert!(s.commit(&d).unwrap(), "an existing object is reported, not replaced");
+        assert!(read_all(b, &d) == data);
+        assert_eq!(b.temporaries().unwrap(), 0, "no temp object is left behind");
+    }
+
     macro_rules! on_both {
         ($($t:ident),* $(,)?) => {
             mod on_fs { $(#[test] fn $t() { let (_t, b) = super::fs(); super::$t(&*b) })* }
@@ -266,5 +290,42 @@ mod contract {
         a_dropped_sink_leaves_nothing,
         create_only_put_never_replaces_and_put_does,
         upload_data_appends_truncates_and_commits_as_a_blob,
+        a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
     );
+
+    /// The same contract on a bucket of a real S3 server (moto), when installed.
+    mod on_s3 {
+        use super::*;
+
+        fn s3(test: &str) -> Option<(cairn_testkit::s3::MotoServer, Box<dyn Backend>)> {
+            let m = cairn_testkit::s3::MotoServer::start(test)?;
+            let mut o = object::S3Options::new(&m.bucket, &m.region);
+            o.endpoint = Some(m.endpoint.clone());
+            o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+            o.prefix = "a/prefix".into();
+            let b = object::ObjectBackend::s3(&o).unwrap();
+            Some((m, Box::new(b)))
+        }
+
+        macro_rules! on_s3 {
+            ($($t:ident),* $(,)?) => {
+                $(#[test] fn $t() { if let Some((_m, b)) = s3(stringify!($t)) { super::$t(&*b) } })*
+            };
+        }
+
+        on_s3!(
+            a_commit_never_replaces_an_existing_object,
+            a_dropped_sink_leaves_nothing,
+            create_only_put_never_replaces_and_put_does,
+            a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
+        );
+
+        #[test]
+        fn upload_sessions_on_s3_are_refused_with_an_unsupported_error() {
+            let Some((_m, b)) = s3("upload_sessions_on_s3_are_refused_with_an_unsupported_error") else { return };
+            let e = b.create_upload("u1").unwrap_err();
+            assert!(e.to_string().contains("not supported by the object-store backend"), "{e}");
+            assert!(b.list_uploads().unwrap().is_empty());
+        }
+    }
 }

@@ -1,0 +1,676 @@
+//! The object-store backend: blobs and metadata in a bucket, through the
+//! `object_store` crate (S3 today; the code only needs an
+//! [`ObjectStore`], so GCS and Azure can follow with a constructor).
+//!
+//! ```text
+//! <prefix>/objects/<64 hex>    one blob per object, plain bytes (the on-disk names)
+//! <prefix>/tmp/<random>        a large blob's multipart upload, completed, before
+//!                              its create-only copy to objects/ (deleted after)
+//! <prefix>/quarantine/<64 hex> blobs moved aside by `quarantine`
+//! <prefix>/<key>               metadata documents under their `backend::keys` names
+//!                              (refs/…, registry/repositories/…)
+//! ```
+//!
+//! The store's traits are blocking; this backend owns a small Tokio runtime
+//! and runs each request on it, the calling thread waiting on a channel
+//! (see [`ObjectBackend::run`]). Not provided yet: upload sessions (an
+//! "unsupported" error), mtime refresh on `touch` (objects keep their
+//! creation time), a GC lock shared between processes (it is in-process),
+//! and everything [`super::Backend::fs`] gives.
+
+use std::any::Any;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    CopyMode, CopyOptions, GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload,
+};
+
+use super::mem::GcLock;
+use super::{Backend, BlobBackend, BlobSink, Guard, MetaBackend, UploadBackend, UploadData};
+use crate::blob::BlobReader;
+use crate::digest::Digest;
+use crate::error::{Result, StoreError};
+use crate::oci::cache::Stamp;
+
+/// Bytes buffered before a blob write becomes a multipart upload, and the
+/// size of each part: a sink holds at most this much.
+pub const PART_SIZE: usize = 8 << 20;
+
+/// Where an S3 bucket is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// The bucket.
+    pub bucket: String,
+    /// Key prefix inside the bucket (`/`-separated, may be empty).
+    pub prefix: String,
+    /// `http(s)://host:port` of an S3-compatible server; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// The region to sign for.
+    pub region: String,
+    /// Access key id and secret; `None` takes them from the environment
+    /// (`AWS_ACCESS_KEY_ID`, …) or instance metadata.
+    pub credentials: Option<(String, String)>,
+    /// Retries of a failed request (0: none).
+    pub max_retries: usize,
+    /// No retry starts after this long since the first attempt.
+    pub retry_timeout: Duration,
+    /// Connecting to the endpoint gives up after this long.
+    pub connect_timeout: Duration,
+}
+
+impl S3Options {
+    /// A bucket on AWS in `region`, credentials from the environment,
+    /// object_store's default retries.
+    pub fn new(bucket: impl Into<String>, region: impl Into<String>) -> S3Options {
+        S3Options {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: region.into(),
+            credentials: None,
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A store in an object store bucket; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ObjectBackend {
+    s: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    // Key segments every object name starts with.
+    prefix: Vec<String>,
+    // `<endpoint>/<bucket>/<prefix>`: every error names it.
+    root: PathBuf,
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    gc: Arc<GcLock>,
+    open_sinks: AtomicUsize,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // `Runtime`'s own drop panics when the last handle goes inside async code.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl ObjectBackend {
+    /// Opens the bucket described by `o` (no request is made until used).
+    pub fn s3(o: &S3Options) -> Result<ObjectBackend> {
+        use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
+        // Without explicit credentials: `AWS_*` variables, then instance metadata.
+        let base = if o.credentials.is_some() { AmazonS3Builder::new() } else { AmazonS3Builder::from_env() };
+        let mut b = base
+            .with_bucket_name(&o.bucket)
+            .with_region(&o.region)
+            // Native S3 (and moto, MinIO) completes a multipart upload only if absent.
+            .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig::default(),
+                max_retries: o.max_retries,
+                retry_timeout: o.retry_timeout,
+            })
+            .with_client_options(object_store::ClientOptions::new().with_connect_timeout(o.connect_timeout));
+        if let Some(e) = &o.endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        if let Some((id, secret)) = &o.credentials {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let endpoint = o.endpoint.clone().unwrap_or_else(|| format!("s3://{}", o.bucket));
+        let root = match &o.endpoint {
+            Some(_) => format!("{endpoint}/{}", o.bucket),
+            None => endpoint,
+        };
+        let store = b.build().map_err(|e| StoreError::Io {
+            op: "configure object store",
+            path: PathBuf::from(&root),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        })?;
+        ObjectBackend::new(Arc::new(store), &root, &o.prefix)
+    }
+
+    /// A backend over any object store; `root` names it in messages (an
+    /// URL without the prefix), `prefix` is prepended to every key.
+    pub fn new(store: Arc<dyn ObjectStore>, root: &str, prefix: &str) -> Result<ObjectBackend> {
+        let prefix: Vec<String> = prefix.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let mut root_path = PathBuf::from(root);
+        root_path.extend(&prefix);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-object-store")
+            .enable_all()
+            .build()
+            .map_err(StoreError::io("start object store runtime", &root_path))?;
+        let handle = rt.handle().clone();
+        Ok(ObjectBackend {
+            s: Arc::new(Shared {
+                store,
+                prefix,
+                root: root_path,
+                rt: Some(rt),
+                handle,
+                gc: Arc::default(),
+                open_sinks: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Runs `fut` on the backend's runtime and waits for it. The future is
+    /// spawned there and the caller blocks on a std channel rather than
+    /// `block_on`: `block_on` panics when the caller is itself on a Tokio
+    /// runtime, and the store is called from such threads (its callers
+    /// mostly use `spawn_blocking`, but a quick `exists` may not).
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> io::Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.s.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().map_err(|_| io::Error::other("object store task stopped (runtime shut down?)"))
+    }
+
+    /// Runs an object store request; errors name `op` and `at`.
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        at: &ObjPath,
+        fut: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> Result<std::result::Result<T, object_store::Error>> {
+        let r = self.run(fut).map_err(|e| StoreError::Io { op, path: self.path_of(at), source: e })?;
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            // Expected outcomes the caller decides on.
+            Err(
+                e @ (object_store::Error::NotFound { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }),
+            ) => Ok(Err(e)),
+            Err(e) => Err(self.error(op, at, e)),
+        }
+    }
+
+    fn error(&self, op: &'static str, at: &ObjPath, e: object_store::Error) -> StoreError {
+        let kind = match e {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
+                io::ErrorKind::Unsupported
+            }
+            _ => io::ErrorKind::Other,
+        };
+        let msg =
+            format!("{e} (check that the object store is reachable, the bucket exists and the credentials allow it)");
+        StoreError::Io { op, path: self.path_of(at), source: io::Error::new(kind, msg) }
+    }
+
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.s.store)
+    }
+
+    fn obj(&self, key: &str) -> ObjPath {
+        ObjPath::from_iter(self.s.prefix.iter().map(String::as_str).chain(key.split('/').filter(|s| !s.is_empty())))
+    }
+
+    fn blob(&self, d: &Digest) -> ObjPath {
+        self.obj(&format!("objects/{d}"))
+    }
+
+    /// The object's full name, for messages.
+    fn path_of(&self, at: &ObjPath) -> PathBuf {
+        let mut p = self.s.root.clone();
+        let rel = at.parts().skip(self.s.prefix.len()).map(|p| p.as_ref().to_owned()).collect::<Vec<_>>();
+        p.extend(rel);
+        p
+    }
+
+    fn head(&self, op: &'static str, at: &ObjPath) -> Result<Option<ObjectMeta>> {
+        let (st, p) = (self.store(), at.clone());
+        Ok(self.call(op, at, async move { st.head(&p).await })?.ok())
+    }
+
+    /// A stream driven from a blocking thread, one item per call.
+    fn blocking<T: Send + 'static>(&self, s: BoxStream<'static, object_store::Result<T>>) -> Blocking<T> {
+        Blocking { be: self.clone(), s: Some(s) }
+    }
+
+    /// Every object under `key/`.
+    fn list_under(&self, key: &str) -> Blocking<ObjectMeta> {
+        let p = self.obj(key);
+        self.blocking(self.s.store.list(Some(&p)))
+    }
+}
+
+/// A stream of an object store, pulled from a blocking thread.
+struct Blocking<T> {
+    be: ObjectBackend,
+    s: Option<BoxStream<'static, object_store::Result<T>>>,
+}
+
+impl<T: Send + 'static> Blocking<T> {
+    /// The next item; `None` at the end.
+    fn next_item(&mut self) -> io::Result<Option<T>> {
+        let Some(mut s) = self.s.take() else { return Ok(None) };
+        // The stream travels to the runtime and back: a `'static` future.
+        let (s, item) = self.be.run(async move {
+            let item = s.next().await;
+            (s, item)
+        })?;
+        match item {
+            Some(Ok(v)) => {
+                self.s = Some(s);
+                Ok(Some(v))
+            }
+            Some(Err(e)) => Err(io::Error::other(e.to_string())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A blob's bytes as they arrive: one chunk in memory at a time.
+struct ObjectRead {
+    chunks: Blocking<Bytes>,
+    cur: Bytes,
+}
+
+impl Read for ObjectRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.chunks.next_item()? {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+fn mtime(m: &ObjectMeta) -> SystemTime {
+    SystemTime::from(m.last_modified)
+}
+
+fn stamp(m: &ObjectMeta) -> Stamp {
+    // The ETag (and version) name one version of the object.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&m.e_tag, &m.version).hash(&mut h);
+    let t = mtime(m).duration_since(UNIX_EPOCH).unwrap_or_default();
+    let t = (i64::try_from(t.as_secs()).unwrap_or(i64::MAX), i64::from(t.subsec_nanos()));
+    Stamp::new(0, h.finish(), m.size, t, t)
+}
+
+impl BlobBackend for ObjectBackend {
+    fn stat(&self, d: &Digest) -> Result<u64> {
+        self.head("stat", &self.blob(d))?.map(|m| m.size).ok_or(StoreError::BlobNotFound(*d))
+    }
+
+    fn stat_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
+        Ok(self.head("stat", &self.blob(d))?.map(|m| (m.size, mtime(&m))))
+    }
+
+    fn stat_mode(&self, d: &Digest) -> Option<(u64, u32)> {
+        self.head("stat", &self.blob(d)).ok().flatten().map(|m| (m.size, 0o100444))
+    }
+
+    fn read(&self, d: &Digest, offset: u64, len: Option<u64>) -> Result<BlobReader> {
+        let at = self.blob(d);
+        let size = self.stat(d)?;
+        let remaining = crate::blob::check_range(d, offset, len, size)?;
+        let path = self.path_of(&at);
+        if remaining == 0 {
+            return Ok(BlobReader::from_bytes(Bytes::new(), path, size, offset));
+        }
+        // In range, so the end does not overflow.
+        let range = GetRange::Bounded(offset..offset + remaining);
+        let (st, p) = (self.store(), at.clone());
+        let got = self.call("read", &at, async move {
+            st.get_opts(&p, GetOptions { range: Some(range), ..Default::default() }).await
+        })?;
+        let got = got.map_err(|_| StoreError::BlobNotFound(*d))?;
+        let r = ObjectRead { chunks: self.blocking(got.into_stream()), cur: Bytes::new() };
+        Ok(BlobReader::from_reader(Box::new(r), path, size, offset, remaining))
+    }
+
+    fn create(&self) -> Result<Box<dyn BlobSink>> {
+        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
+        let tmp = self.obj(&format!("tmp/{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()));
+        let at = self.path_of(&tmp);
+        Ok(Box::new(ObjectSink { be: self.clone(), buf: Vec::new(), tmp, at, upload: None, tmp_written: false }))
+    }
+
+    fn delete_blob(&self, d: &Digest) -> Result<bool> {
+        let at = self.blob(d);
+        // S3 deletes are idempotent and do not say whether anything was there.
+        if self.head("stat", &at)?.is_none() {
+            return Ok(false);
+        }
+        let (st, p) = (self.store(), at.clone());
+        self.call("delete", &at, async move { st.delete(&p).await })?.ok();
+        Ok(true)
+    }
+
+    fn sync_deletes(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn list_blobs(&self) -> Result<Box<dyn Iterator<Item = Result<Digest>> + Send>> {
+        let dir = self.obj("objects");
+        let mut it = self.list_under("objects");
+        let path = self.path_of(&dir);
+        Ok(Box::new(std::iter::from_fn(move || {
+            loop {
+                match it.next_item() {
+                    Ok(Some(m)) => {
+                        if let Some(d) = m.location.filename().and_then(|n| Digest::parse(n).ok()) {
+                            return Some(Ok(d));
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(StoreError::Io { op: "list", path: path.clone(), source: e })),
+                }
+            }
+        })))
+    }
+
+    fn touch(&self, d: &Digest) -> Result<()> {
+        // Objects cannot have their mtime set: GC grace counts from creation.
+        self.stat(d).map(drop)
+    }
+
+    fn quarantine(&self, d: &Digest) -> Result<PathBuf> {
+        let (from, to) = (self.blob(d), self.obj(&format!("quarantine/{d}")));
+        let (st, f, t) = (self.store(), from.clone(), to.clone());
+        self.call("quarantine", &from, async move { st.copy(&f, &t).await })?
+            .map_err(|_| StoreError::BlobNotFound(*d))?;
+        let (st, f) = (self.store(), from.clone());
+        self.call("quarantine", &from, async move { st.delete(&f).await })?.ok();
+        Ok(self.path_of(&to))
+    }
+
+    fn temporaries(&self) -> Result<usize> {
+        let mut n = self.s.open_sinks.load(Ordering::SeqCst);
+        let mut it = self.list_under("tmp");
+        let path = self.path_of(&self.obj("tmp"));
+        while it.next_item().map_err(|e| StoreError::Io { op: "list", path: path.clone(), source: e })?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// A blob being written: buffered up to [`PART_SIZE`], then a multipart
+/// upload under `tmp/`, part by part.
+struct ObjectSink {
+    be: ObjectBackend,
+    buf: Vec<u8>,
+    tmp: ObjPath,
+    at: PathBuf,
+    upload: Option<Box<dyn MultipartUpload>>,
+    // The upload completed: the temp object exists until removed.
+    tmp_written: bool,
+}
+
+impl ObjectSink {
+    /// Sends the buffer as the next part, starting the upload first.
+    fn send_part(&mut self) -> io::Result<()> {
+        let up = match &mut self.upload {
+            Some(u) => u,
+            None => {
+                let (st, p) = (self.be.store(), self.tmp.clone());
+                let u = self.be.run(async move { st.put_multipart(&p).await })?.map_err(io::Error::other)?;
+                self.upload.insert(u)
+            }
+        };
+        let part = up.put_part(PutPayload::from(std::mem::take(&mut self.buf)));
+        self.be.run(part)?.map_err(io::Error::other)
+    }
+
+    fn completed(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.send_part().map_err(StoreError::io("upload part", &self.at))?;
+        }
+        let Some(mut up) = self.upload.take() else { return Ok(()) };
+        let done =
+            self.be.run(async move { up.complete().await }).map_err(StoreError::io("complete upload", &self.at))?;
+        done.map_err(|e| self.be.error("complete upload", &self.tmp, e))?;
+        self.tmp_written = true;
+        Ok(())
+    }
+}
+
+impl BlobSink for ObjectSink {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = (PART_SIZE - self.buf.len()).min(buf.len());
+            self.buf.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if self.buf.len() == PART_SIZE {
+                self.send_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, d: &Digest) -> Result<bool> {
+        let dest = self.be.blob(d);
+        if self.be.head("stat", &dest)?.is_some() {
+            return Ok(true);
+        }
+        let be = self.be.clone();
+        if self.upload.is_none() {
+            // Small: one create-only put straight to its name.
+            let (st, p, bytes) = (be.store(), dest.clone(), std::mem::take(&mut self.buf));
+            let put = be.call("write", &dest, async move {
+                st.put_opts(&p, PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await
+            })?;
+            return Ok(put.is_err());
+        }
+        self.completed()?;
+        let (st, from, to) = (be.store(), self.tmp.clone(), dest.clone());
+        let copy = be.call("copy into objects", &dest, async move {
+            st.copy_opts(&from, &to, CopyOptions { mode: CopyMode::Create, ..Default::default() }).await
+        })?;
+        // Drop removes the temp object.
+        Ok(copy.is_err())
+    }
+
+    fn location(&self) -> &Path {
+        &self.at
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+impl Drop for ObjectSink {
+    fn drop(&mut self) {
+        if let Some(mut up) = self.upload.take()
+            && let Err(e) = self.be.run(async move { up.abort().await }).and_then(|r| r.map_err(io::Error::other))
+        {
+            tracing::warn!(at = %self.at.display(), error = %e, "could not abort a multipart upload");
+        }
+        if self.tmp_written {
+            let (st, p) = (self.be.store(), self.tmp.clone());
+            if let Err(e) = self.be.run(async move { st.delete(&p).await }).and_then(|r| r.map_err(io::Error::other)) {
+                tracing::warn!(at = %self.at.display(), error = %e, "could not remove a temp object");
+            }
+        }
+        self.be.s.open_sinks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl MetaBackend for ObjectBackend {
+    fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let at = self.obj(key);
+        let (st, p) = (self.store(), at.clone());
+        let Ok(got) = self.call("read", &at, async move { st.get(&p).await })? else { return Ok(None) };
+        let cap = usize::try_from(max.saturating_add(1)).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut chunks = self.blocking(got.into_stream());
+        while out.len() < cap {
+            match chunks.next_item().map_err(StoreError::io("read", &self.path_of(&at)))? {
+                Some(b) => out.extend_from_slice(&b[..b.len().min(cap - out.len())]),
+                None => break,
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn get_stamped(&self, key: &str) -> Result<Option<(Vec<u8>, Stamp)>> {
+        let at = self.obj(key);
+        let (st, p) = (self.store(), at.clone());
+        let got = self.call("read", &at, async move {
+            let g = st.get(&p).await?;
+            let meta = g.meta.clone();
+            Ok((g.bytes().await?, meta))
+        })?;
+        // The stamp is of the very version read.
+        Ok(got.ok().map(|(b, m)| (b.to_vec(), stamp(&m))))
+    }
+
+    fn stamp(&self, key: &str) -> Option<Stamp> {
+        self.head("stat", &self.obj(key)).ok().flatten().map(|m| stamp(&m))
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        self.head("stat", &self.obj(key)).ok().flatten().is_some()
+    }
+
+    fn is_dir(&self, key: &str) -> bool {
+        self.list_under(key).next_item().ok().flatten().is_some()
+    }
+
+    fn modified(&self, key: &str) -> Option<SystemTime> {
+        if let Some(m) = self.head("stat", &self.obj(key)).ok().flatten() {
+            return Some(mtime(&m));
+        }
+        // A "directory": its newest object.
+        let mut it = self.list_under(key);
+        let mut newest = None;
+        while let Ok(Some(m)) = it.next_item() {
+            newest = newest.max(Some(mtime(&m)));
+        }
+        newest
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let at = self.obj(key);
+        let (st, p, b) = (self.store(), at.clone(), Bytes::copy_from_slice(bytes));
+        // A PUT is atomic: readers see the old object or the new one.
+        self.call("write", &at, async move { st.put(&p, PutPayload::from(b)).await })?
+            .map_err(|e| self.error("write", &at, e))?;
+        Ok(())
+    }
+
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool> {
+        let at = self.obj(key);
+        let (st, p, b) = (self.store(), at.clone(), Bytes::copy_from_slice(bytes));
+        let put = self.call("write", &at, async move {
+            st.put_opts(&p, PutPayload::from(b), PutOptions::from(PutMode::Create)).await
+        })?;
+        Ok(put.is_ok())
+    }
+
+    fn delete(&self, key: &str) -> Result<bool> {
+        let at = self.obj(key);
+        if self.head("stat", &at)?.is_none() {
+            return Ok(false);
+        }
+        let (st, p) = (self.store(), at.clone());
+        self.call("remove", &at, async move { st.delete(&p).await })?.ok();
+        Ok(true)
+    }
+
+    fn children(&self, key: &str) -> Result<Vec<String>> {
+        let at = self.obj(key);
+        let (st, p) = (self.store(), at.clone());
+        let Ok(l) = self.call("list", &at, async move { st.list_with_delimiter(Some(&p)).await })? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<String> = l
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .chain(l.objects.iter().filter_map(|m| m.location.filename().map(str::to_owned)))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn locate(&self, key: &str) -> PathBuf {
+        self.path_of(&self.obj(key))
+    }
+}
+
+fn unsupported(be: &ObjectBackend, id: &str) -> StoreError {
+    StoreError::Io {
+        op: "create upload session",
+        path: be.locate(&format!("registry/uploads/{id}")),
+        source: io::Error::new(
+            io::ErrorKind::Unsupported,
+            "registry upload sessions are not supported by the object-store backend yet; push with a monolithic PUT or use a data dir",
+        ),
+    }
+}
+
+impl UploadBackend for ObjectBackend {
+    fn create_upload(&self, id: &str) -> Result<()> {
+        Err(unsupported(self, id))
+    }
+
+    fn open_upload(&self, _id: &str) -> Result<Option<Box<dyn UploadData>>> {
+        Ok(None)
+    }
+
+    fn remove_upload(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn list_uploads(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn upload_created(&self, _id: &str) -> Option<SystemTime> {
+        None
+    }
+}
+
+impl Backend for ObjectBackend {
+    fn root(&self) -> &Path {
+        &self.s.root
+    }
+
+    fn lock_gc(&self, exclusive: bool) -> Result<Guard> {
+        Ok(GcLock::lock(&self.s.gc, exclusive))
+    }
+
+    fn probe(&self) -> Result<()> {
+        let at = self.obj("objects");
+        let (st, p) = (self.store(), at.clone());
+        self.call("list", &at, async move { st.list_with_delimiter(Some(&p)).await })?
+            .map_err(|e| self.error("list", &at, e))?;
+        Ok(())
+    }
+}
