@@ -12,6 +12,12 @@ both_backends!(
     concurrent_saves_of_one_ref_file_leave_one_intact_copy,
     the_longest_allowed_name_is_saved_listed_and_resolved,
 );
+s3_backend!(
+    a_ref_file_not_named_after_its_bytes_and_inner_name_is_refused,
+    an_existing_ref_file_is_never_replaced_by_other_bytes,
+    concurrent_saves_of_one_ref_file_leave_one_intact_copy,
+    the_longest_allowed_name_is_saved_listed_and_resolved,
+);
 
 fn json(name: &str, d: &Digest, created: &str) -> Vec<u8> {
     format!(r#"{{"name":"{name}","created_at":"{created}","objects":{{"f":"{d}"}}}}"#).into_bytes()

@@ -17,6 +17,13 @@ both_backends!(
     checkout_of_a_manifest_escaping_its_target_writes_nothing,
     checkout_drops_setuid_setgid_and_sticky_bits_unless_asked_to_keep_them,
 );
+s3_backend!(
+    checkout_of_a_snapshot_rebuilds_the_tree_with_modes_and_symlinks,
+    checkout_refuses_missing_blobs_before_writing_anything,
+    checkout_refuses_a_target_that_is_not_empty,
+    checkout_of_a_manifest_escaping_its_target_writes_nothing,
+    checkout_drops_setuid_setgid_and_sticky_bits_unless_asked_to_keep_them,
+);
 
 fn tree(root: &Path) {
     fs::create_dir_all(root.join("etc/empty")).unwrap();

@@ -1,13 +1,16 @@
-//! One test body, two backends: each shared test is a `fn(&Env)`, and
-//! [`both_backends!`] runs it once on a data dir and once in memory.
+//! One test body, several backends: each shared test is a `fn(&Env)`;
+//! [`both_backends!`] runs it once on a data dir and once in memory, and
+//! [`s3_backend!`] once more on a bucket of a real S3 server (moto), when
+//! moto is installed.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use cairn_store::backend::mem::MemBackend;
-use cairn_store::backend::{BlobBackend, MetaBackend};
+use cairn_store::backend::object::{ObjectBackend, S3Options};
 use cairn_store::{Digest, Store, StoreOptions};
+use cairn_testkit::s3::MotoServer;
 
 /// Which backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +19,8 @@ pub enum Kind {
     Fs,
     /// In memory.
     Mem,
+    /// A bucket of a moto server.
+    S3,
 }
 
 /// One store for one test; [`Env::store`] opens a new handle on it.
@@ -24,6 +29,7 @@ pub struct Env {
     dir: tempfile::TempDir,
     mem: MemBackend,
     opts: StoreOptions,
+    s3: Option<(MotoServer, ObjectBackend)>,
 }
 
 impl Env {
@@ -34,7 +40,34 @@ impl Env {
 
     /// A fresh store opened with `opts`.
     pub fn with(kind: Kind, opts: StoreOptions) -> Env {
-        Env { kind, dir: tempfile::tempdir().unwrap(), mem: MemBackend::new(), opts }
+        assert!(kind != Kind::S3, "use Env::s3");
+        Env { kind, dir: tempfile::tempdir().unwrap(), mem: MemBackend::new(), opts, s3: None }
+    }
+
+    /// A fresh store in a bucket of a new moto server; `None` (the test is
+    /// skipped) when moto is not installed.
+    pub fn s3(test: &str) -> Option<Env> {
+        let m = MotoServer::start(test)?;
+        let mut o = S3Options::new(&m.bucket, &m.region);
+        o.endpoint = Some(m.endpoint.clone());
+        o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+        o.prefix = "cairn".into();
+        let b = ObjectBackend::s3(&o).unwrap();
+        let opts = StoreOptions::default();
+        Some(Env { kind: Kind::S3, dir: tempfile::tempdir().unwrap(), mem: MemBackend::new(), opts, s3: Some((m, b)) })
+    }
+
+    /// The moto server of an S3 env.
+    pub fn moto(&self) -> Option<&MotoServer> {
+        self.s3.as_ref().map(|(m, _)| m)
+    }
+
+    /// The backend that is not a data dir: memory, or the bucket.
+    fn meta(&self) -> &dyn cairn_store::backend::Backend {
+        match &self.s3 {
+            Some((_, b)) => b,
+            None => &self.mem,
+        }
     }
 
     /// A new handle on this test's store (same data every call).
@@ -47,6 +80,7 @@ impl Env {
         match self.kind {
             Kind::Fs => Store::open_with(self.dir.path().join("data"), opts).unwrap(),
             Kind::Mem => Store::with_backend(Box::new(self.mem.clone()), opts),
+            Kind::S3 => Store::with_backend(Box::new(self.s3.as_ref().unwrap().1.clone()), opts),
         }
     }
 
@@ -71,8 +105,8 @@ impl Env {
                 std::fs::write(p, bytes).unwrap();
             }
             None => {
-                self.mem.delete(key).unwrap();
-                self.mem.put(key, bytes).unwrap();
+                self.meta().delete(key).unwrap();
+                self.meta().put(key, bytes).unwrap();
             }
         }
     }
@@ -81,7 +115,7 @@ impl Env {
     pub fn raw(&self, key: &str) -> Vec<u8> {
         match self.data_dir() {
             Some(d) => std::fs::read(d.join(key)).unwrap(),
-            None => self.mem.get(key, u64::MAX - 1).unwrap().unwrap(),
+            None => self.meta().get(key, u64::MAX - 1).unwrap().unwrap(),
         }
     }
 
@@ -92,7 +126,7 @@ impl Env {
                 Ok(rd) => rd.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
                 Err(_) => Vec::new(),
             },
-            None => self.mem.children(key).unwrap(),
+            None => self.meta().children(key).unwrap(),
         }
     }
 
@@ -100,7 +134,7 @@ impl Env {
     pub fn remove_blob_raw(&self, d: &Digest) {
         match self.data_dir() {
             Some(dir) => std::fs::remove_file(dir.join("objects").join(d.to_string())).unwrap(),
-            None => assert!(self.mem.delete_blob(d).unwrap()),
+            None => assert!(self.meta().delete_blob(d).unwrap()),
         }
     }
 
@@ -113,7 +147,7 @@ impl Env {
     fn mem_or_fs_mtime(&self, d: &Digest) -> SystemTime {
         match self.data_dir() {
             Some(dir) => std::fs::metadata(dir.join("objects").join(d.to_string())).unwrap().modified().unwrap(),
-            None => self.mem.stat_mtime(d).unwrap().unwrap().1,
+            None => self.meta().stat_mtime(d).unwrap().unwrap().1,
         }
     }
 
@@ -122,7 +156,10 @@ impl Env {
         let t = SystemTime::now() - Duration::from_secs(secs);
         match self.data_dir() {
             Some(dir) => std::fs::File::open(dir.join("objects").join(d.to_string())).unwrap().set_modified(t).unwrap(),
-            None => self.mem.set_mtime(d, t),
+            None => {
+                assert!(self.kind == Kind::Mem, "an object's mtime cannot be set: not an S3 test");
+                self.mem.set_mtime(d, t)
+            }
         }
     }
 }
@@ -136,6 +173,19 @@ macro_rules! both_backends {
         }
         mod on_mem {
             $(#[test] fn $t() { super::$t(&$crate::common::Env::new($crate::common::Kind::Mem)) })*
+        }
+    };
+}
+
+/// Runs each listed `fn(&Env)` on a bucket of a moto server, as
+/// `on_s3::<name>`; skipped with a message when moto is not installed.
+#[macro_export]
+macro_rules! s3_backend {
+    ($($t:ident),* $(,)?) => {
+        mod on_s3 {
+            $(#[test] fn $t() {
+                if let Some(env) = $crate::common::Env::s3(stringify!($t)) { super::$t(&env) }
+            })*
         }
     };
 }
