@@ -13,7 +13,7 @@
 //!
 //! The store's traits are blocking; this backend owns a small Tokio runtime
 //! and runs each request on it, the calling thread waiting on a channel
-//! (see [`ObjectBackend::run`]). Not provided yet: upload sessions (an
+//! (see `ObjectBackend::run`). Not provided yet: upload sessions (an
 //! "unsupported" error), mtime refresh on `touch` (objects keep their
 //! creation time), a GC lock shared between processes (it is in-process),
 //! and everything [`super::Backend::fs`] gives.
