@@ -293,6 +293,24 @@ mod contract {
         a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
     );
 
+    /// The same contract on `object_store`'s in-memory store: the object
+    /// backend is generic over `ObjectStore`.
+    mod on_object_mem {
+        fn be() -> Box<dyn super::Backend> {
+            let st = std::sync::Arc::new(object_store::memory::InMemory::new());
+            Box::new(super::object::ObjectBackend::new(st, "memory://", "p").unwrap())
+        }
+        macro_rules! on_object_mem {
+            ($($t:ident),* $(,)?) => { $(#[test] fn $t() { super::$t(&*be()) })* };
+        }
+        on_object_mem!(
+            a_commit_never_replaces_an_existing_object,
+            a_dropped_sink_leaves_nothing,
+            create_only_put_never_replaces_and_put_does,
+            a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
+        );
+    }
+
     /// The same contract on a bucket of a real S3 server (moto), when installed.
     mod on_s3 {
         use super::*;

@@ -286,22 +286,34 @@ impl<T: Send + 'static> Blocking<T> {
     }
 }
 
-/// A blob's bytes as they arrive: one chunk in memory at a time.
+/// A blob's bytes as they arrive: one chunk in memory at a time. A body
+/// that ends before `left` bytes is an error, never a short blob.
 struct ObjectRead {
     chunks: Blocking<Bytes>,
     cur: Bytes,
+    left: u64,
+    at: PathBuf,
 }
 
 impl Read for ObjectRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
         while self.cur.is_empty() {
             match self.chunks.next_item()? {
                 Some(b) => self.cur = b,
-                None => return Ok(0),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{}: the object store's answer ended {} bytes early", self.at.display(), self.left),
+                    ));
+                }
             }
         }
-        let n = buf.len().min(self.cur.len());
+        let n = buf.len().min(self.cur.len()).min(usize::try_from(self.left).unwrap_or(usize::MAX));
         buf[..n].copy_from_slice(&self.cur.split_to(n));
+        self.left -= n as u64;
         Ok(n)
     }
 }
@@ -347,7 +359,12 @@ impl BlobBackend for ObjectBackend {
             st.get_opts(&p, GetOptions { range: Some(range), ..Default::default() }).await
         })?;
         let got = got.map_err(|_| StoreError::BlobNotFound(*d))?;
-        let r = ObjectRead { chunks: self.blocking(got.into_stream()), cur: Bytes::new() };
+        let r = ObjectRead {
+            chunks: self.blocking(got.into_stream()),
+            cur: Bytes::new(),
+            left: remaining,
+            at: path.clone(),
+        };
         Ok(BlobReader::from_reader(Box::new(r), path, size, offset, remaining))
     }
 
@@ -672,5 +689,21 @@ impl Backend for ObjectBackend {
         self.call("list", &at, async move { st.list_with_delimiter(Some(&p)).await })?
             .map_err(|e| self.error("list", &at, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_ends_early_is_an_error_not_a_short_blob() {
+        let be = ObjectBackend::new(Arc::new(object_store::memory::InMemory::new()), "memory://", "").unwrap();
+        let body = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"0123"))]).boxed();
+        let mut r = ObjectRead { chunks: be.blocking(body), cur: Bytes::new(), left: 10, at: PathBuf::from("x") };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        assert_eq!(out, b"0123");
     }
 }
