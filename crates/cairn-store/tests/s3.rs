@@ -59,3 +59,22 @@ fn a_dead_endpoint_is_an_error_naming_it_not_a_panic_or_a_blob() {
     assert!(!s.exists(&Digest::of(b"some bytes")));
     assert!(started.elapsed() < Duration::from_secs(20), "failed fast: {:?}", started.elapsed());
 }
+
+#[test]
+fn a_missing_bucket_is_an_error_naming_it_not_an_existing_blob() {
+    let Some(moto) =
+        cairn_testkit::s3::MotoServer::start("a_missing_bucket_is_an_error_naming_it_not_an_existing_blob")
+    else {
+        return;
+    };
+    let mut o = S3Options::new("no-such-bucket", &moto.region);
+    o.endpoint = Some(moto.endpoint.clone());
+    o.credentials = Some((moto.access_key.clone(), moto.secret_key.clone()));
+    let s = Store::with_backend(Box::new(ObjectBackend::s3(&o).unwrap()), StoreOptions::default());
+    let e = s.put_reader(&b"bytes for nowhere"[..], None).unwrap_err();
+    assert!(e.to_string().contains("no-such-bucket"), "{e}");
+    let big = vec![7u8; PART_SIZE + 1];
+    let e = s.put_reader(&big[..], None).unwrap_err();
+    assert!(e.to_string().contains("no-such-bucket"), "{e}");
+    assert!(s.probe().is_err());
+}

@@ -223,6 +223,17 @@ impl ObjectBackend {
         StoreError::Io { op, path: self.path_of(at), source: io::Error::new(kind, msg) }
     }
 
+    /// The outcome of a create-only write: `true` when it created the
+    /// object, `false` when one was there. Anything else (a missing bucket
+    /// answers "not found") is an error, never "it existed".
+    fn created(&self, op: &'static str, at: &ObjPath, r: std::result::Result<(), object_store::Error>) -> Result<bool> {
+        match r {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.error(op, at, e)),
+        }
+    }
+
     fn store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.s.store)
     }
@@ -498,9 +509,9 @@ impl BlobSink for ObjectSink {
             // Small: one create-only put straight to its name.
             let (st, p, bytes) = (be.store(), dest.clone(), std::mem::take(&mut self.buf));
             let put = be.call("write", &dest, async move {
-                st.put_opts(&p, PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await
+                st.put_opts(&p, PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await.map(drop)
             })?;
-            return Ok(put.is_err());
+            return be.created("write", &dest, put).map(|created| !created);
         }
         self.completed()?;
         let (st, from, to) = (be.store(), self.tmp.clone(), dest.clone());
@@ -508,7 +519,7 @@ impl BlobSink for ObjectSink {
             st.copy_opts(&from, &to, CopyOptions { mode: CopyMode::Create, ..Default::default() }).await
         })?;
         // Drop removes the temp object.
-        Ok(copy.is_err())
+        be.created("copy into objects", &dest, copy).map(|created| !created)
     }
 
     fn location(&self) -> &Path {
@@ -604,9 +615,9 @@ impl MetaBackend for ObjectBackend {
         let at = self.obj(key);
         let (st, p, b) = (self.store(), at.clone(), Bytes::copy_from_slice(bytes));
         let put = self.call("write", &at, async move {
-            st.put_opts(&p, PutPayload::from(b), PutOptions::from(PutMode::Create)).await
+            st.put_opts(&p, PutPayload::from(b), PutOptions::from(PutMode::Create)).await.map(drop)
         })?;
-        Ok(put.is_ok())
+        self.created("write", &at, put)
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
