@@ -30,8 +30,13 @@ both_backends!(
     default_handle_does_not_cache_a_tag_written_just_now,
     upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart,
 );
-// Not on S3 yet: upload sessions (the object backend refuses them).
 s3_backend!(
+    chunked_upload_survives_a_new_registry_handle_and_rejects_out_of_order_chunks,
+    fsynced_chunked_upload_past_the_write_back_threshold_keeps_every_byte_and_a_cut_chunk_rolls_back,
+    upload_of_other_repository_or_malformed_id_is_unknown,
+    finished_upload_with_wrong_digest_stores_nothing_and_ends_the_session,
+    idle_uploads_expire_after_the_ttl,
+    upload_sessions_left_by_an_earlier_run_count_against_the_caps_after_a_restart,
     manifest_with_missing_layer_is_refused_and_stores_nothing,
     pushed_manifest_resolves_by_tag_and_digest_and_delete_removes_its_tags,
     manifest_pushed_by_wrong_digest_is_a_mismatch,

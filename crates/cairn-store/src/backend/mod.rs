@@ -308,6 +308,7 @@ mod contract {
             a_dropped_sink_leaves_nothing,
             create_only_put_never_replaces_and_put_does,
             a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
+            upload_data_appends_truncates_and_commits_as_a_blob,
         );
     }
 
@@ -336,14 +337,7 @@ mod contract {
             a_dropped_sink_leaves_nothing,
             create_only_put_never_replaces_and_put_does,
             a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
+            upload_data_appends_truncates_and_commits_as_a_blob,
         );
-
-        #[test]
-        fn upload_sessions_on_s3_are_refused_with_an_unsupported_error() {
-            let Some((_m, b)) = s3("upload_sessions_on_s3_are_refused_with_an_unsupported_error") else { return };
-            let e = b.create_upload("u1").unwrap_err();
-            assert!(e.to_string().contains("not supported by the object-store backend"), "{e}");
-            assert!(b.list_uploads().unwrap().is_empty());
-        }
     }
 }

@@ -7,16 +7,18 @@
 //! <prefix>/tmp/<random>        a large blob's multipart upload, completed, before
 //!                              its create-only copy to objects/ (deleted after)
 //! <prefix>/quarantine/<64 hex> blobs moved aside by `quarantine`
+//! <prefix>/registry/uploads/<id>/created, info.json, data/<16 hex offset>
+//!                              an upload session: marker, info, data pieces
 //! <prefix>/<key>               metadata documents under their `backend::keys` names
 //!                              (refs/…, registry/repositories/…)
 //! ```
 //!
 //! The store's traits are blocking; this backend owns a small Tokio runtime
 //! and runs each request on it, the calling thread waiting on a channel
-//! (see `ObjectBackend::run`). Not provided yet: upload sessions (an
-//! "unsupported" error), mtime refresh on `touch` (objects keep their
-//! creation time), a GC lock shared between processes (it is in-process),
-//! and everything [`super::Backend::fs`] gives.
+//! (see `ObjectBackend::run`). Not provided yet: mtime refresh on `touch`
+//! (objects keep their creation time), a GC lock or upload-session lock
+//! shared between processes (both are in-process), and everything
+//! [`super::Backend::fs`] gives.
 
 use std::any::Any;
 use std::future::Future;
@@ -103,6 +105,8 @@ struct Shared {
     handle: tokio::runtime::Handle,
     gc: Arc<GcLock>,
     open_sinks: AtomicUsize,
+    // Upload sessions locked by a handle of this process.
+    upload_locks: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Drop for Shared {
@@ -173,6 +177,7 @@ impl ObjectBackend {
                 handle,
                 gc: Arc::default(),
                 open_sinks: AtomicUsize::new(0),
+                upload_locks: Default::default(),
             }),
         })
     }
@@ -652,36 +657,192 @@ impl MetaBackend for ObjectBackend {
     }
 }
 
-fn unsupported(be: &ObjectBackend, id: &str) -> StoreError {
-    StoreError::Io {
-        op: "create upload session",
-        path: be.locate(&format!("registry/uploads/{id}")),
-        source: io::Error::new(
-            io::ErrorKind::Unsupported,
-            "registry upload sessions are not supported by the object-store backend yet; push with a monolithic PUT or use a data dir",
-        ),
-    }
+/// `registry/uploads/<id>`: a session's marker, `info.json` and data.
+fn upload_key(id: &str) -> String {
+    format!("registry/uploads/{id}")
 }
 
 impl UploadBackend for ObjectBackend {
     fn create_upload(&self, id: &str) -> Result<()> {
-        Err(unsupported(self, id))
+        self.put(&format!("{}/created", upload_key(id)), b"")
     }
 
-    fn open_upload(&self, _id: &str) -> Result<Option<Box<dyn UploadData>>> {
-        Ok(None)
+    fn open_upload(&self, id: &str) -> Result<Option<Box<dyn UploadData>>> {
+        let dir = upload_key(id);
+        if !self.exists(&format!("{dir}/created")) {
+            return Ok(None);
+        }
+        let at = self.locate(&format!("{dir}/data"));
+        Ok(Some(Box::new(ObjectUpload {
+            be: self.clone(),
+            id: id.to_owned(),
+            dir,
+            locked: false,
+            at,
+            pending: Vec::new(),
+            pending_at: 0,
+        })))
     }
 
-    fn remove_upload(&self, _id: &str) -> Result<()> {
+    fn remove_upload(&self, id: &str) -> Result<()> {
+        let dir = upload_key(id);
+        let mut it = self.list_under(&dir);
+        let path = self.locate(&dir);
+        while let Some(m) = it.next_item().map_err(StoreError::io("list", &path))? {
+            let (st, p) = (self.store(), m.location.clone());
+            self.call("remove", &m.location, async move { st.delete(&p).await })?.ok();
+        }
         Ok(())
     }
 
     fn list_uploads(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
+        self.children("registry/uploads")
     }
 
-    fn upload_created(&self, _id: &str) -> Option<SystemTime> {
-        None
+    fn upload_created(&self, id: &str) -> Option<SystemTime> {
+        self.modified(&format!("{}/created", upload_key(id)))
+    }
+}
+
+/// An upload session's data: objects `data/<16 hex offset>` of at most
+/// [`PART_SIZE`] bytes each, in offset order; appends are buffered up to
+/// one part. The lock is in-process.
+struct ObjectUpload {
+    be: ObjectBackend,
+    id: String,
+    dir: String,
+    locked: bool,
+    at: PathBuf,
+    pending: Vec<u8>,
+    pending_at: u64,
+}
+
+impl ObjectUpload {
+    /// The stored pieces: (offset, size, name), in order.
+    fn pieces(&self) -> io::Result<Vec<(u64, u64, ObjPath)>> {
+        let mut it = self.be.list_under(&format!("{}/data", self.dir));
+        let mut out = Vec::new();
+        while let Some(m) = it.next_item()? {
+            if let Some(off) = m.location.filename().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+                out.push((off, m.size, m.location));
+            }
+        }
+        out.sort_by_key(|p| p.0);
+        Ok(out)
+    }
+
+    fn get(&self, p: &ObjPath) -> io::Result<Bytes> {
+        let (st, p) = (self.be.store(), p.clone());
+        self.be.run(async move { st.get(&p).await?.bytes().await })?.map_err(io::Error::other)
+    }
+
+    fn put_piece(&self, off: u64, bytes: Bytes) -> io::Result<()> {
+        let (st, p) = (self.be.store(), self.be.obj(&format!("{}/data/{off:016x}", self.dir)));
+        self.be.run(async move { st.put(&p, PutPayload::from(bytes)).await })?.map(drop).map_err(io::Error::other)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let b = Bytes::from(std::mem::take(&mut self.pending));
+        let n = b.len() as u64;
+        self.put_piece(self.pending_at, b)?;
+        self.pending_at += n;
+        Ok(())
+    }
+}
+
+impl UploadData for ObjectUpload {
+    fn len(&self) -> io::Result<u64> {
+        let stored = self.pieces()?.last().map_or(0, |(off, size, _)| off + size);
+        Ok(stored.max(self.pending_at) + self.pending.len() as u64)
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        self.be.modified(&self.dir)
+    }
+
+    fn try_lock(&mut self) -> io::Result<bool> {
+        if self.locked {
+            return Ok(true);
+        }
+        let mut held = self.be.s.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
+        self.locked = held.insert(self.id.clone());
+        Ok(self.locked)
+    }
+
+    fn read_prefix(&mut self, len: u64, f: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        self.flush()?;
+        for (off, _, p) in self.pieces()? {
+            if off >= len {
+                break;
+            }
+            let b = self.get(&p)?;
+            let n = usize::try_from(len - off).unwrap_or(usize::MAX).min(b.len());
+            f(&b[..n]);
+        }
+        Ok(())
+    }
+
+    fn begin_append(&mut self, at: u64) -> io::Result<()> {
+        self.truncate(at)?;
+        self.pending_at = at;
+        Ok(())
+    }
+
+    fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = (PART_SIZE - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.pending.len() == PART_SIZE {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_append(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.flush()?;
+        for (off, size, p) in self.pieces()? {
+            if off >= len {
+                let (st, p) = (self.be.store(), p.clone());
+                self.be.run(async move { st.delete(&p).await })?.map_err(io::Error::other)?;
+            } else if off + size > len {
+                let b = self.get(&p)?;
+                // off < len < off + size, so the cut is inside the piece.
+                self.put_piece(off, b.slice(..(len - off) as usize))?;
+            }
+        }
+        self.pending_at = self.pending_at.min(len);
+        Ok(())
+    }
+
+    fn commit(&mut self, d: &Digest) -> Result<bool> {
+        self.flush().map_err(StoreError::io("write", &self.at))?;
+        let mut sink = self.be.create()?;
+        for (_, _, p) in self.pieces().map_err(StoreError::io("list", &self.at))? {
+            let b = self.get(&p).map_err(StoreError::io("read", &self.at))?;
+            sink.write(&b).map_err(StoreError::io("write", sink.location()))?;
+        }
+        sink.commit(d)
+    }
+
+    fn location(&self) -> &Path {
+        &self.at
+    }
+}
+
+impl Drop for ObjectUpload {
+    fn drop(&mut self) {
+        if self.locked {
+            self.be.s.upload_locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        }
     }
 }
 
