@@ -46,8 +46,12 @@ use crate::error::{Result, StoreError};
 use crate::oci::cache::Stamp;
 
 /// Bytes buffered before a blob write becomes a multipart upload, and the
-/// size of each part: a sink holds at most this much.
+/// size of each part.
 pub const PART_SIZE: usize = 8 << 20;
+
+/// Parts of one blob uploading at once while the next fills: a writer
+/// holds at most `PARTS_IN_FLIGHT + 1` parts.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Where an S3 bucket is and how to reach it.
 #[derive(Debug, Clone)]
@@ -388,7 +392,16 @@ impl BlobBackend for ObjectBackend {
         self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
         let tmp = self.obj(&format!("tmp/{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()));
         let at = self.path_of(&tmp);
-        Ok(Box::new(ObjectSink { be: self.clone(), buf: Vec::new(), tmp, at, upload: None, tmp_written: false }))
+        let in_flight = std::collections::VecDeque::new();
+        Ok(Box::new(ObjectSink {
+            be: self.clone(),
+            buf: Vec::new(),
+            tmp,
+            at,
+            upload: None,
+            in_flight,
+            tmp_written: false,
+        }))
     }
 
     fn delete_blob(&self, d: &Digest) -> Result<bool> {
@@ -452,19 +465,22 @@ impl BlobBackend for ObjectBackend {
 }
 
 /// A blob being written: buffered up to [`PART_SIZE`], then a multipart
-/// upload under `tmp/`, part by part.
+/// upload under `tmp/`, a few parts at a time.
 struct ObjectSink {
     be: ObjectBackend,
     buf: Vec<u8>,
     tmp: ObjPath,
     at: PathBuf,
     upload: Option<Box<dyn MultipartUpload>>,
+    // Parts being uploaded, oldest first.
+    in_flight: std::collections::VecDeque<mpsc::Receiver<object_store::Result<()>>>,
     // The upload completed: the temp object exists until removed.
     tmp_written: bool,
 }
 
 impl ObjectSink {
-    /// Sends the buffer as the next part, starting the upload first.
+    /// Sends the buffer as the next part, starting the upload first. Up to
+    /// [`PARTS_IN_FLIGHT`] parts upload while the writer fills the next.
     fn send_part(&mut self) -> io::Result<()> {
         let up = match &mut self.upload {
             Some(u) => u,
@@ -475,13 +491,40 @@ impl ObjectSink {
             }
         };
         let part = up.put_part(PutPayload::from(std::mem::take(&mut self.buf)));
-        self.be.run(part)?.map_err(io::Error::other)
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.be.s.handle.spawn(async move {
+            let _ = tx.send(part.await);
+        });
+        self.in_flight.push_back(rx);
+        while self.in_flight.len() > PARTS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self) -> io::Result<()> {
+        let Some(rx) = self.in_flight.pop_front() else { return Ok(()) };
+        rx.recv()
+            .map_err(|_| io::Error::other("object store task stopped (runtime shut down?)"))?
+            .map_err(io::Error::other)
+    }
+
+    fn wait_all(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        while !self.in_flight.is_empty() {
+            let r = self.wait_oldest();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
     }
 
     fn completed(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             self.send_part().map_err(StoreError::io("upload part", &self.at))?;
         }
+        self.wait_all().map_err(StoreError::io("upload part", &self.at))?;
         let Some(mut up) = self.upload.take() else { return Ok(()) };
         let done =
             self.be.run(async move { up.complete().await }).map_err(StoreError::io("complete upload", &self.at))?;
@@ -538,6 +581,8 @@ impl BlobSink for ObjectSink {
 
 impl Drop for ObjectSink {
     fn drop(&mut self) {
+        // Parts still uploading would outlive an abort as orphans.
+        let _ = self.wait_all();
         if let Some(mut up) = self.upload.take()
             && let Err(e) = self.be.run(async move { up.abort().await }).and_then(|r| r.map_err(io::Error::other))
         {
