@@ -2,10 +2,12 @@
 //!
 //! - [`digest`]: the SHA-256 [`Digest`] type and incremental [`Hasher`].
 //! - [`backend`]: the storage seam. Everything kept goes through the
-//!   [`backend::Backend`] traits (blobs, metadata, upload sessions); two
+//!   [`backend::Backend`] traits (blobs, metadata, upload sessions); three
 //!   implementations: [`backend::fs`] (the data directory, the original
-//!   layout, drawn there) and [`backend::mem`] (in memory, the reference).
-//!   A new backend goes there and is opened with [`Store::with_backend`].
+//!   layout, drawn there), [`backend::mem`] (in memory, the reference) and
+//!   [`backend::object`] (a bucket of an object store such as S3, keys
+//!   drawn there). A new backend goes there and is opened with
+//!   [`Store::with_backend`].
 //! - [`store`]: opening a store ([`Store`]).
 //! - [`blob`]: put (hash while writing, then the backend commits), get with
 //!   ranges, list, remove, quarantine.
