@@ -126,14 +126,11 @@ async fn api_version(mut r: Response) -> Response {
     r
 }
 
-/// Runs a registry call on a blocking thread.
+/// Runs a registry call on a blocking thread ([`store::blocking`], as a /v2 error).
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OciError> + Send + 'static,
 ) -> Result<T, V2Error> {
-    match cairn_store::aio::blocking(f).await {
-        Ok(r) => r.map_err(V2Error::from),
-        Err(e) => Err(V2Error::from(store::ReadError::Worker(e.to_string()))),
-    }
+    Ok(store::blocking(f).await?)
 }
 
 /// A response with `headers` (values that are not valid header text are dropped).
