@@ -401,6 +401,7 @@ impl BlobBackend for ObjectBackend {
             upload: None,
             in_flight,
             tmp_written: false,
+            direct: None,
         }))
     }
 
@@ -476,6 +477,8 @@ struct ObjectSink {
     in_flight: std::collections::VecDeque<mpsc::Receiver<object_store::Result<()>>>,
     // The upload completed: the temp object exists until removed.
     tmp_written: bool,
+    // Written straight at `objects/<digest>` (see `ObjectBackend::create_for`).
+    direct: Option<Digest>,
 }
 
 impl ObjectSink {
@@ -549,10 +552,22 @@ impl BlobSink for ObjectSink {
 
     fn commit(mut self: Box<Self>, d: &Digest) -> Result<bool> {
         let dest = self.be.blob(d);
+        if let Some(want) = self.direct
+            && want != *d
+        {
+            return Err(StoreError::DigestMismatch { expected: want, actual: *d });
+        }
         if self.be.head("stat", &dest)?.is_some() {
             return Ok(true);
         }
         let be = self.be.clone();
+        if self.direct.is_some() && self.upload.is_some() {
+            // The upload is at its final name: completing it publishes the
+            // (verified) bytes. A concurrent identical completion is harmless.
+            self.completed()?;
+            self.tmp_written = false;
+            return Ok(false);
+        }
         if self.upload.is_none() {
             // Small: one create-only put straight to its name.
             let (st, p, bytes) = (be.store(), dest.clone(), std::mem::take(&mut self.buf));
@@ -906,6 +921,118 @@ impl Backend for ObjectBackend {
         self.call("list", &at, async move { st.list_with_delimiter(Some(&p)).await })?
             .map_err(|e| self.error("list", &at, e))?;
         Ok(())
+    }
+}
+
+/// What the durable tier needs beyond the store's traits: writes whose
+/// digest is known up front, and async reads for the fetch pipeline.
+impl ObjectBackend {
+    /// A sink for the blob `d` (its digest known before its bytes): a large
+    /// one is uploaded straight at `objects/<d>` and becomes visible when
+    /// the upload completes, with no copy (S3 copies are slow, and limited
+    /// to 5 GiB). The upload completes only in `commit(d)`, after the
+    /// caller verified the bytes; dropped, it is aborted. When the bucket
+    /// already holds `d`, the sink discards the bytes.
+    pub fn create_for(&self, d: &Digest) -> Result<Box<dyn BlobSink>> {
+        let dest = self.blob(d);
+        if self.head("stat", &dest)?.is_some() {
+            return Ok(Box::new(Present { at: self.path_of(&dest), d: *d }));
+        }
+        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(ObjectSink {
+            be: self.clone(),
+            buf: Vec::new(),
+            at: self.path_of(&dest),
+            tmp: dest,
+            upload: None,
+            in_flight: std::collections::VecDeque::new(),
+            tmp_written: false,
+            direct: Some(*d),
+        }))
+    }
+
+    /// Opens blob `d` for streaming from async code: its size and its bytes,
+    /// `None` when the bucket lacks it. The request runs on the backend's
+    /// runtime; chunks come over a short channel, so a slow reader holds at
+    /// most a few chunks in memory.
+    pub fn open_blob_stream(
+        &self,
+        d: &Digest,
+    ) -> impl Future<Output = Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>>> + Send + 'static {
+        let (at, st) = (self.blob(d), self.store());
+        let be = self.clone();
+        let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let p = at.clone();
+        self.s.handle.spawn(async move {
+            let got = match st.get(&p).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = meta_tx.send(Err(e));
+                    return;
+                }
+            };
+            let size = got.meta.size;
+            if meta_tx.send(Ok(size)).is_err() {
+                return;
+            }
+            let mut body = got.into_stream();
+            while let Some(item) = body.next().await {
+                let item = item.map_err(|e| io::Error::other(format!("reading the object store's answer: {e}")));
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        async move {
+            let size = match meta_rx.await {
+                Ok(Ok(size)) => size,
+                Ok(Err(object_store::Error::NotFound { .. })) => return Ok(None),
+                Ok(Err(e)) => return Err(be.error("read", &at, e)),
+                Err(_) => {
+                    return Err(StoreError::Io {
+                        op: "read",
+                        path: be.path_of(&at),
+                        source: io::Error::other("object store task stopped (runtime shut down?)"),
+                    });
+                }
+            };
+            let s = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) });
+            Ok(Some((size, s.boxed())))
+        }
+    }
+
+    /// True when the bucket holds blob `d`.
+    pub fn has_blob(&self, d: &Digest) -> Result<bool> {
+        Ok(self.head("stat", &self.blob(d))?.is_some())
+    }
+}
+
+/// The sink of a blob the bucket already holds: the bytes are dropped.
+struct Present {
+    at: PathBuf,
+    d: Digest,
+}
+
+impl BlobSink for Present {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, d: &Digest) -> Result<bool> {
+        if *d != self.d {
+            return Err(StoreError::DigestMismatch { expected: self.d, actual: *d });
+        }
+        Ok(true)
+    }
+
+    fn location(&self) -> &Path {
+        &self.at
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
     }
 }
 
