@@ -66,6 +66,10 @@ pub struct TierStats {
     pub background_errors: u64,
 }
 
+/// A producer of a blob's bytes: it hands each chunk, in order, to the
+/// function it is given.
+pub type Fill<'a> = dyn FnMut(&mut dyn FnMut(&[u8])) -> std::io::Result<()> + 'a;
+
 /// The bucket behind a store, and its background writer.
 #[derive(Debug)]
 pub struct Tier {
@@ -163,7 +167,7 @@ impl Tier {
     pub fn upload_with(
         &self,
         d: &Digest,
-        fill: &mut dyn FnMut(&mut dyn FnMut(&[u8])) -> std::io::Result<()>,
+        fill: &mut Fill<'_>,
     ) -> Result<bool> {
         let mut sink = self.sink(Some(d))?;
         let mut h = crate::digest::Hasher::new();
