@@ -95,6 +95,11 @@ impl Tier {
         &self.bucket
     }
 
+    /// How messages name the bucket: its URL with the prefix.
+    pub fn bucket_name(&self) -> String {
+        self.bucket.root().display().to_string()
+    }
+
     /// The options it runs with.
     pub fn options(&self) -> &TierOptions {
         &self.opts
@@ -164,11 +169,7 @@ impl Tier {
 
     /// [`Tier::upload`] of the bytes `fill` hands to the function it is
     /// given, in order.
-    pub fn upload_with(
-        &self,
-        d: &Digest,
-        fill: &mut Fill<'_>,
-    ) -> Result<bool> {
+    pub fn upload_with(&self, d: &Digest, fill: &mut Fill<'_>) -> Result<bool> {
         let mut sink = self.sink(Some(d))?;
         let mut h = crate::digest::Hasher::new();
         let mut size = 0u64;
