@@ -359,6 +359,37 @@ fn sampled(state: &AppState) -> Registry {
             r.register(name, help, c);
         }
     }
+    if let Some(t) = store.tier() {
+        let st = t.stats();
+        for (name, help, v) in [
+            (
+                "cairn_bucket_uploads",
+                "Blobs written to the durable tier's bucket (pushes and background copies)",
+                st.uploads,
+            ),
+            ("cairn_bucket_upload_bytes", "Bytes of blobs written to the bucket", st.upload_bytes),
+            (
+                "cairn_bucket_upload_errors",
+                "Writes to the bucket that failed (the push failed with them)",
+                st.upload_errors,
+            ),
+            (
+                "cairn_bucket_background_queued",
+                "Fetched blobs queued for a background copy to the bucket",
+                st.background_queued,
+            ),
+            (
+                "cairn_bucket_background_dropped",
+                "Background copies dropped because the queue was full",
+                st.background_dropped,
+            ),
+            ("cairn_bucket_background_errors", "Background copies to the bucket that failed", st.background_errors),
+        ] {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        }
+    }
     match disk(state.cluster.store().root()) {
         Ok((total, used, free)) => {
             for (name, help, v) in [

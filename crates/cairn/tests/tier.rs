@@ -122,6 +122,29 @@ fn an_image_and_a_ref_pushed_to_node_a_are_pulled_from_node_b_with_a_stopped() {
         img
     });
 
+    let metrics = String::from_utf8(http.get(&format!("http://{a_addr}/metrics")).1).unwrap();
+    let uploads = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_bucket_uploads_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(uploads.is_some_and(|n| n >= 2), "A counts its writes to the bucket: {uploads:?}");
+    if tool_available("/usr/bin/promtool") {
+        let mut p = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut p.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     a.stop_and_log();
     // B never held any of it: the refs come from the bucket, the bytes too.
     assert!(!dir.path().join("b/objects").join(d.to_string()).exists());
