@@ -226,3 +226,36 @@ fn cairn_put_with_the_tier_in_cairn_config_is_durable_in_the_bucket() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.bucket"));
 }
+
+#[test]
+fn an_origin_blob_is_copied_to_the_bucket_so_a_later_node_never_asks_the_origin_again() {
+    let Some(m) =
+        MotoServer::start("an_origin_blob_is_copied_to_the_bucket_so_a_later_node_never_asks_the_origin_again")
+    else {
+        return;
+    };
+    let data = blob(12, 12 << 20);
+    let d = Digest::of(&data);
+    let origin = cairn_testkit::TestOrigin::start(&[data], cairn_testkit::OriginMode::Good);
+    let dir = tempfile::tempdir().unwrap();
+    let st = storage(&m.endpoint, &m.bucket, &creds(dir.path(), &m));
+    let (a_addr, b_addr) = (addr(), addr());
+    let with_origin = format!("{st}origins:\n  - url: \"{}\"\n", origin.template());
+    let mut a = serve(dir.path(), "a", &a_addr, &[], &with_origin);
+    let http = Http::new();
+    let (status, got) = http.get(&format!("http://{a_addr}/v1/fetch/{d}"));
+    assert_eq!((status, Digest::of(&got) == d), (200, true));
+    assert_eq!(origin.hits(), 1);
+    let key = format!("{PREFIX}/objects/{d}");
+    cairn_testkit::wait_for(std::time::Duration::from_secs(30), "the background copy to the bucket", || {
+        m.keys().contains(&key)
+    });
+    assert_eq!(m.sha256_of(&key), d.to_string());
+    a.stop_and_log();
+    // B has no origin and no peer: only the bucket has the blob now.
+    let b = serve(dir.path(), "b", &b_addr, &[], &st);
+    let (status, got) = http.get(&format!("http://{b_addr}/v1/fetch/{d}"));
+    assert_eq!((status, Digest::of(&got) == d), (200, true));
+    assert_eq!(origin.hits(), 1, "the origin was asked once for the whole cluster");
+    drop(b);
+}
