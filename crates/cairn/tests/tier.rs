@@ -259,3 +259,47 @@ fn an_origin_blob_is_copied_to_the_bucket_so_a_later_node_never_asks_the_origin_
     assert_eq!(origin.hits(), 1, "the origin was asked once for the whole cluster");
     drop(b);
 }
+
+#[test]
+fn gc_bucket_deletes_only_objects_no_ref_in_the_bucket_references() {
+    let Some(m) = MotoServer::start("gc_bucket_deletes_only_objects_no_ref_in_the_bucket_references") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cairn.yaml");
+    std::fs::write(&cfg, storage(&m.endpoint, &m.bucket, &creds(dir.path(), &m))).unwrap();
+    let cairn = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .env("CAIRN_CONFIG", &cfg)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cairn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("kept"), b"referenced by the snapshot").unwrap();
+    cairn(&["snapshot", tree.to_str().unwrap(), "--name", "kept"]);
+    let loose = dir.path().join("loose");
+    std::fs::write(&loose, b"put, never referenced").unwrap();
+    let loose_hex = cairn(&["put", loose.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned();
+    let kept_hex = Digest::of(b"referenced by the snapshot").to_string();
+    let objects = |m: &MotoServer| -> Vec<String> {
+        m.keys().into_iter().filter_map(|k| k.strip_prefix(&format!("{PREFIX}/objects/")).map(str::to_owned)).collect()
+    };
+    assert!(objects(&m).contains(&loose_hex) && objects(&m).contains(&kept_hex));
+    // Within the grace nothing goes.
+    cairn(&["gc", "--bucket"]);
+    assert!(objects(&m).contains(&loose_hex), "a young object is kept");
+    let report = cairn(&["gc", "--bucket", "--grace", "0s", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(v["deleted"].as_array().map(Vec::len), Some(1), "{v}");
+    let left = objects(&m);
+    assert!(left.contains(&kept_hex), "the referenced object stays: {left:?}");
+    assert!(!left.contains(&loose_hex), "the unreferenced one went: {left:?}");
+    // The local cache still has its copy: gc --bucket touches only the bucket.
+    assert!(dir.path().join("data/objects").join(&loose_hex).exists());
+}

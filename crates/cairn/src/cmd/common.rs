@@ -22,6 +22,18 @@ pub fn open_ro(data_dir: &Path) -> anyhow::Result<Store> {
     crate::storage::open_store(data_dir, storage()?.as_ref(), opts)
 }
 
+/// The durable tier's bucket alone, as a store (for `gc --bucket`).
+pub fn open_bucket() -> anyhow::Result<Store> {
+    let Some(s) = storage()? else {
+        anyhow::bail!(
+            "--bucket needs a storage section with backend: s3 in the config file $CAIRN_CONFIG names (it is unset or has none)"
+        );
+    };
+    let b = cairn_store::backend::object::ObjectBackend::s3(&s.s3)
+        .with_context(|| format!("storage: bucket {}", s.s3.bucket))?;
+    Ok(Store::with_backend(Box::new(b), StoreOptions::default()))
+}
+
 /// The `storage` section of the config file `$CAIRN_CONFIG` names, if any.
 fn storage() -> anyhow::Result<Option<crate::storage::StorageConfig>> {
     let Some(path) = std::env::var_os("CAIRN_CONFIG").filter(|p| !p.is_empty()) else { return Ok(None) };
