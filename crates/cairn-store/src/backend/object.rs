@@ -35,7 +35,7 @@ use futures_util::stream::BoxStream;
 use object_store::path::Path as ObjPath;
 use object_store::{
     CopyMode, CopyOptions, GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload,
+    PutOptions, PutPayload, UpdateVersion,
 };
 
 use super::mem::GcLock;
@@ -668,6 +668,32 @@ impl MetaBackend for ObjectBackend {
             st.put_opts(&p, PutPayload::from(b), PutOptions::from(PutMode::Create)).await.map(drop)
         })?;
         self.created("write", &at, put)
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool> {
+        let Some(seen) = seen else { return self.put_new(key, bytes) };
+        let at = self.obj(key);
+        // The stamp is a hash of the ETag: find the ETag of the version
+        // there now, and write only if it is still that version (If-Match),
+        // so a change between this HEAD and the PUT fails the PUT.
+        let Some(m) = self.head("stat", &at)? else { return Ok(false) };
+        if stamp(&m) != seen {
+            return Ok(false);
+        }
+        let mode = PutMode::Update(UpdateVersion { e_tag: m.e_tag, version: m.version });
+        let (st, p, b) = (self.store(), at.clone(), Bytes::copy_from_slice(bytes));
+        let put =
+            self.call("write", &at, async move { st.put_opts(&p, PutPayload::from(b), PutOptions::from(mode)).await })?;
+        match put {
+            Ok(_) => Ok(true),
+            // S3 answers 404 to If-Match on an object deleted meanwhile.
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(false),
+            Err(e) => Err(self.error("write", &at, e)),
+        }
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
