@@ -62,6 +62,14 @@ pub trait BlobBackend {
     fn quarantine(&self, d: &Digest) -> Result<std::path::PathBuf>;
     /// Uncommitted blob writes and other temporaries (0 when nothing leaked).
     fn temporaries(&self) -> Result<usize>;
+    /// Removes temporaries last changed before `before` that no writer of
+    /// this process holds (leftovers of a crash or a failed commit, which
+    /// a GC clears); how many. A backend that clears them when it opens
+    /// (the filesystem's) does nothing here.
+    fn sweep_temporaries(&self, before: SystemTime) -> Result<usize> {
+        let _ = before;
+        Ok(0)
+    }
 }
 
 /// The bytes of one blob being written. Dropped without commit, it is gone.

@@ -5,7 +5,10 @@
 //! ```text
 //! <prefix>/objects/<64 hex>    one blob per object, plain bytes (the on-disk names)
 //! <prefix>/tmp/<random>        a large blob's multipart upload, completed, before
-//!                              its create-only copy to objects/ (deleted after)
+//!                              its create-only copy to objects/ (deleted after; a
+//!                              GC removes leftovers older than its grace)
+//! <prefix>/touched/<64 hex>    empty; its last-modified time is the blob's last
+//!                              refresh (an object's own time cannot be set)
 //! <prefix>/quarantine/<64 hex> blobs moved aside by `quarantine`
 //! <prefix>/registry/uploads/<id>/created, info.json, data/<16 hex offset>
 //!                              an upload session: marker, info, data pieces
@@ -15,17 +18,28 @@
 //!
 //! The store's traits are blocking; this backend owns a small Tokio runtime
 //! and runs each request on it, the calling thread waiting on a channel
-//! (see `ObjectBackend::run`). Not provided yet: mtime refresh on `touch`
-//! (objects keep their creation time), a GC lock or upload-session lock
-//! shared between processes (both are in-process), and everything
-//! [`super::Backend::fs`] gives.
+//! (see `ObjectBackend::run`). Not provided yet: a GC lock or
+//! upload-session lock shared between processes (both are in-process), and
+//! everything [`super::Backend::fs`] gives.
+//!
+//! GC across nodes sharing a bucket has no lock: it is safe because of the
+//! grace period and the order of a push. A blob is written (a new object,
+//! so young) or refreshed (`touched/`, when it already existed) before the
+//! manifest, ref or tag that links it; a GC deletes only blobs that no
+//! link in the bucket names *and* whose newest time is older than the
+//! grace, and re-reads the links and re-stats each candidate just before
+//! deleting it. So a push finishing within the grace always finds its
+//! blobs. What is left: a push reusing an old unreferenced blob whose
+//! refresh lands in the milliseconds between another node's re-stat and
+//! delete of it; then the push's manifest names a blob that is gone, and a
+//! pull of it fails until the blob is pushed again.
 
 use std::any::Any;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +62,13 @@ use crate::oci::cache::Stamp;
 /// Bytes buffered before a blob write becomes a multipart upload, and the
 /// size of each part.
 pub const PART_SIZE: usize = 8 << 20;
+
+/// What to check when a request failed for a reason other than permissions.
+const GENERIC_HINT: &str = "check that the object store is reachable, the bucket exists and the credentials allow it; \
+     throttling and unreachable endpoints were retried with backoff up to the configured limits";
+
+/// The largest object S3 copies server-side (`CopyObject`, `UploadPartCopy`).
+pub const COPY_LIMIT: u64 = 5 << 30;
 
 /// Parts of one blob uploading at once while the next fills: a writer
 /// holds at most `PARTS_IN_FLIGHT + 1` parts.
@@ -73,6 +94,10 @@ pub struct S3Options {
     pub retry_timeout: Duration,
     /// Connecting to the endpoint gives up after this long.
     pub connect_timeout: Duration,
+    /// One request (one attempt, body included) gives up after this long,
+    /// so a stalled endpoint fails (or is retried) instead of hanging. A
+    /// blob part is 8 MiB: keep it above what a part takes on a slow link.
+    pub request_timeout: Duration,
 }
 
 impl S3Options {
@@ -88,6 +113,7 @@ impl S3Options {
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +135,10 @@ struct Shared {
     handle: tokio::runtime::Handle,
     gc: Arc<GcLock>,
     open_sinks: AtomicUsize,
+    // Blobs larger than this are streamed again rather than copied out of `tmp/`.
+    copy_limit: AtomicU64,
+    // `tmp/` names of this process's live sinks: a sweep leaves them.
+    live_tmp: std::sync::Mutex<std::collections::HashSet<String>>,
     // Upload sessions locked by a handle of this process.
     upload_locks: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -139,7 +169,11 @@ impl ObjectBackend {
                 max_retries: o.max_retries,
                 retry_timeout: o.retry_timeout,
             })
-            .with_client_options(object_store::ClientOptions::new().with_connect_timeout(o.connect_timeout));
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(o.connect_timeout)
+                    .with_timeout(o.request_timeout),
+            );
         if let Some(e) = &o.endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
         }
@@ -181,9 +215,19 @@ impl ObjectBackend {
                 handle,
                 gc: Arc::default(),
                 open_sinks: AtomicUsize::new(0),
+                copy_limit: AtomicU64::new(COPY_LIMIT),
+                live_tmp: Default::default(),
                 upload_locks: Default::default(),
             }),
         })
+    }
+
+    /// Sets the largest blob committed by a server-side copy out of `tmp/`
+    /// (default [`COPY_LIMIT`], S3's); a larger one is streamed from `tmp/`
+    /// into a new multipart upload at its name. For stores with another
+    /// limit, and for tests.
+    pub fn set_copy_limit(&self, bytes: u64) {
+        self.s.copy_limit.store(bytes, Ordering::Relaxed);
     }
 
     /// Runs `fut` on the backend's runtime and waits for it. The future is
@@ -220,15 +264,21 @@ impl ObjectBackend {
     }
 
     fn error(&self, op: &'static str, at: &ObjPath, e: object_store::Error) -> StoreError {
-        let kind = match e {
-            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        let (kind, hint) = match e {
+            object_store::Error::NotFound { .. } => (io::ErrorKind::NotFound, GENERIC_HINT),
             object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
-                io::ErrorKind::Unsupported
+                (io::ErrorKind::Unsupported, GENERIC_HINT)
             }
-            _ => io::ErrorKind::Other,
+            // Not retried: a retry would be refused the same way.
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => (
+                io::ErrorKind::PermissionDenied,
+                "the object store refused these credentials: check the access key and secret (or the \
+                 role the node runs as) and that their policy allows listing the bucket and getting, \
+                 putting and deleting objects under the prefix",
+            ),
+            _ => (io::ErrorKind::Other, GENERIC_HINT),
         };
-        let msg =
-            format!("{e} (check that the object store is reachable, the bucket exists and the credentials allow it)");
+        let msg = format!("{e} ({hint})");
         StoreError::Io { op, path: self.path_of(at), source: io::Error::new(kind, msg) }
     }
 
@@ -253,6 +303,44 @@ impl ObjectBackend {
 
     fn blob(&self, d: &Digest) -> ObjPath {
         self.obj(&format!("objects/{d}"))
+    }
+
+    /// The marker whose time is the blob's last refresh.
+    fn touched(&self, d: &Digest) -> ObjPath {
+        self.obj(&format!("touched/{d}"))
+    }
+
+    /// Deletes an object, absent or not.
+    fn remove(&self, op: &'static str, at: &ObjPath) -> Result<()> {
+        let (st, p) = (self.store(), at.clone());
+        self.call(op, at, async move { st.delete(&p).await })?.ok();
+        Ok(())
+    }
+
+    /// A sink writing to `tmp/`, or, when the digest is known before the
+    /// bytes (`direct`), a multipart upload at the blob's own name.
+    fn sink(&self, direct: Option<&Digest>) -> ObjectSink {
+        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
+        let tmp = match direct {
+            Some(d) => self.blob(d),
+            None => {
+                let t = self.obj(&format!("tmp/{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()));
+                self.s.live_tmp.lock().unwrap_or_else(|p| p.into_inner()).insert(t.to_string());
+                t
+            }
+        };
+        let at = self.path_of(&tmp);
+        ObjectSink {
+            be: self.clone(),
+            buf: Vec::new(),
+            tmp,
+            at,
+            upload: None,
+            in_flight: std::collections::VecDeque::new(),
+            tmp_written: false,
+            direct: direct.copied(),
+            len: 0,
+        }
     }
 
     /// The object's full name, for messages.
@@ -357,7 +445,9 @@ impl BlobBackend for ObjectBackend {
     }
 
     fn stat_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
-        Ok(self.head("stat", &self.blob(d))?.map(|m| (m.size, mtime(&m))))
+        let Some(m) = self.head("stat", &self.blob(d))? else { return Ok(None) };
+        let touched = self.head("stat", &self.touched(d))?.map_or(UNIX_EPOCH, |t| mtime(&t));
+        Ok(Some((m.size, mtime(&m).max(touched))))
     }
 
     fn stat_mode(&self, d: &Digest) -> Option<(u64, u32)> {
@@ -389,19 +479,7 @@ impl BlobBackend for ObjectBackend {
     }
 
     fn create(&self) -> Result<Box<dyn BlobSink>> {
-        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
-        let tmp = self.obj(&format!("tmp/{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()));
-        let at = self.path_of(&tmp);
-        let in_flight = std::collections::VecDeque::new();
-        Ok(Box::new(ObjectSink {
-            be: self.clone(),
-            buf: Vec::new(),
-            tmp,
-            at,
-            upload: None,
-            in_flight,
-            tmp_written: false,
-        }))
+        Ok(Box::new(self.sink(None)))
     }
 
     fn delete_blob(&self, d: &Digest) -> Result<bool> {
@@ -410,8 +488,8 @@ impl BlobBackend for ObjectBackend {
         if self.head("stat", &at)?.is_none() {
             return Ok(false);
         }
-        let (st, p) = (self.store(), at.clone());
-        self.call("delete", &at, async move { st.delete(&p).await })?.ok();
+        self.remove("delete", &at)?;
+        self.remove("delete", &self.touched(d))?;
         Ok(true)
     }
 
@@ -439,8 +517,13 @@ impl BlobBackend for ObjectBackend {
     }
 
     fn touch(&self, d: &Digest) -> Result<()> {
-        // Objects cannot have their mtime set: GC grace counts from creation.
-        self.stat(d).map(drop)
+        // An object's time cannot be set: an empty marker's is the refresh.
+        self.stat(d)?;
+        let at = self.touched(d);
+        let (st, p) = (self.store(), at.clone());
+        self.call("touch", &at, async move { st.put(&p, PutPayload::default()).await })?
+            .map_err(|e| self.error("touch", &at, e))?;
+        Ok(())
     }
 
     fn quarantine(&self, d: &Digest) -> Result<PathBuf> {
@@ -448,8 +531,8 @@ impl BlobBackend for ObjectBackend {
         let (st, f, t) = (self.store(), from.clone(), to.clone());
         self.call("quarantine", &from, async move { st.copy(&f, &t).await })?
             .map_err(|_| StoreError::BlobNotFound(*d))?;
-        let (st, f) = (self.store(), from.clone());
-        self.call("quarantine", &from, async move { st.delete(&f).await })?.ok();
+        self.remove("quarantine", &from)?;
+        self.remove("quarantine", &self.touched(d))?;
         Ok(self.path_of(&to))
     }
 
@@ -461,6 +544,38 @@ impl BlobBackend for ObjectBackend {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn sweep_temporaries(&self, before: SystemTime) -> Result<usize> {
+        let mut stale = Vec::new();
+        let path = self.path_of(&self.obj("tmp"));
+        let mut it = self.list_under("tmp");
+        while let Some(m) = it.next_item().map_err(StoreError::io("list", &path))? {
+            if mtime(&m) < before {
+                stale.push(m.location);
+            }
+        }
+        // Listed first: a sink started later has no object in the list.
+        {
+            let live = self.s.live_tmp.lock().unwrap_or_else(|p| p.into_inner());
+            stale.retain(|p| !live.contains(p.as_ref()));
+        }
+        // Markers of blobs deleted behind the store's back.
+        let path = self.path_of(&self.obj("touched"));
+        let mut it = self.list_under("touched");
+        while let Some(m) = it.next_item().map_err(StoreError::io("list", &path))? {
+            if mtime(&m) < before
+                && let Some(d) = m.location.filename().and_then(|n| Digest::parse(n).ok())
+                && self.head("stat", &self.blob(&d))?.is_none()
+            {
+                stale.push(m.location);
+            }
+        }
+        for p in &stale {
+            tracing::info!(at = %self.path_of(p).display(), "removing a stale temporary object");
+            self.remove("remove temporary", p)?;
+        }
+        Ok(stale.len())
     }
 }
 
@@ -476,6 +591,10 @@ struct ObjectSink {
     in_flight: std::collections::VecDeque<mpsc::Receiver<object_store::Result<()>>>,
     // The upload completed: the temp object exists until removed.
     tmp_written: bool,
+    // The digest the caller knew in advance: the upload is at its name.
+    direct: Option<Digest>,
+    // Bytes written.
+    len: u64,
 }
 
 impl ObjectSink {
@@ -529,7 +648,54 @@ impl ObjectSink {
         let done =
             self.be.run(async move { up.complete().await }).map_err(StoreError::io("complete upload", &self.at))?;
         done.map_err(|e| self.be.error("complete upload", &self.tmp, e))?;
-        self.tmp_written = true;
+        // A direct upload completed at the blob's name: nothing to remove.
+        self.tmp_written = self.direct.is_none();
+        Ok(())
+    }
+
+    /// Streams the completed `tmp/` object into a new multipart upload at
+    /// `dest` (for blobs over the copy limit), one part at a time.
+    fn reupload(&mut self, dest: &ObjPath) -> Result<()> {
+        let be = self.be.clone();
+        let at = self.at.clone();
+        let (st, p) = (be.store(), self.tmp.clone());
+        let got = be.call("read", &self.tmp, async move { st.get(&p).await })?;
+        let got = got.map_err(|e| be.error("read", &self.tmp, e))?;
+        let mut chunks = be.blocking(got.into_stream());
+        let (st, p) = (be.store(), dest.clone());
+        let mut up = be
+            .run(async move { st.put_multipart(&p).await })
+            .map_err(StoreError::io("start upload", &at))?
+            .map_err(|e| be.error("start upload", dest, e))?;
+        let mut sent = || -> Result<()> {
+            let mut buf = Vec::with_capacity(PART_SIZE);
+            loop {
+                let next = chunks.next_item().map_err(StoreError::io("read", &at))?;
+                let end = next.is_none();
+                if let Some(b) = next {
+                    buf.extend_from_slice(&b);
+                }
+                while buf.len() >= PART_SIZE || (end && !buf.is_empty()) {
+                    let part: Vec<u8> = buf.drain(..buf.len().min(PART_SIZE)).collect();
+                    let fut = up.put_part(PutPayload::from(part));
+                    be.run(fut)
+                        .map_err(StoreError::io("upload part", &at))?
+                        .map_err(|e| be.error("upload part", dest, e))?;
+                }
+                if end {
+                    return Ok(());
+                }
+            }
+        };
+        if let Err(e) = sent() {
+            let _ = be.run(async move { up.abort().await });
+            return Err(e);
+        }
+        // Content-addressed and verified: a concurrent completion of the
+        // same name wrote the same bytes.
+        be.run(async move { up.complete().await })
+            .map_err(StoreError::io("complete upload", &at))?
+            .map_err(|e| be.error("complete upload", dest, e))?;
         Ok(())
     }
 }
@@ -540,6 +706,7 @@ impl BlobSink for ObjectSink {
             let n = (PART_SIZE - self.buf.len()).min(buf.len());
             self.buf.extend_from_slice(&buf[..n]);
             buf = &buf[n..];
+            self.len = self.len.saturating_add(n as u64);
             if self.buf.len() == PART_SIZE {
                 self.send_part()?;
             }
@@ -549,25 +716,52 @@ impl BlobSink for ObjectSink {
 
     fn commit(mut self: Box<Self>, d: &Digest) -> Result<bool> {
         let dest = self.be.blob(d);
-        if self.be.head("stat", &dest)?.is_some() {
-            return Ok(true);
-        }
         let be = self.be.clone();
+        // An existing blob is refreshed, not replaced: a GC (here or on
+        // another node) that scanned before keeps it for this push.
+        let existed = |created: bool| -> Result<bool> {
+            if !created {
+                be.touch(d)?;
+            }
+            Ok(!created)
+        };
+        if self.be.head("stat", &dest)?.is_some() {
+            return existed(false);
+        }
+        if let Some(want) = self.direct
+            && want != *d
+        {
+            return Err(StoreError::Io {
+                op: "commit",
+                path: self.at.clone(),
+                source: io::Error::other(format!("a sink opened for {want} cannot commit {d}")),
+            });
+        }
         if self.upload.is_none() {
             // Small: one create-only put straight to its name.
             let (st, p, bytes) = (be.store(), dest.clone(), std::mem::take(&mut self.buf));
             let put = be.call("write", &dest, async move {
                 st.put_opts(&p, PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await.map(drop)
             })?;
-            return be.created("write", &dest, put).map(|created| !created);
+            return existed(be.created("write", &dest, put)?);
         }
         self.completed()?;
+        if self.direct.is_some() {
+            // Completed at its name, verified by the caller: a concurrent
+            // completion of the same name wrote the same bytes.
+            return Ok(false);
+        }
+        if self.len > be.s.copy_limit.load(Ordering::Relaxed) {
+            // Too large for a server-side copy; absent a moment ago.
+            self.reupload(&dest)?;
+            return Ok(false);
+        }
         let (st, from, to) = (be.store(), self.tmp.clone(), dest.clone());
         let copy = be.call("copy into objects", &dest, async move {
             st.copy_opts(&from, &to, CopyOptions { mode: CopyMode::Create, ..Default::default() }).await
         })?;
         // Drop removes the temp object.
-        be.created("copy into objects", &dest, copy).map(|created| !created)
+        existed(be.created("copy into objects", &dest, copy)?)
     }
 
     fn location(&self) -> &Path {
@@ -593,6 +787,9 @@ impl Drop for ObjectSink {
             if let Err(e) = self.be.run(async move { st.delete(&p).await }).and_then(|r| r.map_err(io::Error::other)) {
                 tracing::warn!(at = %self.at.display(), error = %e, "could not remove a temp object");
             }
+        }
+        if self.direct.is_none() {
+            self.be.s.live_tmp.lock().unwrap_or_else(|p| p.into_inner()).remove(self.tmp.as_ref());
         }
         self.be.s.open_sinks.fetch_sub(1, Ordering::SeqCst);
     }
@@ -675,7 +872,9 @@ impl MetaBackend for ObjectBackend {
         let at = self.obj(key);
         // The stamp is a hash of the ETag: find the ETag of the version
         // there now, and write only if it is still that version (If-Match),
-        // so a change between this HEAD and the PUT fails the PUT.
+        // so a change between this HEAD and the PUT fails the PUT. An S3
+        // ETag is the MD5 of the content: rewriting the same bytes keeps
+        // the version, which orders that no-op write before this one.
         let Some(m) = self.head("stat", &at)? else { return Ok(false) };
         if stamp(&m) != seen {
             return Ok(false);
@@ -896,12 +1095,14 @@ impl UploadData for ObjectUpload {
 
     fn commit(&mut self, d: &Digest) -> Result<bool> {
         self.flush().map_err(StoreError::io("write", &self.at))?;
-        let mut sink = self.be.create()?;
+        // The digest is known: a large blob uploads straight to its name
+        // (no copy, so no size limit from one).
+        let mut sink = self.be.sink(Some(d));
         for (_, _, p) in self.pieces().map_err(StoreError::io("list", &self.at))? {
             let b = self.get(&p).map_err(StoreError::io("read", &self.at))?;
             sink.write(&b).map_err(StoreError::io("write", sink.location()))?;
         }
-        sink.commit(d)
+        Box::new(sink).commit(d)
     }
 
     fn location(&self) -> &Path {

@@ -368,14 +368,17 @@ pub(crate) mod tests {
         let r = Registry::new(Store::with_backend(be, StoreOptions::default()), RegistryOptions::default()).unwrap();
         let repo = RepoName::parse(repo).unwrap();
         let t = Tag::parse("latest").unwrap();
-        let (a, b) = (image(&r, b"layer a"), image(&r, b"layer b"));
+        // New manifests each round: on S3 the version of a tag is its ETag,
+        // the MD5 of its text, so a push rewriting the current target
+        // changes nothing and fairly orders before the other.
+        let images: Vec<Vec<u8>> = (0..4u8).map(|i| image(&r, &[b'l', i])).collect();
         let ct = Some("application/vnd.oci.image.manifest.v1+json");
         AFTER_TAG_READ.lock().unwrap().push((repo.to_string(), Arc::new(Barrier::new(2))));
         // Round 0: the tag is absent for both; round 1: both saw round 0's winner.
-        for round in 0..2 {
+        for round in 0..2usize {
             let res: Vec<OciResult<PushedManifest>> = std::thread::scope(|sc| {
-                let hs: Vec<_> = [&a, &b]
-                    .into_iter()
+                let hs: Vec<_> = images[2 * round..2 * round + 2]
+                    .iter()
                     .map(|m| {
                         let (r, repo, t) = (&r, &repo, &t);
                         sc.spawn(move || r.put_manifest(repo, &Reference::Tag(t.clone()), m, ct))
@@ -399,7 +402,7 @@ pub(crate) mod tests {
         }
         AFTER_TAG_READ.lock().unwrap().retain(|(n, _)| n != repo.as_str());
         // One push at a time: each moves the tag.
-        for m in [&a, &b, &a] {
+        for m in [&images[0], &images[1], &images[0]] {
             let p = r.put_manifest(&repo, &Reference::Tag(t.clone()), m, ct).unwrap();
             assert_eq!(r.tag_target(&repo, &t).unwrap(), Some(p.digest));
         }
