@@ -109,6 +109,15 @@ impl Registry {
             self.cache.forget_tag(repo, t);
             if moved {
                 let now = self.tag_target(repo, t)?;
+                if now == Some(digest) {
+                    // Where this push wanted it: an identical push won, or
+                    // our own write whose answer was lost and was retried.
+                    return Ok(PushedManifest {
+                        digest,
+                        media_type: m.media_type,
+                        subject: m.subject.map(|s| s.digest),
+                    });
+                }
                 tracing::info!(%repo, tag = %t, pushed = %digest.oci(), "a concurrent push moved the tag first");
                 return Err(OciError::TagMoved { repo: repo.clone(), tag: t.clone(), now, pushed: digest });
             }
@@ -371,7 +380,7 @@ pub(crate) mod tests {
         // New manifests each round: on S3 the version of a tag is its ETag,
         // the MD5 of its text, so a push rewriting the current target
         // changes nothing and fairly orders before the other.
-        let images: Vec<Vec<u8>> = (0..4u8).map(|i| image(&r, &[b'l', i])).collect();
+        let images: Vec<Vec<u8>> = (0..5u8).map(|i| image(&r, &[b'l', i])).collect();
         let ct = Some("application/vnd.oci.image.manifest.v1+json");
         AFTER_TAG_READ.lock().unwrap().push((repo.to_string(), Arc::new(Barrier::new(2))));
         // Round 0: the tag is absent for both; round 1: both saw round 0's winner.
@@ -400,6 +409,17 @@ pub(crate) mod tests {
             }
             assert_eq!(r.tag_target(&repo, &t).unwrap(), Some(won[0]), "the winner's tag stands");
         }
+        // The same manifest pushed twice at once: the tag ends where both
+        // wanted it, so neither lost anything (nor does a conditional PUT
+        // retried after its answer was lost, which finds its own write).
+        let same: Vec<OciResult<PushedManifest>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| sc.spawn(|| r.put_manifest(&repo, &Reference::Tag(t.clone()), &images[4], ct)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(same.iter().all(Result::is_ok), "{same:?}");
+        assert_eq!(r.tag_target(&repo, &t).unwrap(), Some(Digest::of(&images[4])));
         AFTER_TAG_READ.lock().unwrap().retain(|(n, _)| n != repo.as_str());
         // One push at a time: each moves the tag.
         for m in [&images[0], &images[1], &images[0]] {
