@@ -190,3 +190,35 @@ fn a_finished_upload_of_a_known_digest_completes_at_its_name_without_a_copy() {
     assert!(!p.log().iter().any(|l| l.contains("copy refused")), "{:?}", p.log());
     assert_eq!(blob_keys(&m), vec![format!("cairn/objects/{d}")]);
 }
+
+#[test]
+fn bucket_stats_count_every_attempt_throttling_retries_and_errors() {
+    let Some(m) = MotoServer::start("bucket_stats_count_every_attempt_throttling_retries_and_errors") else {
+        return;
+    };
+    let p = FaultProxy::start(&m.endpoint);
+    let (b, _) = via(&m, &p);
+    let s = store(&b);
+    p.slow_down_next(3);
+    s.put_reader(&b"counted"[..], None).unwrap();
+    let st = b.stats();
+    assert_eq!(st.attempts as usize, p.seen(), "every attempt, retries included: {st:?}");
+    assert_eq!((st.throttled, st.retries(), st.errors), (3, 3, 0), "{st:?}");
+    p.set(Fault::Forbidden);
+    assert!(s.put_reader(&b"refused"[..], None).is_err());
+    let st = b.stats();
+    assert_eq!(st.attempts as usize, p.seen());
+    assert_eq!((st.throttled, st.errors), (3, 1), "a 403 is one error, not retried: {st:?}");
+    p.set(Fault::Stall);
+    let mut o = S3Options::new(&m.bucket, &m.region);
+    o.endpoint = Some(p.endpoint.clone());
+    o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+    o.max_retries = 2;
+    o.retry_timeout = Duration::from_secs(5);
+    o.request_timeout = Duration::from_millis(300);
+    let b = ObjectBackend::s3(&o).unwrap();
+    assert!(b.stat(&Digest::of(b"x")).is_err());
+    let st = b.stats();
+    assert_eq!((st.attempts, st.transport_errors, st.errors), (3, 3, 1), "timed out, retried twice: {st:?}");
+    assert_eq!(st.retries(), 2);
+}

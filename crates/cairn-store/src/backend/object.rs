@@ -118,6 +118,94 @@ impl S3Options {
     }
 }
 
+/// Counts of what this backend asked of the object store since it was
+/// opened, for metrics. `object_store` retries inside one call, out of
+/// sight, so requests are counted per HTTP attempt by a connector wrapped
+/// around its HTTP client (below its retry loop); an S3 backend only (one
+/// over another [`ObjectStore`] counts errors alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// HTTP attempts sent (a retry is one more).
+    pub attempts: u64,
+    /// Attempts answered 503 or 429 (throttling).
+    pub throttled: u64,
+    /// Attempts answered with another 5xx.
+    pub server_errors: u64,
+    /// Attempts without an answer: refused, timed out, cut.
+    pub transport_errors: u64,
+    /// Operations that failed (after any retries) with an error to the caller.
+    pub errors: u64,
+}
+
+impl ObjectStats {
+    /// Attempts that failed in a way `object_store` retries.
+    pub fn retryable_failures(&self) -> u64 {
+        self.throttled.saturating_add(self.server_errors).saturating_add(self.transport_errors)
+    }
+
+    /// Retries made: every retryable failure was retried unless it was the
+    /// last attempt of an operation that then failed, so this lower bound
+    /// (failures minus errors) is exact when nothing failed for good.
+    pub fn retries(&self) -> u64 {
+        self.retryable_failures().saturating_sub(self.errors)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    attempts: AtomicU64,
+    throttled: AtomicU64,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Wraps `object_store`'s HTTP client to count each attempt.
+#[derive(Debug)]
+struct CountingConnector(Arc<Counters>);
+
+#[derive(Debug)]
+struct Counting {
+    inner: object_store::client::HttpClient,
+    c: Arc<Counters>,
+}
+
+impl object_store::client::HttpConnector for CountingConnector {
+    fn connect(&self, o: &object_store::ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(o)?;
+        Ok(object_store::client::HttpClient::new(Counting { inner, c: Arc::clone(&self.0) }))
+    }
+}
+
+type HttpResult = std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError>;
+
+impl object_store::client::HttpService for Counting {
+    // The trait is `async_trait`; this is its desugared signature.
+    fn call<'a, 'f>(
+        &'a self,
+        req: object_store::client::HttpRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = HttpResult> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            self.c.attempts.fetch_add(1, Ordering::Relaxed);
+            let r = self.inner.execute(req).await;
+            let counter = match &r {
+                Ok(resp) if resp.status().as_u16() == 503 || resp.status().as_u16() == 429 => Some(&self.c.throttled),
+                Ok(resp) if resp.status().is_server_error() => Some(&self.c.server_errors),
+                Ok(_) => None,
+                Err(_) => Some(&self.c.transport_errors),
+            };
+            if let Some(c) = counter {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        })
+    }
+}
+
 /// A store in an object store bucket; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ObjectBackend {
@@ -141,6 +229,7 @@ struct Shared {
     live_tmp: std::sync::Mutex<std::collections::HashSet<String>>,
     // Upload sessions locked by a handle of this process.
     upload_locks: std::sync::Mutex<std::collections::HashSet<String>>,
+    counters: Arc<Counters>,
 }
 
 impl Drop for Shared {
@@ -158,7 +247,9 @@ impl ObjectBackend {
         use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
         // Without explicit credentials: `AWS_*` variables, then instance metadata.
         let base = if o.credentials.is_some() { AmazonS3Builder::new() } else { AmazonS3Builder::from_env() };
+        let counters = Arc::<Counters>::default();
         let mut b = base
+            .with_http_connector(CountingConnector(Arc::clone(&counters)))
             .with_bucket_name(&o.bucket)
             .with_region(&o.region)
             // Native S3 (and moto, MinIO) completes a multipart upload only if absent.
@@ -190,12 +281,21 @@ impl ObjectBackend {
             path: PathBuf::from(&root),
             source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
         })?;
-        ObjectBackend::new(Arc::new(store), &root, &o.prefix)
+        ObjectBackend::with_counters(Arc::new(store), &root, &o.prefix, counters)
     }
 
     /// A backend over any object store; `root` names it in messages (an
     /// URL without the prefix), `prefix` is prepended to every key.
     pub fn new(store: Arc<dyn ObjectStore>, root: &str, prefix: &str) -> Result<ObjectBackend> {
+        ObjectBackend::with_counters(store, root, prefix, Arc::default())
+    }
+
+    fn with_counters(
+        store: Arc<dyn ObjectStore>,
+        root: &str,
+        prefix: &str,
+        counters: Arc<Counters>,
+    ) -> Result<ObjectBackend> {
         let prefix: Vec<String> = prefix.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
         let mut root_path = PathBuf::from(root);
         root_path.extend(&prefix);
@@ -218,8 +318,27 @@ impl ObjectBackend {
                 copy_limit: AtomicU64::new(COPY_LIMIT),
                 live_tmp: Default::default(),
                 upload_locks: Default::default(),
+                counters,
             }),
         })
+    }
+
+    /// Requests, failures and retries so far (see [`ObjectStats`]).
+    pub fn stats(&self) -> ObjectStats {
+        let c = &self.s.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ObjectStats {
+            attempts: get(&c.attempts),
+            throttled: get(&c.throttled),
+            server_errors: get(&c.server_errors),
+            transport_errors: get(&c.transport_errors),
+            errors: get(&c.errors),
+        }
+    }
+
+    /// Counts an operation that failed for good.
+    fn failed(&self) {
+        self.s.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the largest blob committed by a server-side copy out of `tmp/`
@@ -264,6 +383,7 @@ impl ObjectBackend {
     }
 
     fn error(&self, op: &'static str, at: &ObjPath, e: object_store::Error) -> StoreError {
+        self.failed();
         let (kind, hint) = match e {
             object_store::Error::NotFound { .. } => (io::ErrorKind::NotFound, GENERIC_HINT),
             object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
@@ -388,7 +508,10 @@ impl<T: Send + 'static> Blocking<T> {
                 self.s = Some(s);
                 Ok(Some(v))
             }
-            Some(Err(e)) => Err(io::Error::other(e.to_string())),
+            Some(Err(e)) => {
+                self.be.failed();
+                Err(io::Error::other(e.to_string()))
+            }
             None => Ok(None),
         }
     }
@@ -623,9 +746,10 @@ impl ObjectSink {
 
     fn wait_oldest(&mut self) -> io::Result<()> {
         let Some(rx) = self.in_flight.pop_front() else { return Ok(()) };
-        rx.recv()
-            .map_err(|_| io::Error::other("object store task stopped (runtime shut down?)"))?
-            .map_err(io::Error::other)
+        rx.recv().map_err(|_| io::Error::other("object store task stopped (runtime shut down?)"))?.map_err(|e| {
+            self.be.failed();
+            io::Error::other(e)
+        })
     }
 
     fn wait_all(&mut self) -> io::Result<()> {
