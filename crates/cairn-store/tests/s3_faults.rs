@@ -222,3 +222,27 @@ fn bucket_stats_count_every_attempt_throttling_retries_and_errors() {
     assert_eq!((st.attempts, st.transport_errors, st.errors), (3, 3, 1), "timed out, retried twice: {st:?}");
     assert_eq!(st.retries(), 2);
 }
+
+#[test]
+fn a_finished_upload_cut_mid_multipart_leaves_no_blob_at_its_name() {
+    let Some(m) = MotoServer::start("a_finished_upload_cut_mid_multipart_leaves_no_blob_at_its_name") else {
+        return;
+    };
+    let p = FaultProxy::start(&m.endpoint);
+    let (b, _) = via(&m, &p);
+    let data = big(2 * PART_SIZE + 1, 5);
+    let d = Digest::of(&data);
+    b.create_upload("u1").unwrap();
+    let mut u = b.open_upload("u1").unwrap().unwrap();
+    assert!(u.try_lock().unwrap());
+    u.begin_append(0).unwrap();
+    u.append(&data).unwrap();
+    u.end_append().unwrap();
+    // The multipart upload goes straight to objects/<hex>: cut it there.
+    p.set(Fault::DieAtFirstPart);
+    let e = u.commit(&d).unwrap_err().to_string();
+    assert!(e.contains(&p.endpoint), "{e}");
+    drop(u);
+    assert!(!direct(&m).exists(&d), "nothing at its name");
+    assert!(blob_keys(&m).is_empty(), "{:?}", m.keys());
+}
