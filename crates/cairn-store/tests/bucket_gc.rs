@@ -152,3 +152,29 @@ fn gc_on_a_bucket_sweeps_stale_tmp_objects_and_orphan_markers() {
     assert_eq!(a.temporaries().unwrap(), 0);
     assert!(m.keys().is_empty(), "{:?}", m.keys());
 }
+
+#[test]
+fn a_manifest_push_refreshes_the_old_blobs_it_references_for_a_gc_on_another_node() {
+    let Some(m) = MotoServer::start("a_manifest_push_refreshes_the_old_blobs_it_references_for_a_gc_on_another_node")
+    else {
+        return;
+    };
+    let a = node(&m);
+    let sa = store(&a);
+    let reg = Registry::new(sa.clone(), RegistryOptions::default()).unwrap();
+    // Layers already in the bucket, old and unreferenced: a client that
+    // finds them (HEAD) pushes only the manifest.
+    let config = sa.put_reader(&b"{}"[..], None).unwrap().digest;
+    let layer = sa.put_reader(&b"layer"[..], None).unwrap().digest;
+    wait_older_than_grace(&a, &[config, layer]);
+    let repo = RepoName::parse("app").unwrap();
+    reg.put_manifest(&repo, &Reference::Tag(Tag::parse("v2").unwrap()), &image(&config, &layer), None).unwrap();
+    // A GC that read the roots before the push re-stats each candidate
+    // just before deleting it: it must find them young.
+    let now = SystemTime::now();
+    for d in [config, layer] {
+        let (_, t) = a.stat_mtime(&d).unwrap().unwrap();
+        let age = now.duration_since(t).unwrap_or_default();
+        assert!(age < GRACE, "{d} was refreshed by the push ({age:?} old)");
+    }
+}

@@ -87,6 +87,13 @@ impl Registry {
             missing.dedup();
             return Err(OciError::ManifestBlobUnknown(missing));
         }
+        // Refreshed, as a ref save does: a GC on another node sharing a
+        // bucket (no lock between them) that already read the roots keeps
+        // what it re-stats after this.
+        for d in m.blobs.iter().filter(|b| !b.external).map(|b| &b.digest).chain(m.manifests.iter().map(|c| &c.digest))
+        {
+            self.store.touch(d)?;
+        }
         self.store.put_reader(bytes, Some(&digest))?;
         for b in m.blobs.iter().filter(|b| !b.external) {
             self.link_blob(repo, &b.digest)?;
