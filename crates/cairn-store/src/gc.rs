@@ -45,6 +45,9 @@ pub struct GcReport {
     pub referenced: u64,
     /// Unreferenced blobs kept because they are younger than the grace period.
     pub young: u64,
+    /// Temporaries older than the grace period removed (an object store's
+    /// `tmp/` leftovers; 0 on disk, where opening the store clears them).
+    pub temporaries: u64,
 }
 
 /// Only the field GC needs, read leniently: a manifest written by another
@@ -109,6 +112,7 @@ impl Store {
             report.blobs = candidates;
             return Ok(report);
         }
+        report.temporaries = self.backend().sweep_temporaries(cutoff)? as u64;
         if candidates.is_empty() {
             return Ok(report);
         }

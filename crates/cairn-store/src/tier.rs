@@ -347,6 +347,9 @@ impl MetaBackend for TieredBackend {
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool> {
         self.bucket.put_new(key, bytes)
     }
+    fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool> {
+        self.bucket.put_if(key, bytes, seen)
+    }
     fn delete(&self, key: &str) -> Result<bool> {
         self.bucket.delete(key)
     }

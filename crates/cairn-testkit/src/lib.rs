@@ -34,6 +34,7 @@ pub mod paced;
 mod process;
 pub mod registry;
 pub mod s3;
+pub mod s3fault;
 mod server;
 pub mod tls;
 

@@ -38,6 +38,10 @@ pub struct StorageSection {
     pub retry_timeout: Option<String>,
     /// Connecting to the endpoint gives up after this long (default `5s`).
     pub connect_timeout: Option<String>,
+    /// One bucket request (a part, a metadata document) gives up after
+    /// this long, and a blob download after this long without a byte
+    /// (default `30s`).
+    pub request_timeout: Option<String>,
 }
 
 /// The checked `storage` section of `backend: s3`.
@@ -100,6 +104,12 @@ pub fn check(section: Option<&StorageSection>) -> anyhow::Result<Option<StorageC
     }
     if let Some(t) = &s.connect_timeout {
         o.connect_timeout = duration("storage.connect_timeout", t)?;
+    }
+    if let Some(t) = &s.request_timeout {
+        o.request_timeout = duration("storage.request_timeout", t)?;
+        if o.request_timeout.is_zero() {
+            bail!("storage.request_timeout 0 would fail every request; give a duration such as 30s");
+        }
     }
     if let Some(f) = &s.credentials_file {
         o.credentials = Some(read_credentials(f)?);
@@ -202,7 +212,8 @@ mod tests {
         .unwrap();
         let yaml = format!(
             "backend: s3\nbucket: my-bucket\nprefix: cl/a\nendpoint: http://127.0.0.1:9000/\nregion: eu-west-1\n\
-             credentials_file: {}\nwrite_fetched: false\nmax_retries: 2\nretry_timeout: 7s\nconnect_timeout: 1s\n",
+             credentials_file: {}\nwrite_fetched: false\nmax_retries: 2\nretry_timeout: 7s\nconnect_timeout: 1s\n\
+             request_timeout: 9s\n",
             cred.display()
         );
         let c = check(Some(&section(&yaml))).unwrap().unwrap();
@@ -215,6 +226,7 @@ mod tests {
             (c.s3.max_retries, c.s3.retry_timeout, c.s3.connect_timeout),
             (2, Duration::from_secs(7), Duration::from_secs(1))
         );
+        assert_eq!(c.s3.request_timeout, Duration::from_secs(9));
         assert!(!c.tier.write_fetched);
     }
 

@@ -183,6 +183,11 @@ impl From<OciError> for V2Error {
                 .with_header(header::RANGE, format!("0-{}", size.saturating_sub(1))),
             OciError::SizeInvalid { .. } => V2Error::new(&SIZE_INVALID, msg),
             OciError::TooManyUploads { .. } => V2Error::new(&TOOMANYREQUESTS, msg),
+            // No spec code says "lost a race": 409 with the message.
+            OciError::TagMoved { now, .. } => {
+                V2Error::new(&UNKNOWN, json!({"tag_now": now.map(|d| d.oci()), "reason": msg}))
+                    .with_status(StatusCode::CONFLICT)
+            }
             OciError::Store(s) => from_store(s),
             _ => V2Error::new(&UNKNOWN, msg),
         }
@@ -290,6 +295,22 @@ mod tests {
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["message"], "blob unknown to registry");
         assert_eq!(v["errors"][0]["detail"]["digest"], "sha256:x");
+    }
+
+    #[test]
+    fn a_tag_moved_by_a_concurrent_push_is_a_409_that_names_where_it_went() {
+        let (now, pushed) = (cairn_store::Digest::of(b"won"), cairn_store::Digest::of(b"lost"));
+        let e = OciError::TagMoved {
+            repo: cairn_store::oci::RepoName::parse("r").unwrap(),
+            tag: cairn_store::oci::Tag::parse("latest").unwrap(),
+            now: Some(now),
+            pushed,
+        };
+        let v = V2Error::from(e);
+        assert_eq!(v.status(), StatusCode::CONFLICT);
+        let reason = v.entries[0].1["reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(&now.oci()) && reason.contains("push again"), "{reason}");
+        assert_eq!(v.entries[0].1["tag_now"], now.oci());
     }
 
     /// The issue's bug: `/v2` gave every remote failure 502 (or a 404 for

@@ -244,6 +244,16 @@ impl MetaBackend for MemBackend {
         Ok(true)
     }
 
+    fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool> {
+        // Compared and written under one lock, as `put_new`.
+        let mut s = self.state();
+        if s.meta.get(key).map(stamp) != seen {
+            return Ok(false);
+        }
+        s.put_meta(key, bytes);
+        Ok(true)
+    }
+
     fn delete(&self, key: &str) -> Result<bool> {
         Ok(self.state().meta.remove(key).is_some())
     }

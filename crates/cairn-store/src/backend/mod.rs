@@ -62,6 +62,14 @@ pub trait BlobBackend {
     fn quarantine(&self, d: &Digest) -> Result<std::path::PathBuf>;
     /// Uncommitted blob writes and other temporaries (0 when nothing leaked).
     fn temporaries(&self) -> Result<usize>;
+    /// Removes temporaries last changed before `before` that no writer of
+    /// this process holds (leftovers of a crash or a failed commit, which
+    /// a GC clears); how many. A backend that clears them when it opens
+    /// (the filesystem's) does nothing here.
+    fn sweep_temporaries(&self, before: SystemTime) -> Result<usize> {
+        let _ = before;
+        Ok(0)
+    }
 }
 
 /// The bytes of one blob being written. Dropped without commit, it is gone.
@@ -99,6 +107,11 @@ pub trait MetaBackend {
     /// Writes `bytes` at `key` only when nothing is there; `false` (and
     /// nothing written) when something is. The caller holds the GC lock.
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool>;
+    /// Writes `bytes` at `key` only when the version there is still the
+    /// one `seen` stamps (from [`MetaBackend::get_stamped`]; `None`: only
+    /// when nothing is there): a compare-and-swap. `false` (and nothing
+    /// written) when the document changed, appeared or went away since.
+    fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool>;
     /// Removes the document; `false` when it was absent.
     fn delete(&self, key: &str) -> Result<bool>;
     /// Names directly under `key/`, sorted; empty when there are none.
@@ -234,6 +247,47 @@ mod contract {
         assert_ne!(b.stamp("registry/repositories/x/_tags/v2"), Some(before));
     }
 
+    fn a_conditional_put_replaces_only_the_version_seen(b: &dyn Backend) {
+        let k = "registry/repositories/x/_tags/latest";
+        assert!(b.put_if(k, b"d1", None).unwrap(), "absent, as seen");
+        assert!(!b.put_if(k, b"d9", None).unwrap(), "\"must be absent\" fails once it is there");
+        let (got, s1) = b.get_stamped(k).unwrap().unwrap();
+        assert_eq!(got, b"d1");
+        assert!(b.put_if(k, b"d2", Some(s1)).unwrap(), "the version seen is replaced");
+        assert!(!b.put_if(k, b"d3", Some(s1)).unwrap(), "a stale version loses");
+        assert_eq!(b.get(k, 100).unwrap().unwrap(), b"d2", "and writes nothing");
+        let (_, s2) = b.get_stamped(k).unwrap().unwrap();
+        b.put(k, b"d4").unwrap();
+        assert!(!b.put_if(k, b"d5", Some(s2)).unwrap(), "an unconditional write in between is seen");
+        let (_, s4) = b.get_stamped(k).unwrap().unwrap();
+        assert!(b.delete(k).unwrap());
+        assert!(!b.put_if(k, b"d6", Some(s4)).unwrap(), "deleted meanwhile: nothing to replace");
+        assert_eq!(b.get(k, 100).unwrap(), None, "and nothing written");
+    }
+
+    fn of_writers_that_saw_the_same_version_exactly_one_wins(b: &dyn Backend) {
+        let k = "registry/repositories/x/_tags/race";
+        for round in 0..3 {
+            let seen = b.get_stamped(k).unwrap().map(|(_, s)| s);
+            let go = std::sync::Barrier::new(4);
+            let won: Vec<bool> = std::thread::scope(|sc| {
+                let hs: Vec<_> = (0..4)
+                    .map(|i| {
+                        let go = &go;
+                        sc.spawn(move || {
+                            go.wait();
+                            b.put_if(k, format!("r{round}w{i}").as_bytes(), seen).unwrap()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {won:?}");
+            let winner = won.iter().position(|w| *w).unwrap();
+            assert_eq!(b.get(k, 100).unwrap().unwrap(), format!("r{round}w{winner}").as_bytes());
+        }
+    }
+
     fn upload_data_appends_truncates_and_commits_as_a_blob(b: &dyn Backend) {
         b.create_upload("u1").unwrap();
         let mut u = b.open_upload("u1").unwrap().unwrap();
@@ -289,6 +343,8 @@ mod contract {
         a_commit_never_replaces_an_existing_object,
         a_dropped_sink_leaves_nothing,
         create_only_put_never_replaces_and_put_does,
+        a_conditional_put_replaces_only_the_version_seen,
+        of_writers_that_saw_the_same_version_exactly_one_wins,
         upload_data_appends_truncates_and_commits_as_a_blob,
         a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
     );
@@ -307,6 +363,8 @@ mod contract {
             a_commit_never_replaces_an_existing_object,
             a_dropped_sink_leaves_nothing,
             create_only_put_never_replaces_and_put_does,
+            a_conditional_put_replaces_only_the_version_seen,
+            of_writers_that_saw_the_same_version_exactly_one_wins,
             a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
             upload_data_appends_truncates_and_commits_as_a_blob,
         );
@@ -336,6 +394,8 @@ mod contract {
             a_commit_never_replaces_an_existing_object,
             a_dropped_sink_leaves_nothing,
             create_only_put_never_replaces_and_put_does,
+            a_conditional_put_replaces_only_the_version_seen,
+            of_writers_that_saw_the_same_version_exactly_one_wins,
             a_blob_larger_than_a_part_round_trips_with_ranges_and_is_never_replaced,
             upload_data_appends_truncates_and_commits_as_a_blob,
         );

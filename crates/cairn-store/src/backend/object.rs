@@ -5,7 +5,10 @@
 //! ```text
 //! <prefix>/objects/<64 hex>    one blob per object, plain bytes (the on-disk names)
 //! <prefix>/tmp/<random>        a large blob's multipart upload, completed, before
-//!                              its create-only copy to objects/ (deleted after)
+//!                              its create-only copy to objects/ (deleted after; a
+//!                              GC removes leftovers older than its grace)
+//! <prefix>/touched/<64 hex>    empty; its last-modified time is the blob's last
+//!                              refresh (an object's own time cannot be set)
 //! <prefix>/quarantine/<64 hex> blobs moved aside by `quarantine`
 //! <prefix>/registry/uploads/<id>/created, info.json, data/<16 hex offset>
 //!                              an upload session: marker, info, data pieces
@@ -15,17 +18,28 @@
 //!
 //! The store's traits are blocking; this backend owns a small Tokio runtime
 //! and runs each request on it, the calling thread waiting on a channel
-//! (see `ObjectBackend::run`). Not provided yet: mtime refresh on `touch`
-//! (objects keep their creation time), a GC lock or upload-session lock
-//! shared between processes (both are in-process), and everything
-//! [`super::Backend::fs`] gives.
+//! (see `ObjectBackend::run`). Not provided yet: a GC lock or
+//! upload-session lock shared between processes (both are in-process), and
+//! everything [`super::Backend::fs`] gives.
+//!
+//! GC across nodes sharing a bucket has no lock: it is safe because of the
+//! grace period and the order of a push. A blob is written (a new object,
+//! so young) or refreshed (`touched/`, when it already existed) before the
+//! manifest, ref or tag that links it; a GC deletes only blobs that no
+//! link in the bucket names *and* whose newest time is older than the
+//! grace, and re-reads the links and re-stats each candidate just before
+//! deleting it. So a push finishing within the grace always finds its
+//! blobs. What is left: a push reusing an old unreferenced blob whose
+//! refresh lands in the milliseconds between another node's re-stat and
+//! delete of it; then the push's manifest names a blob that is gone, and a
+//! pull of it fails until the blob is pushed again.
 
 use std::any::Any;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +49,7 @@ use futures_util::stream::BoxStream;
 use object_store::path::Path as ObjPath;
 use object_store::{
     CopyMode, CopyOptions, GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload,
+    PutOptions, PutPayload, UpdateVersion,
 };
 
 use super::mem::GcLock;
@@ -48,6 +62,13 @@ use crate::oci::cache::Stamp;
 /// Bytes buffered before a blob write becomes a multipart upload, and the
 /// size of each part.
 pub const PART_SIZE: usize = 8 << 20;
+
+/// What to check when a request failed for a reason other than permissions.
+const GENERIC_HINT: &str = "check that the object store is reachable, the bucket exists and the credentials allow it; \
+     throttling and unreachable endpoints were retried with backoff up to the configured limits";
+
+/// The largest object S3 copies server-side (`CopyObject`, `UploadPartCopy`).
+pub const COPY_LIMIT: u64 = 5 << 30;
 
 /// Parts of one blob uploading at once while the next fills: a writer
 /// holds at most `PARTS_IN_FLIGHT + 1` parts.
@@ -73,6 +94,10 @@ pub struct S3Options {
     pub retry_timeout: Duration,
     /// Connecting to the endpoint gives up after this long.
     pub connect_timeout: Duration,
+    /// One request (one attempt, body included) gives up after this long,
+    /// so a stalled endpoint fails (or is retried) instead of hanging. A
+    /// blob part is 8 MiB: keep it above what a part takes on a slow link.
+    pub request_timeout: Duration,
 }
 
 impl S3Options {
@@ -88,7 +113,96 @@ impl S3Options {
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
             connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// Counts of what this backend asked of the object store since it was
+/// opened, for metrics. `object_store` retries inside one call, out of
+/// sight, so requests are counted per HTTP attempt by a connector wrapped
+/// around its HTTP client (below its retry loop); an S3 backend only (one
+/// over another [`ObjectStore`] counts errors alone).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ObjectStats {
+    /// HTTP attempts sent (a retry is one more).
+    pub attempts: u64,
+    /// Attempts answered 503 or 429 (throttling).
+    pub throttled: u64,
+    /// Attempts answered with another 5xx.
+    pub server_errors: u64,
+    /// Attempts without an answer: refused, timed out, cut.
+    pub transport_errors: u64,
+    /// Operations that failed (after any retries) with an error to the caller.
+    pub errors: u64,
+}
+
+impl ObjectStats {
+    /// Attempts that failed in a way `object_store` retries.
+    pub fn retryable_failures(&self) -> u64 {
+        self.throttled.saturating_add(self.server_errors).saturating_add(self.transport_errors)
+    }
+
+    /// Retries made: every retryable failure was retried unless it was the
+    /// last attempt of an operation that then failed, so this lower bound
+    /// (failures minus errors) is exact when nothing failed for good.
+    pub fn retries(&self) -> u64 {
+        self.retryable_failures().saturating_sub(self.errors)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    attempts: AtomicU64,
+    throttled: AtomicU64,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Wraps `object_store`'s HTTP client to count each attempt.
+#[derive(Debug)]
+struct CountingConnector(Arc<Counters>);
+
+#[derive(Debug)]
+struct Counting {
+    inner: object_store::client::HttpClient,
+    c: Arc<Counters>,
+}
+
+impl object_store::client::HttpConnector for CountingConnector {
+    fn connect(&self, o: &object_store::ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(o)?;
+        Ok(object_store::client::HttpClient::new(Counting { inner, c: Arc::clone(&self.0) }))
+    }
+}
+
+type HttpResult = std::result::Result<object_store::client::HttpResponse, object_store::client::HttpError>;
+
+impl object_store::client::HttpService for Counting {
+    // The trait is `async_trait`; this is its desugared signature.
+    fn call<'a, 'f>(
+        &'a self,
+        req: object_store::client::HttpRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = HttpResult> + Send + 'f>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            self.c.attempts.fetch_add(1, Ordering::Relaxed);
+            let r = self.inner.execute(req).await;
+            let counter = match &r {
+                Ok(resp) if resp.status().as_u16() == 503 || resp.status().as_u16() == 429 => Some(&self.c.throttled),
+                Ok(resp) if resp.status().is_server_error() => Some(&self.c.server_errors),
+                Ok(_) => None,
+                Err(_) => Some(&self.c.transport_errors),
+            };
+            if let Some(c) = counter {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        })
     }
 }
 
@@ -101,6 +215,9 @@ pub struct ObjectBackend {
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn ObjectStore>,
+    // The same bucket for whole-blob reads: no total request timeout,
+    // only one on each pause in the body.
+    streams: Arc<dyn ObjectStore>,
     // Key segments every object name starts with.
     prefix: Vec<String>,
     // `<endpoint>/<bucket>/<prefix>`: every error names it.
@@ -109,8 +226,13 @@ struct Shared {
     handle: tokio::runtime::Handle,
     gc: Arc<GcLock>,
     open_sinks: AtomicUsize,
+    // Blobs larger than this are streamed again rather than copied out of `tmp/`.
+    copy_limit: AtomicU64,
+    // `tmp/` names of this process's live sinks: a sweep leaves them.
+    live_tmp: std::sync::Mutex<std::collections::HashSet<String>>,
     // Upload sessions locked by a handle of this process.
     upload_locks: std::sync::Mutex<std::collections::HashSet<String>>,
+    counters: Arc<Counters>,
 }
 
 impl Drop for Shared {
@@ -128,7 +250,9 @@ impl ObjectBackend {
         use object_store::aws::{AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
         // Without explicit credentials: `AWS_*` variables, then instance metadata.
         let base = if o.credentials.is_some() { AmazonS3Builder::new() } else { AmazonS3Builder::from_env() };
-        let mut b = base
+        let counters = Arc::<Counters>::default();
+        let b = base
+            .with_http_connector(CountingConnector(Arc::clone(&counters)))
             .with_bucket_name(&o.bucket)
             .with_region(&o.region)
             // Native S3 (and moto, MinIO) completes a multipart upload only if absent.
@@ -138,30 +262,61 @@ impl ObjectBackend {
                 backoff: object_store::BackoffConfig::default(),
                 max_retries: o.max_retries,
                 retry_timeout: o.retry_timeout,
-            })
-            .with_client_options(object_store::ClientOptions::new().with_connect_timeout(o.connect_timeout));
-        if let Some(e) = &o.endpoint {
-            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
-        }
-        if let Some((id, secret)) = &o.credentials {
-            b = b.with_access_key_id(id).with_secret_access_key(secret);
-        }
+            });
+        // Whole-blob reads may take far longer than any request timeout: a
+        // second client bounds only each pause between reads of their bodies.
+        // (Client options first: `with_allow_http` below is one of them.)
+        let streams = b.clone().with_client_options(
+            object_store::ClientOptions::new()
+                .with_connect_timeout(o.connect_timeout)
+                .with_timeout_disabled()
+                .with_read_timeout(o.request_timeout),
+        );
+        let b = b.with_client_options(
+            object_store::ClientOptions::new().with_connect_timeout(o.connect_timeout).with_timeout(o.request_timeout),
+        );
+        let place = |mut b: object_store::aws::AmazonS3Builder| {
+            if let Some(e) = &o.endpoint {
+                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            }
+            if let Some((id, secret)) = &o.credentials {
+                b = b.with_access_key_id(id).with_secret_access_key(secret);
+            }
+            b
+        };
+        let (b, streams) = (place(b), place(streams));
         let endpoint = o.endpoint.clone().unwrap_or_else(|| format!("s3://{}", o.bucket));
         let root = match &o.endpoint {
             Some(_) => format!("{endpoint}/{}", o.bucket),
             None => endpoint,
         };
-        let store = b.build().map_err(|e| StoreError::Io {
-            op: "configure object store",
-            path: PathBuf::from(&root),
-            source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
-        })?;
-        ObjectBackend::new(Arc::new(store), &root, &o.prefix)
+        let built = |b: object_store::aws::AmazonS3Builder| {
+            b.build().map_err(|e| StoreError::Io {
+                op: "configure object store",
+                path: PathBuf::from(&root),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            })
+        };
+        let (store, streams) = (built(b)?, built(streams)?);
+        let mut be = ObjectBackend::with_counters(Arc::new(store), &root, &o.prefix, counters)?;
+        if let Some(s) = Arc::get_mut(&mut be.s) {
+            s.streams = Arc::new(streams);
+        }
+        Ok(be)
     }
 
     /// A backend over any object store; `root` names it in messages (an
     /// URL without the prefix), `prefix` is prepended to every key.
     pub fn new(store: Arc<dyn ObjectStore>, root: &str, prefix: &str) -> Result<ObjectBackend> {
+        ObjectBackend::with_counters(store, root, prefix, Arc::default())
+    }
+
+    fn with_counters(
+        store: Arc<dyn ObjectStore>,
+        root: &str,
+        prefix: &str,
+        counters: Arc<Counters>,
+    ) -> Result<ObjectBackend> {
         let prefix: Vec<String> = prefix.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
         let mut root_path = PathBuf::from(root);
         root_path.extend(&prefix);
@@ -174,6 +329,7 @@ impl ObjectBackend {
         let handle = rt.handle().clone();
         Ok(ObjectBackend {
             s: Arc::new(Shared {
+                streams: Arc::clone(&store),
                 store,
                 prefix,
                 root: root_path,
@@ -181,9 +337,38 @@ impl ObjectBackend {
                 handle,
                 gc: Arc::default(),
                 open_sinks: AtomicUsize::new(0),
+                copy_limit: AtomicU64::new(COPY_LIMIT),
+                live_tmp: Default::default(),
                 upload_locks: Default::default(),
+                counters,
             }),
         })
+    }
+
+    /// Requests, failures and retries so far (see [`ObjectStats`]).
+    pub fn stats(&self) -> ObjectStats {
+        let c = &self.s.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ObjectStats {
+            attempts: get(&c.attempts),
+            throttled: get(&c.throttled),
+            server_errors: get(&c.server_errors),
+            transport_errors: get(&c.transport_errors),
+            errors: get(&c.errors),
+        }
+    }
+
+    /// Counts an operation that failed for good.
+    fn failed(&self) {
+        self.s.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the largest blob committed by a server-side copy out of `tmp/`
+    /// (default [`COPY_LIMIT`], S3's); a larger one is streamed from `tmp/`
+    /// into a new multipart upload at its name. For stores with another
+    /// limit, and for tests.
+    pub fn set_copy_limit(&self, bytes: u64) {
+        self.s.copy_limit.store(bytes, Ordering::Relaxed);
     }
 
     /// Runs `fut` on the backend's runtime and waits for it. The future is
@@ -220,15 +405,22 @@ impl ObjectBackend {
     }
 
     fn error(&self, op: &'static str, at: &ObjPath, e: object_store::Error) -> StoreError {
-        let kind = match e {
-            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        self.failed();
+        let (kind, hint) = match e {
+            object_store::Error::NotFound { .. } => (io::ErrorKind::NotFound, GENERIC_HINT),
             object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
-                io::ErrorKind::Unsupported
+                (io::ErrorKind::Unsupported, GENERIC_HINT)
             }
-            _ => io::ErrorKind::Other,
+            // Not retried: a retry would be refused the same way.
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => (
+                io::ErrorKind::PermissionDenied,
+                "the object store refused these credentials: check the access key and secret (or the \
+                 role the node runs as) and that their policy allows listing the bucket and getting, \
+                 putting and deleting objects under the prefix",
+            ),
+            _ => (io::ErrorKind::Other, GENERIC_HINT),
         };
-        let msg =
-            format!("{e} (check that the object store is reachable, the bucket exists and the credentials allow it)");
+        let msg = format!("{e} ({hint})");
         StoreError::Io { op, path: self.path_of(at), source: io::Error::new(kind, msg) }
     }
 
@@ -247,12 +439,55 @@ impl ObjectBackend {
         Arc::clone(&self.s.store)
     }
 
+    /// The client for reading whole blobs (see `Shared::streams`).
+    fn streams(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.s.streams)
+    }
+
     fn obj(&self, key: &str) -> ObjPath {
         ObjPath::from_iter(self.s.prefix.iter().map(String::as_str).chain(key.split('/').filter(|s| !s.is_empty())))
     }
 
     fn blob(&self, d: &Digest) -> ObjPath {
         self.obj(&format!("objects/{d}"))
+    }
+
+    /// The marker whose time is the blob's last refresh.
+    fn touched(&self, d: &Digest) -> ObjPath {
+        self.obj(&format!("touched/{d}"))
+    }
+
+    /// Deletes an object, absent or not.
+    fn remove(&self, op: &'static str, at: &ObjPath) -> Result<()> {
+        let (st, p) = (self.store(), at.clone());
+        self.call(op, at, async move { st.delete(&p).await })?.ok();
+        Ok(())
+    }
+
+    /// A sink writing to `tmp/`, or, when the digest is known before the
+    /// bytes (`direct`), a multipart upload at the blob's own name.
+    fn sink(&self, direct: Option<&Digest>) -> ObjectSink {
+        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
+        let tmp = match direct {
+            Some(d) => self.blob(d),
+            None => {
+                let t = self.obj(&format!("tmp/{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()));
+                self.s.live_tmp.lock().unwrap_or_else(|p| p.into_inner()).insert(t.to_string());
+                t
+            }
+        };
+        let at = self.path_of(&tmp);
+        ObjectSink {
+            be: self.clone(),
+            buf: Vec::new(),
+            tmp,
+            at,
+            upload: None,
+            in_flight: std::collections::VecDeque::new(),
+            tmp_written: false,
+            direct: direct.copied(),
+            len: 0,
+        }
     }
 
     /// The object's full name, for messages.
@@ -300,7 +535,10 @@ impl<T: Send + 'static> Blocking<T> {
                 self.s = Some(s);
                 Ok(Some(v))
             }
-            Some(Err(e)) => Err(io::Error::other(e.to_string())),
+            Some(Err(e)) => {
+                self.be.failed();
+                Err(io::Error::other(e.to_string()))
+            }
             None => Ok(None),
         }
     }
@@ -357,7 +595,9 @@ impl BlobBackend for ObjectBackend {
     }
 
     fn stat_mtime(&self, d: &Digest) -> Result<Option<(u64, SystemTime)>> {
-        Ok(self.head("stat", &self.blob(d))?.map(|m| (m.size, mtime(&m))))
+        let Some(m) = self.head("stat", &self.blob(d))? else { return Ok(None) };
+        let touched = self.head("stat", &self.touched(d))?.map_or(UNIX_EPOCH, |t| mtime(&t));
+        Ok(Some((m.size, mtime(&m).max(touched))))
     }
 
     fn stat_mode(&self, d: &Digest) -> Option<(u64, u32)> {
@@ -374,7 +614,7 @@ impl BlobBackend for ObjectBackend {
         }
         // In range, so the end does not overflow.
         let range = GetRange::Bounded(offset..offset + remaining);
-        let (st, p) = (self.store(), at.clone());
+        let (st, p) = (self.streams(), at.clone());
         let got = self.call("read", &at, async move {
             st.get_opts(&p, GetOptions { range: Some(range), ..Default::default() }).await
         })?;
@@ -389,20 +629,7 @@ impl BlobBackend for ObjectBackend {
     }
 
     fn create(&self) -> Result<Box<dyn BlobSink>> {
-        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
-        let tmp = self.obj(&format!("tmp/{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()));
-        let at = self.path_of(&tmp);
-        let in_flight = std::collections::VecDeque::new();
-        Ok(Box::new(ObjectSink {
-            be: self.clone(),
-            buf: Vec::new(),
-            tmp,
-            at,
-            upload: None,
-            in_flight,
-            tmp_written: false,
-            direct: None,
-        }))
+        Ok(Box::new(self.sink(None)))
     }
 
     fn delete_blob(&self, d: &Digest) -> Result<bool> {
@@ -411,8 +638,8 @@ impl BlobBackend for ObjectBackend {
         if self.head("stat", &at)?.is_none() {
             return Ok(false);
         }
-        let (st, p) = (self.store(), at.clone());
-        self.call("delete", &at, async move { st.delete(&p).await })?.ok();
+        self.remove("delete", &at)?;
+        self.remove("delete", &self.touched(d))?;
         Ok(true)
     }
 
@@ -440,8 +667,13 @@ impl BlobBackend for ObjectBackend {
     }
 
     fn touch(&self, d: &Digest) -> Result<()> {
-        // Objects cannot have their mtime set: GC grace counts from creation.
-        self.stat(d).map(drop)
+        // An object's time cannot be set: an empty marker's is the refresh.
+        self.stat(d)?;
+        let at = self.touched(d);
+        let (st, p) = (self.store(), at.clone());
+        self.call("touch", &at, async move { st.put(&p, PutPayload::default()).await })?
+            .map_err(|e| self.error("touch", &at, e))?;
+        Ok(())
     }
 
     fn quarantine(&self, d: &Digest) -> Result<PathBuf> {
@@ -449,8 +681,8 @@ impl BlobBackend for ObjectBackend {
         let (st, f, t) = (self.store(), from.clone(), to.clone());
         self.call("quarantine", &from, async move { st.copy(&f, &t).await })?
             .map_err(|_| StoreError::BlobNotFound(*d))?;
-        let (st, f) = (self.store(), from.clone());
-        self.call("quarantine", &from, async move { st.delete(&f).await })?.ok();
+        self.remove("quarantine", &from)?;
+        self.remove("quarantine", &self.touched(d))?;
         Ok(self.path_of(&to))
     }
 
@@ -462,6 +694,38 @@ impl BlobBackend for ObjectBackend {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn sweep_temporaries(&self, before: SystemTime) -> Result<usize> {
+        let mut stale = Vec::new();
+        let path = self.path_of(&self.obj("tmp"));
+        let mut it = self.list_under("tmp");
+        while let Some(m) = it.next_item().map_err(StoreError::io("list", &path))? {
+            if mtime(&m) < before {
+                stale.push(m.location);
+            }
+        }
+        // Listed first: a sink started later has no object in the list.
+        {
+            let live = self.s.live_tmp.lock().unwrap_or_else(|p| p.into_inner());
+            stale.retain(|p| !live.contains(p.as_ref()));
+        }
+        // Markers of blobs deleted behind the store's back.
+        let path = self.path_of(&self.obj("touched"));
+        let mut it = self.list_under("touched");
+        while let Some(m) = it.next_item().map_err(StoreError::io("list", &path))? {
+            if mtime(&m) < before
+                && let Some(d) = m.location.filename().and_then(|n| Digest::parse(n).ok())
+                && self.head("stat", &self.blob(&d))?.is_none()
+            {
+                stale.push(m.location);
+            }
+        }
+        for p in &stale {
+            tracing::info!(at = %self.path_of(p).display(), "removing a stale temporary object");
+            self.remove("remove temporary", p)?;
+        }
+        Ok(stale.len())
     }
 }
 
@@ -477,8 +741,10 @@ struct ObjectSink {
     in_flight: std::collections::VecDeque<mpsc::Receiver<object_store::Result<()>>>,
     // The upload completed: the temp object exists until removed.
     tmp_written: bool,
-    // Written straight at `objects/<digest>` (see `ObjectBackend::create_for`).
+    // The digest the caller knew in advance: the upload is at its name.
     direct: Option<Digest>,
+    // Bytes written.
+    len: u64,
 }
 
 impl ObjectSink {
@@ -507,9 +773,10 @@ impl ObjectSink {
 
     fn wait_oldest(&mut self) -> io::Result<()> {
         let Some(rx) = self.in_flight.pop_front() else { return Ok(()) };
-        rx.recv()
-            .map_err(|_| io::Error::other("object store task stopped (runtime shut down?)"))?
-            .map_err(io::Error::other)
+        rx.recv().map_err(|_| io::Error::other("object store task stopped (runtime shut down?)"))?.map_err(|e| {
+            self.be.failed();
+            io::Error::other(e)
+        })
     }
 
     fn wait_all(&mut self) -> io::Result<()> {
@@ -532,7 +799,54 @@ impl ObjectSink {
         let done =
             self.be.run(async move { up.complete().await }).map_err(StoreError::io("complete upload", &self.at))?;
         done.map_err(|e| self.be.error("complete upload", &self.tmp, e))?;
-        self.tmp_written = true;
+        // A direct upload completed at the blob's name: nothing to remove.
+        self.tmp_written = self.direct.is_none();
+        Ok(())
+    }
+
+    /// Streams the completed `tmp/` object into a new multipart upload at
+    /// `dest` (for blobs over the copy limit), one part at a time.
+    fn reupload(&mut self, dest: &ObjPath) -> Result<()> {
+        let be = self.be.clone();
+        let at = self.at.clone();
+        let (st, p) = (be.streams(), self.tmp.clone());
+        let got = be.call("read", &self.tmp, async move { st.get(&p).await })?;
+        let got = got.map_err(|e| be.error("read", &self.tmp, e))?;
+        let mut chunks = be.blocking(got.into_stream());
+        let (st, p) = (be.store(), dest.clone());
+        let mut up = be
+            .run(async move { st.put_multipart(&p).await })
+            .map_err(StoreError::io("start upload", &at))?
+            .map_err(|e| be.error("start upload", dest, e))?;
+        let mut sent = || -> Result<()> {
+            let mut buf = Vec::with_capacity(PART_SIZE);
+            loop {
+                let next = chunks.next_item().map_err(StoreError::io("read", &at))?;
+                let end = next.is_none();
+                if let Some(b) = next {
+                    buf.extend_from_slice(&b);
+                }
+                while buf.len() >= PART_SIZE || (end && !buf.is_empty()) {
+                    let part: Vec<u8> = buf.drain(..buf.len().min(PART_SIZE)).collect();
+                    let fut = up.put_part(PutPayload::from(part));
+                    be.run(fut)
+                        .map_err(StoreError::io("upload part", &at))?
+                        .map_err(|e| be.error("upload part", dest, e))?;
+                }
+                if end {
+                    return Ok(());
+                }
+            }
+        };
+        if let Err(e) = sent() {
+            let _ = be.run(async move { up.abort().await });
+            return Err(e);
+        }
+        // Content-addressed and verified: a concurrent completion of the
+        // same name wrote the same bytes.
+        be.run(async move { up.complete().await })
+            .map_err(StoreError::io("complete upload", &at))?
+            .map_err(|e| be.error("complete upload", dest, e))?;
         Ok(())
     }
 }
@@ -549,6 +863,7 @@ impl BlobSink for ObjectSink {
             let n = (PART_SIZE - self.buf.len()).min(buf.len());
             self.buf.extend_from_slice(&buf[..n]);
             buf = &buf[n..];
+            self.len = self.len.saturating_add(n as u64);
             if self.buf.len() == PART_SIZE {
                 self.send_part()?;
             }
@@ -558,21 +873,26 @@ impl BlobSink for ObjectSink {
 
     fn commit(mut self: Box<Self>, d: &Digest) -> Result<bool> {
         let dest = self.be.blob(d);
+        let be = self.be.clone();
+        // An existing blob is refreshed, not replaced: a GC (here or on
+        // another node) that scanned before keeps it for this push.
+        let existed = |created: bool| -> Result<bool> {
+            if !created {
+                be.touch(d)?;
+            }
+            Ok(!created)
+        };
+        if self.be.head("stat", &dest)?.is_some() {
+            return existed(false);
+        }
         if let Some(want) = self.direct
             && want != *d
         {
-            return Err(StoreError::DigestMismatch { expected: want, actual: *d });
-        }
-        if self.be.head("stat", &dest)?.is_some() {
-            return Ok(true);
-        }
-        let be = self.be.clone();
-        if self.direct.is_some() && self.upload.is_some() {
-            // The upload is at its final name: completing it publishes the
-            // (verified) bytes. A concurrent identical completion is harmless.
-            self.completed()?;
-            self.tmp_written = false;
-            return Ok(false);
+            return Err(StoreError::Io {
+                op: "commit",
+                path: self.at.clone(),
+                source: io::Error::other(format!("a sink opened for {want} cannot commit {d}")),
+            });
         }
         if self.upload.is_none() {
             // Small: one create-only put straight to its name.
@@ -580,15 +900,25 @@ impl BlobSink for ObjectSink {
             let put = be.call("write", &dest, async move {
                 st.put_opts(&p, PutPayload::from(bytes), PutOptions::from(PutMode::Create)).await.map(drop)
             })?;
-            return be.created("write", &dest, put).map(|created| !created);
+            return existed(be.created("write", &dest, put)?);
         }
         self.completed()?;
+        if self.direct.is_some() {
+            // Completed at its name, verified by the caller: a concurrent
+            // completion of the same name wrote the same bytes.
+            return Ok(false);
+        }
+        if self.len > be.s.copy_limit.load(Ordering::Relaxed) {
+            // Too large for a server-side copy; absent a moment ago.
+            self.reupload(&dest)?;
+            return Ok(false);
+        }
         let (st, from, to) = (be.store(), self.tmp.clone(), dest.clone());
         let copy = be.call("copy into objects", &dest, async move {
             st.copy_opts(&from, &to, CopyOptions { mode: CopyMode::Create, ..Default::default() }).await
         })?;
         // Drop removes the temp object.
-        be.created("copy into objects", &dest, copy).map(|created| !created)
+        existed(be.created("copy into objects", &dest, copy)?)
     }
 
     fn location(&self) -> &Path {
@@ -614,6 +944,9 @@ impl Drop for ObjectSink {
             if let Err(e) = self.be.run(async move { st.delete(&p).await }).and_then(|r| r.map_err(io::Error::other)) {
                 tracing::warn!(at = %self.at.display(), error = %e, "could not remove a temp object");
             }
+        }
+        if self.direct.is_none() {
+            self.be.s.live_tmp.lock().unwrap_or_else(|p| p.into_inner()).remove(self.tmp.as_ref());
         }
         self.be.s.open_sinks.fetch_sub(1, Ordering::SeqCst);
     }
@@ -689,6 +1022,34 @@ impl MetaBackend for ObjectBackend {
             st.put_opts(&p, PutPayload::from(b), PutOptions::from(PutMode::Create)).await.map(drop)
         })?;
         self.created("write", &at, put)
+    }
+
+    fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool> {
+        let Some(seen) = seen else { return self.put_new(key, bytes) };
+        let at = self.obj(key);
+        // The stamp is a hash of the ETag: find the ETag of the version
+        // there now, and write only if it is still that version (If-Match),
+        // so a change between this HEAD and the PUT fails the PUT. An S3
+        // ETag is the MD5 of the content: rewriting the same bytes keeps
+        // the version, which orders that no-op write before this one.
+        let Some(m) = self.head("stat", &at)? else { return Ok(false) };
+        if stamp(&m) != seen {
+            return Ok(false);
+        }
+        let mode = PutMode::Update(UpdateVersion { e_tag: m.e_tag, version: m.version });
+        let (st, p, b) = (self.store(), at.clone(), Bytes::copy_from_slice(bytes));
+        let put =
+            self.call("write", &at, async move { st.put_opts(&p, PutPayload::from(b), PutOptions::from(mode)).await })?;
+        match put {
+            Ok(_) => Ok(true),
+            // S3 answers 404 to If-Match on an object deleted meanwhile.
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(false),
+            Err(e) => Err(self.error("write", &at, e)),
+        }
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
@@ -891,12 +1252,14 @@ impl UploadData for ObjectUpload {
 
     fn commit(&mut self, d: &Digest) -> Result<bool> {
         self.flush().map_err(StoreError::io("write", &self.at))?;
-        let mut sink = self.be.create()?;
+        // The digest is known: a large blob uploads straight to its name
+        // (no copy, so no size limit from one).
+        let mut sink = self.be.sink(Some(d));
         for (_, _, p) in self.pieces().map_err(StoreError::io("list", &self.at))? {
             let b = self.get(&p).map_err(StoreError::io("read", &self.at))?;
             sink.write(&b).map_err(StoreError::io("write", sink.location()))?;
         }
-        sink.commit(d)
+        Box::new(sink).commit(d)
     }
 
     fn location(&self) -> &Path {
@@ -942,19 +1305,9 @@ impl ObjectBackend {
     pub fn create_for(&self, d: &Digest) -> Result<Box<dyn BlobSink>> {
         let dest = self.blob(d);
         if self.head("stat", &dest)?.is_some() {
-            return Ok(Box::new(Present { at: self.path_of(&dest), d: *d }));
+            return Ok(Box::new(Present { be: self.clone(), at: self.path_of(&dest), d: *d }));
         }
-        self.s.open_sinks.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(ObjectSink {
-            be: self.clone(),
-            buf: Vec::new(),
-            at: self.path_of(&dest),
-            tmp: dest,
-            upload: None,
-            in_flight: std::collections::VecDeque::new(),
-            tmp_written: false,
-            direct: Some(*d),
-        }))
+        Ok(Box::new(self.sink(Some(d))))
     }
 
     /// Opens blob `d` for streaming from async code: its size and its bytes,
@@ -965,7 +1318,7 @@ impl ObjectBackend {
         &self,
         d: &Digest,
     ) -> impl Future<Output = Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>>> + Send + 'static {
-        let (at, st) = (self.blob(d), self.store());
+        let (at, st) = (self.blob(d), self.streams());
         let be = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let p = at.clone();
@@ -999,8 +1352,10 @@ impl ObjectBackend {
     }
 }
 
-/// The sink of a blob the bucket already holds: the bytes are dropped.
+/// The sink of a blob the bucket already holds: the bytes are dropped,
+/// and the commit refreshes the blob as a rewrite would (GC grace).
 struct Present {
+    be: ObjectBackend,
     at: PathBuf,
     d: Digest,
 }
@@ -1014,6 +1369,7 @@ impl BlobSink for Present {
         if *d != self.d {
             return Err(StoreError::DigestMismatch { expected: self.d, actual: *d });
         }
+        self.be.touch(d)?;
         Ok(true)
     }
 

@@ -52,6 +52,24 @@ pub enum OciError {
     /// A manifest media type the registry does not store.
     #[error("manifest media type {0:?} is not supported; push an OCI or Docker schema 2 manifest")]
     ManifestUnsupported(String),
+    /// Another push moved (or deleted) the tag between the start of this
+    /// manifest push and its tag update: the tag was left as the other
+    /// push made it, never silently overwritten.
+    #[error(
+        "tag {tag} of {repo} was changed to {} by another push while manifest {} was being pushed; \
+         that manifest is stored but the tag was not moved to it: push again to tag it",
+        now.map_or_else(|| "nothing (deleted)".to_owned(), |d| d.oci()), pushed.oci()
+    )]
+    TagMoved {
+        /// The repository.
+        repo: RepoName,
+        /// The tag.
+        tag: crate::oci::repo::Tag,
+        /// What the tag points at now (`None`: deleted).
+        now: Option<Digest>,
+        /// The manifest this push stored.
+        pushed: Digest,
+    },
     /// A manifest references blobs or manifests that are not present.
     #[error("manifest references {} missing blob(s): {}", .0.len(), .0.iter().map(|d| d.oci()).collect::<Vec<_>>().join(", "))]
     ManifestBlobUnknown(Vec<Digest>),

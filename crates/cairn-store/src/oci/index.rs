@@ -60,6 +60,14 @@ impl Registry {
             return Err(OciError::DigestMismatch { expected: *d, actual: digest });
         }
         let m = parse_manifest(bytes, content_type)?;
+        // The tag's version as this push found it: the update at the end is
+        // a compare-and-swap against it, so a concurrent push is never lost.
+        let seen = match reference {
+            Reference::Tag(t) => self.store.backend().get_stamped(&keys::repo_tag(repo, t))?.map(|(_, s)| s),
+            Reference::Digest(_) => None,
+        };
+        #[cfg(test)]
+        tests::after_tag_read(repo);
         // Held from the existence check until the links are written, so a GC
         // cannot delete a referenced blob in between (its second root scan
         // then sees the new, young manifest link).
@@ -79,6 +87,13 @@ impl Registry {
             missing.dedup();
             return Err(OciError::ManifestBlobUnknown(missing));
         }
+        // Refreshed, as a ref save does: a GC on another node sharing a
+        // bucket (no lock between them) that already read the roots keeps
+        // what it re-stats after this.
+        for d in m.blobs.iter().filter(|b| !b.external).map(|b| &b.digest).chain(m.manifests.iter().map(|c| &c.digest))
+        {
+            self.store.touch(d)?;
+        }
         self.store.put_reader(bytes, Some(&digest))?;
         for b in m.blobs.iter().filter(|b| !b.external) {
             self.link_blob(repo, &b.digest)?;
@@ -96,8 +111,23 @@ impl Registry {
         self.store.write_atomic(&keys::repo_manifest(repo, &digest), m.media_type.as_bytes())?;
         self.store.write_atomic(&keys::repo_pushed(repo, &digest), b"")?;
         if let Reference::Tag(t) = reference {
-            self.store.write_atomic(&keys::repo_tag(repo, t), format!("{}\n", digest.oci()).as_bytes())?;
+            let moved =
+                !self.store.write_if(&keys::repo_tag(repo, t), format!("{}\n", digest.oci()).as_bytes(), seen)?;
             self.cache.forget_tag(repo, t);
+            if moved {
+                let now = self.tag_target(repo, t)?;
+                if now == Some(digest) {
+                    // Where this push wanted it: an identical push won, or
+                    // our own write whose answer was lost and was retried.
+                    return Ok(PushedManifest {
+                        digest,
+                        media_type: m.media_type,
+                        subject: m.subject.map(|s| s.digest),
+                    });
+                }
+                tracing::info!(%repo, tag = %t, pushed = %digest.oci(), "a concurrent push moved the tag first");
+                return Err(OciError::TagMoved { repo: repo.clone(), tag: t.clone(), now, pushed: digest });
+            }
         }
         Ok(PushedManifest { digest, media_type: m.media_type, subject: m.subject.map(|s| s.digest) })
     }
@@ -312,5 +342,128 @@ impl Registry {
             self.link_pushed_blob(repo, d)?;
         }
         Ok(ok)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::{Arc, Barrier, Mutex};
+
+    use super::*;
+    use crate::backend::{Backend, mem::MemBackend, object::ObjectBackend};
+    use crate::oci::RegistryOptions;
+    use crate::store::{Store, StoreOptions};
+
+    // Pushes to these repositories wait here once they have read the tag,
+    // so a test can make two pushes see the same version.
+    static AFTER_TAG_READ: Mutex<Vec<(String, Arc<Barrier>)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn after_tag_read(repo: &RepoName) {
+        let b = AFTER_TAG_READ.lock().unwrap().iter().find(|(r, _)| r == repo.as_str()).map(|(_, b)| b.clone());
+        if let Some(b) = b {
+            b.wait();
+        }
+    }
+
+    fn image(r: &Registry, layer: &[u8]) -> Vec<u8> {
+        let config = r.store.put_reader(&b"{}"[..], None).unwrap().digest;
+        let l = r.store.put_reader(layer, None).unwrap().digest;
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+            config.oci(),
+            l.oci(),
+            layer.len()
+        )
+        .into_bytes()
+    }
+
+    /// Two pushes of one tag that both read the same version of it (or
+    /// both found it absent): one moves the tag, the other is told, and
+    /// neither is lost silently. Then sequential pushes still succeed.
+    fn concurrent_pushes_of_one_tag_one_wins_and_the_other_is_told_the_tag_moved(be: Box<dyn Backend>, repo: &str) {
+        let r = Registry::new(Store::with_backend(be, StoreOptions::default()), RegistryOptions::default()).unwrap();
+        let repo = RepoName::parse(repo).unwrap();
+        let t = Tag::parse("latest").unwrap();
+        // New manifests each round: on S3 the version of a tag is its ETag,
+        // the MD5 of its text, so a push rewriting the current target
+        // changes nothing and fairly orders before the other.
+        let images: Vec<Vec<u8>> = (0..5u8).map(|i| image(&r, &[b'l', i])).collect();
+        let ct = Some("application/vnd.oci.image.manifest.v1+json");
+        AFTER_TAG_READ.lock().unwrap().push((repo.to_string(), Arc::new(Barrier::new(2))));
+        // Round 0: the tag is absent for both; round 1: both saw round 0's winner.
+        for round in 0..2usize {
+            let res: Vec<OciResult<PushedManifest>> = std::thread::scope(|sc| {
+                let hs: Vec<_> = images[2 * round..2 * round + 2]
+                    .iter()
+                    .map(|m| {
+                        let (r, repo, t) = (&r, &repo, &t);
+                        sc.spawn(move || r.put_manifest(repo, &Reference::Tag(t.clone()), m, ct))
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won: Vec<Digest> = res.iter().filter_map(|r| r.as_ref().ok().map(|p| p.digest)).collect();
+            assert_eq!(won.len(), 1, "round {round}: exactly one push wins: {res:?}");
+            let lost = res.iter().find_map(|r| r.as_ref().err()).unwrap();
+            match lost {
+                OciError::TagMoved { now, pushed, .. } => {
+                    assert_eq!(*now, Some(won[0]), "the loser is told where the tag went");
+                    assert_ne!(*pushed, won[0]);
+                    let msg = lost.to_string();
+                    assert!(msg.contains(&won[0].oci()) && msg.contains("push again"), "{msg}");
+                }
+                e => panic!("round {round}: the losing push got {e:?}, not TagMoved"),
+            }
+            assert_eq!(r.tag_target(&repo, &t).unwrap(), Some(won[0]), "the winner's tag stands");
+        }
+        // The same manifest pushed twice at once: the tag ends where both
+        // wanted it, so neither lost anything (nor does a conditional PUT
+        // retried after its answer was lost, which finds its own write).
+        let same: Vec<OciResult<PushedManifest>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| sc.spawn(|| r.put_manifest(&repo, &Reference::Tag(t.clone()), &images[4], ct)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(same.iter().all(Result::is_ok), "{same:?}");
+        assert_eq!(r.tag_target(&repo, &t).unwrap(), Some(Digest::of(&images[4])));
+        AFTER_TAG_READ.lock().unwrap().retain(|(n, _)| n != repo.as_str());
+        // One push at a time: each moves the tag.
+        for m in [&images[0], &images[1], &images[0]] {
+            let p = r.put_manifest(&repo, &Reference::Tag(t.clone()), m, ct).unwrap();
+            assert_eq!(r.tag_target(&repo, &t).unwrap(), Some(p.digest));
+        }
+    }
+
+    #[test]
+    fn concurrent_pushes_of_one_tag_never_lose_one_silently_on_mem() {
+        concurrent_pushes_of_one_tag_one_wins_and_the_other_is_told_the_tag_moved(
+            Box::new(MemBackend::new()),
+            "race/mem",
+        );
+    }
+
+    #[test]
+    fn concurrent_pushes_of_one_tag_never_lose_one_silently_on_fs() {
+        let t = tempfile::tempdir().unwrap();
+        let b = crate::backend::fs::FsBackend::open(t.path(), &StoreOptions::default()).unwrap();
+        concurrent_pushes_of_one_tag_one_wins_and_the_other_is_told_the_tag_moved(Box::new(b), "race/fs");
+    }
+
+    #[test]
+    fn concurrent_pushes_of_one_tag_never_lose_one_silently_on_object_mem() {
+        let st = Arc::new(object_store::memory::InMemory::new());
+        let b = ObjectBackend::new(st, "memory://", "p").unwrap();
+        concurrent_pushes_of_one_tag_one_wins_and_the_other_is_told_the_tag_moved(Box::new(b), "race/objmem");
+    }
+
+    #[test]
+    fn concurrent_pushes_of_one_tag_never_lose_one_silently_on_s3() {
+        let Some(m) = cairn_testkit::s3::MotoServer::start("concurrent_pushes_of_one_tag_on_s3") else { return };
+        let mut o = crate::backend::object::S3Options::new(&m.bucket, &m.region);
+        o.endpoint = Some(m.endpoint.clone());
+        o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+        let b = ObjectBackend::s3(&o).unwrap();
+        concurrent_pushes_of_one_tag_one_wins_and_the_other_is_told_the_tag_moved(Box::new(b), "race/s3");
     }
 }

@@ -136,6 +136,13 @@ impl Store {
         self.backend().put(key, bytes)
     }
 
+    /// Writes a metadata document only over the version `seen` (see
+    /// [`crate::backend::MetaBackend::put_if`]); false when it changed.
+    pub(crate) fn write_if(&self, key: &str, bytes: &[u8], seen: Option<crate::oci::cache::Stamp>) -> Result<bool> {
+        self.check_writable()?;
+        self.backend().put_if(key, bytes, seen)
+    }
+
     /// A metadata document as text; `None` when absent. The registry never
     /// makes symlinks: a planted one stands for nothing.
     pub(crate) fn read_meta(&self, key: &str) -> Result<Option<String>> {

@@ -95,6 +95,7 @@ fn storage(s: &crate::storage::StorageConfig) -> Value {
         "max_retries": s.s3.max_retries,
         "retry_timeout": secs(s.s3.retry_timeout),
         "connect_timeout": secs(s.s3.connect_timeout),
+        "request_timeout": secs(s.s3.request_timeout),
     })
 }
 

@@ -77,6 +77,27 @@ impl MetaBackend for FsBackend {
         res
     }
 
+    fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool> {
+        let dest = self.layout().key(key);
+        // Compare and rename under an exclusive flock: atomic between the
+        // threads and processes of Cairn on this host. Not against a writer
+        // that skips the lock (a hand-run `mv`), nor across hosts sharing
+        // the directory over a network filesystem that ignores flock.
+        let _held = self.lock_meta()?;
+        let now = match fs::symlink_metadata(&dest) {
+            // As `get_stamped`: a planted symlink stands for nothing (and
+            // the rename replaces the link itself).
+            Ok(m) if m.file_type().is_symlink() => None,
+            Ok(m) => Some(Stamp::from_meta(&m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Io { op: "stat", path: dest, source: e }),
+        };
+        if now != seen {
+            return Ok(false);
+        }
+        self.write_atomic(&dest, bytes).map(|()| true)
+    }
+
     fn delete(&self, key: &str) -> Result<bool> {
         let p = self.layout().key(key);
         match fs::remove_file(&p) {

@@ -18,6 +18,7 @@
 //!       data                      bytes received so far (linked into objects/ when finished)
 //!   .cairn.lock                 shared by every writer, exclusive only for the temp sweep
 //!   .cairn-gc.lock              shared by put/manifest save, exclusive during a GC sweep
+//!   .cairn-meta.lock            exclusive around a conditional metadata write (tag updates)
 //! ```
 //!
 //! Durability: every file is written under `tmp/` (same filesystem), fsynced,
@@ -176,6 +177,14 @@ impl FsBackend {
                 Err(e)
             }
         }
+    }
+
+    /// The lock of conditional metadata writes ([`MetaBackend::put_if`]).
+    fn lock_meta(&self) -> Result<File> {
+        let p = self.layout().root.join(".cairn-meta.lock");
+        let f = open_lock_file(&p, "open metadata lock")?;
+        f.lock().map_err(StoreError::io("lock", &p))?;
+        Ok(f)
     }
 
     /// The one atomic write: `bytes` to `path` so readers see the old file
