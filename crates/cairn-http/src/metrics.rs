@@ -389,6 +389,22 @@ fn sampled(state: &AppState) -> Registry {
             c.inc_by(v);
             r.register(name, help, c);
         }
+        let req = t.bucket().stats();
+        for (name, help, v) in [
+            ("cairn_bucket_requests", "HTTP requests sent to the bucket (each retry is one more)", req.attempts),
+            ("cairn_bucket_throttled", "Bucket requests answered 503 or 429 (throttling; retried)", req.throttled),
+            ("cairn_bucket_server_errors", "Bucket requests answered with another 5xx (retried)", req.server_errors),
+            (
+                "cairn_bucket_transport_errors",
+                "Bucket requests without an answer: refused, timed out or cut (retried)",
+                req.transport_errors,
+            ),
+            ("cairn_bucket_errors", "Bucket operations that failed after their retries", req.errors),
+        ] {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        }
     }
     match disk(state.cluster.store().root()) {
         Ok((total, used, free)) => {

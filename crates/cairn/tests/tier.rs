@@ -128,6 +128,10 @@ fn an_image_and_a_ref_pushed_to_node_a_are_pulled_from_node_b_with_a_stopped() {
         .find_map(|l| l.strip_prefix("cairn_bucket_uploads_total "))
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(uploads.is_some_and(|n| n >= 2), "A counts its writes to the bucket: {uploads:?}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("cairn_bucket_requests_total ") && !l.ends_with(" 0")),
+        "A counts its requests to the bucket"
+    );
     if tool_available("/usr/bin/promtool") {
         let mut p = Command::new("promtool")
             .args(["check", "metrics"])
