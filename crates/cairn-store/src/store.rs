@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) opts: StoreOptions,
     /// The bounded cache's state, once [`Store::enable_cache`] turned it on.
     pub(crate) cache: std::sync::OnceLock<Arc<crate::cache::state::CacheState>>,
+    /// Told about every blob a client pushes (the replicator).
+    pub(crate) local_commit: crate::held::HookSlot,
 }
 
 impl Store {
@@ -71,7 +73,14 @@ impl Store {
 
     /// A store over any [`Backend`].
     pub fn with_backend(backend: Box<dyn Backend>, opts: StoreOptions) -> Store {
-        Store { inner: Arc::new(Inner { backend, opts, cache: std::sync::OnceLock::new() }) }
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                opts,
+                cache: std::sync::OnceLock::new(),
+                local_commit: Default::default(),
+            }),
+        }
     }
 
     /// The backend.
