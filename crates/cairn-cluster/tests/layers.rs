@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["ratelimit", "stream", "health", "upstream"],
     &["origin"],
     &["fetch"],
-    &["listing", "sync"],
+    &["listing", "sync", "replicate"],
     &["push", "mirror"],
 ];
 
