@@ -24,7 +24,7 @@
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
 //! `discovery`, `membership`, `rendezvous`; `peer`; `ratelimit`, `stream`,
-//! `health`, `upstream`, `origin`; `fetch`; `listing`, `sync`, `replicate`; `push`, `mirror`.
+//! `health`, `upstream`, `origin`; `fetch`; `replicate`; `listing`, `sync`; `push`, `mirror`.
 
 pub mod error;
 pub mod fetch;

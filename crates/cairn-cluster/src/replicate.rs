@@ -284,13 +284,13 @@ impl Replicator {
                 holders: hs.into_iter().map(|m| m.node_id).collect(),
             });
         }
+        let Some(addr) = ms.iter().find(|m| m.node_id == from).and_then(|m| m.address.clone()) else {
+            return Err(Refused::UnknownPeer(from.to_owned()));
+        };
         if self.cluster.local_size(d).await?.is_some() {
             self.mark(d, Role::Replica, pusher).await?;
             return Ok(ReplicaAnswer::Held);
         }
-        let Some(addr) = ms.iter().find(|m| m.node_id == from).and_then(|m| m.address.clone()) else {
-            return Err(Refused::UnknownPeer(from.to_owned()));
-        };
         {
             let st = lock(&self.state);
             if st.pull_set.contains(&d) {

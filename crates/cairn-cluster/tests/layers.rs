@@ -13,7 +13,8 @@ const LAYERS: &[&[&str]] = &[
     &["ratelimit", "stream", "health", "upstream"],
     &["origin"],
     &["fetch"],
-    &["listing", "sync", "replicate"],
+    &["replicate"],
+    &["listing", "sync"],
     &["push", "mirror"],
 ];
 

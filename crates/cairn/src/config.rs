@@ -106,6 +106,9 @@ pub struct FileConfig {
     pub dns_name: Option<String>,
     /// Cairn: the bounded cache, `{max_bytes, min_free}` (default: none, no cap).
     pub cache: Option<CacheSection>,
+    /// Cairn: copies kept of every blob a client pushes, on distinct nodes
+    /// (default 1: only the pushing node's; README: "Replication").
+    pub replicas: Option<usize>,
 }
 
 /// The `cache` section: limits past which `serve` evicts least recently
@@ -663,6 +666,10 @@ impl NodeConfig {
                 min_free: c.min_free.as_ref().map(|s| s.limit("min_free")).transpose()?,
             }),
         };
+        let replicas = file.replicas.unwrap_or(defaults.replicas);
+        if replicas == 0 {
+            bail!("replicas must be at least 1 (1 keeps a pushed blob only on the node it was pushed to)");
+        }
         Ok(NodeConfig {
             cluster: cairn_cluster::ClusterConfig {
                 node_id,
@@ -682,6 +689,7 @@ impl NodeConfig {
                 body_timeout,
                 peer_tags,
                 cluster_secret,
+                replicas,
             },
             listen_addr,
             bind,
@@ -811,6 +819,7 @@ mod tests {
             ("origins:\n  - url: \"http://x/{digest}\"\n    registry: \"http://r\"\n", "origins[0]"),
             ("origins:\n  - {}\n", "origins[0]"),
             ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
+            ("replicas: 0\n", "replicas"),
             ("rate_window: 0s\n", "rate_window"),
             ("max_blob_size: 0\n", "max_blob_size"),
             ("max_manifest_objects: 0\n", "max_manifest_objects"),
@@ -950,6 +959,7 @@ mod tests {
             ("max_upload_sessions", number()),
             ("max_upload_sessions_per_client", number()),
             ("peer_tags", s(&["never", "fallback", "first", "always"])),
+            ("replicas", number()),
             ("peer_timout", s(&["5s"])),
         ];
         let per_field: Vec<_> = fields
