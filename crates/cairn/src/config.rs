@@ -785,6 +785,14 @@ mod tests {
     }
 
     #[test]
+    fn replicas_is_read_defaults_to_one_and_zero_is_an_error() {
+        assert_eq!(merged("").unwrap().cluster.replicas, 1);
+        assert_eq!(merged("replicas: 3\n").unwrap().cluster.replicas, 3);
+        let e = format!("{:#}", merged("replicas: 0\n").unwrap_err());
+        assert!(e.contains("replicas must be at least 1"), "{e}");
+    }
+
+    #[test]
     fn json_config_is_accepted() {
         let c = merged(r#"{"node_id": "j", "peers": ["x:1"], "peer_timeout": "10s"}"#).unwrap();
         assert_eq!((c.cluster.node_id.as_str(), c.cluster.peers.len()), ("j", 1));
