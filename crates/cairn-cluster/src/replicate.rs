@@ -71,7 +71,7 @@ pub const ASKS_AT_ONCE: usize = 4;
 /// replicated (logged and counted as failed).
 pub const MAX_PENDING_PUSHES: usize = 1 << 20;
 /// How often every held blob is checked again even when nothing changed.
-pub const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+pub const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 /// Shortest gap between two repair passes.
 const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 
@@ -179,7 +179,7 @@ pub struct Replicator {
     cluster: Cluster,
     k: usize,
     state: Mutex<State>,
-    /// New pushes or a membership change: the placing task.
+    /// New pushes: the placing task.
     wake_place: tokio::sync::Notify,
     /// New pulls: the pulling task.
     wake_pull: tokio::sync::Notify,
@@ -329,7 +329,7 @@ impl Replicator {
         if self.k <= 1 {
             return std::future::pending().await;
         }
-        tokio::join!(Arc::clone(&self).pull_loop(), self.place_loop());
+        tokio::join!(Arc::clone(&self).pull_loop(), Arc::clone(&self).place_loop(), self.repair_loop());
     }
 
     async fn pull_loop(self: Arc<Self>) {
@@ -387,17 +387,22 @@ impl Replicator {
                 }
                 v
             };
-            if !pushes.is_empty() {
+            if pushes.is_empty() {
+                self.wake_place.notified().await;
+            } else {
                 self.place(pushes).await;
             }
+        }
+    }
+
+    /// Repair passes when due (see [`Replicator::repair_due`]); apart from
+    /// placing, so a long pass never delays fresh pushes.
+    async fn repair_loop(self: Arc<Self>) {
+        loop {
             if self.repair_due(Instant::now()) {
                 self.repair_pass().await;
             }
-            let more = !lock(&self.state).pushed.is_empty();
-            if !more {
-                let nap = self.retry_gap().min(Duration::from_secs(1));
-                let _ = tokio::time::timeout(nap, self.wake_place.notified()).await;
-            }
+            tokio::time::sleep(self.retry_gap().min(Duration::from_secs(1))).await;
         }
     }
 
