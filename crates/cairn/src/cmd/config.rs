@@ -78,6 +78,7 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
             "max_bytes": c.max_bytes.map(|l| l.to_string()),
             "min_free": c.min_free.map(|l| l.to_string()),
         })),
+        "replicas": node.cluster.replicas,
     })
 }
 
