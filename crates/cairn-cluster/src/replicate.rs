@@ -413,7 +413,14 @@ impl Replicator {
         let marked = {
             let own = own.clone();
             blocking(move || {
-                pushes.into_iter().filter(|d| store.exists(d) && store.hold(d, Role::Pushed, &own).is_ok()).collect()
+                let mark = |d: &Digest| match store.hold(d, Role::Pushed, &own) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(digest = %d, error = %e, "marking a pushed blob held failed; it is not replicated");
+                        false
+                    }
+                };
+                pushes.into_iter().filter(|d| store.exists(d) && mark(d)).collect()
             })
             .await
         };

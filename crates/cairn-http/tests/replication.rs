@@ -130,6 +130,9 @@ async fn with_one_replica_a_push_stays_on_its_node_only() {
     members_known(&[&nodes[0], &nodes[1]], 1).await;
     let d = push(&nodes[0], b"only here").await;
     assert_eq!(nodes[0].store.held(&d).unwrap(), None, "replicas: 1 writes no marker");
+    let stats: serde_json::Value =
+        reqwest::get(format!("{}/v1/cluster/stats", nodes[0].url())).await.unwrap().json().await.unwrap();
+    assert!(stats.get("replication").is_none(), "the seed's answer, unchanged: {stats}");
     let r = reqwest::Client::new()
         .post(format!("{}/v1/replicate/{d}?from=x&pusher=x", nodes[1].url()))
         .send()

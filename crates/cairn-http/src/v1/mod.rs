@@ -248,7 +248,9 @@ async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Response, A
 
 async fn cluster_stats(State(s): State<Arc<AppState>>) -> Result<Json<ClusterStats>, ApiError> {
     let stats = s.cluster.stats().await?;
-    Ok(Json(ClusterStats { replication: Some(s.replicator.stats()), ..stats }))
+    // With replicas: 1 the answer stays the seed's, field for field.
+    let replication = (s.replicator.replicas() > 1).then(|| s.replicator.stats());
+    Ok(Json(ClusterStats { replication, ..stats }))
 }
 
 async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, h: HeaderMap) -> Result<Response, ApiError> {
