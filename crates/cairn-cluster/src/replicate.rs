@@ -167,7 +167,9 @@ struct State {
     confirmed: HashMap<Digest, Vec<String>>,
     /// Held blobs not confirmed on every holder.
     under: HashSet<Digest>,
-    held: usize,
+    /// Blobs this node holds (markers), kept in step with every mark and
+    /// release, and refreshed from the store by each repair pass.
+    held: HashSet<Digest>,
     last_members: Vec<String>,
     last_full: Option<Instant>,
     last_pass: Option<Instant>,
@@ -235,7 +237,7 @@ impl Replicator {
         let st = lock(&self.state);
         ReplicationStats {
             replicas: self.k,
-            held: st.held,
+            held: st.held.len(),
             under_replicated: st.under.len(),
             in_flight: self.in_flight.load(Ordering::Relaxed).saturating_add(st.pulls.len()),
             failed: self.failed.load(Ordering::Relaxed),
@@ -316,10 +318,13 @@ impl Replicator {
         Ok(ReplicaAnswer::Queued)
     }
 
+    /// Pins `d` here; a blob newly held counts in the stats at once (not
+    /// only at the next repair pass).
     async fn mark(&self, d: Digest, role: Role, pusher: &str) -> Result<(), ClusterError> {
         let store = self.cluster.store().clone();
         let pusher = pusher.to_owned();
         blocking(move || store.hold(&d, role, &pusher)).await??;
+        lock(&self.state).held.insert(d);
         Ok(())
     }
 
@@ -371,7 +376,10 @@ impl Replicator {
                 tracing::warn!(digest = %p.d, from = %p.from, error = %e, "replication pull failed; the holder asks again");
                 let store = self.cluster.store().clone();
                 let d = p.d;
-                let _ = blocking(move || if !store.exists(&d) { store.release(&d).map(|_| ()) } else { Ok(()) }).await;
+                let released = blocking(move || !store.exists(&d) && store.release(&d).unwrap_or(false)).await;
+                if released.unwrap_or(false) {
+                    lock(&self.state).held.remove(&d);
+                }
             }
         }
     }
@@ -414,18 +422,21 @@ impl Replicator {
             let own = own.clone();
             blocking(move || {
                 let mark = |d: &Digest| match store.hold(d, Role::Pushed, &own) {
-                    Ok(()) => true,
+                    Ok(_) => true,
                     Err(e) => {
                         tracing::warn!(digest = %d, error = %e, "marking a pushed blob held failed; it is not replicated");
                         false
                     }
                 };
-                pushes.into_iter().filter(|d| store.exists(d) && mark(d)).collect()
+                pushes.into_iter().filter(|d| store.exists(d) && mark(d)).collect::<Vec<Digest>>()
             })
             .await
         };
         let marked: Vec<Digest> = match marked {
-            Ok(v) => v,
+            Ok(v) => {
+                lock(&self.state).held.extend(v.iter().copied());
+                v
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "marking pushed blobs held failed; the repair pass retries");
                 return;
@@ -475,20 +486,22 @@ impl Replicator {
             full
         };
         let store = self.cluster.store().clone();
-        let listed = blocking(move || -> cairn_store::Result<Vec<(Digest, Held)>> {
-            let mut out = Vec::new();
+        type Listed = (Vec<(Digest, Held)>, Vec<Digest>);
+        let listed = blocking(move || -> cairn_store::Result<Listed> {
+            let (mut out, mut gone) = (Vec::new(), Vec::new());
             for (d, h) in store.held_blobs()? {
                 if store.exists(&d) {
                     out.push((d, h));
                 } else {
                     // Deleted or quarantined: this node no longer holds it.
                     store.release(&d)?;
+                    gone.push(d);
                 }
             }
-            Ok(out)
+            Ok((out, gone))
         })
         .await;
-        let listed = match listed {
+        let (listed, gone) = match listed {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "listing held blobs failed; the repair pass is retried");
@@ -501,17 +514,30 @@ impl Replicator {
         };
         let pending: HashSet<Digest> = lock(&self.state).pull_set.clone();
         let todo: Vec<(Digest, Held)> = listed.into_iter().filter(|(d, _)| !pending.contains(d)).collect();
-        let held_now: HashSet<Digest> = todo.iter().map(|(d, _)| *d).chain(pending.iter().copied()).collect();
-        let results = self.check_all(todo, Arc::new(ms)).await;
-        let released = results.iter().filter(|r| r.1 == Checked::Released).count();
-        let mut st = lock(&self.state);
-        st.confirmed.retain(|d, _| held_now.contains(d));
-        st.under.retain(|d| held_now.contains(d));
-        st.held = held_now.len().saturating_sub(released);
-        if full || released > 0 {
-            tracing::debug!(held = st.held, released, under = st.under.len(), "replication repair pass");
+        {
+            // Marks made while the store was listed are in the set already.
+            let mut st = lock(&self.state);
+            st.held.extend(todo.iter().map(|(d, _)| *d));
+            for d in &gone {
+                st.held.remove(d);
+            }
         }
-        st.under.len()
+        let results = self.check_all(todo, Arc::new(ms)).await;
+        let mut st = lock(&self.state);
+        let mut released = 0usize;
+        for (d, c) in &results {
+            if *c == Checked::Released {
+                st.held.remove(d);
+                released += 1;
+            }
+        }
+        let State { held, confirmed, under, .. } = &mut *st;
+        confirmed.retain(|d, _| held.contains(d));
+        under.retain(|d| held.contains(d));
+        if full || released > 0 || !gone.is_empty() {
+            tracing::debug!(held = held.len(), released, under = under.len(), "replication repair pass");
+        }
+        under.len()
     }
 
     /// [`Replicator::check`] of each blob, [`ASKS_AT_ONCE`] at a time.

@@ -101,15 +101,20 @@ impl Store {
         }
     }
 
-    /// Records that this node holds `d` as `role` of `pusher`'s push. A
-    /// pushed marker is never turned into a replica one.
-    pub fn hold(&self, d: &Digest, role: Role, pusher: &str) -> Result<()> {
+    /// Records that this node holds `d` as `role` of `pusher`'s push; true
+    /// when it held no marker for `d` before. A pushed marker is never
+    /// turned into a replica one, and an equal marker is not rewritten.
+    pub fn hold(&self, d: &Digest, role: Role, pusher: &str) -> Result<bool> {
         self.check_writable()?;
-        if role == Role::Replica && self.held(d)?.is_some_and(|h| h.role == Role::Pushed) {
-            return Ok(());
-        }
         let h = Held { role, pusher: pusher.to_owned() };
-        self.backend().put(&key(d), h.encode().as_bytes())
+        let old = self.held(d)?;
+        match &old {
+            Some(o) if o.role == Role::Pushed && role == Role::Replica => return Ok(false),
+            Some(o) if *o == h => return Ok(false),
+            _ => {}
+        }
+        self.backend().put(&key(d), h.encode().as_bytes())?;
+        Ok(old.is_none())
     }
 
     /// This node's marker for `d`; `None` when it does not hold it. An
@@ -185,8 +190,8 @@ mod tests {
         let s = env.store();
         let d = s.put_reader(&b"x"[..], None).unwrap().digest;
         assert_eq!(s.held(&d).unwrap(), None);
-        s.hold(&d, Role::Pushed, "a").unwrap();
-        s.hold(&d, Role::Replica, "b").unwrap();
+        assert!(s.hold(&d, Role::Pushed, "a").unwrap(), "newly held");
+        assert!(!s.hold(&d, Role::Replica, "b").unwrap());
         assert_eq!(s.held(&d).unwrap(), Some(Held { role: Role::Pushed, pusher: "a".into() }));
         assert!(s.release(&d).unwrap());
         s.hold(&d, Role::Replica, "b").unwrap();

@@ -296,3 +296,14 @@ async fn pushes_are_marked_held_and_placed_on_the_other_holders() {
     assert_eq!(r.cluster.store().held(&d).unwrap(), Some(Held { role: Role::Pushed, pusher: "me".into() }));
     task.abort();
 }
+
+#[tokio::test]
+async fn a_blob_pinned_on_request_counts_as_held_before_any_repair_pass() {
+    let (r, _fake, _dir) = node(4);
+    let d = r.cluster.store().put_reader(&b"cached copy"[..], None).unwrap().digest;
+    assert_eq!(r.stats().held, 0);
+    assert_eq!(r.accept(d, "na", "na").await.unwrap(), ReplicaAnswer::Held);
+    assert_eq!(r.stats().held, 1, "counted at once");
+    assert_eq!(r.accept(d, "na", "na").await.unwrap(), ReplicaAnswer::Held);
+    assert_eq!(r.stats().held, 1, "asking again counts nothing");
+}
