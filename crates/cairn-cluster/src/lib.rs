@@ -10,6 +10,7 @@
 //! - [`push`]: client uploads of blobs and manifests.
 //! - [`listing`]: manifest listings across the cluster and cluster stats.
 //! - [`sync`]: pulling a peer's manifest and its missing blobs.
+//! - [`replicate`]: `replicas: k` copies of pushed blobs, and their repair.
 //! - [`upstream`]: an upstream OCI registry as an origin (token auth, tag cache).
 //! - [`mirror`]: tag resolution for the `/v2` mirror: cache, peers, upstreams.
 //! - [`rendezvous`]: the owner ranking of a digest over the healthy nodes.
@@ -23,7 +24,7 @@
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
 //! `discovery`, `membership`, `rendezvous`; `peer`; `ratelimit`, `stream`,
-//! `health`, `upstream`, `origin`; `fetch`; `listing`, `sync`, `push`, `mirror`.
+//! `health`, `upstream`, `origin`; `fetch`; `replicate`; `listing`, `sync`; `push`, `mirror`.
 
 pub mod error;
 pub mod fetch;
@@ -35,6 +36,7 @@ pub mod net;
 pub mod origin;
 pub mod peer;
 pub mod push;
+pub mod replicate;
 pub mod sync;
 pub mod upstream;
 

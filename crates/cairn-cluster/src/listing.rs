@@ -20,6 +20,10 @@ pub struct ClusterStats {
     pub total_manifests: usize,
     /// Distinct ref files among them.
     pub unique_manifests: usize,
+    /// Replication as the answering node sees it (Cairn's addition; absent
+    /// from nodes that predate `replicas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replicate::ReplicationStats>,
 }
 
 impl Cluster {
@@ -85,6 +89,7 @@ impl Cluster {
             healthy_nodes: peers.iter().filter(|p| p.healthy).count() + 1,
             total_manifests: all.len(),
             unique_manifests: unique.len(),
+            replication: None,
         })
     }
 }

@@ -125,12 +125,43 @@ pub trait PeerApi: Send + Sync + 'static {
             })
         })
     }
+    /// `POST /v1/replicate/{digest}?from=FROM&pusher=PUSHER`: asks the peer
+    /// to hold a copy of a blob pushed to `pusher`, pulling it from `from`
+    /// (this node) when it lacks it. Peers that predate replication answer
+    /// 404 (no such endpoint), which the replicator treats as a failure.
+    fn replicate<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        from: &'a str,
+        pusher: &'a str,
+    ) -> BoxFut<'a, ReplicaAnswer> {
+        let _ = (digest, from, pusher);
+        Box::pin(async move {
+            Err(ClusterError::PeerStatus {
+                peer: peer.to_owned(),
+                what: "POST /v1/replicate".into(),
+                status: 501,
+                body: "this peer client cannot ask for replicas".into(),
+            })
+        })
+    }
     /// `GET /v1/oci/tag`: the manifest a peer's registry has for
     /// `repo:tag` (its own tags and its fresh upstream answers), `None` when
     /// it has none. Peers that predate the mirror have none.
     fn resolve_tag<'a>(&'a self, _peer: &'a str, _repo: &'a str, _tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+/// A peer's answer to a replication request (`POST /v1/replicate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaAnswer {
+    /// It holds the blob, pinned, now.
+    Held,
+    /// It queued the pull; ask again later to know it holds it.
+    Queued,
 }
 
 /// One peer as `/v1/peers` shows it (exact seed field names; `latency` in
@@ -579,6 +610,15 @@ impl PeerApi for Tracked {
     }
     fn resolve_tag<'a>(&'a self, peer: &'a str, repo: &'a str, tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(async move { self.note(peer, self.api.resolve_tag(peer, repo, tag).await) })
+    }
+    fn replicate<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        from: &'a str,
+        pusher: &'a str,
+    ) -> BoxFut<'a, ReplicaAnswer> {
+        Box::pin(async move { self.note(peer, self.api.replicate(peer, digest, from, pusher).await) })
     }
 }
 

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["ratelimit", "stream", "health", "upstream"],
     &["origin"],
     &["fetch"],
+    &["replicate"],
     &["listing", "sync"],
     &["push", "mirror"],
 ];

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_cluster::mirror::TagTarget;
-use cairn_cluster::peer::BoxFut;
+use cairn_cluster::peer::{BoxFut, ReplicaAnswer};
 use cairn_cluster::{
     ClusterError, ClusterStats, ManifestEntry, PeerApi, PeerHealth, PeerStatus, RemoteBlob, Result, SyncReport,
 };
@@ -16,7 +16,7 @@ use cairn_store::{Digest, PutOutcome, RefFile};
 use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::v1::wire::{FORWARDED_HEADER, NodeInfo, PutBlobAnswer, TagAnswer};
+use crate::v1::wire::{FORWARDED_HEADER, NodeInfo, PutBlobAnswer, ReplicateAnswer, TagAnswer};
 
 /// Largest JSON answer read from a peer (manifest lists can be long).
 const MAX_JSON_BYTES: u64 = 64 << 20;
@@ -288,6 +288,16 @@ impl Client {
         self.stream_req(node, format!("GET /v1/fetch/{d} (forwarded)"), req).await
     }
 
+    /// `POST /v1/replicate/{digest}?from=FROM&pusher=PUSHER`: asks `node` to
+    /// hold a copy of a blob pushed to `pusher`, pulling it from `from`.
+    pub async fn replicate(&self, node: &str, d: &Digest, from: &str, pusher: &str) -> Result<ReplicaAnswer> {
+        let what = format!("POST /v1/replicate/{d}");
+        let req =
+            self.http.post(self.url(node, &format!("/v1/replicate/{d}"))).query(&[("from", from), ("pusher", pusher)]);
+        let a: ReplicateAnswer = self.json(node, &what, req).await?;
+        Ok(a.status)
+    }
+
     /// `GET /v1/manifests`, at most [`MAX_LISTING_BYTES`].
     pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
         let req = self.http.get(self.url(peer, "/v1/manifests"));
@@ -425,6 +435,15 @@ impl PeerApi for Client {
     }
     fn resolve_tag<'a>(&'a self, peer: &'a str, repo: &'a str, tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(Client::resolve_tag(self, peer, repo, tag))
+    }
+    fn replicate<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        from: &'a str,
+        pusher: &'a str,
+    ) -> BoxFut<'a, ReplicaAnswer> {
+        Box::pin(Client::replicate(self, peer, digest, from, pusher))
     }
 }
 

@@ -87,6 +87,21 @@ pub enum ApiError {
     /// A cluster error.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A replication request this node does not take.
+    #[error(transparent)]
+    Replicate(#[from] cairn_cluster::replicate::Refused),
+}
+
+fn refused_status(e: &cairn_cluster::replicate::Refused) -> StatusCode {
+    use cairn_cluster::replicate::Refused;
+    match e {
+        Refused::Off | Refused::NotAHolder { .. } => StatusCode::CONFLICT,
+        Refused::UnknownPeer(_) => StatusCode::FORBIDDEN,
+        Refused::NotOnHolder { .. } => StatusCode::NOT_FOUND,
+        Refused::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::Cluster(c) => cluster_status(c),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn store_status(e: &StoreError) -> StatusCode {
@@ -139,6 +154,7 @@ impl ApiError {
             ApiError::Body { .. } => StatusCode::BAD_REQUEST,
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),
+            ApiError::Replicate(e) => refused_status(e),
         }
     }
 
@@ -192,6 +208,7 @@ mod tests {
 
     use super::*;
     use crate::body::BodyError;
+    use cairn_cluster::replicate::Refused;
 
     #[test]
     fn each_error_kind_maps_to_its_status() {
@@ -219,6 +236,11 @@ mod tests {
             ),
             (ApiError::Body { what: "w".into(), source: BodyError::Cut { received: 0, reason: "r".into() } }, 400),
             (ApiError::Cluster(ClusterError::TagUnavailable { repo: "r".into(), tag: "t".into(), tried: vec![] }), 502),
+            (ApiError::Replicate(Refused::Off), 409),
+            (ApiError::Replicate(Refused::NotAHolder { digest: d, k: 2, holders: vec![] }), 409),
+            (ApiError::Replicate(Refused::UnknownPeer("x".into())), 403),
+            (ApiError::Replicate(Refused::NotOnHolder { node: "x".into(), digest: d }), 404),
+            (ApiError::Replicate(Refused::Busy(1)), 503),
         ];
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e}");

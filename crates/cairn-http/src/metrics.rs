@@ -406,6 +406,39 @@ fn sampled(state: &AppState) -> Registry {
             r.register(name, help, c);
         }
     }
+    // Kept by the replicator as it works: no store walk here.
+    let rs = state.replicator.stats();
+    for (name, help, v) in [
+        ("cairn_replicas", "replicas: copies kept of every blob pushed to the cluster", rs.replicas as u64),
+        (
+            "cairn_replication_held_blobs",
+            "Blobs this node holds pinned as one of their copies (pushed here or a replica), at the last repair pass",
+            rs.held as u64,
+        ),
+        (
+            "cairn_replication_under_replicated_blobs",
+            "Held blobs not confirmed on all their holders at the last check (copies queued, too few nodes, \
+             a holder refusing or unreachable)",
+            rs.under_replicated as u64,
+        ),
+        (
+            "cairn_replication_in_flight",
+            "Replication pulls queued or running on this node, plus replication requests being sent",
+            rs.in_flight as u64,
+        ),
+    ] {
+        let g: Gauge = Gauge::default();
+        g.set(gauge_i64(v));
+        r.register(name, help, g);
+    }
+    for (name, help, v) in [
+        ("cairn_replication_failed", "Replication pulls and requests that failed", rs.failed),
+        ("cairn_replication_completed", "Replication pulls completed on this node", rs.completed),
+    ] {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        r.register(name, help, c);
+    }
     match disk(state.cluster.store().root()) {
         Ok((total, used, free)) => {
             for (name, help, v) in [

@@ -31,6 +31,9 @@ pub struct AppState {
     pub store_probe: StoreProbe,
     /// The node's metrics (`GET /metrics`); also the cluster's recorder.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Copies of pushed blobs on other nodes (`replicas`); its loops run
+    /// once [`AppState::spawn_replicator`] starts them.
+    pub replicator: Arc<cairn_cluster::replicate::Replicator>,
 }
 
 impl AppState {
@@ -78,7 +81,14 @@ impl AppState {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         cluster.set_recorder(Arc::clone(&metrics) as Arc<dyn cairn_cluster::fetch::Recorder>);
         let store_probe = StoreProbe::default();
-        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe, auth, metrics }))
+        let replicator = cairn_cluster::replicate::Replicator::new(cluster.clone());
+        Ok(Arc::new(AppState { cluster, info, node_header, registry, store_probe, auth, metrics, replicator }))
+    }
+
+    /// Starts replication's background loops (placing pushes, pulling
+    /// copies, repair); idle with `replicas: 1`. Abort the task to stop them.
+    pub fn spawn_replicator(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::clone(&self.replicator).run())
     }
 
     /// The `/v2` state: the registry, with the cluster pipeline as its

@@ -414,6 +414,10 @@ impl Store {
                     self.cache_committed(d, size, Provenance::Local);
                 }
             }
+        } else {
+            for s in staged {
+                self.local_committed(s.digest());
+            }
         }
         Ok(new)
     }

@@ -145,6 +145,7 @@ impl Store {
     fn all_roots(&self, grace: Duration) -> Result<HashSet<Digest>> {
         let mut roots = self.gc_roots()?;
         roots.extend(self.registry_roots(grace)?);
+        roots.extend(self.held_pins()?);
         Ok(roots)
     }
 

@@ -37,6 +37,7 @@ pub mod checkout;
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod held;
 pub mod name;
 mod nofollow;
 pub mod oci;

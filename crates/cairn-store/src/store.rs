@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(crate) cache: std::sync::OnceLock<Arc<crate::cache::state::CacheState>>,
     /// The durable tier, set by [`Store::open_tiered`].
     pub(crate) tier: std::sync::OnceLock<Arc<crate::tier::Tier>>,
+    /// Told about every blob a client pushes (the replicator).
+    pub(crate) local_commit: crate::held::HookSlot,
 }
 
 impl Store {
@@ -79,6 +81,7 @@ impl Store {
                 opts,
                 cache: std::sync::OnceLock::new(),
                 tier: std::sync::OnceLock::new(),
+                local_commit: Default::default(),
             }),
         }
     }

@@ -279,7 +279,8 @@ impl Store {
     }
 }
 
-/// Local blobs and upload sessions, metadata in the bucket.
+/// Local blobs, upload sessions and the node's own markers; shared
+/// metadata in the bucket.
 #[derive(Debug)]
 pub struct TieredBackend {
     local: FsBackend,
@@ -312,7 +313,13 @@ impl BlobBackend for TieredBackend {
         self.local.list_blobs()
     }
     fn touch(&self, d: &Digest) -> Result<()> {
-        self.local.touch(d)
+        // The bucket's copy is the one a GC on another node judges.
+        let local = self.local.touch(d);
+        match self.bucket.touch(d) {
+            Ok(()) => Ok(()),
+            Err(StoreError::BlobNotFound(_)) => local,
+            Err(e) => Err(e),
+        }
     }
     fn quarantine(&self, d: &Digest) -> Result<std::path::PathBuf> {
         self.local.quarantine(d)
@@ -322,42 +329,55 @@ impl BlobBackend for TieredBackend {
     }
 }
 
+impl TieredBackend {
+    /// Where a metadata key lives: the node's own state (replication
+    /// markers) on its disk, everything shared in the bucket.
+    fn meta(&self, key: &str) -> &dyn MetaBackend {
+        let local = crate::held::HELD_DIR;
+        if key == local || key.strip_prefix(local).is_some_and(|r| r.starts_with('/')) {
+            &self.local
+        } else {
+            &self.bucket
+        }
+    }
+}
+
 impl MetaBackend for TieredBackend {
     fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
-        self.bucket.get(key, max)
+        self.meta(key).get(key, max)
     }
     fn get_stamped(&self, key: &str) -> Result<Option<(Vec<u8>, Stamp)>> {
-        self.bucket.get_stamped(key)
+        self.meta(key).get_stamped(key)
     }
     fn stamp(&self, key: &str) -> Option<Stamp> {
-        self.bucket.stamp(key)
+        self.meta(key).stamp(key)
     }
     fn exists(&self, key: &str) -> bool {
-        self.bucket.exists(key)
+        self.meta(key).exists(key)
     }
     fn is_dir(&self, key: &str) -> bool {
-        self.bucket.is_dir(key)
+        self.meta(key).is_dir(key)
     }
     fn modified(&self, key: &str) -> Option<SystemTime> {
-        self.bucket.modified(key)
+        self.meta(key).modified(key)
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.bucket.put(key, bytes)
+        self.meta(key).put(key, bytes)
     }
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool> {
-        self.bucket.put_new(key, bytes)
+        self.meta(key).put_new(key, bytes)
     }
     fn put_if(&self, key: &str, bytes: &[u8], seen: Option<Stamp>) -> Result<bool> {
-        self.bucket.put_if(key, bytes, seen)
+        self.meta(key).put_if(key, bytes, seen)
     }
     fn delete(&self, key: &str) -> Result<bool> {
-        self.bucket.delete(key)
+        self.meta(key).delete(key)
     }
     fn children(&self, key: &str) -> Result<Vec<String>> {
-        self.bucket.children(key)
+        self.meta(key).children(key)
     }
     fn locate(&self, key: &str) -> std::path::PathBuf {
-        self.bucket.locate(key)
+        self.meta(key).locate(key)
     }
 }
 

@@ -177,3 +177,15 @@ fn without_write_fetched_nothing_is_queued() {
     assert!(!s.tier().unwrap().upload_in_background(Digest::of(b"x")));
     assert_eq!(s.tier().unwrap().stats().background_queued, 0);
 }
+
+#[test]
+fn replication_markers_stay_on_the_node_that_holds_the_blob() {
+    let Some(m) = MotoServer::start("replication_markers_stay_on_the_node_that_holds_the_blob") else { return };
+    let (_a_dir, a) = tiered(&m);
+    let (_b_dir, b) = tiered(&m);
+    let d = a.put_reader(&b"held here"[..], None).unwrap().digest;
+    assert!(a.hold(&d, cairn_store::held::Role::Pushed, "node-a").unwrap());
+    assert!(a.held(&d).unwrap().is_some());
+    assert!(b.held(&d).unwrap().is_none(), "another node sharing the bucket does not see A's pin");
+    assert!(keys_under(&m, "tier/replication").is_empty(), "no marker in the bucket: {:?}", m.keys());
+}

@@ -148,6 +148,9 @@ impl TestNode {
         if spec.health_loop {
             server.enter(|| state.cluster.spawn_health_loop());
         }
+        if state.replicator.replicas() > 1 {
+            server.enter(|| state.spawn_replicator());
+        }
         if spec.cache.is_some() {
             let st = Arc::clone(&state);
             server.enter(|| cairn_http::evictor::spawn_evictor(st, cairn_http::evictor::EVICT_INTERVAL, |_| {}));

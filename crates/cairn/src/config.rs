@@ -108,6 +108,9 @@ pub struct FileConfig {
     pub cache: Option<CacheSection>,
     /// Cairn: the durable tier, `{backend: s3, bucket, ...}` (default: local only).
     pub storage: Option<crate::storage::StorageSection>,
+    /// Cairn: copies kept of every blob a client pushes, on distinct nodes
+    /// (default 1: only the pushing node's; README: "Replication").
+    pub replicas: Option<usize>,
 }
 
 /// The `cache` section: limits past which `serve` evicts least recently
@@ -668,6 +671,10 @@ impl NodeConfig {
             }),
         };
         let storage = crate::storage::check(file.storage.as_ref())?;
+        let replicas = file.replicas.unwrap_or(defaults.replicas);
+        if replicas == 0 {
+            bail!("replicas must be at least 1 (1 keeps a pushed blob only on the node it was pushed to)");
+        }
         Ok(NodeConfig {
             cluster: cairn_cluster::ClusterConfig {
                 node_id,
@@ -687,6 +694,7 @@ impl NodeConfig {
                 body_timeout,
                 peer_tags,
                 cluster_secret,
+                replicas,
             },
             listen_addr,
             bind,
@@ -783,6 +791,14 @@ mod tests {
     }
 
     #[test]
+    fn replicas_is_read_defaults_to_one_and_zero_is_an_error() {
+        assert_eq!(merged("").unwrap().cluster.replicas, 1);
+        assert_eq!(merged("replicas: 3\n").unwrap().cluster.replicas, 3);
+        let e = format!("{:#}", merged("replicas: 0\n").unwrap_err());
+        assert!(e.contains("replicas must be at least 1"), "{e}");
+    }
+
+    #[test]
     fn json_config_is_accepted() {
         let c = merged(r#"{"node_id": "j", "peers": ["x:1"], "peer_timeout": "10s"}"#).unwrap();
         assert_eq!((c.cluster.node_id.as_str(), c.cluster.peers.len()), ("j", 1));
@@ -817,6 +833,7 @@ mod tests {
             ("origins:\n  - url: \"http://x/{digest}\"\n    registry: \"http://r\"\n", "origins[0]"),
             ("origins:\n  - {}\n", "origins[0]"),
             ("max_concurrent_fetches: 0\n", "max_concurrent_fetches"),
+            ("replicas: 0\n", "replicas"),
             ("rate_window: 0s\n", "rate_window"),
             ("max_blob_size: 0\n", "max_blob_size"),
             ("max_manifest_objects: 0\n", "max_manifest_objects"),
@@ -956,6 +973,7 @@ mod tests {
             ("max_upload_sessions", number()),
             ("max_upload_sessions_per_client", number()),
             ("peer_tags", s(&["never", "fallback", "first", "always"])),
+            ("replicas", number()),
             ("peer_timout", s(&["5s"])),
         ];
         let per_field: Vec<_> = fields

@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// The shared cluster secret (`cluster_secret_file`): peers prove
     /// membership with it; `None` leaves peers unauthenticated.
     pub cluster_secret: Option<crate::membership::ClusterSecret>,
+    /// Copies of every blob a client pushes, kept on distinct nodes (see
+    /// `crate::replicate`); 1 keeps only the pushing node's.
+    pub replicas: usize,
 }
 
 /// Default `peer_timeout`.
@@ -74,6 +77,9 @@ pub const DEFAULT_MIN_FREE_SPACE: u64 = 256 << 20;
 /// Default `max_manifest_objects`.
 pub const DEFAULT_MAX_MANIFEST_OBJECTS: usize = 100_000;
 
+/// Default `replicas`: only the pushing node holds a pushed blob.
+pub const DEFAULT_REPLICAS: usize = 1;
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
@@ -94,6 +100,7 @@ impl Default for ClusterConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             peer_tags: PeerTags::default(),
             cluster_secret: None,
+            replicas: DEFAULT_REPLICAS,
         }
     }
 }

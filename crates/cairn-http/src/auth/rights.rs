@@ -103,6 +103,8 @@ fn classify_v1(method: &Method, path: &str, reads: bool) -> Kind {
         ["", "v1", "blobs", d] if !d.is_empty() && put => Kind::Push,
         ["", "v1", "manifests", rf] if !rf.is_empty() && put => Kind::Push,
         ["", "v1", "manifests", rf, "sync"] if !rf.is_empty() && post => Kind::Admin,
+        // Only ever a verified pull from a member holding the blob (see v1/replicate.rs).
+        ["", "v1", "replicate", d] if !d.is_empty() && post => Kind::Pull,
         _ if reads => Kind::Pull,
         _ => Kind::Admin,
     }
@@ -371,6 +373,7 @@ mod tests {
             ("GET", "/v1/cluster/manifests".into(), None, Pull, None),
             ("GET", "/v1/cluster/stats".into(), None, Pull, None),
             ("GET", format!("/v1/fetch/{D}"), None, Pull, None),
+            ("POST", format!("/v1/replicate/{D}"), Some("from=a&pusher=a"), Pull, None),
             // the mirror's /v1 route (crates/cairn-http/src/mirror.rs)
             ("GET", "/v1/oci/tag".into(), Some("repo=a&tag=b"), Pull, None),
             // /v2 (crates/cairn-http/src/v2/mod.rs and route.rs)

@@ -24,6 +24,7 @@ use crate::range;
 use crate::state::AppState;
 
 pub mod oci;
+mod replicate;
 pub mod wire;
 
 use wire::{
@@ -44,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cluster/stats", only(get(cluster_stats)))
         .route("/v1/fetch/{digest}", only(get(fetch)))
         .route("/v1/oci/tag", only(get(oci::tag)))
+        .route("/v1/replicate/{digest}", only(post(replicate::replicate)))
         .with_state(state)
 }
 
@@ -245,7 +247,10 @@ async fn cluster_manifests(State(s): State<Arc<AppState>>) -> Result<Response, A
 }
 
 async fn cluster_stats(State(s): State<Arc<AppState>>) -> Result<Json<ClusterStats>, ApiError> {
-    Ok(Json(s.cluster.stats().await?))
+    let stats = s.cluster.stats().await?;
+    // With replicas: 1 the answer stays the seed's, field for field.
+    let replication = (s.replicator.replicas() > 1).then(|| s.replicator.stats());
+    Ok(Json(ClusterStats { replication, ..stats }))
 }
 
 async fn fetch(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, h: HeaderMap) -> Result<Response, ApiError> {

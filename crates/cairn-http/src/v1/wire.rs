@@ -76,6 +76,23 @@ pub struct SyncQuery {
     pub peer: String,
 }
 
+/// The query of `POST /v1/replicate/{digest}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReplicateQuery {
+    /// The node id to pull from (the asker); with a cluster secret the
+    /// proven id is used and this may be left out.
+    pub from: Option<String>,
+    /// The node id the blob was pushed to (decides the holders).
+    pub pusher: String,
+}
+
+/// The answer of `POST /v1/replicate/{digest}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicateAnswer {
+    /// `held` (200) or `queued` (202).
+    pub status: cairn_cluster::peer::ReplicaAnswer,
+}
+
 /// `GET /v1/oci/tag?repo=R&tag=T`: what this node's registry has for a tag
 /// (its own tags and its fresh upstream answers). 404 when it has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

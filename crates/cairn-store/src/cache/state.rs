@@ -193,6 +193,9 @@ impl Store {
 
     /// Records a blob made visible; the caller holds the shared GC lock.
     pub(crate) fn cache_committed(&self, d: Digest, size: u64, p: Provenance) {
+        if p == Provenance::Local {
+            self.local_committed(d);
+        }
         let Some(c) = self.cache() else { return };
         let used = {
             let mut r = lock(&c.recency);
@@ -320,6 +323,7 @@ impl Store {
                 pinned.extend(self.gc_roots()?);
                 pinned.extend(self.registry_pins()?);
             }
+            pinned.extend(self.held_pins()?);
             let victims = {
                 let r = lock(&c.recency);
                 let used = lock(&c.in_use);

@@ -79,6 +79,7 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
             "min_free": c.min_free.map(|l| l.to_string()),
         })),
         "storage": node.storage.as_ref().map(storage),
+        "replicas": node.cluster.replicas,
     })
 }
 

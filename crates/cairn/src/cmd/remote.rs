@@ -76,6 +76,18 @@ pub fn cluster(cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                     s.total_manifests,
                     s.unique_manifests
                 );
+                if let Some(r) = s.replication {
+                    outln!(
+                        "replicas:         {}\nheld here:        {} ({} under-replicated)\n\
+                         replication:      {} in flight, {} failed, {} pulled since start",
+                        r.replicas,
+                        r.held,
+                        r.under_replicated,
+                        r.in_flight,
+                        r.failed,
+                        r.completed
+                    );
+                }
             }
         }
         ClusterCommand::Manifests { target } => {

@@ -90,6 +90,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     };
     let reload = spawn_reload(&cfg, Arc::clone(&state.auth), tls.clone());
     let health = state.cluster.spawn_health_loop();
+    let replicator = state.spawn_replicator();
     let sweeper = state.registry.clone().map(cairn_http::v2::spawn_upload_sweeper);
     let gc = cfg
         .gc_interval
@@ -138,6 +139,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
     .await
     .context("serving")?;
     health.abort();
+    replicator.abort();
     if let Some(r) = reload {
         r.abort();
     }

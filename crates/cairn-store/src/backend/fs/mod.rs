@@ -16,6 +16,7 @@
 //!     uploads/<32 hex>/           one upload session
 //!       info.json                 {"repo", "started"}
 //!       data                      bytes received so far (linked into objects/ when finished)
+//!   replication/<64 hex>        a blob held as one of `replicas` copies; content: `pushed|replica <pusher id>`
 //!   .cairn.lock                 shared by every writer, exclusive only for the temp sweep
 //!   .cairn-gc.lock              shared by put/manifest save, exclusive during a GC sweep
 //!   .cairn-meta.lock            exclusive around a conditional metadata write (tag updates)
