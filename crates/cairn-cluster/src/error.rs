@@ -270,6 +270,18 @@ pub enum ClusterError {
         /// `max_manifest_objects`.
         limit: usize,
     },
+    /// The durable tier's bucket lacks the blob or failed to send it.
+    #[error("bucket {bucket}: {reason} (blob {digest})")]
+    Bucket {
+        /// The bucket, as its URL.
+        bucket: String,
+        /// The blob.
+        digest: Digest,
+        /// What happened.
+        reason: String,
+        /// True when the bucket answered that it lacks the blob.
+        absent: bool,
+    },
     /// The failure of a transfer shared by several callers.
     #[error(transparent)]
     Shared(std::sync::Arc<ClusterError>),
@@ -342,6 +354,7 @@ impl ClusterError {
     pub fn is_not_found(&self) -> bool {
         match self {
             ClusterError::NotFound { .. } => true,
+            ClusterError::Bucket { absent, .. } => *absent,
             ClusterError::PeerStatus { status, .. } => *status == 404,
             ClusterError::Store(e) => e.is_not_found(),
             ClusterError::Shared(e) => e.is_not_found(),

@@ -359,6 +359,53 @@ fn sampled(state: &AppState) -> Registry {
             r.register(name, help, c);
         }
     }
+    if let Some(t) = store.tier() {
+        let st = t.stats();
+        for (name, help, v) in [
+            (
+                "cairn_bucket_uploads",
+                "Blobs written to the durable tier's bucket (pushes and background copies)",
+                st.uploads,
+            ),
+            ("cairn_bucket_upload_bytes", "Bytes of blobs written to the bucket", st.upload_bytes),
+            (
+                "cairn_bucket_upload_errors",
+                "Writes to the bucket that failed (the push failed with them)",
+                st.upload_errors,
+            ),
+            (
+                "cairn_bucket_background_queued",
+                "Fetched blobs queued for a background copy to the bucket",
+                st.background_queued,
+            ),
+            (
+                "cairn_bucket_background_dropped",
+                "Background copies dropped because the queue was full",
+                st.background_dropped,
+            ),
+            ("cairn_bucket_background_errors", "Background copies to the bucket that failed", st.background_errors),
+        ] {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        }
+        let req = t.bucket().stats();
+        for (name, help, v) in [
+            ("cairn_bucket_requests", "HTTP requests sent to the bucket (each retry is one more)", req.attempts),
+            ("cairn_bucket_throttled", "Bucket requests answered 503 or 429 (throttling; retried)", req.throttled),
+            ("cairn_bucket_server_errors", "Bucket requests answered with another 5xx (retried)", req.server_errors),
+            (
+                "cairn_bucket_transport_errors",
+                "Bucket requests without an answer: refused, timed out or cut (retried)",
+                req.transport_errors,
+            ),
+            ("cairn_bucket_errors", "Bucket operations that failed after their retries", req.errors),
+        ] {
+            let c: Counter = Counter::default();
+            c.inc_by(v);
+            r.register(name, help, c);
+        }
+    }
     match disk(state.cluster.store().root()) {
         Ok((total, used, free)) => {
             for (name, help, v) in [

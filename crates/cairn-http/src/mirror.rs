@@ -133,10 +133,15 @@ impl Mirrored {
     ) -> Result<StoredManifest, ReadError> {
         let d = match r {
             Reference::Digest(d) => *d,
-            Reference::Tag(t) => match self.remote.resolve_tag(repo, t).await {
+            // A tag known here whose manifest is not (the bucket's tag of a
+            // push made on another node) is fetched by digest.
+            Reference::Tag(t) => match self.local.tag_target(repo, t).await {
                 Ok(Some(d)) => d,
-                Ok(None) => return Err(missing),
-                Err(e) => return Err(remote_failed(repo, "tag", format!("{repo}:{}", t.as_str()), e)),
+                _ => match self.remote.resolve_tag(repo, t).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return Err(missing),
+                    Err(e) => return Err(remote_failed(repo, "tag", format!("{repo}:{}", t.as_str()), e)),
+                },
             },
         };
         if let Reference::Tag(_) = r

@@ -76,6 +76,9 @@ pub struct BlobWriter {
     len: u64,
     /// Where the bytes come from, for the cache's eviction order.
     provenance: Provenance,
+    /// The same bytes on their way to the durable tier (a put on a tiered
+    /// store), committed before the local copy.
+    durable: Option<Box<dyn BlobSink>>,
 }
 
 /// A chunk handed to the hash thread.
@@ -114,7 +117,22 @@ impl Store {
     /// Starts writing a new blob that came from `provenance` (the fetch
     /// pipeline writes [`Provenance::Fetched`] copies, evicted first).
     pub fn writer_for(&self, provenance: Provenance) -> Result<BlobWriter> {
+        self.writer_with(provenance, None)
+    }
+
+    /// Starts writing blob `d`, put on this node, its digest known before
+    /// its bytes (a push by digest). The same as [`Store::writer`], except
+    /// that on a tiered store the bucket's copy needs no final copy.
+    pub fn writer_expecting(&self, d: &Digest) -> Result<BlobWriter> {
+        self.writer_with(Provenance::Local, Some(d))
+    }
+
+    fn writer_with(&self, provenance: Provenance, expected: Option<&Digest>) -> Result<BlobWriter> {
         self.check_writable()?;
+        let durable = match (self.tier(), provenance) {
+            (Some(t), Provenance::Local) => Some(t.sink(expected)?),
+            _ => None,
+        };
         let sink = self.backend().create()?;
         let tmp = sink.location().to_owned();
         Ok(BlobWriter {
@@ -125,12 +143,16 @@ impl Store {
             hash_thread: None,
             len: 0,
             provenance,
+            durable,
         })
     }
 
     /// Stores everything `r` yields. With `expected`, a mismatch stores nothing.
     pub fn put_reader(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<PutOutcome> {
-        let mut w = self.writer()?;
+        let mut w = match expected {
+            Some(d) => self.writer_expecting(d)?,
+            None => self.writer()?,
+        };
         let mut buf = vec![0u8; COPY_BUF];
         loop {
             let n = match r.read(&mut buf) {
@@ -269,6 +291,7 @@ impl BlobWriter {
     /// with [`Store::publish`]. Filesystem backend only (the caller checks).
     pub(crate) fn stage(mut self) -> Result<FsStaged> {
         let digest = self.finish_hash()?;
+        self.commit_durable(&digest)?;
         let sink = self.take_sink("stage")?;
         let Some(fs) = self.store.backend().fs() else {
             return Err(StoreError::Io {
@@ -292,10 +315,22 @@ impl BlobWriter {
         t.send(Box::new(chunk))
     }
 
-    /// Copies all of `buf` into the temp file (not hashed here).
+    /// Commits the durable tier's copy of the verified blob `d`, if any.
+    fn commit_durable(&mut self, d: &Digest) -> Result<()> {
+        if let (Some(sink), Some(t)) = (self.durable.take(), self.store.tier()) {
+            t.commit(sink, d, self.len)?;
+        }
+        Ok(())
+    }
+
+    /// Copies all of `buf` into the temp file (not hashed here), and to
+    /// the durable tier.
     fn write_file(&mut self, buf: &[u8]) -> io::Result<()> {
         let s = self.sink.as_mut().ok_or_else(|| io::Error::other("blob writer already finished"))?;
         s.write(buf)?;
+        if let Some(d) = self.durable.as_mut() {
+            d.write(buf)?;
+        }
         self.len += buf.len() as u64;
         Ok(())
     }
@@ -335,6 +370,8 @@ impl VerifiedBlob {
     /// Makes the blob durable and visible (never replacing an existing object).
     pub fn persist(mut self) -> Result<PutOutcome> {
         let (digest, size) = (self.digest, self.w.len);
+        // Durable in the bucket before it is visible here.
+        self.w.commit_durable(&digest)?;
         let sink = self.w.take_sink("commit")?;
         let _gc = self.w.store.gc_shared()?;
         let existed = sink.commit(&digest)?;

@@ -21,6 +21,8 @@
 //!   [`Store::make_room`]) that keeps pinned and in-use blobs.
 //! - [`oci`]: the OCI registry's metadata: repositories, tags, referrers,
 //!   upload sessions, and the registry's GC roots.
+//! - [`tier`]: the durable tier, a bucket behind the local store
+//!   ([`Store::open_tiered`]): metadata there, puts written through.
 //! - [`aio`]: for async callers, [`Store::run`] (the one hand-off to the
 //!   blocking pool) and [`Store::read_stream`] (a range as a stream).
 //!
@@ -43,6 +45,7 @@ pub mod snapshot;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod tier;
 pub mod verify;
 
 pub use aio::BlobStream;

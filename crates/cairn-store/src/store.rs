@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) opts: StoreOptions,
     /// The bounded cache's state, once [`Store::enable_cache`] turned it on.
     pub(crate) cache: std::sync::OnceLock<Arc<crate::cache::state::CacheState>>,
+    /// The durable tier, set by [`Store::open_tiered`].
+    pub(crate) tier: std::sync::OnceLock<Arc<crate::tier::Tier>>,
 }
 
 impl Store {
@@ -71,7 +73,14 @@ impl Store {
 
     /// A store over any [`Backend`].
     pub fn with_backend(backend: Box<dyn Backend>, opts: StoreOptions) -> Store {
-        Store { inner: Arc::new(Inner { backend, opts, cache: std::sync::OnceLock::new() }) }
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                opts,
+                cache: std::sync::OnceLock::new(),
+                tier: std::sync::OnceLock::new(),
+            }),
+        }
     }
 
     /// The backend.

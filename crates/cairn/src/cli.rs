@@ -100,6 +100,11 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Collect the durable tier's bucket (the `storage` section of
+        /// $CAIRN_CONFIG) instead of the data dir: deletes objects no ref or
+        /// registry tag in the bucket references.
+        #[arg(long)]
+        bucket: bool,
     },
     /// Re-hash blobs; corrupt ones are moved to quarantine/.
     Verify {

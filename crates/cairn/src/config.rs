@@ -106,6 +106,8 @@ pub struct FileConfig {
     pub dns_name: Option<String>,
     /// Cairn: the bounded cache, `{max_bytes, min_free}` (default: none, no cap).
     pub cache: Option<CacheSection>,
+    /// Cairn: the durable tier, `{backend: s3, bucket, ...}` (default: local only).
+    pub storage: Option<crate::storage::StorageSection>,
 }
 
 /// The `cache` section: limits past which `serve` evicts least recently
@@ -378,6 +380,8 @@ pub struct NodeConfig {
     pub dns_name: Option<String>,
     /// The bounded cache's limits (`None`: no cache section, no cap).
     pub cache: Option<CacheLimits>,
+    /// The durable tier (`None`: the data dir alone).
+    pub storage: Option<crate::storage::StorageConfig>,
 }
 
 /// How `serve` writes its log (config key `log_format`).
@@ -663,6 +667,7 @@ impl NodeConfig {
                 min_free: c.min_free.as_ref().map(|s| s.limit("min_free")).transpose()?,
             }),
         };
+        let storage = crate::storage::check(file.storage.as_ref())?;
         Ok(NodeConfig {
             cluster: cairn_cluster::ClusterConfig {
                 node_id,
@@ -705,6 +710,7 @@ impl NodeConfig {
             metrics_bind,
             dns_name,
             cache,
+            storage,
         })
     }
 

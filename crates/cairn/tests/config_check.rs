@@ -69,12 +69,15 @@ fn the_sample_config_names_every_key_and_loads_and_its_commented_examples_parse(
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
     let password = dir.path().join("password");
     std::fs::write(&password, "pw\n").unwrap();
+    let s3_creds = dir.path().join("s3-credentials");
+    std::fs::write(&s3_creds, "[default]\naws_access_key_id = AK\naws_secret_access_key = SK\n").unwrap();
     for b in blocks {
         let f = dir.path().join("block.yaml");
         let b = b
             .replace("/etc/cairn/cluster-secret", secret.to_str().unwrap())
             .replace("/etc/cairn/cdn-ca.pem", ca.cert.to_str().unwrap())
-            .replace("/etc/cairn/registry-password", password.to_str().unwrap());
+            .replace("/etc/cairn/registry-password", password.to_str().unwrap())
+            .replace("/etc/cairn/s3-credentials", s3_creds.to_str().unwrap());
         std::fs::write(&f, &b).unwrap();
         let out = check(&f);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -164,4 +167,38 @@ fn log_format_json_makes_serve_log_one_json_object_per_line() {
     let start = lines.iter().find(|l| l["fields"]["message"] == "cairn node serving").expect("the start line");
     assert_eq!(start["level"], "INFO");
     assert_eq!(start["fields"]["listen"], addr.as_str());
+}
+
+#[test]
+fn config_check_reads_the_storage_section_and_prints_it_back_loadable_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::write(&creds, "[default]\naws_access_key_id = AKIDSECRETID\naws_secret_access_key = VERYSECRET\n")
+        .unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "storage:\n  backend: s3\n  bucket: team-blobs\n  endpoint: http://127.0.0.1:9000\n  credentials_file: {}\n",
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let first = check(&f);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(!text.contains("VERYSECRET") && !text.contains("AKIDSECRETID"), "no credential is printed: {text}");
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["storage"]["bucket"], "team-blobs");
+    assert_eq!(v["storage"]["region"], "us-east-1", "the default region is written out");
+    assert_eq!(v["storage"]["write_fetched"], true);
+    let again = dir.path().join("effective.json");
+    std::fs::write(&again, &first.stdout).unwrap();
+    let second = check(&again);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_eq!(first.stdout, second.stdout, "the effective config is a fixed point");
+    std::fs::write(&f, "storage:\n  backend: s3\n").unwrap();
+    let out = check(&f);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.bucket"));
 }

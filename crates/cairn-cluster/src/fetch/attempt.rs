@@ -197,7 +197,7 @@ impl Receive<'_> {
         writer: JoinHandle<Result<cairn_store::PutOutcome, StoreError>>,
         release: &mut Release,
     ) -> Result<()> {
-        let Receive { t, name, kind, received, held, tx, room, .. } = self;
+        let Receive { inner, t, name, kind, received, held, tx, room, .. } = self;
         // Held until the writer has committed (and counted) the blob.
         let _room = room.ready().await?;
         // The writer's own errors are reported by its join below.
@@ -213,7 +213,17 @@ impl Receive<'_> {
         }
         let outcome = writer.await.map_err(|e| ClusterError::Task(e.to_string()))?;
         match outcome {
-            Ok(_) if released => Ok(()),
+            Ok(out) if released => {
+                // An origin's blob goes to the bucket too, so the cluster
+                // never asks the origin again even after every node evicted it.
+                if matches!(kind, super::SourceKind::Origin | super::SourceKind::Upstream)
+                    && !out.existed
+                    && let Some(tier) = inner.store.tier()
+                {
+                    tier.upload_in_background(out.digest);
+                }
+                Ok(())
+            }
             Ok(_) => Err(ClusterError::Task("temp blob writer finished without verifying".into())),
             Err(StoreError::DigestMismatch { expected, actual }) => {
                 Err(ClusterError::Corrupt { source_name: name, expected, actual })

@@ -8,7 +8,7 @@ use cairn_store::Digest;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::owner::Route;
-use super::source::{OriginSource, OwnerSource, PeerSource, RegistrySource, Source};
+use super::source::{BucketSource, OriginSource, OwnerSource, PeerSource, RegistrySource, Source};
 use super::{Inner, source};
 use crate::error::{ClusterError, Result};
 use crate::origin::Origin;
@@ -36,6 +36,7 @@ impl Step {
 /// configured order (each retried with backoff; registry origins only when
 /// the digest came with its repository); on a route via the owner, the
 /// nodes ranked before this one and finally this node's own direct transfer.
+/// With a durable tier, its bucket comes right before the origins.
 pub(crate) struct Sources {
     inner: Arc<Inner>,
     digest: Digest,
@@ -54,6 +55,8 @@ pub(crate) struct Sources {
     asked: Vec<String>,
     /// Whether the unhealthy peers are still to be asked.
     late_pending: bool,
+    /// The durable tier's bucket, still to be tried (direct route only).
+    bucket: Option<Arc<cairn_store::tier::Tier>>,
 }
 
 impl Sources {
@@ -64,6 +67,10 @@ impl Sources {
         oci: Option<OciHint>,
         route: Route,
     ) -> Self {
+        let bucket = match route {
+            Route::Direct => inner.store.tier().cloned(),
+            Route::ViaOwner => None,
+        };
         let (owners, self_direct, origins) = match route {
             Route::ViaOwner => (inner.owners_before_me(&digest).into(), true, VecDeque::new()),
             Route::Direct if inner.cfg.enable_cdn_fallback => {
@@ -86,6 +93,7 @@ impl Sources {
             only_absent: true,
             asked: Vec::new(),
             late_pending: true,
+            bucket,
         }
     }
 
@@ -148,6 +156,9 @@ impl Sources {
         }
         if std::mem::take(&mut self.self_direct) {
             return Some(Step::AwaitDirect);
+        }
+        if let Some(tier) = self.bucket.take() {
+            return Some(Step::Try(Box::new(BucketSource { tier, timeout: self.inner.cfg.peer_timeout })));
         }
         self.next_origin().map(Step::Try)
     }

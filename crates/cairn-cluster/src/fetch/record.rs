@@ -30,14 +30,22 @@ pub enum SourceKind {
     Origin,
     /// An upstream OCI registry.
     Upstream,
+    /// The durable tier's bucket.
+    Bucket,
 }
 
 impl SourceKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [SourceKind; 5] =
-        [SourceKind::Local, SourceKind::Peer, SourceKind::Owner, SourceKind::Origin, SourceKind::Upstream];
+    pub const ALL: [SourceKind; 6] = [
+        SourceKind::Local,
+        SourceKind::Peer,
+        SourceKind::Owner,
+        SourceKind::Origin,
+        SourceKind::Upstream,
+        SourceKind::Bucket,
+    ];
 
-    /// Its lower-case name: `local`, `peer`, `owner`, `origin`, `upstream`.
+    /// Its lower-case name: `local`, `peer`, `owner`, `origin`, `upstream`, `bucket`.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::Local => "local",
@@ -45,6 +53,7 @@ impl SourceKind {
             SourceKind::Owner => "owner",
             SourceKind::Origin => "origin",
             SourceKind::Upstream => "upstream",
+            SourceKind::Bucket => "bucket",
         }
     }
 

@@ -12,11 +12,13 @@ use cairn_store::Digest;
 use crate::error::ClusterError;
 use crate::peer::{BoxFut, RemoteBlob};
 
+pub(crate) mod bucket;
 pub(crate) mod origin;
 pub(crate) mod owner;
 pub(crate) mod peer;
 pub(crate) mod registry;
 
+pub(crate) use bucket::BucketSource;
 pub(crate) use origin::OriginSource;
 pub(crate) use owner::OwnerSource;
 pub(crate) use peer::PeerSource;

@@ -126,7 +126,7 @@ async fn head_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath) ->
 }
 
 async fn put_blob(State(s): State<Arc<AppState>>, DigestPath(d): DigestPath, body: Body) -> Result<Response, ApiError> {
-    let w = s.cluster.store().run(|s| s.writer()).await?;
+    let w = s.cluster.store().run(move |s| s.writer_expecting(&d)).await?;
     let cfg = s.cluster.config();
     let mut batches = Batches::new(body, cfg.body_timeout).limit(cfg.max_blob_size);
     let w =

@@ -128,6 +128,14 @@ impl LocalRegistry {
         .await
     }
 
+    /// The manifest a tag of `repo` points at here, `None` when the tag is
+    /// not here. The manifest itself may be missing (a durable tier's
+    /// bucket holds the tag, another node pushed the bytes).
+    pub async fn tag_target(&self, repo: &RepoName, tag: &cairn_store::oci::Tag) -> Result<Option<Digest>, ReadError> {
+        let (reg, repo, tag) = (self.registry.clone(), repo.clone(), tag.clone());
+        blocking(move || reg.tag_target(&repo, &tag)).await
+    }
+
     /// Links manifest `d`, now in the store, to `repo`, and returns it.
     pub async fn link_manifest(
         &self,

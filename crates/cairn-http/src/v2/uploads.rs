@@ -145,8 +145,8 @@ pub async fn finish(
 /// Reads `body` into a new temp blob, batch by batch (see [`crate::body`]);
 /// any failure removes the temp file.
 async fn body_to_blob(st: &V2State, body: Body, d: &Digest) -> Result<BlobWriter, V2Error> {
-    let store = st.registry.store().clone();
-    let w = blocking(move || Ok(store.writer()?)).await?;
+    let (store, want) = (st.registry.store().clone(), *d);
+    let w = blocking(move || Ok(store.writer_expecting(&want)?)).await?;
     let mut batches = Batches::new(body, st.body_timeout).limit(st.max_blob_size);
     let what = format!("upload of blob {}", d.oci());
     pump(&mut batches, w, |w, batch| batch.iter().try_for_each(|c| w.write_all(c)))

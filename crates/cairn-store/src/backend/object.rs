@@ -215,6 +215,9 @@ pub struct ObjectBackend {
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn ObjectStore>,
+    // The same bucket for whole-blob reads: no total request timeout,
+    // only one on each pause in the body.
+    streams: Arc<dyn ObjectStore>,
     // Key segments every object name starts with.
     prefix: Vec<String>,
     // `<endpoint>/<bucket>/<prefix>`: every error names it.
@@ -248,7 +251,7 @@ impl ObjectBackend {
         // Without explicit credentials: `AWS_*` variables, then instance metadata.
         let base = if o.credentials.is_some() { AmazonS3Builder::new() } else { AmazonS3Builder::from_env() };
         let counters = Arc::<Counters>::default();
-        let mut b = base
+        let b = base
             .with_http_connector(CountingConnector(Arc::clone(&counters)))
             .with_bucket_name(&o.bucket)
             .with_region(&o.region)
@@ -259,29 +262,47 @@ impl ObjectBackend {
                 backoff: object_store::BackoffConfig::default(),
                 max_retries: o.max_retries,
                 retry_timeout: o.retry_timeout,
-            })
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_connect_timeout(o.connect_timeout)
-                    .with_timeout(o.request_timeout),
-            );
-        if let Some(e) = &o.endpoint {
-            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
-        }
-        if let Some((id, secret)) = &o.credentials {
-            b = b.with_access_key_id(id).with_secret_access_key(secret);
-        }
+            });
+        // Whole-blob reads may take far longer than any request timeout: a
+        // second client bounds only each pause between reads of their bodies.
+        // (Client options first: `with_allow_http` below is one of them.)
+        let streams = b.clone().with_client_options(
+            object_store::ClientOptions::new()
+                .with_connect_timeout(o.connect_timeout)
+                .with_timeout_disabled()
+                .with_read_timeout(o.request_timeout),
+        );
+        let b = b.with_client_options(
+            object_store::ClientOptions::new().with_connect_timeout(o.connect_timeout).with_timeout(o.request_timeout),
+        );
+        let place = |mut b: object_store::aws::AmazonS3Builder| {
+            if let Some(e) = &o.endpoint {
+                b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+            }
+            if let Some((id, secret)) = &o.credentials {
+                b = b.with_access_key_id(id).with_secret_access_key(secret);
+            }
+            b
+        };
+        let (b, streams) = (place(b), place(streams));
         let endpoint = o.endpoint.clone().unwrap_or_else(|| format!("s3://{}", o.bucket));
         let root = match &o.endpoint {
             Some(_) => format!("{endpoint}/{}", o.bucket),
             None => endpoint,
         };
-        let store = b.build().map_err(|e| StoreError::Io {
-            op: "configure object store",
-            path: PathBuf::from(&root),
-            source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
-        })?;
-        ObjectBackend::with_counters(Arc::new(store), &root, &o.prefix, counters)
+        let built = |b: object_store::aws::AmazonS3Builder| {
+            b.build().map_err(|e| StoreError::Io {
+                op: "configure object store",
+                path: PathBuf::from(&root),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            })
+        };
+        let (store, streams) = (built(b)?, built(streams)?);
+        let mut be = ObjectBackend::with_counters(Arc::new(store), &root, &o.prefix, counters)?;
+        if let Some(s) = Arc::get_mut(&mut be.s) {
+            s.streams = Arc::new(streams);
+        }
+        Ok(be)
     }
 
     /// A backend over any object store; `root` names it in messages (an
@@ -308,6 +329,7 @@ impl ObjectBackend {
         let handle = rt.handle().clone();
         Ok(ObjectBackend {
             s: Arc::new(Shared {
+                streams: Arc::clone(&store),
                 store,
                 prefix,
                 root: root_path,
@@ -415,6 +437,11 @@ impl ObjectBackend {
 
     fn store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.s.store)
+    }
+
+    /// The client for reading whole blobs (see `Shared::streams`).
+    fn streams(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.s.streams)
     }
 
     fn obj(&self, key: &str) -> ObjPath {
@@ -587,7 +614,7 @@ impl BlobBackend for ObjectBackend {
         }
         // In range, so the end does not overflow.
         let range = GetRange::Bounded(offset..offset + remaining);
-        let (st, p) = (self.store(), at.clone());
+        let (st, p) = (self.streams(), at.clone());
         let got = self.call("read", &at, async move {
             st.get_opts(&p, GetOptions { range: Some(range), ..Default::default() }).await
         })?;
@@ -782,7 +809,7 @@ impl ObjectSink {
     fn reupload(&mut self, dest: &ObjPath) -> Result<()> {
         let be = self.be.clone();
         let at = self.at.clone();
-        let (st, p) = (be.store(), self.tmp.clone());
+        let (st, p) = (be.streams(), self.tmp.clone());
         let got = be.call("read", &self.tmp, async move { st.get(&p).await })?;
         let got = got.map_err(|e| be.error("read", &self.tmp, e))?;
         let mut chunks = be.blocking(got.into_stream());
@@ -827,6 +854,12 @@ impl ObjectSink {
 impl BlobSink for ObjectSink {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
+            if self.buf.capacity() == 0 {
+                // One allocation per part: growing by doubling left the
+                // allocator holding many freed sizes (a 1 GiB push peaked
+                // at ~300 MiB of RSS).
+                self.buf.reserve_exact(PART_SIZE);
+            }
             let n = (PART_SIZE - self.buf.len()).min(buf.len());
             self.buf.extend_from_slice(&buf[..n]);
             buf = &buf[n..];
@@ -1257,6 +1290,95 @@ impl Backend for ObjectBackend {
         self.call("list", &at, async move { st.list_with_delimiter(Some(&p)).await })?
             .map_err(|e| self.error("list", &at, e))?;
         Ok(())
+    }
+}
+
+/// What the durable tier needs beyond the store's traits: writes whose
+/// digest is known up front, and async reads for the fetch pipeline.
+impl ObjectBackend {
+    /// A sink for the blob `d` (its digest known before its bytes): a large
+    /// one is uploaded straight at `objects/<d>` and becomes visible when
+    /// the upload completes, with no copy (S3 copies are slow, and limited
+    /// to 5 GiB). The upload completes only in `commit(d)`, after the
+    /// caller verified the bytes; dropped, it is aborted. When the bucket
+    /// already holds `d`, the sink discards the bytes.
+    pub fn create_for(&self, d: &Digest) -> Result<Box<dyn BlobSink>> {
+        let dest = self.blob(d);
+        if self.head("stat", &dest)?.is_some() {
+            return Ok(Box::new(Present { be: self.clone(), at: self.path_of(&dest), d: *d }));
+        }
+        Ok(Box::new(self.sink(Some(d))))
+    }
+
+    /// Opens blob `d` for streaming from async code: its size and its bytes,
+    /// `None` when the bucket lacks it. The request is sent from the
+    /// backend's runtime; the body is then read by the caller's task
+    /// directly (no hop through a channel per chunk).
+    pub fn open_blob_stream(
+        &self,
+        d: &Digest,
+    ) -> impl Future<Output = Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>>> + Send + 'static {
+        let (at, st) = (self.blob(d), self.streams());
+        let be = self.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = at.clone();
+        self.s.handle.spawn(async move {
+            let _ = tx.send(st.get(&p).await);
+        });
+        async move {
+            let got = match rx.await {
+                Ok(Ok(g)) => g,
+                Ok(Err(object_store::Error::NotFound { .. })) => return Ok(None),
+                Ok(Err(e)) => return Err(be.error("read", &at, e)),
+                Err(_) => {
+                    return Err(StoreError::Io {
+                        op: "read",
+                        path: be.path_of(&at),
+                        source: io::Error::other("object store task stopped (runtime shut down?)"),
+                    });
+                }
+            };
+            let size = got.meta.size;
+            let body = got
+                .into_stream()
+                .map(|r| r.map_err(|e| io::Error::other(format!("reading the object store's answer: {e}"))));
+            Ok(Some((size, body.boxed())))
+        }
+    }
+
+    /// True when the bucket holds blob `d`.
+    pub fn has_blob(&self, d: &Digest) -> Result<bool> {
+        Ok(self.head("stat", &self.blob(d))?.is_some())
+    }
+}
+
+/// The sink of a blob the bucket already holds: the bytes are dropped,
+/// and the commit refreshes the blob as a rewrite would (GC grace).
+struct Present {
+    be: ObjectBackend,
+    at: PathBuf,
+    d: Digest,
+}
+
+impl BlobSink for Present {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>, d: &Digest) -> Result<bool> {
+        if *d != self.d {
+            return Err(StoreError::DigestMismatch { expected: self.d, actual: *d });
+        }
+        self.be.touch(d)?;
+        Ok(true)
+    }
+
+    fn location(&self) -> &Path {
+        &self.at
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
     }
 }
 

@@ -313,8 +313,13 @@ impl Store {
         if need > 0 {
             let _lock = self.gc_exclusive()?;
             // Read under the lock: saves that finished before it are seen.
-            let mut pinned: HashSet<Digest> = self.gc_roots()?;
-            pinned.extend(self.registry_pins()?);
+            // With a durable tier every push and ref is in the bucket: the
+            // disk is only a cache, and nothing but reads in progress is pinned.
+            let mut pinned = HashSet::new();
+            if self.tier().is_none() {
+                pinned.extend(self.gc_roots()?);
+                pinned.extend(self.registry_pins()?);
+            }
             let victims = {
                 let r = lock(&c.recency);
                 let used = lock(&c.in_use);

@@ -344,6 +344,11 @@ impl Registry {
             return Err(OciError::DigestMismatch { expected: *expected, actual });
         }
         self.store.check_writable()?;
+        if let Some(t) = self.store.tier() {
+            // Durable in the bucket before the blob is visible here, so a
+            // client that sees it (HEAD) never skips a push the bucket lacks.
+            t.upload_with(expected, &mut |feed| f.read_prefix(size, feed))?;
+        }
         // The data may be older than the GC grace: keep GC out until it is linked.
         let _gc = self.store.gc_shared()?;
         let existed = f.commit(expected)?;

@@ -78,6 +78,24 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
             "max_bytes": c.max_bytes.map(|l| l.to_string()),
             "min_free": c.min_free.map(|l| l.to_string()),
         })),
+        "storage": node.storage.as_ref().map(storage),
+    })
+}
+
+/// The `storage` section of `backend: s3`, every default filled in.
+fn storage(s: &crate::storage::StorageConfig) -> Value {
+    json!({
+        "backend": "s3",
+        "bucket": s.s3.bucket,
+        "prefix": s.s3.prefix,
+        "endpoint": s.s3.endpoint,
+        "region": s.s3.region,
+        "credentials_file": s.credentials_file,
+        "write_fetched": s.tier.write_fetched,
+        "max_retries": s.s3.max_retries,
+        "retry_timeout": secs(s.s3.retry_timeout),
+        "connect_timeout": secs(s.s3.connect_timeout),
+        "request_timeout": secs(s.s3.request_timeout),
     })
 }
 

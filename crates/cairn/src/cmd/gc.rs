@@ -1,4 +1,4 @@
-//! `cairn gc [--dry-run] [--grace DURATION]`.
+//! `cairn gc [--dry-run] [--grace DURATION] [--bucket]`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,13 +9,19 @@ use indicatif::HumanBytes;
 
 use crate::exit::{BAD_INPUT, Exit};
 
-pub fn run(data_dir: &Path, dry_run: bool, grace: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: &Path, dry_run: bool, grace: &str, json: bool, bucket: bool) -> anyhow::Result<ExitCode> {
     let grace = humantime::parse_duration(grace).map_err(|e| Exit {
         code: BAD_INPUT,
         msg: format!("bad --grace {grace:?}: {e}; give a duration such as 30m, 1h or 2days"),
     })?;
-    let store = super::common::open_rw(data_dir)?;
-    let r = store.gc(GcOptions { grace, dry_run }).with_context(|| format!("gc of data dir {}", data_dir.display()))?;
+    let (store, what) = if bucket {
+        let s = super::common::open_bucket()?;
+        let what = format!("bucket {}", s.root().display());
+        (s, what)
+    } else {
+        (super::common::open_rw(data_dir)?, format!("data dir {}", data_dir.display()))
+    };
+    let r = store.gc(GcOptions { grace, dry_run }).with_context(|| format!("gc of {what}"))?;
     if json {
         let blobs: Vec<_> =
             r.blobs.iter().map(|(d, size)| serde_json::json!({"digest": d.oci(), "size": size})).collect();

@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Manifests { json } => manifests::run(&data_dir, json),
         Command::Manifest(cmd) => manifest::run(&data_dir, cmd),
-        Command::Gc { dry_run, grace, json } => gc::run(&data_dir, dry_run, &grace, json),
+        Command::Gc { dry_run, grace, json, bucket } => gc::run(&data_dir, dry_run, &grace, json, bucket),
         Command::Verify { digests, json } => verify::run(&data_dir, &digests, json),
         Command::Serve(flags) => {
             let cfg = crate::config::NodeConfig::load(&flags, data_dir_flag)?;

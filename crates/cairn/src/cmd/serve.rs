@@ -45,11 +45,12 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Result<()> {
-    let dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
-        .await
-        .context("opening the data dir")?
-        .with_context(|| format!("opening data dir {}", cfg.data_dir.display()))?;
+    let (dir, storage) = (cfg.data_dir.clone(), cfg.storage.clone());
+    let store = tokio::task::spawn_blocking(move || {
+        crate::storage::open_store(&dir, storage.as_ref(), cairn_store::StoreOptions::default())
+    })
+    .await
+    .context("opening the data dir")??;
     enable_cache(&cfg, &store).await?;
     // Every node is also a registry: /v2 on listen_addr, and on registry_addr when set.
     let registry = open_registry(&cfg, store.clone()).await?;
@@ -117,6 +118,7 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
         metrics = %metrics_addr.map_or_else(|| "listen_addr".to_owned(), |a| a.to_string()),
         advertise = %cfg.advertise_addr,
         data_dir = %cfg.data_dir.display(),
+        storage = %cfg.storage.as_ref().map_or_else(|| "local".to_owned(), storage_line),
         peers = ?cfg.cluster.peers,
         discovery = %discovery,
         cluster_secret = if cfg.cluster.cluster_secret.is_some() { "on: peers prove membership" } else { "off: peers unauthenticated" },
@@ -166,6 +168,13 @@ async fn serve(cfg: NodeConfig, limits: cairn_http::ServeLimits) -> anyhow::Resu
 /// Turns on the bounded cache when the config has a `cache` section: its
 /// sizes resolved against the data dir's filesystem, the store listed once
 /// to learn what it holds.
+/// How the start line names the durable tier.
+fn storage_line(s: &crate::storage::StorageConfig) -> String {
+    let at = s.s3.endpoint.as_deref().unwrap_or("aws");
+    let prefix = if s.s3.prefix.is_empty() { String::new() } else { format!("/{}", s.s3.prefix) };
+    format!("s3 {at} bucket {}{prefix}", s.s3.bucket)
+}
+
 async fn enable_cache(cfg: &NodeConfig, store: &Store) -> anyhow::Result<()> {
     let Some(limits) = cfg.cache else { return Ok(()) };
     let total = cairn_http::metrics::disk(&cfg.data_dir)
