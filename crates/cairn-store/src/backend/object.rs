@@ -1398,6 +1398,35 @@ mod tests {
         drop(be);
     }
 
+    /// `put_if` relies on the server refusing a PUT whose `If-Match` names
+    /// a version that is gone (or `If-None-Match: *` over an object); a
+    /// server ignoring the headers would make it last-writer-wins.
+    #[test]
+    fn the_s3_server_refuses_a_put_if_match_with_a_stale_etag_and_a_create_over_an_object() {
+        let Some(m) = cairn_testkit::s3::MotoServer::start(
+            "the_s3_server_refuses_a_put_if_match_with_a_stale_etag_and_a_create_over_an_object",
+        ) else {
+            return;
+        };
+        let mut o = S3Options::new(&m.bucket, &m.region);
+        o.endpoint = Some(m.endpoint.clone());
+        o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+        let be = ObjectBackend::s3(&o).unwrap();
+        be.put("k", b"one").unwrap();
+        let stale = be.head("stat", &be.obj("k")).unwrap().unwrap();
+        be.put("k", b"two").unwrap();
+        let (st, p) = (be.store(), be.obj("k"));
+        let mode = PutMode::Update(UpdateVersion { e_tag: stale.e_tag, version: stale.version });
+        let r = be.run(async move { st.put_opts(&p, PutPayload::from_static(b"three"), mode.into()).await }).unwrap();
+        assert!(matches!(r, Err(object_store::Error::Precondition { .. })), "{r:?}");
+        let (st, p) = (be.store(), be.obj("k"));
+        let r = be
+            .run(async move { st.put_opts(&p, PutPayload::from_static(b"four"), PutMode::Create.into()).await })
+            .unwrap();
+        assert!(matches!(r, Err(object_store::Error::AlreadyExists { .. })), "{r:?}");
+        assert_eq!(be.get("k", 100).unwrap().unwrap(), b"two");
+    }
+
     #[test]
     fn a_body_that_ends_early_is_an_error_not_a_short_blob() {
         let be = ObjectBackend::new(Arc::new(object_store::memory::InMemory::new()), "memory://", "").unwrap();
