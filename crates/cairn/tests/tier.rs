@@ -307,3 +307,48 @@ fn gc_bucket_deletes_only_objects_no_ref_in_the_bucket_references() {
     // The local cache still has its copy: gc --bucket touches only the bucket.
     assert!(dir.path().join("data/objects").join(&loose_hex).exists());
 }
+
+/// A counter from a node's `/metrics`, 0 when absent.
+fn counter(http: &Http, addr: &str, name: &str) -> u64 {
+    let text = String::from_utf8(http.get(&format!("http://{addr}/metrics")).1).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_throttling_bucket_slows_pushes_but_they_land_whole_and_the_metrics_say_so() {
+    let Some(m) = MotoServer::start("a_throttling_bucket_slows_pushes_but_they_land_whole_and_the_metrics_say_so")
+    else {
+        return;
+    };
+    let proxy = cairn_testkit::s3fault::FaultProxy::start(&m.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    // Retries enough to ride out the throttling below.
+    let st = storage(&proxy.endpoint, &m.bucket, &creds(dir.path(), &m))
+        .replace("max_retries: 1", "max_retries: 6")
+        .replace("retry_timeout: 2s", "retry_timeout: 30s");
+    let a_addr = addr();
+    let a = serve(dir.path(), "a", &a_addr, &[], &st);
+    let http = Http::new();
+    // Every third request answered 503 SlowDown: a multipart push meets several.
+    proxy.set(cairn_testkit::s3fault::Fault::SlowDownEvery(3));
+    let data = blob(13, 20 << 20);
+    let d = Digest::of(&data);
+    let (status, text) = http.put(&format!("http://{a_addr}/v1/blobs/{d}"), data);
+    assert_eq!(status, 201, "{text}");
+    assert!(proxy.injected() >= 1, "the proxy throttled some requests");
+    assert_eq!(m.sha256_of(&format!("{PREFIX}/objects/{d}")), d.to_string(), "the blob landed whole");
+    assert!(counter(&http, &a_addr, "cairn_bucket_throttled_total") >= 1, "throttling is in the metrics");
+    // Now the bucket refuses everything: a push fails, nothing half-written appears.
+    proxy.set(cairn_testkit::s3fault::Fault::Forbidden);
+    // Small, so it is sent whole before the node refuses it.
+    let other = blob(14, 1000);
+    let od = Digest::of(&other);
+    let (status, text) = http.put(&format!("http://{a_addr}/v1/blobs/{od}"), other);
+    assert!(status >= 500, "{status} {text}");
+    assert!(text.contains("credentials"), "a 403 says to check the credentials: {text}");
+    proxy.set(cairn_testkit::s3fault::Fault::Forward);
+    assert!(!m.keys().iter().any(|k| k.ends_with(&od.to_string())), "no object for the refused push");
+    assert_eq!(http.head(&format!("http://{a_addr}/v1/blobs/{od}")), 404);
+    assert!(counter(&http, &a_addr, "cairn_bucket_upload_errors_total") >= 1);
+    drop(a);
+}
