@@ -263,13 +263,6 @@ async fn record_gc_counts_runs_deleted_blobs_and_bytes() {
 
 #[tokio::test]
 async fn promtool_check_metrics_accepts_the_output() {
-    if std::process::Command::new("promtool").arg("--version").output().is_err() {
-        if std::env::var("CAIRN_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
-            panic!("promtool is required (CAIRN_REQUIRE_TOOLS=1) but missing; run scripts/test.sh to install it");
-        }
-        eprintln!("skipping: promtool is not installed (scripts/test.sh installs the prometheus package)");
-        return;
-    }
     let data = blob(85, 10_000);
     let holder = TestNode::start(NodeSpec::default());
     let d = holder.put(&data);
@@ -281,22 +274,9 @@ async fn promtool_check_metrics_accepts_the_output() {
     get_ok(&format!("{}/v1/fetch/{d}", c.url())).await;
     c.state.metrics.record_gc(&cairn_store::GcReport::default());
     let text = scrape_text(&c).await;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = cairn_testkit::promtool_check(&text) {
+        panic!("promtool: {e}\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -56,3 +56,35 @@ pub fn wait_for(limit: std::time::Duration, what: &str, mut cond: impl FnMut() -
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `promtool check metrics` (Prometheus' own linter) on a scrape: `Err`
+/// with its complaints, `Ok(false)` when promtool is not installed (a
+/// failure under `CAIRN_REQUIRE_TOOLS=1`), `Ok(true)` when it is clean.
+pub fn promtool_check(text: &str) -> Result<bool, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            !crate::netns::tools_required(),
+            "promtool is required (CAIRN_REQUIRE_TOOLS=1) but missing; run scripts/test.sh to install it"
+        );
+        eprintln!("skipping the promtool check: not installed (scripts/test.sh installs the prometheus package)");
+        return Ok(false);
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running promtool: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).map_err(|e| format!("feeding promtool: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("waiting for promtool: {e}"))?;
+    if out.status.success() && out.stdout.is_empty() && out.stderr.is_empty() {
+        Ok(true)
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}

@@ -39,7 +39,7 @@ mod server;
 pub mod tls;
 
 pub use broken::{Breakage, BrokenRegistry};
-pub use data::{blob, dead_addr, free_port, read_all, ref_file_for, wait_for};
+pub use data::{blob, dead_addr, free_port, promtool_check, read_all, ref_file_for, wait_for};
 pub use disk::TinyDisk;
 pub use hostile::{HUGE_LENGTH, HostilePeer, Hostility, SECRET};
 pub use node::{NodeSpec, TestNode, start_cluster};

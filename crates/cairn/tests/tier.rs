@@ -132,22 +132,8 @@ fn an_image_and_a_ref_pushed_to_node_a_are_pulled_from_node_b_with_a_stopped() {
         metrics.lines().any(|l| l.starts_with("cairn_bucket_requests_total ") && !l.ends_with(" 0")),
         "A counts its requests to the bucket"
     );
-    if tool_available("/usr/bin/promtool") {
-        let mut p = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut p.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if let Err(e) = cairn_testkit::promtool_check(&metrics) {
+        panic!("promtool: {e}");
     }
     a.stop_and_log();
     // B never held any of it: the refs come from the bucket, the bytes too.
