@@ -19,6 +19,8 @@
 //! - [`advertise`]: the address a node announces.
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
+//! - [`swarm`]: the piece swarm's pure scheduling code (pieces, bitfields,
+//!   piece hashes, scheduler, tracker); no I/O, shared with `bench/swarm-sim`.
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
@@ -35,6 +37,7 @@ pub mod net;
 pub mod origin;
 pub mod peer;
 pub mod push;
+pub mod swarm;
 pub mod sync;
 pub mod upstream;
 
