@@ -25,6 +25,31 @@ pub const MAX_PIECES: u32 = 1 << 16;
 /// source as before (nothing to overlap).
 pub const MIN_SWARM_PIECES: u32 = 4;
 
+/// The most piece size ever chosen: 8 MiB (see the README's "Swarm").
+pub const DEFAULT_PIECE_SIZE_MAX: u64 = DEFAULT_PIECE_SIZE;
+
+/// The least piece size ever chosen: 1 MiB, 42 ms at 200 Mbit/s, still
+/// some 40 round trips of a data centre, hidden by two requests per peer.
+pub const DEFAULT_PIECE_SIZE_MIN: u64 = 1 << 20;
+
+/// Pieces a blob is cut into at least, when the size bounds allow: enough
+/// for nodes to overlap (a piece crosses a hop in one piece time).
+pub const TARGET_PIECES: u64 = 64;
+
+/// Blobs smaller than this are not swarmed (fetched whole from one source).
+pub const MIN_SWARM_BLOB: u64 = 16 << 20;
+
+/// The piece size for a blob of `blob_size`: the power of two that cuts it
+/// into about [`TARGET_PIECES`], within 1 MiB..=8 MiB (so 64 MiB → 1 MiB,
+/// 256 MiB → 4 MiB, 512 MiB and more → 8 MiB). The owner chooses it and
+/// publishes it with the hashes.
+pub fn piece_size_for(blob_size: u64) -> u64 {
+    let want = blob_size.div_ceil(TARGET_PIECES).max(1);
+    want.checked_next_power_of_two()
+        .unwrap_or(DEFAULT_PIECE_SIZE_MAX)
+        .clamp(DEFAULT_PIECE_SIZE_MIN, DEFAULT_PIECE_SIZE_MAX)
+}
+
 /// A blob's size and piece size, and the pieces that follow from them.
 /// The last piece is shorter when the size is not a multiple of the piece
 /// size; an empty blob has no pieces.
@@ -67,9 +92,10 @@ impl Geometry {
         self.count
     }
 
-    /// Whether the blob is worth swarming: at least [`MIN_SWARM_PIECES`].
+    /// Whether the blob is worth swarming: at least [`MIN_SWARM_BLOB`]
+    /// bytes and [`MIN_SWARM_PIECES`] pieces.
     pub fn worth_swarming(&self) -> bool {
-        self.count >= MIN_SWARM_PIECES
+        self.count >= MIN_SWARM_PIECES && self.blob_size >= MIN_SWARM_BLOB
     }
 
     /// The byte range of piece `index`, or `None` outside the blob.
@@ -147,11 +173,29 @@ mod tests {
     }
 
     #[test]
-    fn worth_swarming_from_min_swarm_pieces() {
+    fn worth_swarming_from_min_swarm_pieces_and_bytes() {
+        let big = MIN_SWARM_BLOB;
         let n = u64::from(MIN_SWARM_PIECES);
-        assert!(!Geometry::new((n - 1) * P, P).unwrap().worth_swarming());
-        assert!(Geometry::new(n * P, P).unwrap().worth_swarming());
-        assert!(Geometry::new((n - 1) * P + 1, P).unwrap().worth_swarming());
+        assert!(Geometry::new(big, P).unwrap().worth_swarming());
+        assert!(!Geometry::new(big - 1, P).unwrap().worth_swarming(), "small blobs keep today's path");
+        let piece = big / n;
+        assert!(Geometry::new(big, piece).unwrap().worth_swarming());
+        assert!(!Geometry::new(big, piece * 2).unwrap().worth_swarming(), "two pieces: nothing to overlap");
+        assert!(Geometry::new((n - 1) * (big / 2) + 1, big / 2).unwrap().worth_swarming());
+    }
+
+    #[test]
+    fn piece_size_for_cuts_about_64_pieces_within_1_to_8_mib() {
+        assert_eq!(piece_size_for(0), 1 << 20);
+        assert_eq!(piece_size_for(64 << 20), 1 << 20);
+        assert_eq!(piece_size_for((64 << 20) + 1), 2 << 20);
+        assert_eq!(piece_size_for(256 << 20), 4 << 20);
+        assert_eq!(piece_size_for(512 << 20), 8 << 20);
+        assert_eq!(piece_size_for(3 << 30), 8 << 20);
+        assert_eq!(piece_size_for(u64::MAX), 8 << 20, "no overflow");
+        for size in [1u64, 1 << 20, 100 << 20, 64 << 30] {
+            assert!(Geometry::new(size, piece_size_for(size)).is_ok(), "{size}");
+        }
     }
 
     #[test]

@@ -20,11 +20,14 @@ mod scheduler;
 mod tracker;
 
 pub use bitfield::Bitfield;
-pub use geometry::{DEFAULT_PIECE_SIZE, Geometry, MAX_PIECE_SIZE, MAX_PIECES, MIN_PIECE_SIZE, MIN_SWARM_PIECES};
+pub use geometry::{
+    DEFAULT_PIECE_SIZE, DEFAULT_PIECE_SIZE_MAX, DEFAULT_PIECE_SIZE_MIN, Geometry, MAX_PIECE_SIZE, MAX_PIECES,
+    MIN_PIECE_SIZE, MIN_SWARM_BLOB, MIN_SWARM_PIECES, TARGET_PIECES, piece_size_for,
+};
 pub use hashes::{MAX_HASH_LIST_BYTES, PieceHash, PieceHashes, WirePieceHashes};
 pub use rng::Rng;
 pub use scheduler::{Failure, PieceSource, Received, Request, Scheduler, SchedulerConfig, Verdict};
-pub use tracker::{DEFAULT_SAMPLE, Tracker};
+pub use tracker::{DEFAULT_SAMPLE, Tracker, UPLOAD_SLOTS, poll_interval};
 
 /// What is wrong with swarm input (from the network or a config).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,11 +4,27 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::time::Duration;
 
 use super::{Bitfield, Rng, SwarmError};
 
 /// Peers in one answer to an asker.
 pub const DEFAULT_SAMPLE: usize = 16;
+
+/// Pieces a node serves at once; past them it answers busy, and the asker
+/// tries another holder (so a fresh piece leaves a node fast, to few, who
+/// pass it on, instead of slowly to everyone).
+pub const UPLOAD_SLOTS: usize = 3;
+
+/// How often an asker polls the tracker, given the members it knows of:
+/// 100 µs a member, between 100 ms and 2 s, so the owner answers at most
+/// about 10,000 polls a second however big the cluster. (The tracker's
+/// answer carries it, as BitTorrent's `interval`.) A starved asker polls
+/// again after a quarter of it.
+pub fn poll_interval(members: usize) -> Duration {
+    let micros = (members as u64).saturating_mul(100).clamp(100_000, 2_000_000);
+    Duration::from_micros(micros)
+}
 
 /// Who holds what, for one blob.
 #[derive(Debug, Clone)]
@@ -152,6 +168,14 @@ mod tests {
         t.announce(1, bits(4, &[1])).unwrap();
         assert_eq!(t.get(&1), Some(&bits(4, &[1])));
         assert_eq!(t.sample(&2, &Bitfield::new(4), 16, &mut rng).len(), 1);
+    }
+
+    #[test]
+    fn poll_interval_bounds_the_owners_load() {
+        assert_eq!(poll_interval(0), Duration::from_millis(100));
+        assert_eq!(poll_interval(12), Duration::from_millis(100));
+        assert_eq!(poll_interval(10_000), Duration::from_secs(1));
+        assert_eq!(poll_interval(usize::MAX), Duration::from_secs(2));
     }
 
     #[test]
