@@ -15,7 +15,8 @@
 //!   `poll_interval`, sooner when starved. Piece hashes are published for
 //!   every piece the owner holds; a node learns them with its poll or with
 //!   a piece from the owner. A piece served by a peer carries the peer's
-//!   current bitfield (as an answer header would).
+//!   current bitfield (as an answer header would), and a request carries
+//!   the asker's, so have-state also spreads along the transfers.
 //! - **Failures**: a dead node's transfers end at once on both sides
 //!   (connection reset); requests to it fail with `Gone`. A dead owner is
 //!   replaced by the next live node, which gets `set_origin(true)` and an
@@ -540,6 +541,13 @@ impl World {
             self.cancel(f.to, more);
             self.step(f.to);
             return;
+        }
+        if f.from != ORIGIN {
+            // A request carries the asker's bitfield: the server learns of
+            // it without the tracker (have-state spreads along transfers).
+            let have = self.nodes[f.to as usize].sched.have().clone();
+            let now = dur(self.now);
+            let _ = self.nodes[f.from as usize].sched.peer_has(now, f.to, &have);
         }
         self.flows[id as usize].state = State::Active;
         self.flows[id as usize].last = self.now;
