@@ -163,6 +163,71 @@ impl PieceHashes {
     }
 }
 
+/// Hashes a blob's pieces as its bytes stream in order (the owner reading
+/// the origin), in chunks of any size: each piece's hash comes out as soon
+/// as its last byte is in.
+#[derive(Debug, Clone)]
+pub struct PieceHasher {
+    geometry: Geometry,
+    /// The piece being filled.
+    next: u32,
+    /// Bytes taken so far.
+    taken: u64,
+    hasher: Sha256,
+}
+
+impl PieceHasher {
+    /// A hasher for a blob of geometry `geometry`, at its first byte.
+    pub fn new(geometry: Geometry) -> Self {
+        PieceHasher { geometry, next: 0, taken: 0, hasher: Sha256::new() }
+    }
+
+    /// Bytes taken so far.
+    pub fn position(&self) -> u64 {
+        self.taken
+    }
+
+    /// Takes the next `bytes`; returns the pieces they completed, with
+    /// their hashes. Bytes past the blob's size are refused (nothing of
+    /// this chunk is taken then).
+    pub fn update(&mut self, mut bytes: &[u8]) -> Result<Vec<(u32, PieceHash)>, SwarmError> {
+        let size = self.geometry.blob_size();
+        let after = self.taken.checked_add(bytes.len() as u64).filter(|&a| a <= size);
+        if after.is_none() {
+            return Err(SwarmError::Length {
+                what: "blob bytes",
+                got: self.taken.saturating_add(bytes.len() as u64),
+                want: size,
+            });
+        }
+        let mut done = Vec::new();
+        while !bytes.is_empty() {
+            let Some(range) = self.geometry.range(self.next) else { break };
+            // `taken` lies inside this piece, so the subtraction holds.
+            let room = range.end - self.taken;
+            let take = (bytes.len() as u64).min(room) as usize;
+            self.hasher.update(&bytes[..take]);
+            self.taken += take as u64;
+            bytes = &bytes[take..];
+            if self.taken == range.end {
+                let h = std::mem::take(&mut self.hasher).finalize().into();
+                done.push((self.next, h));
+                self.next += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Checks that the whole blob was taken.
+    pub fn finish(&self) -> Result<(), SwarmError> {
+        if self.taken == self.geometry.blob_size() {
+            Ok(())
+        } else {
+            Err(SwarmError::Length { what: "blob bytes", got: self.taken, want: self.geometry.blob_size() })
+        }
+    }
+}
+
 fn hex(h: &PieceHash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -250,6 +315,39 @@ mod tests {
         let huge = vec![b' '; MAX_HASH_LIST_BYTES + 1];
         assert!(matches!(PieceHashes::parse(&huge, &g), Err(SwarmError::TooBig { .. })));
         assert!(PieceHashes::parse(b"{\"blob_size\":-1}", &g).is_err());
+    }
+
+    #[test]
+    fn piece_hasher_matches_whole_piece_hashes_whatever_the_chunking() {
+        for size in [0, 1, P - 1, P, P + 1, 3 * P, 3 * P + 7] {
+            let data = blob(size);
+            let g = Geometry::new(size, P).unwrap();
+            let want = full_list(&data, g);
+            for chunk in [1usize, 7, P as usize - 1, P as usize, P as usize + 3, 5 * P as usize] {
+                let mut h = PieceHasher::new(g);
+                let mut got = PieceHashes::new(g);
+                for c in data.chunks(chunk) {
+                    for (i, hash) in h.update(c).unwrap() {
+                        got.set(i, hash).unwrap();
+                    }
+                }
+                h.finish().unwrap();
+                assert_eq!(got, want, "size {size} chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn piece_hasher_refuses_bytes_past_the_blob_and_a_short_blob() {
+        let g = Geometry::new(2 * P, P).unwrap();
+        let mut h = PieceHasher::new(g);
+        assert_eq!(h.update(&blob(P)).unwrap().len(), 1);
+        assert!(h.finish().is_err(), "half a blob is not the blob");
+        assert!(h.update(&blob(P + 1)).is_err());
+        assert_eq!(h.position(), P, "nothing of a refused chunk is taken");
+        assert_eq!(h.update(&blob(P)).unwrap().len(), 1);
+        h.finish().unwrap();
+        assert!(h.update(&[0]).is_err());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`PieceHashes`]: the piece-hash list the owner publishes, validated.
 //! - [`Scheduler`]: one node's transfer: which piece to ask of whom next.
 //! - [`Tracker`]: the owner's view of who holds what, and its peer samples.
+//! - [`Answer`], [`WireAnnounce`]: the tracker's wire forms, bounded and validated.
+//! - [`PieceHasher`]: piece hashes of a blob streaming in (the owner's origin read).
 //!
 //! This module uses nothing of the crate around it, only `std`, `serde`,
 //! `sha2` and `thiserror`: keep it so (the simulator includes it by path).
@@ -18,16 +20,20 @@ mod hashes;
 mod rng;
 mod scheduler;
 mod tracker;
+mod wire;
 
 pub use bitfield::Bitfield;
 pub use geometry::{
     DEFAULT_PIECE_SIZE, DEFAULT_PIECE_SIZE_MAX, DEFAULT_PIECE_SIZE_MIN, Geometry, MAX_PIECE_SIZE, MAX_PIECES,
     MIN_PIECE_SIZE, MIN_SWARM_BLOB, MIN_SWARM_PIECES, TARGET_PIECES, piece_size_for,
 };
-pub use hashes::{MAX_HASH_LIST_BYTES, PieceHash, PieceHashes, WirePieceHashes};
+pub use hashes::{MAX_HASH_LIST_BYTES, PieceHash, PieceHasher, PieceHashes, WirePieceHashes};
 pub use rng::Rng;
 pub use scheduler::{Failure, PieceSource, Received, Request, Scheduler, SchedulerConfig, Verdict};
 pub use tracker::{DEFAULT_SAMPLE, Tracker, UPLOAD_SLOTS, poll_interval};
+pub use wire::{
+    Answer, AnswerPeer, MAX_ANSWER_BYTES, MAX_ANSWER_PEERS, MAX_NAME_LEN, WireAnnounce, WireAnswer, WirePeer,
+};
 
 /// What is wrong with swarm input (from the network or a config).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
