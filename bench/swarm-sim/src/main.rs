@@ -4,7 +4,8 @@
 use swarm_sim::sim::{Links, Scenario, run};
 
 const HELP: &str = "swarm-sim [--nodes N...] [--sizes SIZE...] [--links fleet|ns200] [--fail FRACTION] \
-[--kill-owner] [--liars K] [--seed S] [--slots K] [--poll SECONDS] [--piece SIZE] [--json FILE]
+[--kill-owner] [--today] [--liars K] [--seed S] [--slots K] [--poll SECONDS] [--piece SIZE] [--json FILE]
+  --today: model today's design (every node fetches from the owner only) instead of the swarm
   SIZE: bytes, or with KiB/MiB/GiB; defaults: --nodes 100 1000 10000 --sizes 256MiB 3GiB --links fleet --fail 0.01";
 
 fn size(s: &str) -> Result<u64, String> {
@@ -31,6 +32,7 @@ struct Args {
     links: Links,
     fail: f64,
     kill_owner: bool,
+    today: bool,
     liars: usize,
     seed: u64,
     slots: Option<usize>,
@@ -46,6 +48,7 @@ fn parse() -> Result<Args, String> {
         links: Links::Fleet,
         fail: 0.01,
         kill_owner: false,
+        today: false,
         liars: 0,
         seed: 1,
         slots: None,
@@ -82,6 +85,7 @@ fn parse() -> Result<Args, String> {
                 a.fail = val(i)?.parse().map_err(|e| format!("--fail: {e}"))?;
             }
             "--kill-owner" => a.kill_owner = true,
+            "--today" => a.today = true,
             "--liars" => {
                 i += 1;
                 a.liars = val(i)?.parse().map_err(|e| format!("--liars: {e}"))?;
@@ -138,6 +142,7 @@ fn main() {
             let mut sc = Scenario::new(n, blob, a.links);
             sc.fail_fraction = a.fail;
             sc.kill_owner = a.kill_owner;
+            sc.owner_only = a.today;
             sc.liars = a.liars;
             sc.seed = a.seed;
             if let Some(k) = a.slots {
@@ -153,7 +158,7 @@ fn main() {
             let failing = ((n as f64) * a.fail).round() as usize;
             println!(
                 "| {} | {n} | {} | {failing} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {} | {} | {} | {} | {:.1} |{}",
-                a.links.name(),
+                if a.today { format!("{} today", a.links.name()) } else { a.links.name().to_owned() },
                 human(blob),
                 a.liars,
                 if a.kill_owner { "yes" } else { "no" },
@@ -172,7 +177,7 @@ fn main() {
             );
             rows.push(serde_json::json!({
                 "links": a.links.name(), "nodes": n, "blob": blob, "failing": failing, "liars": a.liars,
-                "kill_owner": a.kill_owner, "t1": o.t1, "p50": o.quantile(0.5), "p99": o.quantile(0.99),
+                "kill_owner": a.kill_owner, "today": a.today, "t1": o.t1, "p50": o.quantile(0.5), "p99": o.quantile(0.99),
                 "max": o.quantile(1.0), "origin_bytes": o.origin_bytes, "completed": o.completed,
                 "survivors": o.survivors, "bad_accepted": o.bad_accepted, "bad_caught": o.bad_caught,
                 "from_non_holder": o.from_non_holder, "busy": o.busy, "events": o.events, "wall": o.wall,

@@ -131,6 +131,9 @@ pub struct Scenario {
     pub sample: usize,
     /// The scheduler's settings (the seed is set per node).
     pub sched: SchedulerConfig,
+    /// Model today's design instead: every asker fetches from the owner
+    /// only, and the owner serves them all at once (no upload slots).
+    pub owner_only: bool,
 }
 
 impl Scenario {
@@ -151,6 +154,7 @@ impl Scenario {
             poll_interval: crate::swarm::poll_interval(nodes).as_secs_f64(),
             sample: crate::swarm::DEFAULT_SAMPLE,
             sched: SchedulerConfig { max_origin_requests: 1, ..SchedulerConfig::default() },
+            owner_only: false,
         }
     }
 }
@@ -460,7 +464,10 @@ impl World {
         };
         let id = match self.free.pop() {
             Some(id) => {
-                self.flows[id as usize] = f;
+                // Versions go on across reuse of a slot: a stale completion
+                // of the slot's previous flow must not match the new one.
+                let version = self.flows[id as usize].version.wrapping_add(1);
+                self.flows[id as usize] = Flow { version, ..f };
                 id
             }
             None => {
@@ -527,7 +534,7 @@ impl World {
             } else if !s.sched.have().get(f.piece) {
                 self.out.asked_non_holder += 1;
                 Some(Failure::Missing)
-            } else if s.ups.len() >= self.sc.upload_slots {
+            } else if s.ups.len() >= self.sc.upload_slots && !self.sc.owner_only {
                 self.out.busy += 1;
                 Some(Failure::Busy)
             } else {
@@ -542,7 +549,7 @@ impl World {
             self.step(f.to);
             return;
         }
-        if f.from != ORIGIN {
+        if f.from != ORIGIN && !self.sc.owner_only {
             // A request carries the asker's bitfield: the server learns of
             // it without the tracker (have-state spreads along transfers).
             let have = self.nodes[f.to as usize].sched.have().clone();
@@ -618,7 +625,12 @@ impl World {
             return;
         }
         let now = dur(self.now);
-        let sample = self.tracker.sample(&x, &have, self.sc.sample, &mut self.rng);
+        let sample = if self.sc.owner_only {
+            let o = self.owner;
+            if o == x { vec![] } else { vec![(o, self.nodes[o as usize].sched.have().clone())] }
+        } else {
+            self.tracker.sample(&x, &have, self.sc.sample, &mut self.rng)
+        };
         for (p, b) in sample {
             let _ = self.nodes[xi].sched.peer_has(now, p, &b);
         }

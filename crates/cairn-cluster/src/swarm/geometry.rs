@@ -28,21 +28,21 @@ pub const MIN_SWARM_PIECES: u32 = 4;
 /// The most piece size ever chosen: 8 MiB (see the README's "Swarm").
 pub const DEFAULT_PIECE_SIZE_MAX: u64 = DEFAULT_PIECE_SIZE;
 
-/// The least piece size ever chosen: 1 MiB, 42 ms at 200 Mbit/s, still
-/// some 40 round trips of a data centre, hidden by two requests per peer.
-pub const DEFAULT_PIECE_SIZE_MIN: u64 = 1 << 20;
+/// The least piece size ever chosen: 512 KiB, 21 ms at 200 Mbit/s, still
+/// some 20 round trips of a data centre, hidden by two requests per peer.
+pub const DEFAULT_PIECE_SIZE_MIN: u64 = 512 << 10;
 
 /// Pieces a blob is cut into at least, when the size bounds allow: enough
 /// for nodes to overlap (a piece crosses a hop in one piece time).
-pub const TARGET_PIECES: u64 = 64;
+pub const TARGET_PIECES: u64 = 128;
 
 /// Blobs smaller than this are not swarmed (fetched whole from one source).
 pub const MIN_SWARM_BLOB: u64 = 16 << 20;
 
 /// The piece size for a blob of `blob_size`: the power of two that cuts it
-/// into about [`TARGET_PIECES`], within 1 MiB..=8 MiB (so 64 MiB → 1 MiB,
-/// 256 MiB → 4 MiB, 512 MiB and more → 8 MiB). The owner chooses it and
-/// publishes it with the hashes.
+/// into about [`TARGET_PIECES`], within 512 KiB..=8 MiB (so 64 MiB →
+/// 512 KiB, 256 MiB → 2 MiB, 1 GiB and more → 8 MiB). The owner chooses it
+/// and publishes it with the hashes.
 pub fn piece_size_for(blob_size: u64) -> u64 {
     let want = blob_size.div_ceil(TARGET_PIECES).max(1);
     want.checked_next_power_of_two()
@@ -185,12 +185,13 @@ mod tests {
     }
 
     #[test]
-    fn piece_size_for_cuts_about_64_pieces_within_1_to_8_mib() {
-        assert_eq!(piece_size_for(0), 1 << 20);
-        assert_eq!(piece_size_for(64 << 20), 1 << 20);
-        assert_eq!(piece_size_for((64 << 20) + 1), 2 << 20);
-        assert_eq!(piece_size_for(256 << 20), 4 << 20);
-        assert_eq!(piece_size_for(512 << 20), 8 << 20);
+    fn piece_size_for_cuts_about_128_pieces_within_512_kib_to_8_mib() {
+        assert_eq!(piece_size_for(0), 512 << 10);
+        assert_eq!(piece_size_for(64 << 20), 512 << 10);
+        assert_eq!(piece_size_for((64 << 20) + 1), 1 << 20);
+        assert_eq!(piece_size_for(256 << 20), 2 << 20);
+        assert_eq!(piece_size_for(512 << 20), 4 << 20);
+        assert_eq!(piece_size_for(1 << 30), 8 << 20);
         assert_eq!(piece_size_for(3 << 30), 8 << 20);
         assert_eq!(piece_size_for(u64::MAX), 8 << 20, "no overflow");
         for size in [1u64, 1 << 20, 100 << 20, 64 << 30] {
