@@ -33,6 +33,7 @@ struct Args {
     fail: f64,
     kill_owner: bool,
     today: bool,
+    no_budget: bool,
     liars: usize,
     seed: u64,
     slots: Option<usize>,
@@ -49,6 +50,7 @@ fn parse() -> Result<Args, String> {
         fail: 0.01,
         kill_owner: false,
         today: false,
+        no_budget: false,
         liars: 0,
         seed: 1,
         slots: None,
@@ -86,6 +88,7 @@ fn parse() -> Result<Args, String> {
             }
             "--kill-owner" => a.kill_owner = true,
             "--today" => a.today = true,
+            "--no-seed-budget" => a.no_budget = true,
             "--liars" => {
                 i += 1;
                 a.liars = val(i)?.parse().map_err(|e| format!("--liars: {e}"))?;
@@ -133,9 +136,9 @@ fn main() {
         }
     };
     println!(
-        "| links | N | blob | failing | liars | owner killed | T1 (s) | p50 / T1 | p99 / T1 | max / T1 | origin / blob | completed / survivors | bad accepted | from non-holder | events | wall (s) |"
+        "| links | N | blob | failing | liars | owner killed | owner up/down (Mbit/s) | T1 (s) | p50 / T1 | p99 / T1 | max / T1 | origin / blob | completed / survivors | bad accepted | from non-holder | events | wall (s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for &blob in &a.sizes {
         for &n in &a.nodes {
@@ -143,6 +146,7 @@ fn main() {
             sc.fail_fraction = a.fail;
             sc.kill_owner = a.kill_owner;
             sc.owner_only = a.today;
+            sc.seed_budget = !a.no_budget;
             sc.liars = a.liars;
             sc.seed = a.seed;
             if let Some(k) = a.slots {
@@ -157,11 +161,13 @@ fn main() {
             let o = run(&sc);
             let failing = ((n as f64) * a.fail).round() as usize;
             println!(
-                "| {} | {n} | {} | {failing} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {} | {} | {} | {} | {:.1} |{}",
+                "| {} | {n} | {} | {failing} | {} | {} | {:.0}/{:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {} | {} | {} | {} | {:.1} |{}",
                 if a.today { format!("{} today", a.links.name()) } else { a.links.name().to_owned() },
                 human(blob),
                 a.liars,
                 if a.kill_owner { "yes" } else { "no" },
+                o.owner_links.0 * 8.0 / 1e6,
+                o.owner_links.1 * 8.0 / 1e6,
                 o.t1,
                 o.quantile(0.5) / o.t1,
                 o.quantile(0.99) / o.t1,

@@ -29,7 +29,8 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::swarm::{
-    Bitfield, Failure, Geometry, PieceSource, Received, Request, Rng, Scheduler, SchedulerConfig, Tracker, Verdict,
+    Bitfield, Failure, Geometry, PieceSource, Received, Request, Rng, Scheduler, SchedulerConfig, SeedBudget, Tracker,
+    Verdict,
 };
 
 const ORIGIN: u32 = u32::MAX;
@@ -134,6 +135,8 @@ pub struct Scenario {
     /// Model today's design instead: every asker fetches from the owner
     /// only, and the owner serves them all at once (no upload slots).
     pub owner_only: bool,
+    /// The owner serves a fresh piece to `SEED_COPIES` askers only.
+    pub seed_budget: bool,
 }
 
 impl Scenario {
@@ -155,6 +158,7 @@ impl Scenario {
             sample: crate::swarm::DEFAULT_SAMPLE,
             sched: SchedulerConfig { max_origin_requests: 1, ..SchedulerConfig::default() },
             owner_only: false,
+            seed_budget: true,
         }
     }
 }
@@ -184,12 +188,16 @@ pub struct Outcome {
     pub bad_caught: u64,
     /// Requests answered busy.
     pub busy: u64,
+    /// Requests the owner declined (its seed budget for the piece was spent).
+    pub declined: u64,
     /// Events processed.
     pub events: u64,
     /// Wall-clock seconds the run took.
     pub wall: f64,
     /// True when the simulated-time limit stopped the run.
     pub timed_out: bool,
+    /// The first owner's uplink and downlink, bytes per second.
+    pub owner_links: (f64, f64),
 }
 
 impl Outcome {
@@ -266,6 +274,7 @@ struct World {
     origin_ups: Vec<u32>,
     origin_up: f64,
     owner: u32,
+    budget: SeedBudget,
     /// Whether the owner's origin stream is open (its latency paid).
     origin_streaming: bool,
     tracker: Tracker<u32>,
@@ -336,6 +345,7 @@ fn simulate(sc: &Scenario, links: Option<(f64, f64)>, t1: f64) -> Outcome {
         origin_ups: Vec::new(),
         origin_up: sc.links.origin_up(),
         owner: 0,
+        budget: SeedBudget::new(n),
         origin_streaming: false,
         tracker: Tracker::new(n),
         published: Bitfield::new(n),
@@ -365,6 +375,7 @@ fn simulate(sc: &Scenario, links: Option<(f64, f64)>, t1: f64) -> Outcome {
         }
     }
     let mut out = w.out;
+    out.owner_links = (w.nodes[0].up, w.nodes[0].down);
     out.survivors = w.nodes.iter().filter(|n| n.alive).count();
     out.completed = w.nodes.iter().filter(|n| n.alive && n.sched.is_complete()).count();
     out.times = w.nodes.iter().filter(|n| n.alive).filter_map(|n| n.done).map(secs).collect();
@@ -537,6 +548,9 @@ impl World {
             } else if s.ups.len() >= self.sc.upload_slots && !self.sc.owner_only {
                 self.out.busy += 1;
                 Some(Failure::Busy)
+            } else if f.from == self.owner && self.sc.seed_budget && !self.budget.try_serve(f.piece, dur(self.now)) {
+                self.out.declined += 1;
+                Some(Failure::Declined)
             } else {
                 None
             }
@@ -713,6 +727,7 @@ impl World {
             let next = self.nodes.iter().position(|n| n.alive);
             if let Some(next) = next {
                 self.owner = next as u32;
+                self.budget = SeedBudget::new(self.geo.count());
                 self.origin_streaming = false;
                 // The new tracker starts empty; nodes that hold the whole
                 // blob announce to it at once, the rest with their next poll.

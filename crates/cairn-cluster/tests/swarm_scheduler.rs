@@ -29,7 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..5, any::<u16>()).prop_map(|(p, b)| Op::Has(p, b)),
         (0u8..5).prop_map(Op::Gone),
         (any::<usize>(), proptest::bool::weighted(0.9)).prop_map(|(i, g)| Op::Receive(i, g)),
-        (any::<usize>(), 0u8..4).prop_map(|(i, k)| Op::Fail(i, k)),
+        (any::<usize>(), 0u8..5).prop_map(|(i, k)| Op::Fail(i, k)),
         (0u16..30_000).prop_map(Op::Wait),
         any::<bool>().prop_map(Op::Origin),
         any::<u16>().prop_map(Op::Hashes),
@@ -144,10 +144,10 @@ proptest! {
                     let f = s.in_flight();
                     if f.is_empty() { continue; }
                     let r = f[i % f.len()].clone();
-                    let why = [Failure::Busy, Failure::Missing, Failure::Error, Failure::Gone][usize::from(k)];
+                    let why = [Failure::Busy, Failure::Missing, Failure::Error, Failure::Gone, Failure::Declined][usize::from(k)];
                     let _ = s.piece_failed(now, &r.from, r.piece, why);
                     // The test's view stays a superset of the scheduler's.
-                    if why == Failure::Missing
+                    if matches!(why, Failure::Missing | Failure::Declined)
                         && let PieceSource::Peer(p) = r.from
                         && let Some(b) = m.holds.get_mut(&p)
                     {

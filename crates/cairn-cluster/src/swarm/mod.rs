@@ -30,7 +30,7 @@ pub use geometry::{
 pub use hashes::{MAX_HASH_LIST_BYTES, PieceHash, PieceHasher, PieceHashes, WirePieceHashes};
 pub use rng::Rng;
 pub use scheduler::{Failure, PieceSource, Received, Request, Scheduler, SchedulerConfig, Verdict};
-pub use tracker::{DEFAULT_SAMPLE, Tracker, UPLOAD_SLOTS, poll_interval};
+pub use tracker::{DEFAULT_SAMPLE, SEED_COPIES, SEED_RETRY, SeedBudget, Tracker, UPLOAD_SLOTS, poll_interval};
 pub use wire::{
     Answer, AnswerPeer, MAX_ANSWER_BYTES, MAX_ANSWER_PEERS, MAX_NAME_LEN, WireAnnounce, WireAnswer, WirePeer,
 };

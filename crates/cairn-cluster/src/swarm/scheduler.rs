@@ -64,6 +64,10 @@ pub enum Failure {
     /// The peer says it does not have the piece (it reset, or our view of
     /// it was wrong).
     Missing,
+    /// The peer holds the piece but declines to serve it now (the owner
+    /// passing a fresh piece to a few askers only): ask others for it, with
+    /// no penalty to the peer. Its next have-state brings the piece back.
+    Declined,
     /// A transport error, a cut body, an error status.
     Error,
     /// The peer is gone (connection refused, marked down).
@@ -461,15 +465,24 @@ impl<P: Clone + Ord + Debug> Scheduler<P> {
                 Vec::new()
             }
             Failure::Missing => {
-                if let Some(p) = self.peers.get_mut(id)
-                    && p.have.clear(piece)
-                {
-                    let a = &mut self.avail[piece as usize];
-                    *a = a.saturating_sub(1);
-                }
+                self.unsee(id, piece);
                 self.penalise(now, id)
             }
+            Failure::Declined => {
+                self.unsee(id, piece);
+                Vec::new()
+            }
             Failure::Error => self.penalise(now, id),
+        }
+    }
+
+    /// Forgets that `id` holds `piece` (until its next have-state).
+    fn unsee(&mut self, id: &P, piece: u32) {
+        if let Some(p) = self.peers.get_mut(id)
+            && p.have.clear(piece)
+        {
+            let a = &mut self.avail[piece as usize];
+            *a = a.saturating_sub(1);
         }
     }
 
@@ -845,6 +858,24 @@ mod tests {
         assert_eq!(r.piece, 2);
         s.piece_failed(T0, &r.from, 2, Failure::Missing);
         assert!(s.next_requests(ms(10_000)).is_empty(), "piece 2 is no longer thought to be there");
+    }
+
+    #[test]
+    fn a_declined_piece_is_asked_of_others_without_penalty() {
+        let mut s = sched(6);
+        s.peer_has(T0, 1, &bits(6, &[0, 1])).unwrap();
+        let rs = s.next_requests(T0);
+        let r = rs.iter().find(|r| r.piece == 0).unwrap().clone();
+        assert!(s.piece_failed(T0, &r.from, 0, Failure::Declined).is_empty());
+        let again = s.next_requests(T0);
+        assert!(again.iter().all(|q| q.piece != 0), "not asked of the same peer again");
+        assert!(s.knows(&1));
+        s.peer_has(T0, 2, &bits(6, &[0])).unwrap();
+        let rs = s.next_requests(T0);
+        assert!(rs.iter().any(|q| q.piece == 0 && q.from == PieceSource::Peer(2)), "asked of another holder");
+        s.peer_has(ms(1), 1, &bits(6, &[0, 1, 2])).unwrap();
+        let rs = s.next_requests(ms(1));
+        assert!(rs.iter().any(|q| q.piece == 2 && q.from == PieceSource::Peer(1)), "no backoff: {rs:?}");
     }
 
     #[test]

@@ -26,6 +26,44 @@ pub fn poll_interval(members: usize) -> Duration {
     Duration::from_micros(micros)
 }
 
+/// Askers the owner serves a fresh piece to itself; the others are
+/// declined ([`super::Failure::Declined`]) and get it from that one (so the
+/// owner's uplink sends each piece about once and keeps pace with the
+/// origin, instead of sending the newest piece to every asker at once).
+pub const SEED_COPIES: u32 = 1;
+
+/// After this long without serving a piece, the owner serves it again
+/// whatever it served before (the askers it went to may have died).
+pub const SEED_RETRY: Duration = Duration::from_secs(1);
+
+/// The owner's budget of uploads per piece: see [`SEED_COPIES`].
+#[derive(Debug, Clone)]
+pub struct SeedBudget {
+    served: Vec<u32>,
+    last: Vec<Duration>,
+}
+
+impl SeedBudget {
+    /// A budget for a blob of `count` pieces.
+    pub fn new(count: u32) -> Self {
+        SeedBudget { served: vec![0; count as usize], last: vec![Duration::ZERO; count as usize] }
+    }
+
+    /// Whether the owner serves `piece` to an asker at `now`; counts it if so.
+    /// Out-of-range pieces are never served.
+    pub fn try_serve(&mut self, piece: u32, now: Duration) -> bool {
+        let i = piece as usize;
+        let (Some(served), Some(last)) = (self.served.get_mut(i), self.last.get_mut(i)) else { return false };
+        if *served < SEED_COPIES || now.saturating_sub(*last) >= SEED_RETRY {
+            *served = served.saturating_add(1);
+            *last = now;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Who holds what, for one blob.
 #[derive(Debug, Clone)]
 pub struct Tracker<P> {
@@ -168,6 +206,18 @@ mod tests {
         t.announce(1, bits(4, &[1])).unwrap();
         assert_eq!(t.get(&1), Some(&bits(4, &[1])));
         assert_eq!(t.sample(&2, &Bitfield::new(4), 16, &mut rng).len(), 1);
+    }
+
+    #[test]
+    fn the_owner_serves_a_fresh_piece_to_a_few_then_again_after_a_pause() {
+        let mut b = SeedBudget::new(3);
+        let t = Duration::from_millis(10);
+        assert!(b.try_serve(1, t));
+        assert!(!b.try_serve(1, t), "a second asker gets it from the first");
+        assert!(b.try_serve(2, t), "per piece");
+        assert!(!b.try_serve(1, t + SEED_RETRY - Duration::from_millis(1)));
+        assert!(b.try_serve(1, t + SEED_RETRY), "after a pause, in case its holders died");
+        assert!(!b.try_serve(3, t) && !b.try_serve(u32::MAX, t));
     }
 
     #[test]
