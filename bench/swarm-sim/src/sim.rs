@@ -548,7 +548,11 @@ impl World {
             } else if s.ups.len() >= self.sc.upload_slots && !self.sc.owner_only {
                 self.out.busy += 1;
                 Some(Failure::Busy)
-            } else if f.from == self.owner && self.sc.seed_budget && !self.budget.try_serve(f.piece, dur(self.now)) {
+            } else if f.from == self.owner
+                && self.sc.seed_budget
+                && !self.sc.owner_only
+                && !self.budget.try_serve(f.piece, dur(self.now))
+            {
                 self.out.declined += 1;
                 Some(Failure::Declined)
             } else {
