@@ -7,7 +7,8 @@
 //! - [`Bitfield`]: which pieces a node holds.
 //! - [`PieceHashes`]: the piece-hash list the owner publishes, validated.
 //! - [`Scheduler`]: one node's transfer: which piece to ask of whom next.
-//! - [`Tracker`]: the owner's view of who holds what, and its peer samples.
+//! - [`Tracker`]: the owner's view of who holds what, and its peer samples;
+//!   [`SeedBudget`]: the owner serves a fresh piece to one asker.
 //! - [`Answer`], [`WireAnnounce`]: the tracker's wire forms, bounded and validated.
 //! - [`PieceHasher`]: piece hashes of a blob streaming in (the owner's origin read).
 //!
