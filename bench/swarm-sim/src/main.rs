@@ -158,7 +158,13 @@ fn main() {
             if let Some(p) = a.piece {
                 sc.piece = p;
             }
-            let o = run(&sc);
+            let o = match run(&sc) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("swarm-sim: {e}");
+                    std::process::exit(2);
+                }
+            };
             let failing = ((n as f64) * a.fail).round() as usize;
             println!(
                 "| {} | {n} | {} | {failing} | {} | {} | {:.0}/{:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {} | {} | {} | {} | {:.1} |{}",

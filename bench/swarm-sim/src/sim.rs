@@ -291,25 +291,32 @@ fn dur(ns: u64) -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// Runs `sc`, and the one-node run that gives its T1.
-pub fn run(sc: &Scenario) -> Outcome {
+/// Runs `sc`, and the one-node run that gives its T1; or says what is
+/// wrong with the scenario.
+pub fn run(sc: &Scenario) -> Result<Outcome, String> {
+    if sc.nodes == 0 {
+        return Err("a scenario needs at least one node".into());
+    }
+    if !(0.0..=1.0).contains(&sc.fail_fraction) {
+        return Err(format!("the failing fraction {} is not between 0 and 1", sc.fail_fraction));
+    }
+    if !(sc.poll_interval > 0.0 && sc.poll_interval.is_finite()) || sc.upload_slots == 0 {
+        return Err("the poll interval and the upload slots must be positive".into());
+    }
+    let geo = Geometry::new(sc.blob, sc.piece).map_err(|e| format!("blob of {} bytes: {e}", sc.blob))?;
     let mut alone = sc.clone();
     alone.nodes = 1;
     alone.fail_fraction = 0.0;
     alone.kill_owner = false;
     alone.liars = 0;
-    let t1 = simulate(&alone, Some(sc.links.median()), 0.0).times.first().copied().unwrap_or(0.0);
-    let mut out = simulate(sc, None, t1);
+    let t1 = simulate(&alone, geo, Some(sc.links.median()), 0.0).times.first().copied().unwrap_or(0.0);
+    let mut out = simulate(sc, geo, None, t1);
     out.t1 = t1;
-    out
+    Ok(out)
 }
 
-fn simulate(sc: &Scenario, links: Option<(f64, f64)>, t1: f64) -> Outcome {
+fn simulate(sc: &Scenario, geo: Geometry, links: Option<(f64, f64)>, t1: f64) -> Outcome {
     let started = Instant::now();
-    let geo = match Geometry::new(sc.blob, sc.piece) {
-        Ok(g) => g,
-        Err(e) => panic!("scenario geometry: {e}"),
-    };
     let mut rng = Rng::new(sc.seed);
     let n = geo.count();
     let nodes = (0..sc.nodes)

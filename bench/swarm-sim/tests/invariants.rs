@@ -19,7 +19,7 @@ fn check_common(sc: &Scenario, o: &Outcome) {
 fn every_node_completes_with_one_origin_copy() {
     for (links, n) in [(Links::Ns200, 12), (Links::Fleet, 40)] {
         let sc = Scenario::new(n, 64 * MIB, links);
-        let o = run(&sc);
+        let o = run(&sc).unwrap();
         check_common(&sc, &o);
         assert_eq!(o.survivors, n);
         assert_eq!(o.origin_bytes, sc.blob, "exactly one copy from the origin without failures");
@@ -29,7 +29,7 @@ fn every_node_completes_with_one_origin_copy() {
 #[test]
 fn with_the_swarm_n_nodes_finish_near_t1_not_n_times_t1() {
     let sc = Scenario::new(12, 64 * MIB, Links::Ns200);
-    let o = run(&sc);
+    let o = run(&sc).unwrap();
     check_common(&sc, &o);
     // One owner serving 11 copies would take about 11 x T1.
     assert!(o.quantile(1.0) < 1.5 * o.t1, "max {} vs T1 {}", o.quantile(1.0), o.t1);
@@ -40,7 +40,7 @@ fn failing_nodes_cost_the_others_nothing_but_time() {
     let mut sc = Scenario::new(50, 64 * MIB, Links::Fleet);
     sc.fail_fraction = 0.1;
     sc.seed = 7;
-    let o = run(&sc);
+    let o = run(&sc).unwrap();
     check_common(&sc, &o);
     assert_eq!(o.survivors, 45);
     assert_eq!(o.origin_bytes, sc.blob, "a dead non-owner costs no origin bytes");
@@ -52,7 +52,7 @@ fn a_killed_owner_costs_at_most_one_more_origin_copy() {
         let mut sc = Scenario::new(12, 64 * MIB, Links::Ns200);
         sc.kill_owner = true;
         sc.seed = seed;
-        let o = run(&sc);
+        let o = run(&sc).unwrap();
         check_common(&sc, &o);
         assert_eq!(o.survivors, 11);
         assert!(o.origin_bytes <= 2 * sc.blob, "origin {} for a blob of {}", o.origin_bytes, sc.blob);
@@ -63,7 +63,7 @@ fn a_killed_owner_costs_at_most_one_more_origin_copy() {
 fn liars_are_caught_at_a_piece_and_never_accepted() {
     let mut sc = Scenario::new(20, 64 * MIB, Links::Ns200);
     sc.liars = 2;
-    let o = run(&sc);
+    let o = run(&sc).unwrap();
     check_common(&sc, &o);
     assert!(o.bad_caught > 0, "the liars served someone and were caught");
     // Each receiver excludes a liar at its first wrong piece.
@@ -72,9 +72,22 @@ fn liars_are_caught_at_a_piece_and_never_accepted() {
 }
 
 #[test]
+fn impossible_scenarios_are_refused_not_run() {
+    assert!(run(&Scenario::new(0, 64 * MIB, Links::Ns200)).is_err());
+    let mut sc = Scenario::new(4, 64 * MIB, Links::Ns200);
+    sc.piece = 1;
+    assert!(run(&sc).unwrap_err().contains("piece size"));
+    let mut sc = Scenario::new(4, 64 * MIB, Links::Ns200);
+    sc.fail_fraction = 2.0;
+    assert!(run(&sc).is_err());
+    let empty = run(&Scenario::new(3, 0, Links::Ns200)).unwrap();
+    assert_eq!(empty.completed, 3, "an empty blob is complete at once");
+}
+
+#[test]
 fn a_single_node_takes_t1() {
     let sc = Scenario::new(1, 64 * MIB, Links::Ns200);
-    let o = run(&sc);
+    let o = run(&sc).unwrap();
     check_common(&sc, &o);
     assert!((o.quantile(0.5) - o.t1).abs() < 1e-9);
     // 64 MiB at 200 Mbit/s, plus the origin's 20 ms.
@@ -91,7 +104,7 @@ fn todays_design_takes_n_minus_one_t1_as_measured_in_namespaces() {
     for (n, measured) in [(4, 2.97), (8, 6.88), (12, 10.80)] {
         let mut sc = Scenario::new(n, 64 * MIB, Links::Ns200);
         sc.owner_only = true;
-        let o = run(&sc);
+        let o = run(&sc).unwrap();
         check_common(&sc, &o);
         let ratio = o.quantile(1.0) / o.t1;
         assert!((ratio / measured - 1.0).abs() < 0.15, "N = {n}: model {ratio:.2}, measured {measured}");
