@@ -91,6 +91,14 @@ pub enum SwarmError {
         /// The limit.
         max: usize,
     },
+    /// A body that is not the JSON expected.
+    #[error("{what} is not valid: {reason}; the sender runs another version or is broken")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// The parser's complaint.
+        reason: String,
+    },
     /// A piece index outside the blob.
     #[error("piece {index} is outside a blob of {count} pieces")]
     NoSuchPiece {

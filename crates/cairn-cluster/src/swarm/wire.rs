@@ -116,10 +116,8 @@ impl Answer {
         if json.len() > MAX_ANSWER_BYTES {
             return Err(SwarmError::TooBig { size: json.len(), max: MAX_ANSWER_BYTES });
         }
-        let w: WireAnswer = serde_json::from_slice(json).map_err(|e| SwarmError::BadHash {
-            index: 0,
-            reason: format!("the tracker's answer is not valid JSON of the expected shape: {e}"),
-        })?;
+        let w: WireAnswer = serde_json::from_slice(json)
+            .map_err(|e| SwarmError::Malformed { what: "tracker answer", reason: e.to_string() })?;
         Self::from_wire(w, expected)
     }
 
@@ -194,7 +192,7 @@ mod tests {
         let other = Geometry::new(6 * P, P).unwrap();
         assert!(Answer::from_wire(answer(g).to_wire(), &other).is_err(), "another geometry");
         assert!(matches!(Answer::parse(&vec![b' '; MAX_ANSWER_BYTES + 1], &g), Err(SwarmError::TooBig { .. })));
-        assert!(Answer::parse(b"[]", &g).is_err());
+        assert!(matches!(Answer::parse(b"[]", &g), Err(SwarmError::Malformed { .. })));
     }
 
     #[test]
