@@ -24,7 +24,8 @@
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
-//! `discovery`, `membership`, `rendezvous`; `peer`; `ratelimit`, `stream`,
+//! `discovery`, `membership`, `rendezvous`, `swarm` (which imports nothing
+//! of the crate); `peer`; `ratelimit`, `stream`,
 //! `health`, `upstream`, `origin`; `fetch`; `listing`, `sync`, `push`, `mirror`.
 
 pub mod error;
