@@ -570,14 +570,18 @@ impl<P: Clone + Ord + Debug> Scheduler<P> {
     }
 
     /// The owner's origin requests: lowest missing pieces that no peer in
-    /// view holds and nobody is bringing.
+    /// view holds (with a hash known) and nobody is bringing.
     fn origin_requests(&mut self, now: Duration, out: &mut Vec<Request<P>>) {
         let mut at_origin = self.requests.iter().filter(|r| r.from == PieceSource::Origin).count();
         let mut i = 0;
         while at_origin < self.cfg.max_origin_requests && i < self.geo.count() {
+            // A piece peers hold but whose hash this node lacks (a new
+            // owner that missed the dead one's last hashes) cannot come
+            // from them: the owner hashes what the origin sends.
+            let from_peers = self.avail[i as usize] > 0 && self.verifiable.get(i);
             if !self.have.get(i)
                 && !self.pending.get(i)
-                && self.avail[i as usize] == 0
+                && !from_peers
                 && let Some(r) = self.issue(now, i, PieceSource::Origin)
             {
                 out.push(r);
@@ -948,6 +952,28 @@ mod tests {
         assert!(s.is_complete());
         assert_eq!(origin, vec![4, 5]);
         assert_eq!(s.bytes_received().0, 2 * P);
+    }
+
+    #[test]
+    fn a_new_owner_takes_from_the_origin_what_it_cannot_verify_from_peers() {
+        let g = Geometry::new(4 * P, P).unwrap();
+        let mut s: Scheduler<u32> = Scheduler::new(g, SchedulerConfig::default());
+        // It had the dead owner's hashes for pieces 0-1 only; a peer holds 0-3.
+        s.hashes_known(&bits(4, &[0, 1])).unwrap();
+        s.peer_has(T0, 1, &Bitfield::full(4)).unwrap();
+        s.set_origin(true);
+        let mut origin = Vec::new();
+        for _ in 0..4 {
+            for r in s.next_requests(T0) {
+                if r.from == PieceSource::Origin {
+                    origin.push(r.piece);
+                }
+                s.piece_received(T0, &r.from, r.piece, Verdict::Good);
+            }
+        }
+        origin.sort();
+        assert_eq!(origin, vec![2, 3]);
+        assert!(s.is_complete(), "no deadlock on pieces only peers hold");
     }
 
     #[test]
