@@ -173,6 +173,8 @@ pub struct Scheduler<P> {
     requests: Vec<Request<P>>,
     rng: Rng,
     origin_bytes: u64,
+    /// The origin failed: not asked before this.
+    origin_backoff_until: Duration,
     peer_bytes: u64,
 }
 
@@ -195,6 +197,7 @@ impl<P: Clone + Ord + Debug> Scheduler<P> {
             requests: Vec::new(),
             rng,
             origin_bytes: 0,
+            origin_backoff_until: Duration::ZERO,
             peer_bytes: 0,
         }
     }
@@ -455,7 +458,12 @@ impl<P: Clone + Ord + Debug> Scheduler<P> {
         if self.take(from, piece).is_none() {
             return Vec::new();
         }
-        let PieceSource::Peer(id) = from else { return Vec::new() };
+        let PieceSource::Peer(id) = from else {
+            // The origin's own retries are the caller's; here it is only
+            // left alone for a while, not asked again at once.
+            self.origin_backoff_until = now.saturating_add(self.cfg.error_backoff);
+            return Vec::new();
+        };
         match why {
             Failure::Gone => self.forget(id),
             Failure::Busy => {
@@ -506,6 +514,7 @@ impl<P: Clone + Ord + Debug> Scheduler<P> {
                 out.push(r);
                 out.extend(self.penalise(now, &id));
             } else {
+                self.origin_backoff_until = now.saturating_add(self.cfg.error_backoff);
                 out.push(r);
             }
         }
@@ -552,7 +561,7 @@ impl<P: Clone + Ord + Debug> Scheduler<P> {
         if self.is_complete() {
             return out;
         }
-        if self.origin {
+        if self.origin && self.origin_backoff_until <= now {
             self.origin_requests(now, &mut out);
         }
         while self.peer_requests() < self.cfg.max_requests {
@@ -974,6 +983,23 @@ mod tests {
         origin.sort();
         assert_eq!(origin, vec![2, 3]);
         assert!(s.is_complete(), "no deadlock on pieces only peers hold");
+    }
+
+    #[test]
+    fn a_failing_origin_is_backed_off_not_hammered() {
+        let mut s = sched(4);
+        s.set_origin(true);
+        let rs = s.next_requests(T0);
+        assert_eq!(rs.len(), 2);
+        assert!(s.piece_failed(T0, &PieceSource::Origin, rs[0].piece, Failure::Error).is_empty());
+        assert!(s.next_requests(ms(10)).is_empty(), "not asked again at once");
+        let again = s.next_requests(ms(2000));
+        assert_eq!(again.len(), 1, "after error_backoff; the other request is still in flight");
+        assert_eq!(again[0].piece, rs[0].piece);
+        let stalled = s.expire(ms(60_000));
+        assert_eq!(stalled.len(), 2);
+        assert!(s.next_requests(ms(60_001)).is_empty(), "a stalled origin is backed off too");
+        assert_eq!(s.next_requests(ms(62_000)).len(), 2);
     }
 
     #[test]
