@@ -21,11 +21,12 @@
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
 //! - [`swarm`]: the piece swarm's pure scheduling code (pieces, bitfields,
 //!   piece hashes, scheduler, tracker); no I/O, shared with `bench/swarm-sim`.
+//! - [`swarm_run`]: one swarm transfer driven over an I/O trait (not used by the node yet).
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
 //! `discovery`, `membership`, `rendezvous`, `swarm` (which imports nothing
-//! of the crate); `peer`; `ratelimit`, `stream`,
+//! of the crate); `peer`, `swarm_run`; `ratelimit`, `stream`,
 //! `health`, `upstream`, `origin`; `fetch`; `listing`, `sync`, `push`, `mirror`.
 
 pub mod error;
@@ -39,6 +40,7 @@ pub mod origin;
 pub mod peer;
 pub mod push;
 pub mod swarm;
+pub mod swarm_run;
 pub mod sync;
 pub mod upstream;
 
