@@ -22,6 +22,8 @@ enum Mode {
     Stall,
     /// Serves one piece, then dies; this node becomes the owner.
     OwnerDyingAfterOne,
+    /// Serves one piece, then dies (not the owner).
+    DyingAfterOne,
 }
 
 struct Fake {
@@ -97,10 +99,12 @@ impl SwarmIo<u32> for Fake {
                 Box::pin(async move { Ok(Bytes::from(wrong)) })
             }
             Mode::Stall => Box::pin(futures_util::future::pending()),
-            Mode::OwnerDyingAfterOne => {
+            Mode::OwnerDyingAfterOne | Mode::DyingAfterOne => {
                 peers.remove(&p);
                 self.gone.lock().unwrap().push(p);
-                self.owner.store(true, Ordering::SeqCst);
+                if mode == Mode::OwnerDyingAfterOne {
+                    self.owner.store(true, Ordering::SeqCst);
+                }
                 Box::pin(async move { Ok(bytes) })
             }
         }
@@ -181,6 +185,16 @@ async fn swarm_run_owner_killed_the_next_resumes_and_asks_the_origin_only_for_th
     assert_eq!(out.bytes.0 + out.bytes.1, 8 * P);
     assert!(out.bytes.1 >= 2 * P);
     assert!((5 * P..=6 * P).contains(&origin), "not the whole blob again: {origin}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn swarm_run_a_peer_killed_midway_costs_only_its_requests() {
+    let f = Fake::new(8 * P, &[(1, 0..8, Mode::DyingAfterOne), (2, 0..8, Mode::Honest)], false);
+    let out = go(&f).await.unwrap();
+    assert!(*f.stored.lock().unwrap() == f.data);
+    assert_eq!(f.origin_bytes.load(Ordering::SeqCst), 0, "a dead non-owner costs no origin bytes");
+    assert_eq!(out.bytes, (0, 8 * P));
+    assert!(out.excluded.is_empty(), "dying is not lying");
 }
 
 #[tokio::test(start_paused = true)]
