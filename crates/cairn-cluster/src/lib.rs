@@ -20,10 +20,14 @@
 //! - [`advertise`]: the address a node announces.
 //! - [`ratelimit`]: the token bucket of `egress_limit`.
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
+//! - [`swarm`]: the piece swarm's pure scheduling code (pieces, bitfields,
+//!   piece hashes, scheduler, tracker); no I/O, shared with `bench/swarm-sim`.
+//! - [`swarm_run`]: one swarm transfer driven over an I/O trait (not used by the node yet).
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
-//! `discovery`, `membership`, `rendezvous`; `peer`; `ratelimit`, `stream`,
+//! `discovery`, `membership`, `rendezvous`, `swarm` (which imports nothing
+//! of the crate); `peer`, `swarm_run`; `ratelimit`, `stream`,
 //! `health`, `upstream`, `origin`; `fetch`; `replicate`; `listing`, `sync`; `push`, `mirror`.
 
 pub mod error;
@@ -37,6 +41,8 @@ pub mod origin;
 pub mod peer;
 pub mod push;
 pub mod replicate;
+pub mod swarm;
+pub mod swarm_run;
 pub mod sync;
 pub mod upstream;
 

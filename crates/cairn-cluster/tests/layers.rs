@@ -8,8 +8,8 @@ use std::path::Path;
 
 /// Each top-level module and its layer, lowest first (as in `lib.rs`).
 const LAYERS: &[&[&str]] = &[
-    &["error", "net", "discovery", "membership", "rendezvous", "advertise"],
-    &["peer"],
+    &["error", "net", "discovery", "membership", "rendezvous", "advertise", "swarm"],
+    &["peer", "swarm_run"],
     &["ratelimit", "stream", "health", "upstream"],
     &["origin"],
     &["fetch"],
