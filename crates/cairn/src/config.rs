@@ -111,6 +111,9 @@ pub struct FileConfig {
     /// Cairn: copies kept of every blob a client pushes, on distinct nodes
     /// (default 1: only the pushing node's; README: "Replication").
     pub replicas: Option<usize>,
+    /// Cairn: fetch big blobs as pieces from every node that has some
+    /// (default false; README: "Swarm").
+    pub swarm: Option<bool>,
 }
 
 /// The `cache` section: limits past which `serve` evicts least recently
@@ -695,6 +698,7 @@ impl NodeConfig {
                 peer_tags,
                 cluster_secret,
                 replicas,
+                swarm: file.swarm.unwrap_or(defaults.swarm),
             },
             listen_addr,
             bind,
@@ -974,6 +978,7 @@ mod tests {
             ("max_upload_sessions_per_client", number()),
             ("peer_tags", s(&["never", "fallback", "first", "always"])),
             ("replicas", number()),
+            ("swarm", boolean()),
             ("peer_timout", s(&["5s"])),
         ];
         let per_field: Vec<_> = fields

@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     /// Copies of every blob a client pushes, kept on distinct nodes (see
     /// `crate::replicate`); 1 keeps only the pushing node's.
     pub replicas: usize,
+    /// Fetch blobs of at least [`crate::swarm::MIN_SWARM_BLOB`] as pieces
+    /// from every node that holds some (README: "Swarm"); off by default.
+    pub swarm: bool,
 }
 
 /// Default `peer_timeout`.
@@ -101,6 +104,7 @@ impl Default for ClusterConfig {
             peer_tags: PeerTags::default(),
             cluster_secret: None,
             replicas: DEFAULT_REPLICAS,
+            swarm: false,
         }
     }
 }

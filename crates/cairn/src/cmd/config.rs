@@ -80,6 +80,7 @@ pub fn effective(node: &NodeConfig, file: &FileConfig) -> Value {
         })),
         "storage": node.storage.as_ref().map(storage),
         "replicas": node.cluster.replicas,
+        "swarm": node.cluster.swarm,
     })
 }
 
