@@ -42,6 +42,7 @@ pub mod peer;
 pub mod push;
 pub mod replicate;
 pub mod swarm;
+pub mod swarm_node;
 pub mod swarm_run;
 pub mod sync;
 pub mod upstream;

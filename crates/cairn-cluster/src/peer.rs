@@ -146,12 +146,43 @@ pub trait PeerApi: Send + Sync + 'static {
             })
         })
     }
+    /// `POST /v1/swarm/{digest}/announce?node=NODE_ID` with `body` (a
+    /// [`crate::swarm::WireAnnounce`]): the owner's tracker answer, raw,
+    /// at most [`crate::swarm::MAX_ANSWER_BYTES`]. Peers without the swarm
+    /// answer 404.
+    fn swarm_announce<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        node_id: &'a str,
+        body: Vec<u8>,
+    ) -> BoxFut<'a, Vec<u8>> {
+        let _ = (node_id, body);
+        Box::pin(async move { Err(no_swarm(peer, format!("POST /v1/swarm/{digest}/announce"))) })
+    }
+    /// `GET /v1/swarm/{digest}/piece/{index}?blob_size=N&piece_size=N`:
+    /// the piece's bytes, unverified, at most `piece_size`.
+    fn swarm_piece<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        index: u32,
+        blob_size: u64,
+        piece_size: u64,
+    ) -> BoxFut<'a, Bytes> {
+        let _ = (blob_size, piece_size);
+        Box::pin(async move { Err(no_swarm(peer, format!("GET /v1/swarm/{digest}/piece/{index}"))) })
+    }
     /// `GET /v1/oci/tag`: the manifest a peer's registry has for
     /// `repo:tag` (its own tags and its fresh upstream answers), `None` when
     /// it has none. Peers that predate the mirror have none.
     fn resolve_tag<'a>(&'a self, _peer: &'a str, _repo: &'a str, _tag: &'a str) -> BoxFut<'a, Option<TagTarget>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+fn no_swarm(peer: &str, what: String) -> ClusterError {
+    ClusterError::PeerStatus { peer: peer.to_owned(), what, status: 501, body: "this peer client has no swarm".into() }
 }
 
 /// A peer's answer to a replication request (`POST /v1/replicate`).
@@ -619,6 +650,25 @@ impl PeerApi for Tracked {
         pusher: &'a str,
     ) -> BoxFut<'a, ReplicaAnswer> {
         Box::pin(async move { self.note(peer, self.api.replicate(peer, digest, from, pusher).await) })
+    }
+    fn swarm_announce<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        node_id: &'a str,
+        body: Vec<u8>,
+    ) -> BoxFut<'a, Vec<u8>> {
+        Box::pin(async move { self.note(peer, self.api.swarm_announce(peer, digest, node_id, body).await) })
+    }
+    fn swarm_piece<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        index: u32,
+        blob_size: u64,
+        piece_size: u64,
+    ) -> BoxFut<'a, Bytes> {
+        Box::pin(async move { self.note(peer, self.api.swarm_piece(peer, digest, index, blob_size, piece_size).await) })
     }
 }
 

@@ -298,6 +298,40 @@ impl Client {
         Ok(a.status)
     }
 
+    /// `POST /v1/swarm/{digest}/announce?node=NODE_ID`: the tracker's raw
+    /// answer, at most [`cairn_cluster::swarm::MAX_ANSWER_BYTES`].
+    pub async fn swarm_announce(&self, node: &str, d: &Digest, node_id: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        let what = format!("POST /v1/swarm/{d}/announce");
+        let req = self
+            .http
+            .post(self.url(node, &format!("/v1/swarm/{d}/announce")))
+            .query(&[("node", node_id)])
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(self.timeout);
+        let resp = self.send(node, &what, req).await?;
+        self.body(node, &what, resp, cairn_cluster::swarm::MAX_ANSWER_BYTES as u64).await
+    }
+
+    /// `GET /v1/swarm/{digest}/piece/{index}`: a piece's bytes, unverified,
+    /// at most `piece_size`.
+    pub async fn swarm_piece(
+        &self,
+        node: &str,
+        d: &Digest,
+        index: u32,
+        blob_size: u64,
+        piece_size: u64,
+    ) -> Result<Bytes> {
+        let what = format!("GET /v1/swarm/{d}/piece/{index}");
+        let (b, p) = (blob_size.to_string(), piece_size.to_string());
+        let req = self
+            .http
+            .get(self.url(node, &format!("/v1/swarm/{d}/piece/{index}")))
+            .query(&[("blob_size", b.as_str()), ("piece_size", p.as_str())]);
+        let resp = self.send(node, &what, req).await?;
+        Ok(Bytes::from(self.body(node, &what, resp, piece_size).await?))
+    }
     /// `GET /v1/manifests`, at most [`MAX_LISTING_BYTES`].
     pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
         let req = self.http.get(self.url(peer, "/v1/manifests"));
@@ -444,6 +478,25 @@ impl PeerApi for Client {
         pusher: &'a str,
     ) -> BoxFut<'a, ReplicaAnswer> {
         Box::pin(Client::replicate(self, peer, digest, from, pusher))
+    }
+    fn swarm_announce<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        node_id: &'a str,
+        body: Vec<u8>,
+    ) -> BoxFut<'a, Vec<u8>> {
+        Box::pin(Client::swarm_announce(self, peer, digest, node_id, body))
+    }
+    fn swarm_piece<'a>(
+        &'a self,
+        peer: &'a str,
+        digest: &'a Digest,
+        index: u32,
+        blob_size: u64,
+        piece_size: u64,
+    ) -> BoxFut<'a, Bytes> {
+        Box::pin(Client::swarm_piece(self, peer, digest, index, blob_size, piece_size))
     }
 }
 

@@ -90,6 +90,9 @@ pub enum ApiError {
     /// A replication request this node does not take.
     #[error(transparent)]
     Replicate(#[from] cairn_cluster::replicate::Refused),
+    /// A swarm request refused (`/v1/swarm`).
+    #[error(transparent)]
+    Swarm(#[from] cairn_cluster::swarm_node::Refused),
 }
 
 fn refused_status(e: &cairn_cluster::replicate::Refused) -> StatusCode {
@@ -99,6 +102,19 @@ fn refused_status(e: &cairn_cluster::replicate::Refused) -> StatusCode {
         Refused::UnknownPeer(_) => StatusCode::FORBIDDEN,
         Refused::NotOnHolder { .. } => StatusCode::NOT_FOUND,
         Refused::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::Cluster(c) => cluster_status(c),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn swarm_status(e: &cairn_cluster::swarm_node::Refused) -> StatusCode {
+    use cairn_cluster::swarm_node::Refused;
+    match e {
+        Refused::NotOwner(_) => StatusCode::CONFLICT,
+        Refused::Starting(_) | Refused::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::NotSwarming(_) | Refused::NoPiece { .. } => StatusCode::NOT_FOUND,
+        Refused::Declined(_) => StatusCode::TOO_MANY_REQUESTS,
+        Refused::Bad(_) => StatusCode::BAD_REQUEST,
         Refused::Cluster(c) => cluster_status(c),
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -155,6 +171,7 @@ impl ApiError {
             ApiError::Store(e) => store_status(e),
             ApiError::Cluster(e) => cluster_status(e),
             ApiError::Replicate(e) => refused_status(e),
+            ApiError::Swarm(e) => swarm_status(e),
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Metrics {
     fetch_duration: Histograms,
     fetch_ttfb: Histograms,
     joins: Counter,
+    swarm_excluded: Counter,
+    swarm_pieces: Family<Labels<1>, Counter>,
+    swarm_bytes: Family<Labels<1>, Counter>,
     gc_runs: Counter,
     gc_deleted_blobs: Counter,
     gc_deleted_bytes: Counter,
@@ -106,6 +109,9 @@ impl Metrics {
             fetch_duration: Family::new_with_constructor(seconds_histogram),
             fetch_ttfb: Family::new_with_constructor(seconds_histogram),
             joins: Counter::default(),
+            swarm_excluded: Counter::default(),
+            swarm_pieces: Family::default(),
+            swarm_bytes: Family::default(),
             gc_runs: Counter::default(),
             gc_deleted_blobs: Counter::default(),
             gc_deleted_bytes: Counter::default(),
@@ -170,6 +176,21 @@ impl Metrics {
             "Blob requests that joined a transfer already running for another request (single-flight)",
             m.joins.clone(),
         );
+        r.register(
+            "cairn_swarm_excluded_peers",
+            "Peers excluded from a swarm transfer for sending a wrong piece (swarm: true)",
+            m.swarm_excluded.clone(),
+        );
+        r.register(
+            "cairn_swarm_pieces",
+            "Verified pieces of swarm transfers, by source (origin, peer)",
+            m.swarm_pieces.clone(),
+        );
+        r.register("cairn_swarm_bytes", "Bytes of swarm transfers, by source (origin, peer)", m.swarm_bytes.clone());
+        for s in ["origin", "peer"] {
+            let _ = m.swarm_pieces.get_or_create(&[("source", s)]);
+            let _ = m.swarm_bytes.get_or_create(&[("source", s)]);
+        }
         r.register("cairn_gc_runs", "Garbage collections run", m.gc_runs.clone());
         r.register("cairn_gc_deleted_blobs", "Blobs deleted by garbage collection", m.gc_deleted_blobs.clone());
         r.register("cairn_gc_deleted_bytes", "Bytes deleted by garbage collection", m.gc_deleted_bytes.clone());
@@ -246,6 +267,14 @@ impl Recorder for Metrics {
 
     fn joined(&self) {
         self.joins.inc();
+    }
+
+    fn swarm(&self, r: &cairn_cluster::swarm_node::SwarmReport) {
+        for (s, (pieces, bytes)) in [("origin", r.origin), ("peer", r.peers)] {
+            self.swarm_pieces.get_or_create(&[("source", s)]).inc_by(pieces);
+            self.swarm_bytes.get_or_create(&[("source", s)]).inc_by(bytes);
+        }
+        self.swarm_excluded.inc_by(r.excluded.len() as u64);
     }
 }
 

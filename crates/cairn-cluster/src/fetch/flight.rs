@@ -111,7 +111,23 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
     let mut sources = Sources::new(Arc::clone(inner), d, prefer, oci, t.route);
     let mut release = Release::NotStarted;
     while let Some(step) = sources.next().await {
+        let label = if matches!(step, Step::Swarm) { Step::SWARM } else { Step::AWAIT_DIRECT };
         let (src, res) = match step {
+            Step::Try(src) if inner.cfg.swarm && src.kind() == super::SourceKind::Origin => {
+                // The owner's origin read: swarmed when the blob is big enough.
+                let (src, probe) = observe(src);
+                let res = match crate::swarm_node::seed(inner, d, src.as_ref()).await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(opened)) => {
+                        let again = super::source::Opened::new(src.as_ref(), opened);
+                        attempt(inner, t, &again, &mut release).await
+                    }
+                    Err(e) => Err(e),
+                };
+                inner.recorder().attempt(&probe.report(d, src.as_ref(), &res));
+                (Some(src), res)
+            }
+            Step::Swarm => (None, crate::swarm_node::join(inner, d).await),
             Step::Try(src) => {
                 let (src, probe) = observe(src);
                 let res = attempt(inner, t, src.as_ref(), &mut release).await;
@@ -124,7 +140,7 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
                 (None, self_direct(inner, d).await)
             }
         };
-        let name = src.as_ref().map_or_else(|| Step::AWAIT_DIRECT.to_owned(), |s| s.name());
+        let name = src.as_ref().map_or_else(|| label.to_owned(), |s| s.name());
         match res {
             Ok(()) => {
                 tracing::debug!(digest = %d, source = %name, "blob fetched and verified");

@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) health: Arc<Prober>,
     /// The observer, once one is installed ([`Cluster::set_recorder`]).
     recorder: std::sync::OnceLock<Arc<dyn Recorder>>,
+    /// Trackers, piece transfers and upload slots (`swarm: true`).
+    pub(crate) swarm: crate::swarm_node::SwarmState,
 }
 
 impl Inner {
@@ -168,6 +170,7 @@ impl Cluster {
                 listings,
                 health,
                 recorder: std::sync::OnceLock::new(),
+                swarm: crate::swarm_node::SwarmState::default(),
             }),
         }
     }

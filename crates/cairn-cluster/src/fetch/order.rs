@@ -23,11 +23,15 @@ pub(crate) enum Step {
     /// Await this node's own direct transfer, once every node ranked
     /// before it failed.
     AwaitDirect,
+    /// Join the owner's swarm (`swarm: true`, a route via the owner).
+    Swarm,
 }
 
 impl Step {
     /// How logs name [`Step::AwaitDirect`].
     pub(crate) const AWAIT_DIRECT: &str = "this node's own fetch";
+    /// How logs name [`Step::Swarm`].
+    pub(crate) const SWARM: &str = "the owner's swarm";
 }
 
 /// The source order: the preferred peer (a sync's source), then healthy
@@ -57,6 +61,8 @@ pub(crate) struct Sources {
     late_pending: bool,
     /// The durable tier's bucket, still to be tried (direct route only).
     bucket: Option<Arc<cairn_store::tier::Tier>>,
+    /// Whether the owner's swarm is still to be joined (before the owners).
+    swarm: bool,
 }
 
 impl Sources {
@@ -67,6 +73,7 @@ impl Sources {
         oci: Option<OciHint>,
         route: Route,
     ) -> Self {
+        let swarm = route == Route::ViaOwner && inner.cfg.swarm;
         let bucket = match route {
             Route::Direct => inner.store.tier().cloned(),
             Route::ViaOwner => None,
@@ -93,6 +100,7 @@ impl Sources {
             only_absent: true,
             asked: Vec::new(),
             late_pending: true,
+            swarm,
             bucket,
         }
     }
@@ -147,6 +155,9 @@ impl Sources {
         }
         if let Some(p) = self.next_peer().await {
             return Some(Step::Try(Box::new(p)));
+        }
+        if std::mem::take(&mut self.swarm) && !self.owners.is_empty() {
+            return Some(Step::Swarm);
         }
         if let Some(addr) = self.owners.pop_front() {
             let inner = &self.inner;

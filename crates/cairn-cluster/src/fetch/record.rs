@@ -136,6 +136,10 @@ pub trait Recorder: Send + Sync + 'static {
     /// A caller streaming a blob joined a transfer another caller started
     /// (single-flight saved a transfer).
     fn joined(&self) {}
+
+    /// A swarm transfer ended (`swarm: true`): where its pieces came
+    /// from, and the peers it excluded for wrong pieces.
+    fn swarm(&self, _report: &crate::swarm_node::SwarmReport) {}
 }
 
 /// The recorder of a cluster nobody observes.

@@ -74,3 +74,52 @@ pub(crate) enum OnFailure {
 pub(crate) fn no_answer(origin: String, digest: Digest, after: Duration) -> ClusterError {
     ClusterError::Origin { origin, digest, reason: format!("no answer within {after:?}") }
 }
+
+/// A source already opened (the swarm looked at its size first): its body
+/// is handed to the attempt once, everything else is the source's.
+pub(crate) struct Opened<'s> {
+    src: &'s dyn Source,
+    body: std::sync::Mutex<Option<RemoteBlob>>,
+}
+
+impl<'s> Opened<'s> {
+    pub(crate) fn new(src: &'s dyn Source, body: RemoteBlob) -> Self {
+        Opened { src, body: std::sync::Mutex::new(Some(body)) }
+    }
+}
+
+impl Source for Opened<'_> {
+    fn name(&self) -> String {
+        self.src.name()
+    }
+
+    fn kind(&self) -> super::SourceKind {
+        self.src.kind()
+    }
+
+    fn peer(&self) -> Option<&str> {
+        self.src.peer()
+    }
+
+    fn announced_size(&self) -> Option<u64> {
+        self.src.announced_size()
+    }
+
+    fn idle(&self) -> Duration {
+        self.src.idle()
+    }
+
+    fn open<'a>(&'a self, d: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+        let body = super::lock(&self.body).take();
+        Box::pin(async move {
+            match body {
+                Some(b) => Ok(b),
+                None => self.src.open(d).await,
+            }
+        })
+    }
+
+    fn on_failure(&self, e: &ClusterError) -> OnFailure {
+        self.src.on_failure(e)
+    }
+}

@@ -244,6 +244,7 @@ async fn order(c: &Cluster, prefer: Option<&str>) -> Vec<String> {
         names.push(match step {
             Step::Try(src) => src.name(),
             Step::AwaitDirect => Step::AWAIT_DIRECT.to_owned(),
+            Step::Swarm => Step::SWARM.to_owned(),
         });
     }
     names

@@ -105,6 +105,8 @@ fn classify_v1(method: &Method, path: &str, reads: bool) -> Kind {
         ["", "v1", "manifests", rf, "sync"] if !rf.is_empty() && post => Kind::Admin,
         // Only ever a verified pull from a member holding the blob (see v1/replicate.rs).
         ["", "v1", "replicate", d] if !d.is_empty() && post => Kind::Pull,
+        // Only routing: who holds which pieces (see v1/swarm.rs).
+        ["", "v1", "swarm", d, "announce"] if !d.is_empty() && post => Kind::Pull,
         _ if reads => Kind::Pull,
         _ => Kind::Admin,
     }

@@ -25,6 +25,7 @@ use crate::state::AppState;
 
 pub mod oci;
 mod replicate;
+mod swarm;
 pub mod wire;
 
 use wire::{
@@ -46,6 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/fetch/{digest}", only(get(fetch)))
         .route("/v1/oci/tag", only(get(oci::tag)))
         .route("/v1/replicate/{digest}", only(post(replicate::replicate)))
+        .route("/v1/swarm/{digest}/announce", only(post(swarm::announce)))
+        .route("/v1/swarm/{digest}/piece/{index}", only(get(swarm::piece)))
         .with_state(state)
 }
 

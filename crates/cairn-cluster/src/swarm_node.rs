@@ -1,0 +1,746 @@
+//! The swarm in the node (issue 15, README "Swarm"), with `swarm: true`.
+//!
+//! - The owner (the node fetching from the origin) reads the origin as one
+//!   stream into a [`PartialBlob`], hashing each piece as it completes
+//!   ([`seed`]), and tracks who holds what for its askers ([`Trackers`]).
+//! - Every other node announces to the owner and pulls pieces from every
+//!   holder ([`join`]), through [`crate::swarm_run::run`] over [`NodeIo`].
+//! - Every node serves the verified pieces it holds ([`Cluster::swarm_piece`]),
+//!   at most [`UPLOAD_SLOTS`] at once.
+//!
+//! The whole-blob digest is still checked by [`PartialBlob::finish`] before
+//! the blob becomes an object.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_store::{Digest, PartialBlob, StoreError};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{ClusterError, Result};
+use crate::fetch::source::Source;
+use crate::fetch::{Cluster, Inner, lock};
+use crate::origin::Origin;
+use crate::peer::RemoteBlob;
+use crate::swarm::{
+    Answer, AnswerPeer, Bitfield, DEFAULT_SAMPLE, Failure, Geometry, MIN_SWARM_BLOB, PieceHasher, PieceHashes,
+    PieceSource, Rng, SchedulerConfig, SeedBudget, SwarmError, Tracker, UPLOAD_SLOTS, WireAnnounce, WireAnswer,
+    piece_size_for, poll_interval,
+};
+use crate::swarm_run::{SwarmIo, TrackerView};
+
+/// Trackers an owner keeps at once; past it, new digests are answered busy.
+pub const MAX_TRACKERS: usize = 1024;
+
+/// A tracker nobody announced to for this long is dropped.
+pub const TRACKER_IDLE: Duration = Duration::from_secs(60);
+
+/// Longest body of an announcement: the bitfield of the most pieces in hex, and room.
+pub const MAX_ANNOUNCE_BYTES: usize = crate::swarm::MAX_PIECES as usize / 4 + 64 * 1024;
+
+/// Why a swarm request is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// This node is not the digest's owner in its view.
+    #[error("this node is not the owner of {0} in its view of the cluster; announce to the first node of the ranking")]
+    NotOwner(Digest),
+    /// The owner is opening the origin; the tracker exists soon.
+    #[error("the owner is starting the transfer of {0}; announce again shortly")]
+    Starting(Digest),
+    /// The blob is fetched whole (small, or its size unknown), or held whole.
+    #[error("{0} is not being swarmed; fetch it whole")]
+    NotSwarming(Digest),
+    /// Too many trackers or piece uploads at once.
+    #[error("busy: {0}; try another holder or again shortly")]
+    Busy(&'static str),
+    /// This node does not hold the piece (verified).
+    #[error("this node does not hold piece {index} of {digest}")]
+    NoPiece {
+        /// The blob.
+        digest: Digest,
+        /// The piece.
+        index: u32,
+    },
+    /// The owner serves this fresh piece to another asker; get it from them.
+    #[error("piece {0} is being passed to another asker first; ask its other holders")]
+    Declined(u32),
+    /// Malformed or inconsistent input.
+    #[error("{0}")]
+    Bad(#[from] SwarmError),
+    /// A failure of this node.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// One blob this node is receiving piece by piece.
+pub(crate) struct LocalSwarm {
+    geo: Geometry,
+    partial: Arc<PartialBlob>,
+    have: Mutex<Bitfield>,
+    hashes: Mutex<PieceHashes>,
+    /// Whether this node reads the origin for it (serves fresh pieces sparingly).
+    seeding: bool,
+}
+
+/// What an owner knows of one digest.
+enum Track {
+    /// The owner's own transfer is opening its source.
+    Starting(Instant),
+    /// Fetched whole: askers go the whole-blob way.
+    Whole(Instant),
+    /// Swarmed.
+    Live(Box<Tracking>),
+}
+
+struct Tracking {
+    geo: Geometry,
+    tracker: Tracker<String>,
+    hashes: PieceHashes,
+    seed: SeedBudget,
+    rng: Rng,
+    born: Instant,
+    used: Instant,
+}
+
+impl Track {
+    fn used(&self) -> Instant {
+        match self {
+            Track::Starting(t) | Track::Whole(t) => *t,
+            Track::Live(t) => t.used,
+        }
+    }
+}
+
+/// The node's swarm state: its trackers, its transfers, its upload slots.
+pub(crate) struct SwarmState {
+    trackers: Mutex<HashMap<Digest, Track>>,
+    local: Mutex<HashMap<Digest, Arc<LocalSwarm>>>,
+    upload: Arc<Semaphore>,
+    /// Peers excluded for wrong pieces, since start.
+    excluded: AtomicU64,
+}
+
+impl Default for SwarmState {
+    fn default() -> Self {
+        SwarmState {
+            trackers: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
+            upload: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
+            excluded: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What one swarm transfer did, for observers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmReport {
+    /// The blob.
+    pub digest: Option<Digest>,
+    /// Pieces and bytes from the origin.
+    pub origin: (u64, u64),
+    /// Pieces and bytes from peers.
+    pub peers: (u64, u64),
+    /// Peers excluded for wrong pieces, with why.
+    pub excluded: Vec<(String, String)>,
+}
+
+/// An upload slot, given back when the piece is sent or its deadline passes.
+pub struct UploadSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        lock(&self.0).take();
+    }
+}
+
+impl Inner {
+    fn local_swarm(&self, d: &Digest) -> Option<Arc<LocalSwarm>> {
+        lock(&self.swarm.local).get(d).cloned()
+    }
+
+    fn is_owner_of(&self, d: &Digest) -> bool {
+        self.ranking(d).first().is_some_and(|m| m.is_local())
+    }
+
+    /// Marks `d` swarmed with `geo` on this node's tracker.
+    fn track_live(&self, d: Digest, geo: Geometry, hashes: &PieceHashes) {
+        let now = Instant::now();
+        let mut map = lock(&self.swarm.trackers);
+        if let Some(Track::Live(t)) = map.get(&d)
+            && t.geo == geo
+        {
+            return;
+        }
+        let mut h = PieceHashes::new(geo);
+        let _ = h.adopt(hashes);
+        let t = Tracking {
+            geo,
+            tracker: Tracker::new(geo.count()),
+            hashes: h,
+            seed: SeedBudget::new(geo.count()),
+            rng: Rng::new(rand::random()),
+            born: now,
+            used: now,
+        };
+        map.insert(d, Track::Live(Box::new(t)));
+    }
+
+    fn track_mark(&self, d: Digest, t: Track) {
+        let mut map = lock(&self.swarm.trackers);
+        let replace = !matches!(map.get(&d), Some(Track::Live(_))) || matches!(t, Track::Whole(_));
+        if replace {
+            map.insert(d, t);
+        }
+    }
+
+    /// The tracker's answer to `node_id` holding `have` of `d`, recording
+    /// it; `have` `None` only asks for the geometry.
+    fn answer(&self, d: Digest, node_id: &str, ann: &WireAnnounce, held_whole: bool) -> Result<Answer, Refused> {
+        let local = self.local_swarm(&d);
+        let members = self.peers.members();
+        let now = Instant::now();
+        let mut map = lock(&self.swarm.trackers);
+        map.retain(|_, t| now.duration_since(t.used()) < TRACKER_IDLE);
+        if !matches!(map.get(&d), Some(Track::Live(_)))
+            && let Some(l) = &local
+        {
+            // A new owner mid-swarm: it tracks from the pieces and hashes it has.
+            drop(map);
+            self.track_live(d, l.geo, &lock(&l.hashes));
+            map = lock(&self.swarm.trackers);
+        }
+        let t = match map.get_mut(&d) {
+            Some(Track::Live(t)) => t,
+            Some(Track::Starting(_)) => return Err(Refused::Starting(d)),
+            Some(Track::Whole(_)) => return Err(Refused::NotSwarming(d)),
+            None if held_whole => return Err(Refused::NotSwarming(d)),
+            None => {
+                if map.len() >= MAX_TRACKERS {
+                    return Err(Refused::Busy("too many blobs tracked at once"));
+                }
+                map.insert(d, Track::Starting(now));
+                return Err(Refused::Starting(d));
+            }
+        };
+        t.used = now;
+        let geo = t.geo;
+        // The owner's own pieces and hashes first.
+        let own = match &local {
+            Some(l) => {
+                let _ = t.hashes.adopt(&lock(&l.hashes));
+                Some(lock(&l.have).clone())
+            }
+            None if held_whole => Some(Bitfield::full(geo.count())),
+            None => None,
+        };
+        if let Some(own) = own {
+            t.tracker.announce(self.cfg.node_id.clone(), own)?;
+        }
+        let asker = if ann.blob_size == geo.blob_size() && ann.piece_size == geo.piece_size() {
+            let have = ann.bitfield(&geo)?;
+            if node_id != self.cfg.node_id {
+                t.tracker.announce(node_id.to_owned(), have.clone())?;
+            }
+            have
+        } else if ann.have.bytes().all(|c| c == b'0') && ann.have.len() <= MAX_ANNOUNCE_BYTES {
+            // A first contact: it learns the geometry from the answer.
+            Bitfield::new(geo.count())
+        } else {
+            return Err(ann
+                .bitfield(&geo)
+                .err()
+                .unwrap_or(SwarmError::Malformed {
+                    what: "announcement",
+                    reason: "a bitfield of another geometry".into(),
+                })
+                .into());
+        };
+        let addr_of: HashMap<&str, &str> = members.iter().map(|(i, a)| (i.as_str(), a.as_str())).collect();
+        let sample = t.tracker.sample(&node_id.to_owned(), &asker, DEFAULT_SAMPLE, &mut t.rng);
+        let peers = sample
+            .into_iter()
+            .filter_map(|(id, have)| {
+                let addr = if id == self.cfg.node_id { id.clone() } else { (*addr_of.get(id.as_str())?).to_owned() };
+                Some(AnswerPeer { node_id: id, addr, have })
+            })
+            .collect();
+        let _ = t.born;
+        Ok(Answer { interval: poll_interval(members.len() + 1), hashes: t.hashes.clone(), peers })
+    }
+}
+
+impl Cluster {
+    /// The owner's answer to an announcement of `node_id` (a member, checked
+    /// by the caller) for `d`. Starts this node's own transfer of `d` when
+    /// it has none.
+    pub async fn swarm_announce(&self, d: Digest, node_id: &str, ann: &WireAnnounce) -> Result<WireAnswer, Refused> {
+        if !self.inner.cfg.swarm {
+            return Err(Refused::NotSwarming(d));
+        }
+        if !self.inner.is_owner_of(&d) {
+            return Err(Refused::NotOwner(d));
+        }
+        let held = self.local_size(d).await?.is_some();
+        let r = self.inner.answer(d, node_id, ann, held);
+        if let Err(Refused::Starting(_)) = &r {
+            let running = lock(&self.inner.inflight).keys().any(|(x, _)| *x == d);
+            if !running {
+                let c = self.clone();
+                tokio::spawn(async move {
+                    let res = c.ensure_local(d, None).await;
+                    // A transfer that did not swarm leaves "starting": askers go whole.
+                    let mut map = lock(&c.inner.swarm.trackers);
+                    if matches!(map.get(&d), Some(Track::Starting(_))) {
+                        map.insert(d, Track::Whole(Instant::now()));
+                    }
+                    if let Err(e) = res {
+                        tracing::warn!(digest = %d, error = %e, "owner's fetch for swarm askers failed");
+                    }
+                });
+            }
+        }
+        r.map(|a| a.to_wire())
+    }
+
+    /// Piece `index` of `d` in pieces of `geo`, for a peer: from the
+    /// complete local blob, or from this node's partial blob when it holds
+    /// the piece verified. Takes one of the [`UPLOAD_SLOTS`] (the caller
+    /// keeps the slot while sending; it is given back at `deadline`
+    /// whatever happens).
+    pub async fn swarm_piece(&self, d: Digest, index: u32, geo: Geometry) -> Result<(Bytes, UploadSlot), Refused> {
+        geo.check(index)?;
+        let range = geo.range(index).ok_or(SwarmError::NoSuchPiece { index, count: geo.count() })?;
+        let len = range.end - range.start;
+        let permit =
+            Arc::clone(&self.inner.swarm.upload).try_acquire_owned().map_err(|_| Refused::Busy("upload slots"))?;
+        let slot = Arc::new(Mutex::new(Some(permit)));
+        let deadline = SchedulerConfig::default().request_timeout + Duration::from_secs(len >> 20);
+        let weak = Arc::downgrade(&slot);
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            if let Some(s) = weak.upgrade() {
+                lock(&s).take();
+            }
+        });
+        let slot = UploadSlot(slot);
+        if let Some(l) = self.inner.local_swarm(&d)
+            && l.geo == geo
+        {
+            if !lock(&l.have).get(index) {
+                return Err(Refused::NoPiece { digest: d, index });
+            }
+            if l.seeding && self.inner.is_owner_of(&d) {
+                let mut map = lock(&self.inner.swarm.trackers);
+                if let Some(Track::Live(t)) = map.get_mut(&d)
+                    && !t.seed.try_serve(index, t.born.elapsed())
+                {
+                    return Err(Refused::Declined(index));
+                }
+            }
+            let p = Arc::clone(&l.partial);
+            let start = range.start;
+            let read = self.inner.store.run(move |_| p.read_at(start, len)).await;
+            if let Ok(b) = read {
+                return Ok((Bytes::from(b), slot));
+            }
+        }
+        match self.local_size(d).await? {
+            Some(size) if size == geo.blob_size() => {}
+            _ => return Err(Refused::NoPiece { digest: d, index }),
+        }
+        let (_, _, mut s) = self.local_blob(d, range.start, Some(len)).await?;
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok((Bytes::from(out), slot))
+    }
+
+    /// Peers excluded from swarm transfers for wrong pieces, since start.
+    pub fn swarm_excluded(&self) -> u64 {
+        self.inner.swarm.excluded.load(Ordering::Relaxed)
+    }
+}
+
+/// The owner's origin read: when `src` (an origin) declares a size worth
+/// swarming, streams it into a partial blob, publishing each piece's hash
+/// as it completes, and stores it. Otherwise gives the opened body back
+/// for the whole-blob path.
+pub(crate) async fn seed(inner: &Arc<Inner>, d: Digest, src: &dyn Source) -> Result<Option<RemoteBlob>> {
+    let remote = src.open(&d).await?;
+    let Some(geo) = remote.size.and_then(|s| swarm_geometry(inner, s)) else {
+        inner.track_mark(d, Track::Whole(Instant::now()));
+        return Ok(Some(remote));
+    };
+    let name = src.name();
+    let store = inner.store.clone();
+    let size = geo.blob_size();
+    let partial = inner.store.run(move |s| s.partial(&d, size)).await.map_err(|e| local(d, e))?;
+    let _ = store;
+    let l = Arc::new(LocalSwarm {
+        geo,
+        partial: Arc::clone(&partial),
+        have: Mutex::new(Bitfield::new(geo.count())),
+        hashes: Mutex::new(PieceHashes::new(geo)),
+        seeding: true,
+    });
+    lock(&inner.swarm.local).insert(d, Arc::clone(&l));
+    inner.track_live(d, geo, &PieceHashes::new(geo));
+    let res = seed_stream(inner, d, &l, remote, &name, src.idle()).await;
+    let res = match res {
+        Ok(()) => finish(inner, &partial, &name).await,
+        Err(e) => {
+            partial.abandon();
+            Err(e)
+        }
+    };
+    lock(&inner.swarm.local).remove(&d);
+    inner.recorder().swarm(&SwarmReport {
+        digest: Some(d),
+        origin: (u64::from(geo.count()), size),
+        ..Default::default()
+    });
+    res.map(|()| None)
+}
+
+async fn seed_stream(
+    inner: &Arc<Inner>,
+    d: Digest,
+    l: &Arc<LocalSwarm>,
+    mut remote: RemoteBlob,
+    name: &str,
+    idle: Duration,
+) -> Result<()> {
+    let mut hasher = PieceHasher::new(l.geo);
+    let mut at = 0u64;
+    loop {
+        let next = match tokio::time::timeout(idle, remote.body.next()).await {
+            Ok(n) => n,
+            Err(_) => return Err(ClusterError::Stalled { source_name: name.to_owned(), digest: d, after: idle }),
+        };
+        let chunk = match next {
+            None => break,
+            Some(c) => c?,
+        };
+        let end = at.checked_add(chunk.len() as u64).filter(|e| *e <= l.geo.blob_size()).ok_or_else(|| {
+            ClusterError::Truncated {
+                source_name: name.to_owned(),
+                digest: d,
+                reason: "body longer than declared".into(),
+            }
+        })?;
+        let p = Arc::clone(&l.partial);
+        let c = chunk.clone();
+        inner.store.run(move |_| p.write_at(at, &c)).await.map_err(|e| local(d, e))?;
+        at = end;
+        let done = hasher.update(&chunk).map_err(|e| ClusterError::Truncated {
+            source_name: name.to_owned(),
+            digest: d,
+            reason: e.to_string(),
+        })?;
+        for (i, h) in done {
+            let _ = lock(&l.hashes).set(i, h);
+            lock(&l.have).set(i);
+        }
+    }
+    if at != l.geo.blob_size() {
+        return Err(ClusterError::Truncated {
+            source_name: name.to_owned(),
+            digest: d,
+            reason: format!("got {at} of {} bytes", l.geo.blob_size()),
+        });
+    }
+    Ok(())
+}
+
+/// The geometry of a blob of `size` when it is worth swarming here.
+fn swarm_geometry(inner: &Inner, size: u64) -> Option<Geometry> {
+    if size < MIN_SWARM_BLOB || size > inner.cfg.max_blob_size {
+        return None;
+    }
+    Geometry::new(size, piece_size_for(size)).ok().filter(Geometry::worth_swarming)
+}
+
+fn local(d: Digest, e: StoreError) -> ClusterError {
+    ClusterError::LocalWrite { digest: d, source: e }
+}
+
+async fn finish(inner: &Arc<Inner>, partial: &Arc<PartialBlob>, name: &str) -> Result<()> {
+    let p = Arc::clone(partial);
+    let d = partial.digest();
+    match inner.store.run(move |_| p.finish()).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::DigestMismatch { expected, actual }) => {
+            Err(ClusterError::Corrupt { source_name: name.to_owned(), expected, actual })
+        }
+        Err(e) => Err(local(d, e)),
+    }
+}
+
+/// A node that does not own `d` joins the owner's swarm: learns the
+/// geometry from the owner's tracker, then pulls every piece from the
+/// holders it names (and, should it become the owner, from the origin).
+/// An error sends the transfer on to the whole-blob sources.
+pub(crate) async fn join(inner: &Arc<Inner>, d: Digest) -> Result<()> {
+    let unavailable = |why: String| ClusterError::Unavailable { digest: d, tried: vec![format!("swarm: {why}")] };
+    let owner = inner.owners_before_me(&d).into_iter().next().ok_or_else(|| unavailable("no owner".into()))?;
+    let hello = serde_json::to_vec(&WireAnnounce { blob_size: 0, piece_size: 0, have: String::new() })
+        .map_err(|e| ClusterError::Task(e.to_string()))?;
+    let give_up = Instant::now() + crate::fetch::source::owner::idle(&inner.cfg);
+    let geo = loop {
+        match inner.api.swarm_announce(&owner, &d, &inner.cfg.node_id, hello.clone()).await {
+            Ok(body) => {
+                let w: WireAnswer = serde_json::from_slice(&body)
+                    .map_err(|e| unavailable(format!("owner {owner} sent a malformed answer: {e}")))?;
+                let g = Geometry::new(w.hashes.blob_size, w.hashes.piece_size)
+                    .map_err(|e| unavailable(format!("owner {owner}: {e}")))?;
+                break swarm_geometry(inner, g.blob_size())
+                    .filter(|x| *x == g)
+                    .ok_or_else(|| unavailable(format!("owner {owner} swarms a geometry this node does not")))?;
+            }
+            Err(ClusterError::PeerStatus { status: 503, .. }) if Instant::now() < give_up => {
+                // The owner is opening the origin: ask again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+    };
+    run_local(inner, d, geo).await
+}
+
+async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
+    let size = geo.blob_size();
+    let partial = inner.store.run(move |s| s.partial(&d, size)).await.map_err(|e| local(d, e))?;
+    let l = Arc::new(LocalSwarm {
+        geo,
+        partial: Arc::clone(&partial),
+        have: Mutex::new(Bitfield::new(geo.count())),
+        hashes: Mutex::new(PieceHashes::new(geo)),
+        seeding: false,
+    });
+    lock(&inner.swarm.local).insert(d, Arc::clone(&l));
+    let io = Arc::new(NodeIo {
+        inner: Arc::clone(inner),
+        d,
+        l: Arc::clone(&l),
+        seen: Arc::new(Mutex::new(HashSet::new())),
+        counts: Arc::new(Mutex::new(((0, 0), (0, 0)))),
+    });
+    let cfg = SchedulerConfig { seed: rand::random(), ..SchedulerConfig::default() };
+    let out = crate::swarm_run::run(Arc::clone(&io) as Arc<dyn SwarmIo<String>>, geo, cfg).await;
+    let res = match out {
+        Ok(o) => {
+            for (p, why) in &o.excluded {
+                tracing::warn!(digest = %d, peer = %p, reason = %why, "swarm peer excluded");
+            }
+            inner.swarm.excluded.fetch_add(o.excluded.len() as u64, Ordering::Relaxed);
+            let (origin, peers) = *lock(&io.counts);
+            inner.recorder().swarm(&SwarmReport { digest: Some(d), origin, peers, excluded: o.excluded });
+            finish(inner, &partial, "the swarm").await
+        }
+        Err(e) => {
+            partial.abandon();
+            Err(ClusterError::Unavailable { digest: d, tried: vec![format!("swarm: {e}")] })
+        }
+    };
+    lock(&inner.swarm.local).remove(&d);
+    res
+}
+
+/// The network and disk of one swarm transfer of this node.
+struct NodeIo {
+    inner: Arc<Inner>,
+    d: Digest,
+    l: Arc<LocalSwarm>,
+    /// Peers heard of, to tell which are gone.
+    seen: Arc<Mutex<HashSet<String>>>,
+    /// Pieces and bytes fetched from the origin and from peers.
+    counts: Arc<Mutex<Counts>>,
+}
+
+type Counts = ((u64, u64), (u64, u64));
+
+fn failure(e: &ClusterError) -> Failure {
+    match e {
+        ClusterError::PeerStatus { status: 503, .. } => Failure::Busy,
+        ClusterError::PeerStatus { status: 404, .. } => Failure::Missing,
+        ClusterError::PeerStatus { status: 429, .. } => Failure::Declined,
+        e if e.peer_is_down() => Failure::Gone,
+        _ => Failure::Error,
+    }
+}
+
+impl NodeIo {
+    fn addr_of(&self, id: &str) -> Option<String> {
+        self.inner.peers.members().into_iter().find(|(i, _)| i == id).map(|(_, a)| a)
+    }
+
+    fn count_fn(&self, origin: bool) -> impl Fn(u64) + Send + 'static {
+        let counts = Arc::clone(&self.counts);
+        move |n| {
+            let mut c = lock(&counts);
+            let slot = if origin { &mut c.0 } else { &mut c.1 };
+            slot.0 = slot.0.saturating_add(1);
+            slot.1 = slot.1.saturating_add(n);
+        }
+    }
+
+    /// Turns a tracker answer into the driver's view, adopting its hashes
+    /// and remembering its peers.
+    fn viewer(&self) -> impl Fn(Answer) -> TrackerView<String> + Send + 'static {
+        let (l, seen, me) = (Arc::clone(&self.l), Arc::clone(&self.seen), self.inner.cfg.node_id.clone());
+        move |a: Answer| {
+            let _ = lock(&l.hashes).adopt(&a.hashes);
+            let mut seen = lock(&seen);
+            let peers = a
+                .peers
+                .into_iter()
+                .filter(|p| p.node_id != me)
+                .map(|p| {
+                    seen.insert(p.node_id.clone());
+                    (p.node_id, p.have)
+                })
+                .collect();
+            TrackerView { hashes: a.hashes, peers, interval: a.interval }
+        }
+    }
+}
+
+impl SwarmIo<String> for NodeIo {
+    fn fetch(
+        &self,
+        from: PieceSource<String>,
+        piece: u32,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'static, Result<Bytes, Failure>> {
+        let inner = Arc::clone(&self.inner);
+        let (d, geo) = (self.d, self.l.geo);
+        match from {
+            PieceSource::Origin => {
+                let io_counts = self.count_fn(true);
+                Box::pin(async move {
+                    let b = origin_range(&inner, d, range).await?;
+                    io_counts(b.len() as u64);
+                    Ok(b)
+                })
+            }
+            PieceSource::Peer(id) => {
+                let addr = self.addr_of(&id);
+                let io_counts = self.count_fn(false);
+                Box::pin(async move {
+                    let addr = addr.ok_or(Failure::Gone)?;
+                    let b = inner
+                        .api
+                        .swarm_piece(&addr, &d, piece, geo.blob_size(), geo.piece_size())
+                        .await
+                        .map_err(|e| failure(&e))?;
+                    io_counts(b.len() as u64);
+                    Ok(b)
+                })
+            }
+        }
+    }
+
+    fn poll(&self, have: Bitfield) -> BoxFuture<'static, Option<TrackerView<String>>> {
+        let ann = WireAnnounce::new(&self.l.geo, &have);
+        if self.inner.is_owner_of(&self.d) {
+            let a = self.inner.answer(self.d, &self.inner.cfg.node_id.clone(), &ann, false);
+            let v = a.ok().map(self.viewer());
+            return Box::pin(async move { v });
+        }
+        let inner = Arc::clone(&self.inner);
+        let d = self.d;
+        let geo = self.l.geo;
+        let owner = inner.owners_before_me(&d).into_iter().next();
+        let this = self.viewer();
+        Box::pin(async move {
+            let owner = owner?;
+            let body = serde_json::to_vec(&ann).ok()?;
+            let raw = inner.api.swarm_announce(&owner, &d, &inner.cfg.node_id, body).await.ok()?;
+            match Answer::parse(&raw, &geo) {
+                Ok(a) => Some(this(a)),
+                Err(e) => {
+                    tracing::warn!(owner = %owner, digest = %d, error = %e, "owner's tracker answer refused");
+                    None
+                }
+            }
+        })
+    }
+
+    fn store(&self, piece: u32, offset: u64, bytes: Bytes) -> BoxFuture<'static, Result<(), String>> {
+        let l = Arc::clone(&self.l);
+        let store = self.inner.store.clone();
+        Box::pin(async move {
+            let p = Arc::clone(&l.partial);
+            store.run(move |_| p.write_at(offset, &bytes)).await.map_err(|e: StoreError| e.to_string())?;
+            lock(&l.have).set(piece);
+            Ok(())
+        })
+    }
+
+    fn is_owner(&self) -> bool {
+        self.inner.is_owner_of(&self.d)
+    }
+
+    fn gone(&self) -> Vec<String> {
+        let live: HashSet<String> = self.inner.peers.members().into_iter().map(|(i, _)| i).collect();
+        let mut seen = lock(&self.seen);
+        let gone: Vec<String> = seen.iter().filter(|p| !live.contains(*p)).cloned().collect();
+        for g in &gone {
+            seen.remove(g);
+        }
+        gone
+    }
+
+    fn published(&self, _piece: u32, hashes: &PieceHashes) {
+        let _ = lock(&self.l.hashes).adopt(hashes);
+    }
+}
+
+/// Bytes `range` of `d` from the first URL origin, by a ranged GET (an
+/// origin that ignores the range sends the whole body: the bytes before
+/// the range are skipped, and the connection closed after it).
+async fn origin_range(inner: &Inner, d: Digest, range: std::ops::Range<u64>) -> Result<Bytes, Failure> {
+    let Some(origin) = inner.cfg.origins.iter().find(|o| matches!(o, Origin::Http { .. })) else {
+        return Err(Failure::Gone);
+    };
+    let len = range.end.checked_sub(range.start).ok_or(Failure::Error)?;
+    let want = usize::try_from(len).map_err(|_| Failure::Error)?;
+    let timeout = origin.timeout().unwrap_or(inner.cfg.peer_timeout);
+    let req = inner
+        .http
+        .get(origin.url(&d))
+        .header(reqwest::header::RANGE, format!("bytes={}-{}", range.start, range.end.saturating_sub(1)));
+    let resp = tokio::time::timeout(timeout, req.send()).await.map_err(|_| Failure::Error)?.map_err(|e| {
+        tracing::debug!(digest = %d, error = %crate::net::error_chain(&e), "origin piece request failed");
+        Failure::Error
+    })?;
+    let mut skip = match resp.status().as_u16() {
+        206 => 0,
+        200 => range.start,
+        _ => return Err(Failure::Error),
+    };
+    let mut body = resp.bytes_stream();
+    let mut out = Vec::with_capacity(want);
+    while out.len() < want {
+        let c = match tokio::time::timeout(timeout, body.next()).await {
+            Ok(Some(Ok(c))) => c,
+            _ => return Err(Failure::Error),
+        };
+        let mut c = &c[..];
+        if skip > 0 {
+            let n = usize::try_from(skip.min(c.len() as u64)).unwrap_or(c.len());
+            c = &c[n..];
+            skip -= n as u64;
+        }
+        let take = c.len().min(want - out.len());
+        out.extend_from_slice(&c[..take]);
+    }
+    Ok(Bytes::from(out))
+}
