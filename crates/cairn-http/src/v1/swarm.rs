@@ -115,13 +115,14 @@ pub(super) async fn announce(
 /// `GET /v1/swarm/{digest}/piece/{index}`.
 pub(super) async fn piece(
     State(s): State<Arc<AppState>>,
-    DigestPath(d): DigestPath,
-    Path((_, index)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     q: Result<Query<PieceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((d, index)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let d = cairn_store::Digest::parse(&d).map_err(|source| ApiError::BadDigest { input: d, source })?;
     let index: u32 = index
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("piece index {index:?} is not a number from 0 to {}", u32::MAX)))?;

@@ -1,0 +1,169 @@
+//! `swarm: true` over real HTTP (README "Swarm"): nodes fetching one big
+//! blob at once pull its pieces from each other, the origin sends it once,
+//! and hostile input to the swarm routes is refused.
+
+mod common;
+
+use std::time::Duration;
+
+use cairn_cluster::ClusterConfig;
+use cairn_cluster::membership::{ClusterSecret, PEER_HEADER};
+use cairn_cluster::swarm::{Bitfield, Geometry, WireAnnounce, WireAnswer, piece_size_for};
+use cairn_store::Digest;
+use cairn_testkit::paced::{PacedOrigin, PacedSpec};
+use cairn_testkit::{NodeSpec, TestNode, blob, start_cluster};
+use common::wait_until;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET: &[u8] = b"the-swarm-secret-0123456789abcdef";
+
+fn swarm_on(c: &mut ClusterConfig) {
+    c.swarm = true;
+}
+
+fn swarm_with_secret(c: &mut ClusterConfig) {
+    c.swarm = true;
+    c.cluster_secret = Some(ClusterSecret::new(SECRET).unwrap());
+}
+
+fn spec(origins: Vec<String>, tune: fn(&mut ClusterConfig)) -> NodeSpec {
+    NodeSpec {
+        origins,
+        health_loop: true,
+        health_interval: Duration::from_millis(200),
+        peer_timeout: Duration::from_secs(2),
+        tune: Some(tune),
+        ..Default::default()
+    }
+}
+
+async fn members_known(nodes: &[TestNode]) {
+    let n = nodes.len() - 1;
+    let ok = wait_until(WAIT, || nodes.iter().all(|x| x.state.cluster.peers().members().len() == n)).await;
+    assert!(ok, "the nodes never learnt each other's ids");
+}
+
+async fn pull(url: String, d: Digest) -> (u16, Vec<u8>) {
+    let r = reqwest::get(format!("{url}/v1/fetch/{d}")).await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+}
+
+/// The value of a label-free or `source`-labelled counter in `/metrics`.
+async fn metric(node: &TestNode, line_start: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", node.url())).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_nodes_fetching_at_once_swarm_and_the_origin_sends_the_blob_once() {
+    let data = blob(1501, 32 << 20);
+    let d = Digest::of(&data);
+    // Paced, so the askers join while the owner is still reading.
+    let origin =
+        PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(64 << 20), ..Default::default() });
+    let nodes = start_cluster(4, spec(vec![origin.template()], swarm_on));
+    members_known(&nodes).await;
+    let pulls: Vec<_> = nodes.iter().map(|n| tokio::spawn(pull(n.url(), d))).collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+    }
+    for n in &nodes {
+        assert!(n.store.exists(&d), "{} does not hold the blob", n.addr());
+        assert_eq!(n.store.size(&d).unwrap(), data.len() as u64);
+    }
+    assert_eq!(origin.requests(), 1, "one origin request for the cluster");
+    assert_eq!(origin.bytes(), data.len() as u64, "the origin sent the blob once");
+    let mut from_peers = 0;
+    for n in &nodes {
+        from_peers += metric(n, "cairn_swarm_pieces_total{source=\"peer\"}").await;
+    }
+    let pieces = u64::from(Geometry::new(data.len() as u64, piece_size_for(data.len() as u64)).unwrap().count());
+    assert!(from_peers >= 3 * pieces, "the askers took their pieces from peers: {from_peers} of {}", 3 * pieces);
+}
+
+#[tokio::test]
+async fn swarm_routes_refuse_bad_input() {
+    let nodes = start_cluster(2, spec(vec![], swarm_on));
+    members_known(&nodes).await;
+    let d = Digest::of(b"nothing");
+    let c = reqwest::Client::new();
+    let owner = nodes.iter().find(|n| n.state.cluster.ranking(&d)[0] == n.state.cluster.config().node_id).unwrap();
+    let ann = |body: String| {
+        c.post(format!("{}/v1/swarm/{d}/announce?node=other", owner.url()))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let st = |r: reqwest::Response| r.status().as_u16();
+    // A malformed digest.
+    let r = c.post(format!("{}/v1/swarm/sha256:zz/announce?node=a", owner.url())).body("{}").send().await.unwrap();
+    assert_eq!(st(r), 400);
+    // Not JSON, wrong shapes, an oversized body.
+    assert_eq!(st(ann("nope".into()).await.unwrap()), 400);
+    assert_eq!(st(ann("[]".into()).await.unwrap()), 400);
+    assert_eq!(
+        st(ann(format!("{{\"blob_size\":1,\"piece_size\":1,\"have\":\"{}\"}}", "0".repeat(1 << 20))).await.unwrap()),
+        413
+    );
+    // No node id.
+    let r = c.post(format!("{}/v1/swarm/{d}/announce", owner.url())).body("{}").send().await.unwrap();
+    assert_eq!(st(r), 400);
+    // The other node is not the owner.
+    let other = nodes.iter().find(|n| n.addr() != owner.addr()).unwrap();
+    let body = serde_json::to_string(&WireAnnounce { blob_size: 0, piece_size: 0, have: String::new() }).unwrap();
+    let r = c.post(format!("{}/v1/swarm/{d}/announce?node=x", other.url())).body(body).send().await.unwrap();
+    assert_eq!(st(r), 409);
+    // Pieces: out of range, bad geometry, not held, not a number.
+    let size = 32u64 << 20;
+    let ps = piece_size_for(size);
+    let count = Geometry::new(size, ps).unwrap().count();
+    let piece = |idx: String, q: String| c.get(format!("{}/v1/swarm/{d}/piece/{idx}?{q}", owner.url())).send();
+    let q = format!("blob_size={size}&piece_size={ps}");
+    assert_eq!(st(piece(count.to_string(), q.clone()).await.unwrap()), 400, "index past the last piece");
+    assert_eq!(st(piece("-1".into(), q.clone()).await.unwrap()), 400);
+    assert_eq!(st(piece("0".into(), format!("blob_size={size}&piece_size=3")).await.unwrap()), 400);
+    assert_eq!(st(piece("0".into(), format!("blob_size={}&piece_size={ps}", u64::MAX)).await.unwrap()), 400);
+    assert_eq!(st(piece("0".into(), "blob_size=1".into()).await.unwrap()), 400);
+    assert_eq!(st(piece("0".into(), q).await.unwrap()), 404, "a piece nobody holds");
+}
+
+#[tokio::test]
+async fn with_a_cluster_secret_only_members_use_the_swarm_routes() {
+    let nodes = start_cluster(2, spec(vec![], swarm_with_secret));
+    members_known(&nodes).await;
+    let d = Digest::of(b"nothing");
+    let owner = nodes.iter().find(|n| n.state.cluster.ranking(&d)[0] == n.state.cluster.config().node_id).unwrap();
+    let c = reqwest::Client::new();
+    let g = Geometry::new(32 << 20, piece_size_for(32 << 20)).unwrap();
+    let body = serde_json::to_string(&WireAnnounce::new(&g, &Bitfield::new(g.count()))).unwrap();
+    let path = format!("/v1/swarm/{d}/announce?node=intruder");
+    let r = c.post(format!("{}{path}", owner.url())).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no proof");
+    let wrong = ClusterSecret::new(b"another-secret-0123456789abcdefgh").unwrap();
+    let proof = wrong.request_proof("intruder", "POST", &path);
+    let r =
+        c.post(format!("{}{path}", owner.url())).header(PEER_HEADER, proof).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a proof with another secret");
+    let piece = format!("/v1/swarm/{d}/piece/0?blob_size={}&piece_size={}", g.blob_size(), g.piece_size());
+    let r = c.get(format!("{}{piece}", owner.url())).send().await.unwrap();
+    assert_eq!(r.status(), 401, "pieces too");
+    // A member is answered (the owner starts fetching; there is no origin).
+    let good = ClusterSecret::new(SECRET).unwrap();
+    let proof = good.request_proof("member", "POST", &path.replace("intruder", "member"));
+    let r = c
+        .post(format!("{}{}", owner.url(), path.replace("intruder", "member")))
+        .header(PEER_HEADER, proof)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 503 | 404), "a member is answered: {}", r.status());
+    let _ = serde_json::from_slice::<WireAnswer>(b"{}").is_err();
+}
