@@ -191,6 +191,19 @@ impl Inner {
         map.insert(d, Track::Live(Box::new(t)));
     }
 
+    /// A transfer of this node holds every piece: its tracker (if it
+    /// tracks `d`) takes the last hashes now, since the transfer's own
+    /// state goes when it ends.
+    fn track_complete(&self, d: Digest, l: &LocalSwarm) {
+        let mut map = lock(&self.swarm.trackers);
+        if let Some(Track::Live(t)) = map.get_mut(&d)
+            && t.geo == l.geo
+        {
+            let _ = t.hashes.adopt(&lock(&l.hashes));
+            let _ = t.tracker.announce(self.cfg.node_id.clone(), lock(&l.have).clone());
+        }
+    }
+
     fn track_mark(&self, d: Digest, t: Track) {
         let mut map = lock(&self.swarm.trackers);
         let replace = !matches!(map.get(&d), Some(Track::Live(_))) || matches!(t, Track::Whole(_));
@@ -394,7 +407,10 @@ pub(crate) async fn seed(inner: &Arc<Inner>, d: Digest, src: &dyn Source) -> Res
     inner.track_live(d, geo, &PieceHashes::new(geo));
     let res = seed_stream(inner, d, &l, remote, &name, src.idle()).await;
     let res = match res {
-        Ok(()) => finish(inner, &partial, &name).await,
+        Ok(()) => {
+            inner.track_complete(d, &l);
+            finish(inner, &partial, &name).await
+        }
         Err(e) => {
             partial.abandon();
             Err(e)
@@ -540,6 +556,7 @@ async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
                 tracing::warn!(digest = %d, peer = %p, reason = %why, "swarm peer excluded");
             }
             inner.swarm.excluded.fetch_add(o.excluded.len() as u64, Ordering::Relaxed);
+            inner.track_complete(d, &l);
             let (origin, peers) = *lock(&io.counts);
             inner.recorder().swarm(&SwarmReport { digest: Some(d), origin, peers, excluded: o.excluded });
             finish(inner, &partial, "the swarm").await

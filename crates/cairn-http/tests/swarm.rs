@@ -61,12 +61,21 @@ async fn metric(node: &TestNode, line_start: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_nodes_fetching_at_once_swarm_and_the_origin_sends_the_blob_once() {
-    let data = blob(1501, 32 << 20);
+    four_nodes_swarm(swarm_on, 1501).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_nodes_swarm_with_a_cluster_secret_too() {
+    four_nodes_swarm(swarm_with_secret, 1511).await;
+}
+
+async fn four_nodes_swarm(tune: fn(&mut ClusterConfig), seed: u64) {
+    let data = blob(seed, 32 << 20);
     let d = Digest::of(&data);
     // Paced, so the askers join while the owner is still reading.
     let origin =
         PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(64 << 20), ..Default::default() });
-    let nodes = start_cluster(4, spec(vec![origin.template()], swarm_on));
+    let nodes = start_cluster(4, spec(vec![origin.template()], tune));
     members_known(&nodes).await;
     let pulls: Vec<_> = nodes.iter().map(|n| tokio::spawn(pull(n.url(), d))).collect();
     for (i, p) in pulls.into_iter().enumerate() {
@@ -86,6 +95,125 @@ async fn four_nodes_fetching_at_once_swarm_and_the_origin_sends_the_blob_once() 
     }
     let pieces = u64::from(Geometry::new(data.len() as u64, piece_size_for(data.len() as u64)).unwrap().count());
     assert!(from_peers >= 3 * pieces, "the askers took their pieces from peers: {from_peers} of {}", 3 * pieces);
+}
+
+fn owner_index(nodes: &[TestNode], d: &Digest) -> Option<usize> {
+    let first = nodes[0].state.cluster.ranking(d).into_iter().next()?;
+    nodes.iter().position(|n| n.state.cluster.config().node_id == first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_owner_killed_mid_swarm_hands_over_and_the_survivors_finish() {
+    let data = blob(1502, 32 << 20);
+    let d = Digest::of(&data);
+    let size = data.len() as u64;
+    let origin =
+        PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(24 << 20), ..Default::default() });
+    let mut nodes = start_cluster(4, spec(vec![origin.template()], swarm_on));
+    members_known(&nodes).await;
+    let owner = owner_index(&nodes, &d).unwrap();
+    let pulls: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != owner)
+        .map(|(i, n)| (i, tokio::spawn(pull(n.url(), d))))
+        .collect();
+    assert!(wait_until(WAIT, || origin.bytes() >= size / 3).await, "the owner never read a third");
+    nodes[owner].stop();
+    for (i, p) in pulls {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+        assert!(nodes[i].store.exists(&d), "node {i} does not hold the blob");
+    }
+    // The dead owner's read runs on in this process (a real one would stop): 1x, plus
+    // what the next owner took from the origin for pieces only the dead one had.
+    let sent = origin.bytes();
+    assert!(sent <= size * 205 / 100, "the origin sent {sent} bytes for a blob of {size}");
+    // The next owner resumed in the swarm (pieces from the origin by range), not whole.
+    let mut resumed = 0;
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != owner) {
+        let _ = i;
+        resumed += metric(n, "cairn_swarm_pieces_total{source=\"origin\"}").await;
+    }
+    assert!(resumed >= 1, "no survivor took over the origin reads");
+    assert!(resumed < u64::from(Geometry::new(size, piece_size_for(size)).unwrap().count()), "it started over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_sending_wrong_pieces_is_excluded_and_every_node_ends_with_the_right_blob() {
+    use axum::extract::{Path, Query};
+    use axum::routing::{get, post};
+    #[derive(serde::Deserialize)]
+    struct Q {
+        blob_size: u64,
+        piece_size: u64,
+    }
+    let liar_id = "liar";
+    let app = axum::Router::new()
+        .route(
+            "/v1/health",
+            get(|| async {
+                axum::Json(serde_json::json!({"status": "ok", "node_id": "liar", "time": "2026-01-01T00:00:00Z"}))
+            }),
+        )
+        .route(
+            "/v1/swarm/{d}/piece/{i}",
+            get(|Path((_, i)): Path<(String, u32)>, Query(q): Query<Q>| async move {
+                let g = Geometry::new(q.blob_size, q.piece_size).unwrap();
+                vec![0x5a; g.len(i).unwrap() as usize]
+            }),
+        )
+        .route("/v1/swarm/{d}/announce", post(|| async { axum::http::StatusCode::NOT_FOUND }));
+    let liar = cairn_testkit::Server::start(app);
+    let mut seed = 1503;
+    let (data, d, nodes, origin, owner) = loop {
+        let data = blob(seed, 32 << 20);
+        let d = Digest::of(&data);
+        let origin =
+            PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(48 << 20), ..Default::default() });
+        let mut sp = spec(vec![origin.template()], swarm_on);
+        sp.peers = vec![liar.addr()];
+        let nodes = start_cluster(4, sp);
+        let n = nodes.len();
+        let ok = wait_until(WAIT, || nodes.iter().all(|x| x.state.cluster.peers().members().len() == n)).await;
+        assert!(ok, "the nodes never learnt each other's ids");
+        match owner_index(&nodes, &d) {
+            Some(o) => break (data, d, nodes, origin, o),
+            None => seed += 1,
+        }
+    };
+    let geo = Geometry::new(data.len() as u64, piece_size_for(data.len() as u64)).unwrap();
+    // The liar claims every piece, to the owner, all along.
+    let owner_url = nodes[owner].url();
+    let claim = serde_json::to_vec(&WireAnnounce::new(&geo, &Bitfield::full(geo.count()))).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let claimer = tokio::spawn(async move {
+        let c = reqwest::Client::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ =
+                c.post(format!("{owner_url}/v1/swarm/{d}/announce?node={liar_id}")).body(claim.clone()).send().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let pulls: Vec<_> = nodes.iter().map(|n| tokio::spawn(pull(n.url(), d))).collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    claimer.await.unwrap();
+    for n in &nodes {
+        assert!(n.store.exists(&d) && n.store.size(&d).unwrap() == data.len() as u64);
+    }
+    let mut excluded = 0;
+    for n in &nodes {
+        excluded += metric(n, "cairn_swarm_excluded_peers_total").await;
+    }
+    assert!(excluded >= 1, "no node excluded the liar");
+    assert!(origin.bytes() <= 2 * data.len() as u64);
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! and bytes sent. Used in-process by the cluster tests and, as the
 //! `cairn-bench-origin` binary, by `bench/fanout.sh`.
 //!
-//! `GET /blobs/{digest}` serves a blob; `GET /stats` answers
+//! `GET /blobs/{digest}` serves a blob (a `Range: bytes=A-B` of an
+//! in-memory blob is answered `206` with those bytes); `GET /stats` answers
 //! `{"requests": N, "bytes": N}` (blob requests, body bytes sent);
 //! `POST /stats/reset` zeroes them.
 
@@ -137,29 +138,44 @@ async fn reset(State(s): State<Arc<PacedState>>) -> StatusCode {
 
 type Chunks = futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>;
 
-async fn open(s: &PacedState, d: &Digest) -> Option<(u64, Chunks)> {
+/// `bytes=A-B` (both given, in order).
+fn byte_range(h: &axum::http::HeaderMap) -> Option<(usize, usize)> {
+    let v = h.get(header::RANGE)?.to_str().ok()?.strip_prefix("bytes=")?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+async fn open(s: &PacedState, d: &Digest, range: Option<(usize, usize)>) -> Option<(u64, Chunks, bool)> {
     match &s.blobs {
         Blobs::Mem(m) => {
-            let b = m.get(d)?.clone();
+            let mut b = m.get(d)?.clone();
+            let ranged = range.filter(|(_, z)| *z < b.len());
+            if let Some((a, z)) = ranged {
+                b = b.slice(a..=z);
+            }
             let len = b.len() as u64;
             let chunks: Vec<std::io::Result<Bytes>> =
                 (0..b.len()).step_by(CHUNK).map(|i| Ok(b.slice(i..(i + CHUNK).min(b.len())))).collect();
-            Some((len, futures_util::stream::iter(chunks).boxed()))
+            Some((len, futures_util::stream::iter(chunks).boxed(), ranged.is_some()))
         }
         Blobs::Dir(dir) => {
             let f = tokio::fs::File::open(dir.join(d.to_string())).await.ok()?;
             let len = f.metadata().await.ok()?.len();
-            Some((len, tokio_util::io::ReaderStream::with_capacity(f, CHUNK).boxed()))
+            Some((len, tokio_util::io::ReaderStream::with_capacity(f, CHUNK).boxed(), false))
         }
     }
 }
 
-async fn blob(State(s): State<Arc<PacedState>>, Path(d): Path<String>) -> Response {
+async fn blob(State(s): State<Arc<PacedState>>, Path(d): Path<String>, h: axum::http::HeaderMap) -> Response {
     if s.requests.fetch_add(1, Ordering::SeqCst) < s.spec.fail_first {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let Ok(d) = Digest::parse(&d) else { return StatusCode::BAD_REQUEST.into_response() };
-    let Some((len, chunks)) = open(&s, &d).await else { return StatusCode::NOT_FOUND.into_response() };
+    let range = byte_range(&h).filter(|_| matches!(s.blobs, Blobs::Mem(_)));
+    let Some((len, chunks, ranged)) = open(&s, &d, range).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     tokio::time::sleep(s.spec.first_byte).await;
     let wrong = s.spec.mode == OriginMode::WrongBytes;
     let mut sent = 0u64;
@@ -193,6 +209,9 @@ async fn blob(State(s): State<Arc<PacedState>>, Path(d): Path<String>) -> Respon
     });
     let mut resp = Body::from_stream(body).into_response();
     resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if ranged {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     resp
 }
 
