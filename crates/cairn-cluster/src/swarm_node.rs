@@ -761,3 +761,78 @@ async fn origin_range(inner: &Inner, d: Digest, range: std::ops::Range<u64>) -> 
     }
     Ok(Bytes::from(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClusterConfig;
+    use crate::peer::{BoxFut, ManifestEntry, PeerApi, PeerHealth};
+    use cairn_store::{RefFile, Store};
+
+    struct NoPeers;
+
+    fn none<T>(peer: &str) -> Result<T> {
+        Err(ClusterError::PeerUnreachable { peer: peer.to_owned(), reason: "no peers in this test".into() })
+    }
+
+    impl PeerApi for NoPeers {
+        fn health<'a>(&'a self, peer: &'a str) -> BoxFut<'a, PeerHealth> {
+            Box::pin(async move { none(peer) })
+        }
+        fn head_blob<'a>(&'a self, peer: &'a str, _: &'a Digest) -> BoxFut<'a, Option<u64>> {
+            Box::pin(async move { none(peer) })
+        }
+        fn get_blob<'a>(&'a self, peer: &'a str, _: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+            Box::pin(async move { none(peer) })
+        }
+        fn list_manifests<'a>(&'a self, peer: &'a str) -> BoxFut<'a, Vec<ManifestEntry>> {
+            Box::pin(async move { none(peer) })
+        }
+        fn get_manifest<'a>(&'a self, peer: &'a str, _: &'a RefFile) -> BoxFut<'a, Vec<u8>> {
+            Box::pin(async move { none(peer) })
+        }
+    }
+
+    /// An origin in memory.
+    struct Mem(Bytes);
+
+    impl Source for Mem {
+        fn name(&self) -> String {
+            "memory origin".into()
+        }
+        fn kind(&self) -> crate::fetch::SourceKind {
+            crate::fetch::SourceKind::Origin
+        }
+        fn idle(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+        fn open<'a>(&'a self, _: &'a Digest) -> BoxFut<'a, RemoteBlob> {
+            let b = self.0.clone();
+            Box::pin(async move {
+                let chunks: Vec<Result<Bytes>> = b.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+                Ok(RemoteBlob { size: Some(b.len() as u64), body: Box::pin(futures_util::stream::iter(chunks)) })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_owners_tracker_publishes_every_piece_hash_once_its_origin_read_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ClusterConfig { node_id: "me".into(), swarm: true, ..Default::default() };
+        let c = Cluster::new(Store::open(dir.path()).unwrap(), cfg, Arc::new(NoPeers));
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let d = Digest::of(&data);
+        let geo = swarm_geometry(&c.inner, data.len() as u64).unwrap();
+        // No asker polls during the read: the tracker learns the hashes at its end.
+        assert!(seed(&c.inner, d, &Mem(Bytes::from(data.clone()))).await.unwrap().is_none());
+        assert!(c.store().exists(&d));
+        let hello = WireAnnounce { blob_size: 0, piece_size: 0, have: String::new() };
+        let a = c.inner.answer(d, "asker", &hello, true).unwrap();
+        assert_eq!(a.hashes.known().ones(), geo.count(), "every piece hash is published");
+        assert_eq!(a.peers.len(), 1, "the owner itself holds every piece");
+        assert!(a.peers[0].have.is_full());
+        // And a piece is served from the stored blob, checked against its hash.
+        let (b, _slot) = c.swarm_piece(d, geo.count() - 1, geo).await.unwrap();
+        assert_eq!(a.hashes.verify(geo.count() - 1, &b), crate::swarm::Verdict::Good);
+    }
+}
