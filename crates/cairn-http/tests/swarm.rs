@@ -216,6 +216,55 @@ async fn a_peer_sending_wrong_pieces_is_excluded_and_every_node_ends_with_the_ri
     assert!(origin.bytes() <= 2 * data.len() as u64);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_asker_that_stops_reading_pieces_does_not_slow_the_others() {
+    use std::io::Write;
+    let data = blob(1504, 32 << 20);
+    let d = Digest::of(&data);
+    let size = data.len() as u64;
+    let geo = Geometry::new(size, piece_size_for(size)).unwrap();
+    let origin =
+        PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(64 << 20), ..Default::default() });
+    let nodes = start_cluster(4, spec(vec![origin.template()], swarm_on));
+    members_known(&nodes).await;
+    let owner = owner_index(&nodes, &d).unwrap();
+    let started = std::time::Instant::now();
+    let pulls: Vec<_> = nodes.iter().map(|n| tokio::spawn(pull(n.url(), d))).collect();
+    // A stalled asker: asks every node for pieces as they appear and never reads an answer.
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr()).collect();
+    let stalled = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for round in 0..4u32 {
+            for a in &addrs {
+                for k in 0..3u32 {
+                    let i = (round * 3 + k) % geo.count();
+                    if let Ok(mut s) = std::net::TcpStream::connect(a) {
+                        let req = format!(
+                            "GET /v1/swarm/{d}/piece/{i}?blob_size={}&piece_size={} HTTP/1.1\r\nhost: x\r\n\r\n",
+                            geo.blob_size(),
+                            geo.piece_size()
+                        );
+                        let _ = s.write_all(req.as_bytes());
+                        held.push(s);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        held
+    });
+    for (i, p) in pulls.into_iter().enumerate() {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+    }
+    let took = started.elapsed();
+    drop(stalled.join().unwrap());
+    // The slots the stalled asker holds are given back at the piece's deadline (10 s): well before.
+    assert!(took < Duration::from_secs(8), "the stalled asker slowed the swarm: {took:?} (owner {owner})");
+    assert_eq!(origin.requests(), 1);
+}
+
 #[tokio::test]
 async fn swarm_routes_refuse_bad_input() {
     let nodes = start_cluster(2, spec(vec![], swarm_on));
