@@ -22,7 +22,8 @@
 //! - [`stream`]: a local blob file as a body (the GET path of `/v1` and `/v2`).
 //! - [`swarm`]: the piece swarm's pure scheduling code (pieces, bitfields,
 //!   piece hashes, scheduler, tracker); no I/O, shared with `bench/swarm-sim`.
-//! - [`swarm_run`]: one swarm transfer driven over an I/O trait (not used by the node yet).
+//! - [`swarm_run`]: one swarm transfer driven over an I/O trait; the node's side
+//!   (`swarm: true`) is [`fetch::swarm_node`].
 //! - [`error`]: the cluster's error type, [`ClusterError`].
 //!
 //! Layers, lowest first; no module imports one above it: `error`, `net`,
@@ -42,12 +43,12 @@ pub mod peer;
 pub mod push;
 pub mod replicate;
 pub mod swarm;
-pub mod swarm_node;
 pub mod swarm_run;
 pub mod sync;
 pub mod upstream;
 
 pub use fetch::owner;
+pub use fetch::swarm_node;
 
 pub use error::{ClusterError, Result};
 pub use fetch::{BlobBody, Cluster, ClusterConfig};

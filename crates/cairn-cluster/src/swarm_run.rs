@@ -1,8 +1,8 @@
 //! Runs one swarm transfer: the [`Scheduler`] driven by real time and
 //! real futures, over a [`SwarmIo`] that fetches pieces, polls the tracker
-//! and stores verified pieces. Not yet used by the node (issue 15): the
-//! node's side is an HTTP implementation of [`SwarmIo`] and a positional
-//! temp-blob writer; the in-process tests below use fakes.
+//! and stores verified pieces. The node's side (`swarm: true`) is
+//! [`crate::fetch::swarm_node`]: [`SwarmIo`] over HTTP and a partial blob;
+//! the in-process tests use fakes.
 //!
 //! Every piece from a peer is checked against the owner's hash before it
 //! is stored; a piece from the origin (only the owner asks it) is hashed

@@ -116,7 +116,7 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
             Step::Try(src) if inner.cfg.swarm && src.kind() == super::SourceKind::Origin => {
                 // The owner's origin read: swarmed when the blob is big enough.
                 let (src, probe) = observe(src);
-                let res = match crate::swarm_node::seed(inner, d, src.as_ref()).await {
+                let res = match crate::fetch::swarm_node::seed(inner, d, src.as_ref()).await {
                     Ok(None) => Ok(()),
                     Ok(Some(opened)) => {
                         let again = super::source::Opened::new(src.as_ref(), opened);
@@ -127,7 +127,7 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
                 inner.recorder().attempt(&probe.report(d, src.as_ref(), &res));
                 (Some(src), res)
             }
-            Step::Swarm => (None, crate::swarm_node::join(inner, d).await),
+            Step::Swarm => (None, crate::fetch::swarm_node::join(inner, d).await),
             Step::Try(src) => {
                 let (src, probe) = observe(src);
                 let res = attempt(inner, t, src.as_ref(), &mut release).await;

@@ -57,6 +57,7 @@ pub(crate) mod order;
 pub mod owner;
 pub mod record;
 pub(crate) mod source;
+pub mod swarm_node;
 #[cfg(test)]
 mod tests;
 
@@ -114,7 +115,7 @@ pub(crate) struct Inner {
     /// The observer, once one is installed ([`Cluster::set_recorder`]).
     recorder: std::sync::OnceLock<Arc<dyn Recorder>>,
     /// Trackers, piece transfers and upload slots (`swarm: true`).
-    pub(crate) swarm: crate::swarm_node::SwarmState,
+    pub(crate) swarm: crate::fetch::swarm_node::SwarmState,
 }
 
 impl Inner {
@@ -170,7 +171,7 @@ impl Cluster {
                 listings,
                 health,
                 recorder: std::sync::OnceLock::new(),
-                swarm: crate::swarm_node::SwarmState::default(),
+                swarm: crate::fetch::swarm_node::SwarmState::default(),
             }),
         }
     }

@@ -139,7 +139,7 @@ pub trait Recorder: Send + Sync + 'static {
 
     /// A swarm transfer ended (`swarm: true`): where its pieces came
     /// from, and the peers it excluded for wrong pieces.
-    fn swarm(&self, _report: &crate::swarm_node::SwarmReport) {}
+    fn swarm(&self, _report: &crate::fetch::swarm_node::SwarmReport) {}
 }
 
 /// The recorder of a cluster nobody observes.
