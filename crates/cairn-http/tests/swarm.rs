@@ -265,6 +265,35 @@ async fn an_asker_that_stops_reading_pieces_does_not_slow_the_others() {
     assert_eq!(origin.requests(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_swarm_off_a_big_blob_comes_whole_through_the_owner_as_before() {
+    let data = blob(1505, 20 << 20);
+    let d = Digest::of(&data);
+    let origin = PacedOrigin::start(std::slice::from_ref(&data), PacedSpec::default());
+    let nodes = start_cluster(3, spec(vec![origin.template()], |_| {}));
+    members_known(&nodes).await;
+    let pulls: Vec<_> = nodes.iter().map(|n| tokio::spawn(pull(n.url(), d))).collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+    }
+    assert_eq!(origin.requests(), 1);
+    let g = Geometry::new(data.len() as u64, piece_size_for(data.len() as u64)).unwrap();
+    let owner = owner_index(&nodes, &d).unwrap();
+    let c = reqwest::Client::new();
+    let body = serde_json::to_string(&WireAnnounce::new(&g, &Bitfield::new(g.count()))).unwrap();
+    let r = c.post(format!("{}/v1/swarm/{d}/announce?node=x", nodes[owner].url())).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 404, "no tracker with swarm: false");
+    let q = format!("blob_size={}&piece_size={}", g.blob_size(), g.piece_size());
+    let r = c.get(format!("{}/v1/swarm/{d}/piece/0?{q}", nodes[owner].url())).send().await.unwrap();
+    assert_eq!(r.status(), 404, "no pieces served with swarm: false");
+    for n in &nodes {
+        assert_eq!(metric(n, "cairn_swarm_pieces_total{source=\"peer\"}").await, 0);
+        assert_eq!(metric(n, "cairn_swarm_pieces_total{source=\"origin\"}").await, 0);
+    }
+}
+
 #[tokio::test]
 async fn swarm_routes_refuse_bad_input() {
     let nodes = start_cluster(2, spec(vec![], swarm_on));

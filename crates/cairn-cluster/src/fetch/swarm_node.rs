@@ -327,6 +327,9 @@ impl Cluster {
     /// keeps the slot while sending; it is given back at `deadline`
     /// whatever happens).
     pub async fn swarm_piece(&self, d: Digest, index: u32, geo: Geometry) -> Result<(Bytes, UploadSlot), Refused> {
+        if !self.inner.cfg.swarm {
+            return Err(Refused::NotSwarming(d));
+        }
         geo.check(index)?;
         let range = geo.range(index).ok_or(SwarmError::NoSuchPiece { index, count: geo.count() })?;
         let len = range.end - range.start;
