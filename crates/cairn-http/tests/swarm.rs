@@ -141,6 +141,33 @@ async fn the_owner_killed_mid_swarm_hands_over_and_the_survivors_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_asker_killed_mid_swarm_costs_the_others_only_time() {
+    let data = blob(1506, 32 << 20);
+    let d = Digest::of(&data);
+    let size = data.len() as u64;
+    let origin =
+        PacedOrigin::start(std::slice::from_ref(&data), PacedSpec { rate: Some(24 << 20), ..Default::default() });
+    let mut nodes = start_cluster(4, spec(vec![origin.template()], swarm_on));
+    members_known(&nodes).await;
+    let owner = owner_index(&nodes, &d).unwrap();
+    let victim = (owner + 1) % nodes.len();
+    let pulls: Vec<_> = nodes.iter().map(|n| tokio::spawn(pull(n.url(), d))).collect();
+    assert!(wait_until(WAIT, || origin.bytes() >= size / 2).await, "the owner never read half");
+    nodes[victim].stop();
+    for (i, p) in pulls.into_iter().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+        assert!(nodes[i].store.exists(&d));
+    }
+    assert_eq!(origin.requests(), 1, "the owner's one read; nobody went to the origin again");
+    assert_eq!(origin.bytes(), size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_sending_wrong_pieces_is_excluded_and_every_node_ends_with_the_right_blob() {
     use axum::extract::{Path, Query};
     use axum::routing::{get, post};

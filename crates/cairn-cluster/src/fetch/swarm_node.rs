@@ -390,6 +390,11 @@ impl Cluster {
 /// for the whole-blob path.
 pub(crate) async fn seed(inner: &Arc<Inner>, d: Digest, src: &dyn Source) -> Result<Option<RemoteBlob>> {
     let remote = src.open(&d).await?;
+    if inner.local_swarm(&d).is_some() {
+        // This node is in the swarm already (as an asker): its partial
+        // blob is that transfer's; this read goes the whole-blob way.
+        return Ok(Some(remote));
+    }
     let Some(geo) = remote.size.and_then(|s| swarm_geometry(inner, s)) else {
         inner.track_mark(d, Track::Whole(Instant::now()));
         return Ok(Some(remote));
