@@ -147,6 +147,29 @@ pub enum StoreError {
     /// A checkout target that already exists and is not empty.
     #[error("checkout target {0} exists and is not empty; choose a new directory")]
     TargetNotEmpty(PathBuf),
+    /// A partial blob (a swarm transfer, [`crate::Store::partial`]) refused
+    /// an operation; `reason` says why and what to do.
+    #[error("partial blob {digest}: {reason}")]
+    Partial {
+        /// The blob being transferred.
+        digest: Digest,
+        /// What was refused, and what to do.
+        reason: String,
+    },
+    /// Not enough free space on the data dir's filesystem for a blob.
+    #[error(
+        "no room on disk for blob {digest}: it needs {need} bytes and the data dir has {free} free, {reserve} of which must stay free; free disk space or lower the cache's max_bytes, and retry"
+    )]
+    DiskFull {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        need: u64,
+        /// Bytes free on the filesystem.
+        free: u64,
+        /// Bytes kept free (`cache.min_free`).
+        reserve: u64,
+    },
 }
 
 fn list_digests(d: &[Digest]) -> String {

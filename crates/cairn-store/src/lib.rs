@@ -23,6 +23,9 @@
 //!   upload sessions, and the registry's GC roots.
 //! - [`tier`]: the durable tier, a bucket behind the local store
 //!   ([`Store::open_tiered`]): metadata there, puts written through.
+//! - [`partial`]: a blob of known size written piece by piece in any
+//!   order (a swarm transfer), readable while written, stored only once
+//!   its whole digest matches ([`Store::partial`]).
 //! - [`aio`]: for async callers, [`Store::run`] (the one hand-off to the
 //!   blocking pool) and [`Store::read_stream`] (a range as a stream).
 //!
@@ -41,6 +44,7 @@ pub mod held;
 pub mod name;
 mod nofollow;
 pub mod oci;
+pub mod partial;
 pub mod refs;
 pub mod snapshot;
 pub mod store;
@@ -56,6 +60,7 @@ pub use digest::{Digest, DigestError, Hasher};
 pub use error::{Result, StoreError};
 pub use gc::{GcOptions, GcReport};
 pub use name::{NameError, RefFile, RefName};
+pub use partial::{MAX_PIECE_LEN, PartialBlob};
 pub use refs::{Manifest, ManifestSummary};
 pub use snapshot::SnapshotReport;
 pub use store::{Access, Stats, Store, StoreOptions};

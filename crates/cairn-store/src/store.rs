@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) tier: std::sync::OnceLock<Arc<crate::tier::Tier>>,
     /// Told about every blob a client pushes (the replicator).
     pub(crate) local_commit: crate::held::HookSlot,
+    /// Swarm transfers in progress ([`Store::partial`]).
+    pub(crate) partials: crate::partial::Registry,
 }
 
 impl Store {
@@ -82,6 +84,7 @@ impl Store {
                 cache: std::sync::OnceLock::new(),
                 tier: std::sync::OnceLock::new(),
                 local_commit: Default::default(),
+                partials: Default::default(),
             }),
         }
     }

@@ -112,21 +112,8 @@ impl BlobSink for FsSink {
 
     fn commit(mut self: Box<Self>, d: &Digest) -> Result<bool> {
         let file = self.take_file("commit")?;
-        let be = self.be.clone();
-        if nofollow::is_file(&be.layout().object(d)) {
-            drop(file);
-            self.stop_flusher()?;
-            be.touch(d)?;
-            return Ok(true);
-        }
         self.stop_flusher()?;
-        be.seal(&file, &self.tmp)?;
-        drop(file);
-        let existed = be.link_object(&self.tmp, d)?;
-        if !existed {
-            be.sync_objects()?;
-        }
-        Ok(existed)
+        self.be.commit_temp(file, &self.tmp, d)
     }
 
     fn location(&self) -> &Path {
@@ -171,6 +158,40 @@ impl Drop for FsStaged {
 }
 
 impl FsBackend {
+    /// Creates a new empty temp file `tmp/<random>.<ext>` open for reading
+    /// and writing (swept like every temp file after a crash). The caller
+    /// removes it when done.
+    pub(crate) fn create_temp(&self, ext: &str) -> Result<(File, PathBuf)> {
+        let tmp = self.layout().tmp_dir().join(format!("{:016x}.{ext}", rand::random::<u64>()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(StoreError::io("create temp file", &tmp))?;
+        Ok((file, tmp))
+    }
+
+    /// Makes the complete temp file `tmp` (open as `file`, already verified
+    /// to hold `d`) the object `d`: an existing object is only touched,
+    /// else the file is synced, made read-only and linked (never replacing).
+    /// Returns true when `d` existed. The temp name stays; the caller
+    /// removes it. The caller holds the shared GC lock.
+    pub(crate) fn commit_temp(&self, file: File, tmp: &Path, d: &Digest) -> Result<bool> {
+        if nofollow::is_file(&self.layout().object(d)) {
+            drop(file);
+            self.touch(d)?;
+            return Ok(true);
+        }
+        self.seal(&file, tmp)?;
+        drop(file);
+        let existed = self.link_object(tmp, d)?;
+        if !existed {
+            self.sync_objects()?;
+        }
+        Ok(existed)
+    }
+
     /// Closes a sink of this backend holding the blob `d` without making it
     /// visible, for batches that sync once and then [`FsBackend::publish`].
     pub fn stage(&self, sink: Box<dyn BlobSink>, d: Digest) -> Result<FsStaged> {
