@@ -52,7 +52,7 @@ def sh(*args, check=True):
 class Lab:
     """Namespaces on a bridge (root), or plain loopback ports (not root)."""
 
-    def __init__(self, n, netns):
+    def __init__(self, n, netns, uplink_mbit=None):
         self.n = n
         self.netns = netns
         self.tag = f"cairn-fo{os.getpid()}"
@@ -69,6 +69,10 @@ class Lab:
                 sh("ip", "-n", ns, "addr", "add", f"{SUBNET}.{host}/24", "dev", "eth0")
                 sh("ip", "-n", ns, "link", "set", "eth0", "up")
                 sh("ip", "-n", ns, "link", "set", "lo", "up")
+                if uplink_mbit:
+                    # Every host's uplink (its egress), the origin's too; the kernel has no netem.
+                    sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+                       "rate", f"{uplink_mbit}mbit", "burst", "16kb", "latency", "400ms")
 
     def _ns(self, i):
         sh("ip", "netns", "add", self.name(i))
@@ -132,7 +136,7 @@ def owner(digest_hex, ids):
 
 
 class Cluster:
-    def __init__(self, lab, cairn, work, origin_tmpl):
+    def __init__(self, lab, cairn, work, origin_tmpl, swarm=False):
         self.lab = lab
         self.procs = {}
         self.dirs = {}
@@ -152,6 +156,8 @@ class Cluster:
                 "health_interval": "1s",
                 "peer_timeout": "5s",
             }
+            if swarm:
+                cfg["swarm"] = True
             path = os.path.join(d, "config.json")
             with open(path, "w") as f:
                 json.dump(cfg, f)
@@ -298,7 +304,7 @@ def cmd_run(a):
 
     rows = []
     for n in a.nodes:
-        lab = Lab(n, netns)
+        lab = Lab(n, netns, a.uplink_mbit)
         origin = None
         try:
             origin = subprocess.Popen(
@@ -310,9 +316,8 @@ def cmd_run(a):
             for mode in a.modes:
                 for what, digests, size in [("256MiB blob" if a.big_mib == 256 else f"{a.big_mib}MiB blob", [big], a.big_mib << 20),
                                             (f"{a.manifest_blobs}-blob manifest", small, (a.small_mib << 20) * len(small))]:
-                    if mode == "cairn-kill" and len(digests) > 1:
-                        continue
-                    if mode == "independent" and len(digests) > 1:
+                    is_manifest = digests is small
+                    if mode in ("cairn-kill", "alone", "independent") and is_manifest:
                         continue
                     shutil.rmtree(os.path.join(work, "nodes"), ignore_errors=True)
                     origin_reset(lab)
@@ -323,16 +328,20 @@ def cmd_run(a):
                         ends, failed = run_all(cmds)
                         bad = 0
                     else:
-                        cl = Cluster(lab, a.cairn, os.path.join(work, "nodes"), tmpl)
+                        cl = Cluster(lab, a.cairn, os.path.join(work, "nodes"), tmpl, a.swarm)
                         try:
                             kill_at, on_kill = None, None
                             if mode == "plain":
-                                cmds = [plain_cmd(lab, i, digests, tmpl, f"{rf}={mpath}" if len(digests) > 1 else None)
+                                cmds = [plain_cmd(lab, i, digests, tmpl, f"{rf}={mpath}" if is_manifest else None)
                                         for i in range(n)]
-                            elif len(digests) > 1:
+                            elif is_manifest:
                                 cmds = [manifest_cmd(lab, i, rf, mpath) for i in range(n)]
                             else:
                                 cmds = [fetch_cmd(lab, i, big) for i in range(n)]
+                            if mode == "alone":
+                                # T1: one node fetching alone, the others idle.
+                                alive = [0]
+                                cmds = [cmds[0]] + [["true"]] * (n - 1)
                             if mode == "cairn-kill":
                                 victim = int(owner(big, ids)[1:])
                                 alive.remove(victim)
@@ -344,7 +353,7 @@ def cmd_run(a):
                         finally:
                             cl.close()
                     st = origin_stats(lab) or {"bytes": -1, "requests": -1}
-                    live = [e for k, e in enumerate(ends) if mode != "cairn-kill" or k in alive]
+                    live = [e for k, e in enumerate(ends) if mode not in ("cairn-kill", "alone") or k in alive]
                     row = {"n": n, "mode": mode, "what": what, "secs": round(max(live), 2), "first": round(min(live), 2),
                            "origin_ratio": round(st["bytes"] / size, 3), "origin_requests": st["requests"],
                            "failed_clients": failed, "bad_copies": bad}
@@ -357,6 +366,7 @@ def cmd_run(a):
             lab.close()
     with open(a.out, "w") as f:
         json.dump({"netns": netns, "rate": a.rate, "first_byte_ms": a.first_byte_ms, "big_mib": a.big_mib,
+                   "uplink_mbit": a.uplink_mbit, "swarm": a.swarm,
                    "small_mib": a.small_mib, "manifest_blobs": a.manifest_blobs, "rows": rows}, f, indent=1)
 
 
@@ -368,17 +378,21 @@ def cmd_table(a):
     print(f"Setup: {where}; origin +{res['first_byte_ms']} ms before the first byte, paced to "
           f"{res['rate'] / (1 << 20):.0f} MiB/s; blob {res['big_mib']} MiB; manifest {res['manifest_blobs']} x "
           f"{res['small_mib']} MiB.\n")
+    if res.get("uplink_mbit"):
+        print(f"Every host's uplink capped at {res['uplink_mbit']} Mbit/s (tc tbf); swarm: {res.get('swarm', False)}.\n")
     print("| N | content | design | all verified (s) | first (s) | independent / this | plain / this "
-          "| origin bytes / size | origin requests | failed consumers | bad copies |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| this / T1 | origin bytes / size | origin requests | failed consumers | bad copies |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         def base(mode):
             return next((x["secs"] for x in rows if x["n"] == r["n"] and x["what"] == r["what"] and x["mode"] == mode), None)
-        ind, plain = base("independent"), base("plain")
+        ind, plain, t1 = base("independent"), base("plain"), base("alone")
         vs_ind = f"{ind / r['secs']:.2f}" if ind and r["mode"] != "independent" else ""
         vs_plain = f"{plain / r['secs']:.2f}" if plain and r["mode"] not in ("plain", "independent") else ""
+        vs_t1 = f"{r['secs'] / t1:.2f}" if t1 and r["mode"] != "alone" else ""
         print(f"| {r['n']} | {r['what']} | {r['mode']} | {r['secs']:.2f} | {r.get('first', r['secs']):.2f} | {vs_ind} "
-              f"| {vs_plain} | {r['origin_ratio']:.3f} | {r['origin_requests']} | {r['failed_clients']} | {r['bad_copies']} |")
+              f"| {vs_plain} | {vs_t1} | {r['origin_ratio']:.3f} | {r['origin_requests']} | {r['failed_clients']} "
+              f"| {r['bad_copies']} |")
 
 
 def main():
@@ -390,13 +404,16 @@ def main():
     r.add_argument("--work", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--nodes", type=int, nargs="+", default=[2, 4, 8])
-    r.add_argument("--modes", nargs="+", default=["independent", "cairn", "cairn-kill", "plain"])
+    r.add_argument("--modes", nargs="+", default=["independent", "cairn", "cairn-kill", "plain"],
+                   help="also: alone (T1, one node fetching while the others idle)")
     r.add_argument("--big-mib", type=int, default=256)
     r.add_argument("--small-mib", type=int, default=2)
     r.add_argument("--manifest-blobs", type=int, default=50)
     r.add_argument("--rate", type=int, default=100 << 20, help="origin bandwidth, bytes/s")
     r.add_argument("--first-byte-ms", type=int, default=20)
     r.add_argument("--loopback", action="store_true", help="no namespaces even as root")
+    r.add_argument("--uplink-mbit", type=int, default=None, help="cap every host's uplink with tc tbf (netns only)")
+    r.add_argument("--swarm", action="store_true", help="nodes run with swarm: true (issue 15)")
     t = sub.add_parser("table")
     t.add_argument("results")
     a = ap.parse_args()

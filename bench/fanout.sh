@@ -10,6 +10,7 @@
 # nothing in the root namespace); otherwise on 127.0.0.1.
 #
 # Usage: bench/fanout.sh [fanout.py run options, e.g. --nodes 2 4 --big-mib 64]
+# Swarm runs (issue 15): --uplink-mbit 200 --modes alone cairn cairn-kill [--swarm]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || { echo "fanout: needs $tool" >&2; exit 1; }; done

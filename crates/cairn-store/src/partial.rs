@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
+use crate::backend::fs::WriteBack;
 use crate::blob::{COPY_BUF, PutOutcome};
 use crate::cache::policy::Provenance;
 use crate::cache::state::Reservation;
@@ -67,7 +68,6 @@ enum Phase {
 /// `Arc<PartialBlob>` by the tasks writing pieces and the ones serving
 /// them. Dropping the last `Arc` without [`PartialBlob::finish`] removes
 /// the temp file, like [`PartialBlob::abandon`].
-#[derive(Debug)]
 pub struct PartialBlob {
     store: Store,
     digest: Digest,
@@ -83,6 +83,20 @@ pub struct PartialBlob {
     finishing: Mutex<()>,
     /// Room under the cache's cap, held until the blob is committed.
     room: Mutex<Option<Reservation>>,
+    /// Background flushes while pieces arrive, so `finish` does not wait
+    /// for the whole blob's fsync at once.
+    writeback: Mutex<WriteBack>,
+}
+
+impl std::fmt::Debug for PartialBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialBlob")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("tmp", &self.tmp)
+            .field("phase", &*self.read_phase())
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,6 +155,7 @@ impl Store {
             phase: RwLock::new(Phase::Open),
             finishing: Mutex::new(()),
             room: Mutex::new(Some(room)),
+            writeback: Mutex::new(WriteBack::new(self.inner.opts.fsync, 0)),
         });
         let mut map = lock(&reg.map);
         if let Some(other) = map.get(d).and_then(|(_, w)| w.upgrade()) {
@@ -201,7 +216,8 @@ impl PartialBlob {
             }
             Phase::Gone(why) => return Err(self.gone(why)),
         }
-        self.file.write_all_at(bytes, offset).map_err(StoreError::io("write piece", &self.tmp))
+        self.file.write_all_at(bytes, offset).map_err(StoreError::io("write piece", &self.tmp))?;
+        lock(&self.writeback).wrote(&self.file, len).map_err(StoreError::io("fsync", &self.tmp))
     }
 
     /// Reads `len` bytes at `offset` (`pread`), inside the blob and at most
@@ -283,6 +299,8 @@ impl PartialBlob {
 
     /// Hashes the file and commits it when it matches.
     fn seal(&self) -> Result<PutOutcome> {
+        // A failed background flush shows here, not in a later fsync.
+        lock(&self.writeback).finish().map_err(StoreError::io("fsync", &self.tmp))?;
         let actual = self.hash()?;
         if actual != self.digest {
             return Err(StoreError::DigestMismatch { expected: self.digest, actual });

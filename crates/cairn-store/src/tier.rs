@@ -9,7 +9,7 @@
 //! - A blob put on this node ([`crate::cache::Provenance::Local`]) is
 //!   written to the bucket while it is written to disk, and the bucket's
 //!   copy is committed before the local one: when a put returns, the blob
-//!   is durable in the bucket ([`Tier::sink`]).
+//!   is durable in the bucket (`BlobWriter` tees it to the bucket's sink).
 //! - A blob fetched from elsewhere is only cached locally; the fetch
 //!   pipeline reads the bucket as a source, and copies what came from an
 //!   origin to the bucket in the background ([`Tier::upload_in_background`]).

@@ -5,6 +5,7 @@
 //!   objects/<64 hex>            one blob per file, plain bytes, read-only (original layout)
 //!   refs/<name>-<12 hex>.json   blob manifests (original layout)
 //!   tmp/<random>.part           blobs being written; swept when the store opens unshared
+//!   tmp/<random>.partial        swarm transfers (pieces in any order, `Store::partial`); swept the same way
 //!   quarantine/<64 hex>         blobs that failed `verify`; never served
 //!   registry/                   OCI registry metadata, plain files written atomically:
 //!     repositories/<repo name>/   one dir per repository (names may hold '/'; no component starts with '_')
