@@ -3,8 +3,8 @@
 //! and bytes sent. Used in-process by the cluster tests and, as the
 //! `cairn-bench-origin` binary, by `bench/fanout.sh`.
 //!
-//! `GET /blobs/{digest}` serves a blob (a `Range: bytes=A-B` of an
-//! in-memory blob is answered `206` with those bytes); `GET /stats` answers
+//! `GET /blobs/{digest}` serves a blob (a `Range: bytes=A-B` is answered
+//! `206` with those bytes); `GET /stats` answers
 //! `{"requests": N, "bytes": N}` (blob requests, body bytes sent);
 //! `POST /stats/reset` zeroes them.
 
@@ -160,9 +160,17 @@ async fn open(s: &PacedState, d: &Digest, range: Option<(usize, usize)>) -> Opti
             Some((len, futures_util::stream::iter(chunks).boxed(), ranged.is_some()))
         }
         Blobs::Dir(dir) => {
-            let f = tokio::fs::File::open(dir.join(d.to_string())).await.ok()?;
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut f = tokio::fs::File::open(dir.join(d.to_string())).await.ok()?;
             let len = f.metadata().await.ok()?.len();
-            Some((len, tokio_util::io::ReaderStream::with_capacity(f, CHUNK).boxed(), false))
+            match range.filter(|(_, z)| (*z as u64) < len) {
+                Some((a, z)) => {
+                    f.seek(std::io::SeekFrom::Start(a as u64)).await.ok()?;
+                    let n = (z - a + 1) as u64;
+                    Some((n, tokio_util::io::ReaderStream::with_capacity(f.take(n), CHUNK).boxed(), true))
+                }
+                None => Some((len, tokio_util::io::ReaderStream::with_capacity(f, CHUNK).boxed(), false)),
+            }
         }
     }
 }
@@ -172,7 +180,7 @@ async fn blob(State(s): State<Arc<PacedState>>, Path(d): Path<String>, h: axum::
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let Ok(d) = Digest::parse(&d) else { return StatusCode::BAD_REQUEST.into_response() };
-    let range = byte_range(&h).filter(|_| matches!(s.blobs, Blobs::Mem(_)));
+    let range = byte_range(&h);
     let Some((len, chunks, ranged)) = open(&s, &d, range).await else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -275,6 +283,30 @@ mod tests {
             reqwest::get(bad.template().replace("{digest}", &d.to_string())).await.unwrap().bytes().await.unwrap();
         assert_eq!(got.len(), data.len());
         assert_ne!(Digest::of(&got), d);
+    }
+
+    #[tokio::test]
+    async fn paced_origin_answers_byte_ranges_from_memory_and_from_a_directory() {
+        let data = crate::blob(3, 300_000);
+        let d = Digest::of(&data);
+        let mem = PacedOrigin::start(std::slice::from_ref(&data), PacedSpec::default());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(d.to_string()), &data).unwrap();
+        let state = PacedState::new(Blobs::Dir(dir.path().to_owned()), PacedSpec::default());
+        let on_disk = Server::start(router(Arc::clone(&state)));
+        let c = reqwest::Client::new();
+        for url in [mem.template().replace("{digest}", &d.to_string()), format!("http://{}/blobs/{d}", on_disk.addr())]
+        {
+            let r = c.get(&url).header(header::RANGE, "bytes=1000-199999").send().await.unwrap();
+            assert_eq!(r.status(), 206, "{url}");
+            assert!(r.bytes().await.unwrap() == data[1000..200_000], "{url}");
+            // Past the end: the whole blob.
+            let r = c.get(&url).header(header::RANGE, "bytes=0-300000").send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            assert_eq!(r.bytes().await.unwrap().len(), data.len());
+        }
+        assert_eq!(mem.bytes(), 199_000 + 300_000);
+        assert_eq!(state.bytes(), 199_000 + 300_000);
     }
 
     #[tokio::test]
