@@ -226,7 +226,10 @@ def fetch_cmd(lab, i, digest):
 
 
 def manifest_cmd(lab, i, rf, path):
-    url = f"http://{lab.addr(i)}/v1/manifests/{rf}"
+    # A push: the node takes it only from loopback without an auth section,
+    # so inside a namespace it goes to 127.0.0.1 (the node listens on all addresses).
+    addr = f"127.0.0.1:{PORT}" if lab.netns else lab.addr(i)
+    url = f"http://{addr}/v1/manifests/{rf}"
     return lab.prefix(i) + ["curl", "-sf", "-o", "/dev/null", "-X", "PUT", "--data-binary", f"@{path}", url]
 
 
