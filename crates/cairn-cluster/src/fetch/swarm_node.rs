@@ -2,9 +2,9 @@
 //!
 //! - The owner (the node fetching from the origin) reads the origin as one
 //!   stream into a [`PartialBlob`], hashing each piece as it completes
-//!   ([`seed`]), and tracks who holds what for its askers ([`Trackers`]).
+//!   (`seed`), and tracks who holds what for its askers (`Trackers`).
 //! - Every other node announces to the owner and pulls pieces from every
-//!   holder ([`join`]), through [`crate::swarm_run::run`] over [`NodeIo`].
+//!   holder (`join`), through [`crate::swarm_run::run`] over `NodeIo`.
 //! - Every node serves the verified pieces it holds ([`Cluster::swarm_piece`]),
 //!   at most [`UPLOAD_SLOTS`] at once.
 //!
