@@ -337,6 +337,25 @@ fn gauge_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Registers one counter per `(name, help, value)`, set to the value
+/// (state the node keeps, read at scrape time).
+fn counters(r: &mut Registry, rows: &[(&'static str, &'static str, u64)]) {
+    for &(name, help, v) in rows {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        r.register(name, help, c);
+    }
+}
+
+/// Registers one gauge per `(name, help, value)`.
+fn gauges(r: &mut Registry, rows: &[(&'static str, &'static str, u64)]) {
+    for &(name, help, v) in rows {
+        let g: Gauge = Gauge::default();
+        g.set(gauge_i64(v));
+        r.register(name, help, g);
+    }
+}
+
 /// Gauges read at scrape time: cheap reads of state the node keeps, and
 /// one `statvfs` of the data dir.
 fn sampled(state: &AppState) -> Registry {
@@ -364,121 +383,118 @@ fn sampled(state: &AppState) -> Registry {
     );
     let store = state.cluster.store();
     if let (Some(w), Some(used)) = (store.cache_watermarks(), store.cache_used()) {
-        for (name, help, v) in [
-            ("cairn_cache_max_bytes", "cache.max_bytes: the most bytes of blobs kept", w.max_bytes),
-            ("cairn_cache_used_bytes", "Bytes of blobs the bounded cache holds", used),
-            (
-                "cairn_cache_pinned_over_cap",
-                "1 when pinned blobs (refs, registry tags, blobs being read) alone pass cache.max_bytes, else 0",
-                u64::from(store.cache_pinned_over_cap().unwrap_or(false)),
-            ),
-        ] {
-            let g: Gauge = Gauge::default();
-            g.set(gauge_i64(v));
-            r.register(name, help, g);
-        }
+        gauges(
+            &mut r,
+            &[
+                ("cairn_cache_max_bytes", "cache.max_bytes: the most bytes of blobs kept", w.max_bytes),
+                ("cairn_cache_used_bytes", "Bytes of blobs the bounded cache holds", used),
+                (
+                    "cairn_cache_pinned_over_cap",
+                    "1 when pinned blobs (refs, registry tags, blobs being read) alone pass cache.max_bytes, else 0",
+                    u64::from(store.cache_pinned_over_cap().unwrap_or(false)),
+                ),
+            ],
+        );
         // Kept by the store, which evicts for the evictor and for fetches alike.
         let (blobs, bytes) = store.cache_evicted().unwrap_or((0, 0));
-        for (name, help, v) in [
-            ("cairn_evictions", "Blobs evicted by the bounded cache", blobs),
-            ("cairn_evicted_bytes", "Bytes evicted by the bounded cache", bytes),
-        ] {
-            let c: Counter = Counter::default();
-            c.inc_by(v);
-            r.register(name, help, c);
-        }
+        counters(
+            &mut r,
+            &[
+                ("cairn_evictions", "Blobs evicted by the bounded cache", blobs),
+                ("cairn_evicted_bytes", "Bytes evicted by the bounded cache", bytes),
+            ],
+        );
     }
     if let Some(t) = store.tier() {
         let st = t.stats();
-        for (name, help, v) in [
-            (
-                "cairn_bucket_uploads",
-                "Blobs written to the durable tier's bucket (pushes and background copies)",
-                st.uploads,
-            ),
-            ("cairn_bucket_upload_bytes", "Bytes of blobs written to the bucket", st.upload_bytes),
-            (
-                "cairn_bucket_upload_errors",
-                "Writes to the bucket that failed (the push failed with them)",
-                st.upload_errors,
-            ),
-            (
-                "cairn_bucket_background_queued",
-                "Fetched blobs queued for a background copy to the bucket",
-                st.background_queued,
-            ),
-            (
-                "cairn_bucket_background_dropped",
-                "Background copies dropped because the queue was full",
-                st.background_dropped,
-            ),
-            ("cairn_bucket_background_errors", "Background copies to the bucket that failed", st.background_errors),
-        ] {
-            let c: Counter = Counter::default();
-            c.inc_by(v);
-            r.register(name, help, c);
-        }
+        counters(
+            &mut r,
+            &[
+                (
+                    "cairn_bucket_uploads",
+                    "Blobs written to the durable tier's bucket (pushes and background copies)",
+                    st.uploads,
+                ),
+                ("cairn_bucket_upload_bytes", "Bytes of blobs written to the bucket", st.upload_bytes),
+                (
+                    "cairn_bucket_upload_errors",
+                    "Writes to the bucket that failed (the push failed with them)",
+                    st.upload_errors,
+                ),
+                (
+                    "cairn_bucket_background_queued",
+                    "Fetched blobs queued for a background copy to the bucket",
+                    st.background_queued,
+                ),
+                (
+                    "cairn_bucket_background_dropped",
+                    "Background copies dropped because the queue was full",
+                    st.background_dropped,
+                ),
+                ("cairn_bucket_background_errors", "Background copies to the bucket that failed", st.background_errors),
+            ],
+        );
         let req = t.bucket().stats();
-        for (name, help, v) in [
-            ("cairn_bucket_requests", "HTTP requests sent to the bucket (each retry is one more)", req.attempts),
-            ("cairn_bucket_throttled", "Bucket requests answered 503 or 429 (throttling; retried)", req.throttled),
-            ("cairn_bucket_server_errors", "Bucket requests answered with another 5xx (retried)", req.server_errors),
-            (
-                "cairn_bucket_transport_errors",
-                "Bucket requests without an answer: refused, timed out or cut (retried)",
-                req.transport_errors,
-            ),
-            ("cairn_bucket_errors", "Bucket operations that failed after their retries", req.errors),
-        ] {
-            let c: Counter = Counter::default();
-            c.inc_by(v);
-            r.register(name, help, c);
-        }
+        counters(
+            &mut r,
+            &[
+                ("cairn_bucket_requests", "HTTP requests sent to the bucket (each retry is one more)", req.attempts),
+                ("cairn_bucket_throttled", "Bucket requests answered 503 or 429 (throttling; retried)", req.throttled),
+                (
+                    "cairn_bucket_server_errors",
+                    "Bucket requests answered with another 5xx (retried)",
+                    req.server_errors,
+                ),
+                (
+                    "cairn_bucket_transport_errors",
+                    "Bucket requests without an answer: refused, timed out or cut (retried)",
+                    req.transport_errors,
+                ),
+                ("cairn_bucket_errors", "Bucket operations that failed after their retries", req.errors),
+            ],
+        );
     }
     // Kept by the replicator as it works: no store walk here.
     let rs = state.replicator.stats();
-    for (name, help, v) in [
-        ("cairn_replicas", "replicas: copies kept of every blob pushed to the cluster", rs.replicas as u64),
-        (
-            "cairn_replication_held_blobs",
-            "Blobs this node holds pinned as one of their copies (pushed here or a replica), at the last repair pass",
-            rs.held as u64,
-        ),
-        (
-            "cairn_replication_under_replicated_blobs",
-            "Held blobs not confirmed on all their holders at the last check (copies queued, too few nodes, \
+    gauges(
+        &mut r,
+        &[
+            ("cairn_replicas", "replicas: copies kept of every blob pushed to the cluster", rs.replicas as u64),
+            (
+                "cairn_replication_held_blobs",
+                "Blobs this node holds pinned as one of their copies (pushed here or a replica), at the last repair pass",
+                rs.held as u64,
+            ),
+            (
+                "cairn_replication_under_replicated_blobs",
+                "Held blobs not confirmed on all their holders at the last check (copies queued, too few nodes, \
              a holder refusing or unreachable)",
-            rs.under_replicated as u64,
-        ),
-        (
-            "cairn_replication_in_flight",
-            "Replication pulls queued or running on this node, plus replication requests being sent",
-            rs.in_flight as u64,
-        ),
-    ] {
-        let g: Gauge = Gauge::default();
-        g.set(gauge_i64(v));
-        r.register(name, help, g);
-    }
-    for (name, help, v) in [
-        ("cairn_replication_failed", "Replication pulls and requests that failed", rs.failed),
-        ("cairn_replication_completed", "Replication pulls completed on this node", rs.completed),
-    ] {
-        let c: Counter = Counter::default();
-        c.inc_by(v);
-        r.register(name, help, c);
-    }
+                rs.under_replicated as u64,
+            ),
+            (
+                "cairn_replication_in_flight",
+                "Replication pulls queued or running on this node, plus replication requests being sent",
+                rs.in_flight as u64,
+            ),
+        ],
+    );
+    counters(
+        &mut r,
+        &[
+            ("cairn_replication_failed", "Replication pulls and requests that failed", rs.failed),
+            ("cairn_replication_completed", "Replication pulls completed on this node", rs.completed),
+        ],
+    );
     match disk(state.cluster.store().root()) {
         Ok((total, used, free)) => {
-            for (name, help, v) in [
-                ("cairn_disk_size_bytes", "Size of the data dir's filesystem", total),
-                ("cairn_disk_used_bytes", "Bytes used on the data dir's filesystem", used),
-                ("cairn_disk_free_bytes", "Bytes free for this node on the data dir's filesystem", free),
-            ] {
-                let g: Gauge = Gauge::default();
-                g.set(gauge_i64(v));
-                r.register(name, help, g);
-            }
+            gauges(
+                &mut r,
+                &[
+                    ("cairn_disk_size_bytes", "Size of the data dir's filesystem", total),
+                    ("cairn_disk_used_bytes", "Bytes used on the data dir's filesystem", used),
+                    ("cairn_disk_free_bytes", "Bytes free for this node on the data dir's filesystem", free),
+                ],
+            );
         }
         Err(e) => tracing::warn!(error = %e, "statvfs of the data dir failed; disk metrics left out of this scrape"),
     }

@@ -132,8 +132,7 @@ async fn the_owner_killed_mid_swarm_hands_over_and_the_survivors_finish() {
     assert!(sent <= size * 205 / 100, "the origin sent {sent} bytes for a blob of {size}");
     // The next owner resumed in the swarm (pieces from the origin by range), not whole.
     let mut resumed = 0;
-    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != owner) {
-        let _ = i;
+    for (_, n) in nodes.iter().enumerate().filter(|(i, _)| *i != owner) {
         resumed += metric(n, "cairn_swarm_pieces_total{source=\"origin\"}").await;
     }
     assert!(resumed >= 1, "no survivor took over the origin reads");
