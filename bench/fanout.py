@@ -257,6 +257,29 @@ def plain_cmd(lab, i, digests, origin_tmpl, manifest=None):
     return lab.prefix(i) + env + ["bash", "-c", script]
 
 
+def machine_busy():
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / hz, sum(v) / hz
+
+
+def procs_cpu(pids):
+    """CPU seconds (user + system) the processes used so far."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / hz
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def run_all(cmds, kill_at=None, on_kill=None):
     """Starts every command at once; returns (seconds until each ended, failures)."""
     t0 = time.monotonic()
@@ -325,6 +348,7 @@ def cmd_run(a):
                     shutil.rmtree(os.path.join(work, "nodes"), ignore_errors=True)
                     origin_reset(lab)
                     alive = list(range(n))
+                    cpu = {}
                     if mode == "independent":
                         url = tmpl.replace("{digest}", big)
                         cmds = [lab.prefix("client") + ["curl", "-sf", "-o", "/dev/null", url] for _ in range(n)]
@@ -351,15 +375,29 @@ def cmd_run(a):
                                 cmds[victim] = ["true"]
                                 kill_at = size / a.rate / 2
                                 on_kill = lambda v=victim: cl.kill(v)
+                            pids = [p.pid for p in cl.procs.values()]
+                            m0, c0 = machine_busy(), procs_cpu(pids)
                             ends, failed = run_all(cmds, kill_at, on_kill)
+                            m1, c1 = machine_busy(), procs_cpu(pids)
+                            wall = max(e for e in ends if e is not None)
+                            # Cores in use over the run: the nodes', and the whole machine's.
+                            cpu = {"node_cpu_s": round(c1 - c0, 2), "node_cores": round((c1 - c0) / wall, 2),
+                                   "machine_cores": round((m1[0] - m0[0]) / wall, 2),
+                                   "machine_cpus": os.cpu_count()}
                             bad = cl.verify(digests, alive)
                         finally:
                             cl.close()
+                            if a.keep_logs:
+                                keep = os.path.join(a.keep_logs, f"n{n}-{mode}-{'manifest' if is_manifest else 'blob'}")
+                                os.makedirs(keep, exist_ok=True)
+                                for i, d in cl.dirs.items():
+                                    shutil.copy(os.path.join(d, "log"), os.path.join(keep, f"n{i}.log"))
                     st = origin_stats(lab) or {"bytes": -1, "requests": -1}
                     live = [e for k, e in enumerate(ends) if mode not in ("cairn-kill", "alone") or k in alive]
                     row = {"n": n, "mode": mode, "what": what, "secs": round(max(live), 2), "first": round(min(live), 2),
                            "origin_ratio": round(st["bytes"] / size, 3), "origin_requests": st["requests"],
-                           "failed_clients": failed, "bad_copies": bad}
+                           "failed_clients": failed, "bad_copies": bad,
+                           "ends": [None if e is None else round(e, 2) for e in ends], **cpu}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         finally:
@@ -417,6 +455,7 @@ def main():
     r.add_argument("--loopback", action="store_true", help="no namespaces even as root")
     r.add_argument("--uplink-mbit", type=int, default=None, help="cap every host's uplink with tc tbf (netns only)")
     r.add_argument("--swarm", action="store_true", help="nodes run with swarm: true (issue 15)")
+    r.add_argument("--keep-logs", default=None, help="copy every node's log here after each row (set RUST_LOG to choose what they hold)")
     t = sub.add_parser("table")
     t.add_argument("results")
     a = ap.parse_args()

@@ -558,7 +558,7 @@ impl World {
             } else if f.from == self.owner
                 && self.sc.seed_budget
                 && !self.sc.owner_only
-                && !self.budget.try_serve(f.piece, dur(self.now))
+                && !self.budget.try_serve(f.piece, dur(self.now), self.tracker.others_holding(&self.owner, f.piece))
             {
                 self.out.declined += 1;
                 Some(Failure::Declined)
@@ -645,6 +645,9 @@ impl World {
         self.nodes[xi].poll_at = u64::MAX;
         self.nodes[xi].last_poll = self.now;
         let have = self.nodes[xi].sched.have().clone();
+        for bad in self.nodes[xi].sched.excluded().keys() {
+            self.tracker.ban(bad);
+        }
         let _ = self.tracker.announce(x, have.clone());
         if have.is_full() {
             return;
@@ -654,7 +657,17 @@ impl World {
             let o = self.owner;
             if o == x { vec![] } else { vec![(o, self.nodes[o as usize].sched.have().clone())] }
         } else {
-            self.tracker.sample(&x, &have, self.sc.sample, &mut self.rng)
+            let mut s = self.tracker.sample(&x, &have, self.sc.sample, &mut self.rng);
+            if self.sc.seed_budget {
+                // The owner offers only what it would serve, as the node's tracker does.
+                let (o, t) = (self.owner, &self.tracker);
+                for (p, b) in &mut s {
+                    if *p == o {
+                        *b = self.budget.offer(b, now, |i| t.others_holding(&o, i));
+                    }
+                }
+            }
+            s
         };
         for (p, b) in sample {
             let _ = self.nodes[xi].sched.peer_has(now, p, &b);

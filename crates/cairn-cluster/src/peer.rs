@@ -161,7 +161,8 @@ pub trait PeerApi: Send + Sync + 'static {
         Box::pin(async move { Err(no_swarm(peer, format!("POST /v1/swarm/{digest}/announce"))) })
     }
     /// `GET /v1/swarm/{digest}/piece/{index}?blob_size=N&piece_size=N`:
-    /// the piece's bytes, unverified, at most `piece_size`.
+    /// the piece's bytes, unverified, at most `piece_size`, and the
+    /// bitfield the peer sent with them.
     fn swarm_piece<'a>(
         &'a self,
         peer: &'a str,
@@ -169,7 +170,7 @@ pub trait PeerApi: Send + Sync + 'static {
         index: u32,
         blob_size: u64,
         piece_size: u64,
-    ) -> BoxFut<'a, Bytes> {
+    ) -> BoxFut<'a, SwarmPiece> {
         let _ = (blob_size, piece_size);
         Box::pin(async move { Err(no_swarm(peer, format!("GET /v1/swarm/{digest}/piece/{index}"))) })
     }
@@ -180,6 +181,19 @@ pub trait PeerApi: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 }
+
+/// A swarm piece as a peer sent it.
+#[derive(Debug, Clone)]
+pub struct SwarmPiece {
+    /// Its bytes, unverified.
+    pub bytes: Bytes,
+    /// The peer's bitfield (`X-Cairn-Swarm-Have`, hex), unparsed: only
+    /// the asker knows the geometry to read it with.
+    pub have: Option<String>,
+}
+
+/// The response header a node sends its bitfield in with a piece.
+pub const SWARM_HAVE_HEADER: &str = "x-cairn-swarm-have";
 
 fn no_swarm(peer: &str, what: String) -> ClusterError {
     ClusterError::PeerStatus { peer: peer.to_owned(), what, status: 501, body: "this peer client has no swarm".into() }
@@ -667,7 +681,7 @@ impl PeerApi for Tracked {
         index: u32,
         blob_size: u64,
         piece_size: u64,
-    ) -> BoxFut<'a, Bytes> {
+    ) -> BoxFut<'a, SwarmPiece> {
         Box::pin(async move { self.note(peer, self.api.swarm_piece(peer, digest, index, blob_size, piece_size).await) })
     }
 }

@@ -38,13 +38,33 @@ pub struct TrackerView<P> {
     pub interval: Duration,
 }
 
+/// A piece as a source sent it: unverified bytes, and what the source
+/// said it holds with them.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// The sender's bitfield at the time, when it sent one: have-state
+    /// that reaches askers without waiting for their next poll of the
+    /// owner, whose uplink is the busiest of the swarm.
+    pub have: Option<Bitfield>,
+}
+
+impl From<Bytes> for Served {
+    fn from(bytes: Bytes) -> Self {
+        Served { bytes, have: None }
+    }
+}
+
 /// The network and the disk of a swarm transfer.
 pub trait SwarmIo<P>: Send + Sync + 'static {
     /// The bytes `range` (piece `piece`) from `from`.
-    fn fetch(&self, from: PieceSource<P>, piece: u32, range: Range<u64>) -> BoxFuture<'static, Result<Bytes, Failure>>;
-    /// Announces `have` to the owner; its answer, or `None` when the owner
+    fn fetch(&self, from: PieceSource<P>, piece: u32, range: Range<u64>)
+    -> BoxFuture<'static, Result<Served, Failure>>;
+    /// Announces `have` to the owner, reporting the peers this transfer
+    /// excluded for wrong pieces; the owner's answer, or `None` when it
     /// did not answer (the next poll may reach the next owner).
-    fn poll(&self, have: Bitfield) -> BoxFuture<'static, Option<TrackerView<P>>>;
+    fn poll(&self, have: Bitfield, excluded: Vec<P>) -> BoxFuture<'static, Option<TrackerView<P>>>;
     /// Stores verified piece bytes at `offset` of the temp blob.
     fn store(&self, piece: u32, offset: u64, bytes: Bytes) -> BoxFuture<'static, Result<(), String>>;
     /// Whether this node is now the owner (the first live node of the
@@ -87,12 +107,15 @@ pub enum SwarmRunError {
     Starved(Duration),
 }
 
+/// How long a poll of the owner may take before it counts as unanswered.
+pub const POLL_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long a transfer may go without any request in flight and without
 /// progress before it gives up.
 pub const STARVE_LIMIT: Duration = Duration::from_secs(60);
 
 type Key<P> = (PieceSource<P>, u32);
-type Flight<P> = BoxFuture<'static, (u64, Key<P>, Result<Result<Bytes, Failure>, Aborted>)>;
+type Flight<P> = BoxFuture<'static, (u64, Key<P>, Result<Result<Served, Failure>, Aborted>)>;
 
 /// The requests running, each with the id of its future and the handle
 /// that drops it (closing its connection) when it is cancelled.
@@ -149,6 +172,10 @@ where
     let mut running = Running { live: HashMap::new(), next_id: 0 };
     let mut next_poll = start;
     let mut poll_every = Duration::from_millis(100);
+    // At most one poll in flight, awaited beside the pieces: an owner
+    // slow to answer (its uplink is the busiest) must not hold up the
+    // pieces already coming from others.
+    let mut polls: FuturesUnordered<BoxFuture<'static, Option<TrackerView<P>>>> = FuturesUnordered::new();
     let mut last_progress = start;
     let mut excluded = Vec::new();
     while !sched.is_complete() {
@@ -157,17 +184,11 @@ where
             running.cancel(sched.peer_gone(&p));
         }
         running.cancel(sched.expire(now));
-        if Instant::now() >= next_poll {
+        if polls.is_empty() && Instant::now() >= next_poll {
             sched.set_origin(io.is_owner());
-            if let Some(view) = io.poll(sched.have().clone()).await {
-                hashes.adopt(&view.hashes).map_err(SwarmRunError::OwnerContradicts)?;
-                let _ = sched.hashes_known(hashes.known());
-                for (p, b) in &view.peers {
-                    let _ = sched.peer_has(start.elapsed(), p.clone(), b);
-                }
-                poll_every = view.interval;
-            }
-            next_poll = Instant::now() + poll_every;
+            let poll = io.poll(sched.have().clone(), sched.excluded().keys().cloned().collect());
+            // An owner that never answers costs one poll, not the next ones.
+            polls.push(Box::pin(async move { tokio::time::timeout(POLL_LIMIT, poll).await.ok().flatten() }));
         }
         for r in sched.next_requests(start.elapsed()) {
             flights.push(running.start(&io, r));
@@ -179,21 +200,40 @@ where
             // Nothing to ask: poll again sooner.
             next_poll = next_poll.min(Instant::now() + poll_every / 4);
         }
-        let wake = sched
+        let mut wake = sched
             .next_deadline()
             .map(|d| start + d)
             .unwrap_or(next_poll)
-            .min(next_poll)
             // Backoffs end without an event: look again soon.
             .min(Instant::now() + Duration::from_millis(100));
+        if polls.is_empty() {
+            wake = wake.min(next_poll);
+        }
         tokio::select! {
+            Some(view) = polls.next(), if !polls.is_empty() => {
+                let now = start.elapsed();
+                tracing::trace!(t = ?now, have = sched.have().ones(), peers = view.as_ref().map(|v| v.peers.len()), "swarm tracker polled");
+                if let Some(view) = view {
+                    hashes.adopt(&view.hashes).map_err(SwarmRunError::OwnerContradicts)?;
+                    let _ = sched.hashes_known(hashes.known());
+                    for (p, b) in &view.peers {
+                        let _ = sched.peer_has(now, p.clone(), b);
+                    }
+                    poll_every = view.interval;
+                }
+                next_poll = Instant::now() + poll_every;
+            }
             Some((id, key, got)) = flights.next(), if !flights.is_empty() => {
                 let (Ok(got), true) = (got, running.finish(id, &key)) else { continue };
                 let (from, piece) = key;
                 let now = start.elapsed();
+                tracing::trace!(t = ?now, piece, from = ?from, ok = got.is_ok(), failure = ?got.as_ref().err(), "swarm piece request ended");
                 match got {
                     Err(why) => running.cancel(sched.piece_failed(now, &from, piece, why)),
-                    Ok(bytes) => {
+                    Ok(Served { bytes, have }) => {
+                        if let (PieceSource::Peer(p), Some(have)) = (&from, &have) {
+                            let _ = sched.peer_has(now, p.clone(), have);
+                        }
                         let verdict = match &from {
                             PieceSource::Origin => {
                                 match geo.len(piece) {

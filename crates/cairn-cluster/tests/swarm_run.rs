@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_cluster::swarm::{Bitfield, Failure, Geometry, MIN_PIECE_SIZE, PieceHashes, PieceSource, SchedulerConfig};
-use cairn_cluster::swarm_run::{SwarmIo, SwarmRunError, TrackerView, run};
+use cairn_cluster::swarm_run::{Served, SwarmIo, SwarmRunError, TrackerView, run};
 use futures_util::future::BoxFuture;
 
 const P: u64 = MIN_PIECE_SIZE;
@@ -36,6 +36,15 @@ struct Fake {
     served: Mutex<BTreeMap<u32, u32>>,
     owner: AtomicBool,
     gone: Mutex<Vec<u32>>,
+    /// What the tracker says peers hold, when not the truth.
+    claims: Mutex<Option<BTreeMap<u32, Bitfield>>>,
+    /// Honest peers send their bitfield with each piece.
+    send_have: AtomicBool,
+    /// Every piece takes this long to arrive.
+    delay: Mutex<Duration>,
+    /// Polls answered; later ones never are.
+    answer_polls: AtomicU64,
+    polls: AtomicU64,
 }
 
 impl Fake {
@@ -67,6 +76,11 @@ impl Fake {
             served: Mutex::new(BTreeMap::new()),
             owner: AtomicBool::new(owner),
             gone: Mutex::new(Vec::new()),
+            claims: Mutex::new(None),
+            send_have: AtomicBool::new(false),
+            delay: Mutex::new(Duration::ZERO),
+            answer_polls: AtomicU64::new(u64::MAX),
+            polls: AtomicU64::new(0),
         })
     }
 }
@@ -77,13 +91,13 @@ impl SwarmIo<u32> for Fake {
         from: PieceSource<u32>,
         piece: u32,
         range: Range<u64>,
-    ) -> BoxFuture<'static, Result<Bytes, Failure>> {
+    ) -> BoxFuture<'static, Result<Served, Failure>> {
         let bytes = Bytes::copy_from_slice(&self.data[range.start as usize..range.end as usize]);
         let p = match from {
             PieceSource::Origin => {
                 assert!(self.owner.load(Ordering::SeqCst), "only the owner asks the origin");
                 self.origin_bytes.fetch_add(bytes.len() as u64, Ordering::SeqCst);
-                return Box::pin(async move { Ok(bytes) });
+                return Box::pin(async move { Ok(Served::from(bytes)) });
             }
             PieceSource::Peer(p) => p,
         };
@@ -91,12 +105,19 @@ impl SwarmIo<u32> for Fake {
         let Some((have, mode)) = peers.get(&p).cloned() else { return Box::pin(async { Err(Failure::Gone) }) };
         assert!(have.get(piece), "peer {p} asked for piece {piece} it does not hold");
         *self.served.lock().unwrap().entry(p).or_default() += 1;
+        let delay = *self.delay.lock().unwrap();
         match mode {
-            Mode::Honest => Box::pin(async move { Ok(bytes) }),
+            Mode::Honest => {
+                let have = self.send_have.load(Ordering::SeqCst).then_some(have);
+                Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(Served { bytes, have })
+                })
+            }
             Mode::Liar => {
                 let mut wrong = bytes.to_vec();
                 wrong[0] ^= 0xFF;
-                Box::pin(async move { Ok(Bytes::from(wrong)) })
+                Box::pin(async move { Ok(Served::from(Bytes::from(wrong))) })
             }
             Mode::Stall => Box::pin(futures_util::future::pending()),
             Mode::OwnerDyingAfterOne | Mode::DyingAfterOne => {
@@ -105,13 +126,19 @@ impl SwarmIo<u32> for Fake {
                 if mode == Mode::OwnerDyingAfterOne {
                     self.owner.store(true, Ordering::SeqCst);
                 }
-                Box::pin(async move { Ok(bytes) })
+                Box::pin(async move { Ok(Served::from(bytes)) })
             }
         }
     }
 
-    fn poll(&self, _have: Bitfield) -> BoxFuture<'static, Option<TrackerView<u32>>> {
-        let peers = self.peers.lock().unwrap().iter().map(|(p, (b, _))| (*p, b.clone())).collect();
+    fn poll(&self, _have: Bitfield, _excluded: Vec<u32>) -> BoxFuture<'static, Option<TrackerView<u32>>> {
+        if self.polls.fetch_add(1, Ordering::SeqCst) >= self.answer_polls.load(Ordering::SeqCst) {
+            return Box::pin(futures_util::future::pending());
+        }
+        let peers = match &*self.claims.lock().unwrap() {
+            Some(c) => c.iter().map(|(p, b)| (*p, b.clone())).collect(),
+            None => self.peers.lock().unwrap().iter().map(|(p, (b, _))| (*p, b.clone())).collect(),
+        };
         let view = TrackerView { hashes: self.hashes.clone(), peers, interval: Duration::from_millis(100) };
         Box::pin(async move { Some(view) })
     }
@@ -145,6 +172,33 @@ async fn swarm_run_takes_pieces_from_several_peers_and_stores_the_blob_exactly()
     assert_eq!(out.bytes, (0, 6 * P + 7));
     let served = f.served.lock().unwrap();
     assert!(served.get(&1).is_some_and(|n| *n > 0) && served.get(&2).is_some_and(|n| *n > 0), "{served:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn swarm_run_learns_what_a_peer_holds_from_the_pieces_it_sends() {
+    // The tracker says peer 1 holds piece 0 only (its view is a poll
+    // behind); the piece comes with peer 1's bitfield: all of them.
+    let f = Fake::new(8 * P, &[(1, 0..8, Mode::Honest)], false);
+    *f.claims.lock().unwrap() = Some(BTreeMap::from([(1, Bitfield::from_hex(8, "80").unwrap())]));
+    f.send_have.store(true, Ordering::SeqCst);
+    let out = tokio::time::timeout(Duration::from_secs(30), go(&f)).await.expect("no need to wait for the tracker");
+    assert_eq!(out.unwrap().bytes, (0, 8 * P));
+    assert!(*f.stored.lock().unwrap() == f.data);
+}
+
+#[tokio::test(start_paused = true)]
+async fn swarm_run_an_owner_that_stops_answering_polls_does_not_hold_up_pieces() {
+    // One answer, then polls that hang; the pieces take a while, so
+    // later polls fall due while they come.
+    let f = Fake::new(16 * P, &[(1, 0..16, Mode::Honest), (2, 0..16, Mode::Honest)], false);
+    f.answer_polls.store(1, Ordering::SeqCst);
+    *f.delay.lock().unwrap() = Duration::from_millis(50);
+    let started = tokio::time::Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(30), go(&f)).await.expect("a hung poll stops nothing");
+    assert_eq!(out.unwrap().bytes, (0, 16 * P));
+    assert!(f.polls.load(Ordering::SeqCst) >= 2, "a later poll fell due during the transfer");
+    // 16 pieces, 4 at a time, 50 ms each: not a poll limit's wait.
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
 }
 
 #[tokio::test(start_paused = true)]

@@ -322,7 +322,7 @@ impl Client {
         index: u32,
         blob_size: u64,
         piece_size: u64,
-    ) -> Result<Bytes> {
+    ) -> Result<cairn_cluster::peer::SwarmPiece> {
         let what = format!("GET /v1/swarm/{d}/piece/{index}");
         let (b, p) = (blob_size.to_string(), piece_size.to_string());
         let req = self
@@ -330,7 +330,15 @@ impl Client {
             .get(self.url(node, &format!("/v1/swarm/{d}/piece/{index}")))
             .query(&[("blob_size", b.as_str()), ("piece_size", p.as_str())]);
         let resp = self.send(node, &what, req).await?;
-        Ok(Bytes::from(self.body(node, &what, resp, piece_size).await?))
+        let have = resp
+            .headers()
+            .get(cairn_cluster::peer::SWARM_HAVE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            // A bitfield of the most pieces, in hex: anything longer is not one.
+            .filter(|v| v.len() <= cairn_cluster::swarm::MAX_PIECES as usize / 4)
+            .map(str::to_owned);
+        let bytes = Bytes::from(self.body(node, &what, resp, piece_size).await?);
+        Ok(cairn_cluster::peer::SwarmPiece { bytes, have })
     }
     /// `GET /v1/manifests`, at most [`MAX_LISTING_BYTES`].
     pub async fn manifests(&self, peer: &str) -> Result<Vec<ManifestEntry>> {
@@ -495,7 +503,7 @@ impl PeerApi for Client {
         index: u32,
         blob_size: u64,
         piece_size: u64,
-    ) -> BoxFut<'a, Bytes> {
+    ) -> BoxFut<'a, cairn_cluster::peer::SwarmPiece> {
         Box::pin(Client::swarm_piece(self, peer, digest, index, blob_size, piece_size))
     }
 }

@@ -46,6 +46,11 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
+/// Unsent bytes a served connection's socket may hold before a write
+/// waits (`TCP_NOTSENT_LOWAT`): enough to keep a 10 Gbit/s link busy
+/// between two wake-ups of the writer, not megabytes.
+pub const NOTSENT_LOWAT: u32 = 128 * 1024;
+
 /// Default of `max_connections` (lowered to fit the open-file limit, see [`ServeLimits::fitting`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
@@ -347,6 +352,11 @@ async fn serve_conn(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let _ = sock.set_nodelay(true);
+    // A response's write completes only once most of it left the socket,
+    // not when megabytes sit unsent in its buffer: what the node believes
+    // it is sending (an upload slot's piece, a stalled reader's bytes) is
+    // what is on the wire, and a busy uplink's queue stays short.
+    let _ = socket2::SockRef::from(&sock).set_tcp_notsent_lowat(NOTSENT_LOWAT);
     let act = Arc::new(Activity::new());
     let watched = Watched { sock, act: Arc::clone(&act) };
     let Some(acceptor) = tls else {

@@ -61,7 +61,15 @@ async fn metric(node: &TestNode, line_start: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_nodes_fetching_at_once_swarm_and_the_origin_sends_the_blob_once() {
-    four_nodes_swarm(swarm_on, 1501).await;
+    let (nodes, data) = four_nodes_swarm(swarm_on, 1501).await;
+    // A piece comes with what its sender holds: here, everything.
+    let d = Digest::of(&data);
+    let g = Geometry::new(data.len() as u64, piece_size_for(data.len() as u64)).unwrap();
+    let q = format!("blob_size={}&piece_size={}", g.blob_size(), g.piece_size());
+    let r = reqwest::get(format!("{}/v1/swarm/{d}/piece/1?{q}", nodes[1].url())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let have = r.headers().get("x-cairn-swarm-have").expect("a have header").to_str().unwrap().to_owned();
+    assert!(Bitfield::from_hex(g.count(), &have).unwrap().is_full(), "{have}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -69,7 +77,7 @@ async fn four_nodes_swarm_with_a_cluster_secret_too() {
     four_nodes_swarm(swarm_with_secret, 1511).await;
 }
 
-async fn four_nodes_swarm(tune: fn(&mut ClusterConfig), seed: u64) {
+async fn four_nodes_swarm(tune: fn(&mut ClusterConfig), seed: u64) -> (Vec<TestNode>, Vec<u8>) {
     let data = blob(seed, 32 << 20);
     let d = Digest::of(&data);
     // Paced, so the askers join while the owner is still reading.
@@ -95,6 +103,7 @@ async fn four_nodes_swarm(tune: fn(&mut ClusterConfig), seed: u64) {
     }
     let pieces = u64::from(Geometry::new(data.len() as u64, piece_size_for(data.len() as u64)).unwrap().count());
     assert!(from_peers >= 3 * pieces, "the askers took their pieces from peers: {from_peers} of {}", 3 * pieces);
+    (nodes, data)
 }
 
 fn owner_index(nodes: &[TestNode], d: &Digest) -> Option<usize> {
@@ -357,7 +366,7 @@ async fn swarm_routes_refuse_bad_input() {
     assert_eq!(st(r), 400);
     // The other node is not the owner.
     let other = nodes.iter().find(|n| n.addr() != owner.addr()).unwrap();
-    let body = serde_json::to_string(&WireAnnounce { blob_size: 0, piece_size: 0, have: String::new() }).unwrap();
+    let body = serde_json::to_string(&WireAnnounce::hello()).unwrap();
     let r = c.post(format!("{}/v1/swarm/{d}/announce?node=x", other.url())).body(body).send().await.unwrap();
     assert_eq!(st(r), 409);
     // Pieces: out of range, bad geometry, not held, not a number.

@@ -32,7 +32,7 @@ use crate::swarm::{
     PieceSource, Rng, SchedulerConfig, SeedBudget, SwarmError, Tracker, UPLOAD_SLOTS, WireAnnounce, WireAnswer,
     piece_size_for, poll_interval,
 };
-use crate::swarm_run::{SwarmIo, TrackerView};
+use crate::swarm_run::{Served, SwarmIo, TrackerView};
 
 /// Trackers an owner keeps at once; past it, new digests are answered busy.
 pub const MAX_TRACKERS: usize = 1024;
@@ -150,6 +150,17 @@ pub struct SwarmReport {
     pub excluded: Vec<(String, String)>,
 }
 
+/// A piece this node serves, with its bitfield at the time (sent to the
+/// asker with the bytes) and the upload slot it holds.
+pub struct ServedPiece {
+    /// The piece's bytes.
+    pub bytes: Bytes,
+    /// What this node holds of the blob.
+    pub have: Bitfield,
+    /// The slot, held while the bytes are sent.
+    pub slot: UploadSlot,
+}
+
 /// An upload slot, given back when the piece is sent or its deadline passes.
 pub struct UploadSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 
@@ -243,6 +254,11 @@ impl Inner {
         };
         t.used = now;
         let geo = t.geo;
+        for bad in ann.reported()? {
+            if *bad != self.cfg.node_id && t.tracker.ban(bad) {
+                tracing::warn!(digest = %d, peer = %bad, reporter = %node_id, "swarm peer reported for a wrong piece; the tracker no longer names it");
+            }
+        }
         // The owner's own pieces and hashes first.
         let own = match &local {
             Some(l) => {
@@ -276,15 +292,30 @@ impl Inner {
         };
         let addr_of: HashMap<&str, &str> = members.iter().map(|(i, a)| (i.as_str(), a.as_str())).collect();
         let sample = t.tracker.sample(&node_id.to_owned(), &asker, DEFAULT_SAMPLE, &mut t.rng);
+        let me = &self.cfg.node_id;
+        let seeding = local.as_ref().is_some_and(|l| l.seeding);
         let peers = sample
             .into_iter()
             .filter_map(|(id, have)| {
-                let addr = if id == self.cfg.node_id { id.clone() } else { (*addr_of.get(id.as_str())?).to_owned() };
-                Some(AnswerPeer { node_id: id, addr, have })
+                if &id != me {
+                    let addr = (*addr_of.get(id.as_str())?).to_owned();
+                    return Some(AnswerPeer { node_id: id, addr, have });
+                }
+                // While it reads the origin, the owner offers only what it would serve.
+                let have = if seeding {
+                    t.seed.offer(&have, t.born.elapsed(), |i| t.tracker.others_holding(me, i))
+                } else {
+                    have
+                };
+                Some(AnswerPeer { node_id: id.clone(), addr: id, have })
             })
             .collect();
         let _ = t.born;
-        Ok(Answer { interval: poll_interval(members.len() + 1), hashes: t.hashes.clone(), peers })
+        let hashes = match ann.known(&geo) {
+            Some(known) => t.hashes.without(&known),
+            None => t.hashes.clone(),
+        };
+        Ok(Answer { interval: poll_interval(members.len() + 1), hashes, peers })
     }
 }
 
@@ -326,7 +357,7 @@ impl Cluster {
     /// the piece verified. Takes one of the [`UPLOAD_SLOTS`] (the caller
     /// keeps the slot while sending; it is given back at `deadline`
     /// whatever happens).
-    pub async fn swarm_piece(&self, d: Digest, index: u32, geo: Geometry) -> Result<(Bytes, UploadSlot), Refused> {
+    pub async fn swarm_piece(&self, d: Digest, index: u32, geo: Geometry) -> Result<ServedPiece, Refused> {
         if !self.inner.cfg.swarm {
             return Err(Refused::NotSwarming(d));
         }
@@ -351,19 +382,24 @@ impl Cluster {
             if !lock(&l.have).get(index) {
                 return Err(Refused::NoPiece { digest: d, index });
             }
+            let mut have = lock(&l.have).clone();
             if l.seeding && self.inner.is_owner_of(&d) {
+                let me = &self.inner.cfg.node_id;
                 let mut map = lock(&self.inner.swarm.trackers);
-                if let Some(Track::Live(t)) = map.get_mut(&d)
-                    && !t.seed.try_serve(index, t.born.elapsed())
-                {
-                    return Err(Refused::Declined(index));
+                if let Some(Track::Live(t)) = map.get_mut(&d) {
+                    let now = t.born.elapsed();
+                    if !t.seed.try_serve(index, now, t.tracker.others_holding(me, index)) {
+                        return Err(Refused::Declined(index));
+                    }
+                    // Askers learn of the owner only what it would serve them.
+                    have = t.seed.offer(&have, now, |i| t.tracker.others_holding(me, i));
                 }
             }
             let p = Arc::clone(&l.partial);
             let start = range.start;
             let read = self.inner.store.run(move |_| p.read_at(start, len)).await;
             if let Ok(b) = read {
-                return Ok((Bytes::from(b), slot));
+                return Ok(ServedPiece { bytes: Bytes::from(b), have, slot });
             }
         }
         match self.local_size(d).await? {
@@ -375,7 +411,7 @@ impl Cluster {
         while let Some(c) = s.next().await {
             out.extend_from_slice(&c?);
         }
-        Ok((Bytes::from(out), slot))
+        Ok(ServedPiece { bytes: Bytes::from(out), have: Bitfield::full(geo.count()), slot })
     }
 
     /// Peers excluded from swarm transfers for wrong pieces, since start.
@@ -514,8 +550,7 @@ async fn finish(inner: &Arc<Inner>, partial: &Arc<PartialBlob>, name: &str) -> R
 pub(crate) async fn join(inner: &Arc<Inner>, d: Digest) -> Result<()> {
     let unavailable = |why: String| ClusterError::Unavailable { digest: d, tried: vec![format!("swarm: {why}")] };
     let owner = inner.owners_before_me(&d).into_iter().next().ok_or_else(|| unavailable("no owner".into()))?;
-    let hello = serde_json::to_vec(&WireAnnounce { blob_size: 0, piece_size: 0, have: String::new() })
-        .map_err(|e| ClusterError::Task(e.to_string()))?;
+    let hello = serde_json::to_vec(&WireAnnounce::hello()).map_err(|e| ClusterError::Task(e.to_string()))?;
     let give_up = Instant::now() + crate::fetch::source::owner::idle(&inner.cfg);
     let geo = loop {
         match inner.api.swarm_announce(&owner, &d, &inner.cfg.node_id, hello.clone()).await {
@@ -643,7 +678,7 @@ impl SwarmIo<String> for NodeIo {
         from: PieceSource<String>,
         piece: u32,
         range: std::ops::Range<u64>,
-    ) -> BoxFuture<'static, Result<Bytes, Failure>> {
+    ) -> BoxFuture<'static, Result<Served, Failure>> {
         let inner = Arc::clone(&self.inner);
         let (d, geo) = (self.d, self.l.geo);
         match from {
@@ -652,7 +687,7 @@ impl SwarmIo<String> for NodeIo {
                 Box::pin(async move {
                     let b = origin_range(&inner, d, range).await?;
                     io_counts(b.len() as u64);
-                    Ok(b)
+                    Ok(Served::from(b))
                 })
             }
             PieceSource::Peer(id) => {
@@ -660,20 +695,22 @@ impl SwarmIo<String> for NodeIo {
                 let io_counts = self.count_fn(false);
                 Box::pin(async move {
                     let addr = addr.ok_or(Failure::Gone)?;
-                    let b = inner
+                    let got = inner
                         .api
                         .swarm_piece(&addr, &d, piece, geo.blob_size(), geo.piece_size())
                         .await
                         .map_err(|e| failure(&e))?;
-                    io_counts(b.len() as u64);
-                    Ok(b)
+                    io_counts(got.bytes.len() as u64);
+                    // A bitfield that does not parse is only not learnt from.
+                    let have = got.have.and_then(|h| Bitfield::from_hex(geo.count(), &h).ok());
+                    Ok(Served { bytes: got.bytes, have })
                 })
             }
         }
     }
 
-    fn poll(&self, have: Bitfield) -> BoxFuture<'static, Option<TrackerView<String>>> {
-        let ann = WireAnnounce::new(&self.l.geo, &have);
+    fn poll(&self, have: Bitfield, excluded: Vec<String>) -> BoxFuture<'static, Option<TrackerView<String>>> {
+        let ann = WireAnnounce::new(&self.l.geo, &have).knowing(lock(&self.l.hashes).known()).excluding(excluded);
         if self.inner.is_owner_of(&self.d) {
             let a = self.inner.answer(self.d, &self.inner.cfg.node_id.clone(), &ann, false);
             let v = a.ok().map(self.viewer());
@@ -834,13 +871,25 @@ mod tests {
         // No asker polls during the read: the tracker learns the hashes at its end.
         assert!(seed(&c.inner, d, &Mem(Bytes::from(data.clone()))).await.unwrap().is_none());
         assert!(c.store().exists(&d));
-        let hello = WireAnnounce { blob_size: 0, piece_size: 0, have: String::new() };
+        let hello = WireAnnounce::hello();
         let a = c.inner.answer(d, "asker", &hello, true).unwrap();
         assert_eq!(a.hashes.known().ones(), geo.count(), "every piece hash is published");
         assert_eq!(a.peers.len(), 1, "the owner itself holds every piece");
         assert!(a.peers[0].have.is_full());
+        // An asker that knows some hashes gets only the others.
+        let mut known = Bitfield::new(geo.count());
+        (0..geo.count() - 2).for_each(|i| {
+            known.set(i);
+        });
+        let ann = WireAnnounce::new(&geo, &Bitfield::new(geo.count())).knowing(&known);
+        let b = c.inner.answer(d, "asker", &ann, true).unwrap();
+        assert_eq!(b.hashes.known().iter().collect::<Vec<_>>(), [geo.count() - 2, geo.count() - 1]);
+        let mut mine = PieceHashes::new(geo);
+        mine.adopt(&a.hashes.without(&b.hashes.known().clone())).unwrap();
+        assert_eq!(mine.adopt(&b.hashes), Ok(2), "the rest of the list, consistent with the first part");
         // And a piece is served from the stored blob, checked against its hash.
-        let (b, _slot) = c.swarm_piece(d, geo.count() - 1, geo).await.unwrap();
-        assert_eq!(a.hashes.verify(geo.count() - 1, &b), crate::swarm::Verdict::Good);
+        let got = c.swarm_piece(d, geo.count() - 1, geo).await.unwrap();
+        assert_eq!(a.hashes.verify(geo.count() - 1, &got.bytes), crate::swarm::Verdict::Good);
+        assert!(got.have.is_full(), "a node holding the blob whole says so with each piece");
     }
 }

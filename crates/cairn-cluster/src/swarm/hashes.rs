@@ -53,6 +53,21 @@ impl PieceHashes {
         &self.known
     }
 
+    /// This list without the hashes of `drop`'s pieces (what an asker
+    /// already knows need not be sent again). A bitfield of another
+    /// geometry drops nothing.
+    pub fn without(&self, drop: &Bitfield) -> PieceHashes {
+        let mut out = self.clone();
+        if drop.count() == self.known.count() {
+            for i in drop.iter() {
+                if out.known.clear(i) {
+                    out.hashes[i as usize] = None;
+                }
+            }
+        }
+        out
+    }
+
     /// The hash of piece `index`, when known.
     pub fn get(&self, index: u32) -> Option<&PieceHash> {
         self.hashes.get(index as usize).and_then(Option::as_ref)

@@ -2,7 +2,7 @@
 //! their bitfield and get a sample of peers holding pieces they lack. Only
 //! routing: no byte of the blob passes through it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -32,8 +32,9 @@ pub fn poll_interval(members: usize) -> Duration {
 /// origin, instead of sending the newest piece to every asker at once).
 pub const SEED_COPIES: u32 = 1;
 
-/// After this long without serving a piece, the owner serves it again
-/// whatever it served before (the askers it went to may have died).
+/// After this long without serving a piece that no other member has
+/// announced yet, the owner serves it again (the asker it went to may have
+/// died, or be slow).
 pub const SEED_RETRY: Duration = Duration::from_secs(1);
 
 /// The owner's budget of uploads per piece: see [`SEED_COPIES`].
@@ -49,18 +50,43 @@ impl SeedBudget {
         SeedBudget { served: vec![0; count as usize], last: vec![Duration::ZERO; count as usize] }
     }
 
-    /// Whether the owner serves `piece` to an asker at `now`; counts it if so.
-    /// Out-of-range pieces are never served.
-    pub fn try_serve(&mut self, piece: u32, now: Duration) -> bool {
+    /// Whether the owner would serve `piece` at `now`, when `others`
+    /// members besides it have announced the piece: not yet served, or
+    /// served [`SEED_RETRY`] ago and still held by nobody else.
+    pub fn would_serve(&self, piece: u32, now: Duration, others: u32) -> bool {
         let i = piece as usize;
-        let (Some(served), Some(last)) = (self.served.get_mut(i), self.last.get_mut(i)) else { return false };
-        if *served < SEED_COPIES || now.saturating_sub(*last) >= SEED_RETRY {
+        let (Some(served), Some(last)) = (self.served.get(i), self.last.get(i)) else { return false };
+        *served < SEED_COPIES || (others == 0 && now.saturating_sub(*last) >= SEED_RETRY)
+    }
+
+    /// Whether the owner serves `piece` to an asker at `now` (see
+    /// [`SeedBudget::would_serve`]); counts it if so. Out-of-range pieces
+    /// are never served.
+    pub fn try_serve(&mut self, piece: u32, now: Duration, others: u32) -> bool {
+        if !self.would_serve(piece, now, others) {
+            return false;
+        }
+        let i = piece as usize;
+        if let (Some(served), Some(last)) = (self.served.get_mut(i), self.last.get_mut(i)) {
             *served = served.saturating_add(1);
             *last = now;
-            true
-        } else {
-            false
         }
+        true
+    }
+
+    /// What the owner, holding `have`, tells askers it holds at `now`:
+    /// the pieces it would serve (`others(i)`: members besides it holding
+    /// piece `i`). A piece it passed on already is left to its new
+    /// holders, so askers do not spend round trips on the owner's uplink,
+    /// the busiest of the swarm, to be declined.
+    pub fn offer(&self, have: &Bitfield, now: Duration, others: impl Fn(u32) -> u32) -> Bitfield {
+        let mut out = Bitfield::new(have.count());
+        for i in have.iter() {
+            if self.would_serve(i, now, others(i)) {
+                out.set(i);
+            }
+        }
+        out
     }
 }
 
@@ -74,12 +100,24 @@ pub struct Tracker<P> {
     /// Slots of members that announced at least one piece (may hold stale slots).
     holders: Vec<usize>,
     is_holder: Vec<bool>,
+    /// Members holding each piece.
+    avail: Vec<u32>,
+    /// Members reported for wrong pieces: neither counted nor sampled again.
+    banned: HashSet<P>,
 }
 
 impl<P: Clone + Eq + Hash> Tracker<P> {
     /// A tracker for a blob of `count` pieces.
     pub fn new(count: u32) -> Self {
-        Tracker { count, slots: Vec::new(), index: HashMap::new(), holders: Vec::new(), is_holder: Vec::new() }
+        Tracker {
+            count,
+            slots: Vec::new(),
+            index: HashMap::new(),
+            holders: Vec::new(),
+            is_holder: Vec::new(),
+            avail: vec![0; count as usize],
+            banned: HashSet::new(),
+        }
     }
 
     /// Members known.
@@ -103,14 +141,23 @@ impl<P: Clone + Eq + Hash> Tracker<P> {
             let (got, want) = (u64::from(have.count()), u64::from(self.count));
             return Err(SwarmError::Length { what: "announced bitfield", got, want });
         }
+        if self.banned.contains(&peer) {
+            return Ok(());
+        }
         let holds = have.ones() > 0;
         let slot = match self.index.get(&peer) {
             Some(&s) => {
+                if let Some((_, old)) = &self.slots[s] {
+                    let old = old.clone();
+                    self.count_out(&old);
+                }
+                self.count_in(&have);
                 self.slots[s] = Some((peer, have));
                 s
             }
             None => {
                 let s = self.slots.len();
+                self.count_in(&have);
                 self.index.insert(peer.clone(), s);
                 self.slots.push(Some((peer, have)));
                 self.is_holder.push(false);
@@ -126,8 +173,38 @@ impl<P: Clone + Eq + Hash> Tracker<P> {
 
     /// Forgets `peer` (gone, or excluded).
     pub fn remove(&mut self, peer: &P) {
-        if let Some(s) = self.index.remove(peer) {
-            self.slots[s] = None;
+        if let Some(s) = self.index.remove(peer)
+            && let Some((_, old)) = self.slots[s].take()
+        {
+            self.count_out(&old);
+        }
+    }
+
+    /// Drops `peer` for the rest of this blob's transfer: an asker
+    /// reported it for a wrong piece. Askers check every piece themselves,
+    /// so a false report costs only speed (the owner serves that peer's
+    /// pieces again, askers stop being sent to it), never correctness.
+    /// True when it was not banned before.
+    pub fn ban(&mut self, peer: &P) -> bool {
+        self.remove(peer);
+        self.banned.insert(peer.clone())
+    }
+
+    /// Members other than `me` that announced `piece`.
+    pub fn others_holding(&self, me: &P, piece: u32) -> u32 {
+        let all = self.avail.get(piece as usize).copied().unwrap_or(0);
+        all.saturating_sub(u32::from(self.get(me).is_some_and(|b| b.get(piece))))
+    }
+
+    fn count_in(&mut self, have: &Bitfield) {
+        for i in have.iter() {
+            self.avail[i as usize] = self.avail[i as usize].saturating_add(1);
+        }
+    }
+
+    fn count_out(&mut self, have: &Bitfield) {
+        for i in have.iter() {
+            self.avail[i as usize] = self.avail[i as usize].saturating_sub(1);
         }
     }
 
@@ -212,12 +289,53 @@ mod tests {
     fn the_owner_serves_a_fresh_piece_to_a_few_then_again_after_a_pause() {
         let mut b = SeedBudget::new(3);
         let t = Duration::from_millis(10);
-        assert!(b.try_serve(1, t));
-        assert!(!b.try_serve(1, t), "a second asker gets it from the first");
-        assert!(b.try_serve(2, t), "per piece");
-        assert!(!b.try_serve(1, t + SEED_RETRY - Duration::from_millis(1)));
-        assert!(b.try_serve(1, t + SEED_RETRY), "after a pause, in case its holders died");
-        assert!(!b.try_serve(3, t) && !b.try_serve(u32::MAX, t));
+        assert!(b.try_serve(1, t, 0));
+        assert!(!b.try_serve(1, t, 0), "a second asker gets it from the first");
+        assert!(b.try_serve(2, t, 0), "per piece");
+        assert!(!b.try_serve(1, t + SEED_RETRY - Duration::from_millis(1), 0));
+        assert!(!b.try_serve(1, t + SEED_RETRY, 1), "another member holds it: ask that one");
+        assert!(b.try_serve(1, t + SEED_RETRY, 0), "after a pause, in case its only holder died");
+        assert!(!b.try_serve(3, t, 0) && !b.try_serve(u32::MAX, t, 0));
+    }
+
+    #[test]
+    fn the_owner_offers_only_the_pieces_it_would_serve() {
+        let mut b = SeedBudget::new(4);
+        let t = Duration::from_millis(10);
+        assert!(b.try_serve(0, t, 0) && b.try_serve(1, t, 0));
+        let have = bits(4, &[0, 1, 2]);
+        // Piece 0 passed on and announced by another; 1 passed on, not yet
+        // announced; 2 fresh; 3 not held.
+        let others = |i: u32| u32::from(i == 0);
+        assert_eq!(b.offer(&have, t, others), bits(4, &[2]));
+        assert_eq!(b.offer(&have, t + SEED_RETRY, others), bits(4, &[1, 2]), "1 again: nobody announced it");
+    }
+
+    #[test]
+    fn a_banned_member_is_neither_counted_nor_sampled_again() {
+        let mut t = Tracker::new(2);
+        t.announce(1u32, bits(2, &[0, 1])).unwrap();
+        t.announce(2, bits(2, &[0])).unwrap();
+        assert!(t.ban(&1) && !t.ban(&1));
+        t.announce(1, bits(2, &[0, 1])).unwrap();
+        assert_eq!((t.others_holding(&9, 0), t.others_holding(&9, 1)), (1, 0));
+        let mut rng = Rng::new(2);
+        let got: Vec<u32> = t.sample(&9, &Bitfield::new(2), 16, &mut rng).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(got, vec![2]);
+    }
+
+    #[test]
+    fn the_tracker_counts_the_holders_of_each_piece() {
+        let mut t = Tracker::new(3);
+        t.announce(1u32, bits(3, &[0, 1])).unwrap();
+        t.announce(2, bits(3, &[1])).unwrap();
+        assert_eq!((t.others_holding(&9, 0), t.others_holding(&9, 1), t.others_holding(&9, 2)), (1, 2, 0));
+        assert_eq!(t.others_holding(&1, 1), 1, "not counting the one asking");
+        t.announce(2, bits(3, &[2])).unwrap();
+        assert_eq!((t.others_holding(&9, 1), t.others_holding(&9, 2)), (1, 1), "a new announcement replaces the old");
+        t.remove(&1);
+        assert_eq!((t.others_holding(&9, 0), t.others_holding(&9, 1)), (0, 0));
+        assert_eq!(t.others_holding(&9, 7), 0, "out of range");
     }
 
     #[test]

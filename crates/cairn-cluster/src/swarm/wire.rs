@@ -31,12 +31,71 @@ pub struct WireAnnounce {
     pub piece_size: u64,
     /// Its bitfield, [`Bitfield::to_hex`].
     pub have: String,
+    /// The pieces whose hash it knows already, [`Bitfield::to_hex`]: the
+    /// answer leaves them out (every poll would otherwise carry the whole
+    /// list, through the owner's uplink, the busiest of the swarm). Absent
+    /// from older askers: they get the whole list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<String>,
+    /// Peers it excluded for wrong pieces: the owner's tracker stops
+    /// counting on them and naming them to others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 impl WireAnnounce {
     /// The announcement of `have` for a blob of geometry `g`.
     pub fn new(g: &Geometry, have: &Bitfield) -> Self {
-        WireAnnounce { blob_size: g.blob_size(), piece_size: g.piece_size(), have: have.to_hex() }
+        WireAnnounce {
+            blob_size: g.blob_size(),
+            piece_size: g.piece_size(),
+            have: have.to_hex(),
+            known: None,
+            excluded: Vec::new(),
+        }
+    }
+
+    /// A first contact: no geometry yet, it comes with the answer.
+    pub fn hello() -> Self {
+        WireAnnounce { blob_size: 0, piece_size: 0, have: String::new(), known: None, excluded: Vec::new() }
+    }
+
+    /// The same, telling the owner which hashes the asker knows.
+    pub fn knowing(mut self, known: &Bitfield) -> Self {
+        self.known = Some(known.to_hex());
+        self
+    }
+
+    /// The same, reporting peers the asker excluded.
+    pub fn excluding(mut self, excluded: Vec<String>) -> Self {
+        self.excluded = excluded;
+        self
+    }
+
+    /// The peers the asker reports, bounded: at most [`MAX_ANSWER_PEERS`]
+    /// names of at most [`MAX_NAME_LEN`] bytes.
+    pub fn reported(&self) -> Result<&[String], SwarmError> {
+        if self.excluded.len() > MAX_ANSWER_PEERS {
+            return Err(SwarmError::Length {
+                what: "peers reported in an announcement (at most)",
+                got: self.excluded.len() as u64,
+                want: MAX_ANSWER_PEERS as u64,
+            });
+        }
+        if let Some(n) = self.excluded.iter().find(|n| n.is_empty() || n.len() > MAX_NAME_LEN) {
+            return Err(SwarmError::Length {
+                what: "peer name reported in an announcement (bytes, at most)",
+                got: n.len() as u64,
+                want: MAX_NAME_LEN as u64,
+            });
+        }
+        Ok(&self.excluded)
+    }
+
+    /// The hashes the asker says it knows; `None` when it did not say, or
+    /// said something of another geometry (it then gets the whole list).
+    pub fn known(&self, g: &Geometry) -> Option<Bitfield> {
+        Bitfield::from_hex(g.count(), self.known.as_deref()?).ok()
     }
 
     /// The bitfield, validated against the owner's geometry.
@@ -216,5 +275,21 @@ mod tests {
         assert!(a.bitfield(&other).is_err());
         let bad = WireAnnounce { have: "zz".into(), ..a };
         assert!(bad.bitfield(&g).is_err());
+    }
+
+    #[test]
+    fn an_announcement_reports_few_short_names_or_is_refused() {
+        let g = Geometry::new(4 * MIN_PIECE_SIZE, MIN_PIECE_SIZE).unwrap();
+        let a = WireAnnounce::new(&g, &Bitfield::new(4));
+        assert!(a.reported().unwrap().is_empty());
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("excluded") && !json.contains("known"), "older owners see what they know: {json}");
+        assert_eq!(a.clone().excluding(vec!["n3".into()]).reported().unwrap(), ["n3"]);
+        assert!(a.clone().excluding(vec![String::new()]).reported().is_err());
+        assert!(a.clone().excluding(vec!["x".repeat(MAX_NAME_LEN + 1)]).reported().is_err());
+        assert!(a.clone().excluding(vec!["n".into(); MAX_ANSWER_PEERS + 1]).reported().is_err());
+        let known = Bitfield::from_hex(4, "a0").unwrap();
+        assert_eq!(a.clone().knowing(&known).known(&g), Some(known));
+        assert_eq!(WireAnnounce { known: Some("zzz".into()), ..a }.known(&g), None, "unreadable: the whole list");
     }
 }

@@ -8,7 +8,9 @@
 //! - `GET /v1/swarm/{digest}/piece/{index}?blob_size=N&piece_size=N`: a
 //!   verified piece this node holds; `404` when it does not, `503` when
 //!   its upload slots are all in use, `429` when the owner passes this
-//!   fresh piece to another asker first.
+//!   fresh piece to another asker first. A piece comes with the server's
+//!   bitfield in `X-Cairn-Swarm-Have` (hex), so askers learn who holds
+//!   what from each other as well as from the owner's tracker.
 //!
 //! With a cluster secret both need a membership proof, and the proven node
 //! id is the asker's, whatever `node` says.
@@ -131,7 +133,8 @@ pub(super) async fn piece(
         asker(&s, &headers, &method, &uri, None)?;
     }
     let geo = Geometry::new(q.blob_size, q.piece_size).map_err(cairn_cluster::swarm_node::Refused::from)?;
-    let (bytes, slot) = s.cluster.swarm_piece(d, index, geo).await?;
+    let served = s.cluster.swarm_piece(d, index, geo).await?;
+    let (bytes, slot) = (served.bytes, served.slot);
     let len = bytes.len();
     // The slot is held until the body is sent (or its deadline passes).
     let body = stream::unfold((Some(bytes), Some(slot)), |(b, slot)| async move {
@@ -145,5 +148,9 @@ pub(super) async fn piece(
     let hs = resp.headers_mut();
     hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     hs.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    // Hex digits only: always a valid header value.
+    if let Ok(v) = HeaderValue::from_str(&served.have.to_hex()) {
+        hs.insert(cairn_cluster::peer::SWARM_HAVE_HEADER, v);
+    }
     Ok(resp)
 }
