@@ -407,3 +407,131 @@ async fn with_a_cluster_secret_only_members_use_the_swarm_routes() {
     assert!(matches!(r.status().as_u16(), 503 | 404), "a member is answered: {}", r.status());
     let _ = serde_json::from_slice::<WireAnswer>(b"{}").is_err();
 }
+
+/// The send rate the stalled-asker test gives pieces: a 16 MiB piece's
+/// deadline is then 1 s + 1 s.
+const TEST_SEND_RATE: u64 = 16 << 20;
+
+fn swarm_fast_deadline(c: &mut ClusterConfig) {
+    c.swarm = true;
+    c.swarm_min_send_rate = TEST_SEND_RATE;
+}
+
+/// A raw connection asking for one piece, with a tiny receive buffer, that
+/// never reads: the loopback's socket buffers hold a few MiB, not a 16 MiB piece.
+async fn stalled_asker(addr: &str, d: &Digest, index: u32, geo: &Geometry) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let req = format!(
+        "GET /v1/swarm/{d}/piece/{index}?blob_size={}&piece_size={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        geo.blob_size(),
+        geo.piece_size()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+/// The TCP state (as in /proc/net/tcp: 1 established, 4 FIN-WAIT-1, ...)
+/// of the server's side of the connection from local port `client` to
+/// port `server`, `None` once it is gone.
+fn server_side_state(server: u16, client: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |a: &str| a.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (port(f[1]) == Some(server) && port(f[2]) == Some(client)).then(|| u8::from_str_radix(f[3], 16).unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_askers_of_big_pieces_are_cut_at_the_send_deadline_and_give_their_slots_back() {
+    use cairn_cluster::swarm::UPLOAD_SLOTS;
+    use cairn_cluster::swarm_node::send_deadline;
+    // A complete local blob, asked as two 16 MiB pieces (the asker chooses the geometry).
+    let data = blob(1507, 32 << 20);
+    let d = Digest::of(&data);
+    let geo = Geometry::new(data.len() as u64, 16 << 20).unwrap();
+    let other = blob(1508, 16 << 20);
+    let od = Digest::of(&other);
+    let origin = PacedOrigin::start(std::slice::from_ref(&other), PacedSpec::default());
+    let node = TestNode::start(spec(vec![origin.template()], swarm_fast_deadline));
+    node.store.put_reader(&data[..], Some(&d)).unwrap();
+    let deadline = send_deadline(node.state.cluster.config(), geo.piece_size());
+    assert_eq!(deadline, Duration::from_secs(2));
+    let slack = Duration::from_secs(3);
+    let c = reqwest::Client::new();
+    let piece_url = |i: u32| {
+        format!("{}/v1/swarm/{d}/piece/{i}?blob_size={}&piece_size={}", node.url(), geo.blob_size(), geo.piece_size())
+    };
+    let mut stalled = Vec::new();
+    for k in 0..UPLOAD_SLOTS {
+        stalled.push(stalled_asker(&node.addr(), &d, k as u32 % geo.count(), &geo).await);
+    }
+    // Every slot is taken once a normal asker is told 503.
+    let mut busy = false;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !busy && std::time::Instant::now() < until {
+        let r = c.get(piece_url(0)).send().await.unwrap();
+        busy = r.status() == 503;
+        let _ = r.bytes().await;
+    }
+    assert!(busy, "the stalled askers never held every upload slot");
+    let held = std::time::Instant::now();
+    // The node's own fetch meanwhile does not wait for them.
+    let (status, body) = pull(node.url(), od).await;
+    assert_eq!(status, 200);
+    assert!(body == other, "the node's own fetch got other bytes");
+    let own = held.elapsed();
+    assert!(own < deadline + slack, "the node's own fetch took {own:?} while askers stalled");
+    // A normal asker gets its piece once the deadline has cut the stalled ones.
+    let got = loop {
+        let r = c.get(piece_url(1)).send().await.unwrap();
+        if r.status() == 200 {
+            break r.bytes().await.unwrap();
+        }
+        assert_eq!(r.status(), 503);
+        assert!(held.elapsed() < deadline + slack, "the slots were not given back by the deadline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let waited = held.elapsed();
+    assert!(waited < deadline + slack, "a normal asker waited {waited:?}");
+    assert!(got[..] == data[16 << 20..], "piece 1 is other bytes");
+    // Every slot is back: as many normal askers as slots are served at once.
+    let all: Vec<_> = (0..UPLOAD_SLOTS)
+        .map(|_| {
+            let r = c.get(piece_url(0));
+            tokio::spawn(async move { r.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for a in all {
+        assert_eq!(a.await.unwrap(), 200, "a slot was still held");
+    }
+    // The stalled connections were cut by the server (not closed by their
+    // asker, which has read nothing): its side of each has left "established".
+    let port: u16 = node.addr().rsplit(':').next().unwrap().parse().unwrap();
+    for (k, s) in stalled.iter().enumerate() {
+        let client = s.local_addr().unwrap().port();
+        let left = (deadline + slack).saturating_sub(held.elapsed());
+        let cut = wait_until(left, || server_side_state(port, client) != Some(1)).await;
+        assert!(cut, "stalled asker {k}'s connection is still open {:?} after", held.elapsed());
+    }
+    // Reading now drains what the kernel held, then the end, short of the whole piece.
+    for (k, mut s) in stalled.into_iter().enumerate() {
+        use tokio::io::AsyncReadExt;
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(m) => n += m,
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "stalled asker {k}'s connection is still open after {n} bytes");
+        assert!(n < (16 << 20), "stalled asker {k} got the whole piece ({n} bytes)");
+    }
+}

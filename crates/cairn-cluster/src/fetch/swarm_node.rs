@@ -151,7 +151,35 @@ pub struct SwarmReport {
 }
 
 /// An upload slot, given back when the piece is sent or its deadline passes.
-pub struct UploadSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub struct UploadSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>, Instant);
+
+impl UploadSlot {
+    /// When the piece must be sent by: past it, the server cuts the
+    /// asker's connection (the slot itself is freed then whatever happens).
+    pub fn deadline(&self) -> Instant {
+        self.1
+    }
+}
+
+/// Time an asker always gets for a piece on top of its bytes: a few
+/// round trips and the first window of a new TCP connection.
+pub const SEND_GRACE: Duration = Duration::from_secs(1);
+
+/// How long sending a piece of `len` bytes may take: [`SEND_GRACE`] plus
+/// `len` at `swarm_min_send_rate` (1 MiB/s by default: the rate below which
+/// the asker's own scheduler counts the piece as stalled and asks
+/// elsewhere, so a slower send helps nobody), or at this node's share of
+/// `egress_limit` per upload slot when that is slower, so the node's own
+/// limit never makes an honest asker miss it. Short, because the three
+/// slots of the owner are the only way out for fresh pieces: an 8 MiB piece
+/// may hold one for 9 s, not the 18 s of the asker's request timeout.
+pub fn send_deadline(cfg: &crate::ClusterConfig, len: u64) -> Duration {
+    let share = cfg.egress_limit.map_or(u64::MAX, |e| e / UPLOAD_SLOTS as u64);
+    let rate = cfg.swarm_min_send_rate.min(share).max(1);
+    let secs = len / rate;
+    let nanos = (len % rate).saturating_mul(1_000_000_000) / rate;
+    SEND_GRACE.saturating_add(Duration::new(secs, u32::try_from(nanos).unwrap_or(0)))
+}
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
@@ -324,8 +352,9 @@ impl Cluster {
     /// Piece `index` of `d` in pieces of `geo`, for a peer: from the
     /// complete local blob, or from this node's partial blob when it holds
     /// the piece verified. Takes one of the [`UPLOAD_SLOTS`] (the caller
-    /// keeps the slot while sending; it is given back at `deadline`
-    /// whatever happens).
+    /// keeps the slot while sending and must stop sending at
+    /// [`UploadSlot::deadline`]; the slot is given back then whatever
+    /// happens).
     pub async fn swarm_piece(&self, d: Digest, index: u32, geo: Geometry) -> Result<(Bytes, UploadSlot), Refused> {
         if !self.inner.cfg.swarm {
             return Err(Refused::NotSwarming(d));
@@ -336,15 +365,17 @@ impl Cluster {
         let permit =
             Arc::clone(&self.inner.swarm.upload).try_acquire_owned().map_err(|_| Refused::Busy("upload slots"))?;
         let slot = Arc::new(Mutex::new(Some(permit)));
-        let deadline = SchedulerConfig::default().request_timeout + Duration::from_secs(len >> 20);
+        let within = send_deadline(&self.inner.cfg, len);
         let weak = Arc::downgrade(&slot);
+        // The server cuts the connection at the deadline too; this frees the
+        // slot even when the body is held somewhere that never drops it.
         tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
+            tokio::time::sleep(within).await;
             if let Some(s) = weak.upgrade() {
                 lock(&s).take();
             }
         });
-        let slot = UploadSlot(slot);
+        let slot = UploadSlot(slot, Instant::now() + within);
         if let Some(l) = self.inner.local_swarm(&d)
             && l.geo == geo
         {
