@@ -535,3 +535,110 @@ async fn stalled_askers_of_big_pieces_are_cut_at_the_send_deadline_and_give_thei
         assert!(n < (16 << 20), "stalled asker {k} got the whole piece ({n} bytes)");
     }
 }
+
+/// A fake owner: a member ("liar") that answers the swarm routes for a blob
+/// of `size` with pieces of its own and their hashes, consistent with each
+/// other but not with the blob's digest.
+fn lying_owner(size: u64) -> cairn_testkit::Server {
+    use axum::extract::{Path, Query};
+    use axum::routing::{get, post};
+    use cairn_cluster::swarm::{Answer, AnswerPeer, PieceHashes};
+    #[derive(serde::Deserialize)]
+    struct Q {
+        blob_size: u64,
+        piece_size: u64,
+    }
+    fn wrong_piece(g: &Geometry, i: u32) -> Vec<u8> {
+        vec![(i as u8) ^ 0x5a; g.len(i).unwrap() as usize]
+    }
+    let geo = Geometry::new(size, piece_size_for(size)).unwrap();
+    let mut hashes = PieceHashes::new(geo);
+    for i in 0..geo.count() {
+        hashes.record(i, &wrong_piece(&geo, i)).unwrap();
+    }
+    let answer = Answer {
+        interval: Duration::from_millis(100),
+        hashes,
+        peers: vec![AnswerPeer {
+            node_id: "liar".into(),
+            addr: "127.0.0.1:1".into(),
+            have: Bitfield::full(geo.count()),
+        }],
+    };
+    let answer = serde_json::to_vec(&answer.to_wire()).unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/v1/health",
+            get(|| async {
+                axum::Json(serde_json::json!({"status": "ok", "node_id": "liar", "time": "2026-01-01T00:00:00Z"}))
+            }),
+        )
+        .route(
+            "/v1/swarm/{d}/piece/{i}",
+            get(|Path((_, i)): Path<(String, u32)>, Query(q): Query<Q>| async move {
+                wrong_piece(&Geometry::new(q.blob_size, q.piece_size).unwrap(), i)
+            }),
+        )
+        .route(
+            "/v1/swarm/{d}/announce",
+            post(move || {
+                let a = answer.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], a) }
+            }),
+        );
+    cairn_testkit::Server::start(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lying_owner_is_caught_by_the_whole_blob_check_named_and_costs_one_origin_copy() {
+    let size = 16u64 << 20;
+    let liar = lying_owner(size);
+    let mut seed = 1509;
+    let (data, d, node, origin) = loop {
+        let data = blob(seed, size as usize);
+        let d = Digest::of(&data);
+        let origin = PacedOrigin::start(std::slice::from_ref(&data), PacedSpec::default());
+        let mut sp = spec(vec![origin.template()], swarm_on);
+        sp.peers = vec![liar.addr()];
+        let node = TestNode::start(sp);
+        let known = wait_until(WAIT, || node.state.cluster.peers().members().len() == 1).await;
+        assert!(known, "the node never learnt the liar's id");
+        // The liar must be the digest's owner.
+        match node.state.cluster.ranking(&d).first().map(String::as_str) {
+            Some("liar") => break (data, d, node, origin),
+            _ => seed += 1,
+        }
+    };
+    // Nothing but the right bytes is ever an object, while the fetch runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = {
+        let (store, stop, data) = (node.store.clone(), std::sync::Arc::clone(&stop), data.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut r) = store.get(&d) {
+                    let mut seen = Vec::new();
+                    std::io::Read::read_to_end(&mut r, &mut seen).unwrap();
+                    return seen == data;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            true
+        })
+    };
+    let (status, body) = pull(node.url(), d).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(status, 200);
+    assert!(body == data, "the node served other bytes");
+    assert!(watch.join().unwrap(), "a wrong blob was visible as an object");
+    assert_eq!(node.store.size(&d).unwrap(), size);
+    assert_eq!(origin.bytes(), size, "the origin sent one copy, no more");
+    assert_eq!(origin.requests(), 1);
+    // The liar's pieces were taken (each matched its hash) and then thrown away.
+    let pieces = u64::from(Geometry::new(size, piece_size_for(size)).unwrap().count());
+    assert!(metric(&node, "cairn_swarm_pieces_total{source=\"peer\"}").await >= pieces, "the swarm never ran");
+    assert_eq!(
+        metric(&node, "cairn_swarm_excluded_peers_total").await,
+        1,
+        "the lying owner is not counted as an excluded peer"
+    );
+}

@@ -566,7 +566,27 @@ pub(crate) async fn join(inner: &Arc<Inner>, d: Digest) -> Result<()> {
             Err(e) => return Err(unavailable(e.to_string())),
         }
     };
-    run_local(inner, d, geo).await
+    match run_local(inner, d, geo).await {
+        Err(ClusterError::Corrupt { expected, actual, .. }) => Err(lying_owner(inner, &owner, expected, actual)),
+        res => res,
+    }
+}
+
+/// Every piece matched the owner's hash and the blob does not match its
+/// digest: the owner published a wrong hash list (only it publishes them).
+/// It is named in the log, counted as excluded, and the transfer goes on to
+/// the whole-blob sources, where the origin's copy is checked again.
+fn lying_owner(inner: &Inner, addr: &str, expected: Digest, actual: Digest) -> ClusterError {
+    let id = inner.peers.members().into_iter().find(|(_, a)| a == addr).map_or_else(|| addr.to_owned(), |(i, _)| i);
+    let why = "published piece hashes of another blob (every piece matched, the whole blob did not)".to_owned();
+    tracing::warn!(digest = %expected, owner = %id, addr = %addr, reason = %why, "swarm owner excluded");
+    inner.swarm.excluded.fetch_add(1, Ordering::Relaxed);
+    inner.recorder().swarm(&SwarmReport {
+        digest: Some(expected),
+        excluded: vec![(id.clone(), why)],
+        ..Default::default()
+    });
+    ClusterError::Corrupt { source_name: format!("the swarm of owner {id} ({addr})"), expected, actual }
 }
 
 async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
