@@ -448,7 +448,7 @@ pub(crate) async fn seed(inner: &Arc<Inner>, d: Digest, src: &dyn Source) -> Res
     let res = match res {
         Ok(()) => {
             inner.track_complete(d, &l);
-            finish(inner, &partial, &name).await
+            finish(inner, &partial, &name, true).await
         }
         Err(e) => {
             partial.abandon();
@@ -526,11 +526,26 @@ fn local(d: Digest, e: StoreError) -> ClusterError {
     ClusterError::LocalWrite { digest: d, source: e }
 }
 
-async fn finish(inner: &Arc<Inner>, partial: &Arc<PartialBlob>, name: &str) -> Result<()> {
+/// Verifies and stores the blob. `read_origin`: this node read (some of)
+/// it from the origin, and so queues its copy to the durable tier, as the
+/// whole-blob path does for an origin's blob. Whichever node read the
+/// origin queues it: the owner (`seed`), or a node that took over from a
+/// dead owner and read pieces by range. An asker served by peers only
+/// does not: the owner's copy is queued already, and N askers would race
+/// N uploads of the same blob (each a HEAD at least) for nothing.
+async fn finish(inner: &Arc<Inner>, partial: &Arc<PartialBlob>, name: &str, read_origin: bool) -> Result<()> {
     let p = Arc::clone(partial);
     let d = partial.digest();
     match inner.store.run(move |_| p.finish()).await {
-        Ok(_) => Ok(()),
+        Ok(out) => {
+            if read_origin
+                && !out.existed
+                && let Some(tier) = inner.store.tier()
+            {
+                tier.upload_in_background(out.digest);
+            }
+            Ok(())
+        }
         Err(StoreError::DigestMismatch { expected, actual }) => {
             Err(ClusterError::Corrupt { source_name: name.to_owned(), expected, actual })
         }
@@ -618,7 +633,7 @@ async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
             inner.track_complete(d, &l);
             let (origin, peers) = *lock(&io.counts);
             inner.recorder().swarm(&SwarmReport { digest: Some(d), origin, peers, excluded: o.excluded });
-            finish(inner, &partial, "the swarm").await
+            finish(inner, &partial, "the swarm", origin.0 > 0).await
         }
         Err(e) => {
             partial.abandon();
@@ -893,5 +908,71 @@ mod tests {
         // And a piece is served from the stored blob, checked against its hash.
         let (b, _slot) = c.swarm_piece(d, geo.count() - 1, geo).await.unwrap();
         assert_eq!(a.hashes.verify(geo.count() - 1, &b), crate::swarm::Verdict::Good);
+    }
+
+    /// A store in front of a moto bucket, `None` when moto is not installed.
+    fn tiered(test: &str) -> Option<(cairn_testkit::s3::MotoServer, tempfile::TempDir, Store)> {
+        use cairn_store::backend::object::{ObjectBackend, S3Options};
+        let m = cairn_testkit::s3::MotoServer::start(test)?;
+        let mut o = S3Options::new(&m.bucket, &m.region);
+        o.endpoint = Some(m.endpoint.clone());
+        o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+        let bucket = ObjectBackend::s3(&o).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = cairn_store::StoreOptions::default();
+        let s = Store::open_tiered(dir.path(), opts, bucket, cairn_store::tier::TierOptions::default()).unwrap();
+        Some((m, dir, s))
+    }
+
+    /// Waits (at most 30 s) for the background upload of `d` to land in the bucket.
+    async fn in_bucket(c: &Cluster, d: &Digest) -> bool {
+        let tier = Arc::clone(c.store().tier().unwrap());
+        let d = *d;
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            let t = Arc::clone(&tier);
+            if tokio::task::spawn_blocking(move || t.bucket().has_blob(&d)).await.unwrap().unwrap_or(false) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owners_swarmed_origin_read_is_queued_to_the_durable_tier() {
+        let Some((_m, _dir, store)) = tiered("the_owners_swarmed_origin_read_is_queued_to_the_durable_tier") else {
+            return;
+        };
+        let cfg = ClusterConfig { node_id: "me".into(), swarm: true, ..Default::default() };
+        let c = Cluster::new(store, cfg, Arc::new(NoPeers));
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let d = Digest::of(&data);
+        assert!(seed(&c.inner, d, &Mem(Bytes::from(data))).await.unwrap().is_none(), "the read was swarmed");
+        assert_eq!(c.store().tier().unwrap().stats().background_queued, 1, "queued once");
+        assert!(in_bucket(&c, &d).await, "the blob never reached the bucket");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_swarm_transfer_that_read_pieces_from_the_origin_queues_the_blob_to_the_durable_tier() {
+        let name = "a_swarm_transfer_that_read_pieces_from_the_origin_queues_the_blob_to_the_durable_tier";
+        let Some((_m, _dir, store)) = tiered(name) else { return };
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 241) as u8).collect();
+        let d = Digest::of(&data);
+        let origin = cairn_testkit::paced::PacedOrigin::start(std::slice::from_ref(&data), Default::default());
+        let cfg = ClusterConfig {
+            node_id: "me".into(),
+            swarm: true,
+            origins: vec![Origin::http(&origin.template()).unwrap()],
+            ..Default::default()
+        };
+        let c = Cluster::new(store, cfg, Arc::new(NoPeers));
+        // As a node that became the owner mid-swarm: every piece by range from the origin.
+        let geo = swarm_geometry(&c.inner, data.len() as u64).unwrap();
+        run_local(&c.inner, d, geo).await.unwrap();
+        assert!(c.store().exists(&d));
+        assert!(origin.requests() > 1, "pieces came by range");
+        assert_eq!(c.store().tier().unwrap().stats().background_queued, 1, "queued once");
+        assert!(in_bucket(&c, &d).await, "the blob never reached the bucket");
     }
 }
