@@ -28,9 +28,9 @@ use crate::fetch::{Cluster, Inner, lock};
 use crate::origin::Origin;
 use crate::peer::RemoteBlob;
 use crate::swarm::{
-    Answer, AnswerPeer, Bitfield, DEFAULT_SAMPLE, Failure, Geometry, MIN_SWARM_BLOB, PieceHasher, PieceHashes,
-    PieceSource, Rng, SchedulerConfig, SeedBudget, SwarmError, Tracker, UPLOAD_SLOTS, WireAnnounce, WireAnswer,
-    piece_size_for, poll_interval,
+    Answer, AnswerPeer, Bitfield, DEFAULT_PIECE_SIZE_MAX, DEFAULT_SAMPLE, Failure, Geometry, MIN_SWARM_BLOB,
+    PieceHasher, PieceHashes, PieceSource, Rng, SchedulerConfig, SeedBudget, SwarmError, Tracker, UPLOAD_SLOTS,
+    WireAnnounce, WireAnswer, piece_size_for, poll_interval,
 };
 use crate::swarm_run::{SwarmIo, TrackerView};
 
@@ -173,9 +173,13 @@ pub const SEND_GRACE: Duration = Duration::from_secs(1);
 /// limit never makes an honest asker miss it. Short, because the three
 /// slots of the owner are the only way out for fresh pieces: an 8 MiB piece
 /// may hold one for 9 s, not the 18 s of the asker's request timeout.
+/// Pieces over [`DEFAULT_PIECE_SIZE_MAX`] get no more time: no node picks
+/// them ([`piece_size_for`]), so only a hostile asker asks for them, and it
+/// must not buy a minute per slot with 64 MiB pieces.
 pub fn send_deadline(cfg: &crate::ClusterConfig, len: u64) -> Duration {
     let share = cfg.egress_limit.map_or(u64::MAX, |e| e / UPLOAD_SLOTS as u64);
     let rate = cfg.swarm_min_send_rate.min(share).max(1);
+    let len = len.min(DEFAULT_PIECE_SIZE_MAX);
     let secs = len / rate;
     let nanos = (len % rate).saturating_mul(1_000_000_000) / rate;
     SEND_GRACE.saturating_add(Duration::new(secs, u32::try_from(nanos).unwrap_or(0)))
@@ -407,6 +411,11 @@ impl Cluster {
             out.extend_from_slice(&c?);
         }
         Ok((Bytes::from(out), slot))
+    }
+
+    /// Upload slots in use now (of [`UPLOAD_SLOTS`]).
+    pub fn swarm_uploads(&self) -> usize {
+        UPLOAD_SLOTS.saturating_sub(self.inner.swarm.upload.available_permits())
     }
 
     /// Peers excluded from swarm transfers for wrong pieces, since start.
@@ -908,6 +917,21 @@ mod tests {
         // And a piece is served from the stored blob, checked against its hash.
         let (b, _slot) = c.swarm_piece(d, geo.count() - 1, geo).await.unwrap();
         assert_eq!(a.hashes.verify(geo.count() - 1, &b), crate::swarm::Verdict::Good);
+    }
+
+    #[test]
+    fn a_pieces_send_deadline_is_one_second_plus_its_bytes_at_the_slowest_rate_and_capped_at_the_biggest_piece() {
+        let cfg = ClusterConfig::default();
+        assert_eq!(send_deadline(&cfg, 8 << 20), Duration::from_secs(9));
+        assert_eq!(send_deadline(&cfg, 512 << 10), Duration::from_millis(1500));
+        assert_eq!(send_deadline(&cfg, 0), SEND_GRACE);
+        // A hostile asker's 64 MiB piece gets no more time than an 8 MiB one.
+        assert_eq!(send_deadline(&cfg, 64 << 20), Duration::from_secs(9));
+        // The node's own egress limit, shared by the slots, slows the rate.
+        let slow = ClusterConfig { egress_limit: Some(3 << 19), ..Default::default() };
+        assert_eq!(send_deadline(&slow, 8 << 20), Duration::from_secs(17));
+        let zero = ClusterConfig { swarm_min_send_rate: 0, egress_limit: Some(0), ..Default::default() };
+        assert!(send_deadline(&zero, 8 << 20) > Duration::from_secs(1 << 20), "no division by zero");
     }
 
     /// A store in front of a moto bucket, `None` when moto is not installed.
