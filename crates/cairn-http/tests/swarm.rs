@@ -533,7 +533,8 @@ async fn stalled_askers_of_big_pieces_are_cut_at_the_send_deadline_and_give_thei
 
 /// A fake owner: a member ("liar") that answers the swarm routes for a blob
 /// of `size` with pieces of its own and their hashes, consistent with each
-/// other but not with the blob's digest.
+/// other but not with the blob's digest, and serves wrong bytes of that
+/// size whole too (as a peer holding it, and as the owner).
 fn lying_owner(size: u64) -> cairn_testkit::Server {
     use axum::extract::{Path, Query};
     use axum::routing::{get, post};
@@ -574,6 +575,7 @@ fn lying_owner(size: u64) -> cairn_testkit::Server {
                 wrong_piece(&Geometry::new(q.blob_size, q.piece_size).unwrap(), i)
             }),
         )
+        .route("/v1/fetch/{d}", get(move || async move { vec![0x5au8; size as usize] }))
         .route(
             "/v1/swarm/{d}/announce",
             post(move || {
@@ -586,54 +588,73 @@ fn lying_owner(size: u64) -> cairn_testkit::Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lying_owner_is_caught_by_the_whole_blob_check_named_and_costs_one_origin_copy() {
+    lying_owner_case(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_askers_of_a_lying_owner_get_the_right_blob_from_one_origin_copy() {
+    lying_owner_case(2).await;
+}
+
+/// `n` real nodes fetch at once a blob whose owner is the liar.
+async fn lying_owner_case(n: usize) {
     let size = 16u64 << 20;
     let liar = lying_owner(size);
     let mut seed = 1509;
-    let (data, d, node, origin) = loop {
+    let (data, d, nodes, origin) = loop {
         let data = blob(seed, size as usize);
         let d = Digest::of(&data);
         let origin = PacedOrigin::start(std::slice::from_ref(&data), PacedSpec::default());
         let mut sp = spec(vec![origin.template()], swarm_on);
         sp.peers = vec![liar.addr()];
-        let node = TestNode::start(sp);
-        let known = wait_until(WAIT, || node.state.cluster.peers().members().len() == 1).await;
-        assert!(known, "the node never learnt the liar's id");
+        let nodes = start_cluster(n, sp);
+        let known = wait_until(WAIT, || nodes.iter().all(|x| x.state.cluster.peers().members().len() == n)).await;
+        assert!(known, "the nodes never learnt each other's and the liar's ids");
         // The liar must be the digest's owner.
-        match node.state.cluster.ranking(&d).first().map(String::as_str) {
-            Some("liar") => break (data, d, node, origin),
+        match nodes[0].state.cluster.ranking(&d).first().map(String::as_str) {
+            Some("liar") => break (data, d, nodes, origin),
             _ => seed += 1,
         }
     };
-    // Nothing but the right bytes is ever an object, while the fetch runs.
+    // Nothing but the right bytes is ever an object, while the fetches run.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watch = {
-        let (store, stop, data) = (node.store.clone(), std::sync::Arc::clone(&stop), data.clone());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(mut r) = store.get(&d) {
-                    let mut seen = Vec::new();
-                    std::io::Read::read_to_end(&mut r, &mut seen).unwrap();
-                    return seen == data;
+    let watches: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let (store, stop, data) = (node.store.clone(), std::sync::Arc::clone(&stop), data.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut r) = store.get(&d) {
+                        let mut seen = Vec::new();
+                        std::io::Read::read_to_end(&mut r, &mut seen).unwrap();
+                        return seen == data;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            true
+                true
+            })
         })
-    };
-    let (status, body) = pull(node.url(), d).await;
+        .collect();
+    let pulls: Vec<_> = nodes.iter().map(|node| tokio::spawn(pull(node.url(), d))).collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(status, 200);
-    assert!(body == data, "the node served other bytes");
-    assert!(watch.join().unwrap(), "a wrong blob was visible as an object");
-    assert_eq!(node.store.size(&d).unwrap(), size);
+    for w in watches {
+        assert!(w.join().unwrap(), "a wrong blob was visible as an object");
+    }
     assert_eq!(origin.bytes(), size, "the origin sent one copy, no more");
     assert_eq!(origin.requests(), 1);
-    // The liar's pieces were taken (each matched its hash) and then thrown away.
     let pieces = u64::from(Geometry::new(size, piece_size_for(size)).unwrap().count());
-    assert!(metric(&node, "cairn_swarm_pieces_total{source=\"peer\"}").await >= pieces, "the swarm never ran");
-    assert_eq!(
-        metric(&node, "cairn_swarm_excluded_peers_total").await,
-        1,
-        "the lying owner is not counted as an excluded peer"
-    );
+    let (mut from_peers, mut excluded) = (0, 0);
+    for node in &nodes {
+        assert_eq!(node.store.size(&d).unwrap(), size);
+        from_peers += metric(node, "cairn_swarm_pieces_total{source=\"peer\"}").await;
+        excluded += metric(node, "cairn_swarm_excluded_peers_total").await;
+    }
+    // The liar's pieces were taken (each matched its hash) and then thrown away.
+    assert!(from_peers >= pieces, "the swarm never ran");
+    assert!(excluded >= 1, "the lying owner is not counted as an excluded peer");
 }
