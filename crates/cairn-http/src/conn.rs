@@ -8,6 +8,8 @@
 //!   within `header_timeout`; a client that stops reading a response is
 //!   dropped once its writes have been blocked for `idle_timeout`. (Request
 //!   bodies have their own bound, `body_timeout`, see [`crate::body`].)
+//! - A handler may give its response a deadline ([`SendDeadline`], e.g. a
+//!   swarm piece): a response not all taken by then ends the connection.
 //! - Accept errors (e.g. out of file descriptors) back off instead of
 //!   spinning, and never stop the server.
 //! - Every request carries [`ConnectInfo<SocketAddr>`] of its client.
@@ -191,6 +193,9 @@ struct Activity {
     head: AtomicU64,
     /// Milliseconds since `start` (+1) since when a write has been blocked; 0 when none is.
     blocked: AtomicU64,
+    /// Milliseconds since `start` (+1) by which the response in progress
+    /// must be sent ([`SendDeadline`]); 0 when it has none.
+    cut: AtomicU64,
     /// Wakes the watchdog when its deadline may have moved closer.
     changed: tokio::sync::Notify,
 }
@@ -203,6 +208,7 @@ impl Activity {
             last: AtomicU64::new(0),
             head: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
+            cut: AtomicU64::new(0),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -241,6 +247,19 @@ impl Activity {
 
     /// When the connection must be closed, if nothing changes (ms since `start`).
     fn deadline(&self, l: &ServeLimits) -> u64 {
+        self.limits_deadline(l).min(self.send_deadline())
+    }
+
+    /// The response's own deadline, while it is in progress.
+    fn send_deadline(&self) -> u64 {
+        match self.cut.load(Ordering::Acquire) {
+            0 => u64::MAX,
+            _ if self.busy.load(Ordering::Acquire) == 0 => u64::MAX,
+            c => c - 1,
+        }
+    }
+
+    fn limits_deadline(&self, l: &ServeLimits) -> u64 {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let blocked = self.blocked.load(Ordering::Acquire);
         if blocked != 0 {
@@ -256,11 +275,32 @@ impl Activity {
     }
 }
 
+/// The deadline of the response to one request, in its extensions: a
+/// handler whose response must not be held by a client that stops reading
+/// (a swarm piece, whose upload slot others wait for) sets it, and the
+/// connection is closed if the response is not all handed to the socket
+/// by then. Body streams are not polled while the socket is full, so an
+/// error from the body alone could not end it.
+#[derive(Clone)]
+pub struct SendDeadline(Arc<Activity>);
+
+impl SendDeadline {
+    /// The response must be sent by `at`.
+    pub fn set(&self, at: Instant) {
+        let a = &self.0;
+        let ms = u64::try_from(at.saturating_duration_since(a.start).as_millis()).unwrap_or(u64::MAX - 1);
+        a.cut.store(ms.saturating_add(1), Ordering::Release);
+        a.changed.notify_one();
+    }
+}
+
 /// One request in progress; its end counts as activity.
 struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        // The next request on this connection has no deadline of this one's.
+        self.0.cut.store(0, Ordering::Release);
         self.0.last.store(self.0.now(), Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
         self.0.changed.notify_one();
@@ -389,6 +429,7 @@ async fn serve_http<I>(
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let busy = svc_act.begin();
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(SendDeadline(Arc::clone(&svc_act)));
         let app = app.clone();
         async move {
             let resp = app.oneshot(req).await;
@@ -421,6 +462,10 @@ async fn serve_http<I>(
             () = act.changed.notified() => {}
             () = tokio::time::sleep(wait.min(Duration::from_secs(3600))) => {
                 // Recomputed: a request may have started or ended meanwhile.
+                if act.send_deadline() <= act.now() {
+                    tracing::debug!(%peer, "closing a connection: its response was not taken by the deadline its handler set");
+                    return;
+                }
                 if act.deadline(&limits) <= act.now() {
                     tracing::debug!(%peer, "closing a connection: idle, headers too slow, or its client stopped reading");
                     return;

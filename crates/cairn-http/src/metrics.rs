@@ -178,7 +178,7 @@ impl Metrics {
         );
         r.register(
             "cairn_swarm_excluded_peers",
-            "Peers excluded from a swarm transfer for sending a wrong piece (swarm: true)",
+            "Peers excluded from a swarm transfer for sending a wrong piece, or an owner for wrong piece hashes (swarm: true)",
             m.swarm_excluded.clone(),
         );
         r.register(

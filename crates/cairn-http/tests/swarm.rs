@@ -295,7 +295,7 @@ async fn an_asker_that_stops_reading_pieces_does_not_slow_the_others() {
     }
     let took = started.elapsed();
     drop(stalled.join().unwrap());
-    // The slots the stalled asker holds are given back at the piece's deadline (10 s): well before.
+    // The slots the stalled asker holds are given back at the piece's send deadline (1 s + the piece at 1 MiB/s).
     assert!(took < Duration::from_secs(8), "the stalled asker slowed the swarm: {took:?} (owner {owner})");
     assert_eq!(origin.requests(), 1);
 }
@@ -415,4 +415,255 @@ async fn with_a_cluster_secret_only_members_use_the_swarm_routes() {
         .unwrap();
     assert!(matches!(r.status().as_u16(), 503 | 404), "a member is answered: {}", r.status());
     let _ = serde_json::from_slice::<WireAnswer>(b"{}").is_err();
+}
+
+/// The send rate the stalled-asker test gives pieces: a 16 MiB piece's
+/// deadline is then 1 s + 1 s (pieces count as 8 MiB at most).
+const TEST_SEND_RATE: u64 = 8 << 20;
+
+fn swarm_fast_deadline(c: &mut ClusterConfig) {
+    c.swarm = true;
+    c.swarm_min_send_rate = TEST_SEND_RATE;
+}
+
+/// A raw connection asking for one piece, with a tiny receive buffer, that
+/// never reads: the loopback's socket buffers hold a few MiB, not a 16 MiB piece.
+async fn stalled_asker(addr: &str, d: &Digest, index: u32, geo: &Geometry) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let req = format!(
+        "GET /v1/swarm/{d}/piece/{index}?blob_size={}&piece_size={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        geo.blob_size(),
+        geo.piece_size()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+/// The TCP state (as in /proc/net/tcp: 1 established, 4 FIN-WAIT-1, ...)
+/// of the server's side of the connection from local port `client` to
+/// port `server`, `None` once it is gone.
+fn server_side_state(server: u16, client: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |a: &str| a.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (port(f[1]) == Some(server) && port(f[2]) == Some(client)).then(|| u8::from_str_radix(f[3], 16).unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_askers_of_big_pieces_are_cut_at_the_send_deadline_and_give_their_slots_back() {
+    use cairn_cluster::swarm::UPLOAD_SLOTS;
+    use cairn_cluster::swarm_node::send_deadline;
+    // A complete local blob, asked as two 16 MiB pieces (the asker chooses the geometry).
+    let data = blob(1507, 32 << 20);
+    let d = Digest::of(&data);
+    let geo = Geometry::new(data.len() as u64, 16 << 20).unwrap();
+    let other = blob(1508, 16 << 20);
+    let od = Digest::of(&other);
+    let origin = PacedOrigin::start(std::slice::from_ref(&other), PacedSpec::default());
+    let node = TestNode::start(spec(vec![origin.template()], swarm_fast_deadline));
+    node.store.put_reader(&data[..], Some(&d)).unwrap();
+    let deadline = send_deadline(node.state.cluster.config(), geo.piece_size());
+    assert_eq!(deadline, Duration::from_secs(2));
+    let slack = Duration::from_secs(3);
+    let c = reqwest::Client::new();
+    let piece_url = |i: u32| {
+        format!("{}/v1/swarm/{d}/piece/{i}?blob_size={}&piece_size={}", node.url(), geo.blob_size(), geo.piece_size())
+    };
+    let mut stalled = Vec::new();
+    for k in 0..UPLOAD_SLOTS {
+        stalled.push(stalled_asker(&node.addr(), &d, k as u32 % geo.count(), &geo).await);
+    }
+    let cluster = &node.state.cluster;
+    assert!(wait_until(WAIT, || cluster.swarm_uploads() == UPLOAD_SLOTS).await, "the stalled askers hold no slots");
+    let held = std::time::Instant::now();
+    let r = c.get(piece_url(0)).send().await.unwrap();
+    assert_eq!(r.status(), 503, "a normal asker is told every slot is busy");
+    // The node's own fetch meanwhile does not wait for them.
+    let (status, body) = pull(node.url(), od).await;
+    assert_eq!(status, 200);
+    assert!(body == other, "the node's own fetch got other bytes");
+    let own = held.elapsed();
+    assert!(own < deadline + slack, "the node's own fetch took {own:?} while askers stalled");
+    // A normal asker gets its piece once the deadline has cut the stalled ones.
+    let got = loop {
+        let r = c.get(piece_url(1)).send().await.unwrap();
+        if r.status() == 200 {
+            break r.bytes().await.unwrap();
+        }
+        assert_eq!(r.status(), 503);
+        assert!(held.elapsed() < deadline + slack, "the slots were not given back by the deadline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let waited = held.elapsed();
+    assert!(waited < deadline + slack, "a normal asker waited {waited:?}");
+    assert!(got[..] == data[16 << 20..], "piece 1 is other bytes");
+    // Every slot is back: as many normal askers as slots are served at once.
+    let all: Vec<_> = (0..UPLOAD_SLOTS)
+        .map(|_| {
+            let r = c.get(piece_url(0));
+            tokio::spawn(async move { r.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for a in all {
+        assert_eq!(a.await.unwrap(), 200, "a slot was still held");
+    }
+    // The stalled connections were cut by the server (not closed by their
+    // asker, which has read nothing): its side of each has left "established".
+    let port: u16 = node.addr().rsplit(':').next().unwrap().parse().unwrap();
+    for (k, s) in stalled.iter().enumerate() {
+        let client = s.local_addr().unwrap().port();
+        let left = (deadline + slack).saturating_sub(held.elapsed());
+        let cut = wait_until(left, || server_side_state(port, client) != Some(1)).await;
+        assert!(cut, "stalled asker {k}'s connection is still open {:?} after", held.elapsed());
+    }
+    // Reading now drains what the kernel held, then the end, short of the whole piece.
+    for (k, mut s) in stalled.into_iter().enumerate() {
+        use tokio::io::AsyncReadExt;
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(m) => n += m,
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "stalled asker {k}'s connection is still open after {n} bytes");
+        assert!(n < (16 << 20), "stalled asker {k} got the whole piece ({n} bytes)");
+    }
+}
+
+/// A fake owner: a member ("liar") that answers the swarm routes for a blob
+/// of `size` with pieces of its own and their hashes, consistent with each
+/// other but not with the blob's digest, and serves wrong bytes of that
+/// size whole too (as a peer holding it, and as the owner).
+fn lying_owner(size: u64) -> cairn_testkit::Server {
+    use axum::extract::{Path, Query};
+    use axum::routing::{get, post};
+    use cairn_cluster::swarm::{Answer, AnswerPeer, PieceHashes};
+    #[derive(serde::Deserialize)]
+    struct Q {
+        blob_size: u64,
+        piece_size: u64,
+    }
+    fn wrong_piece(g: &Geometry, i: u32) -> Vec<u8> {
+        vec![(i as u8) ^ 0x5a; g.len(i).unwrap() as usize]
+    }
+    let geo = Geometry::new(size, piece_size_for(size)).unwrap();
+    let mut hashes = PieceHashes::new(geo);
+    for i in 0..geo.count() {
+        hashes.record(i, &wrong_piece(&geo, i)).unwrap();
+    }
+    let answer = Answer {
+        interval: Duration::from_millis(100),
+        hashes,
+        peers: vec![AnswerPeer {
+            node_id: "liar".into(),
+            addr: "127.0.0.1:1".into(),
+            have: Bitfield::full(geo.count()),
+        }],
+    };
+    let answer = serde_json::to_vec(&answer.to_wire()).unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/v1/health",
+            get(|| async {
+                axum::Json(serde_json::json!({"status": "ok", "node_id": "liar", "time": "2026-01-01T00:00:00Z"}))
+            }),
+        )
+        .route(
+            "/v1/swarm/{d}/piece/{i}",
+            get(|Path((_, i)): Path<(String, u32)>, Query(q): Query<Q>| async move {
+                wrong_piece(&Geometry::new(q.blob_size, q.piece_size).unwrap(), i)
+            }),
+        )
+        .route("/v1/fetch/{d}", get(move || async move { vec![0x5au8; size as usize] }))
+        .route(
+            "/v1/swarm/{d}/announce",
+            post(move || {
+                let a = answer.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], a) }
+            }),
+        );
+    cairn_testkit::Server::start(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lying_owner_is_caught_by_the_whole_blob_check_named_and_costs_one_origin_copy() {
+    lying_owner_case(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_askers_of_a_lying_owner_get_the_right_blob_from_one_origin_copy() {
+    lying_owner_case(2).await;
+}
+
+/// `n` real nodes fetch at once a blob whose owner is the liar.
+async fn lying_owner_case(n: usize) {
+    let size = 16u64 << 20;
+    let liar = lying_owner(size);
+    let mut seed = 1509;
+    let (data, d, nodes, origin) = loop {
+        let data = blob(seed, size as usize);
+        let d = Digest::of(&data);
+        let origin = PacedOrigin::start(std::slice::from_ref(&data), PacedSpec::default());
+        let mut sp = spec(vec![origin.template()], swarm_on);
+        sp.peers = vec![liar.addr()];
+        let nodes = start_cluster(n, sp);
+        let known = wait_until(WAIT, || nodes.iter().all(|x| x.state.cluster.peers().members().len() == n)).await;
+        assert!(known, "the nodes never learnt each other's and the liar's ids");
+        // The liar must be the digest's owner.
+        match nodes[0].state.cluster.ranking(&d).first().map(String::as_str) {
+            Some("liar") => break (data, d, nodes, origin),
+            _ => seed += 1,
+        }
+    };
+    // Nothing but the right bytes is ever an object, while the fetches run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watches: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let (store, stop, data) = (node.store.clone(), std::sync::Arc::clone(&stop), data.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut r) = store.get(&d) {
+                        let mut seen = Vec::new();
+                        std::io::Read::read_to_end(&mut r, &mut seen).unwrap();
+                        return seen == data;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                true
+            })
+        })
+        .collect();
+    let pulls: Vec<_> = nodes.iter().map(|node| tokio::spawn(pull(node.url(), d))).collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "node {i}");
+        assert!(body == data, "node {i} served other bytes");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in watches {
+        assert!(w.join().unwrap(), "a wrong blob was visible as an object");
+    }
+    assert_eq!(origin.bytes(), size, "the origin sent one copy, no more");
+    assert_eq!(origin.requests(), 1);
+    let pieces = u64::from(Geometry::new(size, piece_size_for(size)).unwrap().count());
+    let (mut from_peers, mut excluded) = (0, 0);
+    for node in &nodes {
+        assert_eq!(node.store.size(&d).unwrap(), size);
+        from_peers += metric(node, "cairn_swarm_pieces_total{source=\"peer\"}").await;
+        excluded += metric(node, "cairn_swarm_excluded_peers_total").await;
+    }
+    // The liar's pieces were taken (each matched its hash) and then thrown away.
+    assert!(from_peers >= pieces, "the swarm never ran");
+    assert!(excluded >= 1, "the lying owner is not counted as an excluded peer");
 }

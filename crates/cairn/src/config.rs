@@ -114,6 +114,10 @@ pub struct FileConfig {
     /// Cairn: fetch big blobs as pieces from every node that has some
     /// (default false; README: "Swarm").
     pub swarm: Option<bool>,
+    /// Cairn: the slowest an asker may take a swarm piece from this node,
+    /// bytes per second; past 1 s plus the piece at this rate its
+    /// connection is cut and the upload slot freed (default 1048576).
+    pub swarm_min_send_rate: Option<u64>,
 }
 
 /// The `cache` section: limits past which `serve` evicts least recently
@@ -569,6 +573,9 @@ impl NodeConfig {
             None if file.dns_name.is_some() => cairn_cluster::discovery::Discovery::Dns,
             None => cairn_cluster::discovery::Discovery::Static,
         };
+        if file.swarm_min_send_rate == Some(0) {
+            bail!("swarm_min_send_rate must be at least 1 byte per second (default 1048576)");
+        }
         if file.egress_limit == Some(0) {
             bail!("egress_limit must be at least 1 byte per second (leave it out for no limit)");
         }
@@ -699,6 +706,7 @@ impl NodeConfig {
                 cluster_secret,
                 replicas,
                 swarm: file.swarm.unwrap_or(defaults.swarm),
+                swarm_min_send_rate: file.swarm_min_send_rate.unwrap_or(defaults.swarm_min_send_rate),
             },
             listen_addr,
             bind,
@@ -979,6 +987,7 @@ mod tests {
             ("peer_tags", s(&["never", "fallback", "first", "always"])),
             ("replicas", number()),
             ("swarm", boolean()),
+            ("swarm_min_send_rate", number()),
             ("peer_timout", s(&["5s"])),
         ];
         let per_field: Vec<_> = fields
@@ -1111,6 +1120,8 @@ mod tests {
         assert!(e.contains("discovery") && e.contains("\"consul\""), "{e}");
         let e = format!("{:#}", merged("egress_limit: 0\n").unwrap_err());
         assert!(e.contains("egress_limit"), "{e}");
+        let e = format!("{:#}", merged("swarm_min_send_rate: 0\n").unwrap_err());
+        assert!(e.contains("swarm_min_send_rate"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    timeout: soon\n").unwrap_err());
         assert!(e.contains("origins[0].timeout"), "{e}");
         let e = format!("{:#}", merged("origins:\n  - url: http://a/{digest}\n    retry: 1\n").unwrap_err());

@@ -59,6 +59,10 @@ pub struct ClusterConfig {
     /// Fetch blobs of at least [`crate::swarm::MIN_SWARM_BLOB`] as pieces
     /// from every node that holds some (README: "Swarm"); off by default.
     pub swarm: bool,
+    /// The slowest an asker may take a swarm piece this node sends, bytes
+    /// per second: past 1 s plus the piece at this rate, the connection is
+    /// cut and the upload slot freed (see `swarm_node::send_deadline`).
+    pub swarm_min_send_rate: u64,
 }
 
 /// Default `peer_timeout`.
@@ -79,6 +83,10 @@ pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 pub const DEFAULT_MIN_FREE_SPACE: u64 = 256 << 20;
 /// Default `max_manifest_objects`.
 pub const DEFAULT_MAX_MANIFEST_OBJECTS: usize = 100_000;
+
+/// Default `swarm_min_send_rate`: 1 MiB/s, the rate below which an
+/// asker's own scheduler counts a piece as stalled.
+pub const DEFAULT_SWARM_MIN_SEND_RATE: u64 = 1 << 20;
 
 /// Default `replicas`: only the pushing node holds a pushed blob.
 pub const DEFAULT_REPLICAS: usize = 1;
@@ -105,6 +113,7 @@ impl Default for ClusterConfig {
             cluster_secret: None,
             replicas: DEFAULT_REPLICAS,
             swarm: false,
+            swarm_min_send_rate: DEFAULT_SWARM_MIN_SEND_RATE,
         }
     }
 }

@@ -127,7 +127,17 @@ async fn run(inner: &Arc<Inner>, t: &Transfer, prefer: Option<String>, oci: Opti
                 inner.recorder().attempt(&probe.report(d, src.as_ref(), &res));
                 (Some(src), res)
             }
-            Step::Swarm => (None, crate::fetch::swarm_node::join(inner, d).await),
+            Step::Swarm => {
+                // The owner `join` asks (it ranks the same way).
+                let owner = inner.owners_before_me(&d).into_iter().next();
+                let res = crate::fetch::swarm_node::join(inner, d).await;
+                if let (Err(ClusterError::Corrupt { .. }), Some(liar)) = (&res, owner) {
+                    // Its piece hashes lied: its whole blob is not asked for
+                    // either (a caller would get its wrong bytes, then an error).
+                    sources.drop_owner(&liar);
+                }
+                (None, res)
+            }
             Step::Try(src) => {
                 let (src, probe) = observe(src);
                 let res = attempt(inner, t, src.as_ref(), &mut release).await;

@@ -120,6 +120,11 @@ impl Sources {
         self.owners.clear();
     }
 
+    /// Leaves out the owner at `addr` (caught lying about this blob).
+    pub(crate) fn drop_owner(&mut self, addr: &str) {
+        self.owners.retain(|a| a != addr);
+    }
+
     /// Records a line of the "tried" list without judging it.
     pub(crate) fn note(&mut self, line: String) {
         self.tried.push(line);

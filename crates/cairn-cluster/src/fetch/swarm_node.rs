@@ -28,9 +28,9 @@ use crate::fetch::{Cluster, Inner, lock};
 use crate::origin::Origin;
 use crate::peer::RemoteBlob;
 use crate::swarm::{
-    Answer, AnswerPeer, Bitfield, DEFAULT_SAMPLE, Failure, Geometry, MIN_SWARM_BLOB, PieceHasher, PieceHashes,
-    PieceSource, Rng, SchedulerConfig, SeedBudget, SwarmError, Tracker, UPLOAD_SLOTS, WireAnnounce, WireAnswer,
-    piece_size_for, poll_interval,
+    Answer, AnswerPeer, Bitfield, DEFAULT_PIECE_SIZE_MAX, DEFAULT_SAMPLE, Failure, Geometry, MIN_SWARM_BLOB,
+    PieceHasher, PieceHashes, PieceSource, Rng, SchedulerConfig, SeedBudget, SwarmError, Tracker, UPLOAD_SLOTS,
+    WireAnnounce, WireAnswer, piece_size_for, poll_interval,
 };
 use crate::swarm_run::{Served, SwarmIo, TrackerView};
 
@@ -162,7 +162,39 @@ pub struct ServedPiece {
 }
 
 /// An upload slot, given back when the piece is sent or its deadline passes.
-pub struct UploadSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub struct UploadSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>, Instant);
+
+impl UploadSlot {
+    /// When the piece must be sent by: past it, the server cuts the
+    /// asker's connection (the slot itself is freed then whatever happens).
+    pub fn deadline(&self) -> Instant {
+        self.1
+    }
+}
+
+/// Time an asker always gets for a piece on top of its bytes: a few
+/// round trips and the first window of a new TCP connection.
+pub const SEND_GRACE: Duration = Duration::from_secs(1);
+
+/// How long sending a piece of `len` bytes may take: [`SEND_GRACE`] plus
+/// `len` at `swarm_min_send_rate` (1 MiB/s by default: the rate below which
+/// the asker's own scheduler counts the piece as stalled and asks
+/// elsewhere, so a slower send helps nobody), or at this node's share of
+/// `egress_limit` per upload slot when that is slower, so the node's own
+/// limit never makes an honest asker miss it. Short, because the three
+/// slots of the owner are the only way out for fresh pieces: an 8 MiB piece
+/// may hold one for 9 s, not the 18 s of the asker's request timeout.
+/// Pieces over [`DEFAULT_PIECE_SIZE_MAX`] get no more time: no node picks
+/// them ([`piece_size_for`]), so only a hostile asker asks for them, and it
+/// must not buy a minute per slot with 64 MiB pieces.
+pub fn send_deadline(cfg: &crate::ClusterConfig, len: u64) -> Duration {
+    let share = cfg.egress_limit.map_or(u64::MAX, |e| e / UPLOAD_SLOTS as u64);
+    let rate = cfg.swarm_min_send_rate.min(share).max(1);
+    let len = len.min(DEFAULT_PIECE_SIZE_MAX);
+    let secs = len / rate;
+    let nanos = (len % rate).saturating_mul(1_000_000_000) / rate;
+    SEND_GRACE.saturating_add(Duration::new(secs, u32::try_from(nanos).unwrap_or(0)))
+}
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
@@ -355,8 +387,9 @@ impl Cluster {
     /// Piece `index` of `d` in pieces of `geo`, for a peer: from the
     /// complete local blob, or from this node's partial blob when it holds
     /// the piece verified. Takes one of the [`UPLOAD_SLOTS`] (the caller
-    /// keeps the slot while sending; it is given back at `deadline`
-    /// whatever happens).
+    /// keeps the slot while sending and must stop sending at
+    /// [`UploadSlot::deadline`]; the slot is given back then whatever
+    /// happens).
     pub async fn swarm_piece(&self, d: Digest, index: u32, geo: Geometry) -> Result<ServedPiece, Refused> {
         if !self.inner.cfg.swarm {
             return Err(Refused::NotSwarming(d));
@@ -367,15 +400,17 @@ impl Cluster {
         let permit =
             Arc::clone(&self.inner.swarm.upload).try_acquire_owned().map_err(|_| Refused::Busy("upload slots"))?;
         let slot = Arc::new(Mutex::new(Some(permit)));
-        let deadline = SchedulerConfig::default().request_timeout + Duration::from_secs(len >> 20);
+        let within = send_deadline(&self.inner.cfg, len);
         let weak = Arc::downgrade(&slot);
+        // The server cuts the connection at the deadline too; this frees the
+        // slot even when the body is held somewhere that never drops it.
         tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
+            tokio::time::sleep(within).await;
             if let Some(s) = weak.upgrade() {
                 lock(&s).take();
             }
         });
-        let slot = UploadSlot(slot);
+        let slot = UploadSlot(slot, Instant::now() + within);
         if let Some(l) = self.inner.local_swarm(&d)
             && l.geo == geo
         {
@@ -412,6 +447,11 @@ impl Cluster {
             out.extend_from_slice(&c?);
         }
         Ok(ServedPiece { bytes: Bytes::from(out), have: Bitfield::full(geo.count()), slot })
+    }
+
+    /// Upload slots in use now (of [`UPLOAD_SLOTS`]).
+    pub fn swarm_uploads(&self) -> usize {
+        UPLOAD_SLOTS.saturating_sub(self.inner.swarm.upload.available_permits())
     }
 
     /// Peers excluded from swarm transfers for wrong pieces, since start.
@@ -453,7 +493,7 @@ pub(crate) async fn seed(inner: &Arc<Inner>, d: Digest, src: &dyn Source) -> Res
     let res = match res {
         Ok(()) => {
             inner.track_complete(d, &l);
-            finish(inner, &partial, &name).await
+            finish(inner, &partial, &name, true).await
         }
         Err(e) => {
             partial.abandon();
@@ -531,11 +571,26 @@ fn local(d: Digest, e: StoreError) -> ClusterError {
     ClusterError::LocalWrite { digest: d, source: e }
 }
 
-async fn finish(inner: &Arc<Inner>, partial: &Arc<PartialBlob>, name: &str) -> Result<()> {
+/// Verifies and stores the blob. `read_origin`: this node read (some of)
+/// it from the origin, and so queues its copy to the durable tier, as the
+/// whole-blob path does for an origin's blob. Whichever node read the
+/// origin queues it: the owner (`seed`), or a node that took over from a
+/// dead owner and read pieces by range. An asker served by peers only
+/// does not: the owner's copy is queued already, and N askers would race
+/// N uploads of the same blob (each a HEAD at least) for nothing.
+async fn finish(inner: &Arc<Inner>, partial: &Arc<PartialBlob>, name: &str, read_origin: bool) -> Result<()> {
     let p = Arc::clone(partial);
     let d = partial.digest();
     match inner.store.run(move |_| p.finish()).await {
-        Ok(_) => Ok(()),
+        Ok(out) => {
+            if read_origin
+                && !out.existed
+                && let Some(tier) = inner.store.tier()
+            {
+                tier.upload_in_background(out.digest);
+            }
+            Ok(())
+        }
         Err(StoreError::DigestMismatch { expected, actual }) => {
             Err(ClusterError::Corrupt { source_name: name.to_owned(), expected, actual })
         }
@@ -570,7 +625,27 @@ pub(crate) async fn join(inner: &Arc<Inner>, d: Digest) -> Result<()> {
             Err(e) => return Err(unavailable(e.to_string())),
         }
     };
-    run_local(inner, d, geo).await
+    match run_local(inner, d, geo).await {
+        Err(ClusterError::Corrupt { expected, actual, .. }) => Err(lying_owner(inner, &owner, expected, actual)),
+        res => res,
+    }
+}
+
+/// Every piece matched the owner's hash and the blob does not match its
+/// digest: the owner published a wrong hash list (only it publishes them).
+/// It is named in the log, counted as excluded, and the transfer goes on to
+/// the whole-blob sources, where the origin's copy is checked again.
+fn lying_owner(inner: &Inner, addr: &str, expected: Digest, actual: Digest) -> ClusterError {
+    let id = inner.peers.members().into_iter().find(|(_, a)| a == addr).map_or_else(|| addr.to_owned(), |(i, _)| i);
+    let why = "published piece hashes of another blob (every piece matched, the whole blob did not)".to_owned();
+    tracing::warn!(digest = %expected, owner = %id, addr = %addr, reason = %why, "swarm owner excluded");
+    inner.swarm.excluded.fetch_add(1, Ordering::Relaxed);
+    inner.recorder().swarm(&SwarmReport {
+        digest: Some(expected),
+        excluded: vec![(id.clone(), why)],
+        ..Default::default()
+    });
+    ClusterError::Corrupt { source_name: format!("the swarm of owner {id} ({addr})"), expected, actual }
 }
 
 async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
@@ -602,7 +677,7 @@ async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
             inner.track_complete(d, &l);
             let (origin, peers) = *lock(&io.counts);
             inner.recorder().swarm(&SwarmReport { digest: Some(d), origin, peers, excluded: o.excluded });
-            finish(inner, &partial, "the swarm").await
+            finish(inner, &partial, "the swarm", origin.0 > 0).await
         }
         Err(e) => {
             partial.abandon();
@@ -891,5 +966,86 @@ mod tests {
         let got = c.swarm_piece(d, geo.count() - 1, geo).await.unwrap();
         assert_eq!(a.hashes.verify(geo.count() - 1, &got.bytes), crate::swarm::Verdict::Good);
         assert!(got.have.is_full(), "a node holding the blob whole says so with each piece");
+    }
+
+    #[test]
+    fn a_pieces_send_deadline_is_one_second_plus_its_bytes_at_the_slowest_rate_and_capped_at_the_biggest_piece() {
+        let cfg = ClusterConfig::default();
+        assert_eq!(send_deadline(&cfg, 8 << 20), Duration::from_secs(9));
+        assert_eq!(send_deadline(&cfg, 512 << 10), Duration::from_millis(1500));
+        assert_eq!(send_deadline(&cfg, 0), SEND_GRACE);
+        // A hostile asker's 64 MiB piece gets no more time than an 8 MiB one.
+        assert_eq!(send_deadline(&cfg, 64 << 20), Duration::from_secs(9));
+        // The node's own egress limit, shared by the slots, slows the rate.
+        let slow = ClusterConfig { egress_limit: Some(3 << 19), ..Default::default() };
+        assert_eq!(send_deadline(&slow, 8 << 20), Duration::from_secs(17));
+        let zero = ClusterConfig { swarm_min_send_rate: 0, egress_limit: Some(0), ..Default::default() };
+        assert!(send_deadline(&zero, 8 << 20) > Duration::from_secs(1 << 20), "no division by zero");
+    }
+
+    /// A store in front of a moto bucket, `None` when moto is not installed.
+    fn tiered(test: &str) -> Option<(cairn_testkit::s3::MotoServer, tempfile::TempDir, Store)> {
+        use cairn_store::backend::object::{ObjectBackend, S3Options};
+        let m = cairn_testkit::s3::MotoServer::start(test)?;
+        let mut o = S3Options::new(&m.bucket, &m.region);
+        o.endpoint = Some(m.endpoint.clone());
+        o.credentials = Some((m.access_key.clone(), m.secret_key.clone()));
+        let bucket = ObjectBackend::s3(&o).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = cairn_store::StoreOptions::default();
+        let s = Store::open_tiered(dir.path(), opts, bucket, cairn_store::tier::TierOptions::default()).unwrap();
+        Some((m, dir, s))
+    }
+
+    /// Waits (at most 30 s) for the background upload of `d` to land in the bucket.
+    async fn in_bucket(c: &Cluster, d: &Digest) -> bool {
+        let tier = Arc::clone(c.store().tier().unwrap());
+        let d = *d;
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            let t = Arc::clone(&tier);
+            if tokio::task::spawn_blocking(move || t.bucket().has_blob(&d)).await.unwrap().unwrap_or(false) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owners_swarmed_origin_read_is_queued_to_the_durable_tier() {
+        let Some((_m, _dir, store)) = tiered("the_owners_swarmed_origin_read_is_queued_to_the_durable_tier") else {
+            return;
+        };
+        let cfg = ClusterConfig { node_id: "me".into(), swarm: true, ..Default::default() };
+        let c = Cluster::new(store, cfg, Arc::new(NoPeers));
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let d = Digest::of(&data);
+        assert!(seed(&c.inner, d, &Mem(Bytes::from(data))).await.unwrap().is_none(), "the read was swarmed");
+        assert_eq!(c.store().tier().unwrap().stats().background_queued, 1, "queued once");
+        assert!(in_bucket(&c, &d).await, "the blob never reached the bucket");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_swarm_transfer_that_read_pieces_from_the_origin_queues_the_blob_to_the_durable_tier() {
+        let name = "a_swarm_transfer_that_read_pieces_from_the_origin_queues_the_blob_to_the_durable_tier";
+        let Some((_m, _dir, store)) = tiered(name) else { return };
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 241) as u8).collect();
+        let d = Digest::of(&data);
+        let origin = cairn_testkit::paced::PacedOrigin::start(std::slice::from_ref(&data), Default::default());
+        let cfg = ClusterConfig {
+            node_id: "me".into(),
+            swarm: true,
+            origins: vec![Origin::http(&origin.template()).unwrap()],
+            ..Default::default()
+        };
+        let c = Cluster::new(store, cfg, Arc::new(NoPeers));
+        // As a node that became the owner mid-swarm: every piece by range from the origin.
+        let geo = swarm_geometry(&c.inner, data.len() as u64).unwrap();
+        run_local(&c.inner, d, geo).await.unwrap();
+        assert!(c.store().exists(&d));
+        assert!(origin.requests() > 1, "pieces came by range");
+        assert_eq!(c.store().tier().unwrap().stats().background_queued, 1, "queued once");
+        assert!(in_bucket(&c, &d).await, "the blob never reached the bucket");
     }
 }

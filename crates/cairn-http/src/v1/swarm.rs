@@ -10,7 +10,9 @@
 //!   its upload slots are all in use, `429` when the owner passes this
 //!   fresh piece to another asker first. A piece comes with the server's
 //!   bitfield in `X-Cairn-Swarm-Have` (hex), so askers learn who holds
-//!   what from each other as well as from the owner's tracker.
+//!   what from each other as well as from the owner's tracker. A piece not
+//!   taken by its send deadline (`swarm_node::send_deadline`) ends the
+//!   connection.
 //!
 //! With a cluster secret both need a membership proof, and the proven node
 //! id is the asker's, whatever `node` says.
@@ -18,7 +20,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -29,6 +31,7 @@ use futures_util::stream;
 use serde::Deserialize;
 
 use super::DigestPath;
+use crate::conn::SendDeadline;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -122,6 +125,7 @@ pub(super) async fn piece(
     uri: Uri,
     headers: HeaderMap,
     q: Result<Query<PieceQuery>, axum::extract::rejection::QueryRejection>,
+    cut: Option<Extension<SendDeadline>>,
 ) -> Result<Response, ApiError> {
     let Path((d, index)) = path.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let d = cairn_store::Digest::parse(&d).map_err(|source| ApiError::BadDigest { input: d, source })?;
@@ -136,13 +140,16 @@ pub(super) async fn piece(
     let served = s.cluster.swarm_piece(d, index, geo).await?;
     let (bytes, slot) = (served.bytes, served.slot);
     let len = bytes.len();
-    // The slot is held until the body is sent (or its deadline passes).
-    let body = stream::unfold((Some(bytes), Some(slot)), |(b, slot)| async move {
-        // The second poll comes once the piece is written: the slot goes then.
-        let b = b?;
-        Some((Ok::<Bytes, cairn_cluster::ClusterError>(b), (None, slot)))
-    });
-    let body = s.cluster.egress(Box::pin(body));
+    let deadline = slot.deadline();
+    // An asker that stops reading must not keep the slot: the connection
+    // layer closes the connection at the deadline (while the socket is full
+    // the body is not polled), and a body still polled after it ends with
+    // an error, which makes hyper close it too.
+    if let Some(Extension(cut)) = cut {
+        cut.set(deadline);
+    }
+    let body = piece_body(bytes, slot, d, index);
+    let body = s.cluster.egress(body);
     let mut resp = Body::from_stream(body).into_response();
     *resp.status_mut() = StatusCode::OK;
     let hs = resp.headers_mut();
@@ -153,4 +160,37 @@ pub(super) async fn piece(
         hs.insert(cairn_cluster::peer::SWARM_HAVE_HEADER, v);
     }
     Ok(resp)
+}
+
+/// Bytes handed to hyper at once: its write buffer holds a few, so the
+/// slot is held until most of the piece is in the socket.
+const PIECE_CHUNK: usize = 256 << 10;
+
+/// The piece in chunks, holding `slot` until the last one is taken, and an
+/// error in place of the next chunk once the slot's deadline has passed.
+fn piece_body(
+    bytes: Bytes,
+    slot: cairn_cluster::swarm_node::UploadSlot,
+    d: cairn_store::Digest,
+    index: u32,
+) -> cairn_cluster::peer::ByteStream {
+    let deadline = tokio::time::Instant::from_std(slot.deadline());
+    let started = std::time::Instant::now();
+    Box::pin(stream::unfold((bytes, Some(slot)), move |(mut rest, slot)| async move {
+        // `slot` is dropped with the state when the stream ends.
+        slot.as_ref()?;
+        if rest.is_empty() {
+            return None;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let e = cairn_cluster::ClusterError::Stalled {
+                source_name: format!("the asker of swarm piece {index}"),
+                digest: d,
+                after: started.elapsed(),
+            };
+            return Some((Err(e), (Bytes::new(), None)));
+        }
+        let c = rest.split_to(rest.len().min(PIECE_CHUNK));
+        Some((Ok(c), (rest, slot)))
+    }))
 }
