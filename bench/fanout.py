@@ -52,7 +52,7 @@ def sh(*args, check=True):
 class Lab:
     """Namespaces on a bridge (root), or plain loopback ports (not root)."""
 
-    def __init__(self, n, netns, uplink_mbit=None):
+    def __init__(self, n, netns, uplink_mbit=None, mtu=None):
         self.n = n
         self.netns = netns
         self.tag = f"cairn-fo{os.getpid()}"
@@ -67,6 +67,9 @@ class Lab:
                 sh("ip", "-n", self.name("sw"), "link", "add", f"p{host}", "type", "veth", "peer", "name", "eth0", "netns", ns)
                 sh("ip", "-n", self.name("sw"), "link", "set", f"p{host}", "master", "br0", "up")
                 sh("ip", "-n", ns, "addr", "add", f"{SUBNET}.{host}/24", "dev", "eth0")
+                if mtu:
+                    sh("ip", "-n", self.name("sw"), "link", "set", f"p{host}", "mtu", str(mtu))
+                    sh("ip", "-n", ns, "link", "set", "eth0", "mtu", str(mtu))
                 sh("ip", "-n", ns, "link", "set", "eth0", "up")
                 sh("ip", "-n", ns, "link", "set", "lo", "up")
                 if uplink_mbit:
@@ -330,7 +333,7 @@ def cmd_run(a):
 
     rows = []
     for n in a.nodes:
-        lab = Lab(n, netns, a.uplink_mbit)
+        lab = Lab(n, netns, a.uplink_mbit, a.mtu)
         origin = None
         try:
             origin = subprocess.Popen(
@@ -377,13 +380,15 @@ def cmd_run(a):
                                 on_kill = lambda v=victim: cl.kill(v)
                             pids = [p.pid for p in cl.procs.values()]
                             m0, c0 = machine_busy(), procs_cpu(pids)
+                            each0 = [procs_cpu([p]) for p in pids]
                             ends, failed = run_all(cmds, kill_at, on_kill)
                             m1, c1 = machine_busy(), procs_cpu(pids)
+                            each = [round(procs_cpu([p]) - e, 2) for p, e in zip(pids, each0)]
                             wall = max(e for e in ends if e is not None)
                             # Cores in use over the run: the nodes', and the whole machine's.
                             cpu = {"node_cpu_s": round(c1 - c0, 2), "node_cores": round((c1 - c0) / wall, 2),
                                    "machine_cores": round((m1[0] - m0[0]) / wall, 2),
-                                   "machine_cpus": os.cpu_count()}
+                                   "machine_cpus": os.cpu_count(), "node_cpu_each": each}
                             bad = cl.verify(digests, alive)
                         finally:
                             cl.close()
@@ -407,7 +412,7 @@ def cmd_run(a):
             lab.close()
     with open(a.out, "w") as f:
         json.dump({"netns": netns, "rate": a.rate, "first_byte_ms": a.first_byte_ms, "big_mib": a.big_mib,
-                   "uplink_mbit": a.uplink_mbit, "swarm": a.swarm,
+                   "uplink_mbit": a.uplink_mbit, "swarm": a.swarm, "mtu": a.mtu,
                    "small_mib": a.small_mib, "manifest_blobs": a.manifest_blobs, "rows": rows}, f, indent=1)
 
 
@@ -455,6 +460,7 @@ def main():
     r.add_argument("--loopback", action="store_true", help="no namespaces even as root")
     r.add_argument("--uplink-mbit", type=int, default=None, help="cap every host's uplink with tc tbf (netns only)")
     r.add_argument("--swarm", action="store_true", help="nodes run with swarm: true (issue 15)")
+    r.add_argument("--mtu", type=int, default=None, help="MTU of every veth (default 1500); fewer packets cost the 2 cores less")
     r.add_argument("--keep-logs", default=None, help="copy every node's log here after each row (set RUST_LOG to choose what they hold)")
     t = sub.add_parser("table")
     t.add_argument("results")

@@ -34,6 +34,12 @@ use crate::swarm::{
 };
 use crate::swarm_run::{Served, SwarmIo, TrackerView};
 
+/// A read smaller than this means the origin's body trickles in.
+const SMALL_READ: usize = 16 * 1024;
+
+/// Bytes of the owner's origin read gathered before one disk write.
+const SEED_WRITE_BATCH: usize = 256 * 1024;
+
 /// Trackers an owner keeps at once; past it, new digests are answered busy.
 pub const MAX_TRACKERS: usize = 1024;
 
@@ -519,34 +525,55 @@ async fn seed_stream(
 ) -> Result<()> {
     let mut hasher = PieceHasher::new(l.geo);
     let mut at = 0u64;
+    // Bytes read but not yet written, from `written`: an origin behind a
+    // shaped link sends a few KiB at a time, and a blocking-pool write per
+    // chunk cost more CPU (thread wake-ups) than everything else together.
+    let mut pending = bytes::BytesMut::new();
+    let mut written = 0u64;
+    let mut done = Vec::new();
     loop {
         let next = match tokio::time::timeout(idle, remote.body.next()).await {
             Ok(n) => n,
             Err(_) => return Err(ClusterError::Stalled { source_name: name.to_owned(), digest: d, after: idle }),
         };
         let chunk = match next {
-            None => break,
-            Some(c) => c?,
+            None => None,
+            Some(c) => Some(c?),
         };
-        let end = at.checked_add(chunk.len() as u64).filter(|e| *e <= l.geo.blob_size()).ok_or_else(|| {
-            ClusterError::Truncated {
+        if let Some(chunk) = &chunk {
+            at = at.checked_add(chunk.len() as u64).filter(|e| *e <= l.geo.blob_size()).ok_or_else(|| {
+                ClusterError::Truncated {
+                    source_name: name.to_owned(),
+                    digest: d,
+                    reason: "body longer than declared".into(),
+                }
+            })?;
+            done.extend(hasher.update(chunk).map_err(|e| ClusterError::Truncated {
                 source_name: name.to_owned(),
                 digest: d,
-                reason: "body longer than declared".into(),
+                reason: e.to_string(),
+            })?);
+            pending.extend_from_slice(chunk);
+            if chunk.len() < SMALL_READ {
+                // A trickling body (a shaped link delivers a packet at a time):
+                // let it gather for a moment instead of waking once a packet.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-        })?;
-        let p = Arc::clone(&l.partial);
-        let c = chunk.clone();
-        inner.store.run(move |_| p.write_at(at, &c)).await.map_err(|e| local(d, e))?;
-        at = end;
-        let done = hasher.update(&chunk).map_err(|e| ClusterError::Truncated {
-            source_name: name.to_owned(),
-            digest: d,
-            reason: e.to_string(),
-        })?;
-        for (i, h) in done {
-            let _ = lock(&l.hashes).set(i, h);
-            lock(&l.have).set(i);
+        }
+        // A finished piece is written at once, so it is served without delay.
+        if !pending.is_empty() && (chunk.is_none() || !done.is_empty() || pending.len() >= SEED_WRITE_BATCH) {
+            let p = Arc::clone(&l.partial);
+            let b = pending.split().freeze();
+            let n = b.len() as u64;
+            inner.store.run(move |_| p.write_at(written, &b)).await.map_err(|e| local(d, e))?;
+            written += n;
+            for (i, h) in done.drain(..) {
+                let _ = lock(&l.hashes).set(i, h);
+                lock(&l.have).set(i);
+            }
+        }
+        if chunk.is_none() {
+            break;
         }
     }
     if at != l.geo.blob_size() {
