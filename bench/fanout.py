@@ -376,7 +376,11 @@ def cmd_run(a):
                                 victim = int(owner(big, ids)[1:])
                                 alive.remove(victim)
                                 cmds[victim] = ["true"]
-                                kill_at = size / a.rate / 2
+                                # Halfway: half of T1 when this run measured it (the
+                                # uplinks, not the origin's pace, set the time then).
+                                t1 = next((r["secs"] for r in rows if r["n"] == n and r["mode"] == "alone"
+                                           and r["what"] == what), None)
+                                kill_at = t1 / 2 if t1 else size / a.rate / 2
                                 on_kill = lambda v=victim: cl.kill(v)
                             pids = [p.pid for p in cl.procs.values()]
                             m0, c0 = machine_busy(), procs_cpu(pids)
