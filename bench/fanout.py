@@ -139,7 +139,7 @@ def owner(digest_hex, ids):
 
 
 class Cluster:
-    def __init__(self, lab, cairn, work, origin_tmpl, swarm=False):
+    def __init__(self, lab, cairn, work, origin_tmpl, swarm=False, liar=None, digest=None):
         self.lab = lab
         self.procs = {}
         self.dirs = {}
@@ -147,6 +147,16 @@ class Cluster:
             d = os.path.join(work, f"n{i}")
             os.makedirs(d, exist_ok=True)
             self.dirs[i] = d
+            if i == liar:
+                # A member that claims every piece and serves wrong ones (see `liar`).
+                log = open(os.path.join(d, "log"), "w")
+                peers = [lab.addr(j) for j in range(lab.n) if j != i]
+                listen = f"0.0.0.0:{PORT}" if lab.netns else lab.addr(i)
+                self.procs[i] = subprocess.Popen(
+                    lab.prefix(i) + [sys.executable, os.path.abspath(__file__), "liar", "--listen", listen,
+                                     "--node-id", f"n{i}", "--digest", digest, "--peers", *peers],
+                    stdout=log, stderr=log)
+                continue
             peers = [lab.addr(j) for j in range(lab.n) if j != i]
             listen = f":{PORT}" if lab.netns else lab.addr(i)
             cfg = {
@@ -170,6 +180,8 @@ class Cluster:
                 lab.prefix(i) + [cairn, "serve", "--config", path], stdout=log, stderr=log, env=env
             )
         for i in range(lab.n):
+            if i == liar:
+                continue
             url = f"http://{lab.addr(i)}/v1/peers"
 
             def ready(i=i, url=url):
@@ -177,6 +189,14 @@ class Cluster:
                 return p is not None and len(p) == lab.n - 1 and all(x["healthy"] and x["node_id"] for x in p)
 
             wait_for(f"node n{i} to see all its peers healthy", ready)
+
+    def metric(self, i, name):
+        r = subprocess.run(self.lab.prefix(i) + ["curl", "-sf", "--max-time", "5", f"http://{self.lab.addr(i)}/metrics"],
+                           capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+        return 0.0
 
     def kill(self, i):
         self.procs[i].send_signal(signal.SIGKILL)
@@ -346,7 +366,7 @@ def cmd_run(a):
                 for what, digests, size in [("256MiB blob" if a.big_mib == 256 else f"{a.big_mib}MiB blob", [big], a.big_mib << 20),
                                             (f"{a.manifest_blobs}-blob manifest", small, (a.small_mib << 20) * len(small))]:
                     is_manifest = digests is small
-                    if mode in ("cairn-kill", "alone", "independent") and is_manifest:
+                    if mode in ("cairn-kill", "cairn-liar", "alone", "independent") and is_manifest:
                         continue
                     shutil.rmtree(os.path.join(work, "nodes"), ignore_errors=True)
                     origin_reset(lab)
@@ -358,7 +378,12 @@ def cmd_run(a):
                         ends, failed = run_all(cmds)
                         bad = 0
                     else:
-                        cl = Cluster(lab, a.cairn, os.path.join(work, "nodes"), tmpl, a.swarm)
+                        liar = None
+                        if mode == "cairn-liar":
+                            # The lowest-ranked node lies: a peer, never the owner.
+                            liar = int(min(ids, key=lambda i: (hrw_score(big, i), [-ord(c) for c in i]))[1:])
+                            alive.remove(liar)
+                        cl = Cluster(lab, a.cairn, os.path.join(work, "nodes"), tmpl, a.swarm, liar, big)
                         try:
                             kill_at, on_kill = None, None
                             if mode == "plain":
@@ -372,6 +397,8 @@ def cmd_run(a):
                                 # T1: one node fetching alone, the others idle.
                                 alive = [0]
                                 cmds = [cmds[0]] + [["true"]] * (n - 1)
+                            if liar is not None:
+                                cmds[liar] = ["true"]
                             if mode == "cairn-kill":
                                 victim = int(owner(big, ids)[1:])
                                 alive.remove(victim)
@@ -394,6 +421,7 @@ def cmd_run(a):
                                    "machine_cores": round((m1[0] - m0[0]) / wall, 2),
                                    "machine_cpus": os.cpu_count(), "node_cpu_each": each}
                             bad = cl.verify(digests, alive)
+                            cpu["excluded"] = sum(cl.metric(i, "cairn_swarm_excluded_peers_total") for i in alive)
                         finally:
                             cl.close()
                             if a.keep_logs:
@@ -402,7 +430,7 @@ def cmd_run(a):
                                 for i, d in cl.dirs.items():
                                     shutil.copy(os.path.join(d, "log"), os.path.join(keep, f"n{i}.log"))
                     st = origin_stats(lab) or {"bytes": -1, "requests": -1}
-                    live = [e for k, e in enumerate(ends) if mode not in ("cairn-kill", "alone") or k in alive]
+                    live = [e for k, e in enumerate(ends) if mode not in ("cairn-kill", "cairn-liar", "alone") or k in alive]
                     row = {"n": n, "mode": mode, "what": what, "secs": round(max(live), 2), "first": round(min(live), 2),
                            "origin_ratio": round(st["bytes"] / size, 3), "origin_requests": st["requests"],
                            "failed_clients": failed, "bad_copies": bad,
@@ -418,6 +446,87 @@ def cmd_run(a):
         json.dump({"netns": netns, "rate": a.rate, "first_byte_ms": a.first_byte_ms, "big_mib": a.big_mib,
                    "uplink_mbit": a.uplink_mbit, "swarm": a.swarm, "mtu": a.mtu,
                    "small_mib": a.small_mib, "manifest_blobs": a.manifest_blobs, "rows": rows}, f, indent=1)
+
+
+def cmd_liar(a):
+    """A lying swarm member: healthy, it announces every piece to whichever
+    node is the digest's owner, and serves every piece wrong (right length,
+    wrong bytes) with a bitfield saying it holds them all."""
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlparse
+
+    served = {"pieces": 0}
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def reply(self, code, body=b"", headers=()):
+            self.send_response(code)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self):
+            self.reply(404)
+
+        def do_POST(self):
+            n = int(self.headers.get("content-length", "0"))
+            self.rfile.read(n)
+            self.reply(409, b"not the owner")
+
+        def do_GET(self):
+            u = urlparse(self.path)
+            parts = u.path.strip("/").split("/")
+            if u.path == "/v1/health":
+                body = json.dumps({"status": "ok", "node_id": a.node_id, "time": "2026-01-01T00:00:00Z"}).encode()
+                return self.reply(200, body, [("content-type", "application/json")])
+            if len(parts) == 5 and parts[:2] == ["v1", "swarm"] and parts[3] == "piece":
+                q = parse_qs(u.query)
+                blob, piece, i = int(q["blob_size"][0]), int(q["piece_size"][0]), int(parts[4])
+                count = -(-blob // piece)
+                length = min(piece, blob - i * piece)
+                served["pieces"] += 1
+                return self.reply(200, b"\x5a" * length, [("x-cairn-swarm-have", full_hex(count))])
+            self.reply(404)
+
+    def full_hex(count):
+        bits = bytearray((count + 7) // 8)
+        for i in range(count):
+            bits[i // 8] |= 0x80 >> (i % 8)
+        return bits.hex()
+
+    def post(addr, body):
+        req = urllib.request.Request(f"http://{addr}/v1/swarm/{a.digest}/announce?node={a.node_id}",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return json.loads(r.read())
+
+    def announce():
+        geo = None
+        while True:
+            for addr in a.peers:
+                try:
+                    if geo is None:
+                        ans = post(addr, {"blob_size": 0, "piece_size": 0, "have": ""})
+                        geo = (ans["hashes"]["blob_size"], ans["hashes"]["piece_size"])
+                    count = -(-geo[0] // geo[1])
+                    post(addr, {"blob_size": geo[0], "piece_size": geo[1], "have": full_hex(count)})
+                except Exception:
+                    pass
+            time.sleep(0.05)
+
+    threading.Thread(target=announce, daemon=True).start()
+    host, port = a.listen.rsplit(":", 1)
+    ThreadingHTTPServer((host, int(port)), H).serve_forever()
 
 
 def cmd_table(a):
@@ -466,10 +575,15 @@ def main():
     r.add_argument("--swarm", action="store_true", help="nodes run with swarm: true (issue 15)")
     r.add_argument("--mtu", type=int, default=None, help="MTU of every veth (default 1500); fewer packets cost the 2 cores less")
     r.add_argument("--keep-logs", default=None, help="copy every node's log here after each row (set RUST_LOG to choose what they hold)")
+    lr = sub.add_parser("liar", help="a lying swarm member (started by the cairn-liar mode)")
+    lr.add_argument("--listen", required=True)
+    lr.add_argument("--node-id", required=True)
+    lr.add_argument("--digest", required=True)
+    lr.add_argument("--peers", nargs="+", required=True)
     t = sub.add_parser("table")
     t.add_argument("results")
     a = ap.parse_args()
-    {"run": cmd_run, "table": cmd_table}[a.cmd](a)
+    {"run": cmd_run, "table": cmd_table, "liar": cmd_liar}[a.cmd](a)
 
 
 if __name__ == "__main__":
