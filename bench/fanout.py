@@ -142,7 +142,7 @@ class Cluster:
     def __init__(self, lab, cairn, work, origin_tmpl, swarm=False, liar=None, digest=None):
         self.lab = lab
         self.procs = {}
-        self.dirs = {}
+        self.dirs = {0: os.path.join(work, "n0")}
         for i in range(lab.n):
             d = os.path.join(work, f"n{i}")
             os.makedirs(d, exist_ok=True)
@@ -154,7 +154,8 @@ class Cluster:
                 listen = f"0.0.0.0:{PORT}" if lab.netns else lab.addr(i)
                 self.procs[i] = subprocess.Popen(
                     lab.prefix(i) + [sys.executable, os.path.abspath(__file__), "liar", "--listen", listen,
-                                     "--node-id", f"n{i}", "--digest", digest, "--peers", *peers],
+                                     "--node-id", f"n{i}", "--digest", digest, "--go", self.go_file(),
+                                     "--peers", *peers],
                     stdout=log, stderr=log)
                 continue
             peers = [lab.addr(j) for j in range(lab.n) if j != i]
@@ -189,6 +190,9 @@ class Cluster:
                 return p is not None and len(p) == lab.n - 1 and all(x["healthy"] and x["node_id"] for x in p)
 
             wait_for(f"node n{i} to see all its peers healthy", ready)
+
+    def go_file(self):
+        return os.path.join(os.path.dirname(self.dirs[0]), "go")
 
     def metric(self, i, name):
         r = subprocess.run(self.lab.prefix(i) + ["curl", "-sf", "--max-time", "5", f"http://{self.lab.addr(i)}/metrics"],
@@ -410,6 +414,7 @@ def cmd_run(a):
                                 kill_at = t1 / 2 if t1 else size / a.rate / 2
                                 on_kill = lambda v=victim: cl.kill(v)
                             pids = [p.pid for p in cl.procs.values()]
+                            open(cl.go_file(), "w").close()
                             m0, c0 = machine_busy(), procs_cpu(pids)
                             each0 = [procs_cpu([p]) for p in pids]
                             ends, failed = run_all(cmds, kill_at, on_kill)
@@ -511,6 +516,10 @@ def cmd_liar(a):
             return json.loads(r.read())
 
     def announce():
+        # From the moment the run starts (a member announces when it wants
+        # the blob), to every node: whichever owns the digest takes it.
+        while not os.path.exists(a.go):
+            time.sleep(0.01)
         geo = None
         while True:
             for addr in a.peers:
@@ -580,6 +589,7 @@ def main():
     lr.add_argument("--node-id", required=True)
     lr.add_argument("--digest", required=True)
     lr.add_argument("--peers", nargs="+", required=True)
+    lr.add_argument("--go", required=True, help="announce once this file exists")
     t = sub.add_parser("table")
     t.add_argument("results")
     a = ap.parse_args()

@@ -708,7 +708,16 @@ async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
         }
         Err(e) => {
             partial.abandon();
-            Err(ClusterError::Unavailable { digest: d, tried: vec![format!("swarm: {e}")] })
+            let store = inner.store.clone();
+            if matches!(inner.store.run(move |_| Ok::<_, StoreError>(store.exists(&d))).await, Ok(true)) {
+                // Another transfer of this node (one it started as owner in a
+                // view where the owner was down) stored the blob meanwhile,
+                // which closed this one's partial blob: the blob is here.
+                tracing::debug!(digest = %d, error = %e, "swarm transfer ended by a whole-blob transfer of the same blob");
+                Ok(())
+            } else {
+                Err(ClusterError::Unavailable { digest: d, tried: vec![format!("swarm: {e}")] })
+            }
         }
     };
     lock(&inner.swarm.local).remove(&d);

@@ -915,7 +915,8 @@ mod tests {
     #[test]
     fn the_owner_asks_the_origin_lowest_first_only_for_what_no_peer_holds() {
         let g = Geometry::new(6 * P, P).unwrap();
-        let mut s = Scheduler::new(g, SchedulerConfig { seed: 1, max_origin_requests: 2, ..SchedulerConfig::default() });
+        let mut s =
+            Scheduler::new(g, SchedulerConfig { seed: 1, max_origin_requests: 2, ..SchedulerConfig::default() });
         s.hashes_known(&Bitfield::full(6)).unwrap();
         s.set_origin(true);
         s.peer_has(T0, 1, &bits(6, &[0, 1])).unwrap();
