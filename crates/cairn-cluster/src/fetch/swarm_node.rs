@@ -12,7 +12,7 @@
 //! the blob becomes an object.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,8 +90,10 @@ pub(crate) struct LocalSwarm {
     partial: Arc<PartialBlob>,
     have: Mutex<Bitfield>,
     hashes: Mutex<PieceHashes>,
-    /// Whether this node reads the origin for it (serves fresh pieces sparingly).
-    seeding: bool,
+    /// Whether this node reads the origin for it (serves fresh pieces
+    /// sparingly): the owner from the start, a node that took over from a
+    /// dead owner from its first origin piece.
+    seeding: AtomicBool,
 }
 
 /// What an owner knows of one digest.
@@ -331,7 +333,7 @@ impl Inner {
         let addr_of: HashMap<&str, &str> = members.iter().map(|(i, a)| (i.as_str(), a.as_str())).collect();
         let sample = t.tracker.sample(&node_id.to_owned(), &asker, DEFAULT_SAMPLE, &mut t.rng);
         let me = &self.cfg.node_id;
-        let seeding = local.as_ref().is_some_and(|l| l.seeding);
+        let seeding = local.as_ref().is_some_and(|l| l.seeding.load(Ordering::Relaxed));
         let peers = sample
             .into_iter()
             .filter_map(|(id, have)| {
@@ -424,7 +426,7 @@ impl Cluster {
                 return Err(Refused::NoPiece { digest: d, index });
             }
             let mut have = lock(&l.have).clone();
-            if l.seeding && self.inner.is_owner_of(&d) {
+            if l.seeding.load(Ordering::Relaxed) && self.inner.is_owner_of(&d) {
                 let me = &self.inner.cfg.node_id;
                 let mut map = lock(&self.inner.swarm.trackers);
                 if let Some(Track::Live(t)) = map.get_mut(&d) {
@@ -491,7 +493,7 @@ pub(crate) async fn seed(inner: &Arc<Inner>, d: Digest, src: &dyn Source) -> Res
         partial: Arc::clone(&partial),
         have: Mutex::new(Bitfield::new(geo.count())),
         hashes: Mutex::new(PieceHashes::new(geo)),
-        seeding: true,
+        seeding: AtomicBool::new(true),
     });
     lock(&inner.swarm.local).insert(d, Arc::clone(&l));
     inner.track_live(d, geo, &PieceHashes::new(geo));
@@ -683,7 +685,7 @@ async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
         partial: Arc::clone(&partial),
         have: Mutex::new(Bitfield::new(geo.count())),
         hashes: Mutex::new(PieceHashes::new(geo)),
-        seeding: false,
+        seeding: AtomicBool::new(false),
     });
     lock(&inner.swarm.local).insert(d, Arc::clone(&l));
     let io = Arc::new(NodeIo {
@@ -794,6 +796,8 @@ impl SwarmIo<String> for NodeIo {
         let (d, geo) = (self.d, self.l.geo);
         match from {
             PieceSource::Origin => {
+                // A new owner's fresh pieces go to one asker each, as the first owner's did.
+                self.l.seeding.store(true, Ordering::Relaxed);
                 let io_counts = self.count_fn(true);
                 Box::pin(async move {
                     let b = origin_range(&inner, d, range).await?;
@@ -969,6 +973,45 @@ mod tests {
                 Ok(RemoteBlob { size: Some(b.len() as u64), body: Box::pin(futures_util::stream::iter(chunks)) })
             })
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_took_over_the_origin_read_passes_each_fresh_piece_to_one_asker() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i % 239) as u8).collect();
+        let d = Digest::of(&data);
+        // Slow enough to ask for pieces while the read goes on.
+        let spec = cairn_testkit::paced::PacedSpec { rate: Some(8 << 20), ..Default::default() };
+        let origin = cairn_testkit::paced::PacedOrigin::start(std::slice::from_ref(&data), spec);
+        let cfg = ClusterConfig {
+            node_id: "me".into(),
+            swarm: true,
+            origins: vec![Origin::http(&origin.template()).unwrap()],
+            ..Default::default()
+        };
+        let c = Cluster::new(Store::open(dir.path()).unwrap(), cfg, Arc::new(NoPeers));
+        // As a node that became the owner mid-swarm: it reads the rest by range.
+        let geo = swarm_geometry(&c.inner, data.len() as u64).unwrap();
+        let inner = Arc::clone(&c.inner);
+        let run = tokio::spawn(async move { run_local(&inner, d, geo).await });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            let l = c.inner.local_swarm(&d);
+            if let Some(i) = l.as_ref().and_then(|l| lock(&l.have).iter().next()) {
+                break i;
+            }
+            assert!(Instant::now() < deadline, "no piece arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        // An asker announces: the node tracks, then serves a fresh piece once.
+        c.inner.answer(d, "asker", &WireAnnounce::hello(), false).unwrap();
+        assert!(c.swarm_piece(d, held, geo).await.is_ok());
+        assert!(
+            matches!(c.swarm_piece(d, held, geo).await, Err(Refused::Declined(_))),
+            "a second asker gets it from the first, not from this node's uplink again"
+        );
+        run.await.unwrap().unwrap();
+        assert!(c.store().exists(&d));
     }
 
     #[tokio::test]
