@@ -558,7 +558,12 @@ impl World {
             } else if f.from == self.owner
                 && self.sc.seed_budget
                 && !self.sc.owner_only
-                && !self.budget.try_serve(f.piece, dur(self.now), self.tracker.others_holding(&self.owner, f.piece))
+                && !self.budget.try_serve(
+                    f.piece,
+                    dur(self.now),
+                    self.tracker.others_holding(&self.owner, f.piece),
+                    s.ups.is_empty(),
+                )
             {
                 self.out.declined += 1;
                 Some(Failure::Declined)
@@ -661,9 +666,10 @@ impl World {
             if self.sc.seed_budget {
                 // The owner offers only what it would serve, as the node's tracker does.
                 let (o, t) = (self.owner, &self.tracker);
+                let spare = self.nodes[o as usize].ups.is_empty();
                 for (p, b) in &mut s {
                     if *p == o {
-                        *b = self.budget.offer(b, now, |i| t.others_holding(&o, i));
+                        *b = self.budget.offer(b, now, |i| t.others_holding(&o, i), spare);
                     }
                 }
             }

@@ -334,6 +334,7 @@ impl Inner {
         let sample = t.tracker.sample(&node_id.to_owned(), &asker, DEFAULT_SAMPLE, &mut t.rng);
         let me = &self.cfg.node_id;
         let seeding = local.as_ref().is_some_and(|l| l.seeding.load(Ordering::Relaxed));
+        let spare = self.swarm.upload.available_permits() >= UPLOAD_SLOTS;
         let peers = sample
             .into_iter()
             .filter_map(|(id, have)| {
@@ -343,7 +344,7 @@ impl Inner {
                 }
                 // While it reads the origin, the owner offers only what it would serve.
                 let have = if seeding {
-                    t.seed.offer(&have, t.born.elapsed(), |i| t.tracker.others_holding(me, i))
+                    t.seed.offer(&have, t.born.elapsed(), |i| t.tracker.others_holding(me, i), spare)
                 } else {
                     have
                 };
@@ -431,11 +432,13 @@ impl Cluster {
                 let mut map = lock(&self.inner.swarm.trackers);
                 if let Some(Track::Live(t)) = map.get_mut(&d) {
                     let now = t.born.elapsed();
-                    if !t.seed.try_serve(index, now, t.tracker.others_holding(me, index)) {
+                    // This request's slot is taken: spare means no other upload runs.
+                    let spare = self.inner.swarm.upload.available_permits() + 1 >= UPLOAD_SLOTS;
+                    if !t.seed.try_serve(index, now, t.tracker.others_holding(me, index), spare) {
                         return Err(Refused::Declined(index));
                     }
                     // Askers learn of the owner only what it would serve them.
-                    have = t.seed.offer(&have, now, |i| t.tracker.others_holding(me, i));
+                    have = t.seed.offer(&have, now, |i| t.tracker.others_holding(me, i), spare);
                 }
             }
             let p = Arc::clone(&l.partial);

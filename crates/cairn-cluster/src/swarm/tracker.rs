@@ -51,19 +51,22 @@ impl SeedBudget {
     }
 
     /// Whether the owner would serve `piece` at `now`, when `others`
-    /// members besides it have announced the piece: not yet served, or
-    /// served [`SEED_RETRY`] ago and still held by nobody else.
-    pub fn would_serve(&self, piece: u32, now: Duration, others: u32) -> bool {
+    /// members besides it have announced the piece and its uploads have
+    /// room to `spare`: not yet served; or served [`SEED_RETRY`] ago and
+    /// held by nobody else (its taker may have died), or held by others
+    /// but the owner is idle (a slow first taker must not pace everyone
+    /// while the owner's uplink sits unused).
+    pub fn would_serve(&self, piece: u32, now: Duration, others: u32, spare: bool) -> bool {
         let i = piece as usize;
         let (Some(served), Some(last)) = (self.served.get(i), self.last.get(i)) else { return false };
-        *served < SEED_COPIES || (others == 0 && now.saturating_sub(*last) >= SEED_RETRY)
+        *served < SEED_COPIES || (now.saturating_sub(*last) >= SEED_RETRY && (others == 0 || spare))
     }
 
     /// Whether the owner serves `piece` to an asker at `now` (see
     /// [`SeedBudget::would_serve`]); counts it if so. Out-of-range pieces
     /// are never served.
-    pub fn try_serve(&mut self, piece: u32, now: Duration, others: u32) -> bool {
-        if !self.would_serve(piece, now, others) {
+    pub fn try_serve(&mut self, piece: u32, now: Duration, others: u32, spare: bool) -> bool {
+        if !self.would_serve(piece, now, others, spare) {
             return false;
         }
         let i = piece as usize;
@@ -79,10 +82,10 @@ impl SeedBudget {
     /// piece `i`). A piece it passed on already is left to its new
     /// holders, so askers do not spend round trips on the owner's uplink,
     /// the busiest of the swarm, to be declined.
-    pub fn offer(&self, have: &Bitfield, now: Duration, others: impl Fn(u32) -> u32) -> Bitfield {
+    pub fn offer(&self, have: &Bitfield, now: Duration, others: impl Fn(u32) -> u32, spare: bool) -> Bitfield {
         let mut out = Bitfield::new(have.count());
         for i in have.iter() {
-            if self.would_serve(i, now, others(i)) {
+            if self.would_serve(i, now, others(i), spare) {
                 out.set(i);
             }
         }
@@ -289,26 +292,28 @@ mod tests {
     fn the_owner_serves_a_fresh_piece_to_a_few_then_again_after_a_pause() {
         let mut b = SeedBudget::new(3);
         let t = Duration::from_millis(10);
-        assert!(b.try_serve(1, t, 0));
-        assert!(!b.try_serve(1, t, 0), "a second asker gets it from the first");
-        assert!(b.try_serve(2, t, 0), "per piece");
-        assert!(!b.try_serve(1, t + SEED_RETRY - Duration::from_millis(1), 0));
-        assert!(!b.try_serve(1, t + SEED_RETRY, 1), "another member holds it: ask that one");
-        assert!(b.try_serve(1, t + SEED_RETRY, 0), "after a pause, in case its only holder died");
-        assert!(!b.try_serve(3, t, 0) && !b.try_serve(u32::MAX, t, 0));
+        assert!(b.try_serve(1, t, 0, false));
+        assert!(!b.try_serve(1, t, 0, true), "a second asker gets it from the first");
+        assert!(b.try_serve(2, t, 0, false), "per piece");
+        assert!(!b.try_serve(1, t + SEED_RETRY - Duration::from_millis(1), 0, true));
+        assert!(!b.try_serve(1, t + SEED_RETRY, 1, false), "another member holds it, the owner is busy: ask that one");
+        assert!(b.try_serve(1, t + SEED_RETRY, 1, true), "an idle owner helps after a pause");
+        assert!(b.try_serve(1, t + SEED_RETRY * 2, 0, false), "after a pause, in case its only holder died");
+        assert!(!b.try_serve(3, t, 0, true) && !b.try_serve(u32::MAX, t, 0, true));
     }
 
     #[test]
     fn the_owner_offers_only_the_pieces_it_would_serve() {
         let mut b = SeedBudget::new(4);
         let t = Duration::from_millis(10);
-        assert!(b.try_serve(0, t, 0) && b.try_serve(1, t, 0));
+        assert!(b.try_serve(0, t, 0, false) && b.try_serve(1, t, 0, false));
         let have = bits(4, &[0, 1, 2]);
         // Piece 0 passed on and announced by another; 1 passed on, not yet
         // announced; 2 fresh; 3 not held.
         let others = |i: u32| u32::from(i == 0);
-        assert_eq!(b.offer(&have, t, others), bits(4, &[2]));
-        assert_eq!(b.offer(&have, t + SEED_RETRY, others), bits(4, &[1, 2]), "1 again: nobody announced it");
+        assert_eq!(b.offer(&have, t, others, true), bits(4, &[2]));
+        assert_eq!(b.offer(&have, t + SEED_RETRY, others, false), bits(4, &[1, 2]), "1 again: nobody announced it");
+        assert_eq!(b.offer(&have, t + SEED_RETRY, others, true), bits(4, &[0, 1, 2]), "an idle owner offers all");
     }
 
     #[test]
