@@ -149,7 +149,16 @@ impl Client {
             error_field.unwrap_or_else(|| text.chars().take(300).collect())
         } else {
             let excerpt: String = error_field.unwrap_or_else(|| text.chars().take(300).collect());
-            tracing::warn!(peer, what, status, body = %excerpt, "peer answered with an error");
+            // Answers that are part of normal operation: a HEAD of a blob
+            // the peer lacks, a swarm's flow control (busy, declined, not
+            // the owner, piece not held).
+            let routine = (status == 404 && what.starts_with("HEAD "))
+                || (what.contains(" /v1/swarm/") && matches!(status, 404 | 409 | 429 | 503));
+            if routine {
+                tracing::debug!(peer, what, status, body = %excerpt, "peer answered with an error");
+            } else {
+                tracing::warn!(peer, what, status, body = %excerpt, "peer answered with an error");
+            }
             let size = declared.map_or_else(|| format!("{}+", body.len()), |n| n.to_string());
             format!("a {size}-byte {kind} answer (not shown; it is in this node's log)")
         };

@@ -53,13 +53,14 @@ impl SeedBudget {
     /// Whether the owner would serve `piece` at `now`, when `others`
     /// members besides it have announced the piece and its uploads have
     /// room to `spare`: not yet served; or served [`SEED_RETRY`] ago and
-    /// held by nobody else (its taker may have died), or held by others
-    /// but the owner is idle (a slow first taker must not pace everyone
-    /// while the owner's uplink sits unused).
+    /// held by nobody else (its taker may have died), or held by its first
+    /// taker only while the owner is idle (a slow first taker must not
+    /// pace everyone while the owner's uplink sits unused; a piece already
+    /// spreading needs no more copies from the owner).
     pub fn would_serve(&self, piece: u32, now: Duration, others: u32, spare: bool) -> bool {
         let i = piece as usize;
         let (Some(served), Some(last)) = (self.served.get(i), self.last.get(i)) else { return false };
-        *served < SEED_COPIES || (now.saturating_sub(*last) >= SEED_RETRY && (others == 0 || spare))
+        *served < SEED_COPIES || (now.saturating_sub(*last) >= SEED_RETRY && (others == 0 || (spare && others == 1)))
     }
 
     /// Whether the owner serves `piece` to an asker at `now` (see
@@ -314,6 +315,7 @@ mod tests {
         assert_eq!(b.offer(&have, t, others, true), bits(4, &[2]));
         assert_eq!(b.offer(&have, t + SEED_RETRY, others, false), bits(4, &[1, 2]), "1 again: nobody announced it");
         assert_eq!(b.offer(&have, t + SEED_RETRY, others, true), bits(4, &[0, 1, 2]), "an idle owner offers all");
+        assert_eq!(b.offer(&have, t + SEED_RETRY, |i| 2 * u32::from(i == 0), true), bits(4, &[1, 2]), "0 spreads");
     }
 
     #[test]
