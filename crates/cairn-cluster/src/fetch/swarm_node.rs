@@ -294,8 +294,11 @@ impl Inner {
         };
         t.used = now;
         let geo = t.geo;
+        // Only members are tracked (and so banned): the tracker's size is
+        // bounded by the cluster's, whatever ids askers claim or report.
+        let is_member = |id: &str| members.iter().any(|(m, _)| m == id);
         for bad in ann.reported()? {
-            if *bad != self.cfg.node_id && t.tracker.ban(bad) {
+            if *bad != self.cfg.node_id && t.tracker.get(bad).is_some() && t.tracker.ban(bad) {
                 tracing::warn!(digest = %d, peer = %bad, reporter = %node_id, "swarm peer reported for a wrong piece; the tracker no longer names it");
             }
         }
@@ -313,7 +316,7 @@ impl Inner {
         }
         let asker = if ann.blob_size == geo.blob_size() && ann.piece_size == geo.piece_size() {
             let have = ann.bitfield(&geo)?;
-            if node_id != self.cfg.node_id {
+            if node_id != self.cfg.node_id && is_member(node_id) {
                 t.tracker.announce(node_id.to_owned(), have.clone())?;
             }
             have
@@ -1033,6 +1036,16 @@ mod tests {
         assert_eq!(a.hashes.known().ones(), geo.count(), "every piece hash is published");
         assert_eq!(a.peers.len(), 1, "the owner itself holds every piece");
         assert!(a.peers[0].have.is_full());
+        // A stranger (not a member) is answered but neither tracked nor
+        // named to others, whatever it claims: the tracker stays as big as
+        // the cluster.
+        let claim = WireAnnounce::new(&geo, &Bitfield::full(geo.count()));
+        assert!(c.inner.answer(d, "stranger", &claim, true).is_ok());
+        let tracked = match lock(&c.inner.swarm.trackers).get(&d) {
+            Some(Track::Live(t)) => t.tracker.len(),
+            _ => 0,
+        };
+        assert_eq!(tracked, 1, "only the owner itself is tracked");
         // An asker that knows some hashes gets only the others.
         let mut known = Bitfield::new(geo.count());
         (0..geo.count() - 2).for_each(|i| {
