@@ -177,29 +177,9 @@ async fn an_asker_killed_mid_swarm_costs_the_others_only_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_peer_sending_wrong_pieces_is_excluded_and_every_node_ends_with_the_right_blob() {
-    use axum::extract::{Path, Query};
-    use axum::routing::{get, post};
-    #[derive(serde::Deserialize)]
-    struct Q {
-        blob_size: u64,
-        piece_size: u64,
-    }
     let liar_id = "liar";
-    let app = axum::Router::new()
-        .route(
-            "/v1/health",
-            get(|| async {
-                axum::Json(serde_json::json!({"status": "ok", "node_id": "liar", "time": "2026-01-01T00:00:00Z"}))
-            }),
-        )
-        .route(
-            "/v1/swarm/{d}/piece/{i}",
-            get(|Path((_, i)): Path<(String, u32)>, Query(q): Query<Q>| async move {
-                let g = Geometry::new(q.blob_size, q.piece_size).unwrap();
-                vec![0x5a; g.len(i).unwrap() as usize]
-            }),
-        )
-        .route("/v1/swarm/{d}/announce", post(|| async { axum::http::StatusCode::NOT_FOUND }));
+    let app = lying_member()
+        .route("/v1/swarm/{d}/announce", axum::routing::post(|| async { axum::http::StatusCode::NOT_FOUND }));
     let liar = cairn_testkit::Server::start(app);
     let mut seed = 1503;
     let (data, d, nodes, origin, owner) = loop {
@@ -540,22 +520,42 @@ async fn stalled_askers_of_big_pieces_are_cut_at_the_send_deadline_and_give_thei
     }
 }
 
-/// A fake owner: a member ("liar") that answers the swarm routes for a blob
-/// of `size` with pieces of its own and their hashes, consistent with each
-/// other but not with the blob's digest, and serves wrong bytes of that
-/// size whole too (as a peer holding it, and as the owner).
-fn lying_owner(size: u64) -> cairn_testkit::Server {
+/// A piece's wrong bytes, of the right length.
+fn wrong_piece(g: &Geometry, i: u32) -> Vec<u8> {
+    vec![(i as u8) ^ 0x5a; g.len(i).unwrap() as usize]
+}
+
+/// A fake member "liar": healthy, and every piece asked of it wrong.
+fn lying_member() -> axum::Router {
     use axum::extract::{Path, Query};
-    use axum::routing::{get, post};
-    use cairn_cluster::swarm::{Answer, AnswerPeer, PieceHashes};
+    use axum::routing::get;
     #[derive(serde::Deserialize)]
     struct Q {
         blob_size: u64,
         piece_size: u64,
     }
-    fn wrong_piece(g: &Geometry, i: u32) -> Vec<u8> {
-        vec![(i as u8) ^ 0x5a; g.len(i).unwrap() as usize]
-    }
+    axum::Router::new()
+        .route(
+            "/v1/health",
+            get(|| async {
+                axum::Json(serde_json::json!({"status": "ok", "node_id": "liar", "time": "2026-01-01T00:00:00Z"}))
+            }),
+        )
+        .route(
+            "/v1/swarm/{d}/piece/{i}",
+            get(|Path((_, i)): Path<(String, u32)>, Query(q): Query<Q>| async move {
+                wrong_piece(&Geometry::new(q.blob_size, q.piece_size).unwrap(), i)
+            }),
+        )
+}
+
+/// A fake owner: a member ("liar") that answers the swarm routes for a blob
+/// of `size` with pieces of its own and their hashes, consistent with each
+/// other but not with the blob's digest, and serves wrong bytes of that
+/// size whole too (as a peer holding it, and as the owner).
+fn lying_owner(size: u64) -> cairn_testkit::Server {
+    use axum::routing::{get, post};
+    use cairn_cluster::swarm::{Answer, AnswerPeer, PieceHashes};
     let geo = Geometry::new(size, piece_size_for(size)).unwrap();
     let mut hashes = PieceHashes::new(geo);
     for i in 0..geo.count() {
@@ -571,27 +571,13 @@ fn lying_owner(size: u64) -> cairn_testkit::Server {
         }],
     };
     let answer = serde_json::to_vec(&answer.to_wire()).unwrap();
-    let app = axum::Router::new()
-        .route(
-            "/v1/health",
-            get(|| async {
-                axum::Json(serde_json::json!({"status": "ok", "node_id": "liar", "time": "2026-01-01T00:00:00Z"}))
-            }),
-        )
-        .route(
-            "/v1/swarm/{d}/piece/{i}",
-            get(|Path((_, i)): Path<(String, u32)>, Query(q): Query<Q>| async move {
-                wrong_piece(&Geometry::new(q.blob_size, q.piece_size).unwrap(), i)
-            }),
-        )
-        .route("/v1/fetch/{d}", get(move || async move { vec![0x5au8; size as usize] }))
-        .route(
-            "/v1/swarm/{d}/announce",
-            post(move || {
-                let a = answer.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], a) }
-            }),
-        );
+    let app = lying_member().route("/v1/fetch/{d}", get(move || async move { vec![0x5au8; size as usize] })).route(
+        "/v1/swarm/{d}/announce",
+        post(move || {
+            let a = answer.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], a) }
+        }),
+    );
     cairn_testkit::Server::start(app)
 }
 
