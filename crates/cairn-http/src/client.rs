@@ -449,18 +449,6 @@ fn body_kind(h: &reqwest::header::HeaderMap) -> &'static str {
     }
 }
 
-/// A read smaller than this means the data trickles in (a shaped link
-/// delivers a packet at a time, each one a wake-up of the runtime).
-const SMALL_READ: usize = 16 * 1024;
-
-/// Lets a trickling body gather in the socket for a moment before the
-/// next read: one wake-up a millisecond instead of one a packet, which
-/// at 200 Mbit/s cut a swarm node's CPU by more than half, for at most a
-/// millisecond of latency a read.
-async fn gather() {
-    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-}
-
 enum LimitError {
     Over,
     Http(reqwest::Error),
@@ -476,8 +464,8 @@ async fn read_limited(mut resp: reqwest::Response, limit: u64) -> std::result::R
             return Err(LimitError::Over);
         }
         out.extend_from_slice(&c);
-        if c.len() < SMALL_READ && (out.len() as u64) < declared {
-            gather().await;
+        if (out.len() as u64) < declared {
+            cairn_cluster::net::gather_after(c.len()).await;
         }
     }
     Ok(out)

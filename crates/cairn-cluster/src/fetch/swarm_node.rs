@@ -34,9 +34,6 @@ use crate::swarm::{
 };
 use crate::swarm_run::{Served, SwarmIo, TrackerView};
 
-/// A read smaller than this means the origin's body trickles in.
-const SMALL_READ: usize = 16 * 1024;
-
 /// Bytes of the owner's origin read gathered before one disk write.
 const SEED_WRITE_BATCH: usize = 256 * 1024;
 
@@ -562,11 +559,7 @@ async fn seed_stream(
                 reason: e.to_string(),
             })?);
             pending.extend_from_slice(chunk);
-            if chunk.len() < SMALL_READ {
-                // A trickling body (a shaped link delivers a packet at a time):
-                // let it gather for a moment instead of waking once a packet.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            crate::net::gather_after(chunk.len()).await;
         }
         // A finished piece is written at once, so it is served without delay.
         if !pending.is_empty() && (chunk.is_none() || !done.is_empty() || pending.len() >= SEED_WRITE_BATCH) {
@@ -717,7 +710,7 @@ async fn run_local(inner: &Arc<Inner>, d: Digest, geo: Geometry) -> Result<()> {
         Err(e) => {
             partial.abandon();
             let store = inner.store.clone();
-            if matches!(inner.store.run(move |_| Ok::<_, StoreError>(store.exists(&d))).await, Ok(true)) {
+            if matches!(crate::fetch::blocking(move || store.exists(&d)).await, Ok(true)) {
                 // Another transfer of this node (one it started as owner in a
                 // view where the owner was down) stored the blob meanwhile,
                 // which closed this one's partial blob: the blob is here.
